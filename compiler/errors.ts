@@ -1,0 +1,104 @@
+/** Error classes. Every message says what went wrong, where, and what to do. */
+
+/** A half-open range of character offsets into one source text. */
+export interface Span {
+  start: number;
+  end: number;
+}
+
+/** Line and column (both 1-based) of an offset in `source`. */
+export function lineCol(source: string, offset: number): { line: number; col: number } {
+  let line = 1;
+  let lineStart = 0;
+  for (let i = 0; i < offset && i < source.length; i++) {
+    if (source[i] === "\n") {
+      line++;
+      lineStart = i + 1;
+    }
+  }
+  return { line, col: offset - lineStart + 1 };
+}
+
+/** Base class of all errors Attune raises on purpose. */
+export class AttuneError extends Error {
+  override name = "AttuneError";
+}
+
+/**
+ * A problem in an Attune program: syntax, names, types, shapes, parameters, or inputs that do
+ * not fit the program's declared shapes. `message` is one line, `file:line:col: what`;
+ * `format()` adds the source line, a caret under the span, and a hint.
+ */
+export class CompileError extends AttuneError {
+  override name = "CompileError";
+  readonly line: number;
+  readonly col: number;
+  constructor(
+    readonly what: string,
+    readonly span: Span,
+    readonly source: string,
+    readonly file = "<program>",
+    readonly hint?: string,
+  ) {
+    const { line, col } = lineCol(source, span.start);
+    super(`${file}:${line}:${col}: ${what}`);
+    this.line = line;
+    this.col = col;
+  }
+
+  /** The full diagnostic: the message, the source line with a caret, and the hint. */
+  format(): string {
+    const lines = this.source.split("\n");
+    const text = lines[this.line - 1] ?? "";
+    const width = Math.max(
+      1,
+      Math.min(this.span.end - this.span.start, text.length - this.col + 1),
+    );
+    const gutter = String(this.line).padStart(4) + " | ";
+    const out = [
+      `error: ${this.message}`,
+      gutter + text,
+      " ".repeat(gutter.length + this.col - 1) + "^".repeat(width),
+    ];
+    if (this.hint) out.push(`hint: ${this.hint}`);
+    return out.join("\n");
+  }
+}
+
+/** A WebGPU device could not be had or failed; the message says what to install or change. */
+export class DeviceError extends AttuneError {
+  override name = "DeviceError";
+}
+
+/** A size exceeds a device limit; the message names the limit, the size, and what to do. */
+export class LimitError extends AttuneError {
+  override name = "LimitError";
+}
+
+/** Levenshtein distance, for "did you mean" suggestions. */
+export function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0];
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = row[j];
+      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return row[b.length];
+}
+
+/** The closest candidate to `name`, if it is close enough to be a likely typo. */
+export function closest(name: string, candidates: Iterable<string>): string | undefined {
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const c of candidates) {
+    const d = editDistance(name, c);
+    if (d < bestD) [best, bestD] = [c, d];
+  }
+  return best !== undefined && bestD <= Math.max(1, Math.floor(name.length / 3)) + 1
+    ? best
+    : undefined;
+}

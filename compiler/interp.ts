@@ -1,0 +1,680 @@
+/**
+ * The float64 reference interpreter: the oracle every compiled kernel is tested against.
+ * It evaluates the IR directly, one (batch, head) slice at a time, and imports nothing from
+ * code generation so that it stays independent of what it checks.
+ */
+import { CompileError } from "./errors.ts";
+import type { Dim, Graph, InputDecl, Node } from "./ir.ts";
+import { fillRandom } from "./rng.ts";
+import { sizeOf, type Tensor } from "./tensor.ts";
+
+/** Options of `interpret`. */
+export interface InterpretOptions {
+  /** Overrides the `seed` argument of every random draw, when given. */
+  seed?: number;
+}
+
+/**
+ * Run a checked program on host tensors. Inputs may carry leading batch/head dims beyond the
+ * declared rank; the program is mapped over them (an input with fewer leading dims is reused
+ * across the missing trailing ones, e.g. a [batch, n] mask for [batch, heads, n, d] queries).
+ */
+export function interpret(
+  graph: Graph,
+  inputs: Record<string, Tensor>,
+  options: InterpretOptions = {},
+): Tensor {
+  const { bound, batch, perInput } = bindInputs(graph, inputs);
+  const slices = sizeOf(batch);
+  let out: Tensor | undefined;
+  let outSize = 0;
+  for (let s = 0; s < slices; s++) {
+    const env = new Map<number, Tensor>();
+    for (const decl of graph.inputs) env.set(decl.node, perInput.get(decl.name)!(s));
+    const ev = new Evaluator(graph, bound, env, s, options.seed);
+    ev.run(graph.nodes);
+    const y = env.get(graph.output)!;
+    if (!out) {
+      outSize = y.data.length;
+      out = {
+        shape: [...batch, ...y.shape],
+        data: new Float64Array(outSize * slices),
+        dtype: y.dtype,
+      };
+    }
+    out.data.set(y.data, s * outSize);
+  }
+  return out!;
+}
+
+/** The sizes of a graph's symbols for these inputs, and the batch shape they share. */
+export function bindInputs(graph: Graph, inputs: Record<string, Tensor>): {
+  bound: Map<string, number>;
+  batch: number[];
+  perInput: Map<string, (slice: number) => Tensor>;
+} {
+  const fail = (what: string, decl: InputDecl, hint?: string): never => {
+    throw new CompileError(what, decl.span, graph.source, graph.file, hint);
+  };
+  for (const name of Object.keys(inputs)) {
+    if (!graph.inputs.some((d) => d.name === name)) {
+      const names = graph.inputs.map((d) => d.name).join(", ");
+      throw new CompileError(
+        `${graph.entry} has no input ${name}`,
+        { start: 0, end: 0 },
+        graph.source,
+        graph.file,
+        `its inputs are: ${names}`,
+      );
+    }
+  }
+  const bound = new Map<string, number>();
+  const from = new Map<string, string>();
+  let batch: number[] = [];
+  const leads = new Map<string, number[]>();
+  for (const decl of graph.inputs) {
+    const t = inputs[decl.name];
+    if (!t) continue;
+    const r = decl.type.shape.length;
+    if (t.shape.length < r) {
+      fail(
+        `input ${decl.name} should have rank ${r} (${fmtShape(decl.type.shape)}) but has shape [${
+          t.shape.join(", ")
+        }]`,
+        decl,
+      );
+    }
+    const lead = t.shape.slice(0, t.shape.length - r);
+    const own = t.shape.slice(t.shape.length - r);
+    decl.type.shape.forEach((d, i) => {
+      if (typeof d === "number") {
+        if (own[i] !== d) {
+          fail(`input ${decl.name}: axis ${i} should be ${d} but is ${own[i]}`, decl);
+        }
+      } else if (bound.has(d) && bound.get(d) !== own[i]) {
+        fail(
+          `input ${decl.name}: size ${d} is ${own[i]} here but ${bound.get(d)} from ${from.get(d)}`,
+          decl,
+          "inputs sharing a size name must agree on it",
+        );
+      } else if (!bound.has(d)) {
+        bound.set(d, own[i]);
+        from.set(d, `input ${decl.name}`);
+      }
+    });
+    // Leading batch dims are matched from the left; 1 (or a missing dim) is reused.
+    const merged: number[] = [];
+    for (let i = 0; i < Math.max(batch.length, lead.length); i++) {
+      const a = batch[i] ?? 1, b = lead[i] ?? 1;
+      if (a !== b && a !== 1 && b !== 1) {
+        fail(
+          `input ${decl.name} has batch dims [${lead.join(", ")}] that do not match [${
+            batch.join(", ")
+          }] of the other inputs`,
+          decl,
+          "leading dims are matched from the left: [batch, heads, ...]; a smaller input may omit trailing ones",
+        );
+      }
+      merged.push(Math.max(a, b));
+    }
+    batch = merged;
+    leads.set(decl.name, lead);
+  }
+  const perInput = new Map<string, (slice: number) => Tensor>();
+  for (const decl of graph.inputs) {
+    const t = inputs[decl.name];
+    if (!t) {
+      if (decl.default === undefined) {
+        fail(
+          `missing input ${decl.name}`,
+          decl,
+          `pass a tensor of shape ${fmtShape(decl.type.shape)}`,
+        );
+      }
+      const shape = decl.type.shape.map((d) => {
+        const v = typeof d === "number" ? d : bound.get(d);
+        if (v === undefined) {
+          fail(`cannot size the default of ${decl.name}: ${d} is not set by any input`, decl);
+        }
+        return v!;
+      });
+      const fill: Tensor = {
+        shape,
+        data: new Float64Array(sizeOf(shape)).fill(decl.default!),
+        dtype: decl.type.dtype,
+      };
+      perInput.set(decl.name, () => fill);
+      continue;
+    }
+    if (t.data.length !== sizeOf(t.shape)) {
+      fail(
+        `input ${decl.name} has ${t.data.length} values for shape [${t.shape.join(", ")}]`,
+        decl,
+      );
+    }
+    const lead = leads.get(decl.name)!;
+    const own = t.shape.slice(lead.length);
+    const n = sizeOf(own);
+    perInput.set(decl.name, (slice: number) => {
+      // Decompose the slice index over the full batch shape; map onto this input's lead dims.
+      let rem = slice, off = 0, stride = 1;
+      const idx = new Array(batch.length);
+      for (let i = batch.length - 1; i >= 0; i--) {
+        idx[i] = rem % batch[i];
+        rem = Math.floor(rem / batch[i]);
+      }
+      for (let i = lead.length - 1; i >= 0; i--) {
+        off += (lead[i] === 1 ? 0 : idx[i]) * stride;
+        stride *= lead[i];
+      }
+      return {
+        shape: own,
+        data: t.data.subarray(off * n, off * n + n),
+        dtype: decl.type.dtype,
+      };
+    });
+  }
+  return { bound, batch, perInput };
+}
+
+function fmtShape(s: Dim[]): string {
+  return `[${s.join(", ")}]`;
+}
+
+function stridesOf(shape: number[]): number[] {
+  const st = new Array(shape.length);
+  let s = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    st[i] = s;
+    s *= shape[i];
+  }
+  return st;
+}
+
+/** Strides of `shape` viewed as broadcast to `out` (right-aligned), 0 where broadcast. */
+function broadcastStrides(shape: number[], out: number[]): number[] {
+  const st = stridesOf(shape);
+  const off = out.length - shape.length;
+  return out.map((_, i) => (i < off || shape[i - off] === 1 ? 0 : st[i - off]));
+}
+
+function broadcastShape(a: number[], b: number[]): number[] {
+  const n = Math.max(a.length, b.length);
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const x = a[a.length - n + i] ?? 1, y = b[b.length - n + i] ?? 1;
+    if (x !== y && x !== 1 && y !== 1) throw new Error(`internal: broadcast [${a}] with [${b}]`);
+    out.push(x === 1 ? y : x);
+  }
+  return out;
+}
+
+/** Visit every multi-index of `shape`, giving the flat offsets into each operand. */
+function forEachOffset(
+  shape: number[],
+  strides: number[][],
+  f: (i: number, offs: number[]) => void,
+) {
+  const total = sizeOf(shape);
+  const rank = shape.length;
+  const idx = new Array(rank).fill(0);
+  const offs = strides.map(() => 0);
+  for (let i = 0; i < total; i++) {
+    f(i, offs);
+    for (let a = rank - 1; a >= 0; a--) {
+      idx[a]++;
+      for (let k = 0; k < offs.length; k++) offs[k] += strides[k][a];
+      if (idx[a] < shape[a]) break;
+      for (let k = 0; k < offs.length; k++) offs[k] -= strides[k][a] * shape[a];
+      idx[a] = 0;
+    }
+  }
+}
+
+const UNARY: Record<string, (x: number) => number> = {
+  neg: (x) => -x,
+  not: (x) => (x ? 0 : 1),
+  exp: Math.exp,
+  log: Math.log,
+  sqrt: Math.sqrt,
+  abs: Math.abs,
+  tanh: Math.tanh,
+  acos: Math.acos,
+  cos: Math.cos,
+  sin: Math.sin,
+  sigmoid: (x) => 1 / (1 + Math.exp(-x)),
+  relu: (x) => (x > 0 ? x : 0),
+  elu: (x) => (x > 0 ? x : Math.expm1(x)),
+  floor: Math.floor,
+  ceil: Math.ceil,
+  sign: Math.sign,
+  erf,
+};
+
+const BINARY: Record<string, (x: number, y: number) => number> = {
+  add: (x, y) => x + y,
+  sub: (x, y) => x - y,
+  mul: (x, y) => x * y,
+  div: (x, y) => x / y,
+  idiv: (x, y) => Math.floor(x / y),
+  mod: (x, y) => x - y * Math.floor(x / y),
+  pow: (x, y) => x ** y,
+  max: (x, y) => (x > y || Number.isNaN(x) ? x : y),
+  min: (x, y) => (x < y || Number.isNaN(x) ? x : y),
+  lt: (x, y) => +(x < y),
+  le: (x, y) => +(x <= y),
+  gt: (x, y) => +(x > y),
+  ge: (x, y) => +(x >= y),
+  eq: (x, y) => +(x === y),
+  ne: (x, y) => +(x !== y),
+  and: (x, y) => +(x !== 0 && y !== 0),
+  or: (x, y) => +(x !== 0 || y !== 0),
+};
+
+/** Abramowitz–Stegun 7.1.26 is too coarse for an oracle; use a series/continued fraction. */
+function erf(x: number): number {
+  if (!Number.isFinite(x)) return Number.isNaN(x) ? x : Math.sign(x);
+  const ax = Math.abs(x);
+  if (ax < 2.5) {
+    let sum = 0, term = ax;
+    for (let k = 0; k < 100; k++) {
+      sum += term / (2 * k + 1);
+      term *= (-ax * ax) / (k + 1);
+      if (Math.abs(term) < 1e-17 * Math.abs(sum)) break;
+    }
+    return Math.sign(x) * (2 / Math.sqrt(Math.PI)) * sum;
+  }
+  // erfc continued fraction (Lentz).
+  let f = ax, c = ax, d = 0;
+  for (let k = 1; k < 200; k++) {
+    const an = k / 2;
+    d = ax + an * d;
+    d = 1 / d;
+    c = ax + an / c;
+    const delta = c * d;
+    f *= delta;
+    if (Math.abs(delta - 1) < 1e-16) break;
+  }
+  const erfc = Math.exp(-ax * ax) / (f * Math.sqrt(Math.PI));
+  return Math.sign(x) * (1 - erfc);
+}
+
+class Evaluator {
+  constructor(
+    readonly graph: Graph,
+    readonly sizes: Map<string, number>,
+    readonly env: Map<number, Tensor>,
+    readonly slice: number,
+    readonly seedOverride?: number,
+  ) {}
+
+  fail(what: string, node: Node, hint?: string): never {
+    throw new CompileError(
+      what,
+      node.span ?? { start: 0, end: 0 },
+      this.graph.source,
+      this.graph.file,
+      hint,
+    );
+  }
+
+  dim(d: Dim, node: Node): number {
+    if (typeof d === "number") return d;
+    const v = this.sizes.get(d);
+    if (v === undefined) this.fail(`size ${d} is not set by any input`, node);
+    return v!;
+  }
+
+  get(id: number): Tensor {
+    return this.env.get(id)!;
+  }
+
+  run(nodes: Node[]): void {
+    for (const n of nodes) this.env.set(n.id, this.eval(n));
+  }
+
+  eval(n: Node): Tensor {
+    const a = n.args.map((i) => this.get(i));
+    const shape = () => n.type.shape.map((d) => this.dim(d, n));
+    const make = (s: number[]): Tensor => ({
+      shape: s,
+      data: new Float64Array(sizeOf(s)),
+      dtype: n.type.dtype,
+    });
+    const op = n.op;
+    switch (op.op) {
+      case "input":
+        return this.get(n.id);
+      case "const":
+        return { shape: [], data: Float64Array.of(op.value), dtype: n.type.dtype };
+      case "dim":
+        return { shape: [], data: Float64Array.of(this.dim(op.name, n)), dtype: "int" };
+      case "iota": {
+        const t = make(shape());
+        const st = stridesOf(t.shape);
+        for (let i = 0; i < t.data.length; i++) {
+          t.data[i] = Math.floor(i / st[op.axis]) % t.shape[op.axis];
+        }
+        return t;
+      }
+      case "fill":
+        return { ...make(shape()), data: new Float64Array(sizeOf(shape())).fill(op.value) };
+      case "eye": {
+        const t = make(shape());
+        const m = t.shape[0];
+        for (let i = 0; i < m; i++) t.data[i * m + i] = 1;
+        return t;
+      }
+      case "unary": {
+        const f = UNARY[op.fn];
+        const t = make(a[0].shape);
+        for (let i = 0; i < t.data.length; i++) t.data[i] = f(a[0].data[i]);
+        return t;
+      }
+      case "binary":
+        return this.zip(n, [a[0], a[1]], (x) => BINARY[op.fn](x[0], x[1]));
+      case "where":
+        return this.zip(n, a, (x) => (x[0] ? x[1] : x[2]));
+      case "cast": {
+        const t = make(a[0].shape);
+        const to = n.type.dtype;
+        for (let i = 0; i < t.data.length; i++) {
+          const x = a[0].data[i];
+          t.data[i] = to === "bool" ? +(x !== 0) : to === "int" ? Math.floor(x) : x;
+        }
+        return t;
+      }
+      case "reduce":
+        return this.reduce(a[0], op.axis, op.fn, op.keepdims, n);
+      case "softmax":
+        return this.rows(a[0], op.axis, (v) => {
+          let m = -Infinity;
+          for (const x of v) m = x > m ? x : m;
+          // A row with no finite score (all masked with -inf) gives zeros, not NaN.
+          if (m === -Infinity) return v.fill(0);
+          let s = 0;
+          for (let i = 0; i < v.length; i++) s += v[i] = Math.exp(v[i] - m);
+          for (let i = 0; i < v.length; i++) v[i] /= s;
+          return v;
+        });
+      case "normalize":
+        return this.rows(a[0], op.axis, (v) => {
+          let s = 0;
+          for (const x of v) s += x * x;
+          const d = Math.max(Math.sqrt(s), 1e-12);
+          for (let i = 0; i < v.length; i++) v[i] /= d;
+          return v;
+        });
+      case "matmul":
+        return this.matmul(a[0], a[1], n);
+      case "dot":
+        return this.dot(a[0], a[1], n);
+      case "transpose": {
+        const x = a[0];
+        const r = x.shape.length;
+        const s = [...x.shape];
+        [s[r - 2], s[r - 1]] = [s[r - 1], s[r - 2]];
+        const t = make(s);
+        const rows = x.shape[r - 2], cols = x.shape[r - 1], mat = rows * cols;
+        for (let b = 0; b < x.data.length / Math.max(mat, 1); b++) {
+          for (let i = 0; i < rows; i++) {
+            for (let j = 0; j < cols; j++) {
+              t.data[b * mat + j * rows + i] = x.data[b * mat + i * cols + j];
+            }
+          }
+        }
+        return t;
+      }
+      case "reshape":
+        return { shape: shape(), data: a[0].data, dtype: n.type.dtype };
+      case "broadcast": {
+        const s = shape();
+        const t = make(s);
+        const st = broadcastStrides(a[0].shape, s);
+        const src = a[0].data;
+        forEachOffset(s, [st], (i, o) => (t.data[i] = src[o[0]]));
+        return t;
+      }
+      case "gather":
+        return this.gather(a[0], a.slice(1), n);
+      case "set_rows": {
+        const [x, idx, rows] = a;
+        const t = { ...x, data: Float64Array.from(x.data) };
+        const w = sizeOf(x.shape.slice(1));
+        for (let r = 0; r < idx.data.length; r++) {
+          const j = idx.data[r];
+          if (j >= 0 && j < x.shape[0]) t.data.set(rows.data.subarray(r * w, r * w + w), j * w);
+        }
+        return t;
+      }
+      case "scatter_add": {
+        const [idx, vals] = a;
+        const len = vals.shape[0];
+        const w = sizeOf(vals.shape.slice(1));
+        const groups = idx.data.length / Math.max(len, 1);
+        const t = make([...idx.shape.slice(0, -1), op.size, ...vals.shape.slice(1)]);
+        for (let g = 0; g < groups; g++) {
+          for (let j = 0; j < len; j++) {
+            const c = idx.data[g * len + j];
+            if (c < 0 || c >= op.size) continue;
+            const base = (g * op.size + c) * w;
+            for (let k = 0; k < w; k++) t.data[base + k] += vals.data[j * w + k];
+          }
+        }
+        return t;
+      }
+      case "segment_mean": {
+        const x = a[0];
+        const rows = x.shape[0], m = op.segments, w = sizeOf(x.shape.slice(1));
+        if (rows < m) {
+          this.fail(
+            `segment_mean: ${m} segments but only ${rows} rows`,
+            n,
+            `use at most ${rows} segments (landmarks ≤ n)`,
+          );
+        }
+        // n = s·m + r: the first m - r segments hold s rows, the last r hold s + 1 (seeds-spec 1.1).
+        const s = Math.floor(rows / m), k1 = (s + 1) * m - rows;
+        const t = make([m, ...x.shape.slice(1)]);
+        let start = 0;
+        for (let g = 0; g < m; g++) {
+          const len = g < k1 ? s : s + 1;
+          for (let r = start; r < start + len; r++) {
+            for (let k = 0; k < w; k++) t.data[g * w + k] += x.data[r * w + k];
+          }
+          for (let k = 0; k < w; k++) t.data[g * w + k] /= len;
+          start += len;
+        }
+        return t;
+      }
+      case "bits": {
+        const x = a[0];
+        const b = x.shape[x.shape.length - 1];
+        const t = make(x.shape.slice(0, -1));
+        for (let i = 0; i < t.data.length; i++) {
+          let c = 0;
+          for (let k = 0; k < b; k++) if (x.data[i * b + k]) c += 2 ** k;
+          t.data[i] = c;
+        }
+        return t;
+      }
+      case "topk": {
+        const x = a[0];
+        const len = x.shape[x.shape.length - 1];
+        const t = make([...x.shape.slice(0, -1), op.k]);
+        const order = Array.from({ length: len }, (_, i) => i);
+        for (let r = 0; r < x.data.length / Math.max(len, 1); r++) {
+          const v = x.data.subarray(r * len, r * len + len);
+          const key = (i: number) => (Number.isNaN(v[i]) ? -Infinity : v[i]);
+          order.sort((i, j) => key(j) - key(i) || i - j);
+          // Asking for more than there are: the extra indices point past the end (reads give 0).
+          for (let k = 0; k < op.k; k++) t.data[r * op.k + k] = k < len ? order[k] : len;
+          order.sort((i, j) => i - j);
+        }
+        return t;
+      }
+      case "random": {
+        const t = make(shape());
+        const seed = this.seedOverride ?? a[0].data[0];
+        let hi: number | undefined;
+        if (op.kind === "randint") {
+          hi = Math.floor(a[1].data[0]);
+          if (!(hi >= 1)) this.fail(`randint: hi must be at least 1, got ${a[1].data[0]}`, n);
+        }
+        fillRandom(t.data, op.kind, { seed, stream: op.stream, slice: this.slice }, hi);
+        return t;
+      }
+      case "loop": {
+        let carried = a;
+        for (let it = 0; it < op.count; it++) {
+          for (const bn of op.body) {
+            if (bn.op.op === "carry") this.env.set(bn.id, carried[bn.op.index]);
+            else this.env.set(bn.id, this.eval(bn));
+          }
+          carried = op.results.map((r) => this.get(r));
+        }
+        return {
+          shape: [],
+          data: new Float64Array(0),
+          dtype: "float",
+          loopValues: carried,
+        } as Tensor;
+      }
+      case "loop_result": {
+        const loop = this.get(n.args[0]) as Tensor & { loopValues: Tensor[] };
+        return loop.loopValues[op.index];
+      }
+      case "carry":
+        return this.get(n.id);
+    }
+  }
+
+  zip(n: Node, xs: Tensor[], f: (v: number[]) => number): Tensor {
+    let s: number[] = [];
+    for (const x of xs) s = broadcastShape(s, x.shape);
+    const t: Tensor = { shape: s, data: new Float64Array(sizeOf(s)), dtype: n.type.dtype };
+    const cast = n.type.dtype === "bool" ? (v: number) => +(v !== 0) : (v: number) => v;
+    const vals = new Array(xs.length);
+    if (xs.every((x) => x.data.length === t.data.length)) {
+      for (let i = 0; i < t.data.length; i++) {
+        for (let k = 0; k < xs.length; k++) vals[k] = xs[k].data[i];
+        t.data[i] = cast(f(vals));
+      }
+      return t;
+    }
+    const st = xs.map((x) => broadcastStrides(x.shape, s));
+    forEachOffset(s, st, (i, o) => {
+      for (let k = 0; k < xs.length; k++) vals[k] = xs[k].data[o[k]];
+      t.data[i] = cast(f(vals));
+    });
+    return t;
+  }
+
+  reduce(x: Tensor, axis: number, fn: string, keepdims: boolean, n: Node): Tensor {
+    const outer = sizeOf(x.shape.slice(0, axis)), len = x.shape[axis];
+    const inner = sizeOf(x.shape.slice(axis + 1));
+    const s = keepdims
+      ? x.shape.map((d, i) => (i === axis ? 1 : d))
+      : x.shape.filter((_, i) => i !== axis);
+    const t: Tensor = { shape: s, data: new Float64Array(outer * inner), dtype: n.type.dtype };
+    const init = fn === "max" ? -Infinity : fn === "min" ? Infinity : fn === "prod" ? 1 : 0;
+    for (let o = 0; o < outer; o++) {
+      for (let i = 0; i < inner; i++) {
+        let acc = init;
+        for (let k = 0; k < len; k++) {
+          const v = x.data[(o * len + k) * inner + i];
+          if (fn === "max") acc = v > acc || Number.isNaN(v) ? v : acc;
+          else if (fn === "min") acc = v < acc || Number.isNaN(v) ? v : acc;
+          else if (fn === "prod") acc *= v;
+          else acc += v;
+        }
+        t.data[o * inner + i] = fn === "mean" ? acc / len : acc;
+      }
+    }
+    return t;
+  }
+
+  /** Apply `f` to every 1-D fiber along `axis` (on a copy). */
+  rows(x: Tensor, axis: number, f: (v: Float64Array) => Float64Array): Tensor {
+    const outer = sizeOf(x.shape.slice(0, axis)), len = x.shape[axis];
+    const inner = sizeOf(x.shape.slice(axis + 1));
+    const t: Tensor = { shape: x.shape, data: new Float64Array(x.data.length), dtype: "float" };
+    const v = new Float64Array(len);
+    for (let o = 0; o < outer; o++) {
+      for (let i = 0; i < inner; i++) {
+        for (let k = 0; k < len; k++) v[k] = x.data[(o * len + k) * inner + i];
+        const r = f(v);
+        for (let k = 0; k < len; k++) t.data[(o * len + k) * inner + i] = r[k];
+      }
+    }
+    return t;
+  }
+
+  matmul(a: Tensor, b: Tensor, n: Node): Tensor {
+    const ra = a.shape.length, rb = b.shape.length;
+    const rows = a.shape[ra - 2], inner = a.shape[ra - 1], cols = b.shape[rb - 1];
+    const batch = broadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
+    const sa = broadcastStrides(a.shape.slice(0, -2), batch).map((s) => s * rows * inner);
+    const sb = broadcastStrides(b.shape.slice(0, -2), batch).map((s) => s * inner * cols);
+    const t: Tensor = {
+      shape: [...batch, rows, cols],
+      data: new Float64Array(sizeOf(batch) * rows * cols),
+      dtype: n.type.dtype,
+    };
+    const tmp = new Float64Array(cols);
+    forEachOffset(batch, [sa, sb], (bi, o) => {
+      const oa = o[0], ob = o[1], ot = bi * rows * cols;
+      for (let i = 0; i < rows; i++) {
+        tmp.fill(0);
+        for (let k = 0; k < inner; k++) {
+          const x = a.data[oa + i * inner + k];
+          if (x === 0) continue;
+          const bo = ob + k * cols;
+          for (let j = 0; j < cols; j++) tmp[j] += x * b.data[bo + j];
+        }
+        t.data.set(tmp, ot + i * cols);
+      }
+    });
+    return t;
+  }
+
+  dot(a: Tensor, b: Tensor, n: Node): Tensor {
+    const k = a.shape[a.shape.length - 1];
+    const lead = broadcastShape(a.shape.slice(0, -1), b.shape.slice(0, -1));
+    const sa = broadcastStrides(a.shape.slice(0, -1), lead).map((s) => s * k);
+    const sb = broadcastStrides(b.shape.slice(0, -1), lead).map((s) => s * k);
+    const t: Tensor = { shape: lead, data: new Float64Array(sizeOf(lead)), dtype: n.type.dtype };
+    const ad = a.data, bd = b.data;
+    forEachOffset(lead, [sa, sb], (i, o) => {
+      let s = 0;
+      for (let c = 0; c < k; c++) s += ad[o[0] + c] * bd[o[1] + c];
+      t.data[i] = s;
+    });
+    return t;
+  }
+
+  gather(x: Tensor, idx: Tensor[], n: Node): Tensor {
+    let s: number[] = [];
+    for (const i of idx) s = broadcastShape(s, i.shape);
+    const rest = x.shape.slice(idx.length);
+    const w = sizeOf(rest);
+    const xs = stridesOf(x.shape);
+    const t: Tensor = {
+      shape: [...s, ...rest],
+      data: new Float64Array(sizeOf(s) * w),
+      dtype: n.type.dtype,
+    };
+    const st = idx.map((i) => broadcastStrides(i.shape, s));
+    forEachOffset(s, st, (p, o) => {
+      let off = 0;
+      for (let k = 0; k < idx.length; k++) {
+        const j = idx[k].data[o[k]];
+        if (j < 0 || j >= x.shape[k]) return; // reads outside the tensor give 0
+        off += j * xs[k];
+      }
+      if (w === 1) t.data[p] = x.data[off];
+      else t.data.set(x.data.subarray(off, off + w), p * w);
+    });
+    return t;
+  }
+}

@@ -1,0 +1,160 @@
+/**
+ * The one tensor IR. A program is a flat list of nodes in topological order; every node has an
+ * operation, operand node ids, a static type (element kind + symbolic shape) and its source span.
+ * The interpreter evaluates it; later passes rewrite it; the GPU lowering reads it.
+ */
+import type { Span } from "./errors.ts";
+import type { DType } from "./tensor.ts";
+
+/** A size: a known integer, or a symbol (like "n") bound from input shapes at run time. */
+export type Dim = number | string;
+
+/** Static type of a node's value. Rank 0 is a scalar. */
+export interface TensorType {
+  dtype: DType;
+  shape: Dim[];
+}
+
+export type UnaryFn =
+  | "neg"
+  | "not"
+  | "exp"
+  | "log"
+  | "sqrt"
+  | "abs"
+  | "tanh"
+  | "acos"
+  | "cos"
+  | "sin"
+  | "sigmoid"
+  | "relu"
+  | "elu"
+  | "floor"
+  | "ceil"
+  | "sign"
+  | "erf";
+
+export type BinaryFn =
+  | "add"
+  | "sub"
+  | "mul"
+  | "div"
+  | "idiv"
+  | "mod"
+  | "pow"
+  | "max"
+  | "min"
+  | "lt"
+  | "le"
+  | "gt"
+  | "ge"
+  | "eq"
+  | "ne"
+  | "and"
+  | "or";
+
+export type ReduceFn = "sum" | "max" | "min" | "mean" | "prod";
+export type RandomKind = "uniform" | "randn" | "gumbel" | "randint";
+
+/** Operations, with their attributes. Operands are in `Node.args`. */
+export type Op =
+  | { op: "input"; name: string }
+  | { op: "const"; value: number }
+  | { op: "dim"; name: string } // runtime value of a size symbol
+  | { op: "iota"; axis: number } // 0, 1, 2, ... along `axis`, size 1 elsewhere
+  | { op: "fill"; value: number } // a constant tensor of the node's shape
+  | { op: "eye" }
+  | { op: "unary"; fn: UnaryFn }
+  | { op: "binary"; fn: BinaryFn }
+  | { op: "where" } // args: cond, a, b
+  | { op: "cast" } // to the node's dtype (float → int floors)
+  | { op: "reduce"; fn: ReduceFn; axis: number; keepdims: boolean }
+  | { op: "softmax"; axis: number }
+  | { op: "normalize"; axis: number } // x / max(‖x‖₂, 1e-12) along axis
+  | { op: "matmul" } // batched, broadcasting leading dims; both operands rank ≥ 2
+  | { op: "dot" } // contract the last axis, broadcasting the others
+  | { op: "transpose" } // swap the last two axes
+  | { op: "reshape" } // same elements, the node's shape
+  | { op: "broadcast" } // to the node's shape
+  | { op: "gather" } // args: x, idx0..idxk-1: advanced indexing of x's leading k axes; out of range reads 0
+  | { op: "set_rows" } // args: x, idx [r], rows [r, ...]: copy of x with rows idx replaced
+  | { op: "scatter_add"; size: number } // args: idx [..., n] int, vals [n, ...]: [..., size, ...]
+  | { op: "segment_mean"; segments: number } // mean of near-equal contiguous row segments
+  | { op: "bits" } // [..., b] bool → [...] int: Σ_k 2^k x[..., k]
+  | { op: "topk"; k: number } // indices of the k largest along the last axis, largest first
+  | { op: "random"; kind: RandomKind; stream: number } // args: seed, hi (randint only)
+  | { op: "loop"; count: number; body: Node[]; results: number[] } // args: initial carried values
+  | { op: "carry"; loop: number; index: number } // placeholder of carried value `index` in a body
+  | { op: "loop_result"; index: number }; // args: [loop]
+
+/** One IR node. */
+export interface Node {
+  id: number;
+  op: Op;
+  args: number[];
+  type: TensorType;
+  span?: Span;
+  /** The source name this value was bound to, if any (for explain output). */
+  name?: string;
+}
+
+/** A declared input of the entry function. */
+export interface InputDecl {
+  name: string;
+  node: number;
+  type: TensorType;
+  /** Fill used when the caller does not pass this input (`= ones` / `= zeros`). */
+  default?: number;
+  span: Span;
+}
+
+/** A checked, elaborated program: the entry function with user functions inlined. */
+export interface Graph {
+  entry: string;
+  nodes: Node[];
+  inputs: InputDecl[];
+  output: number;
+  /** Compile-time parameters with the values this graph was built for. */
+  params: Record<string, number | boolean>;
+  /** Size symbols, each with where it was declared (for error messages). */
+  symbols: Record<string, { origin: string; span: Span }>;
+  source: string;
+  file: string;
+}
+
+/** Render a type as `float[n, 64]`. */
+export function showType(t: TensorType): string {
+  const dims = `[${t.shape.join(", ")}]`;
+  return t.dtype === "float" ? dims : `${t.dtype}${dims}`;
+}
+
+/** Render one node as a line of IR text. */
+export function showNode(n: Node): string {
+  const { op, ...attrs } = n.op;
+  const parts = Object.entries(attrs)
+    .filter(([k]) => k !== "body" && k !== "results")
+    .map(([k, v]) => `${k}=${typeof v === "string" ? JSON.stringify(v) : v}`);
+  const args = n.args.map((a) => `%${a}`).join(", ");
+  const name = n.name ? `  # ${n.name}` : "";
+  return `%${n.id}: ${showType(n.type)} = ${op}${
+    parts.length ? `{${parts.join(", ")}}` : ""
+  }(${args})${name}`;
+}
+
+/** Render a graph as IR text, loops indented. */
+export function showGraph(g: Graph): string {
+  const lines: string[] = [];
+  const walk = (nodes: Node[], indent: string) => {
+    for (const n of nodes) {
+      lines.push(indent + showNode(n));
+      if (n.op.op === "loop") {
+        walk(n.op.body, indent + "  ");
+        lines.push(`${indent}  yield ${n.op.results.map((r) => `%${r}`).join(", ")}`);
+      }
+    }
+  };
+  for (const i of g.inputs) lines.push(`input ${i.name}: ${showType(i.type)}`);
+  walk(g.nodes, "");
+  lines.push(`return %${g.output}`);
+  return lines.join("\n");
+}

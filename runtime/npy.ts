@@ -1,0 +1,600 @@
+/**
+ * Reading and writing NumPy `.npy` files, the format Attune uses to exchange tensors with Python.
+ *
+ * Reading accepts format versions 1.0, 2.0 and 3.0, C-order arrays of float (`f2`, `f4`, `f8`),
+ * signed and unsigned integer (`i1`..`i8`, `u1`..`u8`) and bool (`b1`) elements in either byte
+ * order. Writing produces version 1.0 (2.0 only if the header does not fit), C order,
+ * little-endian `<f4` or `<f8`, with the same header bytes `np.save` writes.
+ *
+ * Every problem with a file is reported as an {@link NpyError} whose message says what went
+ * wrong, in which file (when known) and what to do about it.
+ *
+ * @module
+ */
+
+import { type DType, sizeOf, type Tensor } from "../compiler/tensor.ts";
+
+/** A `.npy` file could not be read or a tensor could not be written. */
+export class NpyError extends Error {
+  /** Build an error; `message` says what went wrong, where, and what to do. */
+  constructor(message: string) {
+    super(message);
+    this.name = "NpyError";
+  }
+}
+
+/** The float dtypes {@link encodeNpy} can write. */
+export type NpyWriteDType = "<f4" | "<f8";
+
+/** Options of {@link encodeNpy} and {@link writeNpy}. */
+export interface NpyWriteOptions {
+  /** Element type of the file; `<f4` (float32, the default) or `<f8` (float64). */
+  dtype?: NpyWriteDType;
+}
+
+/** `\x93NUMPY`. */
+const MAGIC: readonly number[] = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59];
+/** Magic string plus the two version bytes. */
+const MAGIC_LEN = 8;
+/** numpy aligns the start of the data to this many bytes. */
+const ARRAY_ALIGN = 64;
+/** numpy leaves room after the dict so the leading dimension can grow in place. */
+const GROWTH_AXIS_MAX_DIGITS = 21;
+
+const RESAVE = "the file is not a valid .npy file; re-save the array with np.save";
+
+/** Throw an {@link NpyError} as "npy: PROBLEM in NAME; ADVICE". */
+function fail(problem: string, name: string | undefined, advice: string): never {
+  const where = name === undefined ? "" : ` in ${name}`;
+  throw new NpyError(`npy: ${problem}${where}; ${advice}`);
+}
+
+// ---------------------------------------------------------------------------
+// The header: a Python literal dict such as
+//   {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }
+// ---------------------------------------------------------------------------
+
+/** A Python literal value as it can appear in a `.npy` header. */
+type PyValue =
+  | { kind: "str"; value: string }
+  | { kind: "int"; value: bigint }
+  | { kind: "bool"; value: boolean }
+  | { kind: "none" }
+  | { kind: "tuple"; items: PyValue[] }
+  | { kind: "list"; items: PyValue[] }
+  | { kind: "dict"; entries: Map<string, PyValue> };
+
+/** Parser state over the header text. */
+interface Cursor {
+  text: string;
+  pos: number;
+  name: string | undefined;
+}
+
+/** Report a syntax error in the header at the cursor. */
+function syntaxError(c: Cursor, what: string): never {
+  const shown = c.text.length > 120 ? `${c.text.slice(0, 120)}...` : c.text;
+  return fail(
+    `cannot parse the header dictionary (${what} at character ${c.pos} of ${
+      JSON.stringify(shown.trimEnd())
+    })`,
+    c.name,
+    RESAVE,
+  );
+}
+
+/** Skip blanks between tokens. */
+function skipSpace(c: Cursor): void {
+  while (c.pos < c.text.length && " \t\r\n".includes(c.text[c.pos])) c.pos++;
+}
+
+/** Describe the character at the cursor for an error message. */
+function describeNext(c: Cursor): string {
+  return c.pos < c.text.length ? `unexpected ${JSON.stringify(c.text[c.pos])}` : "unexpected end";
+}
+
+/** Parse one Python literal starting at the cursor. */
+function parseValue(c: Cursor): PyValue {
+  skipSpace(c);
+  const ch = c.text[c.pos];
+  if (ch === "'" || ch === '"') return { kind: "str", value: parseString(c) };
+  if (ch === "(") return parseSequence(c, ")", "tuple");
+  if (ch === "[") return parseSequence(c, "]", "list");
+  if (ch === "{") return parseDict(c);
+  const intMatch = /[+-]?[0-9]+[lL]?/y;
+  intMatch.lastIndex = c.pos;
+  const int = intMatch.exec(c.text);
+  if (int !== null) {
+    c.pos += int[0].length;
+    return { kind: "int", value: BigInt(int[0].replace(/[lL]$/, "")) };
+  }
+  const identMatch = /[A-Za-z_][A-Za-z0-9_]*/y;
+  identMatch.lastIndex = c.pos;
+  const ident = identMatch.exec(c.text);
+  if (ident !== null) {
+    const word = ident[0];
+    if (word === "True" || word === "False") {
+      c.pos += word.length;
+      return { kind: "bool", value: word === "True" };
+    }
+    if (word === "None") {
+      c.pos += word.length;
+      return { kind: "none" };
+    }
+    return syntaxError(c, `unknown name ${JSON.stringify(word)}`);
+  }
+  return syntaxError(c, describeNext(c));
+}
+
+/** Parse a quoted string with the common backslash escapes. */
+function parseString(c: Cursor): string {
+  const quote = c.text[c.pos];
+  const start = c.pos;
+  c.pos++;
+  let out = "";
+  while (c.pos < c.text.length) {
+    const ch = c.text[c.pos];
+    if (ch === quote) {
+      c.pos++;
+      return out;
+    }
+    if (ch === "\n") break;
+    if (ch === "\\") {
+      const next = c.text[c.pos + 1];
+      if (next === undefined) break;
+      const escapes: Record<string, string> = {
+        "n": "\n",
+        "t": "\t",
+        "r": "\r",
+        "\\": "\\",
+        "'": "'",
+        '"': '"',
+      };
+      out += escapes[next] ?? `\\${next}`;
+      c.pos += 2;
+      continue;
+    }
+    out += ch;
+    c.pos++;
+  }
+  c.pos = start;
+  return syntaxError(c, "unterminated string");
+}
+
+/** Parse a tuple or list; `(x)` without a comma is just `x`, as in Python. */
+function parseSequence(c: Cursor, close: ")" | "]", kind: "tuple" | "list"): PyValue {
+  c.pos++;
+  const items: PyValue[] = [];
+  let commas = 0;
+  for (;;) {
+    skipSpace(c);
+    if (c.text[c.pos] === close) {
+      c.pos++;
+      break;
+    }
+    items.push(parseValue(c));
+    skipSpace(c);
+    if (c.text[c.pos] === ",") {
+      c.pos++;
+      commas++;
+    } else if (c.text[c.pos] !== close) {
+      return syntaxError(c, `${describeNext(c)}, expected ',' or '${close}'`);
+    }
+  }
+  if (kind === "tuple" && items.length === 1 && commas === 0) return items[0];
+  return { kind, items };
+}
+
+/** Parse a dict with string keys. */
+function parseDict(c: Cursor): PyValue {
+  c.pos++;
+  const entries = new Map<string, PyValue>();
+  for (;;) {
+    skipSpace(c);
+    if (c.text[c.pos] === "}") {
+      c.pos++;
+      break;
+    }
+    const keyPos = c.pos;
+    const key = parseValue(c);
+    if (key.kind !== "str") {
+      c.pos = keyPos;
+      return syntaxError(c, "dictionary keys must be strings");
+    }
+    skipSpace(c);
+    if (c.text[c.pos] !== ":") return syntaxError(c, `${describeNext(c)}, expected ':'`);
+    c.pos++;
+    entries.set(key.value, parseValue(c));
+    skipSpace(c);
+    if (c.text[c.pos] === ",") {
+      c.pos++;
+    } else if (c.text[c.pos] !== "}") {
+      return syntaxError(c, `${describeNext(c)}, expected ',' or '}'`);
+    }
+  }
+  return { kind: "dict", entries };
+}
+
+/** How the elements of an array are stored. */
+interface ElementFormat {
+  /** The descr string from the header, e.g. `<f4`. */
+  descr: string;
+  /** `f` float, `i` signed int, `u` unsigned int, `b` bool. */
+  kind: "f" | "i" | "u" | "b";
+  /** Bytes per element. */
+  size: number;
+  littleEndian: boolean;
+}
+
+/** What the header says about the array. */
+interface Header {
+  format: ElementFormat;
+  shape: number[];
+}
+
+const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+const SUPPORTED_DTYPES =
+  "Attune reads float (f2, f4, f8), integer (i1-i8, u1-u8) and bool (b1) arrays; " +
+  "convert with arr.astype(np.float32) before saving";
+
+/** Interpret a descr string such as `<f4` or `|b1`. */
+function parseDescr(descr: string, name: string | undefined): ElementFormat {
+  const m = /^([<>|=])([a-zA-Z])(\d+)$/.exec(descr);
+  const sizes: Record<string, number[]> = {
+    f: [2, 4, 8],
+    i: [1, 2, 4, 8],
+    u: [1, 2, 4, 8],
+    b: [1],
+  };
+  if (m === null || !(m[2] in sizes) || !sizes[m[2]].includes(Number(m[3]))) {
+    return fail(`unsupported dtype ${JSON.stringify(descr)}`, name, SUPPORTED_DTYPES);
+  }
+  const size = Number(m[3]);
+  const order = m[1];
+  if (order === "|" && size !== 1) {
+    return fail(
+      `dtype ${JSON.stringify(descr)} has no byte order but ${size}-byte elements`,
+      name,
+      RESAVE,
+    );
+  }
+  return {
+    descr,
+    kind: m[2] as ElementFormat["kind"],
+    size,
+    littleEndian: order === ">" ? false : order === "=" ? HOST_LITTLE_ENDIAN : true,
+  };
+}
+
+/** Parse and check the header text. */
+function parseHeader(text: string, name: string | undefined): Header {
+  const c: Cursor = { text, pos: 0, name };
+  skipSpace(c);
+  if (c.text[c.pos] !== "{") {
+    return syntaxError(c, `${describeNext(c)}, expected '{'`);
+  }
+  const dict = parseValue(c);
+  skipSpace(c);
+  if (c.pos < text.length) return syntaxError(c, `${describeNext(c)} after the dictionary`);
+  if (dict.kind !== "dict") return syntaxError(c, "the header is not a dictionary");
+  const get = (key: string): PyValue => {
+    const v = dict.entries.get(key);
+    if (v === undefined) return fail(`the header has no '${key}' entry`, name, RESAVE);
+    return v;
+  };
+
+  const descr = get("descr");
+  if (descr.kind === "list") {
+    return fail(
+      "structured (record) dtypes are not supported",
+      name,
+      "save each field as its own plain numeric array, e.g. np.save(path, arr['x'])",
+    );
+  }
+  if (descr.kind !== "str") {
+    return fail("the header's 'descr' is not a string", name, RESAVE);
+  }
+  const format = parseDescr(descr.value, name);
+
+  const fortran = get("fortran_order");
+  if (fortran.kind !== "bool") {
+    return fail("the header's 'fortran_order' is not True or False", name, RESAVE);
+  }
+  if (fortran.value) {
+    return fail(
+      "the array is stored in Fortran (column-major) order",
+      name,
+      "Attune needs C-order arrays; save np.ascontiguousarray(arr) instead",
+    );
+  }
+
+  const shapeValue = get("shape");
+  if (shapeValue.kind !== "tuple") {
+    return fail("the header's 'shape' is not a tuple such as (2, 3)", name, RESAVE);
+  }
+  const shape: number[] = [];
+  for (const d of shapeValue.items) {
+    if (d.kind !== "int" || d.value < 0n || d.value > BigInt(Number.MAX_SAFE_INTEGER)) {
+      return fail(
+        "the header's 'shape' must hold non-negative integers",
+        name,
+        RESAVE,
+      );
+    }
+    shape.push(Number(d.value));
+  }
+  return { format, shape };
+}
+
+/** Decode the header bytes: latin-1 for versions 1 and 2, UTF-8 for version 3. */
+function headerText(bytes: Uint8Array, major: number, name: string | undefined): string {
+  if (major === 3) {
+    try {
+      return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    } catch {
+      return fail("the version 3.0 header is not valid UTF-8", name, RESAVE);
+    }
+  }
+  let text = "";
+  for (const b of bytes) text += String.fromCharCode(b);
+  return text;
+}
+
+/** Format a shape for messages, e.g. `[2, 3]`. */
+function showShape(shape: readonly number[]): string {
+  return `[${shape.join(", ")}]`;
+}
+
+/** Read element `i` of the data section as a number. */
+function elementReader(
+  format: ElementFormat,
+  name: string | undefined,
+): (view: DataView, offset: number) => number {
+  const le = format.littleEndian;
+  switch (`${format.kind}${format.size}`) {
+    case "f2":
+      return (v, o) => halfToNumber(v.getUint16(o, le));
+    case "f4":
+      return (v, o) => v.getFloat32(o, le);
+    case "f8":
+      return (v, o) => v.getFloat64(o, le);
+    case "i1":
+      return (v, o) => v.getInt8(o);
+    case "i2":
+      return (v, o) => v.getInt16(o, le);
+    case "i4":
+      return (v, o) => v.getInt32(o, le);
+    case "u1":
+      return (v, o) => v.getUint8(o);
+    case "u2":
+      return (v, o) => v.getUint16(o, le);
+    case "u4":
+      return (v, o) => v.getUint32(o, le);
+    case "b1":
+      return (v, o) => (v.getUint8(o) === 0 ? 0 : 1);
+    case "i8":
+    case "u8":
+      return (v, o) => {
+        const big = format.kind === "i" ? v.getBigInt64(o, le) : v.getBigUint64(o, le);
+        const max = BigInt(Number.MAX_SAFE_INTEGER);
+        if (big > max || big < -max) {
+          return fail(
+            `integer ${big} does not fit exactly in a float64 (|value| must be at most 2^53 - 1)`,
+            name,
+            "Attune stores values as float64; convert with arr.astype(np.float64) if rounding is acceptable",
+          );
+        }
+        return Number(big);
+      };
+    default:
+      return fail(`unsupported dtype ${JSON.stringify(format.descr)}`, name, SUPPORTED_DTYPES);
+  }
+}
+
+/** Convert IEEE 754 half-precision bits to a number. */
+function halfToNumber(bits: number): number {
+  const sign = bits & 0x8000 ? -1 : 1;
+  const exp = (bits >> 10) & 0x1f;
+  const frac = bits & 0x3ff;
+  if (exp === 0) return sign * frac * 2 ** -24;
+  if (exp === 0x1f) return frac === 0 ? sign * Infinity : NaN;
+  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+}
+
+/** The tensor dtype for an element kind. */
+function tensorDType(kind: ElementFormat["kind"]): DType {
+  return kind === "f" ? "float" : kind === "b" ? "bool" : "int";
+}
+
+/**
+ * Parse the bytes of a `.npy` file (format versions 1.0, 2.0, 3.0).
+ *
+ * Float arrays become dtype `"float"`, integer arrays `"int"` and bool arrays `"bool"` (0/1);
+ * all values are stored as float64. A shape of `()` gives a scalar tensor with shape `[]`.
+ *
+ * @param bytes The whole file.
+ * @param name The file name, used in error messages.
+ * @throws {NpyError} if the bytes are not a supported `.npy` file.
+ */
+export function decodeNpy(bytes: Uint8Array, name?: string): Tensor {
+  if (bytes.length < MAGIC.length || MAGIC.some((b, i) => bytes[i] !== b)) {
+    return fail("missing the .npy magic string \\x93NUMPY at the start", name, RESAVE);
+  }
+  if (bytes.length < MAGIC_LEN + 2) {
+    return fail(`the file ends inside the header (only ${bytes.length} bytes)`, name, RESAVE);
+  }
+  const major = bytes[6];
+  const minor = bytes[7];
+  if (![1, 2, 3].includes(major) || minor !== 0) {
+    return fail(
+      `unsupported .npy format version ${major}.${minor}`,
+      name,
+      "Attune reads versions 1.0, 2.0 and 3.0; re-save the array with np.save",
+    );
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const lengthBytes = major === 1 ? 2 : 4;
+  if (bytes.length < MAGIC_LEN + lengthBytes) {
+    return fail(`the file ends inside the header (only ${bytes.length} bytes)`, name, RESAVE);
+  }
+  const headerLength = major === 1
+    ? view.getUint16(MAGIC_LEN, true)
+    : view.getUint32(MAGIC_LEN, true);
+  const headerStart = MAGIC_LEN + lengthBytes;
+  const dataStart = headerStart + headerLength;
+  if (dataStart > bytes.length) {
+    return fail(
+      `the file ends inside the header (header needs ${dataStart} bytes, file has ${bytes.length})`,
+      name,
+      "the file is truncated; copy or re-save it",
+    );
+  }
+  const text = headerText(bytes.subarray(headerStart, dataStart), major, name);
+  const { format, shape } = parseHeader(text, name);
+
+  const count = sizeOf(shape);
+  const needed = count * format.size;
+  const available = bytes.length - dataStart;
+  if (needed > available) {
+    return fail(
+      `the data is truncated: shape ${showShape(shape)} of ${format.descr} needs ${needed} bytes ` +
+        `but only ${available} follow the header`,
+      name,
+      "the file is incomplete; copy or re-save it",
+    );
+  }
+  if (needed < available) {
+    return fail(
+      `${available - needed} unexpected bytes follow the data of shape ${showShape(shape)} ` +
+        `(${format.descr})`,
+      name,
+      "the file may be corrupt or hold several arrays; save exactly one array per file with np.save",
+    );
+  }
+  const read = elementReader(format, name);
+  const data = new Float64Array(count);
+  for (let i = 0; i < count; i++) data[i] = read(view, dataStart + i * format.size);
+  return { shape, data, dtype: tensorDType(format.kind) };
+}
+
+/** Python repr of a shape tuple: `()`, `(3,)`, `(2, 3)`. */
+function pythonShape(shape: readonly number[]): string {
+  if (shape.length === 1) return `(${shape[0]},)`;
+  return `(${shape.join(", ")})`;
+}
+
+/**
+ * Encode a tensor as `.npy` version 1.0, C order, little-endian, dtype `<f4` or `<f8`
+ * (default `<f4`).
+ *
+ * The header is the one `np.save` writes: the dict, spare room for the leading dimension to
+ * grow, then spaces and a final `\n` so the data starts at a multiple of 64 bytes. Writing
+ * `<f4` rounds every value to float32 (as `Math.fround` / `Float32Array` do). Integer and bool
+ * tensors are written as floats. Version 2.0 is used only if the header exceeds 65535 bytes.
+ *
+ * @throws {NpyError} if the shape is invalid or does not match the data length.
+ */
+export function encodeNpy(t: Tensor, options: NpyWriteOptions = {}): Uint8Array {
+  const descr = options.dtype ?? "<f4";
+  if (descr !== "<f4" && descr !== "<f8") {
+    return fail(
+      `cannot write dtype ${JSON.stringify(descr)}`,
+      undefined,
+      "choose dtype '<f4' or '<f8'",
+    );
+  }
+  for (const d of t.shape) {
+    if (!Number.isSafeInteger(d) || d < 0) {
+      return fail(
+        `cannot write a tensor with shape ${showShape(t.shape)}`,
+        undefined,
+        "every dimension must be a non-negative integer",
+      );
+    }
+  }
+  const count = sizeOf(t.shape);
+  if (t.data.length !== count) {
+    return fail(
+      `cannot write a tensor whose shape ${showShape(t.shape)} holds ${count} elements ` +
+        `but whose data has ${t.data.length}`,
+      undefined,
+      "build tensors with tensor(shape, data) so shape and data agree",
+    );
+  }
+
+  let dict = `{'descr': '${descr}', 'fortran_order': False, 'shape': ${pythonShape(t.shape)}, }`;
+  if (t.shape.length > 0) {
+    dict += " ".repeat(Math.max(0, GROWTH_AXIS_MAX_DIGITS - String(t.shape[0]).length));
+  }
+  // numpy's _wrap_header: 1 to 64 spaces, then '\n', so the data starts 64-byte aligned.
+  let major = 1;
+  let lengthBytes = 2;
+  const hlen = dict.length + 1;
+  let padlen = ARRAY_ALIGN - ((MAGIC_LEN + lengthBytes + hlen) % ARRAY_ALIGN);
+  if (hlen + padlen > 0xffff) {
+    major = 2;
+    lengthBytes = 4;
+    padlen = ARRAY_ALIGN - ((MAGIC_LEN + lengthBytes + hlen) % ARRAY_ALIGN);
+  }
+  const header = `${dict}${" ".repeat(padlen)}\n`;
+  const itemSize = descr === "<f4" ? 4 : 8;
+  const dataStart = MAGIC_LEN + lengthBytes + header.length;
+  const out = new Uint8Array(dataStart + count * itemSize);
+  const view = new DataView(out.buffer);
+  out.set(MAGIC, 0);
+  out[6] = major;
+  out[7] = 0;
+  if (major === 1) view.setUint16(MAGIC_LEN, header.length, true);
+  else view.setUint32(MAGIC_LEN, header.length, true);
+  for (let i = 0; i < header.length; i++) out[MAGIC_LEN + lengthBytes + i] = header.charCodeAt(i);
+  if (itemSize === 4) {
+    for (let i = 0; i < count; i++) view.setFloat32(dataStart + 4 * i, t.data[i], true);
+  } else {
+    for (let i = 0; i < count; i++) view.setFloat64(dataStart + 8 * i, t.data[i], true);
+  }
+  return out;
+}
+
+/**
+ * Read a `.npy` file.
+ *
+ * @throws {NpyError} if the file cannot be read or is not a supported `.npy` file.
+ */
+export async function readNpy(path: string): Promise<Tensor> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    const why = e instanceof Error ? e.message : String(e);
+    return fail(
+      `cannot read the file (${why})`,
+      path,
+      "check that the path exists and that read permission is granted (--allow-read)",
+    );
+  }
+  return decodeNpy(bytes, path);
+}
+
+/**
+ * Write a tensor to a `.npy` file (see {@link encodeNpy} for the format).
+ *
+ * @throws {NpyError} if the tensor is invalid or the file cannot be written.
+ */
+export async function writeNpy(
+  path: string,
+  t: Tensor,
+  options: NpyWriteOptions = {},
+): Promise<void> {
+  const bytes = encodeNpy(t, options);
+  try {
+    await Deno.writeFile(path, bytes);
+  } catch (e) {
+    const why = e instanceof Error ? e.message : String(e);
+    return fail(
+      `cannot write the file (${why})`,
+      path,
+      "check that the directory exists and that write permission is granted (--allow-write)",
+    );
+  }
+}
