@@ -191,6 +191,15 @@ Deno.test("randint equals Math.floor(u * hi) wherever the float64 product is exa
   );
 });
 
+Deno.test("randint must not be evaluated in float32: the docs/rng.md counterexample holds", () => {
+  // 2 * m0 + 1 = 13726813 gives u * 11 = 9 - 2^-24 exactly: floor is 8, but f32 rounds to 9.
+  const u = 13726813 * 2 ** -24;
+  assert.equal(Math.fround(u), u);
+  assert.equal(u * 11, 9 - 2 ** -24);
+  assert.equal(Math.floor(u * 11), 8);
+  assert.equal(Math.floor(Math.fround(u * 11)), 9);
+});
+
 Deno.test("randint rejects a non-positive, non-integer, too large or missing hi with RangeError", () => {
   const s = { seed: 1, stream: 2, slice: 3 };
   for (const hi of [0, -1, -10, 2.5, NaN, Infinity, 2 ** 32]) {
@@ -239,6 +248,10 @@ Deno.test("100k randn draws have mean 0 and variance 1 within 5 standard errors"
   assert.ok(Math.abs(variance - 1) < 5 * Math.sqrt(2 / (N - 1)), `variance ${variance}`);
   // Box–Muller with u1 >= 2^-24 bounds |z| by sqrt(-2 ln 2^-24) ≈ 5.77.
   for (const x of z) assert.ok(Number.isFinite(x) && Math.abs(x) <= Math.sqrt(48 * Math.LN2));
+  // Shape, not just moments: P(|Z| < 1) = 0.6826894921; a proportion has SE sqrt(p (1 - p) / N).
+  const p1 = 0.6826894921370859;
+  const inside = z.filter((x) => Math.abs(x) < 1).length / N;
+  assert.ok(Math.abs(inside - p1) < 5 * Math.sqrt(p1 * (1 - p1) / N), `P(|Z|<1) ${inside}`);
 });
 
 Deno.test("100k gumbel draws have mean ≈ Euler–Mascheroni 0.5772 within 5 standard errors", () => {
@@ -251,6 +264,10 @@ Deno.test("100k gumbel draws have mean ≈ Euler–Mascheroni 0.5772 within 5 st
   // Loose check of the spread (the fourth moment of Gumbel is heavy; 10% is many SEs wide).
   assert.ok(Math.abs(variance / gumbelVar - 1) < 0.1, `variance ${variance}`);
   for (const x of g) assert.ok(Number.isFinite(x));
+  // Shape: the Gumbel CDF is exp(-exp(-x)), so P(G <= 0) = 1/e; SE of a proportion as above.
+  const p0 = Math.exp(-1);
+  const below = g.filter((x) => x <= 0).length / N;
+  assert.ok(Math.abs(below - p0) < 5 * Math.sqrt(p0 * (1 - p0) / N), `P(G<=0) ${below}`);
 });
 
 Deno.test("100k randint(10) draws pass a chi-square uniformity test (df = 9, p = 0.001: 27.88)", () => {

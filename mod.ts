@@ -1,0 +1,188 @@
+/**
+ * Attune: a tensor language for attention variants. Write a variant as a short `.attn`
+ * program; Attune parses and checks it, and runs it on the float64 reference interpreter
+ * (the oracle) — and, once the compiler lands, as fused WGSL kernels on WebGPU.
+ *
+ * @example
+ * ```ts
+ * import { compile, randomTensor } from "./mod.ts";
+ * const exact = await compile(await Deno.readTextFile("examples/exact.attn"));
+ * const [q, k, v] = [1, 2, 3].map((seed) => randomTensor([2, 4, 65, 32], { seed }));
+ * const y = await exact.run({ q, k, v }); // [2, 4, 65, 32]: batch and heads are leading dims
+ * ```
+ * @module
+ */
+import { check } from "./compiler/check.ts";
+import { AttuneError } from "./compiler/errors.ts";
+import { interpret } from "./compiler/interp.ts";
+import { type Graph, showGraph, showType } from "./compiler/ir.ts";
+import { parse } from "./compiler/parse.ts";
+import { fillRandom } from "./compiler/rng.ts";
+import { sizeOf, type Tensor } from "./compiler/tensor.ts";
+
+export { AttuneError, CompileError, DeviceError, LimitError } from "./compiler/errors.ts";
+export type { Span } from "./compiler/errors.ts";
+export type { DType, Tensor } from "./compiler/tensor.ts";
+export { tensor } from "./compiler/tensor.ts";
+export type { Dim, Graph, Node, TensorType } from "./compiler/ir.ts";
+export { decodeNpy, encodeNpy, readNpy, writeNpy } from "./runtime/npy.ts";
+
+/** Where a program runs. */
+export type Backend = "interp" | "gpu";
+
+/** Options of `compile`. */
+export interface CompileOptions {
+  /** Compile-time parameters of the entry function, e.g. `{ landmarks: 64 }`. */
+  params?: Record<string, number | boolean>;
+  /** The function to compile; by default the last `def` of the source. */
+  entry?: string;
+  /** File name used in diagnostics. */
+  file?: string;
+}
+
+/** Options of `Program.run`. */
+export interface RunOptions {
+  /** Overrides the seed of every random draw in the program. */
+  seed?: number;
+  /** `interp` (float64 reference) or `gpu` (WebGPU). */
+  backend?: Backend;
+}
+
+/** A checked program, ready to run. */
+export interface Program {
+  /** The elaborated IR of the entry function. */
+  readonly graph: Graph;
+  /** Run on host tensors; inputs may have leading batch/head dims. */
+  run(inputs: Record<string, Tensor>, options?: RunOptions): Promise<Tensor>;
+  /** Human-readable description: signature, parameters and IR with inferred shapes. */
+  explain(): string;
+}
+
+/**
+ * Parse and check an Attune program. Throws `CompileError` (with a span, `format()` gives
+ * the caret diagnostic) for any problem in the source or the parameters.
+ */
+export function compile(source: string, options: CompileOptions = {}): Promise<Program> {
+  try {
+    return Promise.resolve(compileSync(source, options));
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
+/** Synchronous form of `compile`. */
+export function compileSync(source: string, options: CompileOptions = {}): Program {
+  const graph = check(parse(source, options.file), options);
+  return {
+    graph,
+    run(inputs: Record<string, Tensor>, runOptions: RunOptions = {}): Promise<Tensor> {
+      if ((runOptions.backend ?? "interp") === "gpu") {
+        return Promise.reject(
+          new AttuneError(
+            'the gpu backend is not yet available (issue #3); use backend: "interp"',
+          ),
+        );
+      }
+      try {
+        return Promise.resolve(interpret(graph, inputs, { seed: runOptions.seed }));
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    },
+    explain(): string {
+      return explainGraph(graph);
+    },
+  };
+}
+
+/** Signature, parameters and IR of a checked program. */
+export function explainGraph(graph: Graph): string {
+  const out = graph.nodes.find((n) => n.id === graph.output)!;
+  const sig = graph.inputs.map((i) => `${i.name}: ${showType(i.type)}`).join(", ");
+  const params = Object.entries(graph.params).map(([k, v]) => `${k} = ${v}`).join(", ");
+  return [
+    `${graph.entry}(${sig}) -> ${showType(out.type)}`,
+    `params: ${params || "(none)"}`,
+    `size symbols: ${Object.keys(graph.symbols).join(", ") || "(none)"}`,
+    "",
+    showGraph(graph),
+  ].join("\n");
+}
+
+/** Options of `randomTensor`. */
+export interface RandomTensorOptions {
+  /** Seed of the draw (default 0). */
+  seed?: number;
+  /** Standard deviation (default 1). */
+  scale?: number;
+  /** Distribution (default "randn"). */
+  kind?: "randn" | "uniform";
+}
+
+/** A tensor of seeded random values from Attune's Philox generator (reproducible anywhere). */
+export function randomTensor(shape: number[], options: RandomTensorOptions = {}): Tensor {
+  const data = new Float64Array(sizeOf(shape));
+  fillRandom(data, options.kind ?? "randn", { seed: options.seed ?? 0, stream: 0x7e57, slice: 0 });
+  const scale = options.scale ?? 1;
+  if (scale !== 1) { for (let i = 0; i < data.length; i++) data[i] *= scale; }
+  return { shape: [...shape], data, dtype: "float" };
+}
+
+/** ‖a − b‖₂ / ‖b‖₂ over all elements (b is the reference). */
+export function relativeError(a: Tensor, b: Tensor): number {
+  sameShape(a, b);
+  let num = 0, den = 0;
+  for (let i = 0; i < a.data.length; i++) {
+    num += (a.data[i] - b.data[i]) ** 2;
+    den += b.data[i] ** 2;
+  }
+  return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
+}
+
+/** Largest |a − b| over all elements. */
+export function maxAbsError(a: Tensor, b: Tensor): number {
+  sameShape(a, b);
+  let m = 0;
+  for (let i = 0; i < a.data.length; i++) {
+    const d = Math.abs(a.data[i] - b.data[i]);
+    if (!(d <= m)) m = d; // NaN wins
+  }
+  return m;
+}
+
+/** Options of `assertCloseTo`. */
+export interface CloseOptions {
+  /** Absolute tolerance (default 1e-6). */
+  atol?: number;
+  /** Relative tolerance (default 1e-5). */
+  rtol?: number;
+}
+
+/**
+ * Assert |a − b| ≤ atol + rtol·|b| elementwise (b is the reference). NaN never passes.
+ * Throws an `AttuneError` naming the worst element.
+ */
+export function assertCloseTo(a: Tensor, b: Tensor, options: CloseOptions = {}): void {
+  sameShape(a, b);
+  const atol = options.atol ?? 1e-6, rtol = options.rtol ?? 1e-5;
+  let worst = -1, excess = 0;
+  for (let i = 0; i < a.data.length; i++) {
+    const d = Math.abs(a.data[i] - b.data[i]);
+    const over = d - (atol + rtol * Math.abs(b.data[i]));
+    if (!(over <= 0) && (worst < 0 || !(over <= excess))) [worst, excess] = [i, over];
+  }
+  if (worst >= 0) {
+    throw new AttuneError(
+      `not close at flat index ${worst}: got ${a.data[worst]}, expected ${b.data[worst]} ` +
+        `(atol ${atol}, rtol ${rtol}, relative error overall ${
+          relativeError(a, b).toExponential(2)
+        })`,
+    );
+  }
+}
+
+function sameShape(a: Tensor, b: Tensor): void {
+  if (a.shape.length !== b.shape.length || a.shape.some((d, i) => d !== b.shape[i])) {
+    throw new AttuneError(`shapes differ: [${a.shape.join(", ")}] vs [${b.shape.join(", ")}]`);
+  }
+}
