@@ -17,6 +17,7 @@ import { AttuneError } from "./compiler/errors.ts";
 import { interpret } from "./compiler/interp.ts";
 import { type Graph, showGraph, showType } from "./compiler/ir.ts";
 import { parse } from "./compiler/parse.ts";
+import { eliminateDeadCode } from "./compiler/passes/dce.ts";
 import { fillRandom } from "./compiler/rng.ts";
 import { sizeOf, type Tensor } from "./compiler/tensor.ts";
 
@@ -72,7 +73,7 @@ export function compile(source: string, options: CompileOptions = {}): Promise<P
 
 /** Synchronous form of `compile`. */
 export function compileSync(source: string, options: CompileOptions = {}): Program {
-  const graph = check(parse(source, options.file), options);
+  const graph = eliminateDeadCode(check(parse(source, options.file), options));
   return {
     graph,
     run(inputs: Record<string, Tensor>, runOptions: RunOptions = {}): Promise<Tensor> {
@@ -98,7 +99,12 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
 /** Signature, parameters and IR of a checked program. */
 export function explainGraph(graph: Graph): string {
   const out = graph.nodes.find((n) => n.id === graph.output)!;
-  const sig = graph.inputs.map((i) => `${i.name}: ${showType(i.type)}`).join(", ");
+  const sig = graph.inputs.map((i) => {
+    const fill = i.default === undefined
+      ? ""
+      : ` = ${i.default === 1 ? "ones" : i.default === 0 ? "zeros" : i.default}`;
+    return `${i.name}: ${showType(i.type)}${fill}`;
+  }).join(", ");
   const params = Object.entries(graph.params).map(([k, v]) => `${k} = ${v}`).join(", ");
   return [
     `${graph.entry}(${sig}) -> ${showType(out.type)}`,

@@ -204,21 +204,39 @@ export function parse(source: string, file = "<program>"): Program {
   const match = grammar.match(source);
   if (match.failed()) {
     const pos = match.getRightmostFailurePosition();
-    const expected = match.getExpectedText();
     const found = pos < source.length
-      ? JSON.stringify(source.slice(pos).match(/^\S{1,12}/)?.[0] ?? source[pos])
+      ? JSON.stringify(source.slice(pos).match(/^(\w+|\S)/)?.[0] ?? source[pos])
       : "end of input";
-    throw new CompileError(
-      `syntax error: expected ${expected}, found ${found}`,
-      { start: pos, end: pos + 1 },
-      source,
-      file,
-    );
+    const expected = describeExpected(match.getExpectedText());
+    const what = pos >= source.length && expected.includes('"}"')
+      ? 'syntax error: unexpected end of input; a "}" is missing'
+      : `syntax error: expected ${expected}, found ${found}`;
+    throw new CompileError(what, { start: pos, end: pos + 1 }, source, file);
   }
   const program = semantics(match).ast() as Program;
   program.source = source;
   program.file = file;
   return program;
+}
+
+const OPERATORS = new Set(
+  [".", "@", "%", "/", "*", "//", "(", "[", "^", "^T", ">", "<", "!=", "==", ">=", "<=", "-", "+"]
+    .concat(["or", "and", ";", "="]),
+);
+
+/** Ohm lists every token that could continue; fold the many operator tokens into one phrase. */
+function describeExpected(text: string): string {
+  const items = text.replace(/,? or /, ", ").split(", ").filter((x) => x.length > 0);
+  const startsExpr = ["a name", "a number", '"("', '"["', '"-"', '"not"'];
+  const isExpr = items.includes("a name") && items.includes("a number");
+  const ops = items.filter((x) =>
+    OPERATORS.has(x.replace(/^"|"$/g, "")) && !(isExpr && startsExpr.includes(x))
+  );
+  const rest = items.filter((x) => !ops.includes(x) && !(isExpr && startsExpr.includes(x)));
+  if (isExpr) rest.unshift("an expression");
+  if (ops.length >= 3) rest.push("an operator");
+  else rest.push(...ops);
+  return rest.length <= 1 ? rest.join("") : `${rest.slice(0, -1).join(", ")} or ${rest.at(-1)}`;
 }
 
 /** Spans of two nodes joined (used by the checker for binary expressions). */

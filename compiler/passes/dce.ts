@@ -1,0 +1,34 @@
+/**
+ * Dead-code elimination: drop nodes whose values never reach the output. The checker emits
+ * freely (size lookups for shape declarations, the discarded halves of folded expressions);
+ * this keeps the IR that `explain` shows and later passes rewrite down to what matters.
+ */
+import type { Graph, Node } from "../ir.ts";
+
+/** A copy of `graph` without the nodes the output does not depend on. Inputs always stay. */
+export function eliminateDeadCode(graph: Graph): Graph {
+  const byId = new Map<number, Node>();
+  const index = (nodes: Node[]) => {
+    for (const n of nodes) {
+      byId.set(n.id, n);
+      if (n.op.op === "loop") index(n.op.body);
+    }
+  };
+  index(graph.nodes);
+  const live = new Set<number>();
+  const stack = [graph.output, ...graph.inputs.map((i) => i.node)];
+  while (stack.length) {
+    const id = stack.pop()!;
+    if (live.has(id)) continue;
+    live.add(id);
+    const n = byId.get(id)!;
+    stack.push(...n.args);
+    if (n.op.op === "loop") stack.push(...n.op.results);
+    if (n.op.op === "carry") stack.push(n.op.loop);
+  }
+  const keep = (nodes: Node[]): Node[] =>
+    nodes.filter((n) => live.has(n.id)).map((n) =>
+      n.op.op === "loop" ? { ...n, op: { ...n.op, body: keep(n.op.body) } } : n
+    );
+  return { ...graph, nodes: keep(graph.nodes) };
+}
