@@ -18,6 +18,8 @@ import { interpret } from "./compiler/interp.ts";
 import { type Graph, showGraph, showType } from "./compiler/ir.ts";
 import { parse } from "./compiler/parse.ts";
 import { eliminateDeadCode } from "./compiler/passes/dce.ts";
+import { type ExecPlan, lowerGraph } from "./compiler/lower.ts";
+import { execute } from "./runtime/executor.ts";
 import { fillRandom } from "./compiler/rng.ts";
 import { sizeOf, type Tensor } from "./compiler/tensor.ts";
 
@@ -45,8 +47,10 @@ export interface CompileOptions {
 export interface RunOptions {
   /** Overrides the seed of every random draw in the program. */
   seed?: number;
-  /** `interp` (float64 reference) or `gpu` (WebGPU). */
+  /** `interp` (float64 reference, the default for now) or `gpu` (WebGPU). */
   backend?: Backend;
+  /** GPU only: fill intermediate buffers with NaN first so unwritten elements show. */
+  poison?: boolean;
 }
 
 /** A checked program, ready to run. */
@@ -74,21 +78,19 @@ export function compile(source: string, options: CompileOptions = {}): Promise<P
 /** Synchronous form of `compile`. */
 export function compileSync(source: string, options: CompileOptions = {}): Program {
   const graph = eliminateDeadCode(check(parse(source, options.file), options));
+  let plan: ExecPlan | undefined;
   return {
     graph,
-    run(inputs: Record<string, Tensor>, runOptions: RunOptions = {}): Promise<Tensor> {
+    async run(inputs: Record<string, Tensor>, runOptions: RunOptions = {}): Promise<Tensor> {
       if ((runOptions.backend ?? "interp") === "gpu") {
-        return Promise.reject(
-          new AttuneError(
-            'the gpu backend is not yet available (issue #3); use backend: "interp"',
-          ),
-        );
+        plan ??= lowerGraph(graph);
+        const { output } = await execute(graph, plan, inputs, {
+          seed: runOptions.seed,
+          poison: runOptions.poison,
+        });
+        return output;
       }
-      try {
-        return Promise.resolve(interpret(graph, inputs, { seed: runOptions.seed }));
-      } catch (e) {
-        return Promise.reject(e);
-      }
+      return interpret(graph, inputs, { seed: runOptions.seed });
     },
     explain(): string {
       return explainGraph(graph);

@@ -3,8 +3,9 @@
  * It evaluates the IR directly, one (batch, head) slice at a time, and imports nothing from
  * code generation so that it stays independent of what it checks.
  */
+import { bindInputs } from "./bind.ts";
 import { CompileError } from "./errors.ts";
-import type { Dim, Graph, InputDecl, Node } from "./ir.ts";
+import type { Dim, Graph, Node } from "./ir.ts";
 import { fillRandom } from "./rng.ts";
 import { sizeOf, type Tensor } from "./tensor.ts";
 
@@ -45,140 +46,6 @@ export function interpret(
     out.data.set(y.data, s * outSize);
   }
   return out!;
-}
-
-/** The sizes of a graph's symbols for these inputs, and the batch shape they share. */
-export function bindInputs(graph: Graph, inputs: Record<string, Tensor>): {
-  bound: Map<string, number>;
-  batch: number[];
-  perInput: Map<string, (slice: number) => Tensor>;
-} {
-  const fail = (what: string, decl: InputDecl, hint?: string): never => {
-    throw new CompileError(what, decl.span, graph.source, graph.file, hint);
-  };
-  for (const name of Object.keys(inputs)) {
-    if (!graph.inputs.some((d) => d.name === name)) {
-      const names = graph.inputs.map((d) => d.name).join(", ");
-      throw new CompileError(
-        `${graph.entry} has no input ${name}`,
-        { start: 0, end: 0 },
-        graph.source,
-        graph.file,
-        `its inputs are: ${names}`,
-      );
-    }
-  }
-  const bound = new Map<string, number>();
-  const from = new Map<string, string>();
-  let batch: number[] = [];
-  const leads = new Map<string, number[]>();
-  for (const decl of graph.inputs) {
-    const t = inputs[decl.name];
-    if (!t) continue;
-    const r = decl.type.shape.length;
-    if (t.shape.length < r) {
-      fail(
-        `input ${decl.name} should have rank ${r} (${fmtShape(decl.type.shape)}) but has shape [${
-          t.shape.join(", ")
-        }]`,
-        decl,
-      );
-    }
-    const lead = t.shape.slice(0, t.shape.length - r);
-    const own = t.shape.slice(t.shape.length - r);
-    decl.type.shape.forEach((d, i) => {
-      if (typeof d === "number") {
-        if (own[i] !== d) {
-          fail(`input ${decl.name}: axis ${i} should be ${d} but is ${own[i]}`, decl);
-        }
-      } else if (bound.has(d) && bound.get(d) !== own[i]) {
-        fail(
-          `input ${decl.name}: size ${d} is ${own[i]} here but ${bound.get(d)} from ${from.get(d)}`,
-          decl,
-          "inputs sharing a size name must agree on it",
-        );
-      } else if (!bound.has(d)) {
-        bound.set(d, own[i]);
-        from.set(d, `input ${decl.name}`);
-      }
-    });
-    // Leading batch dims are matched from the left; 1 (or a missing dim) is reused.
-    const merged: number[] = [];
-    for (let i = 0; i < Math.max(batch.length, lead.length); i++) {
-      const a = batch[i] ?? 1, b = lead[i] ?? 1;
-      if (a !== b && a !== 1 && b !== 1) {
-        fail(
-          `input ${decl.name} has batch dims [${lead.join(", ")}] that do not match [${
-            batch.join(", ")
-          }] of the other inputs`,
-          decl,
-          "leading dims are matched from the left: [batch, heads, ...]; a smaller input may omit trailing ones",
-        );
-      }
-      merged.push(Math.max(a, b));
-    }
-    batch = merged;
-    leads.set(decl.name, lead);
-  }
-  const perInput = new Map<string, (slice: number) => Tensor>();
-  for (const decl of graph.inputs) {
-    const t = inputs[decl.name];
-    if (!t) {
-      if (decl.default === undefined) {
-        fail(
-          `missing input ${decl.name}`,
-          decl,
-          `pass a tensor of shape ${fmtShape(decl.type.shape)}`,
-        );
-      }
-      const shape = decl.type.shape.map((d) => {
-        const v = typeof d === "number" ? d : bound.get(d);
-        if (v === undefined) {
-          fail(`cannot size the default of ${decl.name}: ${d} is not set by any input`, decl);
-        }
-        return v!;
-      });
-      const fill: Tensor = {
-        shape,
-        data: new Float64Array(sizeOf(shape)).fill(decl.default!),
-        dtype: decl.type.dtype,
-      };
-      perInput.set(decl.name, () => fill);
-      continue;
-    }
-    if (t.data.length !== sizeOf(t.shape)) {
-      fail(
-        `input ${decl.name} has ${t.data.length} values for shape [${t.shape.join(", ")}]`,
-        decl,
-      );
-    }
-    const lead = leads.get(decl.name)!;
-    const own = t.shape.slice(lead.length);
-    const n = sizeOf(own);
-    perInput.set(decl.name, (slice: number) => {
-      // Decompose the slice index over the full batch shape; map onto this input's lead dims.
-      let rem = slice, off = 0, stride = 1;
-      const idx = new Array(batch.length);
-      for (let i = batch.length - 1; i >= 0; i--) {
-        idx[i] = rem % batch[i];
-        rem = Math.floor(rem / batch[i]);
-      }
-      for (let i = lead.length - 1; i >= 0; i--) {
-        off += (lead[i] === 1 ? 0 : idx[i]) * stride;
-        stride *= lead[i];
-      }
-      return {
-        shape: own,
-        data: t.data.subarray(off * n, off * n + n),
-        dtype: decl.type.dtype,
-      };
-    });
-  }
-  return { bound, batch, perInput };
-}
-
-function fmtShape(s: Dim[]): string {
-  return `[${s.join(", ")}]`;
 }
 
 function stridesOf(shape: number[]): number[] {

@@ -1,0 +1,88 @@
+/**
+ * Lowering: IR → an execution plan of kernels over buffers. This first lowering is the unfused
+ * baseline: one kernel per IR node (reshapes alias their operand's buffer, `repeat` loops are
+ * unrolled). It knows no device: the runtime executes the plan as it is.
+ */
+import type { Dim, Graph, InputDecl, Node } from "./ir.ts";
+import { type NodeKernel, nodeKernels, type SymbolSlots } from "./wgsl.ts";
+
+/** A kernel placed in the plan: which buffer it writes and which it reads. */
+export interface PlannedKernel extends NodeKernel {
+  write: number;
+  readBuffers: number[];
+}
+
+/** Everything the runtime needs to run a program. Buffer shapes are per (batch, head) slice. */
+export interface ExecPlan {
+  buffers: { id: number; shape: Dim[] }[];
+  kernels: PlannedKernel[];
+  inputs: { decl: InputDecl; buffer: number }[];
+  output: number;
+  /** Slot of each size symbol in the sizes buffer (slots 0–2 hold slices and the seed override). */
+  slots: SymbolSlots;
+}
+
+/** Lower a checked graph to the one-kernel-per-node plan. */
+export function lowerGraph(graph: Graph): ExecPlan {
+  const byId = new Map<number, Node>();
+  const index = (nodes: Node[]) => {
+    for (const n of nodes) {
+      byId.set(n.id, n);
+      if (n.op.op === "loop") index(n.op.body);
+    }
+  };
+  index(graph.nodes);
+  const slots: SymbolSlots = new Map(Object.keys(graph.symbols).map((s, i) => [s, i + 3]));
+  const plan: ExecPlan = { buffers: [], kernels: [], inputs: [], output: -1, slots };
+  const env = new Map<number, number>();
+  const loopValues = new Map<number, number[]>();
+  const newBuffer = (shape: Dim[]) => {
+    const id = plan.buffers.length;
+    plan.buffers.push({ id, shape });
+    return id;
+  };
+  const visit = (nodes: Node[]) => {
+    for (const n of nodes) {
+      switch (n.op.op) {
+        case "input": {
+          const decl = graph.inputs.find((i) => i.node === n.id)!;
+          const buffer = newBuffer(n.type.shape);
+          plan.inputs.push({ decl, buffer });
+          env.set(n.id, buffer);
+          break;
+        }
+        case "reshape":
+          env.set(n.id, env.get(n.args[0])!);
+          break;
+        case "loop": {
+          let carried = n.args.map((a) => env.get(a)!);
+          for (let it = 0; it < n.op.count; it++) {
+            for (const b of n.op.body) {
+              if (b.op.op === "carry") env.set(b.id, carried[b.op.index]);
+            }
+            visit(n.op.body.filter((b) => b.op.op !== "carry"));
+            carried = n.op.results.map((r) => env.get(r)!);
+          }
+          loopValues.set(n.id, carried);
+          break;
+        }
+        case "loop_result":
+          env.set(n.id, loopValues.get(n.args[0])![n.op.index]);
+          break;
+        case "carry":
+          break;
+        default: {
+          const args = n.args.map((a) => byId.get(a)!);
+          const write = newBuffer(n.type.shape);
+          for (const k of nodeKernels(n, args, slots)) {
+            plan.kernels.push({ ...k, write, readBuffers: k.reads.map((r) => env.get(r)!) });
+          }
+          env.set(n.id, write);
+        }
+      }
+    }
+  };
+  visit(graph.nodes);
+  plan.output = env.get(graph.output)!;
+  return plan;
+}

@@ -1,0 +1,536 @@
+/**
+ * WGSL for single IR nodes: the unfused baseline every program can run on. Each kernel computes
+ * one node's value for all (batch, head) slices at once; one invocation writes one output element
+ * (or one row, for row-wise ops). Sizes are read from a `sizes` buffer, so kernels do not depend on
+ * `n` and are compiled once per program, not per input length. All values are stored as f32.
+ */
+import type { Dim, Node, UnaryFn } from "./ir.ts";
+
+/** A kernel for one node: WGSL source and how many invocations to launch (per slice). */
+export interface NodeKernel {
+  name: string;
+  wgsl: string;
+  /** Sizes whose product is the number of invocations per slice. */
+  threads: ThreadDim[];
+  /** Node ids read, in binding order (binding 2, 3, ...). */
+  reads: number[];
+}
+
+/** A factor of an invocation count: a size, or the larger of a size and a constant. */
+export type ThreadDim = Dim | { max: [Dim, number] };
+
+/** Workgroup size of every baseline kernel. */
+export const WORKGROUP = 64;
+
+/** Maps size symbols to their slot in the sizes buffer. */
+export type SymbolSlots = Map<string, number>;
+
+function dim(d: Dim, slots: SymbolSlots): string {
+  if (typeof d === "number") return `${d}u`;
+  const k = slots.get(d);
+  if (k === undefined) throw new Error(`internal: size symbol ${d} has no slot`);
+  return `sizes[${k}]`;
+}
+
+function size(shape: ThreadDim[], slots: SymbolSlots): string {
+  const f = (d: ThreadDim) =>
+    typeof d === "object" ? `max(${dim(d.max[0], slots)}, ${d.max[1]}u)` : dim(d, slots);
+  return shape.length ? `(${shape.map(f).join(" * ")})` : "1u";
+}
+
+/** Row-major strides of `shape`, as WGSL expressions. */
+function strides(shape: Dim[], slots: SymbolSlots): string[] {
+  return shape.map((_, i) => size(shape.slice(i + 1), slots));
+}
+
+/** `let c0 = ...; let c1 = ...;` decomposing `flat` over `shape`. */
+function coords(shape: Dim[], slots: SymbolSlots, flat: string, prefix = "c"): string {
+  const lines = [`var rem_${prefix} = ${flat};`];
+  for (let i = shape.length - 1; i >= 0; i--) {
+    const d = dim(shape[i], slots);
+    lines.push(`let ${prefix}${i} = rem_${prefix} % ${d}; rem_${prefix} = rem_${prefix} / ${d};`);
+  }
+  return lines.join("\n  ");
+}
+
+/**
+ * Offset into an operand of shape `shape`, broadcast (right-aligned) to coordinates `c0..`
+ * of a rank-`outRank` output. Axes where the operand has size 1 contribute nothing.
+ */
+function offset(
+  shape: Dim[],
+  outRank: number,
+  slots: SymbolSlots,
+  prefix = "c",
+  skipLast = 0,
+): string {
+  const st = strides(shape, slots);
+  const lead = outRank - shape.length;
+  const terms = shape.flatMap((d, i) =>
+    d === 1 || i >= shape.length - skipLast ? [] : [`${prefix}${lead + i} * ${st[i]}`]
+  );
+  return terms.length ? terms.join(" + ") : "0u";
+}
+
+function f32(x: number): string {
+  if (x === Infinity) return "bitcast<f32>(0x7f800000u)";
+  if (x === -Infinity) return "bitcast<f32>(0xff800000u)";
+  if (Number.isNaN(x)) return "bitcast<f32>(0x7fc00000u)";
+  const s = String(Math.fround(x));
+  return /[.e]/.test(s) ? `f32(${s})` : `f32(${s}.0)`;
+}
+
+const UNARY: Record<UnaryFn, (x: string) => string> = {
+  neg: (x) => `-(${x})`,
+  not: (x) => `select(1.0, 0.0, ${x} != 0.0)`,
+  exp: (x) => `exp(${x})`,
+  log: (x) => `log(${x})`,
+  sqrt: (x) => `sqrt(${x})`,
+  abs: (x) => `abs(${x})`,
+  tanh: (x) => `tanh(${x})`,
+  // WGSL's acos may be coarse near ±1; atan2 form keeps float32 accuracy there.
+  acos: (x) => `atan2(sqrt(max((1.0 - ${x}) * (1.0 + ${x}), 0.0)), ${x})`,
+  cos: (x) => `cos(${x})`,
+  sin: (x) => `sin(${x})`,
+  sigmoid: (x) => `(1.0 / (1.0 + exp(-(${x}))))`,
+  relu: (x) => `max(${x}, 0.0)`,
+  elu: (x) => `select(exp(${x}) - 1.0, ${x}, ${x} > 0.0)`,
+  floor: (x) => `floor(${x})`,
+  ceil: (x) => `ceil(${x})`,
+  sign: (x) => `sign(${x})`,
+  erf: (x) => `erf_approx(${x})`,
+};
+
+const BINARY: Record<string, (a: string, b: string) => string> = {
+  add: (a, b) => `(${a} + ${b})`,
+  sub: (a, b) => `(${a} - ${b})`,
+  mul: (a, b) => `(${a} * ${b})`,
+  div: (a, b) => `(${a} / ${b})`,
+  idiv: (a, b) => `floor(${a} / ${b})`,
+  mod: (a, b) => `(${a} - ${b} * floor(${a} / ${b}))`,
+  pow: (a, b) => `pow_real(${a}, ${b})`,
+  max: (a, b) => `max(${a}, ${b})`,
+  min: (a, b) => `min(${a}, ${b})`,
+  lt: (a, b) => `select(0.0, 1.0, ${a} < ${b})`,
+  le: (a, b) => `select(0.0, 1.0, ${a} <= ${b})`,
+  gt: (a, b) => `select(0.0, 1.0, ${a} > ${b})`,
+  ge: (a, b) => `select(0.0, 1.0, ${a} >= ${b})`,
+  eq: (a, b) => `select(0.0, 1.0, ${a} == ${b})`,
+  ne: (a, b) => `select(0.0, 1.0, ${a} != ${b})`,
+  and: (a, b) => `select(0.0, 1.0, ${a} != 0.0 && ${b} != 0.0)`,
+  or: (a, b) => `select(0.0, 1.0, ${a} != 0.0 || ${b} != 0.0)`,
+};
+
+/** Helpers that kernels may call; included only when used. */
+const HELPERS: Record<string, string> = {
+  pow_real: `
+// WGSL pow is undefined for a negative base; integer exponents keep their sign as in float64.
+fn pow_real(a: f32, b: f32) -> f32 {
+  if (b == 0.0) { return 1.0; }
+  if (a >= 0.0) { return pow(a, b); }
+  if (floor(b) == b) {
+    let m = pow(-a, b);
+    return select(m, -m, (abs(b) % 2.0) == 1.0);
+  }
+  return bitcast<f32>(0x7fc00000u);
+}`,
+  erf_approx: `
+// Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
+fn erf_approx(x: f32) -> f32 {
+  let t = 1.0 / (1.0 + 0.3275911 * abs(x));
+  let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t +
+    0.254829592) * t * exp(-x * x);
+  return sign(x) * y;
+}`,
+  philox: `
+fn mulhi32(a: u32, b: u32) -> u32 {
+  let al = a & 0xffffu; let ah = a >> 16u; let bl = b & 0xffffu; let bh = b >> 16u;
+  let ll = al * bl; let lh = al * bh; let hl = ah * bl; let hh = ah * bh;
+  let cross = (ll >> 16u) + (lh & 0xffffu) + (hl & 0xffffu);
+  return hh + (lh >> 16u) + (hl >> 16u) + (cross >> 16u);
+}
+// Philox-4x32-10 (docs/rng.md): counter (index, slice, 0, 0), key (seed, stream).
+fn philox(index: u32, slice: u32, seed: u32, stream: u32) -> vec4<u32> {
+  var c = vec4<u32>(index, slice, 0u, 0u);
+  var k0 = seed; var k1 = stream;
+  for (var r = 0u; r < 10u; r = r + 1u) {
+    if (r > 0u) { k0 = k0 + 0x9E3779B9u; k1 = k1 + 0xBB67AE85u; }
+    let hi0 = mulhi32(0xD2511F53u, c.x); let lo0 = 0xD2511F53u * c.x;
+    let hi1 = mulhi32(0xCD9E8D57u, c.z); let lo1 = 0xCD9E8D57u * c.z;
+    c = vec4<u32>(hi1 ^ c.y ^ k0, lo1, hi0 ^ c.w ^ k1, lo0);
+  }
+  return c;
+}
+fn word_to_uniform(w: u32) -> f32 { return (f32(w >> 9u) + 0.5) * 1.1920928955078125e-7; }`,
+};
+
+/** Wrap a kernel body: bindings, the slice/element split, and a bounds check. */
+function kernel(
+  node: Node,
+  reads: number[],
+  threads: ThreadDim[],
+  slots: SymbolSlots,
+  body: string,
+): NodeKernel {
+  const binds = reads.map((_, i) =>
+    `@group(0) @binding(${i + 2}) var<storage, read> a${i}: array<f32>;`
+  );
+  const helpers = Object.keys(HELPERS).filter((h) => body.includes(h) || body.includes(`${h}(`))
+    .map((h) => HELPERS[h]);
+  if (body.includes("word_to_uniform") && !helpers.includes(HELPERS.philox)) {
+    helpers.push(HELPERS.philox);
+  }
+  const wgsl = `// %${node.id} ${node.op.op}${node.name ? ` (${node.name})` : ""}
+@group(0) @binding(0) var<storage, read> sizes: array<u32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+${binds.join("\n")}
+${helpers.join("\n")}
+@compute @workgroup_size(${WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let per = ${size(threads, slots)};
+  let t = gid.x + gid.y * nwg.x * ${WORKGROUP}u;
+  let slices = sizes[0];
+  if (t >= per * slices) { return; }
+  let s = t / per;
+  let r = t % per;
+  ${body}
+}
+`;
+  return { name: `${node.op.op}_${node.id}`, wgsl, threads, reads };
+}
+
+/**
+ * The kernel(s) computing `node`, given the nodes it reads. Returns an empty list for nodes that
+ * need no kernel (inputs, reshapes, loop bookkeeping).
+ */
+export function nodeKernels(node: Node, args: Node[], slots: SymbolSlots): NodeKernel[] {
+  const out = node.type.shape;
+  const rank = out.length;
+  const outSize = size(out, slots);
+  const base = (k: number) => `s * ${size(args[k].type.shape, slots)}`;
+  const at = (k: number) => `a${k}[${base(k)} + ${offset(args[k].type.shape, rank, slots)}]`;
+  const map = (expr: string, threads = out) =>
+    kernel(
+      node,
+      node.args,
+      threads,
+      slots,
+      `${coords(out, slots, "r")}\n  out[s * ${outSize} + r] = ${expr};`,
+    );
+  const op = node.op;
+  switch (op.op) {
+    case "input":
+    case "reshape":
+    case "loop":
+    case "carry":
+    case "loop_result":
+      return [];
+    case "const":
+      return [map(f32(op.value))];
+    case "dim":
+      return [map(`f32(${dim(op.name, slots)})`)];
+    case "iota":
+      return [map(`f32(c${op.axis})`)];
+    case "fill":
+      return [map(f32(op.value))];
+    case "eye":
+      return [map("select(0.0, 1.0, c0 == c1)")];
+    case "unary":
+      return [map(UNARY[op.fn](at(0)))];
+    case "binary":
+      return [map(BINARY[op.fn](at(0), at(1)))];
+    case "where":
+      return [map(`select(${at(2)}, ${at(1)}, ${at(0)} != 0.0)`)];
+    case "cast": {
+      const to = node.type.dtype;
+      const x = at(0);
+      return [
+        map(to === "bool" ? `select(0.0, 1.0, ${x} != 0.0)` : to === "int" ? `floor(${x})` : x),
+      ];
+    }
+    case "broadcast":
+      return [map(at(0))];
+    case "transpose": {
+      // Read the operand with its last two coordinates swapped.
+      const src = args[0].type.shape;
+      const st = strides(src, slots);
+      const swapped = src.map((_, i) =>
+        i === rank - 2 ? `c${rank - 1}` : i === rank - 1 ? `c${rank - 2}` : `c${i}`
+      );
+      const off = swapped.map((c, i) => `${c} * ${st[i]}`).join(" + ");
+      return [map(`a0[${base(0)} + ${off}]`)];
+    }
+    case "reduce": {
+      const src = args[0].type.shape;
+      const st = strides(src, slots);
+      const len = dim(src[op.axis], slots);
+      // Output coordinates → source coordinates with the reduced axis left at 0.
+      const srcCoord = src.map((_, i) => {
+        if (i === op.axis) return "0u";
+        const oi = op.keepdims || i < op.axis ? i : i - 1;
+        return `c${oi}`;
+      });
+      const start = srcCoord.map((c, i) => `${c} * ${st[i]}`).join(" + ") || "0u";
+      const init = op.fn === "max"
+        ? f32(-Infinity)
+        : op.fn === "min"
+        ? f32(Infinity)
+        : op.fn === "prod"
+        ? "1.0"
+        : "0.0";
+      const step = op.fn === "max"
+        ? "acc = max(acc, x);"
+        : op.fn === "min"
+        ? "acc = min(acc, x);"
+        : op.fn === "prod"
+        ? "acc = acc * x;"
+        : "acc = acc + x;";
+      const fin = op.fn === "mean" ? `acc / f32(${len})` : "acc";
+      return [kernel(
+        node,
+        node.args,
+        out,
+        slots,
+        `${coords(out, slots, "r")}
+  let start = ${base(0)} + ${start};
+  var acc = ${init};
+  for (var k = 0u; k < ${len}; k = k + 1u) {
+    let x = a0[start + k * ${st[op.axis]}];
+    ${step}
+  }
+  out[s * ${outSize} + r] = ${fin};`,
+      )];
+    }
+    case "softmax":
+    case "normalize": {
+      // One invocation per fiber along `axis`: threads over the shape with that axis removed.
+      const fiber = out.filter((_, i) => i !== op.axis);
+      const st = strides(out, slots);
+      const len = dim(out[op.axis], slots);
+      const startTerms = out.map((
+        _,
+        i,
+      ) => (i === op.axis ? "" : `f${i < op.axis ? i : i - 1} * ${st[i]}`))
+        .filter((x) => x);
+      const start = `s * ${outSize} + ${startTerms.join(" + ") || "0u"}`;
+      const step = st[op.axis];
+      const body = op.op === "softmax"
+        ? `var m = ${f32(-Infinity)};
+  for (var k = 0u; k < ${len}; k = k + 1u) { m = max(m, a0[start + k * ${step}]); }
+  if (m == ${f32(-Infinity)}) {
+    for (var k = 0u; k < ${len}; k = k + 1u) { out[start + k * ${step}] = 0.0; }
+    return;
+  }
+  var z = 0.0;
+  for (var k = 0u; k < ${len}; k = k + 1u) { z = z + exp(a0[start + k * ${step}] - m); }
+  for (var k = 0u; k < ${len}; k = k + 1u) { out[start + k * ${step}] = exp(a0[start + k * ${step}] - m) / z; }`
+        : `var q = 0.0;
+  for (var k = 0u; k < ${len}; k = k + 1u) { let x = a0[start + k * ${step}]; q = q + x * x; }
+  let den = max(sqrt(q), 1e-12);
+  for (var k = 0u; k < ${len}; k = k + 1u) { out[start + k * ${step}] = a0[start + k * ${step}] / den; }`;
+      return [kernel(
+        node,
+        node.args,
+        fiber,
+        slots,
+        `${coords(fiber, slots, "r", "f")}
+  let start = ${start};
+  ${body}`,
+      )];
+    }
+    case "matmul": {
+      const [a, b] = [args[0].type.shape, args[1].type.shape];
+      const inner = dim(a[a.length - 1], slots);
+      const cols = dim(b[b.length - 1], slots);
+      // Batch coordinates broadcast into each operand; the last two axes are (row, k) and (k, col).
+      const batchOff = (shape: Dim[]) => offset(shape, rank, slots, "c", 2);
+      return [kernel(
+        node,
+        node.args,
+        out,
+        slots,
+        `${coords(out, slots, "r")}
+  let ao = ${base(0)} + ${batchOff(a)} + c${rank - 2} * ${inner};
+  let bo = ${base(1)} + ${batchOff(b)} + c${rank - 1};
+  var acc = 0.0;
+  for (var k = 0u; k < ${inner}; k = k + 1u) { acc = acc + a0[ao + k] * a1[bo + k * ${cols}]; }
+  out[s * ${outSize} + r] = acc;`,
+      )];
+    }
+    case "dot": {
+      const [a, b] = [args[0].type.shape, args[1].type.shape];
+      const len = dim(a[a.length - 1], slots);
+      const lead = (shape: Dim[]) => offset([...shape.slice(0, -1)], rank, slots);
+      const scaled = (shape: Dim[]) => `(${lead(shape)}) * ${len}`;
+      return [kernel(
+        node,
+        node.args,
+        out,
+        slots,
+        `${coords(out, slots, "r")}
+  let ao = ${base(0)} + ${scaled(a)};
+  let bo = ${base(1)} + ${scaled(b)};
+  var acc = 0.0;
+  for (var k = 0u; k < ${len}; k = k + 1u) { acc = acc + a0[ao + k] * a1[bo + k]; }
+  out[s * ${outSize} + r] = acc;`,
+      )];
+    }
+    case "gather": {
+      const x = args[0].type.shape;
+      const nIdx = args.length - 1;
+      const ishape = out.slice(0, rank - (x.length - nIdx));
+      const restRank = x.length - nIdx;
+      const xst = strides(x, slots);
+      const lines = [coords(out, slots, "r"), `var off = ${base(0)};`, "var inside = true;"];
+      for (let k = 0; k < nIdx; k++) {
+        const idx = `a${k + 1}[${base(k + 1)} + ${
+          offset(args[k + 1].type.shape, ishape.length, slots)
+        }]`;
+        lines.push(
+          `let j${k} = i32(floor(${idx}));`,
+          `inside = inside && j${k} >= 0 && u32(j${k}) < ${dim(x[k], slots)};`,
+          `off = off + u32(max(j${k}, 0)) * ${xst[k]};`,
+        );
+      }
+      for (let q = 0; q < restRank; q++) {
+        lines.push(`off = off + c${ishape.length + q} * ${xst[nIdx + q]};`);
+      }
+      lines.push(`out[s * ${outSize} + r] = select(0.0, a0[off], inside);`);
+      return [kernel(node, node.args, out, slots, lines.join("\n  "))];
+    }
+    case "set_rows": {
+      // Row r of the result is the last row of `rows` whose index is r, else x's row.
+      const rowsShape = args[2].type.shape;
+      const count = dim(rowsShape[0], slots);
+      const width = size(out.slice(1), slots);
+      return [kernel(
+        node,
+        node.args,
+        out,
+        slots,
+        `${coords(out, slots, "r")}
+  let w = ${width};
+  var v = a0[s * ${outSize} + r];
+  for (var q = 0u; q < ${count}; q = q + 1u) {
+    if (i32(floor(a1[${base(1)} + q])) == i32(c0)) { v = a2[${base(2)} + q * w + r % w]; }
+  }
+  out[s * ${outSize} + r] = v;`,
+      )];
+    }
+    case "scatter_add": {
+      // Gather form (no float atomics): each table entry sums the values whose code hits it.
+      const idx = args[0].type.shape;
+      const vals = args[1].type.shape;
+      const groups = idx.length - 1;
+      const len = dim(idx[groups], slots);
+      const w = size(vals.slice(1), slots);
+      const gOff = idx.slice(0, groups).map((_, i) => `c${i} * ${size(idx.slice(i + 1), slots)}`)
+        .join(" + ") || "0u";
+      const restOff =
+        vals.slice(1).map((_, i) => `c${groups + 1 + i} * ${size(vals.slice(i + 2), slots)}`)
+          .join(" + ") || "0u";
+      return [kernel(
+        node,
+        node.args,
+        out,
+        slots,
+        `${coords(out, slots, "r")}
+  let io = ${base(0)} + ${gOff};
+  let vo = ${base(1)} + ${restOff};
+  let bucket = f32(c${groups});
+  var acc = 0.0;
+  for (var j = 0u; j < ${len}; j = j + 1u) {
+    if (a0[io + j] == bucket) { acc = acc + a1[vo + j * ${w}]; }
+  }
+  out[s * ${outSize} + r] = acc;`,
+      )];
+    }
+    case "segment_mean": {
+      const x = args[0].type.shape;
+      const rows = dim(x[0], slots);
+      const w = size(x.slice(1), slots);
+      return [kernel(
+        node,
+        node.args,
+        out,
+        slots,
+        `${coords(out, slots, "r")}
+  let m = ${op.segments}u;
+  let sz = ${rows} / m;
+  let k1 = (sz + 1u) * m - ${rows};
+  let len = select(sz + 1u, sz, c0 < k1);
+  let first = select(k1 * sz + (c0 - k1) * (sz + 1u), c0 * sz, c0 < k1);
+  let inner = r % ${w};
+  var acc = 0.0;
+  for (var q = 0u; q < len; q = q + 1u) { acc = acc + a0[${base(0)} + (first + q) * ${w} + inner]; }
+  out[s * ${outSize} + r] = acc / f32(len);`,
+      )];
+    }
+    case "bits": {
+      const b = args[0].type.shape[args[0].type.shape.length - 1] as number;
+      return [kernel(
+        node,
+        node.args,
+        out,
+        slots,
+        `var acc = 0.0;
+  for (var k = 0u; k < ${b}u; k = k + 1u) {
+    if (a0[${base(0)} + r * ${b}u + k] != 0.0) { acc = acc + f32(1u << k); }
+  }
+  out[s * ${outSize} + r] = acc;`,
+      )];
+    }
+    case "topk": {
+      // One invocation per (row, slot): element e's rank is the number of elements before it
+      // in (value desc, index asc) order; slots past the row length hold the length.
+      const x = args[0].type.shape;
+      const len = dim(x[x.length - 1], slots);
+      const rowsShape = x.slice(0, -1);
+      const k = op.k;
+      const span = `max(${len}, ${k}u)`;
+      const spanDim: ThreadDim = { max: [x[x.length - 1], k] };
+      return [kernel(
+        node,
+        node.args,
+        [...rowsShape, spanDim],
+        slots,
+        `let row = r / ${span};
+  let e = r % ${span};
+  let ob = s * ${outSize} + row * ${k}u;
+  if (e >= ${len}) { if (e < ${k}u) { out[ob + e] = f32(${len}); } return; }
+  let xb = ${base(0)} + row * ${len};
+  var v = a0[xb + e];
+  if (v != v) { v = ${f32(-Infinity)}; }
+  var rank = 0u;
+  for (var j = 0u; j < ${len}; j = j + 1u) {
+    var u = a0[xb + j];
+    if (u != u) { u = ${f32(-Infinity)}; }
+    if (u > v || (u == v && j < e)) { rank = rank + 1u; }
+  }
+  if (rank < ${k}u) { out[ob + rank] = f32(e); }`,
+      )];
+    }
+    case "random": {
+      const flat = `r`;
+      // sizes[1] == 1 means the run overrides every seed with sizes[2].
+      const seed = `select(u32(i32(floor(a0[${base(0)}]))), sizes[2], sizes[1] == 1u)`;
+      const draw = op.kind === "uniform"
+        ? "word_to_uniform(w.x)"
+        : op.kind === "randn"
+        ? "sqrt(-2.0 * log(word_to_uniform(w.x))) * cos(6.283185307179586 * word_to_uniform(w.y))"
+        : op.kind === "gumbel"
+        ? "-log(-log(word_to_uniform(w.x)))"
+        : `f32(mulhi32((w.x & 0xFFFFFE00u) | 0x100u, u32(floor(a1[${base(1)}]))))`;
+      return [
+        kernel(
+          node,
+          node.args,
+          out,
+          slots,
+          `let w = philox(${flat}, s, ${seed}, ${op.stream}u);
+  out[s * ${outSize} + r] = ${draw};`,
+        ),
+      ];
+    }
+  }
+}

@@ -1,0 +1,172 @@
+/**
+ * Runs an execution plan on a WebGPU device: uploads inputs, encodes every dispatch of the run in
+ * one command buffer and one submit, reads the output back. Pipelines are cached by WGSL per
+ * device. Shader and validation errors surface as `DeviceError`s quoting the WGSL line.
+ */
+import { bindInputs } from "../compiler/bind.ts";
+import { DeviceError, LimitError } from "../compiler/errors.ts";
+import type { Dim, Graph } from "../compiler/ir.ts";
+import type { ExecPlan, PlannedKernel } from "../compiler/lower.ts";
+import { sizeOf, type Tensor } from "../compiler/tensor.ts";
+import { WORKGROUP } from "../compiler/wgsl.ts";
+import { type AcquiredDevice, getDevice } from "./device.ts";
+
+/** Options of `execute`. */
+export interface ExecuteOptions {
+  /** Overrides the seed of every random draw. */
+  seed?: number;
+  /** Fill every non-input buffer with NaN first, so unwritten elements show (tests do). */
+  poison?: boolean;
+  /** The device to use; by default the process-wide one. */
+  device?: AcquiredDevice;
+}
+
+/** What one run did. */
+export interface RunStats {
+  dispatches: number;
+  /** Bytes of all buffers allocated for the run (inputs, intermediates, output, sizes). */
+  peakBytes: number;
+  adapter: string;
+}
+
+const pipelines = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
+
+/** Execute `plan` (lowered from `graph`) on the inputs; returns the output and run statistics. */
+export async function execute(
+  graph: Graph,
+  plan: ExecPlan,
+  inputs: Record<string, Tensor>,
+  options: ExecuteOptions = {},
+): Promise<{ output: Tensor; stats: RunStats }> {
+  const { bound, batch, perInput } = bindInputs(graph, inputs);
+  const { device, facts } = options.device ?? (await getDevice());
+  const slices = sizeOf(batch);
+  const resolve = (shape: Dim[]) => shape.map((d) => (typeof d === "number" ? d : bound.get(d)!));
+  const sizes = new Uint32Array(3 + plan.slots.size);
+  sizes[0] = slices;
+  if (options.seed !== undefined) [sizes[1], sizes[2]] = [1, options.seed >>> 0];
+  for (const [sym, slot] of plan.slots) sizes[slot] = bound.get(sym) ?? 0;
+
+  const limit = facts.limits.maxStorageBufferBindingSize;
+  const created: GPUBuffer[] = [];
+  let peakBytes = 0;
+  const make = (bytes: number, usage: number, what: string) => {
+    const size = Math.max(16, Math.ceil(bytes / 4) * 4);
+    if (size > limit) {
+      throw new LimitError(
+        `${what} needs ${size} bytes, over this device's maxStorageBufferBindingSize of ${limit} ` +
+          "bytes; use a shorter sequence or fewer batch/head slices per run",
+      );
+    }
+    const b = device.createBuffer({ size, usage });
+    created.push(b);
+    peakBytes += size;
+    return b;
+  };
+  try {
+    const storage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+    const sizesBuf = make(sizes.byteLength, storage, "the sizes table");
+    device.queue.writeBuffer(sizesBuf, 0, sizes);
+    const buffers = plan.buffers.map((b) => {
+      const count = slices * sizeOf(resolve(b.shape));
+      const buf = make(count * 4, storage, `a [${b.shape.join(", ")}] value × ${slices} slices`);
+      if (options.poison) {
+        device.queue.writeBuffer(buf, 0, new Float32Array(Math.max(4, count)).fill(NaN));
+      }
+      return buf;
+    });
+    for (const { decl, buffer } of plan.inputs) {
+      const per = sizeOf(resolve(decl.type.shape));
+      const data = new Float32Array(Math.max(per * slices, 4));
+      const view = perInput.get(decl.name)!;
+      for (let s = 0; s < slices; s++) data.set(view(s).data, s * per);
+      device.queue.writeBuffer(buffers[buffer], 0, data);
+    }
+    const cache = pipelines.get(device) ?? new Map<string, GPUComputePipeline>();
+    pipelines.set(device, cache);
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    let dispatches = 0;
+    for (const k of plan.kernels) {
+      const pipeline = cache.get(k.wgsl) ?? (await buildPipeline(device, k));
+      cache.set(k.wgsl, pipeline);
+      const per = k.threads.reduce<number>((p, d) => {
+        const v = typeof d === "object"
+          ? Math.max(resolve([d.max[0]])[0], d.max[1])
+          : resolve([d])[0];
+        return p * v;
+      }, 1);
+      const total = per * slices;
+      if (total === 0) continue;
+      const groups = Math.ceil(total / WORKGROUP);
+      const x = Math.min(groups, facts.limits.maxComputeWorkgroupsPerDimension);
+      const y = Math.ceil(groups / x);
+      const entries: GPUBindGroupEntry[] = [
+        { binding: 0, resource: { buffer: sizesBuf } },
+        { binding: 1, resource: { buffer: buffers[k.write] } },
+        ...k.readBuffers.map((b, i) => ({ binding: i + 2, resource: { buffer: buffers[b] } })),
+      ];
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(
+        0,
+        device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries }),
+      );
+      pass.dispatchWorkgroups(x, y);
+      dispatches++;
+    }
+    pass.end();
+    const outNode = graph.nodes.find((n) => n.id === graph.output)!;
+    const outShape = resolve(outNode.type.shape);
+    const outCount = slices * sizeOf(outShape);
+    const read = make(
+      outCount * 4,
+      GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      "the readback",
+    );
+    encoder.copyBufferToBuffer(
+      buffers[plan.output],
+      0,
+      read,
+      0,
+      Math.max(16, Math.ceil(outCount) * 4),
+    );
+    device.pushErrorScope("validation");
+    device.queue.submit([encoder.finish()]);
+    const err = await device.popErrorScope();
+    if (err) throw new DeviceError(`WebGPU rejected the run: ${err.message}`);
+    await read.mapAsync(GPUMapMode.READ);
+    const data = Float64Array.from(new Float32Array(read.getMappedRange(), 0, outCount));
+    read.unmap();
+    return {
+      output: { shape: [...batch, ...outShape], data, dtype: outNode.type.dtype },
+      stats: { dispatches, peakBytes, adapter: facts.description },
+    };
+  } finally {
+    for (const b of created) b.destroy();
+  }
+}
+
+async function buildPipeline(device: GPUDevice, k: PlannedKernel): Promise<GPUComputePipeline> {
+  device.pushErrorScope("validation");
+  const module = device.createShaderModule({ code: k.wgsl });
+  const info = await module.getCompilationInfo();
+  const errors = info.messages.filter((m) => m.type === "error");
+  if (errors.length) {
+    await device.popErrorScope();
+    const lines = k.wgsl.split("\n");
+    const m = errors[0];
+    throw new DeviceError(
+      `kernel ${k.name} does not compile: ${m.message} at WGSL line ${m.lineNum}: ` +
+        `${(lines[m.lineNum - 1] ?? "").trim()}`,
+    );
+  }
+  const pipeline = device.createComputePipeline({
+    layout: "auto",
+    compute: { module, entryPoint: "main" },
+  });
+  const err = await device.popErrorScope();
+  if (err) {
+    throw new DeviceError(`kernel ${k.name} was rejected: ${err.message}\n${k.wgsl}`);
+  }
+  return pipeline;
+}
