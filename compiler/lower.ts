@@ -18,6 +18,8 @@ export interface ExecPlan {
   kernels: PlannedKernel[];
   inputs: { decl: InputDecl; buffer: number }[];
   output: number;
+  /** Conditions on sizes checked before a run (the interpreter checks the same while running). */
+  guards: { node: Node; rows: Dim; min: number; what: string; hint: string }[];
   /** Slot of each size symbol in the sizes buffer (slots 0–2 hold slices and the seed override). */
   slots: SymbolSlots;
 }
@@ -33,7 +35,7 @@ export function lowerGraph(graph: Graph): ExecPlan {
   };
   index(graph.nodes);
   const slots: SymbolSlots = new Map(Object.keys(graph.symbols).map((s, i) => [s, i + 3]));
-  const plan: ExecPlan = { buffers: [], kernels: [], inputs: [], output: -1, slots };
+  const plan: ExecPlan = { buffers: [], kernels: [], inputs: [], output: -1, slots, guards: [] };
   const env = new Map<number, number>();
   const loopValues = new Map<number, number[]>();
   const newBuffer = (shape: Dim[]) => {
@@ -73,6 +75,16 @@ export function lowerGraph(graph: Graph): ExecPlan {
           break;
         default: {
           const args = n.args.map((a) => byId.get(a)!);
+          if (n.op.op === "segment_mean") {
+            const m = n.op.segments;
+            plan.guards.push({
+              node: n,
+              rows: args[0].type.shape[0],
+              min: m,
+              what: `segment_mean: ${m} segments but only {rows} rows`,
+              hint: `use at most {rows} segments (landmarks ≤ n)`,
+            });
+          }
           const write = newBuffer(n.type.shape);
           for (const k of nodeKernels(n, args, slots)) {
             plan.kernels.push({ ...k, write, readBuffers: k.reads.map((r) => env.get(r)!) });

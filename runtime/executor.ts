@@ -4,7 +4,7 @@
  * device. Shader and validation errors surface as `DeviceError`s quoting the WGSL line.
  */
 import { bindInputs } from "../compiler/bind.ts";
-import { DeviceError, LimitError } from "../compiler/errors.ts";
+import { CompileError, DeviceError, LimitError } from "../compiler/errors.ts";
 import type { Dim, Graph } from "../compiler/ir.ts";
 import type { ExecPlan, PlannedKernel } from "../compiler/lower.ts";
 import { sizeOf, type Tensor } from "../compiler/tensor.ts";
@@ -42,6 +42,18 @@ export async function execute(
   const { device, facts } = options.device ?? (await getDevice());
   const slices = sizeOf(batch);
   const resolve = (shape: Dim[]) => shape.map((d) => (typeof d === "number" ? d : bound.get(d)!));
+  for (const g of plan.guards) {
+    const rows = resolve([g.rows])[0];
+    if (rows < g.min) {
+      throw new CompileError(
+        g.what.replace("{rows}", String(rows)),
+        g.node.span ?? { start: 0, end: 0 },
+        graph.source,
+        graph.file,
+        g.hint.replace("{rows}", String(rows)),
+      );
+    }
+  }
   const sizes = new Uint32Array(3 + plan.slots.size);
   sizes[0] = slices;
   if (options.seed !== undefined) [sizes[1], sizes[2]] = [1, options.seed >>> 0];

@@ -1,0 +1,116 @@
+/**
+ * Every example runs on WebGPU (the software adapter lavapipe here) and agrees with the float64
+ * interpreter on random awkward shapes, with batch and head dims, masks, and poisoned buffers.
+ */
+import assert from "node:assert/strict";
+import { CompileError, compileSync, randomTensor, relativeError, type Tensor } from "../mod.ts";
+import { getDevice } from "../runtime/device.ts";
+
+const adapter = await getDevice().then((d) => d.facts.description, (e) => {
+  console.error(`GPU tests skipped: ${e.message}`);
+  return undefined;
+});
+
+const load = (f: string) => Deno.readTextFileSync(new URL(`../examples/${f}`, import.meta.url));
+
+/** A 0/1 key mask per batch row with a valid prefix (Skeinformer's pilot needs that) of ≥ 1. */
+function prefixMask(batch: number, n: number, seed: number): Tensor {
+  const u = randomTensor([batch], { seed, kind: "uniform" });
+  const data = new Float64Array(batch * n);
+  for (let b = 0; b < batch; b++) {
+    const valid = Math.max(1, Math.ceil(n * (0.5 + 0.5 * u.data[b])));
+    for (let i = 0; i < valid; i++) data[b * n + i] = 1;
+  }
+  return { shape: [batch, n], data, dtype: "float" };
+}
+
+interface Case {
+  file: string;
+  params?: (n: number) => Record<string, number>;
+  mask?: boolean;
+  tol: number;
+}
+
+const CASES: Case[] = [
+  { file: "exact.attn", mask: true, tol: 1e-5 },
+  { file: "causal_alibi.attn", params: () => ({ slope: 0.3 }), tol: 1e-5 },
+  { file: "sliding_window.attn", params: () => ({ window: 5 }), tol: 1e-5 },
+  { file: "linear.attn", mask: true, tol: 1e-5 },
+  { file: "nystrom.attn", params: (n) => ({ landmarks: Math.min(8, n) }), mask: true, tol: 1e-5 },
+  { file: "yoso_e.attn", params: () => ({ tau: 4 }), mask: true, tol: 1e-4 },
+  { file: "yoso.attn", params: () => ({ tau: 4, hashes: 8 }), mask: true, tol: 1e-4 },
+  { file: "skein.attn", params: () => ({ samples: 16 }), mask: true, tol: 1e-4 },
+  { file: "performer.attn", params: () => ({ features: 32 }), mask: true, tol: 1e-4 },
+];
+
+const SHAPES = [
+  { batch: 2, heads: 2, n: 1, d: 16, e: 16 },
+  { batch: 1, heads: 3, n: 63, d: 32, e: 16 },
+  { batch: 2, heads: 1, n: 65, d: 16, e: 80 },
+];
+
+for (const c of CASES) {
+  Deno.test({
+    name: `gpu: ${c.file} agrees with the float64 interpreter (n = 1, 63, 65; batch/heads; masks)`,
+    ignore: adapter === undefined,
+    fn: async () => {
+      for (const [i, s] of SHAPES.entries()) {
+        const p = compileSync(load(c.file), { params: c.params?.(s.n), file: c.file });
+        const seed = 100 * i + c.file.length;
+        const inputs: Record<string, Tensor> = {
+          q: randomTensor([s.batch, s.heads, s.n, s.d], { seed }),
+          k: randomTensor([s.batch, s.heads, s.n, s.d], { seed: seed + 1 }),
+          v: randomTensor([s.batch, s.heads, s.n, s.e], { seed: seed + 2 }),
+        };
+        if (c.mask) inputs.mask = prefixMask(s.batch, s.n, seed + 3);
+        const want = await p.run(inputs, { seed: 7 });
+        const got = await p.run(inputs, { backend: "gpu", poison: true, seed: 7 });
+        assert.deepEqual(got.shape, want.shape);
+        assert.ok(
+          got.data.every(Number.isFinite),
+          `${c.file} ${JSON.stringify(s)}: non-finite output`,
+        );
+        const err = relativeError(got, want);
+        assert.ok(err <= c.tol, `${c.file} ${JSON.stringify(s)}: relative error ${err} > ${c.tol}`);
+      }
+    },
+  });
+}
+
+Deno.test({
+  name: "gpu: a changed sequence length reuses the compiled kernels (sizes are not baked in)",
+  ignore: adapter === undefined,
+  fn: async () => {
+    const p = compileSync(load("exact.attn"));
+    const run = (n: number) =>
+      p.run({
+        q: randomTensor([n, 8], { seed: n }),
+        k: randomTensor([n, 8], { seed: n + 1 }),
+        v: randomTensor([n, 8], { seed: n + 2 }),
+      }, { backend: "gpu" });
+    const a = await run(7);
+    const b = await run(9);
+    assert.deepEqual([a.shape, b.shape], [[7, 8], [9, 8]]);
+    // The kernels' WGSL never mentions the sequence length:
+    const { lowerGraph } = await import("../compiler/lower.ts");
+    const wgsl = lowerGraph(p.graph).kernels.map((k) => k.wgsl).join("\n");
+    assert.ok(!/\b9u\b/.test(wgsl) && !/\b7u\b/.test(wgsl), "no sequence length in WGSL");
+  },
+});
+
+Deno.test({
+  name: "gpu: too few rows for the landmarks is the same CompileError as on the interpreter",
+  ignore: adapter === undefined,
+  fn: async () => {
+    const p = compileSync(load("nystrom.attn"), { params: { landmarks: 8 }, file: "nystrom.attn" });
+    const x = { q: randomTensor([5, 4]), k: randomTensor([5, 4]), v: randomTensor([5, 4]) };
+    await assert.rejects(
+      p.run(x),
+      (e) => e instanceof CompileError && /8 segments but only 5 rows/.test(e.message),
+    );
+    await assert.rejects(
+      p.run(x, { backend: "gpu" }),
+      (e) => e instanceof CompileError && /8 segments but only 5 rows/.test(e.message),
+    );
+  },
+});
