@@ -7,6 +7,7 @@
  */
 import { compileSync, randomTensor, relativeError, type Tensor } from "./mod.ts";
 import { softmaxAttention } from "./examples/reference.ts";
+import { getDevice } from "./runtime/device.ts";
 
 const args = Deno.args;
 const flag = (name: string, dflt: number) => {
@@ -14,6 +15,7 @@ const flag = (name: string, dflt: number) => {
   return i >= 0 ? Number(args[i + 1]) : dflt;
 };
 const n = flag("n", 512), d = flag("d", 32), heads = flag("heads", 2);
+const noGpu = args.includes("--no-gpu");
 const here = new URL("./examples/", import.meta.url);
 const load = (f: string) => Deno.readTextFileSync(new URL(f, here));
 
@@ -30,15 +32,17 @@ interface Row {
   reference: string;
   error: number;
   ms: number;
+  gpu?: { error: number; ms: number };
 }
 
 const rows: Row[] = [];
+const cache = new Map<string, Run>();
 const add = (
   variant: string,
   params: Record<string, number>,
   reference: string,
   ref: Tensor,
-  r: { y: Tensor; ms: number },
+  r: Run,
 ) =>
   rows.push({
     variant,
@@ -46,8 +50,16 @@ const add = (
     reference,
     error: relativeError(r.y, ref),
     ms: r.ms,
+    gpu: r.gpu && { error: relativeError(r.gpu.y, r.y), ms: r.gpu.ms },
   });
 
+const adapter = noGpu ? undefined : await getDevice().then(
+  (d) => d.facts.description,
+  (e) => {
+    console.log(`(no GPU columns: ${e.message})\n`);
+    return undefined;
+  },
+);
 const exactRun = await runAsync("exact.attn");
 const direct = softmaxAttention(inputs.q, inputs.k, inputs.v, (s) => s);
 add("exact", {}, "direct float64", direct, exactRun);
@@ -93,20 +105,49 @@ add(
   await runAsync("sliding_window.attn", win),
 );
 
-async function runAsync(file: string, params: Record<string, number> = {}) {
-  const p = compileSync(load(file), { params, file: `examples/${file}` });
-  const t0 = performance.now();
-  const y = await p.run(inputs);
-  return { y, ms: performance.now() - t0 };
+interface Run {
+  y: Tensor;
+  ms: number;
+  gpu?: { y: Tensor; ms: number };
 }
 
-console.log(
-  `Attune demo: float64 reference interpreter, q/k/v ~ N(0, 1) of shape [${shape.join(", ")}]\n`,
-);
-const head = ["variant", "params", "compared with", "rel. error", "time (ms)"];
-const table = rows.map((
-  r,
-) => [r.variant, r.params, r.reference, r.error.toExponential(2), r.ms.toFixed(0)]);
+async function runAsync(file: string, params: Record<string, number> = {}): Promise<Run> {
+  const key = file + JSON.stringify(params);
+  if (cache.has(key)) return cache.get(key)!;
+  const p = compileSync(load(file), { params, file: `examples/${file}` });
+  let t0 = performance.now();
+  const y = await p.run(inputs);
+  const run: Run = { y, ms: performance.now() - t0 };
+  if (adapter) {
+    await p.run(inputs, { backend: "gpu" }); // warm-up: compiles the pipelines
+    t0 = performance.now();
+    const g = await p.run(inputs, { backend: "gpu" });
+    run.gpu = { y: g, ms: performance.now() - t0 };
+  }
+  cache.set(key, run);
+  return run;
+}
+
+console.log(`Attune demo: q/k/v ~ N(0, 1) of shape [${shape.join(", ")}] (batch, heads, n, d)`);
+console.log(`interp = float64 reference interpreter; gpu = WebGPU on ${adapter ?? "(none)"}\n`);
+const head = [
+  "variant",
+  "params",
+  "compared with",
+  "rel. error",
+  "interp ms",
+  "gpu vs interp",
+  "gpu ms",
+];
+const table = rows.map((r) => [
+  r.variant,
+  r.params,
+  r.reference,
+  r.error.toExponential(2),
+  r.ms.toFixed(0),
+  r.gpu ? r.gpu.error.toExponential(2) : "-",
+  r.gpu ? r.gpu.ms.toFixed(0) : "-",
+]);
 const widths = head.map((h, c) => Math.max(h.length, ...table.map((t) => t[c].length)));
 const line = (cells: string[]) =>
   cells.map((s, c) => (c >= 3 ? s.padStart(widths[c]) : s.padEnd(widths[c]))).join("  ");
@@ -115,5 +156,7 @@ console.log(widths.map((w) => "-".repeat(w)).join("  "));
 for (const t of table) console.log(line(t));
 console.log(
   "\nrel. error = ‖y − ref‖₂ / ‖ref‖₂. Variants that compute a different function (yoso, linear)\n" +
-    "are listed against exact for scale only; yoso's own target is yoso_e (its expectation).",
+    "are listed against exact for scale only; yoso's own target is yoso_e (its expectation).\n" +
+    "gpu vs interp: float32 WebGPU result against the float64 interpreter (same seeds).\n" +
+    "The GPU path is the unfused baseline (one kernel per IR node); fusion is issue #3.",
 );
