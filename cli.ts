@@ -2,7 +2,7 @@
  * The Attune command line.
  *
  *   attune check FILE.attn [--param NAME=VALUE ...] [--entry NAME]
- *   attune explain FILE.attn [--param ...] [--entry NAME] [--json]
+ *   attune explain FILE.attn [--param ...] [--entry NAME] [--wgsl] [--json]
  *   attune run FILE.attn --in NAME=PATH.npy ... [--param ...] [--seed N]
  *              [--backend interp|gpu] [--dtype f4|f8] --out PATH.npy
  *
@@ -17,7 +17,7 @@ import type { Tensor } from "./compiler/tensor.ts";
 
 const USAGE = `usage:
   attune check FILE.attn [--param NAME=VALUE ...] [--entry NAME]
-  attune explain FILE.attn [--param NAME=VALUE ...] [--entry NAME] [--json]
+  attune explain FILE.attn [--param NAME=VALUE ...] [--entry NAME] [--wgsl] [--json]
   attune run FILE.attn --in NAME=PATH.npy ... [--param NAME=VALUE ...] [--seed N]
              [--backend interp|gpu] [--dtype f4|f8] --out PATH.npy`;
 
@@ -34,6 +34,7 @@ interface Args {
   dtype: "<f4" | "<f8";
   out?: string;
   json: boolean;
+  wgsl: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -51,6 +52,7 @@ function parseArgs(argv: string[]): Args {
     backend: "interp",
     dtype: "<f4",
     json: false,
+    wgsl: false,
   };
   const pair = (flag: string, s: string | undefined): [string, string] => {
     const m = s?.match(/^([A-Za-z_]\w*)=(.+)$/);
@@ -105,6 +107,9 @@ function parseArgs(argv: string[]): Args {
       case "--json":
         a.json = true;
         break;
+      case "--wgsl":
+        a.wgsl = true;
+        break;
       default:
         throw new UsageError(`unknown option ${flag}`);
     }
@@ -133,7 +138,11 @@ async function main(argv: string[]): Promise<number> {
     if (args.command === "check") {
       console.log(`${args.file}: ok`);
     } else if (args.command === "explain") {
-      console.log(args.json ? JSON.stringify(explainJson(program), null, 2) : program.explain());
+      console.log(
+        args.json
+          ? JSON.stringify(explainJson(program), null, 2)
+          : program.explain({ wgsl: args.wgsl }),
+      );
     } else {
       const inputs: Record<string, Tensor> = {};
       for (const [name, path] of Object.entries(args.inputs)) inputs[name] = await readNpy(path);
@@ -163,6 +172,15 @@ function explainJson(p: Program): unknown {
     output: g.nodes.find((n) => n.id === g.output)?.type,
     symbols: Object.keys(g.symbols),
     ir: showGraph(g).split("\n"),
+    dispatches: p.plan().kernels.length,
+    buffers: p.plan().buffers.map((b) => ({ id: b.id, shape: b.shape })),
+    kernels: p.plan().kernels.map((k) => ({
+      name: k.name,
+      threads: k.threads,
+      reads: k.readBuffers,
+      writes: k.write,
+      wgsl: k.wgsl,
+    })),
   };
 }
 

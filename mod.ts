@@ -28,6 +28,7 @@ export type { Span } from "./compiler/errors.ts";
 export type { DType, Tensor } from "./compiler/tensor.ts";
 export { tensor } from "./compiler/tensor.ts";
 export type { Dim, Graph, Node, TensorType } from "./compiler/ir.ts";
+export type { ExecPlan } from "./compiler/lower.ts";
 export { decodeNpy, encodeNpy, readNpy, writeNpy } from "./runtime/npy.ts";
 
 /** Where a program runs. */
@@ -59,8 +60,13 @@ export interface Program {
   readonly graph: Graph;
   /** Run on host tensors; inputs may have leading batch/head dims. */
   run(inputs: Record<string, Tensor>, options?: RunOptions): Promise<Tensor>;
-  /** Human-readable description: signature, parameters and IR with inferred shapes. */
-  explain(): string;
+  /** The GPU execution plan: kernels (with WGSL), buffers, dispatch count. */
+  plan(): ExecPlan;
+  /**
+   * Human-readable description: signature, parameters, IR with inferred shapes, and the GPU
+   * kernels with their dispatch count (`wgsl: true` prints each kernel's source too).
+   */
+  explain(options?: { wgsl?: boolean }): string;
 }
 
 /**
@@ -92,8 +98,24 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
       }
       return interpret(graph, inputs, { seed: runOptions.seed });
     },
-    explain(): string {
-      return explainGraph(graph);
+    plan(): ExecPlan {
+      return plan ??= lowerGraph(graph);
+    },
+    explain(options: { wgsl?: boolean } = {}): string {
+      plan ??= lowerGraph(graph);
+      const kernels = plan.kernels.map((k, i) =>
+        `  ${String(i).padStart(3)}  ${k.name.padEnd(22)} threads/slice [${
+          k.threads.map((t) => typeof t === "object" ? `max(${t.max[0]}, ${t.max[1]})` : t).join(
+            ", ",
+          )
+        }]` + (options.wgsl ? `\n${k.wgsl.replace(/^/gm, "       ")}` : "")
+      );
+      return [
+        explainGraph(graph),
+        "",
+        `GPU plan (unfused baseline): ${plan.kernels.length} dispatches, ${plan.buffers.length} buffers`,
+        ...kernels,
+      ].join("\n");
     },
   };
 }
