@@ -74,7 +74,7 @@ export function bindInputs(graph: Graph, inputs: Record<string, Tensor>): {
           "leading dims are matched from the left: [batch, heads, ...]; a smaller input may omit trailing ones",
         );
       }
-      merged.push(Math.max(a, b));
+      merged.push(a === 1 ? b : a);
     }
     batch = merged;
     leads.set(decl.name, lead);

@@ -165,10 +165,13 @@ class Checker {
         delete given[p.name];
         value = typeof v === "boolean" ? (v ? 1 : 0) : v;
         if (typeof v !== "number" && declared !== "bool" || !Number.isFinite(value)) {
-          this.fail(`parameter ${p.name} expects a ${declared} value, got ${v}`, p.span);
+          this.fail(`parameter ${p.name} expects ${article(declared)} value, got ${v}`, p.span);
         }
         if (declared === "int" && !Number.isInteger(value)) {
           this.fail(`parameter ${p.name} expects an integer, got ${v}`, p.span);
+        }
+        if (declared === "bool" && value !== 0 && value !== 1) {
+          this.fail(`parameter ${p.name} expects true or false, got ${v}`, p.span);
         }
       }
       params[p.name] = declared === "bool" ? value !== 0 : value;
@@ -443,7 +446,7 @@ class Checker {
     let idx = this.toTensor(this.expr(s.indices[0], scope), scope, s.indices[0].span);
     if (idx.type.dtype !== "int") {
       this.fail(
-        `row indices must be int, got ${showType(idx.type)}`,
+        `row indices must be int, got ${kindType(idx.type)}`,
         s.indices[0].span,
         "use int(...)",
       );
@@ -493,16 +496,20 @@ class Checker {
     const mark = this.nodes.length;
     const idBefore = this.nextId;
     const streamsBefore = this.streams;
+    let firstError: CompileError | undefined;
     try {
       this.expr(e, { ...scope, grid });
     } catch (err) {
       if (!(err instanceof CompileError)) throw err;
+      firstError = err;
     } finally {
       this.nodes.length = mark;
       this.nextId = idBefore;
       this.streams = streamsBefore;
     }
     const missing = grid.vars.findIndex((_, i) => grid.ranges[i] === undefined);
+    // An error before a range was learned is the real problem (a typo, say), not the range.
+    if (missing >= 0 && firstError) throw firstError;
     if (missing >= 0) {
       this.fail(
         `cannot tell the range of index ${grid.vars[missing]}`,
@@ -889,7 +896,7 @@ class Checker {
       const v = this.toTensor(this.expr(ie, scope), scope, ie.span);
       if (v.type.dtype === "float") {
         this.fail(
-          `a subscript must be an int, got ${showType(v.type)}`,
+          `a subscript must be an int, got ${kindType(v.type)}`,
           ie.span,
           "use int(...) to convert",
         );
@@ -1036,7 +1043,7 @@ class Checker {
         a.done();
         this.noGrid(scope, e);
         if (idx.type.dtype !== "int") {
-          this.fail(`scatter_add index must be int, got ${showType(idx.type)}`, e.span);
+          this.fail(`scatter_add index must be int, got ${kindType(idx.type)}`, e.span);
         }
         if (idx.type.shape.length < 1 || vals.type.shape.length < 1) {
           this.fail("scatter_add needs index [..., n] and values [n, ...]", e.span);
@@ -1104,7 +1111,7 @@ class Checker {
       a.done();
       this.noGrid(scope, e);
       if (seed.type.shape.length !== 0 || seed.type.dtype === "float") {
-        this.fail(`seed must be an integer scalar, got ${showType(seed.type)}`, e.span);
+        this.fail(`seed must be an integer scalar, got ${kindType(seed.type)}`, e.span);
       }
       if (hi && hi.type.shape.length !== 0) this.fail("randint's hi must be a scalar", e.span);
       return this.emit(
@@ -1262,6 +1269,12 @@ class ArgReader {
   ) {
     this.positional = e.args.filter((a) => !a.name);
     this.keywords = new Map(e.args.filter((a) => a.name).map((a) => [a.name!, a]));
+    const names = e.args.filter((a) => a.name).map((a) => a.name!);
+    const dup = e.args.find((a, i) =>
+      a.name && names.indexOf(a.name) !== names.lastIndexOf(a.name) &&
+      e.args.findIndex((b) => b.name === a.name) !== i
+    );
+    if (dup) c.fail(`${e.fn} got the argument ${dup.name} twice`, dup.span);
   }
   find(pos: number, name: string): Arg | undefined {
     return this.keywords.get(name) ?? (pos >= 0 ? this.positional[pos] : undefined);
@@ -1319,7 +1332,10 @@ class ArgReader {
     const g = x.grid ? (scope.grid?.vars.length ?? 0) : 0;
     const rank = x.type.shape.length - g;
     const axis = this.has(1, "axis") ? this.staticNumber(1, "axis") : dflt;
-    if (!Number.isInteger(axis) || axis < -rank || axis >= rank) {
+    if (!Number.isInteger(axis)) {
+      this.c.fail(`${this.e.fn}: axis must be an integer, got ${axis}`, this.find(1, "axis")!.span);
+    }
+    if (axis < -rank || axis >= rank) {
       this.c.fail(
         `${this.e.fn}: axis ${axis} is out of range for ${showType(x.type)}${
           g ? " (per index)" : ""
@@ -1347,6 +1363,15 @@ class ArgReader {
   usedName(name: string): boolean {
     return [...this.used].some((a) => a.name === name);
   }
+}
+
+function article(kind: string): string {
+  return /^[aeiou]/.test(kind) ? `an ${kind}` : `a ${kind}`;
+}
+
+/** A type with its element kind always spelled out, for messages about kinds. */
+function kindType(t: TensorType): string {
+  return `${t.dtype}[${t.shape.join(", ")}]`;
 }
 
 function foldStatic(fn: BinaryFn, a: Val & { kind: "static" }, b: Val & { kind: "static" }): Val {

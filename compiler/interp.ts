@@ -45,7 +45,13 @@ export function interpret(
     }
     out.data.set(y.data, s * outSize);
   }
-  return out!;
+  if (!out) {
+    // No slices at all (a batch dim of 0): the result is empty with the declared shape.
+    const node = graph.nodes.find((n) => n.id === graph.output)!;
+    const shape = node.type.shape.map((d) => (typeof d === "number" ? d : bound.get(d) ?? 0));
+    return { shape: [...batch, ...shape], data: new Float64Array(0), dtype: node.type.dtype };
+  }
+  return out;
 }
 
 function stridesOf(shape: number[]): number[] {
@@ -197,7 +203,19 @@ class Evaluator {
   }
 
   run(nodes: Node[]): void {
-    for (const n of nodes) this.env.set(n.id, this.eval(n));
+    for (const n of nodes) {
+      try {
+        this.env.set(n.id, this.eval(n));
+      } catch (e) {
+        if (!(e instanceof RangeError)) throw e;
+        const shape = n.type.shape.map((d) => this.dim(d, n));
+        this.fail(
+          `a value of shape [${shape.join(", ")}] is too large to compute here (${e.message})`,
+          n,
+          "use smaller sizes",
+        );
+      }
+    }
   }
 
   eval(n: Node): Tensor {

@@ -201,6 +201,24 @@ semantics.addOperation<unknown>("ast", {
 
 /** Parse `source` into an AST. Syntax errors become a `CompileError` at the failure point. */
 export function parse(source: string, file = "<program>"): Program {
+  try {
+    return parseUnguarded(source, file);
+  } catch (e) {
+    // Ohm's matcher and the AST builder recurse; absurd nesting must still be a diagnostic.
+    if (e instanceof RangeError && /call stack/i.test(e.message)) {
+      throw new CompileError(
+        "the program nests too deeply to parse",
+        { start: 0, end: Math.min(1, source.length) },
+        source,
+        file,
+        "split deeply nested expressions into named steps",
+      );
+    }
+    throw e;
+  }
+}
+
+function parseUnguarded(source: string, file: string): Program {
   const match = grammar.match(source);
   if (match.failed()) {
     const pos = match.getRightmostFailurePosition();
@@ -211,7 +229,8 @@ export function parse(source: string, file = "<program>"): Program {
     const what = pos >= source.length && expected.includes('"}"')
       ? 'syntax error: unexpected end of input; a "}" is missing'
       : `syntax error: expected ${expected}, found ${found}`;
-    throw new CompileError(what, { start: pos, end: pos + 1 }, source, file);
+    const start = Math.min(pos, source.length);
+    throw new CompileError(what, { start, end: Math.min(start + 1, source.length) }, source, file);
   }
   const program = semantics(match).ast() as Program;
   program.source = source;
