@@ -18,6 +18,7 @@ import { interpret } from "./compiler/interp.ts";
 import { type Graph, showGraph, showType } from "./compiler/ir.ts";
 import { parse } from "./compiler/parse.ts";
 import { eliminateDeadCode } from "./compiler/passes/dce.ts";
+import { fuseAttention } from "./compiler/passes/attention.ts";
 import { type ExecPlan, lowerGraph } from "./compiler/lower.ts";
 import { execute } from "./runtime/executor.ts";
 import { fillRandom } from "./compiler/rng.ts";
@@ -42,6 +43,8 @@ export interface CompileOptions {
   entry?: string;
   /** File name used in diagnostics. */
   file?: string;
+  /** Run the fusion passes before lowering (default true; false gives the unfused baseline). */
+  fuse?: boolean;
 }
 
 /** Options of `Program.run`. */
@@ -56,8 +59,10 @@ export interface RunOptions {
 
 /** A checked program, ready to run. */
 export interface Program {
-  /** The elaborated IR of the entry function. */
+  /** The elaborated IR of the entry function, as checked (what the interpreter runs). */
   readonly graph: Graph;
+  /** The IR after the optimization passes (what the GPU runs). */
+  readonly optimized: Graph;
   /** Run on host tensors; inputs may have leading batch/head dims. */
   run(inputs: Record<string, Tensor>, options?: RunOptions): Promise<Tensor>;
   /** The GPU execution plan: kernels (with WGSL), buffers, dispatch count. */
@@ -84,13 +89,15 @@ export function compile(source: string, options: CompileOptions = {}): Promise<P
 /** Synchronous form of `compile`. */
 export function compileSync(source: string, options: CompileOptions = {}): Program {
   const graph = eliminateDeadCode(check(parse(source, options.file), options));
+  // The interpreter runs the checked graph as written; the GPU runs the optimized one.
+  const optimized = options.fuse === false ? graph : eliminateDeadCode(fuseAttention(graph));
   let plan: ExecPlan | undefined;
   return {
     graph,
     async run(inputs: Record<string, Tensor>, runOptions: RunOptions = {}): Promise<Tensor> {
       if ((runOptions.backend ?? "interp") === "gpu") {
-        plan ??= lowerGraph(graph);
-        const { output } = await execute(graph, plan, inputs, {
+        plan ??= lowerGraph(optimized);
+        const { output } = await execute(optimized, plan, inputs, {
           seed: runOptions.seed,
           poison: runOptions.poison,
         });
@@ -98,11 +105,12 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
       }
       return interpret(graph, inputs, { seed: runOptions.seed });
     },
+    optimized,
     plan(): ExecPlan {
-      return plan ??= lowerGraph(graph);
+      return plan ??= lowerGraph(optimized);
     },
     explain(options: { wgsl?: boolean } = {}): string {
-      plan ??= lowerGraph(graph);
+      plan ??= lowerGraph(optimized);
       const kernels = plan.kernels.map((k, i) =>
         `  ${String(i).padStart(3)}  ${k.name.padEnd(22)} threads/slice [${
           k.threads.map((t) => typeof t === "object" ? `max(${t.max[0]}, ${t.max[1]})` : t).join(
@@ -113,7 +121,10 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
       return [
         explainGraph(graph),
         "",
-        `GPU plan (unfused baseline): ${plan.kernels.length} dispatches, ${plan.buffers.length} buffers`,
+        "after fusion:",
+        showGraph(optimized),
+        "",
+        `GPU plan: ${plan.kernels.length} dispatches, ${plan.buffers.length} buffers`,
         ...kernels,
       ].join("\n");
     },

@@ -5,7 +5,7 @@
  */
 import { bindInputs } from "./bind.ts";
 import { CompileError } from "./errors.ts";
-import type { Dim, Graph, Node } from "./ir.ts";
+import type { Dim, Graph, Node, Score } from "./ir.ts";
 import { fillRandom } from "./rng.ts";
 import { sizeOf, type Tensor } from "./tensor.ts";
 
@@ -431,7 +431,64 @@ class Evaluator {
       }
       case "carry":
         return this.get(n.id);
+      case "attention":
+        return this.attention(n, a);
     }
+  }
+
+  /** softmax_j(score(i, j)) · v, row by row; a row with no finite score gives zeros. */
+  attention(n: Node, args: Tensor[]): Tensor {
+    const [qa, kb, v] = args;
+    const rows = qa.shape[0], d = qa.shape[1], cols = kb.shape[0], e = v.shape[1];
+    const score = (n.op as { score: Score }).score;
+    const out: Tensor = { shape: [rows, e], data: new Float64Array(rows * e), dtype: "float" };
+    const s = new Float64Array(cols);
+    let i = 0, j = 0, qk = 0;
+    const ev = (x: Score): number => {
+      switch (x.kind) {
+        case "qk":
+          return qk;
+        case "i":
+          return i;
+        case "j":
+          return j;
+        case "const":
+          return x.value;
+        case "size":
+          return this.dim(x.name, n);
+        case "leaf": {
+          const t = args[x.arg];
+          return x.at === "scalar" ? t.data[0] : t.data[x.at === "i" ? i : j];
+        }
+        case "unary":
+          return UNARY[x.fn](ev(x.x));
+        case "binary":
+          return BINARY[x.fn](ev(x.a), ev(x.b));
+        case "where":
+          return ev(x.c) ? ev(x.a) : ev(x.b);
+        case "cast": {
+          const y = ev(x.x);
+          return x.to === "bool" ? +(y !== 0) : x.to === "int" ? Math.floor(y) : y;
+        }
+      }
+    };
+    for (i = 0; i < rows; i++) {
+      let m = -Infinity;
+      for (j = 0; j < cols; j++) {
+        qk = 0;
+        for (let c = 0; c < d; c++) qk += qa.data[i * d + c] * kb.data[j * d + c];
+        s[j] = ev(score);
+        if (s[j] > m) m = s[j];
+      }
+      if (m === -Infinity) continue;
+      let z = 0;
+      for (j = 0; j < cols; j++) z += s[j] = Math.exp(s[j] - m);
+      for (j = 0; j < cols; j++) {
+        const w = s[j] / z;
+        for (let c = 0; c < e; c++) out.data[i * e + c] += w * v.data[j * e + c];
+      }
+    }
+    return out;
   }
 
   zip(n: Node, xs: Tensor[], f: (v: number[]) => number): Tensor {

@@ -56,6 +56,19 @@ export type BinaryFn =
 export type ReduceFn = "sum" | "max" | "min" | "mean" | "prod";
 export type RandomKind = "uniform" | "randn" | "gumbel" | "randint";
 
+/** The per-element score of an attention node, as a small expression tree. */
+export type Score =
+  | { kind: "qk" } // a_i · b_j: the dot product of row i of args[0] and row j of args[1]
+  | { kind: "i" }
+  | { kind: "j" }
+  | { kind: "const"; value: number }
+  | { kind: "size"; name: string }
+  | { kind: "leaf"; arg: number; at: "i" | "j" | "scalar" } // args[arg] read at i, j, or [0]
+  | { kind: "unary"; fn: UnaryFn; x: Score }
+  | { kind: "binary"; fn: BinaryFn; a: Score; b: Score }
+  | { kind: "where"; c: Score; a: Score; b: Score }
+  | { kind: "cast"; to: "float" | "int" | "bool"; x: Score };
+
 /** Operations, with their attributes. Operands are in `Node.args`. */
 export type Op =
   | { op: "input"; name: string }
@@ -85,7 +98,9 @@ export type Op =
   | { op: "random"; kind: RandomKind; stream: number } // args: seed, hi (randint only)
   | { op: "loop"; count: number; body: Node[]; results: number[] } // args: initial carried values
   | { op: "carry"; loop: number; index: number } // placeholder of carried value `index` in a body
-  | { op: "loop_result"; index: number }; // args: [loop]
+  | { op: "loop_result"; index: number } // args: [loop]
+  // softmax over j of score(i, j) times v: args a [n, d], b [m, d], v [m, e], then score leaves.
+  | { op: "attention"; score: Score };
 
 /** One IR node. */
 export interface Node {
@@ -133,7 +148,11 @@ export function showNode(n: Node): string {
   const { op, ...attrs } = n.op;
   const parts = Object.entries(attrs)
     .filter(([k]) => k !== "body" && k !== "results")
-    .map(([k, v]) => `${k}=${typeof v === "string" ? JSON.stringify(v) : v}`);
+    .map(([k, v]) =>
+      `${k}=${
+        typeof v === "string" ? JSON.stringify(v) : k === "score" ? showScore(v as Score) : v
+      }`
+    );
   const args = n.args.map((a) => `%${a}`).join(", ");
   const name = n.name ? `  # ${n.name}` : "";
   return `%${n.id}: ${showType(n.type)} = ${op}${
@@ -157,4 +176,29 @@ export function showGraph(g: Graph): string {
   walk(g.nodes, "");
   lines.push(`return %${g.output}`);
   return lines.join("\n");
+}
+
+/** Render a fused attention score as an expression over q·k, i, j and its leaves. */
+export function showScore(s: Score): string {
+  switch (s.kind) {
+    case "qk":
+      return "a_i·b_j";
+    case "i":
+    case "j":
+      return s.kind;
+    case "const":
+      return String(s.value);
+    case "size":
+      return s.name;
+    case "leaf":
+      return s.at === "scalar" ? `%arg${s.arg}` : `%arg${s.arg}[${s.at}]`;
+    case "unary":
+      return `${s.fn}(${showScore(s.x)})`;
+    case "binary":
+      return `${s.fn}(${showScore(s.a)}, ${showScore(s.b)})`;
+    case "where":
+      return `where(${showScore(s.c)}, ${showScore(s.a)}, ${showScore(s.b)})`;
+    case "cast":
+      return `${s.to}(${showScore(s.x)})`;
+  }
 }

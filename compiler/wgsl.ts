@@ -4,7 +4,8 @@
  * (or one row, for row-wise ops). Sizes are read from a `sizes` buffer, so kernels do not depend on
  * `n` and are compiled once per program, not per input length. All values are stored as f32.
  */
-import type { Dim, Node, UnaryFn } from "./ir.ts";
+import type { Dim, Node, Score, UnaryFn } from "./ir.ts";
+import { flashKernel } from "../kernels/flash.ts";
 
 /** A kernel for one node: WGSL source and how many invocations to launch (per slice). */
 export interface NodeKernel {
@@ -14,6 +15,8 @@ export interface NodeKernel {
   threads: ThreadDim[];
   /** Node ids read, in binding order (binding 2, 3, ...). */
   reads: number[];
+  /** For kernels specialized on head sizes: the WGSL for the run's actual sizes. */
+  specialize?: (size: (d: Dim) => number) => string;
 }
 
 /** A factor of an invocation count: a size, or the larger of a size and a constant. */
@@ -510,6 +513,8 @@ export function nodeKernels(node: Node, args: Node[], slots: SymbolSlots): NodeK
   if (rank < ${k}u) { out[ob + rank] = f32(e); }`,
       )];
     }
+    case "attention":
+      return [attentionKernel(node, args, slots)];
     case "random": {
       const flat = `r`;
       // sizes[1] == 1 means the run overrides every seed with sizes[2].
@@ -533,4 +538,62 @@ export function nodeKernels(node: Node, args: Node[], slots: SymbolSlots): NodeK
       ];
     }
   }
+}
+
+/** WGSL of a fused score, reading leaves at i, j or [0] of the current slice. */
+function scoreWgsl(x: Score, args: Node[], slots: SymbolSlots): string {
+  const r = (y: Score) => scoreWgsl(y, args, slots);
+  switch (x.kind) {
+    case "qk":
+      return "qk";
+    case "i":
+      return "fi";
+    case "j":
+      return "fj";
+    case "const":
+      return f32(x.value);
+    case "size":
+      return `f32(${dim(x.name, slots)})`;
+    case "leaf": {
+      const base = `s * ${size(args[x.arg].type.shape, slots)}`;
+      return `a${x.arg}[${base}${x.at === "scalar" ? "" : ` + ${x.at}`}]`;
+    }
+    case "unary":
+      return UNARY[x.fn](r(x.x));
+    case "binary":
+      return BINARY[x.fn](r(x.a), r(x.b));
+    case "where":
+      return `select(${r(x.b)}, ${r(x.a)}, ${r(x.c)} != 0.0)`;
+    case "cast":
+      return x.to === "bool"
+        ? `select(0.0, 1.0, ${r(x.x)} != 0.0)`
+        : x.to === "int"
+        ? `floor(${r(x.x)})`
+        : r(x.x);
+  }
+}
+
+function attentionKernel(node: Node, args: Node[], slots: SymbolSlots): NodeKernel {
+  const score = scoreWgsl((node.op as { score: Score }).score, args, slots);
+  const helpers = Object.keys(HELPERS).filter((h) => h !== "philox" && score.includes(h))
+    .map((h) => HELPERS[h]).join("\n");
+  const [a, , v] = args;
+  const render = (d: number, e: number) =>
+    flashKernel({
+      score,
+      rows: dim(a.type.shape[0], slots),
+      cols: dim(args[1].type.shape[0], slots),
+      d,
+      e,
+      leafBindings: args.length - 3,
+      helpers,
+    }, `%${node.id} attention`);
+  const shown = (x: Dim) => (typeof x === "number" ? x : 4);
+  return {
+    name: `attention_${node.id}`,
+    wgsl: render(shown(a.type.shape[1]), shown(v.type.shape[1])),
+    threads: [a.type.shape[0]],
+    reads: node.args,
+    specialize: (sz) => render(sz(a.type.shape[1]), sz(v.type.shape[1])),
+  };
 }

@@ -100,8 +100,9 @@ export async function execute(
     const pass = encoder.beginComputePass();
     let dispatches = 0;
     for (const k of plan.kernels) {
-      const pipeline = cache.get(k.wgsl) ?? (await buildPipeline(device, k));
-      cache.set(k.wgsl, pipeline);
+      const code = k.specialize ? k.specialize((d) => resolve([d])[0]) : k.wgsl;
+      const pipeline = cache.get(code) ?? (await buildPipeline(device, k, code));
+      cache.set(code, pipeline);
       const per = k.threads.reduce<number>((p, d) => {
         const v = typeof d === "object"
           ? Math.max(resolve([d.max[0]])[0], d.max[1])
@@ -158,14 +159,18 @@ export async function execute(
   }
 }
 
-async function buildPipeline(device: GPUDevice, k: PlannedKernel): Promise<GPUComputePipeline> {
+async function buildPipeline(
+  device: GPUDevice,
+  k: PlannedKernel,
+  code: string,
+): Promise<GPUComputePipeline> {
   device.pushErrorScope("validation");
-  const module = device.createShaderModule({ code: k.wgsl });
+  const module = device.createShaderModule({ code });
   const info = await module.getCompilationInfo();
   const errors = info.messages.filter((m) => m.type === "error");
   if (errors.length) {
     await device.popErrorScope();
-    const lines = k.wgsl.split("\n");
+    const lines = code.split("\n");
     const m = errors[0];
     throw new DeviceError(
       `kernel ${k.name} does not compile: ${m.message} at WGSL line ${m.lineNum}: ` +
@@ -178,7 +183,7 @@ async function buildPipeline(device: GPUDevice, k: PlannedKernel): Promise<GPUCo
   });
   const err = await device.popErrorScope();
   if (err) {
-    throw new DeviceError(`kernel ${k.name} was rejected: ${err.message}\n${k.wgsl}`);
+    throw new DeviceError(`kernel ${k.name} was rejected: ${err.message}\n${code}`);
   }
   return pipeline;
 }

@@ -1,0 +1,83 @@
+/**
+ * Online-softmax fusion: which programs fuse, that fusing preserves meaning (interpreter on the
+ * fused IR = interpreter on the checked IR), and that the fused GPU kernel is right past the sizes
+ * where lavapipe's loop budget would cut a non-unrolled kernel short.
+ */
+import assert from "node:assert/strict";
+import { compileSync, randomTensor, relativeError, type Tensor } from "../mod.ts";
+import { interpret } from "../compiler/interp.ts";
+import { getDevice } from "../runtime/device.ts";
+
+const load = (f: string) => Deno.readTextFileSync(new URL(`../examples/${f}`, import.meta.url));
+const adapter = await getDevice().then((d) => d.facts.description, () => undefined);
+
+Deno.test("fusion: exact, causal_alibi and sliding_window each run as 1 dispatch", () => {
+  for (const f of ["exact.attn", "causal_alibi.attn", "sliding_window.attn"]) {
+    const p = compileSync(load(f));
+    assert.equal(p.plan().kernels.length, 1, `${f}: ${p.plan().kernels.map((k) => k.name)}`);
+    assert.ok(p.optimized.nodes.some((n) => n.op.op === "attention"), f);
+  }
+});
+
+Deno.test("fusion: a user's new score modification fuses too (softcap + relative bias + mask)", () => {
+  const src = `
+def softcap(q: [n, d], k: [m, d], v: [m, e], bias: [m], mask: [m] = ones, cap = 20.0) -> [n, e] {
+  s[i, j] = cap * tanh(q[i] . k[j] / sqrt(d) / cap) + bias[j] - 0.1 * abs(i - j)
+  return softmax(where(mask > 0, s, -inf), axis=1) @ v
+}`;
+  const p = compileSync(src);
+  assert.equal(p.plan().kernels.length, 1);
+  const x = {
+    q: randomTensor([2, 9, 8], { seed: 1 }),
+    k: randomTensor([2, 11, 8], { seed: 2 }),
+    v: randomTensor([2, 11, 5], { seed: 3 }),
+    bias: randomTensor([11], { seed: 4 }),
+  };
+  const a = interpret(p.graph, x), b = interpret(p.optimized, x);
+  assert.ok(relativeError(b, a) < 1e-13, `fused IR differs: ${relativeError(b, a)}`);
+});
+
+Deno.test("fusion: the fused IR computes what the checked IR computes, for every example", () => {
+  const params: Record<string, Record<string, number>> = {
+    "nystrom.attn": { landmarks: 4 },
+    "skein.attn": { samples: 6 },
+  };
+  for (const f of Deno.readDirSync(new URL("../examples/", import.meta.url))) {
+    if (!f.name.endsWith(".attn")) continue;
+    const p = compileSync(load(f.name), { params: params[f.name] });
+    const x: Record<string, Tensor> = {
+      q: randomTensor([2, 13, 8], { seed: 5 }),
+      k: randomTensor([2, 13, 8], { seed: 6 }),
+      v: randomTensor([2, 13, 6], { seed: 7 }),
+    };
+    const a = interpret(p.graph, x), b = interpret(p.optimized, x);
+    assert.ok(relativeError(b, a) < 1e-12, `${f.name}: ${relativeError(b, a)}`);
+  }
+});
+
+Deno.test("fusion: a softmax that is also used elsewhere is not recomputed inside a fused pass", () => {
+  const src = `
+def twice(q: [n, d], k: [n, d], v: [n, e]) -> [n, e] {
+  p = softmax(q @ k^T / sqrt(d), axis=1)
+  return p @ v + p @ v
+}`;
+  const p = compileSync(src);
+  assert.ok(!p.optimized.nodes.some((n) => n.op.op === "attention"));
+});
+
+Deno.test({
+  name: "fusion: fused exact on the GPU is right at n = 1100, d = 64 (past lavapipe's loop budget)",
+  ignore: adapter === undefined,
+  fn: async () => {
+    const p = compileSync(load("exact.attn"));
+    const x = {
+      q: randomTensor([1, 1100, 64], { seed: 11 }),
+      k: randomTensor([1, 1100, 64], { seed: 12 }),
+      v: randomTensor([1, 1100, 64], { seed: 13 }),
+    };
+    const want = await p.run(x);
+    const got = await p.run(x, { backend: "gpu", poison: true });
+    const err = relativeError(got, want);
+    assert.ok(err < 1e-5, `relative error ${err}`);
+  },
+});
