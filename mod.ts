@@ -113,7 +113,13 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
       plan ??= lowerGraph(optimized);
       const kernels = plan.kernels.map((k, i) =>
         `  ${String(i).padStart(3)}  ${k.name.padEnd(22)} threads/slice [${
-          k.threads.map((t) => typeof t === "object" ? `max(${t.max[0]}, ${t.max[1]})` : t).join(
+          k.threads.map((t) =>
+            typeof t !== "object"
+              ? t
+              : "max" in t
+              ? `max(${t.max[0]}, ${t.max[1]})`
+              : `⌈${t.ceilDiv[0]}/${t.ceilDiv[1]}⌉`
+          ).join(
             ", ",
           )
         }]` + (options.wgsl ? `\n${k.wgsl.replace(/^/gm, "       ")}` : "")

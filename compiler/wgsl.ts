@@ -20,7 +20,7 @@ export interface NodeKernel {
 }
 
 /** A factor of an invocation count: a size, or the larger of a size and a constant. */
-export type ThreadDim = Dim | { max: [Dim, number] };
+export type ThreadDim = Dim | { max: [Dim, number] } | { ceilDiv: [Dim, number] };
 
 /** Workgroup size of every baseline kernel. */
 export const WORKGROUP = 64;
@@ -37,7 +37,11 @@ function dim(d: Dim, slots: SymbolSlots): string {
 
 function size(shape: ThreadDim[], slots: SymbolSlots): string {
   const f = (d: ThreadDim) =>
-    typeof d === "object" ? `max(${dim(d.max[0], slots)}, ${d.max[1]}u)` : dim(d, slots);
+    typeof d !== "object"
+      ? dim(d, slots)
+      : "max" in d
+      ? `max(${dim(d.max[0], slots)}, ${d.max[1]}u)`
+      : `((${dim(d.ceilDiv[0], slots)} + ${d.ceilDiv[1] - 1}u) / ${d.ceilDiv[1]}u)`;
   return shape.length ? `(${shape.map(f).join(" * ")})` : "1u";
 }
 
@@ -540,14 +544,21 @@ export function nodeKernels(node: Node, args: Node[], slots: SymbolSlots): NodeK
   }
 }
 
+/** Names a fused score reads for one tile row. */
+interface RowNames {
+  qk: string;
+  fi: string;
+  i: string;
+}
+
 /** WGSL of a fused score, reading leaves at i, j or [0] of the current slice. */
-function scoreWgsl(x: Score, args: Node[], slots: SymbolSlots): string {
-  const r = (y: Score) => scoreWgsl(y, args, slots);
+function scoreWgsl(x: Score, args: Node[], slots: SymbolSlots, v: RowNames): string {
+  const r = (y: Score) => scoreWgsl(y, args, slots, v);
   switch (x.kind) {
     case "qk":
-      return "qk";
+      return v.qk;
     case "i":
-      return "fi";
+      return v.fi;
     case "j":
       return "fj";
     case "const":
@@ -556,7 +567,8 @@ function scoreWgsl(x: Score, args: Node[], slots: SymbolSlots): string {
       return `f32(${dim(x.name, slots)})`;
     case "leaf": {
       const base = `s * ${size(args[x.arg].type.shape, slots)}`;
-      return `a${x.arg}[${base}${x.at === "scalar" ? "" : ` + ${x.at}`}]`;
+      const at = x.at === "scalar" ? "" : ` + ${x.at === "i" ? v.i : "j"}`;
+      return `a${x.arg}[${base}${at}]`;
     }
     case "unary":
       return UNARY[x.fn](r(x.x));
@@ -573,18 +585,74 @@ function scoreWgsl(x: Score, args: Node[], slots: SymbolSlots): string {
   }
 }
 
+/**
+ * The keys a tile of rows [ib, ie] can see, from a score of the form where(window, x, -inf):
+ * `j <= i` (causal) bounds the top, `abs(i - j) <= w` both sides. Other keys score -inf and are
+ * skipped without being computed. Returns WGSL i32 bounds, or nothing when no window is found.
+ */
+export function keyWindow(score: Score): { lo?: string; hi?: string } {
+  if (score.kind !== "where" || score.b.kind !== "const" || score.b.value !== -Infinity) return {};
+  const out: { lo?: string; hi?: string } = {};
+  const isIdx = (x: Score, k: "i" | "j") => x.kind === k || (x.kind === "cast" && x.x.kind === k);
+  const konst = (
+    x: Score,
+  ) => (x.kind === "const" && Number.isInteger(x.value) ? x.value : undefined);
+  const visit = (c: Score): void => {
+    if (c.kind === "binary" && c.fn === "and") {
+      visit(c.a);
+      visit(c.b);
+      return;
+    }
+    if (c.kind !== "binary") return;
+    const { fn, a, b } = c;
+    if (
+      (fn === "le" && isIdx(a, "j") && isIdx(b, "i")) ||
+      (fn === "ge" && isIdx(a, "i") && isIdx(b, "j"))
+    ) {
+      out.hi = "i32(ie) + 1";
+    } else if (
+      (fn === "lt" && isIdx(a, "j") && isIdx(b, "i")) ||
+      (fn === "gt" && isIdx(a, "i") && isIdx(b, "j"))
+    ) {
+      out.hi = "i32(ie)";
+    } else if (fn === "le" && a.kind === "unary" && a.fn === "abs" && konst(b) !== undefined) {
+      const d = a.x;
+      if (
+        d.kind === "binary" && d.fn === "sub" &&
+        (isIdx(d.a, "i") && isIdx(d.b, "j") || isIdx(d.a, "j") && isIdx(d.b, "i"))
+      ) {
+        out.lo = `i32(ib) - ${konst(b)}`;
+        out.hi = `i32(ie) + ${konst(b)! + 1}`;
+      }
+    }
+  };
+  visit(score.c);
+  return out;
+}
+
+/** Query rows per invocation of the fused attention kernel (tests vary it). */
+export const attentionTile = { rows: 8 };
+
 function attentionKernel(node: Node, args: Node[], slots: SymbolSlots): NodeKernel {
-  const score = scoreWgsl((node.op as { score: Score }).score, args, slots);
-  const helpers = Object.keys(HELPERS).filter((h) => h !== "philox" && score.includes(h))
+  const score = (node.op as { score: Score }).score;
+  const rowScore = (r: number) =>
+    scoreWgsl(score, args, slots, { qk: `qk${r}`, fi: `fi${r}`, i: `i${r}` });
+  const sample = rowScore(0);
+  const helpers = Object.keys(HELPERS).filter((h) => h !== "philox" && sample.includes(h))
     .map((h) => HELPERS[h]).join("\n");
   const [a, , v] = args;
+  const window = keyWindow(score);
+  const tile = attentionTile.rows;
   const render = (d: number, e: number) =>
     flashKernel({
-      score,
+      score: rowScore,
       rows: dim(a.type.shape[0], slots),
       cols: dim(args[1].type.shape[0], slots),
+      keyLo: window.lo,
+      keyHi: window.hi,
       d,
       e,
+      tile,
       leafBindings: args.length - 3,
       helpers,
     }, `%${node.id} attention`);
@@ -592,7 +660,7 @@ function attentionKernel(node: Node, args: Node[], slots: SymbolSlots): NodeKern
   return {
     name: `attention_${node.id}`,
     wgsl: render(shown(a.type.shape[1]), shown(v.type.shape[1])),
-    threads: [a.type.shape[0]],
+    threads: [{ ceilDiv: [a.type.shape[0], tile] }],
     reads: node.args,
     specialize: (sz) => render(sz(a.type.shape[1]), sz(v.type.shape[1])),
   };

@@ -1,88 +1,118 @@
 /**
- * The flash-attention skeleton: one invocation per query row streams every key once, keeping the
- * online-softmax carrier (running max, running sum, accumulator row) in registers. The score is
- * spliced in as a WGSL expression of `qk`, `i`, `j`, sizes and leaf vectors. Loops over the head
- * sizes d and e are fully unrolled, which keeps each invocation far under lavapipe's 65,535-iteration
- * loop budget (only the key loop counts) and lets the compiler keep rows in registers; the kernel
- * is therefore specialized on d and e at run time, never on the sequence lengths.
+ * The flash-attention skeleton. Each invocation owns `rows` query rows (a Q tile) and streams
+ * every key once: the key row and value row are loaded once and reused by all of its query rows,
+ * and each row keeps its online-softmax carrier (running max, running sum, accumulator) in
+ * registers. The score is spliced in per row. Loops over the head sizes d and e are unrolled
+ * (vec4 when they divide by 4), which keeps each invocation far under lavapipe's 65,535-iteration
+ * loop budget (only the key loop counts); the kernel is specialized on d and e, never on sequence
+ * lengths. Keys outside the rows' window (causal, sliding window) are never visited.
  */
 
-/** What the skeleton needs: the score expression and how to address each buffer. */
+/** What the skeleton needs. */
 export interface FlashSpec {
-  /** WGSL f32 expression of `qk` (a_i·b_j), `fi`, `fj` (i and j as f32) and leaf reads. */
-  score: string;
-  /** WGSL expressions for the number of query rows and keys per slice. */
+  /** WGSL f32 score for tile row r, in terms of `qk{r}`, `fi{r}`, `i{r}`, `fj`, `j`. */
+  score: (r: number) => string;
+  /** WGSL u32 expressions: query rows and keys per slice. */
   rows: string;
   cols: string;
-  /** Head sizes (known when the kernel is specialized). */
+  /** Optional key window for the tile's rows: WGSL i32 expressions of `ib` (first row) and `ie` (last). */
+  keyLo?: string;
+  keyHi?: string;
   d: number;
   e: number;
-  /** Extra bindings (leaf vectors), declared after a, b, v. */
+  /** Query rows per invocation. */
+  tile: number;
   leafBindings: number;
-  /** Helper functions the score needs. */
   helpers: string;
 }
 
 /** Render the fused attention kernel. Bindings: sizes, out, a, b, v, leaves... */
 export function flashKernel(spec: FlashSpec, title: string): string {
-  const { d, e } = spec;
+  const { d, e, tile: R } = spec;
+  const dv = d % 4 === 0, ev = e % 4 === 0;
+  const dw = dv ? d / 4 : d, ew = ev ? e / 4 : e;
+  const dt = dv ? "vec4<f32>" : "f32", et = ev ? "vec4<f32>" : "f32";
+  const rowsOf = (f: (r: number) => string) =>
+    Array.from({ length: R }, (_, r) => f(r)).join("\n  ");
+  const cols = (n: number, f: (c: number) => string) =>
+    Array.from({ length: n }, (_, c) => f(c)).join(" ");
+  const dot = dv
+    ? (a: string, b: string) => `dot(${a}, ${b})`
+    : (a: string, b: string) => `${a} * ${b}`;
   const leaves = Array.from(
     { length: spec.leafBindings },
     (_, k) => `@group(0) @binding(${k + 5}) var<storage, read> a${k + 3}: array<f32>;`,
   ).join("\n");
-  const qLoad = Array.from({ length: d }, (_, c) => `qv[${c}] = a0[ab + ${c}u];`).join(" ");
-  const dotTerms = Array.from({ length: d }, (_, c) => `qv[${c}] * a1[kb + ${c}u]`);
-  const dot = [];
-  for (let c = 0; c < d; c += 8) dot.push(`qk = qk + ${dotTerms.slice(c, c + 8).join(" + ")};`);
-  const rescale = Array.from({ length: e }, (_, c) => `acc[${c}] = acc[${c}] * f;`).join(" ");
-  const addV = Array.from({ length: e }, (_, c) => `acc[${c}] = acc[${c}] + p * a2[vb + ${c}u];`)
-    .join(" ");
-  const store = Array.from({ length: e }, (_, c) => `out[ob + ${c}u] = acc[${c}] * inv;`).join(" ");
-  return `// ${title}: fused softmax(score) @ v, online softmax, d = ${d}, e = ${e}
+  const lo = spec.keyLo ? `u32(clamp(${spec.keyLo}, 0, i32(cols)))` : "0u";
+  const hi = spec.keyHi ? `u32(clamp(${spec.keyHi}, 0, i32(cols)))` : "cols";
+  return `// ${title}: fused softmax(score) @ v; online softmax; ${R} query rows per invocation; d = ${d}, e = ${e}
 @group(0) @binding(0) var<storage, read> sizes: array<u32>;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
-@group(0) @binding(2) var<storage, read> a0: array<f32>;
-@group(0) @binding(3) var<storage, read> a1: array<f32>;
-@group(0) @binding(4) var<storage, read> a2: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<${et}>;
+@group(0) @binding(2) var<storage, read> a0: array<${dt}>;
+@group(0) @binding(3) var<storage, read> a1: array<${dt}>;
+@group(0) @binding(4) var<storage, read> a2: array<${et}>;
 ${leaves}
 ${spec.helpers}
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let rows = ${spec.rows};
   let cols = ${spec.cols};
+  let tiles = (rows + ${R - 1}u) / ${R}u;
   let t = gid.x + gid.y * nwg.x * 64u;
-  if (t >= rows * sizes[0]) { return; }
-  let s = t / rows;
-  let i = t % rows;
-  let fi = f32(i);
-  let ab = (s * rows + i) * ${d}u;
-  var qv = array<f32, ${d}>();
-  ${qLoad}
-  var acc = array<f32, ${e}>();
-  var mx = bitcast<f32>(0xff800000u);
-  var l = 0.0;
-  for (var j = 0u; j < cols; j = j + 1u) {
-    let fj = f32(j);
-    let kb = (s * cols + j) * ${d}u;
-    var qk = 0.0;
-    ${dot.join("\n    ")}
-    let sc = ${spec.score};
-    if (sc > mx) {
-      let f = exp(mx - sc);
-      l = l * f;
-      ${rescale}
-      mx = sc;
-    }
-    if (sc > bitcast<f32>(0xff800000u)) {
-      let p = exp(sc - mx);
-      l = l + p;
-      let vb = (s * cols + j) * ${e}u;
-      ${addV}
-    }
+  if (t >= tiles * sizes[0]) { return; }
+  let s = t / tiles;
+  let ib = (t % tiles) * ${R}u;
+  let ie = min(ib + ${R - 1}u, rows - 1u);
+  ${rowsOf((r) => `let i${r} = min(ib + ${r}u, rows - 1u); let fi${r} = f32(i${r});`)}
+  ${
+    rowsOf((r) =>
+      `var q${r} = array<${dt}, ${dw}>(); ${
+        cols(dw, (c) => `q${r}[${c}] = a0[(s * rows + i${r}) * ${dw}u + ${c}u];`)
+      }`
+    )
   }
-  let inv = select(0.0, 1.0 / l, l > 0.0);
-  let ob = (s * rows + i) * ${e}u;
-  ${store}
+  ${
+    rowsOf((r) =>
+      `var acc${r} = array<${et}, ${ew}>(); var mx${r} = bitcast<f32>(0xff800000u); var l${r} = 0.0;`
+    )
+  }
+  let jlo = ${lo};
+  let jhi = ${hi};
+  for (var j = jlo; j < jhi; j = j + 1u) {
+    let fj = f32(j);
+    let kb = (s * cols + j) * ${dw}u;
+    var k = array<${dt}, ${dw}>();
+    ${cols(dw, (c) => `k[${c}] = a1[kb + ${c}u];`)}
+    let vb = (s * cols + j) * ${ew}u;
+    var vr = array<${et}, ${ew}>();
+    ${cols(ew, (c) => `vr[${c}] = a2[vb + ${c}u];`)}
+    ${
+    Array.from({ length: R }, (_, r) =>
+      `{
+      var qk${r} = 0.0;
+      ${cols(dw, (c) => `qk${r} = qk${r} + ${dot(`q${r}[${c}]`, `k[${c}]`)};`)}
+      let sc = ${spec.score(r)};
+      if (sc > mx${r}) {
+        let f = exp(mx${r} - sc);
+        l${r} = l${r} * f;
+        ${cols(ew, (c) => `acc${r}[${c}] = acc${r}[${c}] * f;`)}
+        mx${r} = sc;
+      }
+      if (sc > bitcast<f32>(0xff800000u)) {
+        let p = exp(sc - mx${r});
+        l${r} = l${r} + p;
+        ${cols(ew, (c) => `acc${r}[${c}] = acc${r}[${c}] + p * vr[${c}];`)}
+      }
+    }`).join("\n    ")
+  }
+  }
+  ${
+    rowsOf((r) =>
+      `if (ib + ${r}u < rows) { let inv = select(0.0, 1.0 / l${r}, l${r} > 0.0); let ob = (s * rows + i${r}) * ${ew}u; ${
+        cols(ew, (c) => `out[ob + ${c}u] = acc${r}[${c}] * inv;`)
+      } }`
+    )
+  }
 }
 `;
 }

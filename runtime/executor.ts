@@ -104,9 +104,11 @@ export async function execute(
       const pipeline = cache.get(code) ?? (await buildPipeline(device, k, code));
       cache.set(code, pipeline);
       const per = k.threads.reduce<number>((p, d) => {
-        const v = typeof d === "object"
+        const v = typeof d !== "object"
+          ? resolve([d])[0]
+          : "max" in d
           ? Math.max(resolve([d.max[0]])[0], d.max[1])
-          : resolve([d])[0];
+          : Math.ceil(resolve([d.ceilDiv[0]])[0] / d.ceilDiv[1]);
         return p * v;
       }, 1);
       const total = per * slices;

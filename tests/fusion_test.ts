@@ -81,3 +81,35 @@ Deno.test({
     assert.ok(err < 1e-5, `relative error ${err}`);
   },
 });
+
+Deno.test({
+  name: "fusion: tile sizes 1, 3 and 8 query rows per invocation all agree (n = 65, 130; windows)",
+  ignore: adapter === undefined,
+  fn: async () => {
+    const { attentionTile } = await import("../compiler/wgsl.ts");
+    const before = attentionTile.rows;
+    try {
+      for (const rows of [1, 3, 8]) {
+        attentionTile.rows = rows;
+        for (const f of ["exact.attn", "causal_alibi.attn", "sliding_window.attn"]) {
+          for (const n of [65, 130]) {
+            const p = compileSync(load(f), {
+              params: f.startsWith("sliding") ? { window: 7 } : {},
+            });
+            const x = {
+              q: randomTensor([2, n, 12], { seed: n + rows }),
+              k: randomTensor([2, n, 12], { seed: n + rows + 1 }),
+              v: randomTensor([2, n, 6], { seed: n + rows + 2 }),
+            };
+            const want = await p.run(x);
+            const got = await p.run(x, { backend: "gpu", poison: true });
+            const err = relativeError(got, want);
+            assert.ok(err < 1e-5, `${f}, ${rows} rows, n = ${n}: relative error ${err}`);
+          }
+        }
+      }
+    } finally {
+      attentionTile.rows = before;
+    }
+  },
+});
