@@ -20,7 +20,7 @@ import { parse } from "./compiler/parse.ts";
 import { eliminateDeadCode } from "./compiler/passes/dce.ts";
 import { fuseAttention } from "./compiler/passes/attention.ts";
 import { type ExecPlan, lowerGraph } from "./compiler/lower.ts";
-import { execute } from "./runtime/executor.ts";
+import { execute, type RunStats } from "./runtime/executor.ts";
 import { fillRandom } from "./compiler/rng.ts";
 import { sizeOf, type Tensor } from "./compiler/tensor.ts";
 
@@ -30,6 +30,7 @@ export type { DType, Tensor } from "./compiler/tensor.ts";
 export { tensor } from "./compiler/tensor.ts";
 export type { Dim, Graph, Node, TensorType } from "./compiler/ir.ts";
 export type { ExecPlan } from "./compiler/lower.ts";
+export type { RunStats } from "./runtime/executor.ts";
 export { decodeNpy, encodeNpy, readNpy, writeNpy } from "./runtime/npy.ts";
 
 /** Where a program runs. */
@@ -65,6 +66,11 @@ export interface Program {
   readonly optimized: Graph;
   /** Run on host tensors; inputs may have leading batch/head dims. */
   run(inputs: Record<string, Tensor>, options?: RunOptions): Promise<Tensor>;
+  /** Run on the GPU and report dispatches, bytes allocated and the adapter with the output. */
+  profile(
+    inputs: Record<string, Tensor>,
+    options?: RunOptions,
+  ): Promise<{ output: Tensor; stats: RunStats }>;
   /** The GPU execution plan: kernels (with WGSL), buffers, dispatch count. */
   plan(): ExecPlan;
   /**
@@ -106,6 +112,10 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
       return interpret(graph, inputs, { seed: runOptions.seed });
     },
     optimized,
+    profile(inputs: Record<string, Tensor>, runOptions: RunOptions = {}) {
+      plan ??= lowerGraph(optimized);
+      return execute(optimized, plan, inputs, { seed: runOptions.seed, poison: runOptions.poison });
+    },
     plan(): ExecPlan {
       return plan ??= lowerGraph(optimized);
     },
