@@ -202,3 +202,16 @@ export function showScore(s: Score): string {
       return `${s.to}(${showScore(s.x)})`;
   }
 }
+
+/** Every node of a graph by id, loop bodies included. */
+export function nodesById(graph: Graph): Map<number, Node> {
+  const byId = new Map<number, Node>();
+  const visit = (nodes: Node[]) => {
+    for (const n of nodes) {
+      byId.set(n.id, n);
+      if (n.op.op === "loop") visit(n.op.body);
+    }
+  };
+  visit(graph.nodes);
+  return byId;
+}

@@ -3,7 +3,7 @@
  * baseline: one kernel per IR node (reshapes alias their operand's buffer, `repeat` loops are
  * unrolled). It knows no device: the runtime executes the plan as it is.
  */
-import type { Dim, Graph, InputDecl, Node } from "./ir.ts";
+import { type Dim, type Graph, type InputDecl, type Node, nodesById } from "./ir.ts";
 import { type NodeKernel, nodeKernels, type SymbolSlots } from "./wgsl.ts";
 
 /** A kernel placed in the plan: which buffer it writes and which it reads. */
@@ -26,14 +26,7 @@ export interface ExecPlan {
 
 /** Lower a checked graph to the one-kernel-per-node plan. */
 export function lowerGraph(graph: Graph): ExecPlan {
-  const byId = new Map<number, Node>();
-  const index = (nodes: Node[]) => {
-    for (const n of nodes) {
-      byId.set(n.id, n);
-      if (n.op.op === "loop") index(n.op.body);
-    }
-  };
-  index(graph.nodes);
+  const byId = nodesById(graph);
   const slots: SymbolSlots = new Map(Object.keys(graph.symbols).map((s, i) => [s, i + 3]));
   const plan: ExecPlan = { buffers: [], kernels: [], inputs: [], output: -1, slots, guards: [] };
   const env = new Map<number, number>();

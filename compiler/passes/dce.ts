@@ -3,18 +3,11 @@
  * freely (size lookups for shape declarations, the discarded halves of folded expressions);
  * this keeps the IR that `explain` shows and later passes rewrite down to what matters.
  */
-import type { Graph, Node } from "../ir.ts";
+import { type Graph, type Node, nodesById } from "../ir.ts";
 
 /** A copy of `graph` without the nodes the output does not depend on. Inputs always stay. */
 export function eliminateDeadCode(graph: Graph): Graph {
-  const byId = new Map<number, Node>();
-  const index = (nodes: Node[]) => {
-    for (const n of nodes) {
-      byId.set(n.id, n);
-      if (n.op.op === "loop") index(n.op.body);
-    }
-  };
-  index(graph.nodes);
+  const byId = nodesById(graph);
   const live = new Set<number>();
   const stack = [graph.output, ...graph.inputs.map((i) => i.node)];
   while (stack.length) {
