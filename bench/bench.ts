@@ -96,7 +96,24 @@ for (const n of sizes) {
   for (const [name, file, params] of variants) {
     if (skip.has(name)) continue;
     const p = compileSync(load(file), { params: { ...params } });
-    const r = await time(p, x, 1);
+    let r;
+    try {
+      r = await time(p, x, 1);
+    } catch (e) {
+      // A limit (e.g. an unfused intermediate over the binding size) ends this variant's curve.
+      results.push({
+        case: "scaling",
+        variant: name,
+        params,
+        n,
+        d,
+        heads,
+        error: (e as Error).message,
+      });
+      console.log(`${name.padEnd(8)} n=${String(n).padStart(5)}: ${(e as Error).message}`);
+      skip.add(name);
+      continue;
+    }
     results.push({
       case: "scaling",
       variant: name,

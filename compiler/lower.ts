@@ -4,7 +4,13 @@
  * unrolled). It knows no device: the runtime executes the plan as it is.
  */
 import { type Dim, type Graph, type InputDecl, type Node, nodesById } from "./ir.ts";
-import { type NodeKernel, nodeKernels, type SymbolSlots } from "./wgsl.ts";
+import {
+  ELEMENTWISE,
+  type NodeKernel,
+  nodeKernels,
+  READS_BY_COORDINATE,
+  type SymbolSlots,
+} from "./wgsl.ts";
 
 /** A kernel placed in the plan: which buffer it writes and which it reads. */
 export interface PlannedKernel extends NodeKernel {
@@ -24,9 +30,41 @@ export interface ExecPlan {
   slots: SymbolSlots;
 }
 
-/** Lower a checked graph to the one-kernel-per-node plan. */
-export function lowerGraph(graph: Graph): ExecPlan {
+/** Options of `lowerGraph`. */
+export interface LowerOptions {
+  /** Inline elementwise producers into their consumers' kernels (default true). */
+  fuseElementwise?: boolean;
+}
+
+/** Ops cheap enough to recompute in every consumer rather than store. */
+const CHEAP = new Set(["const", "dim", "iota", "fill", "eye"]);
+
+/**
+ * The nodes that need no buffer: elementwise values read only by kernels that read by
+ * coordinate, and used once (or cheap to recompute). Everything else is materialized.
+ */
+export function inlinedNodes(graph: Graph, byId: Map<number, Node>): Set<number> {
+  const consumers = new Map<number, string[]>();
+  const use = (id: number, by: string) => consumers.set(id, [...(consumers.get(id) ?? []), by]);
+  for (const n of byId.values()) {
+    for (const a of n.args) use(a, n.op.op);
+    if (n.op.op === "loop") { for (const r of n.op.results) use(r, "loop"); }
+  }
+  use(graph.output, "output");
+  const inline = new Set<number>();
+  for (const n of byId.values()) {
+    const by = consumers.get(n.id) ?? [];
+    if (!ELEMENTWISE.has(n.op.op) || by.length === 0) continue;
+    if (!by.every((c) => READS_BY_COORDINATE.has(c))) continue;
+    if (by.length === 1 || CHEAP.has(n.op.op)) inline.add(n.id);
+  }
+  return inline;
+}
+
+/** Lower a graph to a plan: fused attention kernels, elementwise chains inlined into consumers. */
+export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
   const byId = nodesById(graph);
+  const inline = options.fuseElementwise === false ? new Set<number>() : inlinedNodes(graph, byId);
   const slots: SymbolSlots = new Map(Object.keys(graph.symbols).map((s, i) => [s, i + 3]));
   const plan: ExecPlan = { buffers: [], kernels: [], inputs: [], output: -1, slots, guards: [] };
   const env = new Map<number, number>();
@@ -47,7 +85,13 @@ export function lowerGraph(graph: Graph): ExecPlan {
           break;
         }
         case "reshape":
-          env.set(n.id, env.get(n.args[0])!);
+          // A reshape of a stored value is the same buffer; of an inlined one, it is computed.
+          if (inline.has(n.id)) break;
+          if (env.has(n.args[0])) {
+            env.set(n.id, env.get(n.args[0])!);
+            break;
+          }
+          emit(n);
           break;
         case "loop": {
           let carried = n.args.map((a) => env.get(a)!);
@@ -66,26 +110,28 @@ export function lowerGraph(graph: Graph): ExecPlan {
           break;
         case "carry":
           break;
-        default: {
-          const args = n.args.map((a) => byId.get(a)!);
-          if (n.op.op === "segment_mean") {
-            const m = n.op.segments;
-            plan.guards.push({
-              node: n,
-              rows: args[0].type.shape[0],
-              min: m,
-              what: `segment_mean: ${m} segments but only {rows} rows`,
-              hint: `use at most {rows} segments (landmarks ≤ n)`,
-            });
-          }
-          const write = newBuffer(n.type.shape);
-          for (const k of nodeKernels(n, args, slots)) {
-            plan.kernels.push({ ...k, write, readBuffers: k.reads.map((r) => env.get(r)!) });
-          }
-          env.set(n.id, write);
-        }
+        default:
+          if (!inline.has(n.id)) emit(n);
       }
     }
+  };
+  const emit = (n: Node) => {
+    const args = n.args.map((a) => byId.get(a)!);
+    if (n.op.op === "segment_mean") {
+      const m = n.op.segments;
+      plan.guards.push({
+        node: n,
+        rows: args[0].type.shape[0],
+        min: m,
+        what: `segment_mean: ${m} segments but only {rows} rows`,
+        hint: `use at most {rows} segments (landmarks ≤ n)`,
+      });
+    }
+    const write = newBuffer(n.type.shape);
+    for (const k of nodeKernels(n, byId, slots, inline)) {
+      plan.kernels.push({ ...k, write, readBuffers: k.reads.map((r) => env.get(r)!) });
+    }
+    env.set(n.id, write);
   };
   visit(graph.nodes);
   plan.output = env.get(graph.output)!;

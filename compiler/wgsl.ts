@@ -206,78 +206,180 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   return { name: `${node.op.op}_${node.id}`, wgsl, threads, reads };
 }
 
+/** Ops whose value at a coordinate is an expression of their operands at coordinates. */
+export const ELEMENTWISE = new Set([
+  "const",
+  "dim",
+  "iota",
+  "fill",
+  "eye",
+  "unary",
+  "binary",
+  "where",
+  "cast",
+  "broadcast",
+  "transpose",
+  "reshape",
+  "gather",
+]);
+/** Ops whose kernels read their operands by coordinate, so producers can be inlined into them. */
+export const READS_BY_COORDINATE = new Set([
+  ...ELEMENTWISE,
+  "reduce",
+  "softmax",
+  "normalize",
+  "matmul",
+  "dot",
+]);
+
 /**
- * The kernel(s) computing `node`, given the nodes it reads. Returns an empty list for nodes that
- * need no kernel (inputs, reshapes, loop bookkeeping).
+ * Reads operand values inside a kernel: a materialized node is a buffer read; an inlined node
+ * (elementwise, not materialized by lowering) is expanded into its expression at the requested
+ * coordinates, recursively. This is elementwise fusion: chains of maps, broadcasts, transposes
+ * and gathers run inside the kernel that consumes them.
  */
-export function nodeKernels(node: Node, args: Node[], slots: SymbolSlots): NodeKernel[] {
+export class Reader {
+  bindings: number[];
+  constructor(
+    readonly byId: Map<number, Node>,
+    readonly inline: Set<number>,
+    readonly slots: SymbolSlots,
+    preset: number[] = [],
+  ) {
+    this.bindings = [...preset];
+  }
+
+  buffer(id: number): string {
+    let k = this.bindings.indexOf(id);
+    if (k < 0) k = this.bindings.push(id) - 1;
+    return `a${k}`;
+  }
+
+  /** Value of node `id` at coordinates `c` (one u32 WGSL expression per axis). */
+  at(id: number, c: string[]): string {
+    const n = this.byId.get(id)!;
+    if (this.inline.has(id)) return this.expand(n, c);
+    const shape = n.type.shape;
+    const st = strides(shape, this.slots);
+    const terms = shape.flatMap((d, i) => (d === 1 ? [] : [`(${c[i]}) * ${st[i]}`]));
+    return `${this.buffer(id)}[s * ${size(shape, this.slots)} + ${terms.join(" + ") || "0u"}]`;
+  }
+
+  /** Coordinates of an operand of shape `shape` broadcast (right-aligned) into `c`. */
+  static broadcast(shape: Dim[], c: string[]): string[] {
+    const lead = c.length - shape.length;
+    return shape.map((d, i) => (d === 1 ? "0u" : c[lead + i]));
+  }
+
+  /** The expression of an elementwise node at coordinates `c`. */
+  expand(n: Node, c: string[]): string {
+    const slots = this.slots;
+    const arg = (k: number) => this.byId.get(n.args[k])!;
+    const A = (k: number) => this.at(n.args[k], Reader.broadcast(arg(k).type.shape, c));
+    const op = n.op;
+    switch (op.op) {
+      case "const":
+      case "fill":
+        return f32(op.value);
+      case "dim":
+        return `f32(${dim(op.name, slots)})`;
+      case "iota":
+        return `f32(${c[op.axis]})`;
+      case "eye":
+        return `select(0.0, 1.0, (${c[0]}) == (${c[1]}))`;
+      case "unary":
+        return UNARY[op.fn](A(0));
+      case "binary":
+        return BINARY[op.fn](A(0), A(1));
+      case "where":
+        return `select(${A(2)}, ${A(1)}, ${A(0)} != 0.0)`;
+      case "cast": {
+        const x = A(0);
+        const to = n.type.dtype;
+        return to === "bool" ? `select(0.0, 1.0, ${x} != 0.0)` : to === "int" ? `floor(${x})` : x;
+      }
+      case "broadcast":
+        return A(0);
+      case "transpose": {
+        const r = c.length;
+        const sw = c.map((x, i) => (i === r - 2 ? c[r - 1] : i === r - 1 ? c[r - 2] : x));
+        return this.at(n.args[0], sw);
+      }
+      case "reshape": {
+        // Same elements: linearize over this shape, delinearize over the operand's.
+        const st = strides(n.type.shape, slots);
+        const flat = `(${c.map((x, i) => `(${x}) * ${st[i]}`).join(" + ") || "0u"})`;
+        const src = arg(0).type.shape;
+        const sst = strides(src, slots);
+        return this.at(n.args[0], src.map((d, i) => `((${flat} / ${sst[i]}) % ${dim(d, slots)})`));
+      }
+      case "gather": {
+        const x = arg(0).type.shape;
+        const nIdx = n.args.length - 1;
+        const irank = c.length - (x.length - nIdx);
+        const js = Array.from(
+          { length: nIdx },
+          (_, k) =>
+            `i32(floor(${
+              this.at(n.args[k + 1], Reader.broadcast(arg(k + 1).type.shape, c.slice(0, irank)))
+            }))`,
+        );
+        const inside = js.map((j, k) => `(${j} >= 0 && ${j} < i32(${dim(x[k], slots)}))`).join(
+          " && ",
+        );
+        const xc = [...js.map((j) => `u32(max(${j}, 0))`), ...c.slice(irank)];
+        return `select(0.0, ${this.at(n.args[0], xc)}, ${inside})`;
+      }
+      default:
+        throw new Error(`internal: ${op.op} is not elementwise`);
+    }
+  }
+}
+
+/**
+ * The kernel(s) computing `node`. `inline` holds the nodes lowering chose not to materialize;
+ * their expressions are generated inside this kernel wherever it reads them. Returns an empty
+ * list for nodes that need no kernel (inputs, loop bookkeeping).
+ */
+export function nodeKernels(
+  node: Node,
+  byId: Map<number, Node>,
+  slots: SymbolSlots,
+  inline: Set<number> = new Set(),
+): NodeKernel[] {
+  const args = node.args.map((a) => byId.get(a)!);
   const out = node.type.shape;
   const rank = out.length;
   const outSize = size(out, slots);
-  const base = (k: number) => `s * ${size(args[k].type.shape, slots)}`;
-  const at = (k: number) => `a${k}[${base(k)} + ${offset(args[k].type.shape, rank, slots)}]`;
-  const map = (expr: string, threads = out) =>
-    kernel(
-      node,
-      node.args,
-      threads,
-      slots,
-      `${coords(out, slots, "r")}\n  out[s * ${outSize} + r] = ${expr};`,
-    );
+  const cs = (shape: Dim[], prefix = "c") => shape.map((_, i) => `${prefix}${i}`);
   const op = node.op;
+  if (op.op === "input" || op.op === "loop" || op.op === "carry" || op.op === "loop_result") {
+    return [];
+  }
+  if (ELEMENTWISE.has(op.op)) {
+    const reader = new Reader(byId, inline, slots);
+    const expr = reader.expand(node, cs(out));
+    return [
+      kernel(
+        node,
+        reader.bindings,
+        out,
+        slots,
+        `${coords(out, slots, "r")}\n  out[s * ${outSize} + r] = ${expr};`,
+      ),
+    ];
+  }
+  const reader = new Reader(byId, inline, slots);
+  const rd = (k: number, c: string[]) => reader.at(node.args[k], c);
   switch (op.op) {
-    case "input":
-    case "reshape":
-    case "loop":
-    case "carry":
-    case "loop_result":
-      return [];
-    case "const":
-      return [map(f32(op.value))];
-    case "dim":
-      return [map(`f32(${dim(op.name, slots)})`)];
-    case "iota":
-      return [map(`f32(c${op.axis})`)];
-    case "fill":
-      return [map(f32(op.value))];
-    case "eye":
-      return [map("select(0.0, 1.0, c0 == c1)")];
-    case "unary":
-      return [map(UNARY[op.fn](at(0)))];
-    case "binary":
-      return [map(BINARY[op.fn](at(0), at(1)))];
-    case "where":
-      return [map(`select(${at(2)}, ${at(1)}, ${at(0)} != 0.0)`)];
-    case "cast": {
-      const to = node.type.dtype;
-      const x = at(0);
-      return [
-        map(to === "bool" ? `select(0.0, 1.0, ${x} != 0.0)` : to === "int" ? `floor(${x})` : x),
-      ];
-    }
-    case "broadcast":
-      return [map(at(0))];
-    case "transpose": {
-      // Read the operand with its last two coordinates swapped.
-      const src = args[0].type.shape;
-      const st = strides(src, slots);
-      const swapped = src.map((_, i) =>
-        i === rank - 2 ? `c${rank - 1}` : i === rank - 1 ? `c${rank - 2}` : `c${i}`
-      );
-      const off = swapped.map((c, i) => `${c} * ${st[i]}`).join(" + ");
-      return [map(`a0[${base(0)} + ${off}]`)];
-    }
     case "reduce": {
       const src = args[0].type.shape;
-      const st = strides(src, slots);
       const len = dim(src[op.axis], slots);
-      // Output coordinates → source coordinates with the reduced axis left at 0.
+      // Output coordinates → source coordinates, with the reduced axis running over k.
       const srcCoord = src.map((_, i) => {
-        if (i === op.axis) return "0u";
-        const oi = op.keepdims || i < op.axis ? i : i - 1;
-        return `c${oi}`;
+        if (i === op.axis) return "k";
+        return `c${op.keepdims || i < op.axis ? i : i - 1}`;
       });
-      const start = srcCoord.map((c, i) => `${c} * ${st[i]}`).join(" + ") || "0u";
       const init = op.fn === "max"
         ? f32(-Infinity)
         : op.fn === "min"
@@ -293,20 +395,14 @@ export function nodeKernels(node: Node, args: Node[], slots: SymbolSlots): NodeK
         ? "acc = acc * x;"
         : "acc = acc + x;";
       const fin = op.fn === "mean" ? `acc / f32(${len})` : "acc";
-      return [kernel(
-        node,
-        node.args,
-        out,
-        slots,
-        `${coords(out, slots, "r")}
-  let start = ${base(0)} + ${start};
+      const body = `${coords(out, slots, "r")}
   var acc = ${init};
   for (var k = 0u; k < ${len}; k = k + 1u) {
-    let x = a0[start + k * ${st[op.axis]}];
+    let x = ${rd(0, srcCoord)};
     ${step}
   }
-  out[s * ${outSize} + r] = ${fin};`,
-      )];
+  out[s * ${outSize} + r] = ${fin};`;
+      return [kernel(node, reader.bindings, out, slots, body)];
     }
     case "softmax":
     case "normalize": {
@@ -314,30 +410,28 @@ export function nodeKernels(node: Node, args: Node[], slots: SymbolSlots): NodeK
       const fiber = out.filter((_, i) => i !== op.axis);
       const st = strides(out, slots);
       const len = dim(out[op.axis], slots);
-      const startTerms = out.map((
-        _,
-        i,
-      ) => (i === op.axis ? "" : `f${i < op.axis ? i : i - 1} * ${st[i]}`))
-        .filter((x) => x);
+      const fc = out.map((_, i) => (i === op.axis ? "k" : `f${i < op.axis ? i : i - 1}`));
+      const startTerms = fc.flatMap((x, i) => (i === op.axis ? [] : [`${x} * ${st[i]}`]));
       const start = `s * ${outSize} + ${startTerms.join(" + ") || "0u"}`;
       const step = st[op.axis];
+      const x = rd(0, fc);
       const body = op.op === "softmax"
         ? `var m = ${f32(-Infinity)};
-  for (var k = 0u; k < ${len}; k = k + 1u) { m = max(m, a0[start + k * ${step}]); }
+  for (var k = 0u; k < ${len}; k = k + 1u) { m = max(m, ${x}); }
   if (m == ${f32(-Infinity)}) {
     for (var k = 0u; k < ${len}; k = k + 1u) { out[start + k * ${step}] = 0.0; }
     return;
   }
   var z = 0.0;
-  for (var k = 0u; k < ${len}; k = k + 1u) { z = z + exp(a0[start + k * ${step}] - m); }
-  for (var k = 0u; k < ${len}; k = k + 1u) { out[start + k * ${step}] = exp(a0[start + k * ${step}] - m) / z; }`
+  for (var k = 0u; k < ${len}; k = k + 1u) { let e = exp(${x} - m); out[start + k * ${step}] = e; z = z + e; }
+  for (var k = 0u; k < ${len}; k = k + 1u) { out[start + k * ${step}] = out[start + k * ${step}] / z; }`
         : `var q = 0.0;
-  for (var k = 0u; k < ${len}; k = k + 1u) { let x = a0[start + k * ${step}]; q = q + x * x; }
+  for (var k = 0u; k < ${len}; k = k + 1u) { let x = ${x}; q = q + x * x; }
   let den = max(sqrt(q), 1e-12);
-  for (var k = 0u; k < ${len}; k = k + 1u) { out[start + k * ${step}] = a0[start + k * ${step}] / den; }`;
+  for (var k = 0u; k < ${len}; k = k + 1u) { out[start + k * ${step}] = ${x} / den; }`;
       return [kernel(
         node,
-        node.args,
+        reader.bindings,
         fiber,
         slots,
         `${coords(fiber, slots, "r", "f")}
@@ -348,63 +442,32 @@ export function nodeKernels(node: Node, args: Node[], slots: SymbolSlots): NodeK
     case "matmul": {
       const [a, b] = [args[0].type.shape, args[1].type.shape];
       const inner = dim(a[a.length - 1], slots);
-      const cols = dim(b[b.length - 1], slots);
+      const c = cs(out);
       // Batch coordinates broadcast into each operand; the last two axes are (row, k) and (k, col).
-      const batchOff = (shape: Dim[]) => offset(shape, rank, slots, "c", 2);
-      return [kernel(
-        node,
-        node.args,
-        out,
-        slots,
-        `${coords(out, slots, "r")}
-  let ao = ${base(0)} + ${batchOff(a)} + c${rank - 2} * ${inner};
-  let bo = ${base(1)} + ${batchOff(b)} + c${rank - 1};
+      const ac = [...Reader.broadcast(a.slice(0, -2), c.slice(0, -2)), c[rank - 2], "k"];
+      const bc = [...Reader.broadcast(b.slice(0, -2), c.slice(0, -2)), "k", c[rank - 1]];
+      const body = `${coords(out, slots, "r")}
   var acc = 0.0;
-  for (var k = 0u; k < ${inner}; k = k + 1u) { acc = acc + a0[ao + k] * a1[bo + k * ${cols}]; }
-  out[s * ${outSize} + r] = acc;`,
-      )];
+  for (var k = 0u; k < ${inner}; k = k + 1u) { acc = acc + ${rd(0, ac)} * ${rd(1, bc)}; }
+  out[s * ${outSize} + r] = acc;`;
+      return [kernel(node, reader.bindings, out, slots, body)];
     }
     case "dot": {
       const [a, b] = [args[0].type.shape, args[1].type.shape];
       const len = dim(a[a.length - 1], slots);
-      const lead = (shape: Dim[]) => offset([...shape.slice(0, -1)], rank, slots);
-      const scaled = (shape: Dim[]) => `(${lead(shape)}) * ${len}`;
-      return [kernel(
-        node,
-        node.args,
-        out,
-        slots,
-        `${coords(out, slots, "r")}
-  let ao = ${base(0)} + ${scaled(a)};
-  let bo = ${base(1)} + ${scaled(b)};
+      const c = cs(out);
+      const ac = [...Reader.broadcast(a.slice(0, -1), c), "k"];
+      const bc = [...Reader.broadcast(b.slice(0, -1), c), "k"];
+      const body = `${coords(out, slots, "r")}
   var acc = 0.0;
-  for (var k = 0u; k < ${len}; k = k + 1u) { acc = acc + a0[ao + k] * a1[bo + k]; }
-  out[s * ${outSize} + r] = acc;`,
-      )];
+  for (var k = 0u; k < ${len}; k = k + 1u) { acc = acc + ${rd(0, ac)} * ${rd(1, bc)}; }
+  out[s * ${outSize} + r] = acc;`;
+      return [kernel(node, reader.bindings, out, slots, body)];
     }
-    case "gather": {
-      const x = args[0].type.shape;
-      const nIdx = args.length - 1;
-      const ishape = out.slice(0, rank - (x.length - nIdx));
-      const restRank = x.length - nIdx;
-      const xst = strides(x, slots);
-      const lines = [coords(out, slots, "r"), `var off = ${base(0)};`, "var inside = true;"];
-      for (let k = 0; k < nIdx; k++) {
-        const idx = `a${k + 1}[${base(k + 1)} + ${
-          offset(args[k + 1].type.shape, ishape.length, slots)
-        }]`;
-        lines.push(
-          `let j${k} = i32(floor(${idx}));`,
-          `inside = inside && j${k} >= 0 && u32(j${k}) < ${dim(x[k], slots)};`,
-          `off = off + u32(max(j${k}, 0)) * ${xst[k]};`,
-        );
-      }
-      for (let q = 0; q < restRank; q++) {
-        lines.push(`off = off + c${ishape.length + q} * ${xst[nIdx + q]};`);
-      }
-      lines.push(`out[s * ${outSize} + r] = select(0.0, a0[off], inside);`);
-      return [kernel(node, node.args, out, slots, lines.join("\n  "))];
-    }
+  }
+  // The remaining kernels address their operands' buffers directly: a0, a1, ... in argument order.
+  const base = (k: number) => `s * ${size(args[k].type.shape, slots)}`;
+  switch (op.op) {
     case "set_rows": {
       // Row r of the result is the last row of `rows` whose index is r, else x's row.
       const rowsShape = args[2].type.shape;
@@ -542,6 +605,7 @@ export function nodeKernels(node: Node, args: Node[], slots: SymbolSlots): NodeK
       ];
     }
   }
+  throw new Error(`internal: no kernel for ${op.op}`);
 }
 
 /** Names a fused score reads for one tile row. */
