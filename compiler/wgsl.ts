@@ -60,25 +60,6 @@ function coords(shape: Dim[], slots: SymbolSlots, flat: string, prefix = "c"): s
   return lines.join("\n  ");
 }
 
-/**
- * Offset into an operand of shape `shape`, broadcast (right-aligned) to coordinates `c0..`
- * of a rank-`outRank` output. Axes where the operand has size 1 contribute nothing.
- */
-function offset(
-  shape: Dim[],
-  outRank: number,
-  slots: SymbolSlots,
-  prefix = "c",
-  skipLast = 0,
-): string {
-  const st = strides(shape, slots);
-  const lead = outRank - shape.length;
-  const terms = shape.flatMap((d, i) =>
-    d === 1 || i >= shape.length - skipLast ? [] : [`${prefix}${lead + i} * ${st[i]}`]
-  );
-  return terms.length ? terms.join(" + ") : "0u";
-}
-
 function f32(x: number): string {
   if (x === Infinity) return "bitcast<f32>(0x7f800000u)";
   if (x === -Infinity) return "bitcast<f32>(0xff800000u)";
