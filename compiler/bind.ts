@@ -111,6 +111,21 @@ export function bindInputs(graph: Graph, inputs: Record<string, Tensor>): {
         decl,
       );
     }
+    // NaN would vanish silently in a max-subtracted softmax; refuse it with its position.
+    const bad = t.data.findIndex(Number.isNaN);
+    if (bad >= 0) {
+      const at: number[] = [];
+      let rem = bad;
+      for (let i = t.shape.length - 1; i >= 0; i--) {
+        at.unshift(rem % t.shape[i]);
+        rem = Math.floor(rem / t.shape[i]);
+      }
+      fail(
+        `input ${decl.name} contains NaN at [${at.join(", ")}]`,
+        decl,
+        "Attune refuses NaN inputs instead of propagating them; clean or mask the data first",
+      );
+    }
     const lead = leads.get(decl.name)!;
     const own = t.shape.slice(lead.length);
     const n = sizeOf(own);

@@ -113,3 +113,43 @@ Deno.test({
     }
   },
 });
+
+Deno.test("memory: no plan allocates an n×n buffer (exact, windows, Nyström, YOSO, Skeinformer, linear, Performer)", () => {
+  const params: Record<string, Record<string, number>> = { "nystrom.attn": { landmarks: 64 } };
+  for (
+    const f of [
+      "exact",
+      "causal_alibi",
+      "sliding_window",
+      "nystrom",
+      "yoso",
+      "skein",
+      "linear",
+      "performer",
+    ]
+  ) {
+    const p = compileSync(load(`${f}.attn`), { params: params[`${f}.attn`] });
+    const quadratic = p.plan().buffers.filter((b) =>
+      b.shape.filter((d) => d === "n" || d === "m").length >= 2
+    );
+    assert.deepEqual(quadratic.map((b) => b.shape), [], f);
+  }
+});
+
+Deno.test({
+  name: "memory: fused exact at n = 4096 allocates far less than one n×n matrix (run accounting)",
+  ignore: adapter === undefined,
+  fn: async () => {
+    const p = compileSync(load("exact.attn"));
+    const n = 4096,
+      x = {
+        q: randomTensor([n, 16], { seed: 1 }),
+        k: randomTensor([n, 16], { seed: 2 }),
+        v: randomTensor([n, 16], { seed: 3 }),
+      };
+    const { output, stats } = await p.profile(x, { poison: true });
+    assert.equal(stats.dispatches, 1);
+    assert.ok(stats.peakBytes < (n * n * 4) / 16, `${stats.peakBytes} bytes allocated`);
+    assert.ok(output.data.every(Number.isFinite));
+  },
+});

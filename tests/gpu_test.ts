@@ -114,3 +114,14 @@ Deno.test({
     );
   },
 });
+
+Deno.test("bad input: NaN in an input is refused with its position on both backends", async () => {
+  const p = compileSync(load("exact.attn"), { file: "exact.attn" });
+  const q = randomTensor([2, 5, 4], { seed: 1 });
+  q.data[4 * 3 + 2] = NaN;
+  const x = { q, k: randomTensor([2, 5, 4], { seed: 2 }), v: randomTensor([2, 5, 4], { seed: 3 }) };
+  const nan = (e: unknown) =>
+    e instanceof CompileError && /input q contains NaN at \[0, 3, 2\]/.test(e.message);
+  await assert.rejects(p.run(x), nan);
+  if (adapter !== undefined) await assert.rejects(p.run(x, { backend: "gpu" }), nan);
+});
