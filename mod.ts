@@ -56,6 +56,8 @@ export interface RunOptions {
   backend?: Backend;
   /** GPU only: fill intermediate buffers with NaN first so unwritten elements show. */
   poison?: boolean;
+  /** `profile` only: time each kernel with timestamp queries when the adapter has them. */
+  timing?: boolean;
 }
 
 /** A checked program, ready to run. */
@@ -114,7 +116,11 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
     optimized,
     profile(inputs: Record<string, Tensor>, runOptions: RunOptions = {}) {
       plan ??= lowerGraph(optimized);
-      return execute(optimized, plan, inputs, { seed: runOptions.seed, poison: runOptions.poison });
+      return execute(optimized, plan, inputs, {
+        seed: runOptions.seed,
+        poison: runOptions.poison,
+        timing: runOptions.timing,
+      });
     },
     plan(): ExecPlan {
       return plan ??= lowerGraph(optimized);

@@ -36,6 +36,9 @@ export interface LowerOptions {
   fuseElementwise?: boolean;
 }
 
+/** Ops that only move elements. */
+const LAYOUT = new Set(["transpose", "reshape", "broadcast"]);
+
 /** Ops cheap enough to recompute in every consumer rather than store. */
 const CHEAP = new Set(["const", "dim", "iota", "fill", "eye"]);
 
@@ -57,6 +60,18 @@ export function inlinedNodes(graph: Graph, byId: Map<number, Node>): Set<number>
     if (!ELEMENTWISE.has(n.op.op) || by.length === 0) continue;
     if (!by.every((c) => READS_BY_COORDINATE.has(c))) continue;
     if (by.length === 1 || CHEAP.has(n.op.op)) inline.add(n.id);
+  }
+  // A matmul or dot reads each operand element many times: inlining arithmetic there would
+  // recompute it per use. Only layout changes (transpose, reshape, broadcast) of stored values
+  // and cheap constants stay inlined into them; anything heavier is stored first.
+  const heavy = (id: number): boolean => {
+    if (!inline.has(id)) return false;
+    const n = byId.get(id)!;
+    return !LAYOUT.has(n.op.op) && !CHEAP.has(n.op.op) || n.args.some(heavy);
+  };
+  for (const n of byId.values()) {
+    if (n.op.op !== "matmul" && n.op.op !== "dot") continue;
+    for (const a of n.args) if (heavy(a)) inline.delete(a);
   }
   return inline;
 }

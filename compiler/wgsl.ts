@@ -22,6 +22,9 @@ export interface NodeKernel {
 /** A factor of an invocation count: a size, or the larger of a size and a constant. */
 export type ThreadDim = Dim | { max: [Dim, number] } | { ceilDiv: [Dim, number] };
 
+/** Output rows and columns per invocation of the matmul kernel (fixed at 8: two vec4 accumulators). */
+const MATMUL_TILE = 8;
+
 /** Workgroup size of every baseline kernel. */
 export const WORKGROUP = 64;
 
@@ -421,17 +424,64 @@ export function nodeKernels(
       )];
     }
     case "matmul": {
+      // A TILE×TILE block of outputs per invocation: each loaded a and b element is used
+      // TILE times from registers. Edge blocks clamp their reads and skip their stores.
       const [a, b] = [args[0].type.shape, args[1].type.shape];
       const inner = dim(a[a.length - 1], slots);
-      const c = cs(out);
-      // Batch coordinates broadcast into each operand; the last two axes are (row, k) and (k, col).
-      const ac = [...Reader.broadcast(a.slice(0, -2), c.slice(0, -2)), c[rank - 2], "k"];
-      const bc = [...Reader.broadcast(b.slice(0, -2), c.slice(0, -2)), "k", c[rank - 1]];
-      const body = `${coords(out, slots, "r")}
-  var acc = 0.0;
-  for (var k = 0u; k < ${inner}; k = k + 1u) { acc = acc + ${rd(0, ac)} * ${rd(1, bc)}; }
-  out[s * ${outSize} + r] = acc;`;
-      return [kernel(node, reader.bindings, out, slots, body)];
+      const T = MATMUL_TILE;
+      const rowsD = out[rank - 2], colsD = out[rank - 1];
+      const batch = out.slice(0, -2);
+      const tiles: ThreadDim[] = [...batch, { ceilDiv: [rowsD, T] }, { ceilDiv: [colsD, T] }];
+      const bc = cs(batch);
+      const rows = dim(rowsD, slots), cols = dim(colsD, slots);
+      const aBatch = Reader.broadcast(a.slice(0, -2), bc),
+        bBatch = Reader.broadcast(b.slice(0, -2), bc);
+      const tileCoords = `var rem_t = r;
+  let tc = rem_t % ((${cols} + ${T - 1}u) / ${T}u); rem_t = rem_t / ((${cols} + ${T - 1}u) / ${T}u);
+  let tr = rem_t % ((${rows} + ${T - 1}u) / ${T}u); rem_t = rem_t / ((${rows} + ${T - 1}u) / ${T}u);
+  ${
+        batch.map((d, i) =>
+          `let c${i} = rem_t % ${dim(d, slots)}; rem_t = rem_t / ${dim(d, slots)};`
+        ).reverse().join("\n  ")
+      }`;
+      const idx = Array.from({ length: T }, (_, u) => u);
+      const body = `${tileCoords}
+  ${
+        idx.map((u) =>
+          `let i${u} = min(tr * ${T}u + ${u}u, ${rows} - 1u); let j${u} = min(tc * ${T}u + ${u}u, ${cols} - 1u);`
+        ).join("\n  ")
+      }
+  ${idx.map((u) => `var acc${u} = vec4<f32>(); var accb${u} = vec4<f32>();`).join(" ")}
+  for (var k = 0u; k < ${inner}; k = k + 1u) {
+    ${idx.map((u) => `let x${u} = ${rd(0, [...aBatch, `i${u}`, "k"])};`).join("\n    ")}
+    ${idx.map((u) => `let y${u} = ${rd(1, [...bBatch, "k", `j${u}`])};`).join("\n    ")}
+    let yv = vec4<f32>(y0, y1, y2, y3);
+    let yw = vec4<f32>(y4, y5, y6, y7);
+    ${
+        idx.map((u) => `acc${u} = acc${u} + x${u} * yv; accb${u} = accb${u} + x${u} * yw;`).join(
+          "\n    ",
+        )
+      }
+  }
+  let ob = s * ${outSize} + ${
+        batch.length
+          ? `(${
+            batch.map((_, i) => `c${i} * ${size(batch.slice(i + 1), slots)}`).join(" + ")
+          }) * ${rows} * ${cols}`
+          : "0u"
+      };
+  ${
+        idx.map((u) =>
+          `if (tr * ${T}u + ${u}u < ${rows}) { let ro = ob + (tr * ${T}u + ${u}u) * ${cols}; ${
+            idx.map((w) =>
+              `if (tc * ${T}u + ${w}u < ${cols}) { out[ro + tc * ${T}u + ${w}u] = ${
+                w < 4 ? `acc${u}[${w}]` : `accb${u}[${w - 4}]`
+              }; }`
+            ).join(" ")
+          } }`
+        ).join("\n  ")
+      }`;
+      return [kernel(node, reader.bindings, tiles, slots, body)];
     }
     case "dot": {
       const [a, b] = [args[0].type.shape, args[1].type.shape];
@@ -450,23 +500,33 @@ export function nodeKernels(
   const base = (k: number) => `s * ${size(args[k].type.shape, slots)}`;
   switch (op.op) {
     case "set_rows": {
-      // Row r of the result is the last row of `rows` whose index is r, else x's row.
+      // Copy x, then write each replacement row; a later row with the same index wins.
       const rowsShape = args[2].type.shape;
       const count = dim(rowsShape[0], slots);
       const width = size(out.slice(1), slots);
-      return [kernel(
+      const copy = kernel(
         node,
-        node.args,
+        [node.args[0]],
         out,
         slots,
-        `${coords(out, slots, "r")}
-  let w = ${width};
-  var v = a0[s * ${outSize} + r];
-  for (var q = 0u; q < ${count}; q = q + 1u) {
-    if (i32(floor(a1[${base(1)} + q])) == i32(c0)) { v = a2[${base(2)} + q * w + r % w]; }
+        `out[s * ${outSize} + r] = a0[s * ${outSize} + r];`,
+      );
+      const scatter = kernel(
+        node,
+        [node.args[1], node.args[2]],
+        rowsShape,
+        slots,
+        `let w = ${width};
+  let q = r / w;
+  let c = r % w;
+  let dest = i32(floor(a0[s * ${count} + q]));
+  if (dest < 0 || u32(dest) >= ${dim(out[0], slots)}) { return; }
+  for (var q2 = q + 1u; q2 < ${count}; q2 = q2 + 1u) {
+    if (i32(floor(a0[s * ${count} + q2])) == dest) { return; }
   }
-  out[s * ${outSize} + r] = v;`,
-      )];
+  out[s * ${outSize} + u32(dest) * w + c] = a1[s * ${count} * w + q * w + c];`,
+      );
+      return [copy, { ...scatter, name: `${scatter.name}_rows` }];
     }
     case "scatter_add": {
       // Gather form (no float atomics): each table entry sums the values whose code hits it.

@@ -19,6 +19,8 @@ export interface ExecuteOptions {
   poison?: boolean;
   /** The device to use; by default the process-wide one. */
   device?: AcquiredDevice;
+  /** Time each kernel with timestamp queries (one compute pass per kernel), when supported. */
+  timing?: boolean;
 }
 
 /** What one run did. */
@@ -27,6 +29,8 @@ export interface RunStats {
   /** Bytes of all buffers allocated for the run (inputs, intermediates, output, sizes). */
   peakBytes: number;
   adapter: string;
+  /** Per-kernel GPU time from timestamp queries, when `timing` was asked for and supported. */
+  kernels?: { name: string; ms: number }[];
 }
 
 const pipelines = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
@@ -97,7 +101,12 @@ export async function execute(
     const cache = pipelines.get(device) ?? new Map<string, GPUComputePipeline>();
     pipelines.set(device, cache);
     const encoder = device.createCommandEncoder();
-    const pass = encoder.beginComputePass();
+    const timing = options.timing === true && device.features.has("timestamp-query");
+    const querySet = timing
+      ? device.createQuerySet({ type: "timestamp", count: 2 * Math.max(1, plan.kernels.length) })
+      : undefined;
+    const timed: string[] = [];
+    let pass = timing ? undefined : encoder.beginComputePass();
     let dispatches = 0;
     for (const k of plan.kernels) {
       const code = k.specialize ? k.specialize((d) => resolve([d])[0]) : k.wgsl;
@@ -121,15 +130,42 @@ export async function execute(
         { binding: 1, resource: { buffer: buffers[k.write] } },
         ...k.readBuffers.map((b, i) => ({ binding: i + 2, resource: { buffer: buffers[b] } })),
       ];
-      pass.setPipeline(pipeline);
-      pass.setBindGroup(
+      if (querySet) {
+        // One pass per kernel, so each can carry its own begin/end timestamps.
+        pass = encoder.beginComputePass({
+          timestampWrites: {
+            querySet,
+            beginningOfPassWriteIndex: 2 * timed.length,
+            endOfPassWriteIndex: 2 * timed.length + 1,
+          },
+        });
+        timed.push(k.name);
+      }
+      pass!.setPipeline(pipeline);
+      pass!.setBindGroup(
         0,
         device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries }),
       );
-      pass.dispatchWorkgroups(x, y);
+      pass!.dispatchWorkgroups(x, y);
+      if (querySet) pass!.end();
       dispatches++;
     }
-    pass.end();
+    if (!querySet) pass!.end();
+    let stamps: GPUBuffer | undefined;
+    if (querySet && timed.length) {
+      const resolved = make(
+        16 * timed.length,
+        GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+        "timestamps",
+      );
+      stamps = make(
+        16 * timed.length,
+        GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+        "timestamps",
+      );
+      encoder.resolveQuerySet(querySet, 0, 2 * timed.length, resolved, 0);
+      encoder.copyBufferToBuffer(resolved, 0, stamps, 0, 16 * timed.length);
+    }
     const outNode = graph.nodes.find((n) => n.id === graph.output)!;
     const outShape = resolve(outNode.type.shape);
     const outCount = slices * sizeOf(outShape);
@@ -152,9 +188,17 @@ export async function execute(
     await read.mapAsync(GPUMapMode.READ);
     const data = Float64Array.from(new Float32Array(read.getMappedRange(), 0, outCount));
     read.unmap();
+    let kernels: RunStats["kernels"];
+    if (stamps) {
+      await stamps.mapAsync(GPUMapMode.READ);
+      const t = new BigUint64Array(stamps.getMappedRange());
+      kernels = timed.map((name, i) => ({ name, ms: Number(t[2 * i + 1] - t[2 * i]) / 1e6 }));
+      stamps.unmap();
+    }
+    querySet?.destroy();
     return {
       output: { shape: [...batch, ...outShape], data, dtype: outNode.type.dtype },
-      stats: { dispatches, peakBytes, adapter: facts.description },
+      stats: { dispatches, peakBytes, adapter: facts.description, kernels },
     };
   } finally {
     for (const b of created) b.destroy();
