@@ -162,6 +162,7 @@ function kernel(
   threads: ThreadDim[],
   slots: SymbolSlots,
   body: string,
+  atomicOut = false,
 ): NodeKernel {
   const binds = reads.map((_, i) =>
     `@group(0) @binding(${i + 2}) var<storage, read> a${i}: array<f32>;`
@@ -173,7 +174,7 @@ function kernel(
   }
   const wgsl = `// %${node.id} ${node.op.op}${node.name ? ` (${node.name})` : ""}
 @group(0) @binding(0) var<storage, read> sizes: array<u32>;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<${atomicOut ? "atomic<u32>" : "f32"}>;
 ${binds.join("\n")}
 ${helpers.join("\n")}
 @compute @workgroup_size(${WORKGROUP})
@@ -529,32 +530,40 @@ export function nodeKernels(
       return [copy, { ...scatter, name: `${scatter.name}_rows` }];
     }
     case "scatter_add": {
-      // Gather form (no float atomics): each table entry sums the values whose code hits it.
+      // WGSL has no float atomics. Measured on lavapipe (YOSO, 8 heads, d = 64, n = 2048): a
+      // gather form (each table entry scans all n codes) took 23 s per run; this scatter form
+      // (zero the table, then each (key, channel) adds itself with a compare-exchange loop on the
+      // f32 bits) is O(n·e) work instead of O(2^tau·n·e). Sums are exact up to f32 rounding in
+      // an unspecified order.
       const idx = args[0].type.shape;
       const vals = args[1].type.shape;
       const groups = idx.length - 1;
       const len = dim(idx[groups], slots);
       const w = size(vals.slice(1), slots);
-      const gOff = idx.slice(0, groups).map((_, i) => `c${i} * ${size(idx.slice(i + 1), slots)}`)
-        .join(" + ") || "0u";
-      const restOff =
-        vals.slice(1).map((_, i) => `c${groups + 1 + i} * ${size(vals.slice(i + 2), slots)}`)
-          .join(" + ") || "0u";
-      return [kernel(
+      const zero = kernel(node, [], out, slots, `atomicStore(&out[s * ${outSize} + r], 0u);`, true);
+      const add = kernel(
         node,
         node.args,
-        out,
+        [...idx.slice(0, groups), idx[groups], ...vals.slice(1)],
         slots,
-        `${coords(out, slots, "r")}
-  let io = ${base(0)} + ${gOff};
-  let vo = ${base(1)} + ${restOff};
-  let bucket = f32(c${groups});
-  var acc = 0.0;
-  for (var j = 0u; j < ${len}; j = j + 1u) {
-    if (a0[io + j] == bucket) { acc = acc + a1[vo + j * ${w}]; }
-  }
-  out[s * ${outSize} + r] = acc;`,
-      )];
+        `let w = ${w};
+  let c = r % w;
+  let gj = r / w;
+  let j = gj % ${len};
+  let g = gj / ${len};
+  let code = i32(floor(a0[${base(0)} + gj]));
+  if (code < 0 || code >= ${op.size}) { return; }
+  let v = a1[${base(1)} + j * w + c];
+  let p = s * ${outSize} + (g * ${op.size}u + u32(code)) * w + c;
+  var old = atomicLoad(&out[p]);
+  loop {
+    let swap = atomicCompareExchangeWeak(&out[p], old, bitcast<u32>(bitcast<f32>(old) + v));
+    if (swap.exchanged) { break; }
+    old = swap.old_value;
+  }`,
+        true,
+      );
+      return [zero, { ...add, name: `${add.name}_add` }];
     }
     case "segment_mean": {
       const x = args[0].type.shape;
