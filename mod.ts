@@ -44,7 +44,7 @@ export interface CompileOptions {
   entry?: string;
   /** File name used in diagnostics. */
   file?: string;
-  /** Run the fusion passes before lowering (default true; false gives the unfused baseline). */
+  /** Fuse (default true); false gives the baseline of one kernel per IR node, no fusion at all. */
   fuse?: boolean;
 }
 
@@ -100,11 +100,12 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
   // The interpreter runs the checked graph as written; the GPU runs the optimized one.
   const optimized = options.fuse === false ? graph : eliminateDeadCode(fuseAttention(graph));
   let plan: ExecPlan | undefined;
+  const fuseElementwise = options.fuse !== false;
   return {
     graph,
     async run(inputs: Record<string, Tensor>, runOptions: RunOptions = {}): Promise<Tensor> {
       if ((runOptions.backend ?? "interp") === "gpu") {
-        plan ??= lowerGraph(optimized);
+        plan ??= lowerGraph(optimized, { fuseElementwise });
         const { output } = await execute(optimized, plan, inputs, {
           seed: runOptions.seed,
           poison: runOptions.poison,
@@ -115,7 +116,7 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
     },
     optimized,
     profile(inputs: Record<string, Tensor>, runOptions: RunOptions = {}) {
-      plan ??= lowerGraph(optimized);
+      plan ??= lowerGraph(optimized, { fuseElementwise });
       return execute(optimized, plan, inputs, {
         seed: runOptions.seed,
         poison: runOptions.poison,
@@ -123,10 +124,10 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
       });
     },
     plan(): ExecPlan {
-      return plan ??= lowerGraph(optimized);
+      return plan ??= lowerGraph(optimized, { fuseElementwise });
     },
     explain(options: { wgsl?: boolean } = {}): string {
-      plan ??= lowerGraph(optimized);
+      plan ??= lowerGraph(optimized, { fuseElementwise });
       const kernels = plan.kernels.map((k, i) =>
         `  ${String(i).padStart(3)}  ${k.name.padEnd(22)} threads/slice [${
           k.threads.map((t) =>

@@ -61,17 +61,22 @@ export function inlinedNodes(graph: Graph, byId: Map<number, Node>): Set<number>
     if (!by.every((c) => READS_BY_COORDINATE.has(c))) continue;
     if (by.length === 1 || CHEAP.has(n.op.op)) inline.add(n.id);
   }
-  // A matmul or dot reads each operand element many times: inlining arithmetic there would
-  // recompute it per use. Only layout changes (transpose, reshape, broadcast) of stored values
-  // and cheap constants stay inlined into them; anything heavier is stored first.
-  const heavy = (id: number): boolean => {
-    if (!inline.has(id)) return false;
+  // A matmul or dot reads each operand element many times, so what is inlined there is
+  // recomputed per use: keep only small, cheap expressions (layout changes, constants, a few
+  // adds and multiplies, like 13·I − P); anything with gathers or transcendentals, or larger,
+  // is stored first.
+  const cost = (id: number): number => {
+    if (!inline.has(id)) return 0;
     const n = byId.get(id)!;
-    return !LAYOUT.has(n.op.op) && !CHEAP.has(n.op.op) || n.args.some(heavy);
+    if (n.op.op === "gather" || (n.op.op === "unary" && !["neg", "abs"].includes(n.op.fn))) {
+      return 99;
+    }
+    const own = LAYOUT.has(n.op.op) || CHEAP.has(n.op.op) ? 0 : 1;
+    return own + n.args.reduce((sum, a) => sum + cost(a), 0);
   };
   for (const n of byId.values()) {
     if (n.op.op !== "matmul" && n.op.op !== "dot") continue;
-    for (const a of n.args) if (heavy(a)) inline.delete(a);
+    for (const a of n.args) if (cost(a) > 4) inline.delete(a);
   }
   return inline;
 }
