@@ -18,6 +18,13 @@ if (suite !== "fusion") {
   console.error(`unknown suite ${suite}; available: fusion`);
   Deno.exit(2);
 }
+const dir = new URL("./results/", import.meta.url);
+if (args.includes("--replot")) {
+  // Redraw the SVG from the saved JSON (no measuring).
+  const saved = JSON.parse(await Deno.readTextFile(new URL(`${suite}.json`, dir)));
+  await Deno.writeTextFile(new URL(`${suite}.svg`, dir), plot(saved.results, saved.adapter));
+  Deno.exit(0);
+}
 const { facts } = await getDevice();
 const load = (f: string) => Deno.readTextFileSync(new URL(`../examples/${f}`, import.meta.url));
 
@@ -145,7 +152,6 @@ const report = {
   note: "times are medians within this run on this adapter; compare ratios, not absolute times",
   results,
 };
-const dir = new URL("./results/", import.meta.url);
 await Deno.mkdir(dir, { recursive: true });
 await Deno.writeTextFile(new URL(`${suite}.json`, dir), JSON.stringify(report, null, 2) + "\n");
 await Deno.writeTextFile(new URL(`${suite}.svg`, dir), plot(results, facts.description));
@@ -159,7 +165,7 @@ function plot(rows: Record<string, unknown>[], adapter: string): string {
     ms: number;
   }[];
   if (!pts.length) return "<svg xmlns='http://www.w3.org/2000/svg'/>";
-  const W = 640, H = 400, L = 60, B = 50;
+  const W = 660, H = 400, L = 80, B = 50;
   const xs = pts.map((p) => Math.log2(p.n)), ys = pts.map((p) => Math.log10(p.ms));
   const [x0, x1] = [Math.min(...xs), Math.max(...xs) + 1e-9];
   const [y0, y1] = [Math.floor(Math.min(...ys)), Math.ceil(Math.max(...ys) + 1e-9)];
@@ -172,7 +178,7 @@ function plot(rows: Record<string, unknown>[], adapter: string): string {
     const path = ps.map((p) => `${X(Math.log2(p.n)).toFixed(1)},${Y(Math.log10(p.ms)).toFixed(1)}`)
       .join(" ");
     return `<polyline fill="none" stroke="${colors[k % 5]}" stroke-width="2" points="${path}"/>` +
-      `<text x="${W - 150}" y="${40 + 18 * k}" fill="${colors[k % 5]}">${name}</text>`;
+      `<text x="${L + 12}" y="${44 + 18 * k}" fill="${colors[k % 5]}">${name}</text>`;
   });
   const xt = [...new Set(pts.map((p) => p.n))].map((n) =>
     `<text x="${X(Math.log2(n))}" y="${H - B + 18}" text-anchor="middle">${n}</text>`
