@@ -33,6 +33,7 @@ interface Row {
   error: number;
   ms: number;
   gpu?: { error: number; ms: number };
+  dispatches: number;
 }
 
 const rows: Row[] = [];
@@ -51,6 +52,7 @@ const add = (
     error: relativeError(r.y, ref),
     ms: r.ms,
     gpu: r.gpu && { error: relativeError(r.gpu.y, r.y), ms: r.gpu.ms },
+    dispatches: r.dispatches,
   });
 
 const adapter = noGpu ? undefined : await getDevice().then(
@@ -108,6 +110,7 @@ add(
 interface Run {
   y: Tensor;
   ms: number;
+  dispatches: number;
   gpu?: { y: Tensor; ms: number };
 }
 
@@ -117,7 +120,7 @@ async function runAsync(file: string, params: Record<string, number> = {}): Prom
   const p = compileSync(load(file), { params, file: `examples/${file}` });
   let t0 = performance.now();
   const y = await p.run(inputs);
-  const run: Run = { y, ms: performance.now() - t0 };
+  const run: Run = { y, ms: performance.now() - t0, dispatches: p.plan().kernels.length };
   if (adapter) {
     await p.run(inputs, { backend: "gpu" }); // warm-up: compiles the pipelines
     t0 = performance.now();
@@ -138,6 +141,7 @@ const head = [
   "interp ms",
   "gpu vs interp",
   "gpu ms",
+  "disp.",
 ];
 const table = rows.map((r) => [
   r.variant,
@@ -147,6 +151,7 @@ const table = rows.map((r) => [
   r.ms.toFixed(0),
   r.gpu ? r.gpu.error.toExponential(2) : "-",
   r.gpu ? r.gpu.ms.toFixed(0) : "-",
+  String(r.dispatches),
 ]);
 const widths = head.map((h, c) => Math.max(h.length, ...table.map((t) => t[c].length)));
 const line = (cells: string[]) =>
@@ -157,6 +162,6 @@ for (const t of table) console.log(line(t));
 console.log(
   "\nrel. error = ‖y − ref‖₂ / ‖ref‖₂. Variants that compute a different function (yoso, linear)\n" +
     "are listed against exact for scale only; yoso's own target is yoso_e (its expectation).\n" +
-    "gpu vs interp: float32 WebGPU result against the float64 interpreter (same seeds).\n" +
-    "The GPU path is the unfused baseline (one kernel per IR node); fusion is issue #3.",
+    "gpu vs interp: float32 WebGPU result against the float64 interpreter (same seeds);\n" +
+    "disp. = GPU dispatches per run (softmax attention variants fuse into one).",
 );
