@@ -4,13 +4,13 @@
  *   attune check FILE.attn [--param NAME=VALUE ...] [--entry NAME]
  *   attune explain FILE.attn [--param ...] [--entry NAME] [--wgsl] [--json]
  *   attune run FILE.attn --in NAME=PATH.npy ... [--param ...] [--seed N]
- *              [--backend interp|gpu] [--dtype f4|f8] --out PATH.npy
+ *              [--backend gpu|interp] [--dtype f4|f8] --out PATH.npy
  *
  * Exit status: 0 on success, 1 on a diagnostic (printed with the source line and a caret),
  * 2 on a usage error.
  */
 import { AttuneError, compileSync, type Program } from "./mod.ts";
-import { CompileError } from "./compiler/errors.ts";
+import { CompileError, DeviceError } from "./compiler/errors.ts";
 import { NpyError, readNpy, writeNpy } from "./runtime/npy.ts";
 import { showGraph } from "./compiler/ir.ts";
 import type { Tensor } from "./compiler/tensor.ts";
@@ -19,7 +19,8 @@ const USAGE = `usage:
   attune check FILE.attn [--param NAME=VALUE ...] [--entry NAME]
   attune explain FILE.attn [--param NAME=VALUE ...] [--entry NAME] [--wgsl] [--json]
   attune run FILE.attn --in NAME=PATH.npy ... [--param NAME=VALUE ...] [--seed N]
-             [--backend interp|gpu] [--dtype f4|f8] --out PATH.npy`;
+             [--backend gpu|interp] [--dtype f4|f8] --out PATH.npy
+  (run defaults to --backend gpu; interp is the float64 reference interpreter)`;
 
 class UsageError extends Error {}
 
@@ -49,7 +50,7 @@ function parseArgs(argv: string[]): Args {
     file,
     params: {},
     inputs: {},
-    backend: "interp",
+    backend: "gpu",
     dtype: "<f4",
     json: false,
     wgsl: false,

@@ -125,3 +125,32 @@ Deno.test("bad input: NaN in an input is refused with its position on both backe
   await assert.rejects(p.run(x), nan);
   if (adapter !== undefined) await assert.rejects(p.run(x, { backend: "gpu" }), nan);
 });
+
+Deno.test({
+  name: "gpu: larger awkward sizes (n = 257, 1000; d = 64, 80) agree with the interpreter",
+  ignore: adapter === undefined,
+  fn: async () => {
+    const cases: [string, Record<string, number>, number][] = [
+      ["exact.attn", {}, 1e-5],
+      ["causal_alibi.attn", { slope: 0.1 }, 1e-5],
+      ["sliding_window.attn", { window: 40 }, 1e-5],
+      ["nystrom.attn", { landmarks: 16 }, 1e-5],
+      ["yoso.attn", { tau: 6, hashes: 8 }, 1e-4],
+      ["skein.attn", { samples: 64 }, 1e-4],
+    ];
+    for (const [n, d] of [[257, 80], [1000, 64]]) {
+      for (const [file, params, tol] of cases) {
+        const p = compileSync(load(file), { params, file });
+        const x = {
+          q: randomTensor([2, n, d], { seed: n + d }),
+          k: randomTensor([2, n, d], { seed: n + d + 1 }),
+          v: randomTensor([2, n, d], { seed: n + d + 2 }),
+        };
+        const want = await p.run(x, { seed: 3 });
+        const got = await p.run(x, { backend: "gpu", poison: true, seed: 3 });
+        const err = relativeError(got, want);
+        assert.ok(err <= tol, `${file} n=${n} d=${d}: relative error ${err}`);
+      }
+    }
+  },
+});
