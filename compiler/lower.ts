@@ -61,7 +61,7 @@ export function inlinedNodes(graph: Graph, byId: Map<number, Node>): Set<number>
     if (!by.every((c) => READS_BY_COORDINATE.has(c))) continue;
     if (by.length === 1 || CHEAP.has(n.op.op)) inline.add(n.id);
   }
-  // A matmul or dot reads each operand element many times, so what is inlined there is
+  // A matmul, dot or topk reads each operand element many times, so what is inlined there is
   // recomputed per use: keep only small, cheap expressions (layout changes, constants, a few
   // adds and multiplies, like 13·I − P); anything with gathers or transcendentals, or larger,
   // is stored first.
@@ -75,7 +75,7 @@ export function inlinedNodes(graph: Graph, byId: Map<number, Node>): Set<number>
     return own + n.args.reduce((sum, a) => sum + cost(a), 0);
   };
   for (const n of byId.values()) {
-    if (n.op.op !== "matmul" && n.op.op !== "dot") continue;
+    if (n.op.op !== "matmul" && n.op.op !== "dot" && n.op.op !== "topk") continue;
     for (const a of n.args) if (cost(a) > 4) inline.delete(a);
   }
   return inline;

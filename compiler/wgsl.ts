@@ -215,6 +215,11 @@ export const READS_BY_COORDINATE = new Set([
   "normalize",
   "matmul",
   "dot",
+  "scatter_add",
+  "segment_mean",
+  "bits",
+  "topk",
+  "random",
 ]);
 
 /**
@@ -496,6 +501,107 @@ export function nodeKernels(
   out[s * ${outSize} + r] = acc;`;
       return [kernel(node, reader.bindings, out, slots, body)];
     }
+    case "scatter_add": {
+      // WGSL has no float atomics. Measured on lavapipe (YOSO, 8 heads, d = 64, n = 2048): a
+      // gather form (each table entry scans all n codes) took 23 s per run; this scatter form
+      // (zero the table, then each (key, channel) adds itself with a compare-exchange loop on the
+      // f32 bits) is O(n·e) work instead of O(2^tau·n·e). Sums are exact up to f32 rounding in
+      // an unspecified order.
+      const idx = args[0].type.shape;
+      const vals = args[1].type.shape;
+      const g = idx.length - 1;
+      const threads = [...idx, ...vals.slice(1)];
+      const c = cs(threads);
+      const ost = strides(out, slots);
+      const rest = vals.slice(1).map((_, q) => `c${g + 1 + q} * ${ost[g + 1 + q]}`);
+      const lead = idx.slice(0, g).map((_, i) => `c${i} * ${ost[i]}`);
+      const zero = kernel(node, [], out, slots, `atomicStore(&out[s * ${outSize} + r], 0u);`, true);
+      const body = `${coords(threads, slots, "r")}
+  let code = i32(floor(${rd(0, c.slice(0, g + 1))}));
+  if (code < 0 || code >= ${op.size}) { return; }
+  let v = ${rd(1, [c[g], ...c.slice(g + 1)])};
+  let p = s * ${outSize} + ${[...lead, `u32(code) * ${ost[g]}`, ...rest].join(" + ")};
+  var old = atomicLoad(&out[p]);
+  loop {
+    let swap = atomicCompareExchangeWeak(&out[p], old, bitcast<u32>(bitcast<f32>(old) + v));
+    if (swap.exchanged) { break; }
+    old = swap.old_value;
+  }`;
+      const add = kernel(node, reader.bindings, threads, slots, body, true);
+      return [zero, { ...add, name: `${add.name}_add` }];
+    }
+    case "segment_mean": {
+      const x = args[0].type.shape;
+      const rows = dim(x[0], slots);
+      const c = cs(out);
+      const body = `${coords(out, slots, "r")}
+  let m = ${op.segments}u;
+  let sz = ${rows} / m;
+  let k1 = (sz + 1u) * m - ${rows};
+  let len = select(sz + 1u, sz, c0 < k1);
+  let first = select(k1 * sz + (c0 - k1) * (sz + 1u), c0 * sz, c0 < k1);
+  var acc = 0.0;
+  for (var q = 0u; q < len; q = q + 1u) { acc = acc + ${rd(0, ["first + q", ...c.slice(1)])}; }
+  out[s * ${outSize} + r] = acc / f32(len);`;
+      return [kernel(node, reader.bindings, out, slots, body)];
+    }
+    case "bits": {
+      const b = args[0].type.shape[args[0].type.shape.length - 1] as number;
+      const body = `${coords(out, slots, "r")}
+  var acc = 0.0;
+  for (var k = 0u; k < ${b}u; k = k + 1u) {
+    if (${rd(0, [...cs(out), "k"])} != 0.0) { acc = acc + f32(1u << k); }
+  }
+  out[s * ${outSize} + r] = acc;`;
+      return [kernel(node, reader.bindings, out, slots, body)];
+    }
+    case "topk": {
+      // One invocation per (row, slot): element e's rank is the number of elements before it
+      // in (value desc, index asc) order; slots past the row length hold the length.
+      const x = args[0].type.shape;
+      const len = dim(x[x.length - 1], slots);
+      const rowsShape = x.slice(0, -1);
+      const k = op.k;
+      const span = `max(${len}, ${k}u)`;
+      const spanDim: ThreadDim = { max: [x[x.length - 1], k] };
+      const rc = cs(rowsShape);
+      const body = `let row = r / ${span};
+  let e = r % ${span};
+  ${coords(rowsShape, slots, "row")}
+  let ob = s * ${outSize} + row * ${k}u;
+  if (e >= ${len}) { if (e < ${k}u) { out[ob + e] = f32(${len}); } return; }
+  var v = ${rd(0, [...rc, "e"])};
+  if (v != v) { v = ${f32(-Infinity)}; }
+  var rank = 0u;
+  for (var j = 0u; j < ${len}; j = j + 1u) {
+    var u = ${rd(0, [...rc, "j"])};
+    if (u != u) { u = ${f32(-Infinity)}; }
+    if (u > v || (u == v && j < e)) { rank = rank + 1u; }
+  }
+  if (rank < ${k}u) { out[ob + rank] = f32(e); }`;
+      return [kernel(node, reader.bindings, [...rowsShape, spanDim], slots, body)];
+    }
+    case "random": {
+      // sizes[1] == 1 means the run overrides every seed with sizes[2].
+      const seed = `select(u32(i32(floor(${rd(0, [])}))), sizes[2], sizes[1] == 1u)`;
+      const draw = op.kind === "uniform"
+        ? "word_to_uniform(w.x)"
+        : op.kind === "randn"
+        ? "sqrt(-2.0 * log(word_to_uniform(w.x))) * cos(6.283185307179586 * word_to_uniform(w.y))"
+        : op.kind === "gumbel"
+        ? "-log(-log(word_to_uniform(w.x)))"
+        : `f32(mulhi32((w.x & 0xFFFFFE00u) | 0x100u, u32(floor(${rd(1, [])}))))`;
+      return [
+        kernel(
+          node,
+          reader.bindings,
+          out,
+          slots,
+          `let w = philox(r, s, ${seed}, ${op.stream}u);
+  out[s * ${outSize} + r] = ${draw};`,
+        ),
+      ];
+    }
   }
   // The remaining kernels address their operands' buffers directly: a0, a1, ... in argument order.
   const base = (k: number) => `s * ${size(args[k].type.shape, slots)}`;
@@ -529,131 +635,8 @@ export function nodeKernels(
       );
       return [copy, { ...scatter, name: `${scatter.name}_rows` }];
     }
-    case "scatter_add": {
-      // WGSL has no float atomics. Measured on lavapipe (YOSO, 8 heads, d = 64, n = 2048): a
-      // gather form (each table entry scans all n codes) took 23 s per run; this scatter form
-      // (zero the table, then each (key, channel) adds itself with a compare-exchange loop on the
-      // f32 bits) is O(n·e) work instead of O(2^tau·n·e). Sums are exact up to f32 rounding in
-      // an unspecified order.
-      const idx = args[0].type.shape;
-      const vals = args[1].type.shape;
-      const groups = idx.length - 1;
-      const len = dim(idx[groups], slots);
-      const w = size(vals.slice(1), slots);
-      const zero = kernel(node, [], out, slots, `atomicStore(&out[s * ${outSize} + r], 0u);`, true);
-      const add = kernel(
-        node,
-        node.args,
-        [...idx.slice(0, groups), idx[groups], ...vals.slice(1)],
-        slots,
-        `let w = ${w};
-  let c = r % w;
-  let gj = r / w;
-  let j = gj % ${len};
-  let g = gj / ${len};
-  let code = i32(floor(a0[${base(0)} + gj]));
-  if (code < 0 || code >= ${op.size}) { return; }
-  let v = a1[${base(1)} + j * w + c];
-  let p = s * ${outSize} + (g * ${op.size}u + u32(code)) * w + c;
-  var old = atomicLoad(&out[p]);
-  loop {
-    let swap = atomicCompareExchangeWeak(&out[p], old, bitcast<u32>(bitcast<f32>(old) + v));
-    if (swap.exchanged) { break; }
-    old = swap.old_value;
-  }`,
-        true,
-      );
-      return [zero, { ...add, name: `${add.name}_add` }];
-    }
-    case "segment_mean": {
-      const x = args[0].type.shape;
-      const rows = dim(x[0], slots);
-      const w = size(x.slice(1), slots);
-      return [kernel(
-        node,
-        node.args,
-        out,
-        slots,
-        `${coords(out, slots, "r")}
-  let m = ${op.segments}u;
-  let sz = ${rows} / m;
-  let k1 = (sz + 1u) * m - ${rows};
-  let len = select(sz + 1u, sz, c0 < k1);
-  let first = select(k1 * sz + (c0 - k1) * (sz + 1u), c0 * sz, c0 < k1);
-  let inner = r % ${w};
-  var acc = 0.0;
-  for (var q = 0u; q < len; q = q + 1u) { acc = acc + a0[${base(0)} + (first + q) * ${w} + inner]; }
-  out[s * ${outSize} + r] = acc / f32(len);`,
-      )];
-    }
-    case "bits": {
-      const b = args[0].type.shape[args[0].type.shape.length - 1] as number;
-      return [kernel(
-        node,
-        node.args,
-        out,
-        slots,
-        `var acc = 0.0;
-  for (var k = 0u; k < ${b}u; k = k + 1u) {
-    if (a0[${base(0)} + r * ${b}u + k] != 0.0) { acc = acc + f32(1u << k); }
-  }
-  out[s * ${outSize} + r] = acc;`,
-      )];
-    }
-    case "topk": {
-      // One invocation per (row, slot): element e's rank is the number of elements before it
-      // in (value desc, index asc) order; slots past the row length hold the length.
-      const x = args[0].type.shape;
-      const len = dim(x[x.length - 1], slots);
-      const rowsShape = x.slice(0, -1);
-      const k = op.k;
-      const span = `max(${len}, ${k}u)`;
-      const spanDim: ThreadDim = { max: [x[x.length - 1], k] };
-      return [kernel(
-        node,
-        node.args,
-        [...rowsShape, spanDim],
-        slots,
-        `let row = r / ${span};
-  let e = r % ${span};
-  let ob = s * ${outSize} + row * ${k}u;
-  if (e >= ${len}) { if (e < ${k}u) { out[ob + e] = f32(${len}); } return; }
-  let xb = ${base(0)} + row * ${len};
-  var v = a0[xb + e];
-  if (v != v) { v = ${f32(-Infinity)}; }
-  var rank = 0u;
-  for (var j = 0u; j < ${len}; j = j + 1u) {
-    var u = a0[xb + j];
-    if (u != u) { u = ${f32(-Infinity)}; }
-    if (u > v || (u == v && j < e)) { rank = rank + 1u; }
-  }
-  if (rank < ${k}u) { out[ob + rank] = f32(e); }`,
-      )];
-    }
     case "attention":
       return [attentionKernel(node, args, slots)];
-    case "random": {
-      const flat = `r`;
-      // sizes[1] == 1 means the run overrides every seed with sizes[2].
-      const seed = `select(u32(i32(floor(a0[${base(0)}]))), sizes[2], sizes[1] == 1u)`;
-      const draw = op.kind === "uniform"
-        ? "word_to_uniform(w.x)"
-        : op.kind === "randn"
-        ? "sqrt(-2.0 * log(word_to_uniform(w.x))) * cos(6.283185307179586 * word_to_uniform(w.y))"
-        : op.kind === "gumbel"
-        ? "-log(-log(word_to_uniform(w.x)))"
-        : `f32(mulhi32((w.x & 0xFFFFFE00u) | 0x100u, u32(floor(a1[${base(1)}]))))`;
-      return [
-        kernel(
-          node,
-          node.args,
-          out,
-          slots,
-          `let w = philox(${flat}, s, ${seed}, ${op.stream}u);
-  out[s * ${outSize} + r] = ${draw};`,
-        ),
-      ];
-    }
   }
   throw new Error(`internal: no kernel for ${op.op}`);
 }
