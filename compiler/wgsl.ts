@@ -15,6 +15,8 @@ export interface NodeKernel {
   threads: ThreadDim[];
   /** Node ids read, in binding order (binding 2, 3, ...). */
   reads: number[];
+  /** Launch exactly one workgroup per slice (a kernel that runs a whole loop). */
+  workgroupPerSlice?: boolean;
   /** For kernels specialized on head sizes: the WGSL for the run's actual sizes. */
   specialize?: (size: (d: Dim) => number) => string;
 }
@@ -761,4 +763,116 @@ function attentionKernel(node: Node, args: Node[], slots: SymbolSlots): NodeKern
     reads: node.args,
     specialize: (sz) => render(sz(a.type.shape[1]), sz(v.type.shape[1])),
   };
+}
+
+/** Invocations of the one workgroup that runs a whole small `repeat` loop for one slice. */
+export const LOOP_WORKGROUP = 256;
+
+/**
+ * A whole `repeat` loop over small, statically shaped values as one dispatch: one workgroup per
+ * slice runs every iteration, each stored value a phase in which the workgroup's invocations
+ * share the elements, with storage barriers between phases. This is the Nyström pinv's shape:
+ * m×m matmuls and elementwise updates, 6 iterations, no round trips to the host.
+ * `stored` are the body values that get buffers (in order); `carries[i]` is the carry node of
+ * carried value i, `inits[i]` its initial value and `results[i]` its value after an iteration.
+ */
+export function loopKernel(
+  loop: Node,
+  stored: Node[],
+  carries: Node[],
+  inits: number[],
+  results: number[],
+  byId: Map<number, Node>,
+  inline: Set<number>,
+  slots: SymbolSlots,
+): NodeKernel {
+  const count = (loop.op as { count: number }).count;
+  const reader = new Reader(byId, inline, slots);
+  const W = LOOP_WORKGROUP;
+  const phase = (n: Node, value: (c: string[]) => string) => {
+    const shape = n.type.shape;
+    const c = shape.map((_, i) => `c${i}`);
+    const buf = reader.buffer(n.id);
+    return `for (var e = lid; e < ${size(shape, slots)}; e = e + ${W}u) {
+      ${coords(shape, slots, "e")}
+      ${buf}[s * ${size(shape, slots)} + e] = ${value(c)};
+    }
+    storageBarrier();
+    workgroupBarrier();`;
+  };
+  // Matmul phases accumulate in a local loop; emit them as explicit code instead of one expression.
+  const matmulPhase = (n: Node) => {
+    const [a, b] = [byId.get(n.args[0])!, byId.get(n.args[1])!];
+    const shape = n.type.shape;
+    const r = shape.length;
+    const c = shape.map((_, i) => `c${i}`);
+    const inner = dim(a.type.shape[a.type.shape.length - 1], slots);
+    const ac = [...Reader.broadcast(a.type.shape.slice(0, -2), c.slice(0, -2)), c[r - 2], "k"];
+    const bc = [...Reader.broadcast(b.type.shape.slice(0, -2), c.slice(0, -2)), "k", c[r - 1]];
+    const buf = reader.buffer(n.id);
+    return `for (var e = lid; e < ${size(shape, slots)}; e = e + ${W}u) {
+      ${coords(shape, slots, "e")}
+      var acc = 0.0;
+      for (var k = 0u; k < ${inner}; k = k + 1u) { acc = acc + ${reader.at(a.id, ac)} * ${
+      reader.at(b.id, bc)
+    }; }
+      ${buf}[s * ${size(shape, slots)} + e] = acc;
+    }
+    storageBarrier();
+    workgroupBarrier();`;
+  };
+  void inits; // initial values are copied in by `copyKernel` dispatches before this one
+  const body = stored.map((
+    n,
+  ) => (n.op.op === "matmul" ? matmulPhase(n) : phase(n, (c) => reader.expand(n, c))))
+    .join("\n    ");
+  const copies = carries.map((cn, i) =>
+    results[i] === cn.id ? "" : phase(cn, (c) => reader.at(results[i], c))
+  ).filter((x) => x).join("\n    ");
+  const binds = reader.bindings.map((_, i) =>
+    `@group(0) @binding(${i + 2}) var<storage, read_write> a${i}: array<f32>;`
+  );
+  const wgsl = `// %${loop.id} repeat ${count}: the whole loop in one workgroup per slice
+@group(0) @binding(0) var<storage, read> sizes: array<u32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+${binds.join("\n")}
+@compute @workgroup_size(${W})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let s = wid.x;
+  for (var it = 0u; it < ${count}u; it = it + 1u) {
+    ${body}
+    ${copies}
+  }
+  if (lid == 0u && s == 0u) { out[0] = f32(sizes[0]); } // keeps every binding in the layout
+}
+`;
+  return {
+    name: `repeat_${loop.id}`,
+    wgsl,
+    threads: [],
+    reads: reader.bindings,
+    workgroupPerSlice: true,
+  };
+}
+
+/** A kernel that copies `from` (stored or inlined) into the buffer of `into`, same shape. */
+export function copyKernel(
+  into: Node,
+  from: number,
+  byId: Map<number, Node>,
+  inline: Set<number>,
+  slots: SymbolSlots,
+): NodeKernel {
+  const reader = new Reader(byId, inline, slots);
+  const shape = into.type.shape;
+  const value = reader.at(from, shape.map((_, i) => `c${i}`));
+  const k = kernel(
+    into,
+    reader.bindings,
+    shape,
+    slots,
+    `${coords(shape, slots, "r")}
+  out[s * ${size(shape, slots)} + r] = ${value};`,
+  );
+  return { ...k, name: `init_${into.id}` };
 }

@@ -122,7 +122,7 @@ export async function execute(
       }, 1);
       const total = per * slices;
       if (total === 0) continue;
-      const groups = Math.ceil(total / WORKGROUP);
+      const groups = k.workgroupPerSlice ? slices : Math.ceil(total / WORKGROUP);
       const x = Math.min(groups, facts.limits.maxComputeWorkgroupsPerDimension);
       const y = Math.ceil(groups / x);
       const entries: GPUBindGroupEntry[] = [

@@ -153,3 +153,30 @@ Deno.test({
     assert.ok(output.data.every(Number.isFinite));
   },
 });
+
+Deno.test({
+  name: "loop kernel: Nyström's pinv loop as one workgroup kernel agrees with the interpreter",
+  ignore: adapter === undefined,
+  fn: async () => {
+    const { lowerGraph } = await import("../compiler/lower.ts");
+    const { execute } = await import("../runtime/executor.ts");
+    for (const [n, m] of [[65, 8], [257, 64]]) {
+      const p = compileSync(load("nystrom.attn"), { params: { landmarks: m } });
+      const plan = lowerGraph(p.optimized, { loopKernels: true });
+      assert.ok(
+        plan.kernels.some((k) => k.name.startsWith("repeat_")),
+        "the loop became one kernel",
+      );
+      assert.ok(!plan.kernels.some((k) => k.name === "matmul_50"), "no per-iteration matmuls");
+      const x = {
+        q: randomTensor([2, n, 16], { seed: n }),
+        k: randomTensor([2, n, 16], { seed: n + 1 }),
+        v: randomTensor([2, n, 8], { seed: n + 2 }),
+      };
+      const want = await p.run(x);
+      const { output } = await execute(p.optimized, plan, x, { poison: true });
+      const err = relativeError(output, want);
+      assert.ok(err < 1e-5, `n=${n} m=${m}: ${err}`);
+    }
+  },
+});
