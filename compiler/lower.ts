@@ -167,7 +167,7 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
     const inits = order.map((i) => n.args[i]);
     const results = order.map((i) => n.op.op === "loop" ? n.op.results[i] : 0);
     if (!inits.every((i) => env.has(i) || inline.has(i))) return false;
-    const k = loopKernel(n, stored, carries, inits, results, byId, inline, slots);
+    const k = loopKernel(n, stored, carries, results, byId, inline, slots);
     if (k.reads.length + 2 > 8) return false;
     const dummy = newBuffer([1]);
     carries.forEach((c, i) => {

@@ -774,13 +774,13 @@ export const LOOP_WORKGROUP = 256;
  * share the elements, with storage barriers between phases. This is the Nyström pinv's shape:
  * m×m matmuls and elementwise updates, 6 iterations, no round trips to the host.
  * `stored` are the body values that get buffers (in order); `carries[i]` is the carry node of
- * carried value i, `inits[i]` its initial value and `results[i]` its value after an iteration.
+ * carried value i and `results[i]` its value after an iteration. Initial values are copied into
+ * the carries' buffers by `copyKernel` dispatches before this one.
  */
 export function loopKernel(
   loop: Node,
   stored: Node[],
   carries: Node[],
-  inits: number[],
   results: number[],
   byId: Map<number, Node>,
   inline: Set<number>,
@@ -821,7 +821,6 @@ export function loopKernel(
     storageBarrier();
     workgroupBarrier();`;
   };
-  void inits; // initial values are copied in by `copyKernel` dispatches before this one
   const body = stored.map((
     n,
   ) => (n.op.op === "matmul" ? matmulPhase(n) : phase(n, (c) => reader.expand(n, c))))
