@@ -34,6 +34,12 @@ function exactRef(q: Tensor, k: Tensor, v: Tensor, mask?: number[]): Tensor {
   return softmaxAttention(q, k, v, (s, _i, j) => (mask && !mask[j] ? -1e9 : s));
 }
 
+/** Rows of a 2-D tensor in the order `perm` (row i of the result is row perm[i]). */
+function permuteRows(t: Tensor, perm: number[]): Tensor {
+  const w = t.shape[1];
+  return T(t.shape, perm.flatMap((r) => [...t.data.subarray(r * w, r * w + w)]));
+}
+
 function rowNorms(y: Tensor): number[] {
   const e = y.shape[y.shape.length - 1];
   return Array.from(
@@ -154,10 +160,7 @@ Deno.test("nystrom N4: permuting rows inside a segment permutes the output rows"
           k: randomTensor([n, 8], { seed: seed + 1 }),
           v: randomTensor([n, 4], { seed: seed + 2 }),
         };
-        const p = (t: Tensor) => {
-          const w = t.shape[1];
-          return T(t.shape, perm.flatMap((r) => [...t.data.subarray(r * w, r * w + w)]));
-        };
+        const p = (t: Tensor) => permuteRows(t, perm);
         const y = await run("nystrom.attn", x, { landmarks: m });
         const yp = await run("nystrom.attn", { q: p(x.q), k: p(x.k), v: p(x.v) }, { landmarks: m });
         assert.ok(maxAbsError(yp, p(y)) < 1e-10);
@@ -255,10 +258,7 @@ Deno.test("yoso Y6: permuting tokens permutes the output exactly, for a fixed se
         k: randomTensor([n, 8], { seed: seed + 1 }),
         v: randomTensor([n, 4], { seed: seed + 2 }),
       };
-      const p = (t: Tensor) => {
-        const w = t.shape[1];
-        return T(t.shape, perm.flatMap((r) => [...t.data.subarray(r * w, r * w + w)]));
-      };
+      const p = (t: Tensor) => permuteRows(t, perm);
       const y = await run("yoso.attn", x, { tau: 4, hashes: 8 }, undefined, 5);
       const yp = await run(
         "yoso.attn",
