@@ -29,7 +29,10 @@ export interface ExecPlan {
   output: number;
   /** Conditions on sizes checked before a run (the interpreter checks the same while running). */
   guards: { node: Node; rows: Dim; min: number; what: string; hint: string }[];
-  /** Slot of each size symbol in the sizes buffer (slots 0–2 hold slices and the seed override). */
+  /**
+   * Slot of each size symbol in the sizes buffer. Slots 0–3 hold the slices in this run, the
+   * seed-override flag, the seed, and the index of the first slice (runs may be split).
+   */
   slots: SymbolSlots;
 }
 
@@ -95,7 +98,7 @@ export function inlinedNodes(graph: Graph, byId: Map<number, Node>): Set<number>
 export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
   const byId = nodesById(graph);
   const inline = options.fuseElementwise === false ? new Set<number>() : inlinedNodes(graph, byId);
-  const slots: SymbolSlots = new Map(Object.keys(graph.symbols).map((s, i) => [s, i + 3]));
+  const slots: SymbolSlots = new Map(Object.keys(graph.symbols).map((s, i) => [s, i + 4]));
   const plan: ExecPlan = { buffers: [], kernels: [], inputs: [], output: -1, slots, guards: [] };
   const env = new Map<number, number>();
   const loopValues = new Map<number, number[]>();

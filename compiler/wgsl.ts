@@ -599,7 +599,7 @@ export function nodeKernels(
           reader.bindings,
           out,
           slots,
-          `let w = philox(r, s, ${seed}, ${op.stream}u);
+          `let w = philox(r, s + sizes[3], ${seed}, ${op.stream}u);
   out[s * ${outSize} + r] = ${draw};`,
         ),
       ];

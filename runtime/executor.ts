@@ -21,6 +21,8 @@ export interface ExecuteOptions {
   device?: AcquiredDevice;
   /** Time each kernel with timestamp queries (one compute pass per kernel), when supported. */
   timing?: boolean;
+  /** Pretend the binding limit is this many bytes (tests use it to force splitting). */
+  maxBindingBytes?: number;
 }
 
 /** What one run did. */
@@ -58,150 +60,180 @@ export async function execute(
       );
     }
   }
-  const sizes = new Uint32Array(3 + plan.slots.size);
-  sizes[0] = slices;
-  if (options.seed !== undefined) [sizes[1], sizes[2]] = [1, options.seed >>> 0];
-  for (const [sym, slot] of plan.slots) sizes[slot] = bound.get(sym) ?? 0;
+  // A run whose buffers would pass the binding limit is split along batch/heads: as many
+  // slices per chunk as fit, each chunk one submit, outputs concatenated in order.
+  const limit = options.maxBindingBytes ?? facts.limits.maxStorageBufferBindingSize;
+  const perSlice = Math.max(
+    4,
+    ...plan.buffers.map((b) => sizeOf(resolve(b.shape)) * 4),
+  );
+  if (perSlice > limit) {
+    const worst = plan.buffers.reduce((w, b) =>
+      sizeOf(resolve(b.shape)) > sizeOf(resolve(w.shape)) ? b : w
+    );
+    throw new LimitError(
+      `one slice's [${worst.shape.join(", ")}] value needs ${perSlice} bytes, over this device's ` +
+        `maxStorageBufferBindingSize of ${limit} bytes; use a shorter sequence or smaller sizes`,
+    );
+  }
+  const chunk = Math.max(1, Math.min(slices, Math.floor(limit / perSlice)));
+  const outNode = graph.nodes.find((n) => n.id === graph.output)!;
+  const outShape = resolve(outNode.type.shape);
+  const outPer = sizeOf(outShape);
+  const data = new Float64Array(slices * outPer);
+  const stats: RunStats = { dispatches: 0, peakBytes: 0, adapter: facts.description };
+  for (let first = 0; first < slices || (slices === 0 && first === 0); first += chunk) {
+    const count = Math.min(chunk, slices - first);
+    if (count <= 0) break;
+    const r = await runChunk(first, count);
+    data.set(r.data, first * outPer);
+    stats.dispatches += r.dispatches;
+    stats.peakBytes = Math.max(stats.peakBytes, r.peakBytes);
+    if (r.kernels) stats.kernels = [...(stats.kernels ?? []), ...r.kernels];
+  }
+  return { output: { shape: [...batch, ...outShape], data, dtype: outNode.type.dtype }, stats };
 
-  const limit = facts.limits.maxStorageBufferBindingSize;
-  const created: GPUBuffer[] = [];
-  let peakBytes = 0;
-  const make = (bytes: number, usage: number, what: string) => {
-    const size = Math.max(16, Math.ceil(bytes / 4) * 4);
-    if (size > limit) {
-      throw new LimitError(
-        `${what} needs ${size} bytes, over this device's maxStorageBufferBindingSize of ${limit} ` +
-          "bytes; use a shorter sequence or fewer batch/head slices per run",
-      );
-    }
-    const b = device.createBuffer({ size, usage });
-    created.push(b);
-    peakBytes += size;
-    return b;
-  };
-  try {
-    const storage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
-    const sizesBuf = make(sizes.byteLength, storage, "the sizes table");
-    device.queue.writeBuffer(sizesBuf, 0, sizes);
-    const buffers = plan.buffers.map((b) => {
-      const count = slices * sizeOf(resolve(b.shape));
-      const buf = make(count * 4, storage, `a [${b.shape.join(", ")}] value × ${slices} slices`);
-      if (options.poison) {
-        device.queue.writeBuffer(buf, 0, new Float32Array(Math.max(4, count)).fill(NaN));
+  async function runChunk(first: number, slices: number) {
+    const sizes = new Uint32Array(4 + plan.slots.size);
+    sizes[0] = slices;
+    sizes[3] = first;
+    if (options.seed !== undefined) [sizes[1], sizes[2]] = [1, options.seed >>> 0];
+    for (const [sym, slot] of plan.slots) sizes[slot] = bound.get(sym) ?? 0;
+
+    const created: GPUBuffer[] = [];
+    let peakBytes = 0;
+    const make = (bytes: number, usage: number, what: string) => {
+      const size = Math.max(16, Math.ceil(bytes / 4) * 4);
+      if (size > limit) {
+        throw new LimitError(
+          `${what} needs ${size} bytes, over this device's maxStorageBufferBindingSize of ${limit} ` +
+            "bytes; use a shorter sequence or fewer batch/head slices per run",
+        );
       }
-      return buf;
-    });
-    for (const { decl, buffer } of plan.inputs) {
-      const per = sizeOf(resolve(decl.type.shape));
-      const data = new Float32Array(Math.max(per * slices, 4));
-      const view = perInput.get(decl.name)!;
-      for (let s = 0; s < slices; s++) data.set(view(s).data, s * per);
-      device.queue.writeBuffer(buffers[buffer], 0, data);
-    }
-    const cache = pipelines.get(device) ?? new Map<string, GPUComputePipeline>();
-    pipelines.set(device, cache);
-    const encoder = device.createCommandEncoder();
-    const timing = options.timing === true && device.features.has("timestamp-query");
-    const querySet = timing
-      ? device.createQuerySet({ type: "timestamp", count: 2 * Math.max(1, plan.kernels.length) })
-      : undefined;
-    const timed: string[] = [];
-    let pass = timing ? undefined : encoder.beginComputePass();
-    let dispatches = 0;
-    for (const k of plan.kernels) {
-      const code = k.specialize ? k.specialize((d) => resolve([d])[0]) : k.wgsl;
-      const pipeline = cache.get(code) ?? (await buildPipeline(device, k, code));
-      cache.set(code, pipeline);
-      const per = k.threads.reduce<number>((p, d) => {
-        const v = typeof d !== "object"
-          ? resolve([d])[0]
-          : "max" in d
-          ? Math.max(resolve([d.max[0]])[0], d.max[1])
-          : Math.ceil(resolve([d.ceilDiv[0]])[0] / d.ceilDiv[1]);
-        return p * v;
-      }, 1);
-      const total = per * slices;
-      if (total === 0) continue;
-      const groups = k.workgroupPerSlice ? slices : Math.ceil(total / WORKGROUP);
-      const x = Math.min(groups, facts.limits.maxComputeWorkgroupsPerDimension);
-      const y = Math.ceil(groups / x);
-      const entries: GPUBindGroupEntry[] = [
-        { binding: 0, resource: { buffer: sizesBuf } },
-        { binding: 1, resource: { buffer: buffers[k.write] } },
-        ...k.readBuffers.map((b, i) => ({ binding: i + 2, resource: { buffer: buffers[b] } })),
-      ];
-      if (querySet) {
-        // One pass per kernel, so each can carry its own begin/end timestamps.
-        pass = encoder.beginComputePass({
-          timestampWrites: {
-            querySet,
-            beginningOfPassWriteIndex: 2 * timed.length,
-            endOfPassWriteIndex: 2 * timed.length + 1,
-          },
-        });
-        timed.push(k.name);
-      }
-      pass!.setPipeline(pipeline);
-      pass!.setBindGroup(
-        0,
-        device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries }),
-      );
-      pass!.dispatchWorkgroups(x, y);
-      if (querySet) pass!.end();
-      dispatches++;
-    }
-    if (!querySet) pass!.end();
-    let stamps: GPUBuffer | undefined;
-    if (querySet && timed.length) {
-      const resolved = make(
-        16 * timed.length,
-        GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-        "timestamps",
-      );
-      stamps = make(
-        16 * timed.length,
-        GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-        "timestamps",
-      );
-      encoder.resolveQuerySet(querySet, 0, 2 * timed.length, resolved, 0);
-      encoder.copyBufferToBuffer(resolved, 0, stamps, 0, 16 * timed.length);
-    }
-    const outNode = graph.nodes.find((n) => n.id === graph.output)!;
-    const outShape = resolve(outNode.type.shape);
-    const outCount = slices * sizeOf(outShape);
-    const read = make(
-      outCount * 4,
-      GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-      "the readback",
-    );
-    encoder.copyBufferToBuffer(
-      buffers[plan.output],
-      0,
-      read,
-      0,
-      Math.max(16, Math.ceil(outCount) * 4),
-    );
-    device.pushErrorScope("validation");
-    device.queue.submit([encoder.finish()]);
-    const err = await device.popErrorScope();
-    if (err) throw new DeviceError(`WebGPU rejected the run: ${err.message}`);
-    await read.mapAsync(GPUMapMode.READ);
-    const data = Float64Array.from(new Float32Array(read.getMappedRange(), 0, outCount));
-    read.unmap();
-    let kernels: RunStats["kernels"];
-    if (stamps) {
-      await stamps.mapAsync(GPUMapMode.READ);
-      const t = new BigUint64Array(stamps.getMappedRange());
-      kernels = timed.map((name, i) => ({ name, ms: Number(t[2 * i + 1] - t[2 * i]) / 1e6 }));
-      stamps.unmap();
-    }
-    querySet?.destroy();
-    return {
-      output: { shape: [...batch, ...outShape], data, dtype: outNode.type.dtype },
-      stats: { dispatches, peakBytes, adapter: facts.description, kernels },
+      const b = device.createBuffer({ size, usage });
+      created.push(b);
+      peakBytes += size;
+      return b;
     };
-  } finally {
-    for (const b of created) b.destroy();
+    try {
+      const storage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+      const sizesBuf = make(sizes.byteLength, storage, "the sizes table");
+      device.queue.writeBuffer(sizesBuf, 0, sizes);
+      const buffers = plan.buffers.map((b) => {
+        const count = slices * sizeOf(resolve(b.shape));
+        const buf = make(count * 4, storage, `a [${b.shape.join(", ")}] value × ${slices} slices`);
+        if (options.poison) {
+          device.queue.writeBuffer(buf, 0, new Float32Array(Math.max(4, count)).fill(NaN));
+        }
+        return buf;
+      });
+      for (const { decl, buffer } of plan.inputs) {
+        const per = sizeOf(resolve(decl.type.shape));
+        const data = new Float32Array(Math.max(per * slices, 4));
+        const view = perInput.get(decl.name)!;
+        for (let s = 0; s < slices; s++) data.set(view(first + s).data, s * per);
+        device.queue.writeBuffer(buffers[buffer], 0, data);
+      }
+      const cache = pipelines.get(device) ?? new Map<string, GPUComputePipeline>();
+      pipelines.set(device, cache);
+      const encoder = device.createCommandEncoder();
+      const timing = options.timing === true && device.features.has("timestamp-query");
+      const querySet = timing
+        ? device.createQuerySet({ type: "timestamp", count: 2 * Math.max(1, plan.kernels.length) })
+        : undefined;
+      const timed: string[] = [];
+      let pass = timing ? undefined : encoder.beginComputePass();
+      let dispatches = 0;
+      for (const k of plan.kernels) {
+        const code = k.specialize ? k.specialize((d) => resolve([d])[0]) : k.wgsl;
+        const pipeline = cache.get(code) ?? (await buildPipeline(device, k, code));
+        cache.set(code, pipeline);
+        const per = k.threads.reduce<number>((p, d) => {
+          const v = typeof d !== "object"
+            ? resolve([d])[0]
+            : "max" in d
+            ? Math.max(resolve([d.max[0]])[0], d.max[1])
+            : Math.ceil(resolve([d.ceilDiv[0]])[0] / d.ceilDiv[1]);
+          return p * v;
+        }, 1);
+        const total = per * slices;
+        if (total === 0) continue;
+        const groups = k.workgroupPerSlice ? slices : Math.ceil(total / WORKGROUP);
+        const x = Math.min(groups, facts.limits.maxComputeWorkgroupsPerDimension);
+        const y = Math.ceil(groups / x);
+        const entries: GPUBindGroupEntry[] = [
+          { binding: 0, resource: { buffer: sizesBuf } },
+          { binding: 1, resource: { buffer: buffers[k.write] } },
+          ...k.readBuffers.map((b, i) => ({ binding: i + 2, resource: { buffer: buffers[b] } })),
+        ];
+        if (querySet) {
+          // One pass per kernel, so each can carry its own begin/end timestamps.
+          pass = encoder.beginComputePass({
+            timestampWrites: {
+              querySet,
+              beginningOfPassWriteIndex: 2 * timed.length,
+              endOfPassWriteIndex: 2 * timed.length + 1,
+            },
+          });
+          timed.push(k.name);
+        }
+        pass!.setPipeline(pipeline);
+        pass!.setBindGroup(
+          0,
+          device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries }),
+        );
+        pass!.dispatchWorkgroups(x, y);
+        if (querySet) pass!.end();
+        dispatches++;
+      }
+      if (!querySet) pass!.end();
+      let stamps: GPUBuffer | undefined;
+      if (querySet && timed.length) {
+        const resolved = make(
+          16 * timed.length,
+          GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+          "timestamps",
+        );
+        stamps = make(
+          16 * timed.length,
+          GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+          "timestamps",
+        );
+        encoder.resolveQuerySet(querySet, 0, 2 * timed.length, resolved, 0);
+        encoder.copyBufferToBuffer(resolved, 0, stamps, 0, 16 * timed.length);
+      }
+      const outCount = slices * outPer;
+      const read = make(
+        outCount * 4,
+        GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+        "the readback",
+      );
+      encoder.copyBufferToBuffer(
+        buffers[plan.output],
+        0,
+        read,
+        0,
+        Math.max(16, Math.ceil(outCount) * 4),
+      );
+      device.pushErrorScope("validation");
+      device.queue.submit([encoder.finish()]);
+      const err = await device.popErrorScope();
+      if (err) throw new DeviceError(`WebGPU rejected the run: ${err.message}`);
+      await read.mapAsync(GPUMapMode.READ);
+      const data = Float64Array.from(new Float32Array(read.getMappedRange(), 0, outCount));
+      read.unmap();
+      let kernels: RunStats["kernels"];
+      if (stamps) {
+        await stamps.mapAsync(GPUMapMode.READ);
+        const t = new BigUint64Array(stamps.getMappedRange());
+        kernels = timed.map((name, i) => ({ name, ms: Number(t[2 * i + 1] - t[2 * i]) / 1e6 }));
+        stamps.unmap();
+      }
+      querySet?.destroy();
+      return { data, dispatches, peakBytes, kernels };
+    } finally {
+      for (const b of created) b.destroy();
+    }
   }
 }
 

@@ -154,3 +154,49 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "gpu: runs over the binding limit are split along batch/heads and still agree",
+  ignore: adapter === undefined,
+  fn: async () => {
+    const { execute } = await import("../runtime/executor.ts");
+    for (
+      const [file, params] of [["skein.attn", { samples: 8 }], ["yoso.attn", {
+        tau: 4,
+        hashes: 4,
+      }]] as const
+    ) {
+      const p = compileSync(load(file), { params });
+      const x = {
+        q: randomTensor([2, 3, 33, 8], { seed: 1 }),
+        k: randomTensor([2, 3, 33, 8], { seed: 2 }),
+        v: randomTensor([2, 3, 33, 8], { seed: 3 }),
+      };
+      const want = await p.run(x, { seed: 9 });
+      const perSlice = Math.max(
+        ...p.plan().buffers.map((b) =>
+          b.shape.reduce<number>(
+            (a, d) => a * (typeof d === "number" ? d : d === "e" ? 8 : d === "d" ? 8 : 33),
+            1,
+          ) * 4
+        ),
+      );
+      const { output, stats } = await execute(p.optimized, p.plan(), x, {
+        seed: 9,
+        poison: true,
+        maxBindingBytes: 2 * perSlice, // two slices per chunk: 3 chunks
+      });
+      assert.ok(
+        stats.dispatches >= 3 * p.plan().kernels.length - 3,
+        `${file}: ${stats.dispatches}`,
+      );
+      assert.ok(relativeError(output, want) < 1e-4, `${file}: ${relativeError(output, want)}`);
+    }
+    const p = compileSync(load("exact.attn"));
+    const x = { q: randomTensor([4, 16]), k: randomTensor([4, 16]), v: randomTensor([4, 16]) };
+    await assert.rejects(
+      execute(p.optimized, p.plan(), x, { maxBindingBytes: 64 }),
+      /maxStorageBufferBindingSize of 64 bytes/,
+    );
+  },
+});
