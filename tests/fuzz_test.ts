@@ -6,7 +6,16 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { CompileError, compileSync, type Program, randomTensor, type Tensor } from "../mod.ts";
+import {
+  AttuneError,
+  CompileError,
+  compileSync,
+  DeviceError,
+  type Program,
+  randomTensor,
+  type Tensor,
+} from "../mod.ts";
+import { getDevice } from "../runtime/device.ts";
 import { lineCol } from "../compiler/errors.ts";
 import type { Node } from "../compiler/ir.ts";
 
@@ -430,4 +439,54 @@ Deno.test("fuzz: deeply nested expressions compile or give a CompileError, never
     }
   }
   assert.deepEqual(failures, []);
+});
+
+// ---------------------------------------------------------------------------------------------
+// (c) The same random programs on the GPU: compiled kernels must run or fail with an Attune
+// error (never an internal one, never a WGSL the device rejects), and agree with the
+// interpreter where the interpreter's result is finite.
+
+const gpu = await getDevice().then(() => true, () => false);
+
+Deno.test({
+  name: "fuzz: random programs run on the GPU or fail cleanly, and agree with the interpreter",
+  ignore: !gpu,
+  fn: async () => {
+    let compared = 0;
+    await fc.assert(
+      fc.asyncProperty(randomProgram, async (source) => {
+        const program = tryCompile(source);
+        if (!program || cost(program.graph.nodes) > MAX_COST) return;
+        const x = inputsFor(program);
+        let want: Tensor;
+        try {
+          want = await program.run(x, { seed: 3 });
+        } catch {
+          return; // already covered by the interpreter property
+        }
+        let got: Tensor;
+        try {
+          got = await program.run(x, { seed: 3, backend: "gpu", poison: true });
+        } catch (e) {
+          assert.ok(
+            e instanceof AttuneError && !(e instanceof DeviceError),
+            `gpu failed on a program the interpreter runs: ${e}\n${source}`,
+          );
+          return;
+        }
+        assert.deepEqual(got.shape, want.shape, source);
+        if (!want.data.every(Number.isFinite) || want.data.some((v) => Math.abs(v) > 1e6)) return;
+        compared++;
+        for (let i = 0; i < want.data.length; i++) {
+          const tol = 1e-3 * (1 + Math.abs(want.data[i]));
+          assert.ok(
+            Math.abs(got.data[i] - want.data[i]) <= tol,
+            `element ${i}: gpu ${got.data[i]} vs interp ${want.data[i]}\n${source}`,
+          );
+        }
+      }),
+      { numRuns: 150, seed: SEED + 5 },
+    );
+    assert.ok(compared > 10, `only ${compared} programs were compared`);
+  },
 });
