@@ -200,3 +200,16 @@ Deno.test({
     );
   },
 });
+
+Deno.test("bad input: inputs that do not fit the program get the same error on both backends", async () => {
+  const p = compileSync(load("exact.attn"), { file: "exact.attn" });
+  const x = {
+    q: randomTensor([5, 4], { seed: 1 }),
+    k: randomTensor([6, 3], { seed: 2 }),
+    v: randomTensor([6, 4], { seed: 3 }),
+  };
+  const fits = (e: unknown) =>
+    e instanceof CompileError && /input k: size d is 3 here but 4 from input q/.test(e.message);
+  await assert.rejects(p.run(x), fits);
+  if (adapter !== undefined) await assert.rejects(p.run(x, { backend: "gpu" }), fits);
+});
