@@ -154,7 +154,11 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     if (e instanceof CompileError) console.error(e.format());
-    else if (e instanceof AttuneError || e instanceof NpyError) {
+    else if (e instanceof DeviceError) {
+      console.error(
+        `error: ${e.message}\nhint: --backend interp runs on the CPU reference interpreter`,
+      );
+    } else if (e instanceof AttuneError || e instanceof NpyError) {
       console.error(`error: ${e.message}`);
     } else if (e instanceof Deno.errors.NotFound) console.error(`error: ${e.message}`);
     else if (e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied) {
