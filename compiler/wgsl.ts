@@ -606,7 +606,6 @@ export function nodeKernels(
     }
   }
   // The remaining kernels address their operands' buffers directly: a0, a1, ... in argument order.
-  const base = (k: number) => `s * ${size(args[k].type.shape, slots)}`;
   switch (op.op) {
     case "set_rows": {
       // Copy x, then write each replacement row; a later row with the same index wins.
