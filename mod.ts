@@ -28,10 +28,24 @@ export { AttuneError, CompileError, DeviceError, LimitError } from "./compiler/e
 export type { Span } from "./compiler/errors.ts";
 export type { DType, Tensor } from "./compiler/tensor.ts";
 export { tensor } from "./compiler/tensor.ts";
-export type { Dim, Graph, Node, TensorType } from "./compiler/ir.ts";
-export type { ExecPlan } from "./compiler/lower.ts";
+export type {
+  BinaryFn,
+  Dim,
+  Graph,
+  InputDecl,
+  Node,
+  Op,
+  RandomKind,
+  ReduceFn,
+  Score,
+  TensorType,
+  UnaryFn,
+} from "./compiler/ir.ts";
+export type { ExecPlan, PlannedKernel } from "./compiler/lower.ts";
+export type { NodeKernel, SymbolSlots, ThreadDim } from "./compiler/wgsl.ts";
 export type { RunStats } from "./runtime/executor.ts";
 export { decodeNpy, encodeNpy, readNpy, writeNpy } from "./runtime/npy.ts";
+export type { NpyWriteDType, NpyWriteOptions } from "./runtime/npy.ts";
 
 /** Where a program runs. */
 export type Backend = "interp" | "gpu";
