@@ -2,7 +2,9 @@
 
 /** A half-open range of character offsets into one source text. */
 export interface Span {
+  /** First character (0-based offset). */
   start: number;
+  /** One past the last character. */
   end: number;
 }
 
@@ -21,6 +23,7 @@ export function lineCol(source: string, offset: number): { line: number; col: nu
 
 /** Base class of all errors Attune raises on purpose. */
 export class AttuneError extends Error {
+  /** The class name, shown by runtimes when the error escapes. */
   override name = "AttuneError";
 }
 
@@ -30,9 +33,19 @@ export class AttuneError extends Error {
  * `format()` adds the source line, a caret under the span, and a hint.
  */
 export class CompileError extends AttuneError {
+  /** The class name. */
   override name = "CompileError";
+  /** 1-based line of the span's start. */
   readonly line: number;
+  /** 1-based column of the span's start. */
   readonly col: number;
+  /**
+   * @param what the problem, one line
+   * @param span where it is
+   * @param source the program text
+   * @param file the file name for the message
+   * @param hint what to do about it
+   */
   constructor(
     readonly what: string,
     readonly span: Span,
@@ -67,11 +80,13 @@ export class CompileError extends AttuneError {
 
 /** A WebGPU device could not be had or failed; the message says what to install or change. */
 export class DeviceError extends AttuneError {
+  /** The class name. */
   override name = "DeviceError";
 }
 
 /** A size exceeds a device limit; the message names the limit, the size, and what to do. */
 export class LimitError extends AttuneError {
+  /** The class name. */
   override name = "LimitError";
 }
 

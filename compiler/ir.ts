@@ -11,10 +11,13 @@ export type Dim = number | string;
 
 /** Static type of a node's value. Rank 0 is a scalar. */
 export interface TensorType {
+  /** Element kind. */
   dtype: DType;
+  /** Sizes: numbers or size symbols. */
   shape: Dim[];
 }
 
+/** Elementwise functions of one operand. */
 export type UnaryFn =
   | "neg"
   | "not"
@@ -34,6 +37,7 @@ export type UnaryFn =
   | "sign"
   | "erf";
 
+/** Elementwise functions of two operands (comparisons and logic give 0/1). */
 export type BinaryFn =
   | "add"
   | "sub"
@@ -53,7 +57,9 @@ export type BinaryFn =
   | "and"
   | "or";
 
+/** Reductions along one axis. */
 export type ReduceFn = "sum" | "max" | "min" | "mean" | "prod";
+/** Distributions of the seeded draws (docs/rng.md). */
 export type RandomKind = "uniform" | "randn" | "gumbel" | "randint";
 
 /** The per-element score of an attention node, as a small expression tree. */
@@ -104,10 +110,15 @@ export type Op =
 
 /** One IR node. */
 export interface Node {
+  /** Unique in the whole program, loop bodies included. */
   id: number;
+  /** The operation and its attributes. */
   op: Op;
+  /** Operand node ids. */
   args: number[];
+  /** The value's static type. */
   type: TensorType;
+  /** Where in the source this value comes from. */
   span?: Span;
   /** The source name this value was bound to, if any (for explain output). */
   name?: string;
@@ -115,25 +126,35 @@ export interface Node {
 
 /** A declared input of the entry function. */
 export interface InputDecl {
+  /** The parameter name. */
   name: string;
+  /** Id of its `input` node. */
   node: number;
+  /** Declared per-slice type (leading batch/head dims come on top). */
   type: TensorType;
   /** Fill used when the caller does not pass this input (`= ones` / `= zeros`). */
   default?: number;
+  /** The declaration in the source. */
   span: Span;
 }
 
 /** A checked, elaborated program: the entry function with user functions inlined. */
 export interface Graph {
+  /** Name of the compiled function. */
   entry: string;
+  /** Nodes in topological order; loops hold their bodies. */
   nodes: Node[];
+  /** The entry function's tensor inputs. */
   inputs: InputDecl[];
+  /** Id of the result node. */
   output: number;
   /** Compile-time parameters with the values this graph was built for. */
   params: Record<string, number | boolean>;
   /** Size symbols, each with where it was declared (for error messages). */
   symbols: Record<string, { origin: string; span: Span }>;
+  /** The program text, for diagnostics. */
   source: string;
+  /** The file name used in diagnostics. */
   file: string;
 }
 

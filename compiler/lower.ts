@@ -17,15 +17,21 @@ import {
 
 /** A kernel placed in the plan: which buffer it writes and which it reads. */
 export interface PlannedKernel extends NodeKernel {
+  /** Buffer bound at binding 1 (`out`). */
   write: number;
+  /** Buffers bound at bindings 2, 3, ... in order. */
   readBuffers: number[];
 }
 
 /** Everything the runtime needs to run a program. Buffer shapes are per (batch, head) slice. */
 export interface ExecPlan {
+  /** Every buffer with its per-slice shape. */
   buffers: { id: number; shape: Dim[] }[];
+  /** Dispatches in order. */
   kernels: PlannedKernel[];
+  /** Which buffer each input is uploaded to. */
   inputs: { decl: InputDecl; buffer: number }[];
+  /** The buffer holding the result. */
   output: number;
   /** Conditions on sizes checked before a run (the interpreter checks the same while running). */
   guards: { node: Node; rows: Dim; min: number; what: string; hint: string }[];

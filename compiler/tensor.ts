@@ -5,8 +5,11 @@ export type DType = "float" | "int" | "bool";
 
 /** A dense row-major (C order) tensor on the host. */
 export interface Tensor {
+  /** Sizes, outermost first; `[]` is a scalar. */
   shape: number[];
+  /** The elements in row-major order (ints and bools too, as 0/1 and whole numbers). */
   data: Float64Array;
+  /** What the elements mean. */
   dtype: DType;
 }
 

@@ -9,7 +9,9 @@ import { flashKernel } from "../kernels/flash.ts";
 
 /** A kernel for one node: WGSL source and how many invocations to launch (per slice). */
 export interface NodeKernel {
+  /** `op_nodeid`, for explain and timings. */
   name: string;
+  /** The WGSL source (for specialized kernels, shown for placeholder head sizes). */
   wgsl: string;
   /** Sizes whose product is the number of invocations per slice. */
   threads: ThreadDim[];

@@ -27,9 +27,11 @@ export interface ExecuteOptions {
 
 /** What one run did. */
 export interface RunStats {
+  /** Compute dispatches encoded for the run. */
   dispatches: number;
   /** Bytes of all buffers allocated for the run (inputs, intermediates, output, sizes). */
   peakBytes: number;
+  /** The adapter's description, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)". */
   adapter: string;
   /** Per-kernel GPU time from timestamp queries, when `timing` was asked for and supported. */
   kernels?: { name: string; ms: number }[];
