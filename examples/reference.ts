@@ -4,8 +4,11 @@
  */
 import type { Tensor } from "../compiler/tensor.ts";
 
-/** A score bias/mask: returns the logit for (i, j) given the scaled dot product, or -Infinity. */
-export type ScoreMod = (s: number, i: number, j: number) => number;
+/**
+ * A score bias/mask: returns the logit for (i, j) of (batch, head) slice `slice` given the scaled
+ * dot product, or -Infinity.
+ */
+export type ScoreMod = (s: number, i: number, j: number, slice: number) => number;
 
 /** softmax(mod(q kᵀ / √d)) v for inputs [..., n, d], [..., m, d], [..., m, e]. */
 export function softmaxAttention(q: Tensor, k: Tensor, v: Tensor, mod: ScoreMod): Tensor {
@@ -21,7 +24,7 @@ export function softmaxAttention(q: Tensor, k: Tensor, v: Tensor, mod: ScoreMod)
       for (let j = 0; j < m; j++) {
         let s = 0;
         for (let c = 0; c < d; c++) s += q.data[qo + i * d + c] * k.data[ko + j * d + c];
-        row[j] = mod(s / Math.sqrt(d), i, j);
+        row[j] = mod(s / Math.sqrt(d), i, j, b);
         if (row[j] > mx) mx = row[j];
       }
       let z = 0;

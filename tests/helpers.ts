@@ -9,6 +9,7 @@
  */
 import fc from "fast-check";
 import { compileSync, type Program, randomTensor, type Tensor } from "../mod.ts";
+import { softmaxAttention } from "../examples/reference.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Programs
@@ -122,6 +123,32 @@ export function randomMask(
   return T([...lead, n], data);
 }
 
+/** Random q, k, v (and a mask over the first `masking - 1` batch dims when `masking > 0`). */
+export type Qkv = {
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  mask?: Tensor;
+};
+
+/** Gaussian q, k, v of shapes [...batch, n, d|e], with an optional random mask. */
+export function makeQkv(
+  batch: number[],
+  n: number,
+  dims: { d: number; e: number },
+  seed: number,
+  masking: number,
+  maskOptions: { prefix?: boolean } = {},
+): Qkv {
+  const x: Qkv = {
+    q: gauss([...batch, n, dims.d], seed),
+    k: gauss([...batch, n, dims.d], seed + 1),
+    v: gauss([...batch, n, dims.e], seed + 2),
+  };
+  if (masking > 0) x.mask = randomMask(batch.slice(0, masking - 1), n, seed + 3, maskOptions);
+  return x;
+}
+
 /** The mask row (length n) that slice `s` of a batch shape uses; all ones without a mask. */
 export function maskRow(mask: Tensor | undefined, batch: number[], s: number, n: number) {
   if (!mask) return new Float64Array(n).fill(1);
@@ -207,31 +234,9 @@ export function maxAbs(x: ArrayLike<number>): number {
  */
 export function exactAttention(q: Tensor, k: Tensor, v: Tensor, mask?: Tensor): Tensor {
   const r = q.shape.length;
-  const n = q.shape[r - 2], d = q.shape[r - 1], m = k.shape[r - 2], e = v.shape[r - 1];
-  const batch = q.shape.slice(0, -2);
-  const out = new Float64Array(count(batch) * n * e);
-  const p = new Float64Array(m);
-  const scale = Math.sqrt(d);
-  for (let s = 0; s < count(batch); s++) {
-    const mu = maskRow(mask, batch, s, m);
-    const qo = s * n * d, ko = s * m * d, vo = s * m * e, oo = s * n * e;
-    for (let i = 0; i < n; i++) {
-      let top = -Infinity;
-      for (let j = 0; j < m; j++) {
-        let dot = 0;
-        for (let c = 0; c < d; c++) dot += q.data[qo + i * d + c] * k.data[ko + j * d + c];
-        p[j] = mu[j] > 0 ? dot / scale : -1e9;
-        top = Math.max(top, p[j]);
-      }
-      let z = 0;
-      for (let j = 0; j < m; j++) z += p[j] = Math.exp(p[j] - top);
-      for (let j = 0; j < m; j++) {
-        const w = p[j] / z;
-        for (let c = 0; c < e; c++) out[oo + i * e + c] += w * v.data[vo + j * e + c];
-      }
-    }
-  }
-  return T([...batch, n, e], out);
+  const batch = q.shape.slice(0, -2), m = k.shape[r - 2];
+  const rows = Array.from({ length: count(batch) }, (_, s) => maskRow(mask, batch, s, m));
+  return softmaxAttention(q, k, v, (x, _i, j, slice) => (rows[slice][j] > 0 ? x : -1e9));
 }
 
 /** cos(q_i, k_j) computed directly, for [n, d] and [m, d]. Zero rows give NaN. */

@@ -18,10 +18,11 @@ import {
   E,
   exactAttention,
   gauss,
+  makeQkv,
   maskRow,
   maskRows,
   N,
-  randomMask,
+  type Qkv,
   row,
   run,
   SEED,
@@ -34,8 +35,9 @@ const SAMPLES = fc.constantFrom(8, 16, 32);
 /** 0: no mask; 1: one [n] prefix mask for every slice; 2: a [batch, n] one; 3: per slice. */
 const MASKING = fc.constantFrom(0, 1, 2, 3);
 
-type Inputs = { q: Tensor; k: Tensor; v: Tensor; mask?: Tensor };
+type Inputs = Qkv;
 
+/** Skeinformer's pilot assumes right padding, so its masks are prefixes. */
 function makeInputs(
   batch: number[],
   n: number,
@@ -44,13 +46,7 @@ function makeInputs(
   seed: number,
   masking: number,
 ): Inputs {
-  const x: Inputs = {
-    q: gauss([...batch, n, d], seed),
-    k: gauss([...batch, n, d], seed + 1),
-    v: gauss([...batch, n, e], seed + 2),
-  };
-  if (masking > 0) x.mask = randomMask(batch.slice(0, masking - 1), n, seed + 3, { prefix: true });
-  return x;
+  return makeQkv(batch, n, { d, e }, seed, masking, { prefix: true });
 }
 
 /** Valid token count of every slice. */

@@ -16,11 +16,12 @@ import {
   D,
   E,
   gauss,
+  makeQkv,
   maskRow,
   N,
   permutation,
   permuteTokens,
-  randomMask,
+  type Qkv,
   rowNorms,
   run,
   SEED,
@@ -34,12 +35,7 @@ const HASHES = fc.constantFrom(1, 4, 8, 16);
 // ---------------------------------------------------------------------------------------------
 // References
 
-interface Case {
-  q: Tensor;
-  k: Tensor;
-  v: Tensor;
-  mask?: Tensor;
-}
+type Case = Qkv;
 
 /**
  * Sampled YOSO before normalization, by brute force over all (query, key) pairs:
@@ -148,13 +144,7 @@ function makeCase(
   seed: number,
   masking: number,
 ): Case {
-  const x: Case = {
-    q: gauss([...batch, n, d], seed),
-    k: gauss([...batch, n, d], seed + 1),
-    v: gauss([...batch, n, e], seed + 2),
-  };
-  if (masking > 0) x.mask = randomMask(batch.slice(0, masking - 1), n, seed + 3);
-  return x;
+  return makeQkv(batch, n, { d, e }, seed, masking);
 }
 
 const inputsOf = (
