@@ -18,7 +18,7 @@ import { interpret } from "./compiler/interp.ts";
 import { type Graph, showGraph, showType } from "./compiler/ir.ts";
 import { parse } from "./compiler/parse.ts";
 import { eliminateDeadCode } from "./compiler/passes/dce.ts";
-import { fuseAttention } from "./compiler/passes/attention.ts";
+import { optimize } from "./compiler/passes/pipeline.ts";
 import { type ExecPlan, lowerGraph } from "./compiler/lower.ts";
 import { execute, type RunStats } from "./runtime/executor.ts";
 import { fillRandom } from "./compiler/rng.ts";
@@ -112,7 +112,9 @@ export function compile(source: string, options: CompileOptions = {}): Promise<P
 export function compileSync(source: string, options: CompileOptions = {}): Program {
   const graph = eliminateDeadCode(check(parse(source, options.file), options));
   // The interpreter runs the checked graph as written; the GPU runs the optimized one.
-  const optimized = options.fuse === false ? graph : eliminateDeadCode(fuseAttention(graph));
+  const { graph: optimized, stages } = options.fuse === false
+    ? { graph, stages: [] }
+    : optimize(graph);
   let plan: ExecPlan | undefined;
   const fuseElementwise = options.fuse !== false;
   return {
@@ -155,11 +157,17 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
           )
         }]` + (options.wgsl ? `\n${k.wgsl.replace(/^/gm, "       ")}` : "")
       );
+      // The IR after each pass that changed it.
+      let last = showGraph(graph);
+      const after = stages.flatMap(({ pass, graph: g }) => {
+        const shown = showGraph(g);
+        if (shown === last) return [];
+        last = shown;
+        return ["", `after ${pass}:`, shown];
+      });
       return [
         explainGraph(graph),
-        "",
-        "after fusion:",
-        showGraph(optimized),
+        ...after,
         "",
         `GPU plan: ${plan.kernels.length} dispatches, ${plan.buffers.length} buffers`,
         ...kernels,

@@ -236,3 +236,31 @@ export function nodesById(graph: Graph): Map<number, Node> {
   visit(graph.nodes);
   return byId;
 }
+
+/** A copy of `graph` in which every use of a key of `map` reads its value instead. */
+export function substitute(graph: Graph, map: Map<number, number>): Graph {
+  if (map.size === 0) return graph;
+  const to = (id: number): number => (map.has(id) ? to(map.get(id)!) : id);
+  const visit = (nodes: Node[]): Node[] =>
+    nodes.map((n) => {
+      const args = n.args.map(to);
+      if (n.op.op === "loop") {
+        const op = { ...n.op, body: visit(n.op.body), results: n.op.results.map(to) };
+        return { ...n, args, op };
+      }
+      return { ...n, args };
+    });
+  return { ...graph, nodes: visit(graph.nodes), output: to(graph.output) };
+}
+
+/**
+ * A typical value of each size symbol, for cost decisions made before sizes are known: a symbol
+ * that is the leading (row) axis of a matrix input is a sequence length (4096); any other, a
+ * head or feature size (64).
+ */
+export function typicalSizes(graph: Graph): (d: Dim) => number {
+  const rows = new Set(
+    graph.inputs.filter((i) => i.type.shape.length >= 2).map((i) => i.type.shape[0]),
+  );
+  return (d) => (typeof d === "number" ? d : rows.has(d) ? 4096 : 64);
+}

@@ -116,7 +116,7 @@ export async function execute(
     const pool = pools.get(device) ?? { free: new Map(), bytes: 0 };
     pools.set(device, pool);
     let peakBytes = 0;
-    const make = (bytes: number, usage: number, what: string) => {
+    const make = (bytes: number, usage: number, what: string): GPUBuffer => {
       const size = Math.max(16, Math.ceil(bytes / 4) * 4);
       if (size > limit) {
         throw new LimitError(

@@ -1,0 +1,27 @@
+/**
+ * The optimization pipeline: the passes the GPU path runs, in order. Each is a small rewrite of
+ * the one IR; `explain` prints the IR after every pass that changed it.
+ */
+import type { Graph } from "../ir.ts";
+import { fuseAttention } from "./attention.ts";
+import { eliminateDeadCode } from "./dce.ts";
+import { reassociate } from "./reassociate.ts";
+import { simplify } from "./simplify.ts";
+
+/** The passes, by name. */
+export const PASSES: { name: string; run: (g: Graph) => Graph }[] = [
+  { name: "simplify", run: (g) => eliminateDeadCode(simplify(g)) },
+  { name: "reassociate", run: (g) => eliminateDeadCode(reassociate(g)) },
+  { name: "attention fusion", run: (g) => eliminateDeadCode(fuseAttention(g)) },
+];
+
+/** Run every pass; returns the final graph and the graph after each pass. */
+export function optimize(graph: Graph): { graph: Graph; stages: { pass: string; graph: Graph }[] } {
+  const stages: { pass: string; graph: Graph }[] = [];
+  let g = graph;
+  for (const p of PASSES) {
+    g = p.run(g);
+    stages.push({ pass: p.name, graph: g });
+  }
+  return { graph: g, stages };
+}
