@@ -145,17 +145,19 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
     explain(options: { wgsl?: boolean } = {}): string {
       plan ??= lowerGraph(optimized, { fuseElementwise });
       const kernels = plan.kernels.map((k, i) =>
-        `  ${String(i).padStart(3)}  ${k.name.padEnd(22)} threads/slice [${
-          k.threads.map((t) =>
-            typeof t !== "object"
-              ? t
-              : "max" in t
-              ? `max(${t.max[0]}, ${t.max[1]})`
-              : `⌈${t.ceilDiv[0]}/${t.ceilDiv[1]}⌉`
-          ).join(
-            ", ",
-          )
-        }]` + (options.wgsl ? `\n${k.wgsl.replace(/^/gm, "       ")}` : "")
+        `  ${String(i).padStart(3)}  ${k.name.padEnd(22)} threads/slice ${
+          (k.parts ?? [k.threads]).map((p) =>
+            `[${
+              p.map((t) =>
+                typeof t !== "object"
+                  ? t
+                  : "max" in t
+                  ? `max(${t.max[0]}, ${t.max[1]})`
+                  : `⌈${t.ceilDiv[0]}/${t.ceilDiv[1]}⌉`
+              ).join(", ")
+            }]`
+          ).join(" + ")
+        }` + (options.wgsl ? `\n${k.wgsl.replace(/^/gm, "       ")}` : "")
       );
       // The IR after each pass that changed it.
       let last = showGraph(graph);

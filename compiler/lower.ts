@@ -3,16 +3,20 @@
  * baseline: one kernel per IR node (reshapes alias their operand's buffer, `repeat` loops are
  * unrolled). It knows no device: the runtime executes the plan as it is.
  */
-import { type Dim, type Graph, type InputDecl, type Node, nodesById } from "./ir.ts";
+import { type Dim, type Graph, type InputDecl, type Node, nodesById, typicalSizes } from "./ir.ts";
 import {
   copyKernel,
   ELEMENTWISE,
+  HEAVY,
+  KEYS_PER_CHUNK,
   LOOP_WORKGROUP,
   loopKernel,
+  mergeKernels,
   type NodeKernel,
   nodeKernels,
   READS_BY_COORDINATE,
   type SymbolSlots,
+  type ThreadDim,
 } from "./wgsl.ts";
 
 /** A kernel placed in the plan: which buffer it writes and which it reads. */
@@ -21,6 +25,12 @@ export interface PlannedKernel extends NodeKernel {
   write: number;
   /** Buffers bound at bindings 2, 3, ... in order. */
   readBuffers: number[];
+  /** A merged dispatch: buffers at bindings 1, 2, ... (instead of write, readBuffers). */
+  bindings?: number[];
+  /** A merged dispatch: the invocations per slice of each part, laid end to end. */
+  parts?: ThreadDim[][];
+  /** A merged dispatch: the buffers its parts write. */
+  writes?: number[];
 }
 
 /** Everything the runtime needs to run a program. Buffer shapes are per (batch, head) slice. */
@@ -47,6 +57,12 @@ export interface LowerOptions {
   /** Inline elementwise producers into their consumers' kernels (default true). */
   fuseElementwise?: boolean;
   /**
+   * Merge independent kernels of the same dependency level into one dispatch (default true).
+   */
+  mergeKernels?: boolean;
+  /** Storage buffers a merged dispatch may bind, the sizes table included (default 8, WebGPU's default limit). */
+  maxStorageBuffers?: number;
+  /**
    * Run small `repeat` loops as one single-workgroup kernel each (default false). It cuts the
    * Nyström pinv from 24 dispatches to 2, but on lavapipe it measured slower (n = 2048, 8 heads:
    * 390 ms vs 215 ms a run), since one workgroup per slice uses less of the CPU than tiled
@@ -62,32 +78,111 @@ const LAYOUT = new Set(["transpose", "reshape", "broadcast"]);
 const CHEAP = new Set(["const", "dim", "iota", "fill", "eye"]);
 
 /**
- * The nodes that need no buffer: elementwise values read only by kernels that read by
- * coordinate, and used once (or cheap to recompute). Everything else is materialized.
+ * Extra work (multiply-adds at typical sizes) that inlining a heavy node may add by evaluating it
+ * more than once per element: about a millisecond on a software adapter, nothing on a GPU.
+ */
+const HEAVY_RECOMPUTE_BUDGET = 1 << 20;
+
+/**
+ * The nodes that need no buffer, computed inside the kernels that read them:
+ * - elementwise values read only by kernels that read by coordinate, used once (or cheap to
+ *   recompute);
+ * - contractions and reductions (HEAVY) whose every element is read about once by such kernels
+ *   (YOSO's hash bits inside the table scatter, a reduction inside the map that consumes it),
+ *   or whose recomputation stays within HEAVY_RECOMPUTE_BUDGET.
+ * Decisions go from consumers to producers, counting how often each value would be evaluated.
  */
 export function inlinedNodes(graph: Graph, byId: Map<number, Node>): Set<number> {
-  const consumers = new Map<number, string[]>();
-  const use = (id: number, by: string) => consumers.set(id, [...(consumers.get(id) ?? []), by]);
-  for (const n of byId.values()) {
-    for (const a of n.args) use(a, n.op.op);
-    if (n.op.op === "loop") { for (const r of n.op.results) use(r, "loop"); }
-  }
-  use(graph.output, "output");
+  const size = typicalSizes(graph);
+  const elems = (n: Node) => n.type.shape.reduce<number>((p, d) => p * size(d), 1);
+  const consumers = new Map<number, (Node | undefined)[]>();
+  const use = (id: number, by?: Node) => consumers.set(id, [...(consumers.get(id) ?? []), by]);
+  const order: Node[] = [];
+  const visit = (nodes: Node[]) => {
+    for (const n of nodes) {
+      order.push(n);
+      for (const a of n.args) use(a, n);
+      if (n.op.op === "loop") {
+        for (const r of n.op.results) use(r);
+        visit(n.op.body);
+      }
+    }
+  };
+  visit(graph.nodes);
+  use(graph.output);
+  const arg = (c: Node, k: number) => byId.get(c.args[k])!;
+  // Operand elements one element of `c` reads.
+  const perElement = (c: Node): number => {
+    switch (c.op.op) {
+      case "matmul":
+      case "dot":
+        return size(arg(c, 0).type.shape.at(-1)!);
+      case "reduce":
+        return size(arg(c, 0).type.shape[c.op.axis]);
+      case "bits":
+        return size(arg(c, 0).type.shape.at(-1)!);
+      case "segment_mean":
+        return Math.ceil(size(arg(c, 0).type.shape[0]) / c.op.segments);
+      default:
+        return 1;
+    }
+  };
+  // Reads of operand k by the kernel that stores `c`.
+  const kernelReads = (c: Node, k: number): number => {
+    const a = arg(c, k);
+    switch (c.op.op) {
+      case "softmax":
+      case "normalize":
+        return 2 * elems(a);
+      case "matmul": {
+        const [m, n] = c.type.shape.slice(-2).map(size);
+        return (elems(c) / n) * perElement(c) * Math.ceil((k === 0 ? n : m) / 8);
+      }
+      case "topk":
+        return elems(a) * size(a.type.shape.at(-1)!);
+      case "scatter_add":
+        // Partial tables: each key's code is read once per channel, its values once per group.
+        return k === 0 ? elems(a) * (elems(arg(c, 1)) / size(a.type.shape.at(-1)!)) : elems(a) *
+          (elems(arg(c, 0)) / size(a.type.shape[0]));
+      default:
+        return elems(c) * perElement(c);
+    }
+  };
   const inline = new Set<number>();
-  for (const n of byId.values()) {
+  const evals = new Map<number, number>();
+  for (const n of order.reverse()) {
     const by = consumers.get(n.id) ?? [];
-    if (!ELEMENTWISE.has(n.op.op) || by.length === 0) continue;
-    if (!by.every((c) => READS_BY_COORDINATE.has(c))) continue;
-    if (by.length === 1 || CHEAP.has(n.op.op)) inline.add(n.id);
+    if (by.length === 0 || !by.every((c) => c && READS_BY_COORDINATE.has(c.op.op))) continue;
+    let total = 0;
+    for (const c of by as Node[]) {
+      c.args.forEach((a, k) => {
+        if (a !== n.id) return;
+        total += inline.has(c.id) ? evals.get(c.id)! * perElement(c) : kernelReads(c, k);
+      });
+    }
+    // A matmul keeps its register-tiled kernel: inlined, each element would be a plain dot
+    // product with two loads per multiply-add (measured ~10× slower on lavapipe for YOSO's
+    // hash projections inlined into the bits that read them).
+    if (n.op.op === "matmul") continue;
+    const heavy = HEAVY.has(n.op.op);
+    if (heavy) {
+      const extra = (total - elems(n)) * perElement(n);
+      if (total > elems(n) * 1.001 && extra > HEAVY_RECOMPUTE_BUDGET) continue;
+    } else if (!ELEMENTWISE.has(n.op.op) || (by.length > 1 && !CHEAP.has(n.op.op))) continue;
+    inline.add(n.id);
+    evals.set(n.id, total);
   }
   // A matmul, dot or topk reads each operand element many times, so what is inlined there is
   // recomputed per use: keep only small, cheap expressions (layout changes, constants, a few
-  // adds and multiplies, like 13·I − P); anything with gathers or transcendentals, or larger,
-  // is stored first.
+  // adds and multiplies, like 13·I − P); anything with gathers, transcendentals or loops, or
+  // larger, is stored first.
   const cost = (id: number): number => {
     if (!inline.has(id)) return 0;
     const n = byId.get(id)!;
-    if (n.op.op === "gather" || (n.op.op === "unary" && !["neg", "abs"].includes(n.op.fn))) {
+    if (
+      HEAVY.has(n.op.op) || n.op.op === "gather" ||
+      (n.op.op === "unary" && !["neg", "abs"].includes(n.op.fn))
+    ) {
       return 99;
     }
     const own = LAYOUT.has(n.op.op) || CHEAP.has(n.op.op) ? 0 : 1;
@@ -100,9 +195,35 @@ export function inlinedNodes(graph: Graph, byId: Map<number, Node>): Set<number>
   return inline;
 }
 
+/** Most partial tables per scatter_add (see `scatterPartials`): 8 × 16384 keys per slice. */
+export const SCATTER_CHUNKS = { count: 8 };
+
+/**
+ * Mark the scatter_adds that can be stored as partial tables: small tables (≤ 1024 buckets, a
+ * private array per invocation) read only by kernels that read by coordinate (they sum the
+ * partials); a table that is the output or read by a fused attention kernel is built with
+ * atomics instead.
+ */
+function partialTables(graph: Graph, byId: Map<number, Node>): Map<number, Node> {
+  const direct = new Set<number>([graph.output]);
+  for (const n of byId.values()) {
+    if (!READS_BY_COORDINATE.has(n.op.op)) n.args.forEach((a) => direct.add(a));
+    if (n.op.op === "loop") n.op.results.forEach((r) => direct.add(r));
+  }
+  const out = new Map(byId);
+  for (const n of byId.values()) {
+    if (n.op.op !== "scatter_add" || n.op.size > 1024 || direct.has(n.id)) continue;
+    // More keys than the tables can take (lavapipe's loop budget) keep the atomic form.
+    const keys = n.args.length ? byId.get(n.args[0])!.type.shape.at(-1) : undefined;
+    if (typeof keys === "number" && keys > SCATTER_CHUNKS.count * KEYS_PER_CHUNK) continue;
+    out.set(n.id, { ...n, op: { ...n.op, chunks: SCATTER_CHUNKS.count } });
+  }
+  return out;
+}
+
 /** Lower a graph to a plan: fused attention kernels, elementwise chains inlined into consumers. */
 export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
-  const byId = nodesById(graph);
+  const byId = partialTables(graph, nodesById(graph));
   const inline = options.fuseElementwise === false ? new Set<number>() : inlinedNodes(graph, byId);
   const slots: SymbolSlots = new Map(Object.keys(graph.symbols).map((s, i) => [s, i + 4]));
   const plan: ExecPlan = { buffers: [], kernels: [], inputs: [], output: -1, slots, guards: [] };
@@ -209,13 +330,78 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
         hint: `use at most {rows} segments (landmarks ≤ n)`,
       });
     }
-    const write = newBuffer(n.type.shape);
-    for (const k of nodeKernels(n, byId, slots, inline)) {
+    const self = byId.get(n.id)!;
+    const chunks = self.op.op === "scatter_add" ? self.op.chunks : undefined;
+    const write = newBuffer(chunks ? [chunks, ...n.type.shape] : n.type.shape);
+    for (const k of nodeKernels(self, byId, slots, inline)) {
       plan.kernels.push({ ...k, write, readBuffers: k.reads.map((r) => env.get(r)!) });
     }
     env.set(n.id, write);
   };
   visit(graph.nodes);
   plan.output = env.get(graph.output)!;
+  if (options.mergeKernels !== false && options.fuseElementwise !== false) {
+    plan.kernels = schedule(plan.kernels, slots, options.maxStorageBuffers ?? 8);
+  }
   return plan;
+}
+
+/**
+ * Order kernels by dependency level (a kernel runs after every kernel that writes what it reads
+ * or writes, or reads what it writes) and merge the template kernels of each level into as few
+ * dispatches as the binding limit allows.
+ */
+function schedule(kernels: PlannedKernel[], slots: SymbolSlots, maxStorage: number) {
+  const writesOf = (k: PlannedKernel) =>
+    k.workgroupPerSlice ? [k.write, ...k.readBuffers] : [k.write];
+  const level: number[] = [];
+  kernels.forEach((k, i) => {
+    const w = new Set(writesOf(k));
+    const r = new Set(k.readBuffers);
+    let lv = 0;
+    for (let j = 0; j < i; j++) {
+      const wj = writesOf(kernels[j]);
+      const hazard = wj.some((b) => r.has(b) || w.has(b)) ||
+        kernels[j].readBuffers.some((b) => w.has(b));
+      if (hazard) lv = Math.max(lv, level[j] + 1);
+    }
+    level.push(lv);
+  });
+  const out: PlannedKernel[] = [];
+  for (let lv = 0; lv <= Math.max(-1, ...level); lv++) {
+    const here = kernels.filter((_, i) => level[i] === lv);
+    let group: PlannedKernel[] = [];
+    const flush = () => {
+      if (group.length === 1) out.push(group[0]);
+      if (group.length > 1) {
+        const merged = mergeKernels(
+          group.map((k) => ({ kernel: k, write: k.write, readBuffers: k.readBuffers })),
+          slots,
+        );
+        out.push({
+          name: group.map((k) => k.name).join("+"),
+          wgsl: merged.wgsl,
+          threads: [],
+          reads: [],
+          write: merged.writes[0],
+          readBuffers: merged.bindings.filter((b) => !merged.writes.includes(b)),
+          bindings: merged.bindings,
+          writes: merged.writes,
+          parts: group.map((k) => k.threads),
+        });
+      }
+      group = [];
+    };
+    for (const k of here) {
+      if (!k.part) {
+        out.push(k);
+        continue;
+      }
+      const buffers = new Set([...group, k].flatMap((g) => [g.write, ...g.readBuffers]));
+      if (group.length && buffers.size + 1 > maxStorage) flush();
+      group.push(k);
+    }
+    flush();
+  }
+  return out;
 }

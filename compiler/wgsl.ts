@@ -21,6 +21,12 @@ export interface NodeKernel {
   workgroupPerSlice?: boolean;
   /** For kernels specialized on head sizes: the WGSL for the run's actual sizes. */
   specialize?: (size: (d: Dim) => number) => string;
+  /**
+   * For kernels built from the generic template, the parts `mergeKernels` needs: the body run
+   * per invocation (writing `out`, reading `a0`, `a1`, ...), the functions of inlined heavy
+   * nodes it calls, and whether `out` is atomic.
+   */
+  part?: { body: string; fns: string[]; atomicOut: boolean };
 }
 
 /** A factor of an invocation count: a size, or the larger of a size and a constant. */
@@ -159,28 +165,105 @@ fn philox(index: u32, slice: u32, seed: u32, stream: u32) -> vec4<u32> {
 fn word_to_uniform(w: u32) -> f32 { return (f32(w >> 9u) + 0.5) * 1.1920928955078125e-7; }`,
 };
 
+/** The HELPERS that `code` calls. */
+function helpersFor(code: string): string[] {
+  const helpers = Object.keys(HELPERS).filter((h) => code.includes(h)).map((h) => HELPERS[h]);
+  if (code.includes("word_to_uniform") && !helpers.includes(HELPERS.philox)) {
+    helpers.push(HELPERS.philox);
+  }
+  return helpers;
+}
+
+/** One kernel of a merged dispatch, with the buffers it writes and reads. */
+export interface MergePart {
+  kernel: NodeKernel;
+  write: number;
+  readBuffers: number[];
+}
+
+/**
+ * Horizontal fusion: independent kernels (none reads or writes what another writes) as one
+ * dispatch. Their invocation ranges are laid end to end; each part runs as its own function
+ * with its buffers renamed to the merged bindings (1, 2, ... in `bindings` order).
+ */
+export function mergeKernels(
+  parts: MergePart[],
+  slots: SymbolSlots,
+): { wgsl: string; bindings: number[]; writes: number[] } {
+  const bindings: number[] = [];
+  const writes = new Set(parts.map((p) => p.write));
+  const atomic = new Set<number>();
+  const bind = (b: number) => {
+    let k = bindings.indexOf(b);
+    if (k < 0) k = bindings.push(b) - 1;
+    return `b${k}`;
+  };
+  const fns: string[] = [];
+  const helpers = new Set<string>();
+  const calls: string[] = [];
+  parts.forEach((p, i) => {
+    const part = p.kernel.part!;
+    if (part.atomicOut) atomic.add(p.write);
+    const rename = (code: string) =>
+      code.replace(
+        /\b(out|a\d+)(?=\[)/g,
+        (x) => x === "out" ? bind(p.write) : bind(p.readBuffers[Number(x.slice(1))]),
+      )
+        .replace(/\bv(\d+)\(/g, `v$1_${i}(`);
+    for (const h of helpersFor([part.body, ...part.fns].join("\n"))) helpers.add(h);
+    fns.push(...part.fns.map(rename));
+    fns.push(`// ${p.kernel.name}
+fn part${i}(t: u32) {
+  let per = ${size(p.kernel.threads, slots)};
+  let slices = sizes[0];
+  if (t >= per * slices) { return; }
+  let s = t / per;
+  let r = t % per;
+  ${rename(part.body)}
+}`);
+    calls.push(
+      `let end${i} = ${i ? `end${i - 1} + ` : ""}${size(p.kernel.threads, slots)} * sizes[0];
+  if (t < end${i}) { part${i}(t${i ? ` - end${i - 1}` : ""}); return; }`,
+    );
+  });
+  const binds = bindings.map((b, k) =>
+    `@group(0) @binding(${k + 1}) var<storage, ${
+      writes.has(b) ? "read_write" : "read"
+    }> b${k}: array<${atomic.has(b) ? "atomic<u32>" : "f32"}>;`
+  );
+  const wgsl = `// merged: ${parts.map((p) => p.kernel.name).join(", ")}
+@group(0) @binding(0) var<storage, read> sizes: array<u32>;
+${binds.join("\n")}
+${[...helpers, ...fns].join("\n")}
+@compute @workgroup_size(${WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let t = gid.x + gid.y * nwg.x * ${WORKGROUP}u;
+  ${calls.join("\n  ")}
+}
+`;
+  return { wgsl, bindings, writes: [...writes] };
+}
+
 /** Wrap a kernel body: bindings, the slice/element split, and a bounds check. */
 function kernel(
   node: Node,
-  reads: number[],
+  from: number[] | Reader,
   threads: ThreadDim[],
   slots: SymbolSlots,
   body: string,
   atomicOut = false,
 ): NodeKernel {
+  const reads = Array.isArray(from) ? from : from.bindings;
+  const fns = Array.isArray(from) ? [] : [...from.fns.values()];
   const binds = reads.map((_, i) =>
     `@group(0) @binding(${i + 2}) var<storage, read> a${i}: array<f32>;`
   );
-  const helpers = Object.keys(HELPERS).filter((h) => body.includes(h) || body.includes(`${h}(`))
-    .map((h) => HELPERS[h]);
-  if (body.includes("word_to_uniform") && !helpers.includes(HELPERS.philox)) {
-    helpers.push(HELPERS.philox);
-  }
+  const helpers = helpersFor([body, ...fns].join("\n"));
   const wgsl = `// %${node.id} ${node.op.op}${node.name ? ` (${node.name})` : ""}
 @group(0) @binding(0) var<storage, read> sizes: array<u32>;
 @group(0) @binding(1) var<storage, read_write> out: array<${atomicOut ? "atomic<u32>" : "f32"}>;
 ${binds.join("\n")}
-${helpers.join("\n")}
+${[...helpers, ...fns].join("\n")}
 @compute @workgroup_size(${WORKGROUP})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let per = ${size(threads, slots)};
@@ -192,7 +275,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   ${body}
 }
 `;
-  return { name: `${node.op.op}_${node.id}`, wgsl, threads, reads };
+  return {
+    name: `${node.op.op}_${node.id}`,
+    wgsl,
+    threads,
+    reads,
+    part: { body, fns, atomicOut },
+  };
 }
 
 /** Ops whose value at a coordinate is an expression of their operands at coordinates. */
@@ -226,6 +315,99 @@ export const READS_BY_COORDINATE = new Set([
   "random",
 ]);
 
+/** Ops whose value at a coordinate is a loop over operand elements; inlined as functions. */
+export const HEAVY = new Set(["matmul", "dot", "reduce", "bits", "segment_mean"]);
+
+/**
+ * Statements and the final expression computing a HEAVY node's value at coordinates `c`,
+ * reading operands through `reader` (shared by the node's own kernel and its inlined function).
+ */
+function heavyValue(n: Node, c: string[], reader: Reader): { pre: string; value: string } {
+  const slots = reader.slots;
+  const arg = (k: number) => reader.byId.get(n.args[k])!;
+  const rd = (k: number, at: string[]) => reader.at(n.args[k], at);
+  const op = n.op;
+  switch (op.op) {
+    case "matmul":
+    case "dot": {
+      const [a, b] = [arg(0).type.shape, arg(1).type.shape];
+      const len = dim(a[a.length - 1], slots);
+      const r = c.length;
+      const [ac, bc] = op.op === "dot"
+        ? [[...Reader.broadcast(a.slice(0, -1), c), "k"], [
+          ...Reader.broadcast(b.slice(0, -1), c),
+          "k",
+        ]]
+        : [
+          [...Reader.broadcast(a.slice(0, -2), c.slice(0, -2)), c[r - 2], "k"],
+          [...Reader.broadcast(b.slice(0, -2), c.slice(0, -2)), "k", c[r - 1]],
+        ];
+      const x = reader.along(n.args[0], ac, ac.length - 1, "x");
+      const y = reader.along(n.args[1], bc, op.op === "dot" ? bc.length - 1 : bc.length - 2, "y");
+      return {
+        pre: `${x.setup} ${y.setup}
+  var acc = 0.0;
+  for (var k = 0u; k < ${len}; k = k + 1u) { acc = acc + ${x.read} * ${y.read}; }`,
+        value: "acc",
+      };
+    }
+    case "reduce": {
+      const src = arg(0).type.shape;
+      const len = dim(src[op.axis], slots);
+      // Output coordinates → source coordinates, with the reduced axis running over k.
+      const srcCoord = src.map((_, i) =>
+        i === op.axis ? "k" : c[op.keepdims || i < op.axis ? i : i - 1]
+      );
+      const init = {
+        max: f32(-Infinity),
+        min: f32(Infinity),
+        prod: "1.0",
+        sum: "0.0",
+        mean: "0.0",
+      };
+      const step = op.fn === "max"
+        ? "acc = max(acc, x);"
+        : op.fn === "min"
+        ? "acc = min(acc, x);"
+        : op.fn === "prod"
+        ? "acc = acc * x;"
+        : "acc = acc + x;";
+      return {
+        pre: `var acc = ${init[op.fn]};
+  for (var k = 0u; k < ${len}; k = k + 1u) {
+    let x = ${rd(0, srcCoord)};
+    ${step}
+  }`,
+        value: op.fn === "mean" ? `acc / f32(${len})` : "acc",
+      };
+    }
+    case "bits": {
+      const b = arg(0).type.shape.at(-1) as number;
+      return {
+        pre: `var acc = 0.0;
+  for (var k = 0u; k < ${b}u; k = k + 1u) {
+    if (${rd(0, [...c, "k"])} != 0.0) { acc = acc + f32(1u << k); }
+  }`,
+        value: "acc",
+      };
+    }
+    case "segment_mean": {
+      const rows = dim(arg(0).type.shape[0], slots);
+      const m = (op as { segments: number }).segments;
+      return {
+        pre: `let sz = ${rows} / ${m}u;
+  let k1 = (sz + 1u) * ${m}u - ${rows};
+  let len = select(sz + 1u, sz, ${c[0]} < k1);
+  let first = select(k1 * sz + (${c[0]} - k1) * (sz + 1u), ${c[0]} * sz, ${c[0]} < k1);
+  var acc = 0.0;
+  for (var q = 0u; q < len; q = q + 1u) { acc = acc + ${rd(0, ["first + q", ...c.slice(1)])}; }`,
+        value: "acc / f32(len)",
+      };
+    }
+  }
+  throw new Error(`internal: ${op.op} is not a heavy op`);
+}
+
 /**
  * Reads operand values inside a kernel: a materialized node is a buffer read; an inlined node
  * (elementwise, not materialized by lowering) is expanded into its expression at the requested
@@ -234,6 +416,8 @@ export const READS_BY_COORDINATE = new Set([
  */
 export class Reader {
   bindings: number[];
+  /** WGSL functions of the inlined heavy nodes this reader called, by node id. */
+  fns = new Map<number, string>();
   constructor(
     readonly byId: Map<number, Node>,
     readonly inline: Set<number>,
@@ -252,11 +436,78 @@ export class Reader {
   /** Value of node `id` at coordinates `c` (one u32 WGSL expression per axis). */
   at(id: number, c: string[]): string {
     const n = this.byId.get(id)!;
+    if (this.inline.has(id) && HEAVY.has(n.op.op)) {
+      return `${this.fn(n)}(${["s", ...c].join(", ")})`;
+    }
     if (this.inline.has(id)) return this.expand(n, c);
-    const shape = n.type.shape;
+    if (n.op.op === "scatter_add" && n.op.chunks) {
+      return `${this.partialSum(n, n.op.chunks)}(${["s", ...c].join(", ")})`;
+    }
+    return `${this.buffer(id)}[${this.index(id, c)}]`;
+  }
+
+  /** A table stored as `chunks` partial tables: the function summing them at a coordinate. */
+  partialSum(n: Node, chunks: number): string {
+    const name = `v${n.id}`;
+    if (!this.fns.has(n.id)) {
+      const shape = n.type.shape;
+      const c = shape.map((_, i) => `c${i}`);
+      const st = strides(shape, this.slots);
+      const one = size(shape, this.slots);
+      const at = shape.flatMap((d, i) => (d === 1 ? [] : [`c${i} * ${st[i]}`])).join(" + ") || "0u";
+      const params = ["s: u32", ...c.map((x) => `${x}: u32`)].join(", ");
+      this.fns.set(
+        n.id,
+        `fn ${name}(${params}) -> f32 {
+  let base = s * ${chunks}u * ${one} + ${at};
+  var acc = 0.0;
+  let used = ${usedChunks(dim(this.byId.get(n.args[0])!.type.shape.at(-1)!, this.slots), chunks)};
+  for (var p = 0u; p < used; p = p + 1u) { acc = acc + ${this.buffer(n.id)}[base + p * ${one}]; }
+  return acc;
+}`,
+      );
+    }
+    return name;
+  }
+
+  /** Flat index of a stored node's element at coordinates `c` in the current slice. */
+  index(id: number, c: string[]): string {
+    const shape = this.byId.get(id)!.type.shape;
     const st = strides(shape, this.slots);
     const terms = shape.flatMap((d, i) => (d === 1 ? [] : [`(${c[i]}) * ${st[i]}`]));
-    return `${this.buffer(id)}[s * ${size(shape, this.slots)} + ${terms.join(" + ") || "0u"}]`;
+    return `s * ${size(shape, this.slots)} + ${terms.join(" + ") || "0u"}`;
+  }
+
+  /**
+   * Reading node `id` along axis `axis` (coordinate "k") at the other coordinates of `c`:
+   * `setup` statements and the read expression. A stored operand gets its base index and
+   * stride hoisted out of the loop; an inlined one is expanded per element.
+   */
+  along(id: number, c: string[], axis: number, tag: string): { setup: string; read: string } {
+    if (this.inline.has(id)) return { setup: "", read: this.at(id, c) };
+    const shape = this.byId.get(id)!.type.shape;
+    const base = this.index(id, c.map((x, i) => (i === axis ? "0u" : x)));
+    const stride = shape[axis] === 1 ? "0u" : strides(shape, this.slots)[axis];
+    return {
+      setup: `let base_${tag} = ${base}; let step_${tag} = ${stride};`,
+      read: `${this.buffer(id)}[base_${tag} + k * step_${tag}]`,
+    };
+  }
+
+  /**
+   * An inlined heavy node (a contraction or reduction read once per element by its consumer)
+   * becomes a WGSL function of the slice and coordinates, called where it is read.
+   */
+  fn(n: Node): string {
+    const name = `v${n.id}`;
+    if (!this.fns.has(n.id)) {
+      this.fns.set(n.id, "");
+      const c = n.type.shape.map((_, i) => `c${i}`);
+      const { pre, value } = heavyValue(n, c, this);
+      const params = ["s: u32", ...c.map((x) => `${x}: u32`)].join(", ");
+      this.fns.set(n.id, `fn ${name}(${params}) -> f32 {\n  ${pre}\n  return ${value};\n}`);
+    }
+    return name;
   }
 
   /** Coordinates of an operand of shape `shape` broadcast (right-aligned) into `c`. */
@@ -356,7 +607,7 @@ export function nodeKernels(
     return [
       kernel(
         node,
-        reader.bindings,
+        reader,
         out,
         slots,
         `${coords(out, slots, "r")}\n  out[s * ${outSize} + r] = ${expr};`,
@@ -366,37 +617,15 @@ export function nodeKernels(
   const reader = new Reader(byId, inline, slots);
   const rd = (k: number, c: string[]) => reader.at(node.args[k], c);
   switch (op.op) {
-    case "reduce": {
-      const src = args[0].type.shape;
-      const len = dim(src[op.axis], slots);
-      // Output coordinates → source coordinates, with the reduced axis running over k.
-      const srcCoord = src.map((_, i) => {
-        if (i === op.axis) return "k";
-        return `c${op.keepdims || i < op.axis ? i : i - 1}`;
-      });
-      const init = op.fn === "max"
-        ? f32(-Infinity)
-        : op.fn === "min"
-        ? f32(Infinity)
-        : op.fn === "prod"
-        ? "1.0"
-        : "0.0";
-      const step = op.fn === "max"
-        ? "acc = max(acc, x);"
-        : op.fn === "min"
-        ? "acc = min(acc, x);"
-        : op.fn === "prod"
-        ? "acc = acc * x;"
-        : "acc = acc + x;";
-      const fin = op.fn === "mean" ? `acc / f32(${len})` : "acc";
+    case "reduce":
+    case "dot":
+    case "bits":
+    case "segment_mean": {
+      const { pre, value } = heavyValue(node, cs(out), reader);
       const body = `${coords(out, slots, "r")}
-  var acc = ${init};
-  for (var k = 0u; k < ${len}; k = k + 1u) {
-    let x = ${rd(0, srcCoord)};
-    ${step}
-  }
-  out[s * ${outSize} + r] = ${fin};`;
-      return [kernel(node, reader.bindings, out, slots, body)];
+  ${pre}
+  out[s * ${outSize} + r] = ${value};`;
+      return [kernel(node, reader, out, slots, body)];
     }
     case "softmax":
     case "normalize": {
@@ -425,7 +654,7 @@ export function nodeKernels(
   for (var k = 0u; k < ${len}; k = k + 1u) { out[start + k * ${step}] = ${x} / den; }`;
       return [kernel(
         node,
-        reader.bindings,
+        reader,
         fiber,
         slots,
         `${coords(fiber, slots, "r", "f")}
@@ -491,19 +720,7 @@ export function nodeKernels(
           } }`
         ).join("\n  ")
       }`;
-      return [kernel(node, reader.bindings, tiles, slots, body)];
-    }
-    case "dot": {
-      const [a, b] = [args[0].type.shape, args[1].type.shape];
-      const len = dim(a[a.length - 1], slots);
-      const c = cs(out);
-      const ac = [...Reader.broadcast(a.slice(0, -1), c), "k"];
-      const bc = [...Reader.broadcast(b.slice(0, -1), c), "k"];
-      const body = `${coords(out, slots, "r")}
-  var acc = 0.0;
-  for (var k = 0u; k < ${len}; k = k + 1u) { acc = acc + ${rd(0, ac)} * ${rd(1, bc)}; }
-  out[s * ${outSize} + r] = acc;`;
-      return [kernel(node, reader.bindings, out, slots, body)];
+      return [kernel(node, reader, tiles, slots, body)];
     }
     case "scatter_add": {
       // WGSL has no float atomics. Measured on lavapipe (YOSO, 8 heads, d = 64, n = 2048): a
@@ -511,53 +728,35 @@ export function nodeKernels(
       // (zero the table, then each (key, channel) adds itself with a compare-exchange loop on the
       // f32 bits) is O(n·e) work instead of O(2^tau·n·e). Sums are exact up to f32 rounding in
       // an unspecified order.
+      // One invocation per key reads its code once and adds its channels in turn, so an inlined
+      // code (YOSO's hash bits, contraction included) is computed once per key.
       const idx = args[0].type.shape;
       const vals = args[1].type.shape;
       const g = idx.length - 1;
-      const threads = [...idx, ...vals.slice(1)];
+      if (op.chunks) return [scatterPartials(node, reader, op.chunks)];
+      const threads = idx;
       const c = cs(threads);
       const ost = strides(out, slots);
-      const rest = vals.slice(1).map((_, q) => `c${g + 1 + q} * ${ost[g + 1 + q]}`);
       const lead = idx.slice(0, g).map((_, i) => `c${i} * ${ost[i]}`);
+      const chans = vals.slice(1);
       const zero = kernel(node, [], out, slots, `atomicStore(&out[s * ${outSize} + r], 0u);`, true);
       const body = `${coords(threads, slots, "r")}
-  let code = i32(floor(${rd(0, c.slice(0, g + 1))}));
+  let code = i32(floor(${rd(0, c)}));
   if (code < 0 || code >= ${op.size}) { return; }
-  let v = ${rd(1, [c[g], ...c.slice(g + 1)])};
-  let p = s * ${outSize} + ${[...lead, `u32(code) * ${ost[g]}`, ...rest].join(" + ")};
-  var old = atomicLoad(&out[p]);
-  loop {
-    let swap = atomicCompareExchangeWeak(&out[p], old, bitcast<u32>(bitcast<f32>(old) + v));
-    if (swap.exchanged) { break; }
-    old = swap.old_value;
+  let base = s * ${outSize} + ${[...lead, `u32(code) * ${ost[g]}`].join(" + ")};
+  for (var ch = 0u; ch < ${size(chans, slots)}; ch = ch + 1u) {
+    ${coords(chans, slots, "ch", "h")}
+    let v = ${rd(1, [c[g], ...chans.map((_, q) => `h${q}`)])};
+    let p = base + ch;
+    var old = atomicLoad(&out[p]);
+    loop {
+      let swap = atomicCompareExchangeWeak(&out[p], old, bitcast<u32>(bitcast<f32>(old) + v));
+      if (swap.exchanged) { break; }
+      old = swap.old_value;
+    }
   }`;
-      const add = kernel(node, reader.bindings, threads, slots, body, true);
+      const add = kernel(node, reader, threads, slots, body, true);
       return [zero, { ...add, name: `${add.name}_add` }];
-    }
-    case "segment_mean": {
-      const x = args[0].type.shape;
-      const rows = dim(x[0], slots);
-      const c = cs(out);
-      const body = `${coords(out, slots, "r")}
-  let m = ${op.segments}u;
-  let sz = ${rows} / m;
-  let k1 = (sz + 1u) * m - ${rows};
-  let len = select(sz + 1u, sz, c0 < k1);
-  let first = select(k1 * sz + (c0 - k1) * (sz + 1u), c0 * sz, c0 < k1);
-  var acc = 0.0;
-  for (var q = 0u; q < len; q = q + 1u) { acc = acc + ${rd(0, ["first + q", ...c.slice(1)])}; }
-  out[s * ${outSize} + r] = acc / f32(len);`;
-      return [kernel(node, reader.bindings, out, slots, body)];
-    }
-    case "bits": {
-      const b = args[0].type.shape[args[0].type.shape.length - 1] as number;
-      const body = `${coords(out, slots, "r")}
-  var acc = 0.0;
-  for (var k = 0u; k < ${b}u; k = k + 1u) {
-    if (${rd(0, [...cs(out), "k"])} != 0.0) { acc = acc + f32(1u << k); }
-  }
-  out[s * ${outSize} + r] = acc;`;
-      return [kernel(node, reader.bindings, out, slots, body)];
     }
     case "topk": {
       // One invocation per (row, slot): element e's rank is the number of elements before it
@@ -583,7 +782,7 @@ export function nodeKernels(
     if (u > v || (u == v && j < e)) { rank = rank + 1u; }
   }
   if (rank < ${k}u) { out[ob + rank] = f32(e); }`;
-      return [kernel(node, reader.bindings, [...rowsShape, spanDim], slots, body)];
+      return [kernel(node, reader, [...rowsShape, spanDim], slots, body)];
     }
     case "random": {
       // sizes[1] == 1 means the run overrides every seed with sizes[2].
@@ -598,7 +797,7 @@ export function nodeKernels(
       return [
         kernel(
           node,
-          reader.bindings,
+          reader,
           out,
           slots,
           `let w = philox(r, s + sizes[3], ${seed}, ${op.stream}u);
@@ -642,6 +841,57 @@ export function nodeKernels(
       return [attentionKernel(node, args, slots)];
   }
   throw new Error(`internal: no kernel for ${op.op}`);
+}
+
+/**
+ * scatter_add as partial tables, without atomics: invocation (chunk, group, channel) walks its
+ * block of keys, adding each value into a private table of `size` buckets, then stores the
+ * table. All lanes of a SIMD group share the key sequence (they differ in channel), so the
+ * private table is indexed uniformly. A run uses one table per KEYS_PER_CHUNK keys (up to
+ * `chunks`); readers sum the tables in use (`Reader.partialSum`). Sums have a fixed order, so
+ * results are deterministic. Measured on lavapipe (YOSO, n = 4096, 8 heads): 297 ms against
+ * 709 ms for the compare-exchange scatter; each extra table read costs the consumer ~40%.
+ */
+/** Keys one invocation of a partial-table scatter walks at most (lavapipe's loop budget). */
+export const KEYS_PER_CHUNK = 16384;
+
+/** WGSL: how many of the `chunks` partial tables a run uses, for `rows` keys. */
+function usedChunks(rows: string, chunks: number): string {
+  return `min(${chunks}u, (${rows} + ${KEYS_PER_CHUNK - 1}u) / ${KEYS_PER_CHUNK}u)`;
+}
+
+function scatterPartials(node: Node, reader: Reader, chunks: number): NodeKernel {
+  const slots = reader.slots;
+  const op = node.op as { size: number };
+  const idx = reader.byId.get(node.args[0])!.type.shape;
+  const vals = reader.byId.get(node.args[1])!.type.shape;
+  const out = node.type.shape;
+  const g = idx.length - 1;
+  const groups = idx.slice(0, g), chans = vals.slice(1);
+  const threads: ThreadDim[] = [chunks, ...groups, ...chans];
+  const gc = groups.map((_, i) => `c${i + 1}`);
+  const hc = chans.map((_, i) => `c${g + 1 + i}`);
+  const ost = strides(out, slots);
+  const one = size(out, slots);
+  const rows = dim(idx[g], slots);
+  const lead = gc.map((x, i) => `${x} * ${ost[i]}`);
+  const chanFlat = hc.map((x, i) => `${x} * ${size(chans.slice(i + 1), slots)}`).join(" + ") ||
+    "0u";
+  const body = `${coords(threads as Dim[], slots, "r")}
+  let used = ${usedChunks(rows, chunks)};
+  if (c0 >= used) { return; }
+  let blk = (${rows} + used - 1u) / used;
+  let hi = min(c0 * blk + blk, ${rows});
+  var acc = array<f32, ${op.size}>();
+  for (var j = c0 * blk; j < hi; j = j + 1u) {
+    let code = i32(floor(${reader.at(node.args[0], [...gc, "j"])}));
+    if (code >= 0 && code < ${op.size}) { acc[code] = acc[code] + ${
+    reader.at(node.args[1], ["j", ...hc])
+  }; }
+  }
+  let base = s * ${chunks}u * ${one} + c0 * ${one} + ${[...lead, chanFlat].join(" + ")};
+  for (var b = 0u; b < ${op.size}u; b = b + 1u) { out[base + b * ${ost[g]}] = acc[b]; }`;
+  return kernel(node, reader, threads, slots, body);
 }
 
 /** Names a fused score reads for one tile row. */
@@ -836,6 +1086,7 @@ export function loopKernel(
 @group(0) @binding(0) var<storage, read> sizes: array<u32>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 ${binds.join("\n")}
+${[...reader.fns.values()].join("\n")}
 @compute @workgroup_size(${W})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let s = wid.x;
@@ -868,7 +1119,7 @@ export function copyKernel(
   const value = reader.at(from, shape.map((_, i) => `c${i}`));
   const k = kernel(
     into,
-    reader.bindings,
+    reader,
     shape,
     slots,
     `${coords(shape, slots, "r")}

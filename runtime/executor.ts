@@ -8,7 +8,7 @@ import { CompileError, DeviceError, LimitError } from "../compiler/errors.ts";
 import type { Dim, Graph } from "../compiler/ir.ts";
 import type { ExecPlan, PlannedKernel } from "../compiler/lower.ts";
 import { sizeOf, type Tensor } from "../compiler/tensor.ts";
-import { WORKGROUP } from "../compiler/wgsl.ts";
+import { type ThreadDim, WORKGROUP } from "../compiler/wgsl.ts";
 import { type AcquiredDevice, getDevice } from "./device.ts";
 
 /** Options of `execute`. */
@@ -165,14 +165,16 @@ export async function execute(
         const code = k.specialize ? k.specialize((d) => resolve([d])[0]) : k.wgsl;
         const pipeline = cache.get(code) ?? (await buildPipeline(device, k, code));
         cache.set(code, pipeline);
-        const per = k.threads.reduce<number>((p, d) => {
-          const v = typeof d !== "object"
-            ? resolve([d])[0]
-            : "max" in d
-            ? Math.max(resolve([d.max[0]])[0], d.max[1])
-            : Math.ceil(resolve([d.ceilDiv[0]])[0] / d.ceilDiv[1]);
-          return p * v;
-        }, 1);
+        const count = (threads: ThreadDim[]) =>
+          threads.reduce<number>((p, d) => {
+            const v = typeof d !== "object"
+              ? resolve([d])[0]
+              : "max" in d
+              ? Math.max(resolve([d.max[0]])[0], d.max[1])
+              : Math.ceil(resolve([d.ceilDiv[0]])[0] / d.ceilDiv[1]);
+            return p * v;
+          }, 1);
+        const per = k.parts ? k.parts.reduce((sum, p) => sum + count(p), 0) : count(k.threads);
         const total = per * slices;
         if (total === 0) continue;
         const groups = k.workgroupPerSlice ? slices : Math.ceil(total / WORKGROUP);
@@ -180,8 +182,10 @@ export async function execute(
         const y = Math.ceil(groups / x);
         const entries: GPUBindGroupEntry[] = [
           { binding: 0, resource: { buffer: sizesBuf } },
-          { binding: 1, resource: { buffer: buffers[k.write] } },
-          ...k.readBuffers.map((b, i) => ({ binding: i + 2, resource: { buffer: buffers[b] } })),
+          ...(k.bindings ?? [k.write, ...k.readBuffers]).map((b, i) => ({
+            binding: i + 1,
+            resource: { buffer: buffers[b] },
+          })),
         ];
         if (querySet) {
           // One pass per kernel, so each can carry its own begin/end timestamps.

@@ -13,7 +13,7 @@ export function reassociate(graph: Graph): Graph {
   const uses = new Map<number, number>();
   for (const n of byId.values()) {
     for (const a of n.args) uses.set(a, (uses.get(a) ?? 0) + 1);
-    if (n.op.op === "loop") for (const r of n.op.results) uses.set(r, (uses.get(r) ?? 0) + 1);
+    if (n.op.op === "loop") { for (const r of n.op.results) uses.set(r, (uses.get(r) ?? 0) + 1); }
   }
   uses.set(graph.output, (uses.get(graph.output) ?? 0) + 1);
   let next = Math.max(...byId.keys()) + 1;
