@@ -4,13 +4,11 @@
  * unrolled). It knows no device: the runtime executes the plan as it is.
  */
 import { type Dim, type Graph, type InputDecl, type Node, nodesById, typicalSizes } from "./ir.ts";
+import { ARENA, findRegions, outerDeps, type Region, regionKernel } from "./region.ts";
 import {
-  copyKernel,
   ELEMENTWISE,
   HEAVY,
   KEYS_PER_CHUNK,
-  LOOP_WORKGROUP,
-  loopKernel,
   mergeKernels,
   type NodeKernel,
   nodeKernels,
@@ -35,8 +33,8 @@ export interface PlannedKernel extends NodeKernel {
 
 /** Everything the runtime needs to run a program. Buffer shapes are per (batch, head) slice. */
 export interface ExecPlan {
-  /** Every buffer with its per-slice shape. */
-  buffers: { id: number; shape: Dim[] }[];
+  /** Every buffer with its per-slice shape (an arena: the arrays it holds back to back). */
+  buffers: { id: number; shape: Dim[]; parts?: Dim[][] }[];
   /** Dispatches in order. */
   kernels: PlannedKernel[];
   /** Which buffer each input is uploaded to. */
@@ -45,6 +43,12 @@ export interface ExecPlan {
   output: number;
   /** Conditions on sizes checked before a run (the interpreter checks the same while running). */
   guards: { node: Node; rows: Dim; min: number; what: string; hint: string }[];
+  /**
+   * Random draws whose arguments are constants and whose size does not grow with the sequence
+   * (projection matrices like YOSO's hyperplanes): values of the seed alone, drawn on the host
+   * with the same Philox bits as the interpreter and uploaded with the inputs, not dispatched.
+   */
+  hostDraws: { buffer: number; node: Node; seed: number; hi?: number }[];
   /**
    * Slot of each size symbol in the sizes buffer. Slots 0–3 hold the slices in this run, the
    * seed-override flag, the seed, and the index of the first slice (runs may be split).
@@ -63,13 +67,14 @@ export interface LowerOptions {
   /** Storage buffers a merged dispatch may bind, the sizes table included (default 8, WebGPU's default limit). */
   maxStorageBuffers?: number;
   /**
-   * Run small `repeat` loops as one single-workgroup kernel each (default false). It cuts the
-   * Nyström pinv from 24 dispatches to 2, but on lavapipe it measured slower (n = 2048, 8 heads:
-   * 390 ms vs 215 ms a run), since one workgroup per slice uses less of the CPU than tiled
-   * per-op matmuls. Worth enabling where dispatch overhead dominates (real GPUs).
+   * Compute connected sets of small values (and the `repeat` loops over them) as one
+   * single-workgroup dispatch each (default true; see region.ts).
    */
-  loopKernels?: boolean;
+  regions?: boolean;
 }
+
+/** Largest host-drawn random tensor, in elements at typical sizes. */
+const HOST_DRAW_ELEMENTS = 1 << 16;
 
 /** Ops that only move elements. */
 const LAYOUT = new Set(["transpose", "reshape", "broadcast"]);
@@ -131,8 +136,7 @@ export function inlinedNodes(graph: Graph, byId: Map<number, Node>): Set<number>
   const kernelReads = (c: Node, k: number): number => {
     const a = arg(c, k);
     switch (c.op.op) {
-      case "softmax":
-      case "normalize":
+      case "softmax": // a max pass, then an exp pass that keeps its values in the output
         return 2 * elems(a);
       case "matmul": {
         const [m, n] = c.type.shape.slice(-2).map(size);
@@ -226,7 +230,15 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
   const byId = partialTables(graph, nodesById(graph));
   const inline = options.fuseElementwise === false ? new Set<number>() : inlinedNodes(graph, byId);
   const slots: SymbolSlots = new Map(Object.keys(graph.symbols).map((s, i) => [s, i + 4]));
-  const plan: ExecPlan = { buffers: [], kernels: [], inputs: [], output: -1, slots, guards: [] };
+  const plan: ExecPlan = {
+    buffers: [],
+    kernels: [],
+    inputs: [],
+    output: -1,
+    slots,
+    guards: [],
+    hostDraws: [],
+  };
   const env = new Map<number, number>();
   const loopValues = new Map<number, number[]>();
   const newBuffer = (shape: Dim[]) => {
@@ -254,7 +266,6 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
           emit(n);
           break;
         case "loop": {
-          if (options.loopKernels === true && smallLoop(n)) break;
           let carried = n.args.map((a) => env.get(a)!);
           for (let it = 0; it < n.op.count; it++) {
             for (const b of n.op.body) {
@@ -271,65 +282,45 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
           break;
         case "carry":
           break;
+        case "random":
+          if (inline.has(n.id)) break;
+          if (hostDraw(n)) break;
+          emit(n);
+          break;
         default:
           if (!inline.has(n.id)) emit(n);
       }
     }
   };
-  /** Try to run a whole loop as one kernel (small static shapes, few loop trips, ≤ 8 buffers). */
-  const smallLoop = (n: Node): boolean => {
-    if (n.op.op !== "loop") return false;
-    const body = n.op.body.filter((b) => b.op.op !== "carry");
-    const carries = n.op.body.filter((b) => b.op.op === "carry");
-    const stored = body.filter((b) => !inline.has(b.id));
-    const numeric = (b: Node) => b.type.shape.every((d) => typeof d === "number");
-    if (!stored.every((b) => ELEMENTWISE.has(b.op.op) || b.op.op === "matmul")) return false;
-    if (![...stored, ...carries].every(numeric)) return false;
-    const elems = (b: Node) => (b.type.shape as number[]).reduce((p, d) => p * d, 1);
-    const perPhase = (b: Node) => {
-      const k = b.op.op === "matmul" ? byId.get(b.args[0])!.type.shape.at(-1) as number : 1;
-      return Math.ceil(elems(b) / LOOP_WORKGROUP) * k;
-    };
-    const trips = n.op.count * [...stored, ...carries].reduce((t, b) => t + perPhase(b), 0);
-    // lavapipe cuts an invocation off after 65,535 loop iterations in total: stay well below.
-    if (trips > 40_000) return false;
-    const order = carries.map((c) => c.op.op === "carry" ? c.op.index : 0);
-    const inits = order.map((i) => n.args[i]);
-    const results = order.map((i) => n.op.op === "loop" ? n.op.results[i] : 0);
-    if (!inits.every((i) => env.has(i) || inline.has(i))) return false;
-    const k = loopKernel(n, stored, carries, results, byId, inline, slots);
-    if (k.reads.length + 2 > 8) return false;
-    const dummy = newBuffer([1]);
-    carries.forEach((c, i) => {
-      const buffer = newBuffer(c.type.shape);
-      const init = copyKernel(c, inits[i], byId, inline, slots);
-      plan.kernels.push({
-        ...init,
-        write: buffer,
-        readBuffers: init.reads.map((r) => env.get(r)!),
-      });
-      env.set(c.id, buffer);
+  const size = typicalSizes(graph);
+  const hostDraw = (n: Node): boolean => {
+    const args = n.args.map((a) => byId.get(a)!);
+    if (n.op.op !== "random" || !args.every((a) => a.op.op === "const")) return false;
+    if (n.type.shape.reduce<number>((p, d) => p * size(d), 1) > HOST_DRAW_ELEMENTS) return false;
+    const value = (a: Node) => (a.op.op === "const" ? a.op.value : 0);
+    const buffer = newBuffer(n.type.shape);
+    plan.hostDraws.push({
+      buffer,
+      node: n,
+      seed: value(args[0]),
+      hi: args[1] ? Math.floor(value(args[1])) : undefined,
     });
-    for (const b of stored) env.set(b.id, newBuffer(b.type.shape));
-    plan.kernels.push({ ...k, write: dummy, readBuffers: k.reads.map((r) => env.get(r)!) });
-    const byIndex = new Map(
-      carries.map((c) => [c.op.op === "carry" ? c.op.index : 0, env.get(c.id)!]),
-    );
-    loopValues.set(n.id, n.op.results.map((_, i) => byIndex.get(i)!));
+    env.set(n.id, buffer);
     return true;
   };
+  const guardSegments = (n: Node) => {
+    if (n.op.op !== "segment_mean") return;
+    const m = n.op.segments;
+    plan.guards.push({
+      node: n,
+      rows: byId.get(n.args[0])!.type.shape[0],
+      min: m,
+      what: `segment_mean: ${m} segments but only {rows} rows`,
+      hint: `use at most {rows} segments (landmarks ≤ n)`,
+    });
+  };
   const emit = (n: Node) => {
-    const args = n.args.map((a) => byId.get(a)!);
-    if (n.op.op === "segment_mean") {
-      const m = n.op.segments;
-      plan.guards.push({
-        node: n,
-        rows: args[0].type.shape[0],
-        min: m,
-        what: `segment_mean: ${m} segments but only {rows} rows`,
-        hint: `use at most {rows} segments (landmarks ≤ n)`,
-      });
-    }
+    if (n.op.op === "segment_mean") guardSegments(n);
     const self = byId.get(n.id)!;
     const chunks = self.op.op === "scatter_add" ? self.op.chunks : undefined;
     const write = newBuffer(chunks ? [chunks, ...n.type.shape] : n.type.shape);
@@ -338,7 +329,46 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
     }
     env.set(n.id, write);
   };
-  visit(graph.nodes);
+  const regions = options.regions === false || options.fuseElementwise === false
+    ? []
+    : findRegions(graph, byId, inline, size, slots);
+  const emitRegion = (region: Region) => {
+    for (const n of region.nodes) if (n.op.op === "segment_mean") guardSegments(n);
+    const k = regionKernel(region, byId, inline, slots);
+    for (const id of region.outputs) env.set(id, newBuffer(byId.get(id)!.type.shape));
+    const arena = plan.buffers.push({ id: plan.buffers.length, shape: [], parts: k.arena }) - 1;
+    const bindings = k.reads.map((key) => (key === ARENA ? arena : env.get(key)!));
+    plan.kernels.push({
+      ...k,
+      write: arena,
+      readBuffers: bindings.filter((b) => b !== arena),
+      bindings,
+    });
+  };
+  // Top-level nodes in order, each region contracted to one item placed after all it reads.
+  const regionOf = new Map(regions.flatMap((r) => r.nodes.map((n) => [n.id, r] as const)));
+  const items = graph.nodes.flatMap((n): (Node | Region)[] => {
+    const r = regionOf.get(n.id);
+    return r === undefined ? [n] : r.nodes[0] === n ? [r] : [];
+  });
+  const done = new Set<number>(graph.nodes.filter((n) => n.op.op === "input").map((n) => n.id));
+  const ready = (it: Node | Region) =>
+    ("nodes" in it ? it.nodes : [it]).every((n) =>
+      outerDeps(n).every((a) => done.has(a) || regionOf.get(a) === it || !topLevel.has(a))
+    );
+  const topLevel = new Set(graph.nodes.map((n) => n.id));
+  const pending = [...items];
+  while (pending.length) {
+    const i = pending.findIndex(ready);
+    const it = pending.splice(i < 0 ? 0 : i, 1)[0];
+    if ("nodes" in it) {
+      emitRegion(it);
+      it.nodes.forEach((n) => done.add(n.id));
+    } else {
+      visit([it]);
+      done.add(it.id);
+    }
+  }
   plan.output = env.get(graph.output)!;
   if (options.mergeKernels !== false && options.fuseElementwise !== false) {
     plan.kernels = schedule(plan.kernels, slots, options.maxStorageBuffers ?? 8);

@@ -41,14 +41,14 @@ export const WORKGROUP = 64;
 /** Maps size symbols to their slot in the sizes buffer. */
 export type SymbolSlots = Map<string, number>;
 
-function dim(d: Dim, slots: SymbolSlots): string {
+export function dim(d: Dim, slots: SymbolSlots): string {
   if (typeof d === "number") return `${d}u`;
   const k = slots.get(d);
   if (k === undefined) throw new Error(`internal: size symbol ${d} has no slot`);
   return `sizes[${k}]`;
 }
 
-function size(shape: ThreadDim[], slots: SymbolSlots): string {
+export function size(shape: ThreadDim[], slots: SymbolSlots): string {
   const f = (d: ThreadDim) =>
     typeof d !== "object"
       ? dim(d, slots)
@@ -59,12 +59,12 @@ function size(shape: ThreadDim[], slots: SymbolSlots): string {
 }
 
 /** Row-major strides of `shape`, as WGSL expressions. */
-function strides(shape: Dim[], slots: SymbolSlots): string[] {
+export function strides(shape: Dim[], slots: SymbolSlots): string[] {
   return shape.map((_, i) => size(shape.slice(i + 1), slots));
 }
 
 /** `let c0 = ...; let c1 = ...;` decomposing `flat` over `shape`. */
-function coords(shape: Dim[], slots: SymbolSlots, flat: string, prefix = "c"): string {
+export function coords(shape: Dim[], slots: SymbolSlots, flat: string, prefix = "c"): string {
   const lines = [`var rem_${prefix} = ${flat};`];
   for (let i = shape.length - 1; i >= 0; i--) {
     const d = dim(shape[i], slots);
@@ -73,7 +73,7 @@ function coords(shape: Dim[], slots: SymbolSlots, flat: string, prefix = "c"): s
   return lines.join("\n  ");
 }
 
-function f32(x: number): string {
+export function f32(x: number): string {
   if (x === Infinity) return "bitcast<f32>(0x7f800000u)";
   if (x === -Infinity) return "bitcast<f32>(0xff800000u)";
   if (Number.isNaN(x)) return "bitcast<f32>(0x7fc00000u)";
@@ -322,7 +322,7 @@ export const HEAVY = new Set(["matmul", "dot", "reduce", "bits", "segment_mean"]
  * Statements and the final expression computing a HEAVY node's value at coordinates `c`,
  * reading operands through `reader` (shared by the node's own kernel and its inlined function).
  */
-function heavyValue(n: Node, c: string[], reader: Reader): { pre: string; value: string } {
+export function heavyValue(n: Node, c: string[], reader: Reader): { pre: string; value: string } {
   const slots = reader.slots;
   const arg = (k: number) => reader.byId.get(n.args[k])!;
   const rd = (k: number, at: string[]) => reader.at(n.args[k], at);
@@ -409,6 +409,39 @@ function heavyValue(n: Node, c: string[], reader: Reader): { pre: string; value:
 }
 
 /**
+ * softmax or normalize of one fiber along the node's axis, at fiber coordinates f0, f1, ...
+ * (the other axes in order), writing `target[base + ...]`. The operand is read twice for
+ * softmax (max, then exp) and once for normalize (its values wait in the target).
+ */
+export function rowwiseBody(n: Node, reader: Reader, target: string, base: string): string {
+  const slots = reader.slots;
+  const op = n.op as { op: "softmax" | "normalize"; axis: number };
+  const out = n.type.shape;
+  const st = strides(out, slots);
+  const len = dim(out[op.axis], slots);
+  const fc = out.map((_, i) => (i === op.axis ? "k" : `f${i < op.axis ? i : i - 1}`));
+  const startTerms = fc.flatMap((x, i) => (i === op.axis ? [] : [`${x} * ${st[i]}`]));
+  const at = (k: string) => `${target}[start + ${k} * ${st[op.axis]}]`;
+  const x = reader.at(n.args[0], fc);
+  const body = op.op === "softmax"
+    ? `var m = ${f32(-Infinity)};
+  for (var k = 0u; k < ${len}; k = k + 1u) { m = max(m, ${x}); }
+  if (m == ${f32(-Infinity)}) {
+    for (var k = 0u; k < ${len}; k = k + 1u) { ${at("k")} = 0.0; }
+  } else {
+    var z = 0.0;
+    for (var k = 0u; k < ${len}; k = k + 1u) { let e = exp(${x} - m); ${at("k")} = e; z = z + e; }
+    for (var k = 0u; k < ${len}; k = k + 1u) { ${at("k")} = ${at("k")} / z; }
+  }`
+    : `var q = 0.0;
+  for (var k = 0u; k < ${len}; k = k + 1u) { let x = ${x}; ${at("k")} = x; q = q + x * x; }
+  let den = max(sqrt(q), 1e-12);
+  for (var k = 0u; k < ${len}; k = k + 1u) { ${at("k")} = ${at("k")} / den; }`;
+  return `let start = ${base} + ${startTerms.join(" + ") || "0u"};
+  ${body}`;
+}
+
+/**
  * Reads operand values inside a kernel: a materialized node is a buffer read; an inlined node
  * (elementwise, not materialized by lowering) is expanded into its expression at the requested
  * coordinates, recursively. This is elementwise fusion: chains of maps, broadcasts, transposes
@@ -418,6 +451,11 @@ export class Reader {
   bindings: number[];
   /** WGSL functions of the inlined heavy nodes this reader called, by node id. */
   fns = new Map<number, string>();
+  /**
+   * Values stored somewhere other than their own buffer (a region's arena, or a buffer keyed by
+   * another node): the binding key, the offset within a slice, and the slice stride.
+   */
+  placed = new Map<number, { key: number; offset: string; stride: string }>();
   constructor(
     readonly byId: Map<number, Node>,
     readonly inline: Set<number>,
@@ -443,7 +481,7 @@ export class Reader {
     if (n.op.op === "scatter_add" && n.op.chunks) {
       return `${this.partialSum(n, n.op.chunks)}(${["s", ...c].join(", ")})`;
     }
-    return `${this.buffer(id)}[${this.index(id, c)}]`;
+    return `${this.buffer(this.placed.get(id)?.key ?? id)}[${this.index(id, c)}]`;
   }
 
   /** A table stored as `chunks` partial tables: the function summing them at a coordinate. */
@@ -475,7 +513,9 @@ export class Reader {
     const shape = this.byId.get(id)!.type.shape;
     const st = strides(shape, this.slots);
     const terms = shape.flatMap((d, i) => (d === 1 ? [] : [`(${c[i]}) * ${st[i]}`]));
-    return `s * ${size(shape, this.slots)} + ${terms.join(" + ") || "0u"}`;
+    const p = this.placed.get(id);
+    const base = p ? `s * ${p.stride} + ${p.offset}` : `s * ${size(shape, this.slots)}`;
+    return `${base} + ${terms.join(" + ") || "0u"}`;
   }
 
   /**
@@ -490,7 +530,7 @@ export class Reader {
     const stride = shape[axis] === 1 ? "0u" : strides(shape, this.slots)[axis];
     return {
       setup: `let base_${tag} = ${base}; let step_${tag} = ${stride};`,
-      read: `${this.buffer(id)}[base_${tag} + k * step_${tag}]`,
+      read: `${this.buffer(this.placed.get(id)?.key ?? id)}[base_${tag} + k * step_${tag}]`,
     };
   }
 
@@ -631,36 +671,8 @@ export function nodeKernels(
     case "normalize": {
       // One invocation per fiber along `axis`: threads over the shape with that axis removed.
       const fiber = out.filter((_, i) => i !== op.axis);
-      const st = strides(out, slots);
-      const len = dim(out[op.axis], slots);
-      const fc = out.map((_, i) => (i === op.axis ? "k" : `f${i < op.axis ? i : i - 1}`));
-      const startTerms = fc.flatMap((x, i) => (i === op.axis ? [] : [`${x} * ${st[i]}`]));
-      const start = `s * ${outSize} + ${startTerms.join(" + ") || "0u"}`;
-      const step = st[op.axis];
-      const x = rd(0, fc);
-      const body = op.op === "softmax"
-        ? `var m = ${f32(-Infinity)};
-  for (var k = 0u; k < ${len}; k = k + 1u) { m = max(m, ${x}); }
-  if (m == ${f32(-Infinity)}) {
-    for (var k = 0u; k < ${len}; k = k + 1u) { out[start + k * ${step}] = 0.0; }
-    return;
-  }
-  var z = 0.0;
-  for (var k = 0u; k < ${len}; k = k + 1u) { let e = exp(${x} - m); out[start + k * ${step}] = e; z = z + e; }
-  for (var k = 0u; k < ${len}; k = k + 1u) { out[start + k * ${step}] = out[start + k * ${step}] / z; }`
-        : `var q = 0.0;
-  for (var k = 0u; k < ${len}; k = k + 1u) { let x = ${x}; q = q + x * x; }
-  let den = max(sqrt(q), 1e-12);
-  for (var k = 0u; k < ${len}; k = k + 1u) { out[start + k * ${step}] = ${x} / den; }`;
-      return [kernel(
-        node,
-        reader,
-        fiber,
-        slots,
-        `${coords(fiber, slots, "r", "f")}
-  let start = ${start};
-  ${body}`,
-      )];
+      const body = rowwiseBody(node, reader, "out", `s * ${outSize}`);
+      return [kernel(node, reader, fiber, slots, `${coords(fiber, slots, "r", "f")}\n  ${body}`)];
     }
     case "matmul": {
       // A TILE×TILE block of outputs per invocation: each loaded a and b element is used
@@ -1014,116 +1026,4 @@ function attentionKernel(node: Node, args: Node[], slots: SymbolSlots): NodeKern
     reads: node.args,
     specialize: (sz) => render(sz(a.type.shape[1]), sz(v.type.shape[1])),
   };
-}
-
-/** Invocations of the one workgroup that runs a whole small `repeat` loop for one slice. */
-export const LOOP_WORKGROUP = 256;
-
-/**
- * A whole `repeat` loop over small, statically shaped values as one dispatch: one workgroup per
- * slice runs every iteration, each stored value a phase in which the workgroup's invocations
- * share the elements, with storage barriers between phases. This is the Nyström pinv's shape:
- * m×m matmuls and elementwise updates, 6 iterations, no round trips to the host.
- * `stored` are the body values that get buffers (in order); `carries[i]` is the carry node of
- * carried value i and `results[i]` its value after an iteration. Initial values are copied into
- * the carries' buffers by `copyKernel` dispatches before this one.
- */
-export function loopKernel(
-  loop: Node,
-  stored: Node[],
-  carries: Node[],
-  results: number[],
-  byId: Map<number, Node>,
-  inline: Set<number>,
-  slots: SymbolSlots,
-): NodeKernel {
-  const count = (loop.op as { count: number }).count;
-  const reader = new Reader(byId, inline, slots);
-  const W = LOOP_WORKGROUP;
-  const phase = (n: Node, value: (c: string[]) => string) => {
-    const shape = n.type.shape;
-    const c = shape.map((_, i) => `c${i}`);
-    const buf = reader.buffer(n.id);
-    return `for (var e = lid; e < ${size(shape, slots)}; e = e + ${W}u) {
-      ${coords(shape, slots, "e")}
-      ${buf}[s * ${size(shape, slots)} + e] = ${value(c)};
-    }
-    storageBarrier();
-    workgroupBarrier();`;
-  };
-  // Matmul phases accumulate in a local loop; emit them as explicit code instead of one expression.
-  const matmulPhase = (n: Node) => {
-    const [a, b] = [byId.get(n.args[0])!, byId.get(n.args[1])!];
-    const shape = n.type.shape;
-    const r = shape.length;
-    const c = shape.map((_, i) => `c${i}`);
-    const inner = dim(a.type.shape[a.type.shape.length - 1], slots);
-    const ac = [...Reader.broadcast(a.type.shape.slice(0, -2), c.slice(0, -2)), c[r - 2], "k"];
-    const bc = [...Reader.broadcast(b.type.shape.slice(0, -2), c.slice(0, -2)), "k", c[r - 1]];
-    const buf = reader.buffer(n.id);
-    return `for (var e = lid; e < ${size(shape, slots)}; e = e + ${W}u) {
-      ${coords(shape, slots, "e")}
-      var acc = 0.0;
-      for (var k = 0u; k < ${inner}; k = k + 1u) { acc = acc + ${reader.at(a.id, ac)} * ${
-      reader.at(b.id, bc)
-    }; }
-      ${buf}[s * ${size(shape, slots)} + e] = acc;
-    }
-    storageBarrier();
-    workgroupBarrier();`;
-  };
-  const body = stored.map((
-    n,
-  ) => (n.op.op === "matmul" ? matmulPhase(n) : phase(n, (c) => reader.expand(n, c))))
-    .join("\n    ");
-  const copies = carries.map((cn, i) =>
-    results[i] === cn.id ? "" : phase(cn, (c) => reader.at(results[i], c))
-  ).filter((x) => x).join("\n    ");
-  const binds = reader.bindings.map((_, i) =>
-    `@group(0) @binding(${i + 2}) var<storage, read_write> a${i}: array<f32>;`
-  );
-  const wgsl = `// %${loop.id} repeat ${count}: the whole loop in one workgroup per slice
-@group(0) @binding(0) var<storage, read> sizes: array<u32>;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
-${binds.join("\n")}
-${[...reader.fns.values()].join("\n")}
-@compute @workgroup_size(${W})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let s = wid.x;
-  for (var it = 0u; it < ${count}u; it = it + 1u) {
-    ${body}
-    ${copies}
-  }
-  if (lid == 0u && s == 0u) { out[0] = f32(sizes[0]); } // keeps every binding in the layout
-}
-`;
-  return {
-    name: `repeat_${loop.id}`,
-    wgsl,
-    threads: [],
-    reads: reader.bindings,
-    workgroupPerSlice: true,
-  };
-}
-
-/** A kernel that copies `from` (stored or inlined) into the buffer of `into`, same shape. */
-export function copyKernel(
-  into: Node,
-  from: number,
-  byId: Map<number, Node>,
-  inline: Set<number>,
-  slots: SymbolSlots,
-): NodeKernel {
-  const reader = new Reader(byId, inline, slots);
-  const shape = into.type.shape;
-  const value = reader.at(from, shape.map((_, i) => `c${i}`));
-  const k = kernel(
-    into,
-    reader,
-    shape,
-    slots,
-    `${coords(shape, slots, "r")}
-  out[s * ${size(shape, slots)} + r] = ${value};`,
-  );
-  return { ...k, name: `init_${into.id}` };
 }

@@ -4,6 +4,7 @@
  * device. Shader and validation errors surface as `DeviceError`s quoting the WGSL line.
  */
 import { bindInputs } from "../compiler/bind.ts";
+import { fillRandom } from "../compiler/rng.ts";
 import { CompileError, DeviceError, LimitError } from "../compiler/errors.ts";
 import type { Dim, Graph } from "../compiler/ir.ts";
 import type { ExecPlan, PlannedKernel } from "../compiler/lower.ts";
@@ -60,6 +61,8 @@ export async function execute(
   const { device, facts } = options.device ?? (await getDevice());
   const slices = sizeOf(batch);
   const resolve = (shape: Dim[]) => shape.map((d) => (typeof d === "number" ? d : bound.get(d)!));
+  const elements = (b: ExecPlan["buffers"][number]) =>
+    b.parts ? b.parts.reduce((t, p) => t + sizeOf(resolve(p)), 0) : sizeOf(resolve(b.shape));
   for (const g of plan.guards) {
     const rows = resolve([g.rows])[0];
     if (rows < g.min) {
@@ -77,12 +80,10 @@ export async function execute(
   const limit = options.maxBindingBytes ?? facts.limits.maxStorageBufferBindingSize;
   const perSlice = Math.max(
     4,
-    ...plan.buffers.map((b) => sizeOf(resolve(b.shape)) * 4),
+    ...plan.buffers.map((b) => elements(b) * 4),
   );
   if (perSlice > limit) {
-    const worst = plan.buffers.reduce((w, b) =>
-      sizeOf(resolve(b.shape)) > sizeOf(resolve(w.shape)) ? b : w
-    );
+    const worst = plan.buffers.reduce((w, b) => elements(b) > elements(w) ? b : w);
     throw new LimitError(
       `one slice's [${worst.shape.join(", ")}] value needs ${perSlice} bytes, over this device's ` +
         `maxStorageBufferBindingSize of ${limit} bytes; use a shorter sequence or smaller sizes`,
@@ -137,7 +138,7 @@ export async function execute(
       const sizesBuf = make(sizes.byteLength, storage, "the sizes table");
       device.queue.writeBuffer(sizesBuf, 0, sizes);
       const buffers = plan.buffers.map((b) => {
-        const count = slices * sizeOf(resolve(b.shape));
+        const count = slices * elements(b);
         const buf = make(count * 4, storage, `a [${b.shape.join(", ")}] value × ${slices} slices`);
         if (options.poison) {
           device.queue.writeBuffer(buf, 0, new Float32Array(Math.max(4, count)).fill(NaN));
@@ -149,6 +150,25 @@ export async function execute(
         const data = new Float32Array(Math.max(per * slices, 4));
         const view = perInput.get(decl.name)!;
         for (let s = 0; s < slices; s++) data.set(view(first + s).data, s * per);
+        device.queue.writeBuffer(buffers[buffer], 0, data);
+      }
+      for (const { buffer, node, seed, hi } of plan.hostDraws) {
+        if (node.op.op !== "random") continue;
+        const per = sizeOf(resolve(node.type.shape));
+        const data = new Float32Array(Math.max(per * slices, 4));
+        const one = new Float64Array(per);
+        if (hi !== undefined && !(hi >= 1)) {
+          throw new CompileError(
+            `randint: hi must be at least 1, got ${hi}`,
+            node.span ?? { start: 0, end: 0 },
+            graph.source,
+            graph.file,
+          );
+        }
+        for (let s = 0; s < slices; s++) {
+          const stream = { seed: options.seed ?? seed, stream: node.op.stream, slice: first + s };
+          data.set(fillRandom(one, node.op.kind, stream, hi), s * per);
+        }
         device.queue.writeBuffer(buffers[buffer], 0, data);
       }
       const cache = pipelines.get(device) ?? new Map<string, GPUComputePipeline>();

@@ -155,28 +155,27 @@ Deno.test({
 });
 
 Deno.test({
-  name: "loop kernel: Nyström's pinv loop as one workgroup kernel agrees with the interpreter",
+  name: "region: Nyström's landmarks, softmax and pinv loop run as one workgroup kernel and agree",
   ignore: adapter === undefined,
   fn: async () => {
-    const { lowerGraph } = await import("../compiler/lower.ts");
-    const { execute } = await import("../runtime/executor.ts");
-    for (const [n, m] of [[65, 8], [257, 64]]) {
+    for (const [n, m, d] of [[65, 8, 16], [257, 64, 16], [1000, 64, 80]]) {
       const p = compileSync(load("nystrom.attn"), { params: { landmarks: m } });
-      const plan = lowerGraph(p.optimized, { loopKernels: true });
+      const plan = p.plan();
+      const region = plan.kernels.find((k) => k.name.startsWith("region_"));
+      assert.ok(region, "the small values became one kernel");
       assert.ok(
-        plan.kernels.some((k) => k.name.startsWith("repeat_")),
-        "the loop became one kernel",
+        !plan.kernels.some((k) => /matmul_(50|63|65|67)/.test(k.name)),
+        "no per-iteration matmuls",
       );
-      assert.ok(!plan.kernels.some((k) => k.name === "matmul_50"), "no per-iteration matmuls");
       const x = {
-        q: randomTensor([2, n, 16], { seed: n }),
-        k: randomTensor([2, n, 16], { seed: n + 1 }),
+        q: randomTensor([2, n, d], { seed: n }),
+        k: randomTensor([2, n, d], { seed: n + 1 }),
         v: randomTensor([2, n, 8], { seed: n + 2 }),
       };
       const want = await p.run(x);
-      const { output } = await execute(p.optimized, plan, x, { poison: true });
+      const { output } = await p.profile(x, { poison: true });
       const err = relativeError(output, want);
-      assert.ok(err < 1e-5, `n=${n} m=${m}: ${err}`);
+      assert.ok(err < 1e-5, `n=${n} m=${m} d=${d}: ${err}`);
     }
   },
 });
