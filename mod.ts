@@ -60,6 +60,11 @@ export interface CompileOptions {
   file?: string;
   /** Fuse (default true); false gives the baseline of one kernel per IR node, no fusion at all. */
   fuse?: boolean;
+  /**
+   * Run connected small values (landmark matrices, pinv loops) as one workgroup-per-slice
+   * dispatch each (default true).
+   */
+  regions?: boolean;
 }
 
 /** Options of `Program.run`. */
@@ -117,11 +122,12 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
     : optimize(graph);
   let plan: ExecPlan | undefined;
   const fuseElementwise = options.fuse !== false;
+  const lowering = { fuseElementwise, regions: options.regions };
   return {
     graph,
     async run(inputs: Record<string, Tensor>, runOptions: RunOptions = {}): Promise<Tensor> {
       if ((runOptions.backend ?? "interp") === "gpu") {
-        plan ??= lowerGraph(optimized, { fuseElementwise });
+        plan ??= lowerGraph(optimized, lowering);
         const { output } = await execute(optimized, plan, inputs, {
           seed: runOptions.seed,
           poison: runOptions.poison,
@@ -132,7 +138,7 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
     },
     optimized,
     profile(inputs: Record<string, Tensor>, runOptions: RunOptions = {}) {
-      plan ??= lowerGraph(optimized, { fuseElementwise });
+      plan ??= lowerGraph(optimized, lowering);
       return execute(optimized, plan, inputs, {
         seed: runOptions.seed,
         poison: runOptions.poison,
@@ -140,10 +146,10 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
       });
     },
     plan(): ExecPlan {
-      return plan ??= lowerGraph(optimized, { fuseElementwise });
+      return plan ??= lowerGraph(optimized, lowering);
     },
     explain(options: { wgsl?: boolean } = {}): string {
-      plan ??= lowerGraph(optimized, { fuseElementwise });
+      plan ??= lowerGraph(optimized, lowering);
       const kernels = plan.kernels.map((k, i) =>
         `  ${String(i).padStart(3)}  ${k.name.padEnd(22)} threads/slice ${
           (k.parts ?? [k.threads]).map((p) =>

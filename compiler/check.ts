@@ -102,6 +102,7 @@ export const BUILTINS: Record<string, string> = {
   scatter_add: "scatter_add(index, values, size)",
   bits: "bits(x)",
   topk: "topk(x, k)",
+  concat: "concat(a, b)  (rows of a, then rows of b; b may be a single row)",
   eye: "eye(size)",
   zeros: "zeros(shape)",
   ones: "ones(shape)",
@@ -1086,6 +1087,75 @@ class Checker {
           dtype: "int",
           shape: [...x.type.shape.slice(0, -1), k],
         }, e.span);
+      }
+      case "concat": {
+        // Sugar: out[j] = where(j < A, a[j], b[j − A]) over A + B rows (reads outside give 0).
+        const x = a.tensor(0, "a");
+        let y = a.tensor(1, "b");
+        a.done();
+        this.noGrid(scope, e);
+        if (x.type.shape.length < 1) this.fail("concat needs a tensor of rank ≥ 1 first", e.span);
+        if (y.type.shape.length === x.type.shape.length - 1) {
+          y = this.emit(
+            { op: "reshape" },
+            [y.id],
+            { ...y.type, shape: [1, ...y.type.shape] },
+            e.span,
+          );
+        }
+        const [rows, ...rest] = x.type.shape;
+        const [rowsB, ...restB] = y.type.shape;
+        if (restB.length !== rest.length || !rest.every((d, i) => this.sameDim(d, restB[i]))) {
+          this.fail(
+            `concat: rows of [${x.type.shape.join(", ")}] and [${y.type.shape.join(", ")}] differ`,
+            e.span,
+            "both operands need the same trailing sizes",
+          );
+        }
+        if (typeof rows !== "number" || typeof rowsB !== "number") {
+          this.fail(
+            `concat needs static row counts, got ${this.describeDim(rows)} and ${
+              this.describeDim(rowsB)
+            }`,
+            e.span,
+          );
+        }
+        const total = rows + rowsB;
+        const kinds = [x.type.dtype, y.type.dtype];
+        const dtype = kinds.includes("float") ? "float" : kinds.includes("int") ? "int" : "bool";
+        const int = (shape: Dim[]) => ({ dtype: "int" as const, shape });
+        const j = this.emit({ op: "iota", axis: 0 }, [], int([total]), e.span);
+        const jCol = this.emit(
+          { op: "iota", axis: 0 },
+          [],
+          int([total, ...rest.map(() => 1)]),
+          e.span,
+        );
+        const first = this.emit({ op: "const", value: rows }, [], int([]), e.span);
+        const shift = this.emit(
+          { op: "binary", fn: "sub" },
+          [j.id, first.id],
+          int([total]),
+          e.span,
+        );
+        const inA = this.emit({ op: "binary", fn: "lt" }, [jCol.id, first.id], {
+          dtype: "bool",
+          shape: jCol.type.shape,
+        }, e.span);
+        const shape = [total, ...rest];
+        const fromA = this.emit(
+          { op: "gather" },
+          [x.id, j.id],
+          { dtype: x.type.dtype, shape },
+          e.span,
+        );
+        const fromB = this.emit(
+          { op: "gather" },
+          [y.id, shift.id],
+          { dtype: y.type.dtype, shape },
+          e.span,
+        );
+        return this.emit({ op: "where" }, [inA.id, fromA.id, fromB.id], { dtype, shape }, e.span);
       }
       case "eye": {
         const n = this.dimOf(a.value(0, "size"), e.args[0]?.span ?? e.span);

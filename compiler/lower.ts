@@ -64,7 +64,10 @@ export interface LowerOptions {
    * Merge independent kernels of the same dependency level into one dispatch (default true).
    */
   mergeKernels?: boolean;
-  /** Storage buffers a merged dispatch may bind, the sizes table included (default 8, WebGPU's default limit). */
+  /**
+   * Storage buffers one dispatch may bind, the sizes table included (default 16; Program plans
+   * with the device's own limit when it is lower, e.g. WebGPU's guaranteed 8).
+   */
   maxStorageBuffers?: number;
   /**
    * Compute connected sets of small values (and the `repeat` loops over them) as one
@@ -72,6 +75,12 @@ export interface LowerOptions {
    */
   regions?: boolean;
 }
+
+/**
+ * Storage buffers per dispatch that plans assume by default: lavapipe offers 32, desktop GPUs
+ * more; WebGPU guarantees only 8, and devices with fewer get plans made for their limit.
+ */
+export const DEFAULT_STORAGE_BUFFERS = 16;
 
 /** Largest host-drawn random tensor, in elements at typical sizes. */
 const HOST_DRAW_ELEMENTS = 1 << 16;
@@ -154,6 +163,19 @@ export function inlinedNodes(graph: Graph, byId: Map<number, Node>): Set<number>
   };
   const inline = new Set<number>();
   const evals = new Map<number, number>();
+  // Ops of an elementwise expression down to stored values; gathers and transcendentals count 99.
+  const costs = new Map<number, number>();
+  const exprCost = (id: number): number => {
+    const n = byId.get(id)!;
+    if (!ELEMENTWISE.has(n.op.op)) return 0;
+    if (costs.has(id)) return costs.get(id)!;
+    const heavy = n.op.op === "gather" ||
+      (n.op.op === "unary" && !["neg", "abs"].includes(n.op.fn));
+    const own = heavy ? 99 : LAYOUT.has(n.op.op) || CHEAP.has(n.op.op) ? 0 : 1;
+    const c = own + n.args.reduce((t, a) => t + exprCost(a), 0);
+    costs.set(id, c);
+    return c;
+  };
   for (const n of order.reverse()) {
     const by = consumers.get(n.id) ?? [];
     if (by.length === 0 || !by.every((c) => c && READS_BY_COORDINATE.has(c.op.op))) continue;
@@ -172,7 +194,10 @@ export function inlinedNodes(graph: Graph, byId: Map<number, Node>): Set<number>
     if (heavy) {
       const extra = (total - elems(n)) * perElement(n);
       if (total > elems(n) * 1.001 && extra > HEAVY_RECOMPUTE_BUDGET) continue;
-    } else if (!ELEMENTWISE.has(n.op.op) || (by.length > 1 && !CHEAP.has(n.op.op))) continue;
+    } else if (!ELEMENTWISE.has(n.op.op)) continue;
+    // An elementwise value read by several kernels is recomputed in each: fine when it is a
+    // few arithmetic ops over stored values (Skeinformer's scaled q, k and v).
+    else if (by.length > 1 && !CHEAP.has(n.op.op) && exprCost(n.id) > 4) continue;
     inline.add(n.id);
     evals.set(n.id, total);
   }
@@ -329,20 +354,24 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
     }
     env.set(n.id, write);
   };
+  const maxStorage = options.maxStorageBuffers ?? DEFAULT_STORAGE_BUFFERS;
   const regions = options.regions === false || options.fuseElementwise === false
     ? []
-    : findRegions(graph, byId, inline, size, slots);
+    : findRegions(graph, byId, inline, size, slots, maxStorage);
   const emitRegion = (region: Region) => {
     for (const n of region.nodes) if (n.op.op === "segment_mean") guardSegments(n);
     const k = regionKernel(region, byId, inline, slots);
     for (const id of region.outputs) env.set(id, newBuffer(byId.get(id)!.type.shape));
     const arena = plan.buffers.push({ id: plan.buffers.length, shape: [], parts: k.arena }) - 1;
-    const bindings = k.reads.map((key) => (key === ARENA ? arena : env.get(key)!));
+    const buffer = (key: number) => (key === ARENA ? arena : env.get(key)!);
+    const bindings = k.reads.map(buffer);
+    const writes = k.writes.map(buffer);
     plan.kernels.push({
       ...k,
       write: arena,
-      readBuffers: bindings.filter((b) => b !== arena),
+      readBuffers: bindings.filter((b) => !writes.includes(b)),
       bindings,
+      writes,
     });
   };
   // Top-level nodes in order, each region contracted to one item placed after all it reads.
@@ -371,7 +400,7 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
   }
   plan.output = env.get(graph.output)!;
   if (options.mergeKernels !== false && options.fuseElementwise !== false) {
-    plan.kernels = schedule(plan.kernels, slots, options.maxStorageBuffers ?? 8);
+    plan.kernels = schedule(plan.kernels, slots, maxStorage);
   }
   return plan;
 }
@@ -382,8 +411,7 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
  * dispatches as the binding limit allows.
  */
 function schedule(kernels: PlannedKernel[], slots: SymbolSlots, maxStorage: number) {
-  const writesOf = (k: PlannedKernel) =>
-    k.workgroupPerSlice ? [k.write, ...k.readBuffers] : [k.write];
+  const writesOf = (k: PlannedKernel) => k.writes ?? [k.write];
   const level: number[] = [];
   kernels.forEach((k, i) => {
     const w = new Set(writesOf(k));

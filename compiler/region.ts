@@ -12,7 +12,9 @@ import {
   ELEMENTWISE,
   HEAVY,
   heavyValue,
+  helpersFor,
   type NodeKernel,
+  randomValue,
   Reader,
   rowwiseBody,
   size,
@@ -22,17 +24,15 @@ import {
 /** Invocations of a region's workgroup. */
 export const REGION_WORKGROUP = 256;
 /** Largest value a region holds, in elements at typical sizes. */
-const REGION_ELEMENTS = 16384;
+const REGION_ELEMENTS = 32768;
 /**
  * Loop trips one invocation may make at typical sizes: lavapipe ends an invocation's loops
  * after 65,535 iterations in total, silently; the executor re-checks at the run's real sizes.
  */
 const REGION_TRIPS = 40_000;
-/** Storage bindings a region may use besides the sizes table (WebGPU's default is 8 in all). */
-const REGION_BINDINGS = 7;
 
 /** Ops a region computes as phases. */
-const PHASE_OPS = new Set([...ELEMENTWISE, ...HEAVY, "softmax", "normalize"]);
+const PHASE_OPS = new Set([...ELEMENTWISE, ...HEAVY, "softmax", "normalize", "random"]);
 
 /** A region: its top-level nodes in order (loops carry their bodies) and the values read outside. */
 export interface Region {
@@ -42,8 +42,9 @@ export interface Region {
 
 /** A region's kernel, the arena layout (per slice) and the buffers it binds, by node id. */
 export interface RegionKernel extends NodeKernel {
+  /** Binding keys the kernel writes (the arena and the outputs). */
+  writes: number[];
   arena: Dim[][];
-  /** Loop trips of one invocation at the given sizes (for the loop-budget check). */
   trips: (size: (d: Dim) => number) => number;
 }
 
@@ -77,9 +78,12 @@ export function findRegions(
   inline: Set<number>,
   typical: (d: Dim) => number,
   slots: SymbolSlots,
+  maxStorageBuffers: number,
 ): Region[] {
   const elems = (n: Node) => n.type.shape.reduce<number>((p, d) => p * typical(d), 1);
-  const small = (n: Node) => elems(n) <= REGION_ELEMENTS;
+  // Values that grow with the sequence belong to kernels over the whole grid, not one workgroup.
+  const small = (n: Node) =>
+    elems(n) <= REGION_ELEMENTS && n.type.shape.every((d) => typical(d) < 4096);
   const fits = (n: Node): boolean => {
     if (n.op.op === "loop") {
       return n.op.body.every((b) =>
@@ -107,7 +111,8 @@ export function findRegions(
     for (const d of ds) consumers.set(d, [...(consumers.get(d) ?? []), id]);
   }
   const cand = new Set(top.filter(fits).map((n) => n.id));
-  // Connected components of candidates.
+  // Connected components of unassigned candidates, from the earliest; what convexity drops
+  // stays unassigned and seeds a later region (Skeinformer: before and after its top-k).
   const seen = new Set<number>();
   const regions: Region[] = [];
   for (const start of cand) {
@@ -116,9 +121,8 @@ export function findRegions(
     const stack = [start];
     while (stack.length) {
       const id = stack.pop()!;
-      if (members.has(id) || !cand.has(id)) continue;
+      if (members.has(id) || !cand.has(id) || seen.has(id)) continue;
       members.add(id);
-      seen.add(id);
       stack.push(...(deps.get(id) ?? []), ...(consumers.get(id) ?? []));
     }
     // Convexity: drop members reached from the region through a value outside it (that value
@@ -145,17 +149,43 @@ export function findRegions(
       if (next.size === members.size) break;
       members = next;
     }
+    for (const m of members) seen.add(m);
+    // Split into consecutive runs (in topological order, so each is convex) that fit the
+    // binding and loop limits; keep the runs in which some member needs another.
     const nodes = top.filter((n) => members.has(n.id));
-    const worth = nodes.some((n) => n.op.op === "loop") || nodes.length >= 4;
-    if (!worth) continue;
-    const outputs = nodes.filter((n) =>
-      n.op.op !== "loop" &&
-      ((consumers.get(n.id) ?? []).some((c) => !members.has(c)) || n.id === graph.output)
-    ).map((n) => n.id);
-    const region = { nodes, outputs };
-    const k = regionKernel(region, byId, inline, slots);
-    if (k.trips(typical) > REGION_TRIPS || k.reads.length > REGION_BINDINGS) continue;
-    regions.push(region);
+    const build = (part: Node[]): Region => {
+      const ids = new Set(part.map((n) => n.id));
+      const outputs = part.filter((n) =>
+        n.op.op !== "loop" &&
+        ((consumers.get(n.id) ?? []).some((c) => !ids.has(c)) || n.id === graph.output)
+      ).map((n) => n.id);
+      return { nodes: part, outputs };
+    };
+    const fitsLimits = (part: Node[]) => {
+      if (part.some((n) => n.op.op === "loop_result" && !part.includes(byId.get(n.args[0])!))) {
+        return true; // a loop without its results is not a region yet
+      }
+      const k = regionKernel(build(part), byId, inline, slots);
+      return k.trips(typical) <= REGION_TRIPS && k.reads.length < maxStorageBuffers; // the sizes table takes one
+    };
+    const worth = (part: Node[]) => {
+      const ids = new Set(part.map((n) => n.id));
+      return part.some((n) => n.op.op === "loop" || (deps.get(n.id) ?? []).some((d) => ids.has(d)));
+    };
+    let run: Node[] = [];
+    const close = () => {
+      const loopsWhole = run.every((n) =>
+        n.op.op !== "loop" ||
+        (consumers.get(n.id) ?? []).every((c) => run.some((m) => m.id === c))
+      );
+      if (run.length && worth(run) && loopsWhole && fitsLimits(run)) regions.push(build(run));
+      run = [];
+    };
+    for (const n of nodes) {
+      if (run.length && !fitsLimits([...run, n])) close();
+      run.push(n);
+    }
+    close();
   }
   return regions;
 }
@@ -247,6 +277,15 @@ export function regionKernel(
     ${lhs(n.id, c)} = ${value};
   }`;
     }
+    if (n.op.op === "random") {
+      const { pre, value } = randomValue(n, reader, "e");
+      trips.push((sz) => scale * per(shape, () => 11)(sz));
+      return `for (var e = lid; e < ${size(shape, slots)}; e = e + ${W}u) {
+    ${coords(shape, slots, "e")}
+    ${pre}
+    ${lhs(n.id, c)} = ${value};
+  }`;
+    }
     trips.push((sz) => scale * per(shape, (z) => 1 + args(z))(sz));
     return `for (var e = lid; e < ${size(shape, slots)}; e = e + ${W}u) {
     ${coords(shape, slots, "e")}
@@ -299,8 +338,15 @@ export function regionKernel(
   }
   const arenaStride = arena.length ? `(${arena.map((s) => size(s, slots)).join(" + ")})` : "1u";
   reader.buffer(ARENA);
-  const binds = reader.bindings.map((_, i) =>
-    `@group(0) @binding(${i + 1}) var<storage, read_write> a${i}: array<f32>;`
+  const written = new Set([
+    ARENA,
+    ...region.outputs,
+    ...[...reader.placed.values()].map((p) => p.key),
+  ]);
+  const binds = reader.bindings.map((key, i) =>
+    `@group(0) @binding(${i + 1}) var<storage, ${
+      written.has(key) ? "read_write" : "read"
+    }> a${i}: array<f32>;`
   );
   const first = region.nodes[0];
   const wgsl = `// region: ${
@@ -308,6 +354,7 @@ export function regionKernel(
   } — one workgroup per slice
 @group(0) @binding(0) var<storage, read> sizes: array<u32>;
 ${binds.join("\n")}
+${helpersFor(phases.join("\n") + [...reader.fns.values()].join("\n")).join("\n")}
 ${[...reader.fns.values()].join("\n")}
 @compute @workgroup_size(${W})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -315,6 +362,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let s = wid.x + wid.y * nwg.x;
   if (s >= sizes[0]) { return; }
   ${phases.join("\n  ")}
+  // Keeps every binding in the pipeline's layout (an empty arena is still bound).
+  if (lid == 0xffffffffu) { ${reader.bindings.map((_, i) => `_ = a${i}[0];`).join(" ")} }
 }
 `.replaceAll("ARENA_STRIDE", arenaStride);
   return {
@@ -322,6 +371,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     wgsl,
     threads: [],
     reads: reader.bindings,
+    writes: [...written].filter((k) => reader.bindings.includes(k)),
     workgroupPerSlice: true,
     arena,
     trips: (sz) => trips.reduce((t, f) => t + f(sz), 0),

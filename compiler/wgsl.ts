@@ -27,6 +27,8 @@ export interface NodeKernel {
    * nodes it calls, and whether `out` is atomic.
    */
   part?: { body: string; fns: string[]; atomicOut: boolean };
+  /** Loop iterations one invocation makes at the given sizes, where that can be large (regions). */
+  trips?: (size: (d: Dim) => number) => number;
 }
 
 /** A factor of an invocation count: a size, or the larger of a size and a constant. */
@@ -166,7 +168,7 @@ fn word_to_uniform(w: u32) -> f32 { return (f32(w >> 9u) + 0.5) * 1.192092895507
 };
 
 /** The HELPERS that `code` calls. */
-function helpersFor(code: string): string[] {
+export function helpersFor(code: string): string[] {
   const helpers = Object.keys(HELPERS).filter((h) => code.includes(h)).map((h) => HELPERS[h]);
   if (code.includes("word_to_uniform") && !helpers.includes(HELPERS.philox)) {
     helpers.push(HELPERS.philox);
@@ -406,6 +408,21 @@ export function heavyValue(n: Node, c: string[], reader: Reader): { pre: string;
     }
   }
   throw new Error(`internal: ${op.op} is not a heavy op`);
+}
+
+/** A random node's draw number `flat` of the current slice (Philox, docs/rng.md). */
+export function randomValue(n: Node, reader: Reader, flat: string): { pre: string; value: string } {
+  const op = n.op as { kind: string; stream: number };
+  // sizes[1] == 1 means the run overrides every seed with sizes[2].
+  const seed = `select(u32(i32(floor(${reader.at(n.args[0], [])}))), sizes[2], sizes[1] == 1u)`;
+  const value = op.kind === "uniform"
+    ? "word_to_uniform(w.x)"
+    : op.kind === "randn"
+    ? "sqrt(-2.0 * log(word_to_uniform(w.x))) * cos(6.283185307179586 * word_to_uniform(w.y))"
+    : op.kind === "gumbel"
+    ? "-log(-log(word_to_uniform(w.x)))"
+    : `f32(mulhi32((w.x & 0xFFFFFE00u) | 0x100u, u32(floor(${reader.at(n.args[1], [])}))))`;
+  return { pre: `let w = philox(${flat}, s + sizes[3], ${seed}, ${op.stream}u);`, value };
 }
 
 /**
@@ -797,25 +814,8 @@ export function nodeKernels(
       return [kernel(node, reader, [...rowsShape, spanDim], slots, body)];
     }
     case "random": {
-      // sizes[1] == 1 means the run overrides every seed with sizes[2].
-      const seed = `select(u32(i32(floor(${rd(0, [])}))), sizes[2], sizes[1] == 1u)`;
-      const draw = op.kind === "uniform"
-        ? "word_to_uniform(w.x)"
-        : op.kind === "randn"
-        ? "sqrt(-2.0 * log(word_to_uniform(w.x))) * cos(6.283185307179586 * word_to_uniform(w.y))"
-        : op.kind === "gumbel"
-        ? "-log(-log(word_to_uniform(w.x)))"
-        : `f32(mulhi32((w.x & 0xFFFFFE00u) | 0x100u, u32(floor(${rd(1, [])}))))`;
-      return [
-        kernel(
-          node,
-          reader,
-          out,
-          slots,
-          `let w = philox(r, s + sizes[3], ${seed}, ${op.stream}u);
-  out[s * ${outSize} + r] = ${draw};`,
-        ),
-      ];
+      const { pre, value } = randomValue(node, reader, "r");
+      return [kernel(node, reader, out, slots, `${pre}\n  out[s * ${outSize} + r] = ${value};`)];
     }
   }
   // The remaining kernels address their operands' buffers directly: a0, a1, ... in argument order.

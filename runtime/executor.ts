@@ -38,6 +38,9 @@ export interface RunStats {
   kernels?: { name: string; ms: number }[];
 }
 
+/** Loop iterations lavapipe (Mesa ≤ 22) allows one shader invocation, all loops together. */
+const LOOP_BUDGET = 65_535;
+
 const pipelines = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
 
 /**
@@ -73,6 +76,19 @@ export async function execute(
         graph.file,
         g.hint.replace("{rows}", String(rows)),
       );
+    }
+  }
+  // lavapipe silently ends an invocation's loops after 65,535 iterations in total.
+  if (/llvmpipe|lavapipe/i.test(facts.description)) {
+    for (const k of plan.kernels) {
+      const trips = k.trips?.((d) => resolve([d])[0]);
+      if (trips !== undefined && trips > LOOP_BUDGET) {
+        throw new LimitError(
+          `${k.name} would run ${trips} loop iterations in one invocation at these sizes, over ` +
+            `this adapter's budget of ${LOOP_BUDGET} (past it, loops end early and results are ` +
+            "wrong); compile with { regions: false }, or use fewer landmarks or smaller head sizes",
+        );
+      }
     }
   }
   // A run whose buffers would pass the binding limit is split along batch/heads: as many

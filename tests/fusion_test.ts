@@ -59,7 +59,7 @@ Deno.test("fusion: a softmax that is also used elsewhere is not recomputed insid
   const src = `
 def twice(q: [n, d], k: [n, d], v: [n, e]) -> [n, e] {
   p = softmax(q @ k^T / sqrt(d), axis=1)
-  return p @ v + p @ v
+  return p @ v + p @ (2 * v)
 }`;
   const p = compileSync(src);
   assert.ok(!p.optimized.nodes.some((n) => n.op.op === "attention"));

@@ -4,6 +4,7 @@
  */
 import type { Graph } from "../ir.ts";
 import { fuseAttention } from "./attention.ts";
+import { eliminateCommonSubexpressions } from "./cse.ts";
 import { eliminateDeadCode } from "./dce.ts";
 import { reassociate } from "./reassociate.ts";
 import { simplify } from "./simplify.ts";
@@ -11,6 +12,7 @@ import { simplify } from "./simplify.ts";
 /** The passes, by name. */
 export const PASSES: { name: string; run: (g: Graph) => Graph }[] = [
   { name: "simplify", run: (g) => eliminateDeadCode(simplify(g)) },
+  { name: "cse", run: (g) => eliminateDeadCode(eliminateCommonSubexpressions(g)) },
   { name: "reassociate", run: (g) => eliminateDeadCode(reassociate(g)) },
   { name: "attention fusion", run: (g) => eliminateDeadCode(fuseAttention(g)) },
 ];

@@ -14,10 +14,41 @@ export function simplify(graph: Graph): Graph {
     const same = identityOf(n, byId);
     if (same !== undefined) map.set(n.id, same);
   }
-  return substitute(graph, map);
+  const rewrite = (nodes: Node[]): Node[] =>
+    nodes.map((n) =>
+      n.op.op === "loop"
+        ? { ...n, op: { ...n.op, body: rewrite(n.op.body) } }
+        : asReshape(n, byId) ?? n
+    );
+  return substitute({ ...graph, nodes: rewrite(graph.nodes) }, map);
 }
 
 const sameShape = (a: Dim[], b: Dim[]) => a.length === b.length && a.every((d, i) => d === b[i]);
+
+/** gather(x, idx_0, ..., idx_{k-1}) where idx_a is iota along axis a over all of x's axis a. */
+function isIdentity(n: Node, byId: Map<number, Node>): boolean {
+  const x = byId.get(n.args[0])!.type.shape;
+  const idx = n.args.slice(1).map((a) => byId.get(a)!);
+  return idx.length === x.length &&
+    idx.every((ix, a) =>
+      ix.op.op === "iota" && ix.op.axis === a && ix.type.shape.length === n.type.shape.length &&
+      ix.type.shape[a] === x[a] && n.type.shape[a] === x[a]
+    );
+}
+
+/**
+ * `mask[i]` in an [n, 1]-shaped context elaborates to gather(mask, iota [n, 1]): the same
+ * elements with trailing unit axes, i.e. a reshape (free to inline, unlike a gather).
+ */
+function asReshape(n: Node, byId: Map<number, Node>): Node | undefined {
+  if (n.op.op !== "gather") return undefined;
+  const x = byId.get(n.args[0])!;
+  const out = n.type.shape;
+  if (out.length <= x.type.shape.length || n.type.dtype !== x.type.dtype) return undefined;
+  if (!out.slice(x.type.shape.length).every((d) => d === 1)) return undefined;
+  if (!isIdentity(n, byId)) return undefined;
+  return { ...n, op: { op: "reshape" }, args: [x.id] };
+}
 
 function identityOf(n: Node, byId: Map<number, Node>): number | undefined {
   if (n.op.op === "transpose") {
@@ -29,10 +60,6 @@ function identityOf(n: Node, byId: Map<number, Node>): number | undefined {
   const x = byId.get(n.args[0])!;
   const out = n.type.shape;
   if (!sameShape(out, x.type.shape) || n.type.dtype !== x.type.dtype) return undefined;
-  const idx = n.args.slice(1).map((a) => byId.get(a)!);
-  const ok = idx.every((ix, a) =>
-    ix.op.op === "iota" && ix.op.axis === a && ix.type.shape.length === idx.length &&
-    ix.type.shape[a] === out[a]
-  );
-  return ok ? x.id : undefined;
+  if (!isIdentity(n, byId)) return undefined;
+  return x.id;
 }
