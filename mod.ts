@@ -19,7 +19,8 @@ import { type Graph, showGraph, showType } from "./compiler/ir.ts";
 import { parse } from "./compiler/parse.ts";
 import { eliminateDeadCode } from "./compiler/passes/dce.ts";
 import { optimize } from "./compiler/passes/pipeline.ts";
-import { type ExecPlan, lowerGraph } from "./compiler/lower.ts";
+import { DEFAULT_STORAGE_BUFFERS, type ExecPlan, lowerGraph } from "./compiler/lower.ts";
+import { getDevice } from "./runtime/device.ts";
 import { execute, type RunStats } from "./runtime/executor.ts";
 import { fillRandom } from "./compiler/rng.ts";
 import { sizeOf, type Tensor } from "./compiler/tensor.ts";
@@ -123,12 +124,19 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
   let plan: ExecPlan | undefined;
   const fuseElementwise = options.fuse !== false;
   const lowering = { fuseElementwise, regions: options.regions };
+  // Plans assume DEFAULT_STORAGE_BUFFERS bindings per dispatch; a device with fewer gets its own.
+  const narrow = new Map<number, ExecPlan>();
+  const gpuPlan = async (): Promise<ExecPlan> => {
+    const limit = (await getDevice()).facts.limits.maxStorageBuffersPerShaderStage;
+    if (limit >= DEFAULT_STORAGE_BUFFERS) return plan ??= lowerGraph(optimized, lowering);
+    if (!narrow.has(limit)) narrow.set(limit, lowerGraph(optimized, { ...lowering, maxStorageBuffers: limit }));
+    return narrow.get(limit)!;
+  };
   return {
     graph,
     async run(inputs: Record<string, Tensor>, runOptions: RunOptions = {}): Promise<Tensor> {
       if ((runOptions.backend ?? "interp") === "gpu") {
-        plan ??= lowerGraph(optimized, lowering);
-        const { output } = await execute(optimized, plan, inputs, {
+        const { output } = await execute(optimized, await gpuPlan(), inputs, {
           seed: runOptions.seed,
           poison: runOptions.poison,
         });
@@ -137,9 +145,8 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
       return interpret(graph, inputs, { seed: runOptions.seed });
     },
     optimized,
-    profile(inputs: Record<string, Tensor>, runOptions: RunOptions = {}) {
-      plan ??= lowerGraph(optimized, lowering);
-      return execute(optimized, plan, inputs, {
+    async profile(inputs: Record<string, Tensor>, runOptions: RunOptions = {}) {
+      return execute(optimized, await gpuPlan(), inputs, {
         seed: runOptions.seed,
         poison: runOptions.poison,
         timing: runOptions.timing,

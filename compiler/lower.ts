@@ -317,6 +317,11 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
       }
     }
   };
+  const uses = new Map<number, number>([[graph.output, 1]]);
+  for (const n of byId.values()) {
+    for (const a of n.args) uses.set(a, (uses.get(a) ?? 0) + 1);
+    if (n.op.op === "loop") for (const r of n.op.results) uses.set(r, (uses.get(r) ?? 0) + 1);
+  }
   const size = typicalSizes(graph);
   const hostDraw = (n: Node): boolean => {
     const args = n.args.map((a) => byId.get(a)!);
@@ -347,6 +352,17 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
   const emit = (n: Node) => {
     if (n.op.op === "segment_mean") guardSegments(n);
     const self = byId.get(n.id)!;
+    if (n.op.op === "set_rows" && uses.get(n.args[0]) === 1 && !inline.has(n.args[0])) {
+      // In place: the replaced rows are written straight into x's buffer, which nothing else
+      // reads, instead of copying x first.
+      const x = env.get(n.args[0]);
+      if (x !== undefined && !plan.inputs.some((i) => i.buffer === x)) {
+        const [, scatter] = nodeKernels(self, byId, slots, inline);
+        plan.kernels.push({ ...scatter, write: x, readBuffers: scatter.reads.map((r) => env.get(r)!) });
+        env.set(n.id, x);
+        return;
+      }
+    }
     const chunks = self.op.op === "scatter_add" ? self.op.chunks : undefined;
     const write = newBuffer(chunks ? [chunks, ...n.type.shape] : n.type.shape);
     for (const k of nodeKernels(self, byId, slots, inline)) {
