@@ -129,7 +129,9 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
   const gpuPlan = async (): Promise<ExecPlan> => {
     const limit = (await getDevice()).facts.limits.maxStorageBuffersPerShaderStage;
     if (limit >= DEFAULT_STORAGE_BUFFERS) return plan ??= lowerGraph(optimized, lowering);
-    if (!narrow.has(limit)) narrow.set(limit, lowerGraph(optimized, { ...lowering, maxStorageBuffers: limit }));
+    if (!narrow.has(limit)) {
+      narrow.set(limit, lowerGraph(optimized, { ...lowering, maxStorageBuffers: limit }));
+    }
     return narrow.get(limit)!;
   };
   return {

@@ -245,6 +245,8 @@ function partialTables(graph: Graph, byId: Map<number, Node>): Map<number, Node>
     // More keys than the tables can take (lavapipe's loop budget) keep the atomic form.
     const keys = n.args.length ? byId.get(n.args[0])!.type.shape.at(-1) : undefined;
     if (typeof keys === "number" && keys > SCATTER_CHUNKS.count * KEYS_PER_CHUNK) continue;
+    const chans = byId.get(n.args[1])!.type.shape.slice(1);
+    if (chans.length > 1 && !chans.every((d) => typeof d === "number")) continue;
     out.set(n.id, { ...n, op: { ...n.op, chunks: SCATTER_CHUNKS.count } });
   }
   return out;
@@ -320,7 +322,7 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
   const uses = new Map<number, number>([[graph.output, 1]]);
   for (const n of byId.values()) {
     for (const a of n.args) uses.set(a, (uses.get(a) ?? 0) + 1);
-    if (n.op.op === "loop") for (const r of n.op.results) uses.set(r, (uses.get(r) ?? 0) + 1);
+    if (n.op.op === "loop") { for (const r of n.op.results) uses.set(r, (uses.get(r) ?? 0) + 1); }
   }
   const size = typicalSizes(graph);
   const hostDraw = (n: Node): boolean => {
@@ -358,7 +360,11 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
       const x = env.get(n.args[0]);
       if (x !== undefined && !plan.inputs.some((i) => i.buffer === x)) {
         const [, scatter] = nodeKernels(self, byId, slots, inline);
-        plan.kernels.push({ ...scatter, write: x, readBuffers: scatter.reads.map((r) => env.get(r)!) });
+        plan.kernels.push({
+          ...scatter,
+          write: x,
+          readBuffers: scatter.reads.map((r) => env.get(r)!),
+        });
         env.set(n.id, x);
         return;
       }

@@ -199,6 +199,7 @@ export function regionKernel(
 ): RegionKernel {
   const W = REGION_WORKGROUP;
   const reader = new Reader(byId, inline, slots);
+  reader.hoist = false;
   const arena: Dim[][] = [];
   const outputs = new Set(region.outputs);
   const offsets: string[] = [];

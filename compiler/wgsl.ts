@@ -257,6 +257,7 @@ function kernel(
 ): NodeKernel {
   const reads = Array.isArray(from) ? from : from.bindings;
   const fns = Array.isArray(from) ? [] : [...from.fns.values()];
+  if (!Array.isArray(from) && from.hoisted.size) body = `${from.prologue()}\n  ${body}`;
   const binds = reads.map((_, i) =>
     `@group(0) @binding(${i + 2}) var<storage, read> a${i}: array<f32>;`
   );
@@ -450,6 +451,16 @@ export function rowwiseBody(n: Node, reader: Reader, target: string, base: strin
     for (var k = 0u; k < ${len}; k = k + 1u) { let e = exp(${x} - m); ${at("k")} = e; z = z + e; }
     for (var k = 0u; k < ${len}; k = k + 1u) { ${at("k")} = ${at("k")} / z; }
   }`
+    : op.axis === out.length - 1 && reader.fn4(n.args[0]) !== undefined
+    ? `var q = 0.0;
+  for (var k = 0u; k < ${len}; k = k + 4u) {
+    let x4 = ${reader.fn4(n.args[0])}(${["s", ...fc].join(", ")});
+    for (var u = 0u; u < 4u; u = u + 1u) {
+      if (k + u < ${len}) { let x = x4[u]; ${at("(k + u)")} = x; q = q + x * x; }
+    }
+  }
+  let den = max(sqrt(q), 1e-12);
+  for (var k = 0u; k < ${len}; k = k + 1u) { ${at("k")} = ${at("k")} / den; }`
     : `var q = 0.0;
   for (var k = 0u; k < ${len}; k = k + 1u) { let x = ${x}; ${at("k")} = x; q = q + x * x; }
   let den = max(sqrt(q), 1e-12);
@@ -473,6 +484,16 @@ export class Reader {
    * another node): the binding key, the offset within a slice, and the slice stride.
    */
   placed = new Map<number, { key: number; offset: string; stride: string }>();
+  /** Scalar expressions computed once at the top of the kernel body (`prologue`). */
+  hoisted = new Map<number, string>();
+  /** Whether scalars may be hoisted (not in regions, where values change between phases). */
+  hoist = true;
+  private fnDepth = 0;
+
+  /** `let` statements of the hoisted scalars, in dependency order. */
+  prologue(): string {
+    return [...this.hoisted].map(([id, e]) => `let h${id} = ${e};`).join("\n  ");
+  }
   constructor(
     readonly byId: Map<number, Node>,
     readonly inline: Set<number>,
@@ -493,6 +514,14 @@ export class Reader {
     const n = this.byId.get(id)!;
     if (this.inline.has(id) && HEAVY.has(n.op.op)) {
       return `${this.fn(n)}(${["s", ...c].join(", ")})`;
+    }
+    if (
+      this.inline.has(id) && this.hoist && this.fnDepth === 0 && n.type.shape.length === 0 &&
+      !["const", "dim", "fill"].includes(n.op.op)
+    ) {
+      // A scalar expression (like d^0.25) is computed once per invocation, not per read.
+      if (!this.hoisted.has(id)) this.hoisted.set(id, this.expand(n, []));
+      return `h${id}`;
     }
     if (this.inline.has(id)) return this.expand(n, c);
     if (n.op.op === "scatter_add" && n.op.chunks) {
@@ -560,9 +589,61 @@ export class Reader {
     if (!this.fns.has(n.id)) {
       this.fns.set(n.id, "");
       const c = n.type.shape.map((_, i) => `c${i}`);
+      this.fnDepth++;
       const { pre, value } = heavyValue(n, c, this);
+      this.fnDepth--;
       const params = ["s: u32", ...c.map((x) => `${x}: u32`)].join(", ");
       this.fns.set(n.id, `fn ${name}(${params}) -> f32 {\n  ${pre}\n  return ${value};\n}`);
+    }
+    return name;
+  }
+
+  /**
+   * For an inlined reduction: a function giving four consecutive elements along the last axis
+   * (clamped at its end) as a vec4. Operand reads that do not depend on that axis (YOSO's
+   * bucket codes) are then computed once for four outputs. Undefined for other nodes.
+   */
+  fn4(id: number): string | undefined {
+    const n = this.byId.get(id)!;
+    if (n.op.op !== "reduce" || !this.inline.has(id) || n.type.shape.length === 0) return undefined;
+    const name = `v${n.id}x4`;
+    if (!this.fns.has(-n.id - 1)) {
+      this.fns.set(-n.id - 1, "");
+      const op = n.op;
+      const out = n.type.shape;
+      const src = this.byId.get(n.args[0])!.type.shape;
+      const c = out.map((_, i) => `c${i}`);
+      const last = out.length - 1;
+      const lanes = [0, 1, 2, 3].map((
+        u,
+      ) => [...c.slice(0, last), `min(c${last} + ${u}u, ${dim(out[last], this.slots)} - 1u)`]);
+      const srcAt = (cu: string[]) =>
+        src.map((_, i) => (i === op.axis ? "k" : cu[op.keepdims || i < op.axis ? i : i - 1]));
+      const init =
+        { max: f32(-Infinity), min: f32(Infinity), prod: "1.0", sum: "0.0", mean: "0.0" }[op.fn];
+      const step = op.fn === "max"
+        ? "max(acc, x)"
+        : op.fn === "min"
+        ? "min(acc, x)"
+        : op.fn === "prod"
+        ? "acc * x"
+        : "acc + x";
+      const len = dim(src[op.axis], this.slots);
+      this.fnDepth++;
+      const xs = lanes.map((cu) => this.at(n.args[0], srcAt(cu))).join(", ");
+      this.fnDepth--;
+      const params = ["s: u32", ...c.map((x) => `${x}: u32`)].join(", ");
+      this.fns.set(
+        -n.id - 1,
+        `fn ${name}(${params}) -> vec4<f32> {
+  var acc = vec4<f32>(${init});
+  for (var k = 0u; k < ${len}; k = k + 1u) {
+    let x = vec4<f32>(${xs});
+    acc = ${step};
+  }
+  return ${op.fn === "mean" ? `acc / f32(${len})` : "acc"};
+}`,
+      );
     }
     return name;
   }
@@ -809,6 +890,7 @@ export function nodeKernels(
     var u = ${rd(0, [...rc, "j"])};
     if (u != u) { u = ${f32(-Infinity)}; }
     if (u > v || (u == v && j < e)) { rank = rank + 1u; }
+    if (rank >= ${k}u) { break; } // not among the k largest: stop counting
   }
   if (rank < ${k}u) { out[ob + rank] = f32(e); }`;
       return [kernel(node, reader, [...rowsShape, spanDim], slots, body)];
@@ -880,30 +962,65 @@ function scatterPartials(node: Node, reader: Reader, chunks: number): NodeKernel
   const out = node.type.shape;
   const g = idx.length - 1;
   const groups = idx.slice(0, g), chans = vals.slice(1);
-  const threads: ThreadDim[] = [chunks, ...groups, ...chans];
+  // Four channels per invocation: one code read and one table index serve a vec4.
+  const width = size(chans, slots);
+  const quads = `((${width} + 3u) / 4u)`;
   const gc = groups.map((_, i) => `c${i + 1}`);
-  const hc = chans.map((_, i) => `c${g + 1 + i}`);
   const ost = strides(out, slots);
   const one = size(out, slots);
   const rows = dim(idx[g], slots);
   const lead = gc.map((x, i) => `${x} * ${ost[i]}`);
-  const chanFlat = hc.map((x, i) => `${x} * ${size(chans.slice(i + 1), slots)}`).join(" + ") ||
-    "0u";
-  const body = `${coords(threads as Dim[], slots, "r")}
+  const lanes = [0, 1, 2, 3];
+  const chanAt = (u: number) =>
+    `${coords(chans, slots, `min(quad * 4u + ${u}u, ${width} - 1u)`, `h${u}_`)}`;
+  const value = (u: number) => reader.at(node.args[1], ["j", ...chans.map((_, q) => `h${u}_${q}`)]);
+  const body = `var rem_t = r;
+  let quad = rem_t % ${quads}; rem_t = rem_t / ${quads};
+  ${
+    [...groups].reverse().map((d, k) => {
+      const i = groups.length - k;
+      return `let c${i} = rem_t % ${dim(d, slots)}; rem_t = rem_t / ${dim(d, slots)};`;
+    }).join("\n  ")
+  }
+  let c0 = rem_t;
+  ${lanes.map(chanAt).join("\n  ")}
   let used = ${usedChunks(rows, chunks)};
   if (c0 >= used) { return; }
   let blk = (${rows} + used - 1u) / used;
   let hi = min(c0 * blk + blk, ${rows});
-  var acc = array<f32, ${op.size}>();
+  var acc = array<vec4<f32>, ${op.size}>();
   for (var j = c0 * blk; j < hi; j = j + 1u) {
     let code = i32(floor(${reader.at(node.args[0], [...gc, "j"])}));
-    if (code >= 0 && code < ${op.size}) { acc[code] = acc[code] + ${
-    reader.at(node.args[1], ["j", ...hc])
-  }; }
+    if (code >= 0 && code < ${op.size}) {
+      acc[code] = acc[code] + vec4<f32>(${lanes.map(value).join(", ")});
+    }
   }
-  let base = s * ${chunks}u * ${one} + c0 * ${one} + ${[...lead, chanFlat].join(" + ")};
-  for (var b = 0u; b < ${op.size}u; b = b + 1u) { out[base + b * ${ost[g]}] = acc[b]; }`;
-  return kernel(node, reader, threads, slots, body);
+  let base = s * ${chunks}u * ${one} + c0 * ${one}${lead.length ? ` + ${lead.join(" + ")}` : ""};
+  for (var b = 0u; b < ${op.size}u; b = b + 1u) {
+    ${
+    lanes.map((u) =>
+      `if (quad * 4u + ${u}u < ${width}) { out[base + b * ${
+        ost[g]
+      } + quad * 4u + ${u}u] = acc[b][${u}]; }`
+    ).join("\n    ")
+  }
+  }`;
+  return kernel(
+    node,
+    reader,
+    [chunks, ...groups, { ceilDiv: [chans.length ? chanCount(chans) : 1, 4] }],
+    slots,
+    body,
+  );
+}
+
+/** The channel count of a scatter as one Dim when it is a single axis (the common case). */
+function chanCount(chans: Dim[]): Dim {
+  if (chans.length === 1) return chans[0];
+  if (chans.every((d) => typeof d === "number")) {
+    return (chans as number[]).reduce((p, d) => p * d, 1);
+  }
+  throw new Error("internal: multi-axis symbolic scatter channels (partialTables excludes them)");
 }
 
 /** Names a fused score reads for one tile row. */
