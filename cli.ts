@@ -168,8 +168,10 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-function explainJson(p: Program): unknown {
+/** What `attune explain --json` prints: IR after each pass, kernels, buffers, dispatch count. */
+export function explainJson(p: Program) {
   const g = p.graph;
+  const plan = p.plan();
   return {
     entry: g.entry,
     params: g.params,
@@ -177,13 +179,16 @@ function explainJson(p: Program): unknown {
     output: g.nodes.find((n) => n.id === g.output)?.type,
     symbols: Object.keys(g.symbols),
     ir: showGraph(g).split("\n"),
-    dispatches: p.plan().kernels.length,
-    buffers: p.plan().buffers.map((b) => ({ id: b.id, shape: b.shape })),
-    kernels: p.plan().kernels.map((k) => ({
+    passes: p.passes.map((s) => ({ pass: s.pass, ir: showGraph(s.graph).split("\n") })),
+    dispatches: plan.kernels.length,
+    buffers: plan.buffers.map((b) => ({ id: b.id, shape: b.shape, parts: b.parts })),
+    hostDraws: plan.hostDraws.map((h) => ({ buffer: h.buffer, node: h.node.id })),
+    kernels: plan.kernels.map((k) => ({
       name: k.name,
-      threads: k.threads,
-      reads: k.readBuffers,
-      writes: k.write,
+      threads: k.parts ?? [k.threads],
+      workgroupPerSlice: k.workgroupPerSlice ?? false,
+      bindings: k.bindings ?? [k.write, ...k.readBuffers],
+      writes: k.writes ?? [k.write],
       wgsl: k.wgsl,
     })),
   };

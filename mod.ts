@@ -86,6 +86,8 @@ export interface Program {
   readonly graph: Graph;
   /** The IR after the optimization passes (what the GPU runs). */
   readonly optimized: Graph;
+  /** The graph after each optimization pass, in order (empty with `fuse: false`). */
+  readonly passes: { pass: string; graph: Graph }[];
   /** Run on host tensors; inputs may have leading batch/head dims. */
   run(inputs: Record<string, Tensor>, options?: RunOptions): Promise<Tensor>;
   /** Run on the GPU and report dispatches, bytes allocated and the adapter with the output. */
@@ -147,6 +149,7 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
       return interpret(graph, inputs, { seed: runOptions.seed });
     },
     optimized,
+    passes: stages,
     async profile(inputs: Record<string, Tensor>, runOptions: RunOptions = {}) {
       return execute(optimized, await gpuPlan(), inputs, {
         seed: runOptions.seed,

@@ -105,7 +105,7 @@ for (const n of sizes) {
     const p = compileSync(load(file), { params: { ...params } });
     let r;
     try {
-      r = await time(p, x, 1);
+      r = await time(p, x, 3);
     } catch (e) {
       // A limit (e.g. an unfused intermediate over the binding size) ends this variant's curve.
       results.push({

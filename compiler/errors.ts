@@ -40,6 +40,7 @@ export class CompileError extends AttuneError {
   /** 1-based column of the span's start. */
   readonly col: number;
   /**
+   * An error at `span` of `source`.
    * @param what the problem, one line
    * @param span where it is
    * @param source the program text

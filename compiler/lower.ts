@@ -224,8 +224,8 @@ export function inlinedNodes(graph: Graph, byId: Map<number, Node>): Set<number>
   return inline;
 }
 
-/** Most partial tables per scatter_add (see `scatterPartials`): 8 × 16384 keys per slice. */
-export const SCATTER_CHUNKS = { count: 8 };
+/** Most partial tables per scatter_add (see `scatterPartials`); past 4 × 16384 keys a block grows. */
+export const SCATTER_CHUNKS = { count: 4 };
 
 /**
  * Mark the scatter_adds that can be stored as partial tables: small tables (≤ 1024 buckets, a

@@ -1,0 +1,159 @@
+/**
+ * Lowering: dispatch counts as `explain --json` reports them, regions, horizontal fusion,
+ * partial-table scatters, host-drawn constants, in-place row assignment, the optimization passes
+ * (CSE, simplification, reassociation) and `concat`. GPU cases compare with the interpreter on
+ * poisoned buffers.
+ */
+import assert from "node:assert/strict";
+import { compileSync, randomTensor, relativeError, type Tensor } from "../mod.ts";
+import { explainJson } from "../cli.ts";
+import { interpret } from "../compiler/interp.ts";
+import { getDevice } from "../runtime/device.ts";
+
+const load = (f: string) => Deno.readTextFileSync(new URL(`../examples/${f}`, import.meta.url));
+const adapter = await getDevice().then((d) => d.facts.description, () => undefined);
+
+const qkv = (b: number, n: number, d: number, e: number, seed: number) => ({
+  q: randomTensor([b, n, d], { seed }),
+  k: randomTensor([b, n, d], { seed: seed + 1 }),
+  v: randomTensor([b, n, e], { seed: seed + 2 }),
+});
+
+Deno.test("dispatches (explain --json): Nyström 6, YOSO 4, Skeinformer 9; exact kinds 1", () => {
+  const want: Record<string, number> = {
+    "nystrom.attn": 6,
+    "yoso.attn": 4,
+    "yoso_e.attn": 6, // the expectation form (n×n kernel), not a target of the issue
+    "skein.attn": 9, // the issue's target is 6; see docs/architecture.md for what is missing
+    "exact.attn": 1,
+    "causal_alibi.attn": 1,
+    "sliding_window.attn": 1,
+  };
+  for (const [f, n] of Object.entries(want)) {
+    const json = explainJson(compileSync(load(f)));
+    assert.equal(json.dispatches, n, `${f}: ${json.kernels.map((k) => k.name).join(", ")}`);
+  }
+});
+
+Deno.test("explain --json lists the IR after each pass and the kernels' bindings", () => {
+  const json = explainJson(compileSync(load("nystrom.attn")));
+  assert.deepEqual(json.passes.map((p) => p.pass), [
+    "simplify",
+    "cse",
+    "reassociate",
+    "attention fusion",
+  ]);
+  const region = json.kernels.find((k) => k.name.startsWith("region_"))!;
+  assert.ok(region.workgroupPerSlice);
+  assert.ok(region.bindings.length < 16);
+  assert.ok(json.buffers.some((b) => b.parts !== undefined), "the region has an arena");
+});
+
+Deno.test("reassociation: Nyström's (F @ Z) @ (B @ V) becomes two flash attentions", () => {
+  const p = compileSync(load("nystrom.attn"));
+  assert.equal(p.optimized.nodes.filter((n) => n.op.op === "attention").length, 2);
+  // Not when the left product is the cheaper one: a narrow C keeps (A @ B) @ C.
+  const q = compileSync(`
+def f(a: [n, d], b: [d, n], c: [n, 2]) -> [n, 2] {
+  return (a @ b) @ c
+}`);
+  const mm = q.optimized.nodes.filter((n) => n.op.op === "matmul");
+  assert.equal(mm.length, 2);
+  assert.deepEqual(mm[0].type.shape, ["d", 2], "a @ (b @ c): b @ c first");
+  const x = {
+    a: randomTensor([5, 3], { seed: 1 }),
+    b: randomTensor([3, 5], { seed: 2 }),
+    c: randomTensor([5, 2], { seed: 3 }),
+  };
+  assert.ok(relativeError(interpret(q.optimized, x), interpret(q.graph, x)) < 1e-12);
+});
+
+Deno.test("cse and simplify: repeated index notation is one value; identity gathers vanish", () => {
+  const p = compileSync(`
+def f(q: [n, d], mask: [n] = ones) -> [n, d] {
+  a[i, c] = q[i, c] * mask[i]
+  b[i, c] = q[i, c] * mask[i]
+  return a + b
+}`);
+  const ops = p.optimized.nodes.map((n) => n.op.op);
+  assert.equal(ops.filter((o) => o === "gather").length, 0, ops.join(" "));
+  assert.equal(p.optimized.nodes.filter((n) => n.op.op === "binary").length, 2, "q·mask once, +");
+});
+
+Deno.test("concat: rows of a then rows of b (a single row allowed); clear errors", () => {
+  const p = compileSync(`
+def f(x: [3, 2], y: [2]) -> [4, 2] {
+  return concat(x, y)
+}`);
+  const x: Tensor = { shape: [3, 2], data: Float64Array.from([1, 2, 3, 4, 5, 6]), dtype: "float" };
+  const y: Tensor = { shape: [2], data: Float64Array.from([7, 8]), dtype: "float" };
+  assert.deepEqual(Array.from(interpret(p.graph, { x, y }).data), [1, 2, 3, 4, 5, 6, 7, 8]);
+  assert.throws(
+    () => compileSync("def f(x: [n, 2], y: [2]) -> [n, 2] {\n  return concat(x, y)\n}"),
+    /concat needs static row counts, got n/,
+  );
+  assert.throws(
+    () => compileSync("def f(x: [3, 2], y: [3]) -> [4, 2] {\n  return concat(x, y)\n}"),
+    /concat: rows of \[3, 2\] and \[1, 3\] differ/,
+  );
+});
+
+Deno.test("plans: YOSO draws its hyperplanes on the host; Skeinformer's r[J] = ... is in place", () => {
+  const yoso = compileSync(load("yoso.attn")).plan();
+  assert.equal(yoso.hostDraws.length, 1);
+  assert.ok(!yoso.kernels.some((k) => k.name.includes("random")));
+  const skein = compileSync(load("skein.attn")).plan();
+  const rows = skein.kernels.filter((k) => k.name.startsWith("set_rows"));
+  assert.equal(rows.length, 1, "no copy before the row writes");
+  assert.ok(rows[0].name.endsWith("_rows"));
+});
+
+Deno.test("regions: loop trips are estimated from sizes (lavapipe's budget is checked per run)", () => {
+  const plan = compileSync(load("nystrom.attn")).plan();
+  const region = plan.kernels.find((k) => k.trips !== undefined)!;
+  const at = (d: number) => region.trips!((s) => (s === "d" ? d : typeof s === "number" ? s : 64));
+  assert.ok(at(64) < 40_000, `${at(64)}`);
+  assert.ok(
+    at(4096) > 65_535,
+    "a huge head size would pass the budget, and is refused at run time",
+  );
+});
+
+Deno.test({
+  name: "scatter_add: partial tables are deterministic and agree; > 1024 buckets use atomics",
+  ignore: adapter === undefined,
+  fn: async () => {
+    for (const tau of [6, 11]) {
+      const p = compileSync(load("yoso.attn"), { params: { tau, hashes: 4 } });
+      const partial = p.plan().kernels.some((k) => k.name === `scatter_add_25`);
+      const x = qkv(2, 300, 16, 8, tau);
+      const a = await p.run(x, { backend: "gpu", poison: true });
+      const b = await p.run(x, { backend: "gpu", poison: true });
+      const want = await p.run(x);
+      assert.ok(relativeError(a, want) < 1e-5, `tau ${tau}: ${relativeError(a, want)}`);
+      if (tau === 6) {
+        assert.ok(partial, "64 buckets: partial tables");
+        assert.deepEqual(Array.from(a.data), Array.from(b.data), "bitwise the same twice");
+      } else {
+        assert.ok(p.plan().kernels.some((k) => k.name.endsWith("_add")), "2048 buckets: CAS");
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "horizontal fusion: merged dispatches agree at awkward sizes (n = 1, 63, 257)",
+  ignore: adapter === undefined,
+  fn: async () => {
+    for (const f of ["skein.attn", "nystrom.attn", "yoso.attn"]) {
+      const p = compileSync(load(f), { params: f === "nystrom.attn" ? { landmarks: 8 } : {} });
+      assert.ok(p.plan().kernels.some((k) => k.parts || k.workgroupPerSlice), f);
+      for (const n of f === "nystrom.attn" ? [63, 257] : [1, 63, 257]) {
+        const x = qkv(2, n, 16, 8, n);
+        const got = await p.run(x, { backend: "gpu", poison: true, seed: 5 });
+        const want = await p.run(x, { seed: 5 });
+        assert.ok(relativeError(got, want) < 1e-4, `${f} n=${n}: ${relativeError(got, want)}`);
+      }
+    }
+  },
+});
