@@ -432,14 +432,19 @@ class Evaluator {
       case "carry":
         return this.get(n.id);
       case "attention":
+      case "probs":
         return this.attention(n, a);
     }
   }
 
-  /** softmax_j(score(i, j)) · v, row by row; a row with no finite score gives zeros. */
+  /**
+   * softmax_j(score(i, j)) · v, row by row (for `probs`, the probabilities themselves); a row with
+   * no finite score gives zeros.
+   */
   attention(n: Node, args: Tensor[]): Tensor {
+    const probs = n.op.op === "probs";
     const [qa, kb, v] = args;
-    const rows = qa.shape[0], d = qa.shape[1], cols = kb.shape[0], e = v.shape[1];
+    const rows = qa.shape[0], d = qa.shape[1], cols = kb.shape[0], e = probs ? cols : v.shape[1];
     const score = (n.op as { score: Score }).score;
     const out: Tensor = { shape: [rows, e], data: new Float64Array(rows * e), dtype: "float" };
     const s = new Float64Array(cols);
@@ -485,7 +490,8 @@ class Evaluator {
       for (j = 0; j < cols; j++) z += s[j] = Math.exp(s[j] - m);
       for (j = 0; j < cols; j++) {
         const w = s[j] / z;
-        for (let c = 0; c < e; c++) out.data[i * e + c] += w * v.data[j * e + c];
+        if (probs) out.data[i * cols + j] = w;
+        else for (let c = 0; c < e; c++) out.data[i * e + c] += w * v.data[j * e + c];
       }
     }
     return out;

@@ -108,7 +108,9 @@ export type Op =
   | { op: "carry"; loop: number; index: number } // placeholder of carried value `index` in a body
   | { op: "loop_result"; index: number } // args: [loop]
   // softmax over j of score(i, j) times v: args a [n, d], b [m, d], v [m, e], then score leaves.
-  | { op: "attention"; score: Score };
+  | { op: "attention"; score: Score }
+  // softmax over j of score(i, j) itself, as an [n, m] matrix: args a [n, d], b [m, d], leaves.
+  | { op: "probs"; score: Score };
 
 /** One IR node. */
 export interface Node {

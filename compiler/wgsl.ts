@@ -932,6 +932,7 @@ export function nodeKernels(
       return [copy, { ...scatter, name: `${scatter.name}_rows` }];
     }
     case "attention":
+    case "probs":
       return [attentionKernel(node, args, slots)];
   }
   throw new Error(`internal: no kernel for ${op.op}`);
@@ -1114,33 +1115,38 @@ export const attentionTile = { rows: 8 };
 
 function attentionKernel(node: Node, args: Node[], slots: SymbolSlots): NodeKernel {
   const score = (node.op as { score: Score }).score;
+  const probs = node.op.op === "probs";
   const rowScore = (r: number) =>
     scoreWgsl(score, args, slots, { qk: `qk${r}`, fi: `fi${r}`, i: `i${r}` });
   const sample = rowScore(0);
   const helpers = Object.keys(HELPERS).filter((h) => h !== "philox" && sample.includes(h))
     .map((h) => HELPERS[h]).join("\n");
-  const [a, , v] = args;
+  const [a, b] = args;
+  const e = probs ? 4 : args[2].type.shape[1];
   const window = keyWindow(score);
   const tile = attentionTile.rows;
   const render = (d: number, e: number) =>
     flashKernel({
       score: rowScore,
       rows: dim(a.type.shape[0], slots),
-      cols: dim(args[1].type.shape[0], slots),
+      cols: dim(b.type.shape[0], slots),
       keyLo: window.lo,
       keyHi: window.hi,
       d,
       e,
       tile,
-      leafBindings: args.length - 3,
+      leafBindings: args.length - (probs ? 2 : 3),
       helpers,
-    }, `%${node.id} attention`);
+      probs,
+    }, `%${node.id} ${node.op.op}`);
   const shown = (x: Dim) => (typeof x === "number" ? x : 4);
   return {
-    name: `attention_${node.id}`,
-    wgsl: render(shown(a.type.shape[1]), shown(v.type.shape[1])),
+    name: `${node.op.op}_${node.id}`,
+    wgsl: render(shown(a.type.shape[1]), shown(e)),
     threads: [{ ceilDiv: [a.type.shape[0], tile] }],
     reads: node.args,
-    specialize: (sz) => render(sz(a.type.shape[1]), sz(v.type.shape[1])),
+    specialize: (sz) => render(sz(a.type.shape[1]), probs ? 4 : sz(e)),
+    // The key loop (and for probabilities the normalizing pass) is the only loop that counts.
+    trips: (sz) => (probs ? 2 : 1) * sz(b.type.shape[0]),
   };
 }

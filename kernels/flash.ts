@@ -24,6 +24,12 @@ export interface FlashSpec {
   tile: number;
   leafBindings: number;
   helpers: string;
+  /**
+   * Write the probabilities softmax_j(score) as an [rows, cols] matrix instead of multiplying
+   * them into v (no v binding; leaves start at a2). The raw scores are stored during the key
+   * loop and normalized by a second pass once each row's max and sum are known.
+   */
+  probs?: boolean;
 }
 
 /** Render the fused attention kernel. Bindings: sizes, out, a, b, v, leaves... */
@@ -39,18 +45,22 @@ export function flashKernel(spec: FlashSpec, title: string): string {
   const dot = dv
     ? (a: string, b: string) => `dot(${a}, ${b})`
     : (a: string, b: string) => `${a} * ${b}`;
+  const probs = spec.probs === true;
+  const first = probs ? 2 : 3;
   const leaves = Array.from(
     { length: spec.leafBindings },
-    (_, k) => `@group(0) @binding(${k + 5}) var<storage, read> a${k + 3}: array<f32>;`,
+    (_, k) => `@group(0) @binding(${k + first + 2}) var<storage, read> a${k + first}: array<f32>;`,
   ).join("\n");
   const lo = spec.keyLo ? `u32(clamp(${spec.keyLo}, 0, i32(cols)))` : "0u";
   const hi = spec.keyHi ? `u32(clamp(${spec.keyHi}, 0, i32(cols)))` : "cols";
-  return `// ${title}: fused softmax(score) @ v; online softmax; ${R} query rows per invocation; d = ${d}, e = ${e}
+  return `// ${title}: fused softmax(score)${
+    probs ? "" : " @ v"
+  }; online softmax; ${R} query rows per invocation; d = ${d}, e = ${e}
 @group(0) @binding(0) var<storage, read> sizes: array<u32>;
-@group(0) @binding(1) var<storage, read_write> out: array<${et}>;
+@group(0) @binding(1) var<storage, read_write> out: array<${probs ? "f32" : et}>;
 @group(0) @binding(2) var<storage, read> a0: array<${dt}>;
 @group(0) @binding(3) var<storage, read> a1: array<${dt}>;
-@group(0) @binding(4) var<storage, read> a2: array<${et}>;
+${probs ? "" : `@group(0) @binding(4) var<storage, read> a2: array<${et}>;`}
 ${leaves}
 ${spec.helpers}
 @compute @workgroup_size(64)
@@ -83,12 +93,23 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let kb = (s * cols + j) * ${dw}u;
     var k = array<${dt}, ${dw}>();
     ${cols(dw, (c) => `k[${c}] = a1[kb + ${c}u];`)}
-    let vb = (s * cols + j) * ${ew}u;
+    ${
+    probs ? "" : `let vb = (s * cols + j) * ${ew}u;
     var vr = array<${et}, ${ew}>();
-    ${cols(ew, (c) => `vr[${c}] = a2[vb + ${c}u];`)}
+    ${cols(ew, (c) => `vr[${c}] = a2[vb + ${c}u];`)}`
+  }
     ${
     Array.from({ length: R }, (_, r) =>
-      `{
+      probs
+        ? `{
+      var qk${r} = 0.0;
+      ${cols(dw, (c) => `qk${r} = qk${r} + ${dot(`q${r}[${c}]`, `k[${c}]`)};`)}
+      let sc = ${spec.score(r)};
+      if (ib + ${r}u < rows) { out[(s * rows + i${r}) * cols + j] = sc; }
+      if (sc > mx${r}) { l${r} = l${r} * exp(mx${r} - sc); mx${r} = sc; }
+      if (sc > bitcast<f32>(0xff800000u)) { l${r} = l${r} + exp(sc - mx${r}); }
+    }`
+        : `{
       var qk${r} = 0.0;
       ${cols(dw, (c) => `qk${r} = qk${r} + ${dot(`q${r}[${c}]`, `k[${c}]`)};`)}
       let sc = ${spec.score(r)};
@@ -107,11 +128,20 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   }
   }
   ${
-    rowsOf((r) =>
-      `if (ib + ${r}u < rows) { let inv = select(0.0, 1.0 / l${r}, l${r} > 0.0); let ob = (s * rows + i${r}) * ${ew}u; ${
-        cols(ew, (c) => `out[ob + ${c}u] = acc${r}[${c}] * inv;`)
-      } }`
-    )
+    probs
+      ? `for (var j = 0u; j < cols; j = j + 1u) {
+    let inside = j >= jlo && j < jhi;
+    ${
+        rowsOf((r) =>
+          `if (ib + ${r}u < rows) { let o = (s * rows + i${r}) * cols + j; out[o] = select(0.0, exp(out[o] - mx${r}) / l${r}, inside && l${r} > 0.0); }`
+        )
+      }
+  }`
+      : rowsOf((r) =>
+        `if (ib + ${r}u < rows) { let inv = select(0.0, 1.0 / l${r}, l${r} > 0.0); let ob = (s * rows + i${r}) * ${ew}u; ${
+          cols(ew, (c) => `out[ob + ${c}u] = acc${r}[${c}] * inv;`)
+        } }`
+      )
   }
 }
 `;

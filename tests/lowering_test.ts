@@ -19,12 +19,12 @@ const qkv = (b: number, n: number, d: number, e: number, seed: number) => ({
   v: randomTensor([b, n, e], { seed: seed + 2 }),
 });
 
-Deno.test("dispatches (explain --json): Nyström 6, YOSO 4, Skeinformer 9; exact kinds 1", () => {
+Deno.test("dispatches (explain --json): Nyström 6, YOSO 4, Skeinformer 8; exact kinds 1", () => {
   const want: Record<string, number> = {
     "nystrom.attn": 6,
     "yoso.attn": 4,
     "yoso_e.attn": 6, // the expectation form (n×n kernel), not a target of the issue
-    "skein.attn": 9, // the issue's target is 6; see docs/architecture.md for what is missing
+    "skein.attn": 8, // the issue's target is 6; see docs/architecture.md for what is missing
     "exact.attn": 1,
     "causal_alibi.attn": 1,
     "sliding_window.attn": 1,
@@ -42,6 +42,7 @@ Deno.test("explain --json lists the IR after each pass and the kernels' bindings
     "cse",
     "reassociate",
     "attention fusion",
+    "probabilities",
   ]);
   const region = json.kernels.find((k) => k.name.startsWith("region_"))!;
   assert.ok(region.workgroupPerSlice);
@@ -110,7 +111,7 @@ Deno.test("plans: YOSO draws its hyperplanes on the host; Skeinformer's r[J] = .
 
 Deno.test("regions: loop trips are estimated from sizes (lavapipe's budget is checked per run)", () => {
   const plan = compileSync(load("nystrom.attn")).plan();
-  const region = plan.kernels.find((k) => k.trips !== undefined)!;
+  const region = plan.kernels.find((k) => k.name.startsWith("region_"))!;
   const at = (d: number) => region.trips!((s) => (s === "d" ? d : typeof s === "number" ? s : 64));
   assert.ok(at(64) < 40_000, `${at(64)}`);
   assert.ok(

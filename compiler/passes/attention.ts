@@ -6,7 +6,7 @@
  * running sum, accumulator), so it lowers to a single flash-attention pass that never forms the
  * n×m matrix. Whatever fed only the replaced expression becomes dead and is removed by DCE.
  */
-import type { Dim, Graph, Node, Score } from "../ir.ts";
+import { type Dim, type Graph, type Node, type Score, typicalSizes } from "../ir.ts";
 
 /** Fuse every eligible `softmax(scores) @ v` of the graph (loop bodies included). */
 export function fuseAttention(graph: Graph): Graph {
@@ -48,11 +48,46 @@ function tryFuse(n: Node, byId: Map<number, Node>, users: Map<number, number>): 
   };
 }
 
+/**
+ * A softmax over a score that is not multiplied into V (Skeinformer's pilot rows, whose
+ * probabilities feed column norms) still never needs its score matrix: `probs` computes the
+ * probabilities in one flash-style pass (scores kept in the output, normalized at the end).
+ * Runs after `fuseAttention`, so softmaxes that fuse into attention are gone by then.
+ */
+export function fuseProbabilities(graph: Graph): Graph {
+  const typical = typicalSizes(graph);
+  const byId = new Map<number, Node>();
+  const index = (nodes: Node[]) =>
+    nodes.forEach((n) => {
+      byId.set(n.id, n);
+      if (n.op.op === "loop") index(n.op.body);
+    });
+  index(graph.nodes);
+  const rewrite = (nodes: Node[]): Node[] =>
+    nodes.map((n) => {
+      if (n.op.op === "loop") return { ...n, op: { ...n.op, body: rewrite(n.op.body) } };
+      if (n.op.op !== "softmax" || n.op.axis !== 1 || n.type.shape.length !== 2) return n;
+      const [rows, cols] = n.type.shape;
+      // Small matrices (Nyström's landmark kernel) stay with the region that holds them.
+      if (typical(rows) < 4096 && typical(cols) < 4096) return n;
+      const builder = new ScoreBuilder(rows, cols, byId, 2);
+      const score = builder.build(n.args[0]);
+      if (!score || builder.a === undefined || builder.b === undefined) return n;
+      return { ...n, op: { op: "probs", score }, args: [builder.a, builder.b, ...builder.leaves] };
+    });
+  return { ...graph, nodes: rewrite(graph.nodes) };
+}
+
 class ScoreBuilder {
   a?: number;
   b?: number;
   leaves: number[] = [];
-  constructor(readonly rows: Dim, readonly cols: Dim, readonly byId: Map<number, Node>) {}
+  constructor(
+    readonly rows: Dim,
+    readonly cols: Dim,
+    readonly byId: Map<number, Node>,
+    readonly leafBase = 3,
+  ) {}
 
   /** Where a value of this shape varies over the (i, j) grid, or undefined if it is not a grid value. */
   axes(shape: Dim[]): "ij" | "i" | "j" | "scalar" | undefined {
@@ -69,7 +104,7 @@ class ScoreBuilder {
   leaf(id: number, at: "i" | "j" | "scalar"): Score {
     let k = this.leaves.indexOf(id);
     if (k < 0) k = this.leaves.push(id) - 1;
-    return { kind: "leaf", arg: 3 + k, at };
+    return { kind: "leaf", arg: this.leafBase + k, at };
   }
 
   /** Set the dot-product operands, or fail if a different pair was already chosen. */

@@ -3,7 +3,7 @@
  * the one IR; `explain` prints the IR after every pass that changed it.
  */
 import type { Graph } from "../ir.ts";
-import { fuseAttention } from "./attention.ts";
+import { fuseAttention, fuseProbabilities } from "./attention.ts";
 import { eliminateCommonSubexpressions } from "./cse.ts";
 import { eliminateDeadCode } from "./dce.ts";
 import { reassociate } from "./reassociate.ts";
@@ -15,6 +15,7 @@ export const PASSES: { name: string; run: (g: Graph) => Graph }[] = [
   { name: "cse", run: (g) => eliminateDeadCode(eliminateCommonSubexpressions(g)) },
   { name: "reassociate", run: (g) => eliminateDeadCode(reassociate(g)) },
   { name: "attention fusion", run: (g) => eliminateDeadCode(fuseAttention(g)) },
+  { name: "probabilities", run: (g) => eliminateDeadCode(fuseProbabilities(g)) },
 ];
 
 /** Run every pass; returns the final graph and the graph after each pass. */
