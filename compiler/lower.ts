@@ -16,6 +16,7 @@ import {
   type SymbolSlots,
   type ThreadDim,
 } from "./wgsl.ts";
+import { attentionWithRows } from "./wgsl.ts";
 
 /** A kernel placed in the plan: which buffer it writes and which it reads. */
 export interface PlannedKernel extends NodeKernel {
@@ -309,6 +310,9 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
           break;
         case "carry":
           break;
+        case "attention":
+          if (!rowsInto.has(n.id)) emit(n); // else emitted with its row replacement
+          break;
         case "random":
           if (inline.has(n.id)) break;
           if (hostDraw(n)) break;
@@ -323,6 +327,16 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
   for (const n of byId.values()) {
     for (const a of n.args) uses.set(a, (uses.get(a) ?? 0) + 1);
     if (n.op.op === "loop") { for (const r of n.op.results) uses.set(r, (uses.get(r) ?? 0) + 1); }
+  }
+  // Attention results whose only reader replaces some of their rows (`r[J] = rows`).
+  const rowsInto = new Map<number, Node>();
+  for (const n of byId.values()) {
+    const x = byId.get(n.args[0]);
+    if (n.op.op !== "set_rows" || x?.op.op !== "attention" || uses.get(x.id) !== 1) continue;
+    const [idx, rows] = [byId.get(n.args[1])!, byId.get(n.args[2])!];
+    if (inline.has(idx.id) || inline.has(rows.id) || rows.type.shape.length !== 2) continue;
+    if (idx.type.shape.length !== 1 || idx.op.op === "input" || rows.op.op === "input") continue;
+    rowsInto.set(x.id, n);
   }
   const size = typicalSizes(graph);
   const hostDraw = (n: Node): boolean => {
@@ -354,6 +368,15 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
   const emit = (n: Node) => {
     if (n.op.op === "segment_mean") guardSegments(n);
     const self = byId.get(n.id)!;
+    const fused = n.op.op === "set_rows" ? rowsInto.get(n.args[0]) : undefined;
+    if (fused) {
+      // r[J] = rows on an attention result: one attention kernel that writes the rows too.
+      const k = attentionWithRows(byId.get(n.args[0])!, byId, slots, n.args[1], n.args[2]);
+      const write = newBuffer(n.type.shape);
+      plan.kernels.push({ ...k, write, readBuffers: k.reads.map((r) => env.get(r)!) });
+      env.set(n.id, write);
+      return;
+    }
     if (n.op.op === "set_rows" && uses.get(n.args[0]) === 1 && !inline.has(n.args[0])) {
       // In place: the replaced rows are written straight into x's buffer, which nothing else
       // reads, instead of copying x first.

@@ -1113,7 +1113,29 @@ export function keyWindow(score: Score): { lo?: string; hi?: string } {
 /** Query rows per invocation of the fused attention kernel (tests vary it). */
 export const attentionTile = { rows: 8 };
 
-function attentionKernel(node: Node, args: Node[], slots: SymbolSlots): NodeKernel {
+/**
+ * The attention kernel of `node` with `r[idx] = rows` fused into its output: the rows listed in
+ * `idx` get the replacement rows instead (Skeinformer's exact pilot rows), with no second pass.
+ */
+export function attentionWithRows(
+  node: Node,
+  byId: Map<number, Node>,
+  slots: SymbolSlots,
+  idx: number,
+  rows: number,
+): NodeKernel {
+  return attentionKernel(node, node.args.map((a) => byId.get(a)!), slots, {
+    idx: byId.get(idx)!,
+    rows,
+  });
+}
+
+function attentionKernel(
+  node: Node,
+  args: Node[],
+  slots: SymbolSlots,
+  replace?: { idx: Node; rows: number },
+): NodeKernel {
   const score = (node.op as { score: Score }).score;
   const probs = node.op.op === "probs";
   const rowScore = (r: number) =>
@@ -1138,15 +1160,17 @@ function attentionKernel(node: Node, args: Node[], slots: SymbolSlots): NodeKern
       leafBindings: args.length - (probs ? 2 : 3),
       helpers,
       probs,
-    }, `%${node.id} ${node.op.op}`);
+      replace: replace && { count: dim(replace.idx.type.shape[0], slots), binding: args.length + 2 },
+    }, `%${node.id} ${node.op.op}${replace ? " with rows replaced" : ""}`);
   const shown = (x: Dim) => (typeof x === "number" ? x : 4);
   return {
     name: `${node.op.op}_${node.id}`,
     wgsl: render(shown(a.type.shape[1]), shown(e)),
     threads: [{ ceilDiv: [a.type.shape[0], tile] }],
-    reads: node.args,
+    reads: replace ? [...node.args, replace.idx.id, replace.rows] : node.args,
     specialize: (sz) => render(sz(a.type.shape[1]), probs ? 4 : sz(e)),
     // The key loop (and for probabilities the normalizing pass) is the only loop that counts.
-    trips: (sz) => (probs ? 2 : 1) * sz(b.type.shape[0]),
+    trips: (sz) =>
+      (probs ? 2 : 1) * sz(b.type.shape[0]) + (replace ? sz(replace.idx.type.shape[0]) : 0),
   };
 }

@@ -30,6 +30,12 @@ export interface FlashSpec {
    * loop and normalized by a second pass once each row's max and sum are known.
    */
   probs?: boolean;
+  /**
+   * Row replacement fused into the output (`r[J] = rows` on the attention result): `count`
+   * indices in binding `aJ`, replacement rows in `aR`; a later index wins; indices outside the
+   * rows are ignored.
+   */
+  replace?: { count: string; binding: number };
 }
 
 /** Render the fused attention kernel. Bindings: sizes, out, a, b, v, leaves... */
@@ -62,6 +68,12 @@ export function flashKernel(spec: FlashSpec, title: string): string {
 @group(0) @binding(3) var<storage, read> a1: array<${dt}>;
 ${probs ? "" : `@group(0) @binding(4) var<storage, read> a2: array<${et}>;`}
 ${leaves}
+${
+    spec.replace
+      ? `@group(0) @binding(${spec.replace.binding}) var<storage, read> aJ: array<f32>;
+@group(0) @binding(${spec.replace.binding + 1}) var<storage, read> aR: array<${et}>;`
+      : ""
+  }
 ${spec.helpers}
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -137,6 +149,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         )
       }
   }`
+      : spec.replace
+      ? `${rowsOf((r) => `var pick${r} = -1;`)}
+  for (var q = 0u; q < ${spec.replace.count}; q = q + 1u) {
+    let jq = i32(floor(aJ[s * ${spec.replace.count} + q]));
+    ${rowsOf((r) => `if (jq == i32(i${r})) { pick${r} = i32(q); }`)}
+  }
+  ${
+        rowsOf((r) =>
+          `if (ib + ${r}u < rows) { let inv = select(0.0, 1.0 / l${r}, l${r} > 0.0); let ob = (s * rows + i${r}) * ${ew}u; let rb = (s * ${spec.replace!.count} + u32(max(pick${r}, 0))) * ${ew}u; ${
+            cols(ew, (c) => `out[ob + ${c}u] = select(acc${r}[${c}] * inv, aR[rb + ${c}u], pick${r} >= 0);`)
+          } }`
+        )
+      }`
       : rowsOf((r) =>
         `if (ib + ${r}u < rows) { let inv = select(0.0, 1.0 / l${r}, l${r} > 0.0); let ob = (s * rows + i${r}) * ${ew}u; ${
           cols(ew, (c) => `out[ob + ${c}u] = acc${r}[${c}] * inv;`)
