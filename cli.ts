@@ -187,6 +187,7 @@ export function explainJson(p: Program) {
       name: k.name,
       threads: k.parts ?? [k.threads],
       workgroupPerSlice: k.workgroupPerSlice ?? false,
+      regions: k.regions ?? 0,
       bindings: k.bindings ?? [k.write, ...k.readBuffers],
       writes: k.writes ?? [k.write],
       wgsl: k.wgsl,

@@ -30,6 +30,8 @@ export interface PlannedKernel extends NodeKernel {
   parts?: ThreadDim[][];
   /** A merged dispatch: the buffers its parts write. */
   writes?: number[];
+  /** A merged dispatch: how many regions (one workgroup per slice each) come first. */
+  regions?: number;
 }
 
 /** Everything the runtime needs to run a program. Buffer shapes are per (batch, head) slice. */
@@ -107,7 +109,10 @@ const HEAVY_RECOMPUTE_BUDGET = 1 << 20;
  *   or whose recomputation stays within HEAVY_RECOMPUTE_BUDGET.
  * Decisions go from consumers to producers, counting how often each value would be evaluated.
  */
-export function inlinedNodes(graph: Graph, byId: Map<number, Node>): Set<number> {
+export function inlinedNodes(
+  graph: Graph,
+  byId: Map<number, Node>,
+): { inline: Set<number>; alsoStored: Set<number> } {
   const size = typicalSizes(graph);
   const elems = (n: Node) => n.type.shape.reduce<number>((p, d) => p * size(d), 1);
   const consumers = new Map<number, (Node | undefined)[]>();
@@ -177,9 +182,19 @@ export function inlinedNodes(graph: Graph, byId: Map<number, Node>): Set<number>
     costs.set(id, c);
     return c;
   };
+  // Cheap values that a fused kernel must read from a buffer (attention's q and k) are stored
+  // for it, and recomputed by every kernel that reads by coordinate, which then need not wait.
+  const alsoStored = new Set<number>();
   for (const n of order.reverse()) {
-    const by = consumers.get(n.id) ?? [];
-    if (by.length === 0 || !by.every((c) => c && READS_BY_COORDINATE.has(c.op.op))) continue;
+    const all = consumers.get(n.id) ?? [];
+    const by = all.filter((c) => c && READS_BY_COORDINATE.has(c.op.op));
+    if (by.length === 0) continue;
+    if (by.length < all.length) {
+      const direct = all.filter((c) => !by.includes(c));
+      const fusedReaders = direct.every((c) => c && ["attention", "probs"].includes(c.op.op));
+      if (!fusedReaders || !ELEMENTWISE.has(n.op.op) || exprCost(n.id) > 4) continue;
+      alsoStored.add(n.id);
+    }
     let total = 0;
     for (const c of by as Node[]) {
       c.args.forEach((a, k) => {
@@ -220,9 +235,15 @@ export function inlinedNodes(graph: Graph, byId: Map<number, Node>): Set<number>
   };
   for (const n of byId.values()) {
     if (n.op.op !== "matmul" && n.op.op !== "dot" && n.op.op !== "topk") continue;
-    for (const a of n.args) if (cost(a) > 4) inline.delete(a);
+    for (const a of n.args) {
+      if (cost(a) > 4) {
+        inline.delete(a);
+        alsoStored.delete(a);
+      }
+    }
   }
-  return inline;
+  for (const id of alsoStored) if (!inline.has(id)) alsoStored.delete(id);
+  return { inline, alsoStored };
 }
 
 /** Most partial tables per scatter_add (see `scatterPartials`); past 4 × 16384 keys a block grows. */
@@ -256,7 +277,9 @@ function partialTables(graph: Graph, byId: Map<number, Node>): Map<number, Node>
 /** Lower a graph to a plan: fused attention kernels, elementwise chains inlined into consumers. */
 export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
   const byId = partialTables(graph, nodesById(graph));
-  const inline = options.fuseElementwise === false ? new Set<number>() : inlinedNodes(graph, byId);
+  const { inline, alsoStored } = options.fuseElementwise === false
+    ? { inline: new Set<number>(), alsoStored: new Set<number>() }
+    : inlinedNodes(graph, byId);
   const slots: SymbolSlots = new Map(Object.keys(graph.symbols).map((s, i) => [s, i + 4]));
   const plan: ExecPlan = {
     buffers: [],
@@ -319,7 +342,7 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
           emit(n);
           break;
         default:
-          if (!inline.has(n.id)) emit(n);
+          if (!inline.has(n.id) || alsoStored.has(n.id)) emit(n);
       }
     }
   };
@@ -478,11 +501,17 @@ function schedule(kernels: PlannedKernel[], slots: SymbolSlots, maxStorage: numb
       if (group.length === 1) out.push(group[0]);
       if (group.length > 1) {
         const merged = mergeKernels(
-          group.map((k) => ({ kernel: k, write: k.write, readBuffers: k.readBuffers })),
+          group.map((k) =>
+            k.workgroupPerSlice
+              ? { kernel: k, write: k.write, readBuffers: k.bindings!, writes: k.writes }
+              : { kernel: k, write: k.write, readBuffers: k.readBuffers }
+          ),
           slots,
         );
+        const regions = group.filter((k) => k.workgroupPerSlice);
         out.push({
-          name: group.map((k) => k.name).join("+"),
+          name: [...regions, ...group.filter((k) => !k.workgroupPerSlice)].map((k) => k.name)
+            .join("+"),
           wgsl: merged.wgsl,
           threads: [],
           reads: [],
@@ -490,7 +519,9 @@ function schedule(kernels: PlannedKernel[], slots: SymbolSlots, maxStorage: numb
           readBuffers: merged.bindings.filter((b) => !merged.writes.includes(b)),
           bindings: merged.bindings,
           writes: merged.writes,
-          parts: group.map((k) => k.threads),
+          parts: group.filter((k) => !k.workgroupPerSlice).map((k) => k.threads),
+          regions: merged.regions,
+          trips: regions.length ? (sz) => Math.max(...regions.map((k) => k.trips!(sz))) : undefined,
         });
       }
       group = [];
@@ -500,7 +531,9 @@ function schedule(kernels: PlannedKernel[], slots: SymbolSlots, maxStorage: numb
         out.push(k);
         continue;
       }
-      const buffers = new Set([...group, k].flatMap((g) => [g.write, ...g.readBuffers]));
+      const buffers = new Set(
+        [...group, k].flatMap((g) => g.bindings ?? [g.write, ...g.readBuffers]),
+      );
       if (group.length && buffers.size + 1 > maxStorage) flush();
       group.push(k);
     }

@@ -350,23 +350,26 @@ export function regionKernel(
     }> a${i}: array<f32>;`
   );
   const first = region.nodes[0];
+  const fns = [...reader.fns.values()].map((f) => f.replaceAll("ARENA_STRIDE", arenaStride));
+  const body = `${phases.join("\n  ")}
+  // Keeps every binding in the pipeline's layout (an empty arena is still bound).
+  if (lid == 0xffffffffu) { ${reader.bindings.map((_, i) => `_ = a${i}[0];`).join(" ")} }`
+    .replaceAll("ARENA_STRIDE", arenaStride);
   const wgsl = `// region: ${
     region.nodes.map((n) => `%${n.id} ${n.op.op}`).join(", ")
   } — one workgroup per slice
 @group(0) @binding(0) var<storage, read> sizes: array<u32>;
 ${binds.join("\n")}
-${helpersFor(phases.join("\n") + [...reader.fns.values()].join("\n")).join("\n")}
-${[...reader.fns.values()].join("\n")}
+${helpersFor([body, ...fns].join("\n")).join("\n")}
+${fns.join("\n")}
 @compute @workgroup_size(${W})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
   let s = wid.x + wid.y * nwg.x;
   if (s >= sizes[0]) { return; }
-  ${phases.join("\n  ")}
-  // Keeps every binding in the pipeline's layout (an empty arena is still bound).
-  if (lid == 0xffffffffu) { ${reader.bindings.map((_, i) => `_ = a${i}[0];`).join(" ")} }
+  ${body}
 }
-`.replaceAll("ARENA_STRIDE", arenaStride);
+`;
   return {
     name: `region_${first.id}`,
     wgsl,
@@ -376,6 +379,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     workgroupPerSlice: true,
     arena,
     trips: (sz) => trips.reduce((t, f) => t + f(sz), 0),
+    part: { body, fns, atomicOut: false },
   };
 }
 

@@ -180,8 +180,14 @@ export function helpersFor(code: string): string[] {
 export interface MergePart {
   kernel: NodeKernel;
   write: number;
+  /** Buffers behind the kernel's a0, a1, ... (for a region: all its bindings). */
   readBuffers: number[];
+  /** For a region (one workgroup per slice): every buffer it writes. */
+  writes?: number[];
 }
+
+/** Invocations per workgroup of a merged dispatch that includes a region. */
+export const HYBRID_WORKGROUP = 256;
 
 /**
  * Horizontal fusion: independent kernels (none reads or writes what another writes) as one
@@ -191,9 +197,9 @@ export interface MergePart {
 export function mergeKernels(
   parts: MergePart[],
   slots: SymbolSlots,
-): { wgsl: string; bindings: number[]; writes: number[] } {
+): { wgsl: string; bindings: number[]; writes: number[]; regions: number } {
   const bindings: number[] = [];
-  const writes = new Set(parts.map((p) => p.write));
+  const writes = new Set(parts.flatMap((p) => p.writes ?? [p.write]));
   const atomic = new Set<number>();
   const bind = (b: number) => {
     let k = bindings.indexOf(b);
@@ -202,8 +208,13 @@ export function mergeKernels(
   };
   const fns: string[] = [];
   const helpers = new Set<string>();
+  const regionCalls: string[] = [];
   const calls: string[] = [];
-  parts.forEach((p, i) => {
+  // Regions (whole workgroups, with barriers) take the first workgroups, one per slice each;
+  // the grid parts follow, their invocations laid end to end.
+  const regions = parts.filter((p) => p.kernel.workgroupPerSlice);
+  const grid = parts.filter((p) => !p.kernel.workgroupPerSlice);
+  [...regions, ...grid].forEach((p, i) => {
     const part = p.kernel.part!;
     if (part.atomicOut) atomic.add(p.write);
     const rename = (code: string) =>
@@ -211,9 +222,20 @@ export function mergeKernels(
         /\b(out|a\d+)(?=\[)/g,
         (x) => x === "out" ? bind(p.write) : bind(p.readBuffers[Number(x.slice(1))]),
       )
-        .replace(/\bv(\d+)\(/g, `v$1_${i}(`);
+        .replace(/\bv(\d+)(x4)?\(/g, `v$1$2_${i}(`);
     for (const h of helpersFor([part.body, ...part.fns].join("\n"))) helpers.add(h);
     fns.push(...part.fns.map(rename));
+    if (p.kernel.workgroupPerSlice) {
+      fns.push(`// ${p.kernel.name}
+fn part${i}(s: u32, lid: u32) {
+  ${rename(part.body)}
+}`);
+      regionCalls.push(
+        `if (w < ${i + 1}u * sizes[0]) { part${i}(w - ${i}u * sizes[0], lid); return; }`,
+      );
+      return;
+    }
+    const j = i - regions.length;
     fns.push(`// ${p.kernel.name}
 fn part${i}(t: u32) {
   let per = ${size(p.kernel.threads, slots)};
@@ -224,8 +246,8 @@ fn part${i}(t: u32) {
   ${rename(part.body)}
 }`);
     calls.push(
-      `let end${i} = ${i ? `end${i - 1} + ` : ""}${size(p.kernel.threads, slots)} * sizes[0];
-  if (t < end${i}) { part${i}(t${i ? ` - end${i - 1}` : ""}); return; }`,
+      `let end${j} = ${j ? `end${j - 1} + ` : ""}${size(p.kernel.threads, slots)} * sizes[0];
+  if (t < end${j}) { part${i}(t${j ? ` - end${j - 1}` : ""}); return; }`,
     );
   });
   const binds = bindings.map((b, k) =>
@@ -233,17 +255,25 @@ fn part${i}(t: u32) {
       writes.has(b) ? "read_write" : "read"
     }> b${k}: array<${atomic.has(b) ? "atomic<u32>" : "f32"}>;`
   );
+  const W = regions.length ? HYBRID_WORKGROUP : WORKGROUP;
+  const main = regions.length
+    ? `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let w = wid.x + wid.y * nwg.x;
+  ${regionCalls.join("\n  ")}
+  let t = (w - ${regions.length}u * sizes[0]) * ${W}u + lid;`
+    : `fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let t = gid.x + gid.y * nwg.x * ${W}u;`;
   const wgsl = `// merged: ${parts.map((p) => p.kernel.name).join(", ")}
 @group(0) @binding(0) var<storage, read> sizes: array<u32>;
 ${binds.join("\n")}
 ${[...helpers, ...fns].join("\n")}
-@compute @workgroup_size(${WORKGROUP})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let t = gid.x + gid.y * nwg.x * ${WORKGROUP}u;
+@compute @workgroup_size(${W})
+${main}
   ${calls.join("\n  ")}
 }
 `;
-  return { wgsl, bindings, writes: [...writes] };
+  return { wgsl, bindings, writes: [...writes], regions: regions.length };
 }
 
 /** Wrap a kernel body: bindings, the slice/element split, and a bounds check. */
@@ -1160,7 +1190,8 @@ function attentionKernel(
       leafBindings: args.length - (probs ? 2 : 3),
       helpers,
       probs,
-      replace: replace && { count: dim(replace.idx.type.shape[0], slots), binding: args.length + 2 },
+      replace: replace &&
+        { count: dim(replace.idx.type.shape[0], slots), binding: args.length + 2 },
     }, `%${node.id} ${node.op.op}${replace ? " with rows replaced" : ""}`);
   const shown = (x: Dim) => (typeof x === "number" ? x : 4);
   return {

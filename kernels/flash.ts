@@ -157,8 +157,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   }
   ${
         rowsOf((r) =>
-          `if (ib + ${r}u < rows) { let inv = select(0.0, 1.0 / l${r}, l${r} > 0.0); let ob = (s * rows + i${r}) * ${ew}u; let rb = (s * ${spec.replace!.count} + u32(max(pick${r}, 0))) * ${ew}u; ${
-            cols(ew, (c) => `out[ob + ${c}u] = select(acc${r}[${c}] * inv, aR[rb + ${c}u], pick${r} >= 0);`)
+          `if (ib + ${r}u < rows) { let inv = select(0.0, 1.0 / l${r}, l${r} > 0.0); let ob = (s * rows + i${r}) * ${ew}u; let rb = (s * ${
+            spec.replace!.count
+          } + u32(max(pick${r}, 0))) * ${ew}u; ${
+            cols(
+              ew,
+              (c) =>
+                `out[ob + ${c}u] = select(acc${r}[${c}] * inv, aR[rb + ${c}u], pick${r} >= 0);`,
+            )
           } }`
         )
       }`

@@ -9,7 +9,7 @@ import { CompileError, DeviceError, LimitError } from "../compiler/errors.ts";
 import type { Dim, Graph } from "../compiler/ir.ts";
 import type { ExecPlan, PlannedKernel } from "../compiler/lower.ts";
 import { sizeOf, type Tensor } from "../compiler/tensor.ts";
-import { type ThreadDim, WORKGROUP } from "../compiler/wgsl.ts";
+import { HYBRID_WORKGROUP, type ThreadDim, WORKGROUP } from "../compiler/wgsl.ts";
 import { type AcquiredDevice, getDevice } from "./device.ts";
 
 /** Options of `execute`. */
@@ -212,8 +212,12 @@ export async function execute(
           }, 1);
         const per = k.parts ? k.parts.reduce((sum, p) => sum + count(p), 0) : count(k.threads);
         const total = per * slices;
-        if (total === 0) continue;
-        const groups = k.workgroupPerSlice ? slices : Math.ceil(total / WORKGROUP);
+        if (total === 0 && !k.regions) continue;
+        const groups = k.workgroupPerSlice
+          ? slices
+          : k.regions
+          ? k.regions * slices + Math.ceil(total / HYBRID_WORKGROUP)
+          : Math.ceil(total / WORKGROUP);
         const x = Math.min(groups, facts.limits.maxComputeWorkgroupsPerDimension);
         const y = Math.ceil(groups / x);
         const entries: GPUBindGroupEntry[] = [
