@@ -85,6 +85,9 @@ export interface LowerOptions {
  */
 export const DEFAULT_STORAGE_BUFFERS = 16;
 
+/** Regions with at most this many loop trips per invocation may share a dispatch with maps. */
+const HYBRID_TRIPS = 10_000;
+
 /** Largest host-drawn random tensor, in elements at typical sizes. */
 const HOST_DRAW_ELEMENTS = 1 << 16;
 
@@ -468,7 +471,7 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
   }
   plan.output = env.get(graph.output)!;
   if (options.mergeKernels !== false && options.fuseElementwise !== false) {
-    plan.kernels = schedule(plan.kernels, slots, maxStorage);
+    plan.kernels = schedule(plan.kernels, slots, maxStorage, size);
   }
   return plan;
 }
@@ -478,7 +481,12 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
  * or writes, or reads what it writes) and merge the template kernels of each level into as few
  * dispatches as the binding limit allows.
  */
-function schedule(kernels: PlannedKernel[], slots: SymbolSlots, maxStorage: number) {
+function schedule(
+  kernels: PlannedKernel[],
+  slots: SymbolSlots,
+  maxStorage: number,
+  typical: (d: Dim) => number,
+) {
   const writesOf = (k: PlannedKernel) => k.writes ?? [k.write];
   const level: number[] = [];
   kernels.forEach((k, i) => {
@@ -527,7 +535,9 @@ function schedule(kernels: PlannedKernel[], slots: SymbolSlots, maxStorage: numb
       group = [];
     };
     for (const k of here) {
-      if (!k.part) {
+      // A long region would hold the grid parts' workgroups back (measured on lavapipe: Nyström's
+      // 29K-trip region merged with its two maps took 474 ms at n = 8192 against 278 apart).
+      if (!k.part || (k.workgroupPerSlice && k.trips!(typical) > HYBRID_TRIPS)) {
         out.push(k);
         continue;
       }

@@ -188,6 +188,8 @@ export interface MergePart {
 
 /** Invocations per workgroup of a merged dispatch that includes a region. */
 export const HYBRID_WORKGROUP = 256;
+/** Grid elements per invocation in a merged dispatch that includes a region. */
+export const HYBRID_ELEMENTS = 16;
 
 /**
  * Horizontal fusion: independent kernels (none reads or writes what another writes) as one
@@ -245,9 +247,10 @@ fn part${i}(t: u32) {
   let r = t % per;
   ${rename(part.body)}
 }`);
+    const exit = regions.length ? "continue" : "return";
     calls.push(
       `let end${j} = ${j ? `end${j - 1} + ` : ""}${size(p.kernel.threads, slots)} * sizes[0];
-  if (t < end${j}) { part${i}(t${j ? ` - end${j - 1}` : ""}); return; }`,
+  if (t < end${j}) { part${i}(t${j ? ` - end${j - 1}` : ""}); ${exit}; }`,
     );
   });
   const binds = bindings.map((b, k) =>
@@ -261,7 +264,11 @@ fn part${i}(t: u32) {
         @builtin(local_invocation_index) lid: u32) {
   let w = wid.x + wid.y * nwg.x;
   ${regionCalls.join("\n  ")}
-  let t = (w - ${regions.length}u * sizes[0]) * ${W}u + lid;`
+  // lavapipe runs every invocation of a shader with barriers as a coroutine: each grid
+  // invocation here takes ${HYBRID_ELEMENTS} elements to keep their number down.
+  let t0 = ((w - ${regions.length}u * sizes[0]) * ${W}u + lid) * ${HYBRID_ELEMENTS}u;
+  for (var q = 0u; q < ${HYBRID_ELEMENTS}u; q = q + 1u) {
+  let t = t0 + q;`
     : `fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let t = gid.x + gid.y * nwg.x * ${W}u;`;
   const wgsl = `// merged: ${parts.map((p) => p.kernel.name).join(", ")}
@@ -271,7 +278,7 @@ ${[...helpers, ...fns].join("\n")}
 @compute @workgroup_size(${W})
 ${main}
   ${calls.join("\n  ")}
-}
+${regions.length ? "  }\n" : ""}}
 `;
   return { wgsl, bindings, writes: [...writes], regions: regions.length };
 }

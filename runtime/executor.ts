@@ -9,7 +9,7 @@ import { CompileError, DeviceError, LimitError } from "../compiler/errors.ts";
 import type { Dim, Graph } from "../compiler/ir.ts";
 import type { ExecPlan, PlannedKernel } from "../compiler/lower.ts";
 import { sizeOf, type Tensor } from "../compiler/tensor.ts";
-import { HYBRID_WORKGROUP, type ThreadDim, WORKGROUP } from "../compiler/wgsl.ts";
+import { HYBRID_ELEMENTS, HYBRID_WORKGROUP, type ThreadDim, WORKGROUP } from "../compiler/wgsl.ts";
 import { type AcquiredDevice, getDevice } from "./device.ts";
 
 /** Options of `execute`. */
@@ -216,7 +216,7 @@ export async function execute(
         const groups = k.workgroupPerSlice
           ? slices
           : k.regions
-          ? k.regions * slices + Math.ceil(total / HYBRID_WORKGROUP)
+          ? k.regions * slices + Math.ceil(total / (HYBRID_WORKGROUP * HYBRID_ELEMENTS))
           : Math.ceil(total / WORKGROUP);
         const x = Math.min(groups, facts.limits.maxComputeWorkgroupsPerDimension);
         const y = Math.ceil(groups / x);

@@ -19,9 +19,9 @@ const qkv = (b: number, n: number, d: number, e: number, seed: number) => ({
   v: randomTensor([b, n, e], { seed: seed + 2 }),
 });
 
-Deno.test("dispatches (explain --json): Nyström 5, YOSO 4, Skeinformer 6; exact kinds 1", () => {
+Deno.test("dispatches (explain --json): Nyström 6, YOSO 4, Skeinformer 6; exact kinds 1", () => {
   const want: Record<string, number> = {
-    "nystrom.attn": 5,
+    "nystrom.attn": 6,
     "yoso.attn": 4,
     "yoso_e.attn": 6, // the expectation form (n×n kernel), not a target of the issue
     "skein.attn": 6,
