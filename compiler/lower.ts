@@ -73,6 +73,11 @@ export interface LowerOptions {
    */
   maxStorageBuffers?: number;
   /**
+   * Fused attention computes q·k in half precision (`shader-f16`; opt-in, default false). The
+   * softmax and the P·V accumulation stay f32. Needs an adapter with `shader-f16`.
+   */
+  f16?: boolean;
+  /**
    * Compute connected sets of small values (and the `repeat` loops over them) as one
    * single-workgroup dispatch each (default true; see region.ts).
    */
@@ -397,7 +402,8 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
     const fused = n.op.op === "set_rows" ? rowsInto.get(n.args[0]) : undefined;
     if (fused) {
       // r[J] = rows on an attention result: one attention kernel that writes the rows too.
-      const k = attentionWithRows(byId.get(n.args[0])!, byId, slots, n.args[1], n.args[2]);
+      const x = byId.get(n.args[0])!;
+      const k = attentionWithRows(x, byId, slots, n.args[1], n.args[2], options.f16);
       const write = newBuffer(n.type.shape);
       plan.kernels.push({ ...k, write, readBuffers: k.reads.map((r) => env.get(r)!) });
       env.set(n.id, write);
@@ -420,7 +426,7 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
     }
     const chunks = self.op.op === "scatter_add" ? self.op.chunks : undefined;
     const write = newBuffer(chunks ? [chunks, ...n.type.shape] : n.type.shape);
-    for (const k of nodeKernels(self, byId, slots, inline)) {
+    for (const k of nodeKernels(self, byId, slots, inline, { f16: options.f16 })) {
       plan.kernels.push({ ...k, write, readBuffers: k.reads.map((r) => env.get(r)!) });
     }
     env.set(n.id, write);

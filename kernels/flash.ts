@@ -36,6 +36,8 @@ export interface FlashSpec {
    * rows are ignored.
    */
   replace?: { count: string; binding: number };
+  /** q·k in half precision (q and k rows converted to f16 on load; needs `shader-f16`). */
+  f16?: boolean;
 }
 
 /** Render the fused attention kernel. Bindings: sizes, out, a, b, v, leaves... */
@@ -44,6 +46,10 @@ export function flashKernel(spec: FlashSpec, title: string): string {
   const dv = d % 4 === 0, ev = e % 4 === 0;
   const dw = dv ? d / 4 : d, ew = ev ? e / 4 : e;
   const dt = dv ? "vec4<f32>" : "f32", et = ev ? "vec4<f32>" : "f32";
+  // With f16 the q and k rows are kept (and multiplied) in half precision.
+  const h = spec.f16 === true;
+  const ht = h ? (dv ? "vec4<f16>" : "f16") : dt;
+  const half = (x: string) => (h ? `${ht}(${x})` : x);
   const rowsOf = (f: (r: number) => string) =>
     Array.from({ length: R }, (_, r) => f(r)).join("\n  ");
   const cols = (n: number, f: (c: number) => string) =>
@@ -59,7 +65,7 @@ export function flashKernel(spec: FlashSpec, title: string): string {
   ).join("\n");
   const lo = spec.keyLo ? `u32(clamp(${spec.keyLo}, 0, i32(cols)))` : "0u";
   const hi = spec.keyHi ? `u32(clamp(${spec.keyHi}, 0, i32(cols)))` : "cols";
-  return `// ${title}: fused softmax(score)${
+  return `${h ? "enable f16;\n" : ""}// ${title}: fused softmax(score)${
     probs ? "" : " @ v"
   }; online softmax; ${R} query rows per invocation; d = ${d}, e = ${e}
 @group(0) @binding(0) var<storage, read> sizes: array<u32>;
@@ -88,8 +94,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   ${rowsOf((r) => `let i${r} = min(ib + ${r}u, rows - 1u); let fi${r} = f32(i${r});`)}
   ${
     rowsOf((r) =>
-      `var q${r} = array<${dt}, ${dw}>(); ${
-        cols(dw, (c) => `q${r}[${c}] = a0[(s * rows + i${r}) * ${dw}u + ${c}u];`)
+      `var q${r} = array<${ht}, ${dw}>(); ${
+        cols(dw, (c) => `q${r}[${c}] = ${half(`a0[(s * rows + i${r}) * ${dw}u + ${c}u]`)};`)
       }`
     )
   }
@@ -103,8 +109,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   for (var j = jlo; j < jhi; j = j + 1u) {
     let fj = f32(j);
     let kb = (s * cols + j) * ${dw}u;
-    var k = array<${dt}, ${dw}>();
-    ${cols(dw, (c) => `k[${c}] = a1[kb + ${c}u];`)}
+    var k = array<${ht}, ${dw}>();
+    ${cols(dw, (c) => `k[${c}] = ${half(`a1[kb + ${c}u]`)};`)}
     ${
     probs ? "" : `let vb = (s * cols + j) * ${ew}u;
     var vr = array<${et}, ${ew}>();
@@ -114,16 +120,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     Array.from({ length: R }, (_, r) =>
       probs
         ? `{
-      var qk${r} = 0.0;
-      ${cols(dw, (c) => `qk${r} = qk${r} + ${dot(`q${r}[${c}]`, `k[${c}]`)};`)}
+      var qh${r} = ${h ? "0.0h" : "0.0"};
+      ${cols(dw, (c) => `qh${r} = qh${r} + ${dot(`q${r}[${c}]`, `k[${c}]`)};`)}
+      let qk${r} = ${h ? `f32(qh${r})` : `qh${r}`};
       let sc = ${spec.score(r)};
       if (ib + ${r}u < rows) { out[(s * rows + i${r}) * cols + j] = sc; }
       if (sc > mx${r}) { l${r} = l${r} * exp(mx${r} - sc); mx${r} = sc; }
       if (sc > bitcast<f32>(0xff800000u)) { l${r} = l${r} + exp(sc - mx${r}); }
     }`
         : `{
-      var qk${r} = 0.0;
-      ${cols(dw, (c) => `qk${r} = qk${r} + ${dot(`q${r}[${c}]`, `k[${c}]`)};`)}
+      var qh${r} = ${h ? "0.0h" : "0.0"};
+      ${cols(dw, (c) => `qh${r} = qh${r} + ${dot(`q${r}[${c}]`, `k[${c}]`)};`)}
+      let qk${r} = ${h ? `f32(qh${r})` : `qh${r}`};
       let sc = ${spec.score(r)};
       if (sc > mx${r}) {
         let f = exp(mx${r} - sc);

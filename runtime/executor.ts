@@ -199,6 +199,12 @@ export async function execute(
       let dispatches = 0;
       for (const k of plan.kernels) {
         const code = k.specialize ? k.specialize((d) => resolve([d])[0]) : k.wgsl;
+        if (code.startsWith("enable f16;") && !device.features.has("shader-f16")) {
+          throw new DeviceError(
+            `kernel ${k.name} computes in half precision but the adapter ${facts.description} ` +
+              "has no shader-f16; compile without { f16: true }",
+          );
+        }
         const pipeline = cache.get(code) ?? (await buildPipeline(device, k, code));
         cache.set(code, pipeline);
         const count = (threads: ThreadDim[]) =>

@@ -191,3 +191,24 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "f16 (opt-in): q·k in half precision is close to the interpreter, and really f16",
+  ignore: adapter === undefined,
+  fn: async () => {
+    const { device } = await getDevice();
+    const src = load("exact.attn");
+    const x = qkv(2, 257, 64, 16, 77);
+    const want = await compileSync(src).run(x);
+    const p = compileSync(src, { f16: true });
+    assert.ok(p.plan().kernels[0].specialize!(() => 64).startsWith("enable f16;"));
+    if (!device.features.has("shader-f16")) {
+      await assert.rejects(() => p.run(x, { backend: "gpu" }), /has no shader-f16/);
+      return;
+    }
+    const half = relativeError(await p.run(x, { backend: "gpu", poison: true }), want);
+    const full = relativeError(await compileSync(src).run(x, { backend: "gpu" }), want);
+    assert.ok(half < 1e-2, `f16: ${half}`);
+    assert.ok(half > 10 * full, `f16 ${half} should be visibly coarser than f32 ${full}`);
+  },
+});
