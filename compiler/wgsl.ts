@@ -501,10 +501,10 @@ export function rowwiseBody(n: Node, reader: Reader, target: string, base: strin
     for (var k = 0u; k < ${len}; k = k + 1u) { let e = exp(${x} - m); ${at("k")} = e; z = z + e; }
     for (var k = 0u; k < ${len}; k = k + 1u) { ${at("k")} = ${at("k")} / z; }
   }`
-    : op.axis === out.length - 1 && reader.fn4(n.args[0]) !== undefined
+    : op.axis === out.length - 1 && reader.hasReduce4(n.args[0])
     ? `var q = 0.0;
   for (var k = 0u; k < ${len}; k = k + 4u) {
-    let x4 = ${reader.fn4(n.args[0])}(${["s", ...fc].join(", ")});
+    let x4 = ${reader.at4(n.args[0], fc, len)};
     for (var u = 0u; u < 4u; u = u + 1u) {
       if (k + u < ${len}) { let x = x4[u]; ${at("(k + u)")} = x; q = q + x * x; }
     }
@@ -696,6 +696,44 @@ export class Reader {
       );
     }
     return name;
+  }
+
+  /** Whether `id` is an inlined expression containing an inlined reduction (see `at4`). */
+  hasReduce4(id: number): boolean {
+    const n = this.byId.get(id)!;
+    if (!this.inline.has(id)) return false;
+    if (n.op.op === "reduce") return n.type.shape.length > 0;
+    return ["unary", "binary", "broadcast"].includes(n.op.op) &&
+      n.args.some((a) => this.hasReduce4(a));
+  }
+
+  /**
+   * Four consecutive elements along the last axis (coordinate c[last] + 0..3, clamped below
+   * `len`) as a vec4 expression: inlined reductions through their vec4 functions, values that
+   * do not vary along the axis read once and splatted, arithmetic on vectors, the rest read
+   * element by element.
+   */
+  at4(id: number, c: string[], len: string): string {
+    const n = this.byId.get(id)!;
+    const last = c.length - 1;
+    const shape = n.type.shape;
+    if (shape.length === 0 || shape[shape.length - 1] === 1) return `vec4<f32>(${this.at(id, c)})`;
+    if (this.inline.has(id)) {
+      if (n.op.op === "reduce") return `${this.fn4(id)}(${["s", ...c].join(", ")})`;
+      const arg = (k: number) => this.byId.get(n.args[k])!;
+      const A = (k: number) => this.at4(n.args[k], Reader.broadcast(arg(k).type.shape, c), len);
+      if (n.op.op === "broadcast") return A(0);
+      if (n.op.op === "binary" && ["add", "sub", "mul", "div", "max", "min"].includes(n.op.fn)) {
+        return BINARY[n.op.fn](A(0), A(1));
+      }
+      if (n.op.op === "unary" && ["neg", "exp", "log", "sqrt", "abs", "tanh"].includes(n.op.fn)) {
+        return UNARY[n.op.fn](A(0));
+      }
+    }
+    const lanes = [0, 1, 2, 3].map((u) =>
+      this.at(id, [...c.slice(0, last), `min(${c[last]} + ${u}u, ${len} - 1u)`])
+    );
+    return `vec4<f32>(${lanes.join(", ")})`;
   }
 
   /** Coordinates of an operand of shape `shape` broadcast (right-aligned) into `c`. */
