@@ -15,6 +15,7 @@ import {
   READS_BY_COORDINATE,
   type SymbolSlots,
   type ThreadDim,
+  VEC4_KEYS,
 } from "./wgsl.ts";
 import { attentionWithRows } from "./wgsl.ts";
 
@@ -299,6 +300,8 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
     hostDraws: [],
   };
   const env = new Map<number, number>();
+  // A read key is a node id, or a vec4 view of one (see `vec4Key`).
+  const bufferOf = (key: number) => env.get(key <= -VEC4_KEYS ? -key - VEC4_KEYS : key)!;
   const loopValues = new Map<number, number[]>();
   const newBuffer = (shape: Dim[]) => {
     const id = plan.buffers.length;
@@ -405,7 +408,7 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
       const x = byId.get(n.args[0])!;
       const k = attentionWithRows(x, byId, slots, n.args[1], n.args[2], options.f16);
       const write = newBuffer(n.type.shape);
-      plan.kernels.push({ ...k, write, readBuffers: k.reads.map((r) => env.get(r)!) });
+      plan.kernels.push({ ...k, write, readBuffers: k.reads.map(bufferOf) });
       env.set(n.id, write);
       return;
     }
@@ -418,7 +421,7 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
         plan.kernels.push({
           ...scatter,
           write: x,
-          readBuffers: scatter.reads.map((r) => env.get(r)!),
+          readBuffers: scatter.reads.map(bufferOf),
         });
         env.set(n.id, x);
         return;
@@ -427,7 +430,7 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
     const chunks = self.op.op === "scatter_add" ? self.op.chunks : undefined;
     const write = newBuffer(chunks ? [chunks, ...n.type.shape] : n.type.shape);
     for (const k of nodeKernels(self, byId, slots, inline, { f16: options.f16 })) {
-      plan.kernels.push({ ...k, write, readBuffers: k.reads.map((r) => env.get(r)!) });
+      plan.kernels.push({ ...k, write, readBuffers: k.reads.map(bufferOf) });
     }
     env.set(n.id, write);
   };

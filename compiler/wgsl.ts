@@ -203,11 +203,15 @@ export function mergeKernels(
   slots: SymbolSlots,
 ): { wgsl: string; bindings: number[]; writes: number[]; regions: number } {
   const bindings: number[] = [];
+  const vec4 = new Set<number>(); // binding indices that are vec4 views
   const writes = new Set(parts.flatMap((p) => p.writes ?? [p.write]));
   const atomic = new Set<number>();
-  const bind = (b: number) => {
-    let k = bindings.indexOf(b);
-    if (k < 0) k = bindings.push(b) - 1;
+  const bind = (b: number, asVec4 = false) => {
+    let k = bindings.findIndex((x, i) => x === b && vec4.has(i) === asVec4);
+    if (k < 0) {
+      k = bindings.push(b) - 1;
+      if (asVec4) vec4.add(k);
+    }
     return `b${k}`;
   };
   const fns: string[] = [];
@@ -224,7 +228,11 @@ export function mergeKernels(
     const rename = (code: string) =>
       code.replace(
         /\b(out|a\d+)(?=\[)/g,
-        (x) => x === "out" ? bind(p.write) : bind(p.readBuffers[Number(x.slice(1))]),
+        (x) =>
+          x === "out" ? bind(p.write) : bind(
+            p.readBuffers[Number(x.slice(1))],
+            (p.kernel.reads[Number(x.slice(1))] ?? 0) <= -VEC4_KEYS,
+          ),
       )
         .replace(/\bv(\d+)(x4)?\(/g, `v$1$2_${i}(`);
     for (const h of helpersFor([part.body, ...part.fns].join("\n"))) helpers.add(h);
@@ -257,8 +265,8 @@ fn part${i}(t: u32) {
   });
   const binds = bindings.map((b, k) =>
     `@group(0) @binding(${k + 1}) var<storage, ${
-      writes.has(b) ? "read_write" : "read"
-    }> b${k}: array<${atomic.has(b) ? "atomic<u32>" : "f32"}>;`
+      writes.has(b) && !vec4.has(k) ? "read_write" : "read"
+    }> b${k}: array<${atomic.has(b) ? "atomic<u32>" : vec4.has(k) ? "vec4<f32>" : "f32"}>;`
   );
   const W = regions.length ? HYBRID_WORKGROUP : WORKGROUP;
   // Workgroups visit the parts in a scattered order (w·7919 mod the workgroup count, a
@@ -308,8 +316,10 @@ function kernel(
   const reads = Array.isArray(from) ? from : from.bindings;
   const fns = Array.isArray(from) ? [] : [...from.fns.values()];
   if (!Array.isArray(from) && from.hoisted.size) body = `${from.prologue()}\n  ${body}`;
-  const binds = reads.map((_, i) =>
-    `@group(0) @binding(${i + 2}) var<storage, read> a${i}: array<f32>;`
+  const binds = reads.map((key, i) =>
+    `@group(0) @binding(${i + 2}) var<storage, read> a${i}: array<${
+      key <= -VEC4_KEYS ? "vec4<f32>" : "f32"
+    }>;`
   );
   const helpers = helpersFor([body, ...fns].join("\n"));
   const wgsl = `// %${node.id} ${node.op.op}${node.name ? ` (${node.name})` : ""}
@@ -883,6 +893,7 @@ export function nodeKernels(
         ).reverse().join("\n  ")
       }`;
       const idx = Array.from({ length: T }, (_, u) => u);
+      const fast = matmulVec4(node, reader, aBatch, bBatch, inner, cols);
       const body = `${tileCoords}
   ${
         idx.map((u) =>
@@ -890,7 +901,8 @@ export function nodeKernels(
         ).join("\n  ")
       }
   ${idx.map((u) => `var acc${u} = vec4<f32>(); var accb${u} = vec4<f32>();`).join(" ")}
-  for (var k = 0u; k < ${inner}; k = k + 1u) {
+  ${fast}
+  for (var k = ${fast ? "kfast" : "0u"}; k < ${inner}; k = k + 1u) {
     ${idx.map((u) => `let x${u} = ${rd(0, [...aBatch, `i${u}`, "k"])};`).join("\n    ")}
     ${idx.map((u) => `let y${u} = ${rd(1, [...bBatch, "k", `j${u}`])};`).join("\n    ")}
     let yv = vec4<f32>(y0, y1, y2, y3);
@@ -1112,6 +1124,89 @@ function chanCount(chans: Dim[]): Dim {
   }
   throw new Error("internal: multi-axis symbolic scatter channels (partialTables excludes them)");
 }
+
+/**
+ * The vec4 fast path of the tiled matmul: a stored A is read four k at a time and a stored B
+ * eight columns at a time through vec4 views of their buffers (llvmpipe pays per load, not per
+ * byte). It runs while k + 4 ≤ K when K divides by 4 (and for B, on interior column tiles with
+ * N divisible by 4), leaving `kfast` for the scalar loop that follows. Empty when neither
+ * operand is stored.
+ */
+function matmulVec4(
+  node: Node,
+  reader: Reader,
+  aBatch: string[],
+  bBatch: string[],
+  inner: string,
+  cols: string,
+): string {
+  const stored = (id: number) => {
+    const n = reader.byId.get(id)!;
+    return !reader.inline.has(id) && !reader.placed.has(id) &&
+      !(n.op.op === "scatter_add" && n.op.chunks);
+  };
+  const [a, b] = node.args;
+  const aVec = stored(a), bVec = stored(b);
+  if (!aVec && !bVec) return "";
+  const T = MATMUL_TILE;
+  const idx = Array.from({ length: T }, (_, u) => u);
+  const av = aVec ? reader.buffer(vec4Key(a)) : "";
+  const bv = bVec ? reader.buffer(vec4Key(b)) : "";
+  const cond = [
+    `${inner} % 4u == 0u`,
+    ...(bVec ? [`${cols} % 4u == 0u`, `tc * ${T}u + ${T}u <= ${cols}`] : []),
+  ].join(" && ");
+  const lanes = [0, 1, 2, 3];
+  return `var kfast = 0u;
+  if (${cond}) {
+    ${
+    aVec
+      ? idx.map((u) => `let ab${u} = (${reader.index(a, [...aBatch, `i${u}`, "0u"])}) / 4u;`).join(
+        " ",
+      )
+      : ""
+  }
+    ${bVec ? `let bb = (${reader.index(b, [...bBatch, "0u", `tc * ${T}u`])}) / 4u;` : ""}
+    for (var k4 = 0u; k4 < ${inner} / 4u; k4 = k4 + 1u) {
+      ${
+    idx.map((u) =>
+      aVec
+        ? `let xa${u} = ${av}[ab${u} + k4];`
+        : `let xa${u} = vec4<f32>(${
+          lanes.map((q) => reader.at(a, [...aBatch, `i${u}`, `k4 * 4u + ${q}u`])).join(", ")
+        });`
+    ).join("\n      ")
+  }
+      ${
+    lanes.map((q) => {
+      const k = `k4 * 4u + ${q}u`;
+      const ys = bVec
+        ? `let yv${q} = ${bv}[bb + (${k}) * (${cols} / 4u)]; let yw${q} = ${bv}[bb + (${k}) * (${cols} / 4u) + 1u];`
+        : `let yv${q} = vec4<f32>(${
+          [0, 1, 2, 3].map((w) => reader.at(b, [...bBatch, k, `j${w}`])).join(", ")
+        }); let yw${q} = vec4<f32>(${
+          [4, 5, 6, 7].map((w) => reader.at(b, [...bBatch, k, `j${w}`])).join(", ")
+        });`;
+      return `${ys}
+      ${
+        idx.map((u) =>
+          `acc${u} = acc${u} + xa${u}[${q}] * yv${q}; accb${u} = accb${u} + xa${u}[${q}] * yw${q};`
+        ).join(" ")
+      }`;
+    }).join("\n      ")
+  }
+    }
+    kfast = ${inner};
+  }`;
+}
+
+/** Binding key of a vec4 view of node `id`'s buffer (lowering maps it back to the buffer). */
+export function vec4Key(id: number): number {
+  return -id - VEC4_KEYS;
+}
+
+/** Offset of vec4-view binding keys (node id k has key −k − VEC4_KEYS). */
+export const VEC4_KEYS = 1_000_000;
 
 /** Names a fused score reads for one tile row. */
 interface RowNames {

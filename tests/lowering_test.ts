@@ -212,3 +212,31 @@ Deno.test({
     assert.ok(half > 10 * full, `f16 ${half} should be visibly coarser than f32 ${full}`);
   },
 });
+
+Deno.test({
+  name: "matmul: the vec4 path (K and N divisible by 4, interior tiles) and the scalar rest agree",
+  ignore: adapter === undefined,
+  fn: async () => {
+    const p = compileSync(`
+def f(a: [m, k], b: [k, n]) -> [m, n] {
+  return a @ b
+}`);
+    const q = compileSync(`
+def g(a: [m, k], b: [k, n]) -> [m, n] {
+  return (2 * a) @ b
+}`);
+    for (
+      const [m, k, n] of [[1, 4, 8], [9, 16, 20], [17, 12, 3], [33, 7, 16], [5, 64, 64], [3, 5, 7]]
+    ) {
+      const x = {
+        a: randomTensor([2, m, k], { seed: m }),
+        b: randomTensor([2, k, n], { seed: n }),
+      };
+      for (const prog of [p, q]) {
+        const got = await prog.run(x, { backend: "gpu", poison: true });
+        const err = relativeError(got, await prog.run(x));
+        assert.ok(err < 1e-5, `m=${m} k=${k} n=${n}: ${err}`);
+      }
+    }
+  },
+});
