@@ -723,12 +723,12 @@ export class Reader {
    * do not vary along the axis read once and splatted, arithmetic on vectors, the rest read
    * element by element.
    */
-  at4(id: number, c: string[], len: string): string {
+  at4(id: number, c: string[], len: string, self = false): string {
     const n = this.byId.get(id)!;
     const last = c.length - 1;
     const shape = n.type.shape;
     if (shape.length === 0 || shape[shape.length - 1] === 1) return `vec4<f32>(${this.at(id, c)})`;
-    if (this.inline.has(id)) {
+    if (this.inline.has(id) || self) {
       if (n.op.op === "reduce") return `${this.fn4(id)}(${["s", ...c].join(", ")})`;
       const arg = (k: number) => this.byId.get(n.args[k])!;
       const A = (k: number) => this.at4(n.args[k], Reader.broadcast(arg(k).type.shape, c), len);
@@ -840,6 +840,33 @@ export function nodeKernels(
   }
   if (ELEMENTWISE.has(op.op)) {
     const reader = new Reader(byId, inline, slots);
+    const last = out.length - 1;
+    if (
+      (op.op === "binary" || op.op === "unary") && last >= 0 && out[last] !== 1 &&
+      node.args.some((a) => reader.hasReduce4(a))
+    ) {
+      // Four consecutive elements of the last axis per invocation, so what a reduction inside
+      // reads for all of them (Nyström's conv taps and mask) is loaded once.
+      const len = dim(out[last], slots);
+      const threads: ThreadDim[] = [...out.slice(0, last), { ceilDiv: [out[last], 4] }];
+      const c = cs(out);
+      const x4 = reader.at4(node.id, [...c.slice(0, last), `(c${last} * 4u)`], len, true);
+      const quads = `((${len} + 3u) / 4u)`;
+      const body = `var rem_c = r;
+  let c${last} = rem_c % ${quads}; rem_c = rem_c / ${quads};
+  ${
+        out.slice(0, last).map((d, i) => [i, d] as const).reverse().map(([i, d]) =>
+          `let c${i} = rem_c % ${dim(d, slots)}; rem_c = rem_c / ${dim(d, slots)};`
+        ).join("\n  ")
+      }
+  let x4 = ${x4};
+  let ob = s * ${outSize} + ${
+        out.slice(0, last).map((_, i) => `c${i} * ${size(out.slice(i + 1), slots)}`).join(" + ") ||
+        "0u"
+      } + c${last} * 4u;
+  for (var u = 0u; u < 4u; u = u + 1u) { if (c${last} * 4u + u < ${len}) { out[ob + u] = x4[u]; } }`;
+      return [kernel(node, reader, threads, slots, body)];
+    }
     const expr = reader.expand(node, cs(out));
     return [
       kernel(

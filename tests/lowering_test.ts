@@ -240,3 +240,27 @@ def g(a: [m, k], b: [k, n]) -> [m, n] {
     }
   },
 });
+
+Deno.test({
+  name:
+    "four-lane maps over reductions: Nyström's conv skip with real weights, e not a multiple of 4",
+  ignore: adapter === undefined,
+  fn: async () => {
+    const p = compileSync(load("nystrom.attn"), { params: { landmarks: 8, conv: 5 } });
+    assert.ok(p.plan().kernels.some((k) => k.wgsl.includes("let x4 =")), "the vec4 map is used");
+    for (const [n, e] of [[63, 5], [257, 8], [20, 1]]) {
+      const x = {
+        ...qkv(2, n, 16, e, n),
+        convw: randomTensor([5], { seed: 3 }),
+        mask: {
+          shape: [2, n],
+          data: Float64Array.from({ length: 2 * n }, (_, i) => +(i % n < n - 3)),
+          dtype: "float" as const,
+        },
+      };
+      const got = await p.run(x, { backend: "gpu", poison: true });
+      const err = relativeError(got, await p.run(x));
+      assert.ok(err < 1e-5, `n=${n} e=${e}: ${err}`);
+    }
+  },
+});
