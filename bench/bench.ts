@@ -144,12 +144,25 @@ for (const n of sizes) {
   }
 }
 
+// How many times faster than fused exact attention each approximation ran, per n, in this run.
+const speedups: Record<string, Record<string, number>> = {};
+for (const r of results) {
+  if (r.case !== "scaling" || r.variant === "exact" || typeof r.ms !== "number") continue;
+  const exact = results.find((e) => e.case === "scaling" && e.variant === "exact" && e.n === r.n);
+  if (typeof exact?.ms !== "number") continue;
+  (speedups[String(r.variant)] ??= {})[String(r.n)] = exact.ms / r.ms;
+}
+for (const [variant, byN] of Object.entries(speedups)) {
+  const line = Object.entries(byN).map(([n, x]) => `n=${n} ${x.toFixed(1)}×`).join(", ");
+  console.log(`${variant.padEnd(8)} vs fused exact: ${line}`);
+}
 const report = {
   suite,
   adapter: facts.description,
   fallbackAdapter: facts.isFallback,
   date: new Date().toISOString(),
   note: "times are medians within this run on this adapter; compare ratios, not absolute times",
+  speedupOverExact: speedups,
   results,
 };
 await Deno.mkdir(dir, { recursive: true });
