@@ -378,6 +378,26 @@ export const READS_BY_COORDINATE = new Set([
   "random",
 ]);
 
+/** Initial accumulator of each reduction. */
+const REDUCE_INIT = {
+  max: f32(-Infinity),
+  min: f32(Infinity),
+  prod: "1.0",
+  sum: "0.0",
+  mean: "0.0",
+};
+
+/** The next accumulator of a reduction from `acc` and the element `x` (scalar or vec4). */
+function reduceStep(fn: keyof typeof REDUCE_INIT): string {
+  return fn === "max"
+    ? "max(acc, x)"
+    : fn === "min"
+    ? "min(acc, x)"
+    : fn === "prod"
+    ? "acc * x"
+    : "acc + x";
+}
+
 /** Ops whose value at a coordinate is a loop over operand elements; inlined as functions. */
 export const HEAVY = new Set(["matmul", "dot", "reduce", "bits", "segment_mean"]);
 
@@ -421,22 +441,10 @@ export function heavyValue(n: Node, c: string[], reader: Reader): { pre: string;
       const srcCoord = src.map((_, i) =>
         i === op.axis ? "k" : c[op.keepdims || i < op.axis ? i : i - 1]
       );
-      const init = {
-        max: f32(-Infinity),
-        min: f32(Infinity),
-        prod: "1.0",
-        sum: "0.0",
-        mean: "0.0",
-      };
-      const step = op.fn === "max"
-        ? "acc = max(acc, x);"
-        : op.fn === "min"
-        ? "acc = min(acc, x);"
-        : op.fn === "prod"
-        ? "acc = acc * x;"
-        : "acc = acc + x;";
+      const init = REDUCE_INIT[op.fn];
+      const step = `acc = ${reduceStep(op.fn)};`;
       return {
-        pre: `var acc = ${init[op.fn]};
+        pre: `var acc = ${init};
   for (var k = 0u; k < ${len}; k = k + 1u) {
     let x = ${rd(0, srcCoord)};
     ${step}
@@ -679,15 +687,8 @@ export class Reader {
       ) => [...c.slice(0, last), `min(c${last} + ${u}u, ${dim(out[last], this.slots)} - 1u)`]);
       const srcAt = (cu: string[]) =>
         src.map((_, i) => (i === op.axis ? "k" : cu[op.keepdims || i < op.axis ? i : i - 1]));
-      const init =
-        { max: f32(-Infinity), min: f32(Infinity), prod: "1.0", sum: "0.0", mean: "0.0" }[op.fn];
-      const step = op.fn === "max"
-        ? "max(acc, x)"
-        : op.fn === "min"
-        ? "min(acc, x)"
-        : op.fn === "prod"
-        ? "acc * x"
-        : "acc + x";
+      const init = REDUCE_INIT[op.fn];
+      const step = reduceStep(op.fn);
       const len = dim(src[op.axis], this.slots);
       this.fnDepth++;
       const xs = lanes.map((cu) => this.at(n.args[0], srcAt(cu))).join(", ");

@@ -13,6 +13,15 @@ import { getDevice } from "../runtime/device.ts";
 const load = (f: string) => Deno.readTextFileSync(new URL(`../examples/${f}`, import.meta.url));
 const adapter = await getDevice().then((d) => d.facts.description, () => undefined);
 
+/** A row assignment on a plain value (not an attention result). */
+const ROWS_PROGRAM = `
+def f(x: [n, d], rows: [3, d], seed = 0) -> [n, d] {
+  J = randint([3], n, seed)
+  y = 2 * x + 1
+  y[J] = rows
+  return y
+}`;
+
 const qkv = (b: number, n: number, d: number, e: number, seed: number) => ({
   q: randomTensor([b, n, d], { seed }),
   k: randomTensor([b, n, d], { seed: seed + 1 }),
@@ -108,13 +117,7 @@ Deno.test("plans: YOSO draws its hyperplanes on the host; row assignment is in p
   assert.ok(!skein.kernels.some((k) => k.name.startsWith("set_rows")));
   assert.ok(skein.kernels.some((k) => k.wgsl.includes("with rows replaced")));
   // On a plain value it writes into that value's buffer: no copy first.
-  const plain = compileSync(`
-def f(x: [n, d], rows: [3, d], seed = 0) -> [n, d] {
-  J = randint([3], n, seed)
-  y = 2 * x + 1
-  y[J] = rows
-  return y
-}`).plan();
+  const plain = compileSync(ROWS_PROGRAM).plan();
   const rowKernels = plain.kernels.map((k) => k.name).filter((n) => n.startsWith("set_rows"));
   assert.equal(rowKernels.length, 1, rowKernels.join(", "));
   assert.ok(rowKernels[0].endsWith("_rows"), "only the row writes, no copy");
@@ -124,13 +127,7 @@ Deno.test({
   name: "row assignment in place and fused into attention agree with the interpreter",
   ignore: adapter === undefined,
   fn: async () => {
-    const p = compileSync(`
-def f(x: [n, d], rows: [3, d], seed = 0) -> [n, d] {
-  J = randint([3], n, seed)
-  y = 2 * x + 1
-  y[J] = rows
-  return y
-}`);
+    const p = compileSync(ROWS_PROGRAM);
     for (const n of [1, 5, 70]) {
       const x = {
         x: randomTensor([2, n, 4], { seed: n }),
