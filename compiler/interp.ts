@@ -104,7 +104,8 @@ function forEachOffset(
   }
 }
 
-const UNARY: Record<string, (x: number) => number> = {
+/** Scalar semantics of the elementwise functions (shared with constant folding). */
+export const UNARY: Record<string, (x: number) => number> = {
   neg: (x) => -x,
   not: (x) => (x ? 0 : 1),
   exp: Math.exp,
@@ -124,7 +125,8 @@ const UNARY: Record<string, (x: number) => number> = {
   erf,
 };
 
-const BINARY: Record<string, (x: number, y: number) => number> = {
+/** Scalar semantics of the binary functions (shared with constant folding). */
+export const BINARY: Record<string, (x: number, y: number) => number> = {
   add: (x, y) => x + y,
   sub: (x, y) => x - y,
   mul: (x, y) => x * y,

@@ -261,3 +261,14 @@ Deno.test({
     }
   },
 });
+
+Deno.test("constant folding: scalar functions of constants become constants, same values", () => {
+  const p = compileSync(
+    "def f(x: [n, d]) -> [n, d] {\n  return x * exp(0.5) + sqrt(4.0) * (1 < 2)\n}",
+  );
+  const ops = p.optimized.nodes.map((n) => n.op.op);
+  assert.ok(!ops.includes("unary"), ops.join(" "));
+  assert.equal(p.optimized.nodes.filter((n) => n.op.op === "binary").length, 2, "x·c + c");
+  const x = { x: randomTensor([3, 2], { seed: 4 }) };
+  assert.ok(relativeError(interpret(p.optimized, x), interpret(p.graph, x)) < 1e-15);
+});

@@ -1,9 +1,12 @@
 /**
- * Algebraic simplification: rewrites that make later fusion decisions see the real cost.
+ * Algebraic simplification and constant folding: rewrites that make later fusion decisions see
+ * the real cost. Scalar arithmetic on constants is folded with the interpreter's own scalar
+ * functions (so folding cannot change a result).
  * Index notation like `qs[i, c] = q[i, c] * ...` elaborates to `gather(q, iota, iota)`, an
  * identity that would otherwise count as a gather (expensive to recompute) everywhere it is
  * inlined; and `transpose(transpose(x))` is `x`.
  */
+import { BINARY, UNARY } from "../interp.ts";
 import { type Dim, type Graph, type Node, nodesById, substitute } from "../ir.ts";
 
 /** `graph` with identity gathers and double transposes replaced by their operands. */
@@ -15,15 +18,28 @@ export function simplify(graph: Graph): Graph {
     if (same !== undefined) map.set(n.id, same);
   }
   const rewrite = (nodes: Node[]): Node[] =>
-    nodes.map((n) =>
-      n.op.op === "loop"
-        ? { ...n, op: { ...n.op, body: rewrite(n.op.body) } }
-        : asReshape(n, byId) ?? n
-    );
+    nodes.map((n) => {
+      if (n.op.op === "loop") return { ...n, op: { ...n.op, body: rewrite(n.op.body) } };
+      const folded = fold(n, byId) ?? asReshape(n, byId) ?? n;
+      byId.set(n.id, folded); // later folds see this one
+      return folded;
+    });
   return substitute({ ...graph, nodes: rewrite(graph.nodes) }, map);
 }
 
 const sameShape = (a: Dim[], b: Dim[]) => a.length === b.length && a.every((d, i) => d === b[i]);
+
+/** A scalar unary or binary op on constants, as a constant. */
+function fold(n: Node, byId: Map<number, Node>): Node | undefined {
+  if ((n.op.op !== "unary" && n.op.op !== "binary") || n.type.shape.length !== 0) return undefined;
+  const args = n.args.map((a) => byId.get(a)!);
+  if (!args.every((a) => a.op.op === "const")) return undefined;
+  const v = args.map((a) => (a.op.op === "const" ? a.op.value : 0));
+  let value = n.op.op === "unary" ? UNARY[n.op.fn](v[0]) : BINARY[n.op.fn](v[0], v[1]);
+  if (n.type.dtype === "bool") value = +(value !== 0);
+  if (n.type.dtype === "int") value = Math.floor(value);
+  return { ...n, op: { op: "const", value }, args: [] };
+}
 
 /** gather(x, idx_0, ..., idx_{k-1}) where idx_a is iota along axis a over all of x's axis a. */
 function isIdentity(n: Node, byId: Map<number, Node>): boolean {
