@@ -1015,7 +1015,9 @@ export function nodeKernels(
   var v = ${rd(0, [...rc, "e"])};
   if (v != v) { v = ${f32(-Infinity)}; }
   var rank = 0u;
-  for (var j = 0u; j < ${len}; j = j + 1u) {
+  var jstart = 0u;
+  ${topkVec4(node, reader, rc, len, k)}
+  for (var j = jstart; j < ${len}; j = j + 1u) {
     var u = ${rd(0, [...rc, "j"])};
     if (u != u) { u = ${f32(-Infinity)}; }
     if (u > v || (u == v && j < e)) { rank = rank + 1u; }
@@ -1225,6 +1227,33 @@ function matmulVec4(
   }
     }
     kfast = ${inner};
+  }`;
+}
+
+/**
+ * Top-k rank counting four elements per load through a vec4 view of a stored operand (rows
+ * whose length divides by 4); leaves `jstart` where the scalar loop goes on.
+ */
+function topkVec4(node: Node, reader: Reader, rc: string[], len: string, k: number): string {
+  const x = node.args[0];
+  const n = reader.byId.get(x)!;
+  if (reader.inline.has(x) || reader.placed.has(x) || (n.op.op === "scatter_add" && n.op.chunks)) {
+    return "";
+  }
+  const xv = reader.buffer(vec4Key(x));
+  return `if (${len} % 4u == 0u) {
+    let base = (${reader.index(x, [...rc, "0u"])}) / 4u;
+    let ninf = vec4<f32>(${f32(-Infinity)});
+    let ev = vec4<u32>(e);
+    for (var j4 = 0u; j4 < ${len} / 4u; j4 = j4 + 1u) {
+      let raw = ${xv}[base + j4];
+      let u = select(raw, ninf, raw != raw);
+      let j = vec4<u32>(j4 * 4u) + vec4<u32>(0u, 1u, 2u, 3u);
+      let before = (u > vec4<f32>(v)) | ((u == vec4<f32>(v)) & (j < ev));
+      rank = rank + dot(select(vec4<u32>(0u), vec4<u32>(1u), before), vec4<u32>(1u));
+      if (rank >= ${k}u) { break; }
+    }
+    jstart = ${len};
   }`;
 }
 

@@ -272,3 +272,21 @@ Deno.test("constant folding: scalar functions of constants become constants, sam
   const x = { x: randomTensor([3, 2], { seed: 4 }) };
   assert.ok(relativeError(interpret(p.optimized, x), interpret(p.graph, x)) < 1e-15);
 });
+
+Deno.test({
+  name: "topk on the GPU: vec4 counting and the scalar rest agree, ties to the lower index",
+  ignore: adapter === undefined,
+  fn: async () => {
+    const p = compileSync("def f(x: [n], k = 5) -> [5] {\n  return topk(x * 1.0, k)\n}");
+    const q = compileSync(
+      "def f(x: [n], k = 5) -> [5] {\n  return topk(floor(x * 2.0) + 0.0, k)\n}",
+    );
+    for (const n of [3, 8, 13, 64, 257]) {
+      const x = { x: randomTensor([2, n], { seed: n }) };
+      for (const prog of [p, q]) {
+        const got = await prog.run(x, { backend: "gpu", poison: true });
+        assert.deepEqual(Array.from(got.data), Array.from((await prog.run(x)).data), `n=${n}`);
+      }
+    }
+  },
+});
