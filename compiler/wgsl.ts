@@ -508,15 +508,16 @@ export function rowwiseBody(n: Node, reader: Reader, target: string, base: strin
   const fc = out.map((_, i) => (i === op.axis ? "k" : `f${i < op.axis ? i : i - 1}`));
   const startTerms = fc.flatMap((x, i) => (i === op.axis ? [] : [`${x} * ${st[i]}`]));
   const at = (k: string) => `${target}[start + ${k} * ${st[op.axis]}]`;
-  const x = reader.at(n.args[0], fc);
+  // Generated only where used, so the vec4 path does not also emit the scalar reader.
+  const x = () => reader.at(n.args[0], fc);
   const body = op.op === "softmax"
     ? `var m = ${f32(-Infinity)};
-  for (var k = 0u; k < ${len}; k = k + 1u) { m = max(m, ${x}); }
+  for (var k = 0u; k < ${len}; k = k + 1u) { m = max(m, ${x()}); }
   if (m == ${f32(-Infinity)}) {
     for (var k = 0u; k < ${len}; k = k + 1u) { ${at("k")} = 0.0; }
   } else {
     var z = 0.0;
-    for (var k = 0u; k < ${len}; k = k + 1u) { let e = exp(${x} - m); ${at("k")} = e; z = z + e; }
+    for (var k = 0u; k < ${len}; k = k + 1u) { let e = exp(${x()} - m); ${at("k")} = e; z = z + e; }
     for (var k = 0u; k < ${len}; k = k + 1u) { ${at("k")} = ${at("k")} / z; }
   }`
     : op.axis === out.length - 1 && reader.hasReduce4(n.args[0])
@@ -530,7 +531,7 @@ export function rowwiseBody(n: Node, reader: Reader, target: string, base: strin
   let den = max(sqrt(q), 1e-12);
   for (var k = 0u; k < ${len}; k = k + 1u) { ${at("k")} = ${at("k")} / den; }`
     : `var q = 0.0;
-  for (var k = 0u; k < ${len}; k = k + 1u) { let x = ${x}; ${at("k")} = x; q = q + x * x; }
+  for (var k = 0u; k < ${len}; k = k + 1u) { let x = ${x()}; ${at("k")} = x; q = q + x * x; }
   let den = max(sqrt(q), 1e-12);
   for (var k = 0u; k < ${len}; k = k + 1u) { ${at("k")} = ${at("k")} / den; }`;
   return `let start = ${base} + ${startTerms.join(" + ") || "0u"};
