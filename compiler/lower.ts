@@ -179,18 +179,24 @@ export function inlinedNodes(
   const inline = new Set<number>();
   const evals = new Map<number, number>();
   // Ops of an elementwise expression down to stored values; gathers and transcendentals count 99.
-  const costs = new Map<number, number>();
-  const exprCost = (id: number): number => {
-    const n = byId.get(id)!;
-    if (!ELEMENTWISE.has(n.op.op)) return 0;
-    if (costs.has(id)) return costs.get(id)!;
-    const heavy = n.op.op === "gather" ||
-      (n.op.op === "unary" && !["neg", "abs"].includes(n.op.fn));
-    const own = heavy ? 99 : LAYOUT.has(n.op.op) || CHEAP.has(n.op.op) ? 0 : 1;
-    const c = own + n.args.reduce((t, a) => t + exprCost(a), 0);
-    costs.set(id, c);
-    return c;
+  // Ops per element of an expression over the values `within` admits (others are buffer reads):
+  // gathers, transcendentals and loops count 99.
+  const costOf = (within: (n: Node) => boolean) => {
+    const memo = new Map<number, number>();
+    const cost = (id: number): number => {
+      const n = byId.get(id)!;
+      if (!within(n)) return 0;
+      if (!memo.has(id)) {
+        const heavy = HEAVY.has(n.op.op) || n.op.op === "gather" ||
+          (n.op.op === "unary" && !["neg", "abs"].includes(n.op.fn));
+        const own = heavy ? 99 : LAYOUT.has(n.op.op) || CHEAP.has(n.op.op) ? 0 : 1;
+        memo.set(id, own + n.args.reduce((t, a) => t + cost(a), 0));
+      }
+      return memo.get(id)!;
+    };
+    return cost;
   };
+  const exprCost = costOf((n) => ELEMENTWISE.has(n.op.op));
   // Cheap values that a fused kernel must read from a buffer (attention's q and k) are stored
   // for it, and recomputed by every kernel that reads by coordinate, which then need not wait.
   const alsoStored = new Set<number>();
@@ -230,22 +236,10 @@ export function inlinedNodes(
   // recomputed per use: keep only small, cheap expressions (layout changes, constants, a few
   // adds and multiplies, like 13·I − P); anything with gathers, transcendentals or loops, or
   // larger, is stored first.
-  const cost = (id: number): number => {
-    if (!inline.has(id)) return 0;
-    const n = byId.get(id)!;
-    if (
-      HEAVY.has(n.op.op) || n.op.op === "gather" ||
-      (n.op.op === "unary" && !["neg", "abs"].includes(n.op.fn))
-    ) {
-      return 99;
-    }
-    const own = LAYOUT.has(n.op.op) || CHEAP.has(n.op.op) ? 0 : 1;
-    return own + n.args.reduce((sum, a) => sum + cost(a), 0);
-  };
   for (const n of byId.values()) {
     if (n.op.op !== "matmul" && n.op.op !== "dot" && n.op.op !== "topk") continue;
     for (const a of n.args) {
-      if (cost(a) > 4) {
+      if (costOf((m) => inline.has(m.id))(a) > 4) {
         inline.delete(a);
         alsoStored.delete(a);
       }
