@@ -154,6 +154,51 @@ const inputsOf = (
 /** 0: no mask; 1: one [n] mask for every slice; 2: a [batch, n] mask; 3: per slice. */
 const MASKING = fc.constantFrom(0, 1, 2, 3);
 
+/** A case of both programs' inputs and parameters. */
+interface YosoCase {
+  x: ReturnType<typeof makeCase>;
+  batch: number[];
+  n: number;
+  d: number;
+  e: number;
+  tau: number;
+  hashes: number;
+  seed: number;
+  masking: number;
+}
+
+/** Check `property` on drawn cases (batch, sizes, tau, hashes, seed, masking pattern). */
+function yosoProperty(
+  property: (c: YosoCase) => Promise<void>,
+  masking: fc.Arbitrary<number> = MASKING,
+): Promise<void> {
+  return fc.assert(
+    fc.asyncProperty(
+      BATCH,
+      N,
+      D,
+      E,
+      TAU,
+      HASHES,
+      SEED,
+      masking,
+      (batch, n, d, e, tau, hashes, seed, masking) =>
+        property({
+          x: makeCase(batch, n, d, e, seed, masking),
+          batch,
+          n,
+          d,
+          e,
+          tau,
+          hashes,
+          seed,
+          masking,
+        }),
+    ),
+    OPTS,
+  );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Y1: the kernel
 
@@ -220,215 +265,145 @@ Deno.test("yoso Y1: yoso_kernel lies in [0, 1], is 1 for k = c·q (c > 0), 0 for
 // Both programs against the direct references (unnormalized and normalized)
 
 Deno.test("yoso: yoso_sum equals a brute-force collision sum over reproduced hash planes, yoso_e_sum the direct formula (1e-12)", async () => {
-  await fc.assert(
-    fc.asyncProperty(
-      BATCH,
-      N,
-      D,
-      E,
-      TAU,
-      HASHES,
-      SEED,
-      MASKING,
-      async (batch, n, d, e, tau, hashes, seed, masking) => {
-        const x = makeCase(batch, n, d, e, seed, masking);
-        const ys = await run("yoso.attn", inputsOf(x), { tau, hashes }, {
-          entry: "yoso_sum",
-          seed,
-        });
-        const refS = yosoSumRef(x, tau, hashes, seed).y;
-        assert.ok(maxAbsError(ys, refS) <= 1e-12, `yoso_sum: ${maxAbsError(ys, refS)}`);
-        const y = await run("yoso.attn", inputsOf(x), { tau, hashes }, { seed });
-        assert.ok(
-          maxAbsError(y, normalizeRows(refS)) <= 1e-12,
-          `yoso: ${maxAbsError(y, normalizeRows(refS))}`,
-        );
-        const ye = await run("yoso_e.attn", inputsOf(x), { tau }, { entry: "yoso_e_sum" });
-        const refE = yosoESumRef(x, tau).y;
-        // Relative to the row scale: n weights ≤ 1 times |v| ≲ 4.
-        assert.ok(maxAbsError(ye, refE) <= 1e-12 * n, `yoso_e_sum: ${maxAbsError(ye, refE)}`);
-        const yn = await run("yoso_e.attn", inputsOf(x), { tau });
-        assert.ok(
-          maxAbsError(yn, normalizeRows(refE)) <= 1e-12,
-          `yoso_e: ${maxAbsError(yn, normalizeRows(refE))}`,
-        );
-      },
-    ),
-    OPTS,
-  );
+  await yosoProperty(async ({ x, n, tau, hashes, seed }) => {
+    const ys = await run("yoso.attn", inputsOf(x), { tau, hashes }, {
+      entry: "yoso_sum",
+      seed,
+    });
+    const refS = yosoSumRef(x, tau, hashes, seed).y;
+    assert.ok(maxAbsError(ys, refS) <= 1e-12, `yoso_sum: ${maxAbsError(ys, refS)}`);
+    const y = await run("yoso.attn", inputsOf(x), { tau, hashes }, { seed });
+    assert.ok(
+      maxAbsError(y, normalizeRows(refS)) <= 1e-12,
+      `yoso: ${maxAbsError(y, normalizeRows(refS))}`,
+    );
+    const ye = await run("yoso_e.attn", inputsOf(x), { tau }, { entry: "yoso_e_sum" });
+    const refE = yosoESumRef(x, tau).y;
+    // Relative to the row scale: n weights ≤ 1 times |v| ≲ 4.
+    assert.ok(maxAbsError(ye, refE) <= 1e-12 * n, `yoso_e_sum: ${maxAbsError(ye, refE)}`);
+    const yn = await run("yoso_e.attn", inputsOf(x), { tau });
+    assert.ok(
+      maxAbsError(yn, normalizeRows(refE)) <= 1e-12,
+      `yoso_e: ${maxAbsError(yn, normalizeRows(refE))}`,
+    );
+  });
 });
 
 // ---------------------------------------------------------------------------------------------
 // Y3, Y4
 
 Deno.test("yoso Y3: every valid row of yoso and yoso_e has norm 1 or is exactly 0 (0 iff no collision / no weight); masked rows are exactly 0", async () => {
-  await fc.assert(
-    fc.asyncProperty(
-      BATCH,
-      N,
-      D,
-      E,
-      TAU,
-      HASHES,
-      SEED,
-      fc.constantFrom(1, 2, 3),
-      async (batch, n, d, e, tau, hashes, seed, masking) => {
-        const x = makeCase(batch, n, d, e, seed, masking);
-        const { collisions } = yosoSumRef(x, tau, hashes, seed);
-        const { weight } = yosoESumRef(x, tau);
-        const outs: Array<[string, Tensor, boolean[]]> = [
-          [
-            "yoso",
-            await run("yoso.attn", inputsOf(x), { tau, hashes }, { seed }),
-            collisions.map((c) => c > 0),
-          ],
-          ["yoso_e", await run("yoso_e.attn", inputsOf(x), { tau }), weight.map((w) => w > 0)],
-        ];
-        for (const [name, y, live] of outs) {
-          const norms = rowNorms(y);
-          for (let s = 0, row = 0; s < count(batch); s++) {
-            const mu = maskRow(x.mask, batch, s, n);
-            for (let i = 0; i < n; i++, row++) {
-              if (!(mu[i] > 0)) {
-                for (let c = 0; c < e; c++) {
-                  // -0 (a negative sum times mask 0) counts as 0.
-                  assert.ok(y.data[row * e + c] === 0, `${name}: masked row ${row}`);
-                }
-              } else if (live[row]) {
-                assert.ok(
-                  Math.abs(norms[row] - 1) <= 1e-12,
-                  `${name}: row ${row} norm ${norms[row]}`,
-                );
-              } else {
-                assert.ok(norms[row] === 0, `${name}: row ${row} without collisions`);
-              }
+  await yosoProperty(async ({ x, batch, n, e, tau, hashes, seed }) => {
+    const { collisions } = yosoSumRef(x, tau, hashes, seed);
+    const { weight } = yosoESumRef(x, tau);
+    const outs: Array<[string, Tensor, boolean[]]> = [
+      [
+        "yoso",
+        await run("yoso.attn", inputsOf(x), { tau, hashes }, { seed }),
+        collisions.map((c) => c > 0),
+      ],
+      ["yoso_e", await run("yoso_e.attn", inputsOf(x), { tau }), weight.map((w) => w > 0)],
+    ];
+    for (const [name, y, live] of outs) {
+      const norms = rowNorms(y);
+      for (let s = 0, row = 0; s < count(batch); s++) {
+        const mu = maskRow(x.mask, batch, s, n);
+        for (let i = 0; i < n; i++, row++) {
+          if (!(mu[i] > 0)) {
+            for (let c = 0; c < e; c++) {
+              // -0 (a negative sum times mask 0) counts as 0.
+              assert.ok(y.data[row * e + c] === 0, `${name}: masked row ${row}`);
             }
+          } else if (live[row]) {
+            assert.ok(
+              Math.abs(norms[row] - 1) <= 1e-12,
+              `${name}: row ${row} norm ${norms[row]}`,
+            );
+          } else {
+            assert.ok(norms[row] === 0, `${name}: row ${row} without collisions`);
           }
         }
-      },
-    ),
-    OPTS,
-  );
+      }
+    }
+  }, fc.constantFrom(1, 2, 3));
 });
 
 Deno.test("yoso Y4: constant V gives v/‖v‖ in every valid row of yoso_e, and of yoso wherever a hash collides (else 0)", async () => {
-  await fc.assert(
-    fc.asyncProperty(
-      BATCH,
-      N,
-      D,
-      E,
-      TAU,
-      HASHES,
-      SEED,
-      MASKING,
-      async (batch, n, d, e, tau, hashes, seed, masking) => {
-        const x = makeCase(batch, n, d, e, seed, masking);
-        const v0 = gauss([e], seed + 5).data;
-        const norm = Math.hypot(...v0);
-        x.v = T(
-          [...batch, n, e],
-          Array.from({ length: count(batch) * n * e }, (_, i) => v0[i % e]),
-        );
-        const { collisions } = yosoSumRef(x, tau, hashes, seed);
-        const { weight } = yosoESumRef(x, tau);
-        const outs: Array<[string, Tensor, boolean[]]> = [
-          [
-            "yoso",
-            await run("yoso.attn", inputsOf(x), { tau, hashes }, { seed }),
-            collisions.map((c) => c > 0),
-          ],
-          ["yoso_e", await run("yoso_e.attn", inputsOf(x), { tau }), weight.map((w) => w > 0)],
-        ];
-        for (const [name, y, live] of outs) {
-          for (let row = 0; row < live.length; row++) {
-            for (let c = 0; c < e; c++) {
-              const want = live[row] ? v0[c] / norm : 0;
-              assert.ok(Math.abs(y.data[row * e + c] - want) <= 1e-12, `${name}: row ${row}`);
-            }
-          }
+  await yosoProperty(async ({ x, batch, n, e, tau, hashes, seed }) => {
+    const v0 = gauss([e], seed + 5).data;
+    const norm = Math.hypot(...v0);
+    x.v = T(
+      [...batch, n, e],
+      Array.from({ length: count(batch) * n * e }, (_, i) => v0[i % e]),
+    );
+    const { collisions } = yosoSumRef(x, tau, hashes, seed);
+    const { weight } = yosoESumRef(x, tau);
+    const outs: Array<[string, Tensor, boolean[]]> = [
+      [
+        "yoso",
+        await run("yoso.attn", inputsOf(x), { tau, hashes }, { seed }),
+        collisions.map((c) => c > 0),
+      ],
+      ["yoso_e", await run("yoso_e.attn", inputsOf(x), { tau }), weight.map((w) => w > 0)],
+    ];
+    for (const [name, y, live] of outs) {
+      for (let row = 0; row < live.length; row++) {
+        for (let c = 0; c < e; c++) {
+          const want = live[row] ? v0[c] / norm : 0;
+          assert.ok(Math.abs(y.data[row * e + c] - want) <= 1e-12, `${name}: row ${row}`);
         }
-      },
-    ),
-    OPTS,
-  );
+      }
+    }
+  });
 });
 
 // ---------------------------------------------------------------------------------------------
 // Y5, Y6, Y7
 
 Deno.test("yoso Y5: positive per-token rescaling of q and k and a global positive scale of V change nothing (1e-12)", async () => {
-  await fc.assert(
-    fc.asyncProperty(
-      BATCH,
-      N,
-      D,
-      E,
-      TAU,
-      HASHES,
-      SEED,
-      MASKING,
-      async (batch, n, d, e, tau, hashes, seed, masking) => {
-        const x = makeCase(batch, n, d, e, seed, masking);
-        const rescale = (t: Tensor, s: number) => {
-          const f = gauss([t.data.length / d], s).data.map((z) => Math.exp(2 * z));
-          return T(t.shape, t.data.map((a, i) => a * f[Math.floor(i / d)]));
-        };
-        const x2: Case = {
-          ...x,
-          q: rescale(x.q, seed + 6),
-          k: rescale(x.k, seed + 7),
-          v: T(x.v.shape, x.v.data.map((a) => 3.5 * a)),
-        };
-        for (
-          const [file, params] of [["yoso.attn", { tau, hashes }], ["yoso_e.attn", {
-            tau,
-          }]] as const
-        ) {
-          const y = await run(file, inputsOf(x), params, { seed });
-          const y2 = await run(file, inputsOf(x2), params, { seed });
-          assert.ok(maxAbsError(y2, y) <= 1e-12, `${file}: ${maxAbsError(y2, y)}`);
-        }
-      },
-    ),
-    OPTS,
-  );
+  await yosoProperty(async ({ x, d, tau, hashes, seed }) => {
+    const rescale = (t: Tensor, s: number) => {
+      const f = gauss([t.data.length / d], s).data.map((z) => Math.exp(2 * z));
+      return T(t.shape, t.data.map((a, i) => a * f[Math.floor(i / d)]));
+    };
+    const x2: Case = {
+      ...x,
+      q: rescale(x.q, seed + 6),
+      k: rescale(x.k, seed + 7),
+      v: T(x.v.shape, x.v.data.map((a) => 3.5 * a)),
+    };
+    for (
+      const [file, params] of [["yoso.attn", { tau, hashes }], ["yoso_e.attn", {
+        tau,
+      }]] as const
+    ) {
+      const y = await run(file, inputsOf(x), params, { seed });
+      const y2 = await run(file, inputsOf(x2), params, { seed });
+      assert.ok(maxAbsError(y2, y) <= 1e-12, `${file}: ${maxAbsError(y2, y)}`);
+    }
+  });
 });
 
 Deno.test("yoso Y6: permuting the tokens (q, k, v and mask together) permutes the output, for a fixed seed (1e-12)", async () => {
-  await fc.assert(
-    fc.asyncProperty(
-      BATCH,
-      N,
-      D,
-      E,
-      TAU,
-      HASHES,
-      SEED,
-      MASKING,
-      async (batch, n, d, e, tau, hashes, seed, masking) => {
-        const x = makeCase(batch, n, d, e, seed, masking);
-        const perm = permutation(n, seed + 8);
-        const xp: Case = {
-          q: permuteTokens(x.q, perm),
-          k: permuteTokens(x.k, perm),
-          v: permuteTokens(x.v, perm),
-        };
-        if (x.mask) xp.mask = permuteTokens(x.mask, perm, false);
-        for (
-          const [file, params] of [["yoso.attn", { tau, hashes }], ["yoso_e.attn", {
-            tau,
-          }]] as const
-        ) {
-          const y = await run(file, inputsOf(x), params, { seed });
-          const yp = await run(file, inputsOf(xp), params, { seed });
-          const err = maxAbsError(yp, permuteTokens(y, perm));
-          assert.ok(err <= 1e-12, `${file}: ${err}`);
-        }
-      },
-    ),
-    OPTS,
-  );
+  await yosoProperty(async ({ x, n, tau, hashes, seed }) => {
+    const perm = permutation(n, seed + 8);
+    const xp: Case = {
+      q: permuteTokens(x.q, perm),
+      k: permuteTokens(x.k, perm),
+      v: permuteTokens(x.v, perm),
+    };
+    if (x.mask) xp.mask = permuteTokens(x.mask, perm, false);
+    for (
+      const [file, params] of [["yoso.attn", { tau, hashes }], ["yoso_e.attn", {
+        tau,
+      }]] as const
+    ) {
+      const y = await run(file, inputsOf(x), params, { seed });
+      const yp = await run(file, inputsOf(xp), params, { seed });
+      const err = maxAbsError(yp, permuteTokens(y, perm));
+      assert.ok(err <= 1e-12, `${file}: ${err}`);
+    }
+  });
 });
 
 Deno.test("yoso Y7: tau = 0 gives normalize(Σ_j μ_j v_j) in every valid row of both programs", async () => {
