@@ -367,8 +367,49 @@ class Checker {
       }
     };
     collect(s.body);
-    const carried = [...assigned].filter((n) => scope.env.get(n)?.kind === "tensor");
-    const inits = carried.map((n) => scope.env.get(n) as TensorVal);
+    for (const name of assigned) {
+      if (scope.env.get(name)?.kind === "shape") {
+        this.fail(
+          `${name} is a shape list; it cannot be reassigned inside repeat`,
+          s.span,
+          "give the new shape another name",
+        );
+      }
+    }
+    // Compile-time numbers reassigned in the body are carried like tensors (as scalars), so
+    // `x = 1; repeat 3 { x = x * 2 }` gives 8. An int that the body turns into a float is
+    // carried as a float (checked once to learn that, then again).
+    const carried = [...assigned].filter((n) => {
+      const kind = scope.env.get(n)?.kind;
+      return kind === "tensor" || kind === "static";
+    });
+    const promote = new Set<string>();
+    for (;;) {
+      const widen = this.repeatOnce(s, scope, countVal.value, carried, promote);
+      if (!widen.size) return;
+      widen.forEach((n) => promote.add(n)); // grows every time, so this ends
+    }
+  }
+
+  /**
+   * Emit one loop; returns the static-initialized names whose carried type must be widened to
+   * float (nothing is emitted into the enclosing scope then).
+   */
+  repeatOnce(
+    s: Extract<Stmt, { kind: "repeat" }>,
+    scope: Scope,
+    count: number,
+    carried: string[],
+    promote: Set<string>,
+  ): Set<string> {
+    const outerNodes = this.nodes;
+    const mark = outerNodes.length;
+    const inits = carried.map((n) => {
+      const v = scope.env.get(n)!;
+      if (v.kind !== "static") return v as TensorVal;
+      const t = this.toTensor(v, scope, s.span);
+      return promote.has(n) ? this.cast(t, "float", scope, s.span) : t;
+    });
     const loopId = this.nextId++;
     const outer = this.nodes;
     this.nodes = [];
@@ -384,6 +425,16 @@ class Checker {
       inner.env.set(name, v);
     });
     this.stmts(s.body, inner, true);
+    const widen = new Set(carried.filter((name, i) => {
+      const v = inner.env.get(name)!, init = scope.env.get(name)!;
+      const dtype = v.kind === "shape" ? undefined : v.kind === "static" ? v.dtype : v.type.dtype;
+      return init.kind === "static" && inits[i].type.dtype !== "float" && dtype === "float";
+    }));
+    if (widen.size) {
+      this.nodes = outer;
+      this.nodes.length = mark; // drop the initial values emitted for this attempt
+      return widen;
+    }
     const results = carried.map((name, i) => {
       const v = this.toTensor(inner.env.get(name)!, inner, s.span);
       const want = inits[i].type;
@@ -403,7 +454,7 @@ class Checker {
     this.nodes = outer;
     const loop: Node = {
       id: loopId,
-      op: { op: "loop", count: countVal.value, body, results: results.map((r) => r.id) },
+      op: { op: "loop", count, body, results: results.map((r) => r.id) },
       args: inits.map((v) => v.id),
       type: { dtype: "float", shape: [] },
       span: s.span,
@@ -413,6 +464,7 @@ class Checker {
       const r = this.emit({ op: "loop_result", index }, [loopId], inits[index].type, s.span, name);
       scope.env.set(name, r);
     });
+    return new Set();
   }
 
   // ---------------------------------------------------------------- index notation

@@ -78,6 +78,31 @@ export function fuseProbabilities(graph: Graph): Graph {
   return { ...graph, nodes: rewrite(graph.nodes) };
 }
 
+/**
+ * Which grid axis each dimension of a value runs along: "i" (the softmax's rows), "j" (its
+ * columns), or null for a dimension of size 1. A layout is derived from how a value is used,
+ * starting at the softmax operand (["i", "j"]) and following each op to its operands, never from
+ * comparing sizes: with self-attention both grid axes have the same size symbol.
+ */
+type Axis = "i" | "j" | null;
+
+/** The layout of an operand broadcast (right-aligned) to a value of layout `out` and `shape`. */
+function broadcastLayout(arg: Dim[], shape: Dim[], out: Axis[]): Axis[] | undefined {
+  const off = shape.length - arg.length;
+  if (off < 0) return undefined;
+  return arg.map((d, k) => (d === 1 ? null : d === shape[off + k] ? out[off + k] : undefined))
+      .every((a) => a !== undefined)
+    ? arg.map((d, k) => (d === 1 ? null : out[off + k]))
+    : undefined;
+}
+
+/** The one grid axis a value varies along ("scalar" for none), if it varies along at most one. */
+function single(layout: Axis[]): "i" | "j" | "scalar" | undefined {
+  const live = layout.filter((a) => a !== null);
+  if (live.length === 0) return "scalar";
+  return live.length === 1 ? live[0]! : undefined;
+}
+
 class ScoreBuilder {
   a?: number;
   b?: number;
@@ -88,18 +113,6 @@ class ScoreBuilder {
     readonly byId: Map<number, Node>,
     readonly leafBase = 3,
   ) {}
-
-  /** Where a value of this shape varies over the (i, j) grid, or undefined if it is not a grid value. */
-  axes(shape: Dim[]): "ij" | "i" | "j" | "scalar" | undefined {
-    const { rows, cols } = this;
-    if (shape.length === 0) return "scalar";
-    if (shape.length === 1) return shape[0] === cols ? "j" : shape[0] === 1 ? "scalar" : undefined;
-    if (shape.length !== 2) return undefined;
-    const [r, c] = shape;
-    if ((r !== rows && r !== 1) || (c !== cols && c !== 1)) return undefined;
-    if (r === rows && c === cols) return "ij";
-    return r === rows ? "i" : c === cols ? "j" : "scalar";
-  }
 
   leaf(id: number, at: "i" | "j" | "scalar"): Score {
     let k = this.leaves.indexOf(id);
@@ -113,80 +126,122 @@ class ScoreBuilder {
     return this.a === a && this.b === b ? { kind: "qk" } : undefined;
   }
 
-  build(id: number): Score | undefined {
+  /** The grid size of an axis. */
+  extent(axis: "i" | "j"): Dim {
+    return axis === "i" ? this.rows : this.cols;
+  }
+
+  /**
+   * The rows of a matrix read at one grid axis: `x[i]` written as a gather of the whole row by
+   * an iota, or a plain matrix whose rows are indexed by the axis. Undefined if unproven.
+   */
+  rowsAt(g: Node, layout: Axis[]): { src: Node; at: "i" | "j" } | undefined {
+    // g: [..., d] whose leading dims have `layout`.
+    if (g.op.op !== "gather" || g.args.length !== 2) return undefined;
+    const src = this.byId.get(g.args[0])!, idx = this.byId.get(g.args[1])!;
+    const at = this.iotaAxis(idx, layout);
+    if (!at || src.type.shape.length !== 2 || src.type.shape[0] !== this.extent(at)) {
+      return undefined;
+    }
+    return { src, at };
+  }
+
+  /** The grid axis an iota node of the given layout counts along, if it is one. */
+  iotaAxis(n: Node, layout: Axis[]): "i" | "j" | undefined {
+    if (n.op.op !== "iota" || layout.length !== n.type.shape.length) return undefined;
+    const at = layout[n.op.axis];
+    return at && single(layout) === at ? at : undefined;
+  }
+
+  /** The score expression of node `id`, whose dimensions run along the grid axes `layout`. */
+  build(id: number, layout: Axis[] = ["i", "j"]): Score | undefined {
     const n = this.byId.get(id)!;
-    const where = this.axes(n.type.shape);
-    if (!where) return undefined;
+    const shape = n.type.shape;
+    if (layout.length !== shape.length) return undefined;
     const op = n.op;
-    const sub = (k: number) => this.build(n.args[k]);
+    const operand = (k: number) => {
+      const arg = this.byId.get(n.args[k])!;
+      const l = broadcastLayout(arg.type.shape, shape, layout);
+      return l && this.build(arg.id, l);
+    };
     switch (op.op) {
       case "const":
         return { kind: "const", value: op.value };
+      case "fill":
+        return { kind: "const", value: op.value };
       case "dim":
         return { kind: "size", name: op.name };
-      case "iota":
-        if (where === "i") return { kind: "i" };
-        if (where === "j") return { kind: "j" };
-        return { kind: "const", value: 0 };
+      case "iota": {
+        const at = layout[op.axis];
+        return at ? { kind: at } : { kind: "const", value: 0 };
+      }
       case "unary": {
-        const x = sub(0);
+        const x = operand(0);
         return x && { kind: "unary", fn: op.fn, x };
       }
       case "binary": {
-        const a = sub(0), b = sub(1);
+        const a = operand(0), b = operand(1);
         return a && b && { kind: "binary", fn: op.fn, a, b };
       }
       case "where": {
-        const c = sub(0), a = sub(1), b = sub(2);
+        const c = operand(0), a = operand(1), b = operand(2);
         return c && a && b && { kind: "where", c, a, b };
       }
       case "cast": {
-        const x = sub(0);
+        const x = operand(0);
         return x && { kind: "cast", to: n.type.dtype, x };
       }
       case "broadcast":
-      case "reshape":
-        return this.axes(this.byId.get(n.args[0])!.type.shape) ? sub(0) : undefined;
+        return operand(0);
+      case "reshape": {
+        // Only reshapes that add or drop unit dims keep each element's grid position.
+        const arg = this.byId.get(n.args[0])!;
+        const keep = (s: Dim[]) => s.map((d, k) => [d, k] as const).filter(([d]) => d !== 1);
+        const from = keep(arg.type.shape), to = keep(shape);
+        if (from.length !== to.length || from.some(([d], k) => d !== to[k][0])) break;
+        const l: Axis[] = arg.type.shape.map(() => null);
+        from.forEach(([, k], x) => (l[k] = layout[to[x][1]]));
+        return this.build(arg.id, l);
+      }
+      case "transpose": {
+        if (shape.length < 2) break;
+        const l = [...layout];
+        [l[l.length - 2], l[l.length - 1]] = [l[l.length - 1], l[l.length - 2]];
+        return this.build(n.args[0], l);
+      }
       case "matmul": {
-        // a @ b^T with a [rows, d] and b [cols, d].
+        // a @ b^T: element (r, c) is a_r · b_c, with r and c along the grid axes of the layout.
         const a = this.byId.get(n.args[0])!, t = this.byId.get(n.args[1])!;
-        if (where !== "ij" || t.op.op !== "transpose" || a.type.shape.length !== 2) {
-          return undefined;
-        }
+        if (shape.length !== 2 || t.op.op !== "transpose" || a.type.shape.length !== 2) break;
         const b = this.byId.get(t.args[0])!;
-        if (b.type.shape.length !== 2 || a.type.shape[1] !== b.type.shape[1]) return undefined;
-        return this.core(a.id, b.id);
+        if (b.type.shape.length !== 2 || a.type.shape[1] !== b.type.shape[1]) break;
+        const [r, c] = layout;
+        if (r === "i" && c === "j") return this.core(a.id, b.id);
+        if (r === "j" && c === "i") return this.core(b.id, a.id); // a_j · b_i = b_i · a_j
+        break;
       }
       case "dot": {
-        // q[i] . k[j]: gathers of whole rows by the grid's own indices.
+        // x[i] . y[j]: gathers of whole rows by the grid's own indices (the dot commutes).
         const ga = this.byId.get(n.args[0])!, gb = this.byId.get(n.args[1])!;
-        const rowOf = (g: Node, axis: 0 | 1) => {
-          if (g.op.op !== "gather" || g.args.length !== 2) return undefined;
-          const src = this.byId.get(g.args[0])!, idx = this.byId.get(g.args[1])!;
-          if (src.type.shape.length !== 2 || idx.op.op !== "iota" || idx.op.axis !== axis) {
-            return undefined;
-          }
-          if (src.type.shape[0] !== (axis === 0 ? this.rows : this.cols)) return undefined;
-          return src;
-        };
-        const a = rowOf(ga, 0), b = rowOf(gb, 1);
-        if (where !== "ij" || !a || !b || a.type.shape[1] !== b.type.shape[1]) return undefined;
-        return this.core(a.id, b.id);
+        const lead = (g: Node) =>
+          broadcastLayout(g.type.shape.slice(0, -1), shape, layout) ?? undefined;
+        const la = lead(ga), lb = lead(gb);
+        const x = la && this.rowsAt(ga, la), y = lb && this.rowsAt(gb, lb);
+        if (!x || !y || x.at === y.at || x.src.type.shape[1] !== y.src.type.shape[1]) break;
+        return x.at === "i" ? this.core(x.src.id, y.src.id) : this.core(y.src.id, x.src.id);
       }
       case "gather": {
-        // x[i] or x[j] of a vector whose length is the grid's axis.
+        // v[i] or v[j] of a vector whose length is the grid's axis.
         const src = this.byId.get(n.args[0])!, idx = this.byId.get(n.args[1])!;
-        if (
-          n.args.length === 2 && src.type.shape.length === 1 && idx.op.op === "iota" &&
-          (where === "i" || where === "j") &&
-          src.type.shape[0] === (where === "i" ? this.rows : this.cols)
-        ) return this.leaf(src.id, where);
+        const at = n.args.length === 2 && src.type.shape.length === 1
+          ? this.iotaAxis(idx, broadcastLayout(idx.type.shape, shape, layout) ?? [])
+          : undefined;
+        if (at && src.type.shape[0] === this.extent(at)) return this.leaf(src.id, at);
         break;
       }
     }
-    // Anything else computed elsewhere: fine as long as it is a row, column or scalar value.
-    if (where === "ij") return undefined;
-    if (where === "scalar") return this.leaf(id, "scalar");
-    return this.leaf(id, where);
+    // Anything else is computed elsewhere: a leaf, if it varies along at most one grid axis.
+    const at = single(layout);
+    return at && this.leaf(id, at);
   }
 }
