@@ -1,26 +1,28 @@
 /**
  * The Attune command line.
  *
- *   attune check FILE.attn [--param NAME=VALUE ...] [--entry NAME]
- *   attune explain FILE.attn [--param ...] [--entry NAME] [--wgsl] [--json]
+ *   attune check FILE.attn [--param NAME=VALUE ...] [--entry NAME] [--verify]
+ *   attune explain FILE.attn [--param ...] [--entry NAME] [--wgsl] [--json] [--verify]
  *   attune run FILE.attn --in NAME=PATH.npy ... [--param ...] [--seed N]
  *              [--backend gpu|interp] [--dtype f4|f8] --out PATH.npy
  *
  * Exit status: 0 on success, 1 on a diagnostic (printed with the source line and a caret),
  * 2 on a usage error.
  */
-import { AttuneError, compileSync, type Program } from "./mod.ts";
+import { AttuneError, compileSync, type Program, verify } from "./mod.ts";
 import { CompileError, DeviceError } from "./compiler/errors.ts";
 import { NpyError, readNpy, writeNpy } from "./runtime/npy.ts";
 import { showGraph } from "./compiler/ir.ts";
 import type { Tensor } from "./compiler/tensor.ts";
 
 const USAGE = `usage:
-  attune check FILE.attn [--param NAME=VALUE ...] [--entry NAME]
-  attune explain FILE.attn [--param NAME=VALUE ...] [--entry NAME] [--wgsl] [--json]
+  attune check FILE.attn [--param NAME=VALUE ...] [--entry NAME] [--verify]
+  attune explain FILE.attn [--param NAME=VALUE ...] [--entry NAME] [--wgsl] [--json] [--verify]
   attune run FILE.attn --in NAME=PATH.npy ... [--param NAME=VALUE ...] [--seed N]
              [--backend gpu|interp] [--dtype f4|f8] --out PATH.npy
-  (run defaults to --backend gpu; interp is the float64 reference interpreter)`;
+  (run defaults to --backend gpu; interp is the float64 reference interpreter;
+   --verify runs every optimization pass on random inputs and names the first that changed
+   the result)`;
 
 class UsageError extends Error {}
 
@@ -36,6 +38,7 @@ interface Args {
   out?: string;
   json: boolean;
   wgsl: boolean;
+  verify: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -54,6 +57,7 @@ function parseArgs(argv: string[]): Args {
     dtype: "<f4",
     json: false,
     wgsl: false,
+    verify: false,
   };
   const pair = (flag: string, s: string | undefined): [string, string] => {
     const m = s?.match(/^([A-Za-z_]\w*)=(.+)$/);
@@ -111,6 +115,10 @@ function parseArgs(argv: string[]): Args {
       case "--wgsl":
         a.wgsl = true;
         break;
+      case "--verify":
+        if (command === "run") throw new UsageError("--verify goes with check or explain");
+        a.verify = true;
+        break;
       default:
         throw new UsageError(`unknown option ${flag}`);
     }
@@ -119,7 +127,8 @@ function parseArgs(argv: string[]): Args {
   return a;
 }
 
-async function main(argv: string[]): Promise<number> {
+/** Run the command line on these arguments; returns the exit status. */
+export async function main(argv: string[]): Promise<number> {
   let args: Args;
   try {
     args = parseArgs(argv);
@@ -144,7 +153,23 @@ async function main(argv: string[]): Promise<number> {
           ? JSON.stringify(explainJson(program), null, 2)
           : program.explain({ wgsl: args.wgsl }),
       );
-    } else {
+    }
+    if (args.verify) {
+      const r = verify(program);
+      if (!r.ok) {
+        const f = r.failure!;
+        const sizes = Object.entries(f.sizes).map(([k, v]) => `${k}=${v}`).join(" ");
+        console.error(
+          `verify: pass "${f.pass}" changed the result (sizes ${sizes}, seed ${f.seed}): ${f.detail}`,
+        );
+        return 1;
+      }
+      console.log(
+        `verify: ${r.trials} trial${r.trials === 1 ? "" : "s"}, every pass preserves the result` +
+          (r.skipped ? ` (${r.skipped} size draws rejected by the program)` : ""),
+      );
+    }
+    if (args.command === "run") {
       const inputs: Record<string, Tensor> = {};
       for (const [name, path] of Object.entries(args.inputs)) inputs[name] = await readNpy(path);
       const y = await program.run(inputs, { seed: args.seed, backend: args.backend });

@@ -46,6 +46,23 @@ export type { ExecPlan, PlannedKernel } from "./compiler/lower.ts";
 export type { NodeKernel, SymbolSlots, ThreadDim } from "./compiler/wgsl.ts";
 export type { RunStats } from "./runtime/executor.ts";
 export { decodeNpy, encodeNpy, readNpy, writeNpy } from "./runtime/npy.ts";
+/**
+ * Translation validation of the optimizer: `verify(program)` runs the checked graph and the
+ * graph after every pass on the float64 interpreter with random inputs (each size symbol bound
+ * to a small awkward value) and reports the first pass that changed the result.
+ * `firstDivergence` does the same for given inputs; `compareResults` is the comparison
+ * (NaN positions and infinities equal, max error ≤ rtol × scale).
+ */
+export {
+  compareResults,
+  type Divergence,
+  firstDivergence,
+  type Stage,
+  verify,
+  VERIFY_RTOL,
+  type VerifyOptions,
+  type VerifyReport,
+} from "./compiler/verify.ts";
 export type { NpyWriteDType, NpyWriteOptions } from "./runtime/npy.ts";
 
 /** Where a program runs. */

@@ -111,19 +111,33 @@ export function bindInputs(graph: Graph, inputs: Record<string, Tensor>): {
         decl,
       );
     }
-    // NaN would vanish silently in a max-subtracted softmax; refuse it with its position.
-    const bad = t.data.findIndex(Number.isNaN);
-    if (bad >= 0) {
+    const position = (flat: number) => {
       const at: number[] = [];
-      let rem = bad;
+      let rem = flat;
       for (let i = t.shape.length - 1; i >= 0; i--) {
         at.unshift(rem % t.shape[i]);
         rem = Math.floor(rem / t.shape[i]);
       }
+      return at.join(", ");
+    };
+    // NaN would vanish silently in a max-subtracted softmax; refuse it with its position.
+    const bad = t.data.findIndex(Number.isNaN);
+    if (bad >= 0) {
       fail(
-        `input ${decl.name} contains NaN at [${at.join(", ")}]`,
+        `input ${decl.name} contains NaN at [${position(bad)}]`,
         decl,
         "Attune refuses NaN inputs instead of propagating them; clean or mask the data first",
+      );
+    }
+    // The GPU computes in float32: a finite value past its range would become ±Infinity there.
+    // Both backends refuse it, so they agree.
+    const huge = t.data.findIndex((x) => Number.isFinite(x) && !Number.isFinite(Math.fround(x)));
+    if (huge >= 0) {
+      fail(
+        `input ${decl.name} has ${t.data[huge]} at [${position(huge)}], outside float32's ` +
+          "range (±3.4028235e38)",
+        decl,
+        "Attune computes in float32 on the GPU; scale the data into float32's range first",
       );
     }
     const lead = leads.get(decl.name)!;

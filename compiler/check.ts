@@ -627,6 +627,7 @@ class Checker {
     v = this.broadcastTo(v, full, inner, e.span);
     for (let k = names.length - 1; k >= 0; k--) {
       const axis = outer.vars.length + k;
+      this.nonEmpty(fn, v, axis, e.span);
       const shape = v.type.shape.filter((_, i) => i !== axis);
       v = this.op(inner, { op: "reduce", fn, axis, keepdims: false }, [v], {
         dtype: fn === "mean" ? "float" : v.type.dtype,
@@ -1135,6 +1136,15 @@ class Checker {
         const k = a.staticInt(1, "k", 1);
         a.done();
         if (x.type.shape.length - x.grid < 1) this.fail("topk needs a vector", e.span);
+        const len = x.type.shape[x.type.shape.length - 1];
+        if (typeof len === "number" && k > len) {
+          // With a symbolic length the extra slots hold the index len (docs/language.md).
+          this.fail(
+            `topk: k = ${k} is more than the ${len} elements of the last axis`,
+            e.span,
+            `ask for at most ${len}`,
+          );
+        }
         return this.op(scope, { op: "topk", k }, [x], {
           dtype: "int",
           shape: [...x.type.shape.slice(0, -1), k],
@@ -1246,6 +1256,20 @@ class Checker {
     return this.fail(`unknown function ${fn}`, e.fnSpan);
   }
 
+  /**
+   * A mean, max or min over an axis of size 0 has no value (sum and prod give 0 and 1). Refused
+   * when the size is known here, so neither backend returns NaN or -inf silently.
+   */
+  nonEmpty(fn: string, x: TensorVal, axis: number, span: Span): void {
+    if ((fn === "mean" || fn === "max" || fn === "min") && x.type.shape[axis] === 0) {
+      this.fail(
+        `${fn} over an axis of size 0 (axis ${axis} of ${showType(x.type)}) has no value`,
+        span,
+        "a parameter or shape that sets this size is 0; use at least 1",
+      );
+    }
+  }
+
   noGrid(scope: Scope, e: Extract<Expr, { kind: "call" }>): void {
     if (scope.grid) {
       this.fail(
@@ -1274,6 +1298,7 @@ class Checker {
         ? x.type.shape.map((d, i) => (i === axis ? 1 : d))
         : x.type.shape.filter((_, i) => i !== axis);
       const rf = (fn === "norm" ? "sum" : fn) as "sum" | "max" | "min" | "mean" | "prod";
+      this.nonEmpty(rf, x, axis, e.span);
       const dtype: DType = rf === "mean" || x.type.dtype === "float"
         ? "float"
         : x.type.dtype === "bool" && rf === "sum"

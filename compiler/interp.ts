@@ -134,8 +134,9 @@ export const BINARY: Record<string, (x: number, y: number) => number> = {
   idiv: (x, y) => Math.floor(x / y),
   mod: (x, y) => x - y * Math.floor(x / y),
   pow: (x, y) => x ** y,
-  max: (x, y) => (x > y || Number.isNaN(x) ? x : y),
-  min: (x, y) => (x < y || Number.isNaN(x) ? x : y),
+  // Math.max/min: NaN wins, +0 is above -0 (the checker's constant folding uses the same).
+  max: Math.max,
+  min: Math.min,
   lt: (x, y) => +(x < y),
   le: (x, y) => +(x <= y),
   gt: (x, y) => +(x > y),
@@ -533,8 +534,8 @@ class Evaluator {
         let acc = init;
         for (let k = 0; k < len; k++) {
           const v = x.data[(o * len + k) * inner + i];
-          if (fn === "max") acc = v > acc || Number.isNaN(v) ? v : acc;
-          else if (fn === "min") acc = v < acc || Number.isNaN(v) ? v : acc;
+          if (fn === "max") acc = Math.max(acc, v);
+          else if (fn === "min") acc = Math.min(acc, v);
           else if (fn === "prod") acc *= v;
           else acc += v;
         }

@@ -4,10 +4,18 @@
  * unrolled). It knows no device: the runtime executes the plan as it is.
  */
 import { type Dim, type Graph, type InputDecl, type Node, nodesById, typicalSizes } from "./ir.ts";
-import { ARENA, findRegions, outerDeps, type Region, regionKernel } from "./region.ts";
+import {
+  ARENA,
+  elementTrips,
+  findRegions,
+  outerDeps,
+  type Region,
+  regionKernel,
+} from "./region.ts";
 import {
   ELEMENTWISE,
   HEAVY,
+  HYBRID_ELEMENTS,
   KEYS_PER_CHUNK,
   mergeKernels,
   type NodeKernel,
@@ -17,7 +25,8 @@ import {
   type ThreadDim,
   VEC4_KEYS,
 } from "./wgsl.ts";
-import { attentionWithRows } from "./wgsl.ts";
+import { attentionWithRows, LOOP_BUDGET } from "./wgsl.ts";
+import { PARTIAL, splitKernels, withTrips } from "./longloops.ts";
 
 /** A kernel placed in the plan: which buffer it writes and which it reads. */
 export interface PlannedKernel extends NodeKernel {
@@ -33,6 +42,24 @@ export interface PlannedKernel extends NodeKernel {
   writes?: number[];
   /** A merged dispatch: how many regions (one workgroup per slice each) come first. */
   regions?: number;
+  /**
+   * What each part of the dispatch reads and writes (buffers; one entry for an unmerged kernel).
+   * A part's reads are the buffers it needs written before it starts (a region's own arena and
+   * outputs, written and read inside it, are writes only). `checkPlan` verifies these.
+   */
+  io?: KernelIO[];
+  /**
+   * Loop trips one invocation makes per element of a grid kernel (see `elementTrips`), where
+   * known: a merged dispatch with a region runs HYBRID_ELEMENTS elements per invocation.
+   */
+  elementTrips?: (size: (d: Dim) => number) => number;
+}
+
+/** The buffers one part of a dispatch reads and writes. */
+export interface KernelIO {
+  name: string;
+  reads: number[];
+  writes: number[];
 }
 
 /** Everything the runtime needs to run a program. Buffer shapes are per (batch, head) slice. */
@@ -45,6 +72,11 @@ export interface ExecPlan {
   inputs: { decl: InputDecl; buffer: number }[];
   /** The buffer holding the result. */
   output: number;
+  /**
+   * The plan for a run whose sizes push some kernel's `trips` past LOOP_BUDGET: lowered for
+   * those sizes, long loops split (see longloops.ts). Absent on such plans themselves.
+   */
+  long?: (size: (d: Dim) => number) => ExecPlan;
   /** Conditions on sizes checked before a run (the interpreter checks the same while running). */
   guards: { node: Node; rows: Dim; min: number; what: string; hint: string }[];
   /**
@@ -83,6 +115,12 @@ export interface LowerOptions {
    * single-workgroup dispatch each (default true; see region.ts).
    */
   regions?: boolean;
+  /**
+   * Lower for a run at these sizes whose loops pass LOOP_BUDGET (`ExecPlan.long`): heavy values
+   * with loops over LOOP_CHUNK are stored, kernels over the budget split, regions over it and
+   * long kernels left unmerged.
+   */
+  runSizes?: (d: Dim) => number;
 }
 
 /**
@@ -283,6 +321,18 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
   const { inline, alsoStored } = options.fuseElementwise === false
     ? { inline: new Set<number>(), alsoStored: new Set<number>() }
     : inlinedNodes(graph, byId);
+  const run = options.runSizes;
+  if (run) {
+    // A long run stores its heavy values (no kernel repeats a loop per element of its own long
+    // loop), so that each can be split.
+    for (const id of inline) {
+      const n = byId.get(id)!;
+      if (HEAVY.has(n.op.op)) {
+        inline.delete(id);
+        alsoStored.delete(id);
+      }
+    }
+  }
   const slots: SymbolSlots = new Map(Object.keys(graph.symbols).map((s, i) => [s, i + 4]));
   const plan: ExecPlan = {
     buffers: [],
@@ -393,6 +443,23 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
       hint: `use at most {rows} segments (landmarks ≤ n)`,
     });
   };
+  // randint's hi, when a constant or a size, is checked before the run like the interpreter
+  // checks it while running (a data-dependent hi below 1 draws zeros on the GPU; docs).
+  const guardRandint = (n: Node) => {
+    if (n.op.op !== "random" || n.op.kind !== "randint") return;
+    let hi = byId.get(n.args[1])!;
+    while (hi.op.op === "cast" || hi.op.op === "reshape") hi = byId.get(hi.args[0])!;
+    const rows = hi.op.op === "const" ? hi.op.value : hi.op.op === "dim" ? hi.op.name : undefined;
+    if (rows === undefined) return;
+    plan.guards.push({
+      node: n,
+      rows,
+      min: 1,
+      what: "randint: hi must be at least 1, got {rows}",
+      hint: "draw from a range of at least one value",
+    });
+  };
+  for (const n of byId.values()) guardRandint(n);
   const emit = (n: Node) => {
     if (n.op.op === "segment_mean") guardSegments(n);
     const self = byId.get(n.id)!;
@@ -400,7 +467,14 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
     if (fused) {
       // r[J] = rows on an attention result: one attention kernel that writes the rows too.
       const x = byId.get(n.args[0])!;
-      const k = attentionWithRows(x, byId, slots, n.args[1], n.args[2], options.f16);
+      const [k] = withTrips(
+        x,
+        [
+          attentionWithRows(x, byId, slots, n.args[1], n.args[2], options.f16),
+        ],
+        byId,
+        inline,
+      );
       const write = newBuffer(n.type.shape);
       plan.kernels.push({ ...k, write, readBuffers: k.reads.map(bufferOf) });
       env.set(n.id, write);
@@ -411,7 +485,7 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
       // reads, instead of copying x first.
       const x = env.get(n.args[0]);
       if (x !== undefined && !plan.inputs.some((i) => i.buffer === x)) {
-        const [, scatter] = nodeKernels(self, byId, slots, inline);
+        const [, scatter] = withTrips(self, nodeKernels(self, byId, slots, inline), byId, inline);
         plan.kernels.push({
           ...scatter,
           write: x,
@@ -422,16 +496,44 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
       }
     }
     const chunks = self.op.op === "scatter_add" ? self.op.chunks : undefined;
+    const kernels = withTrips(
+      self,
+      nodeKernels(self, byId, slots, inline, { f16: options.f16 }),
+      byId,
+      inline,
+    );
+    const split = run && kernels.some((k) => k.trips!(run) > LOOP_BUDGET)
+      ? splitKernels(self, byId, slots, inline, options.f16)
+      : undefined;
+    if (split) {
+      // Partial results per chunk of the long loop, then their combination (longloops.ts).
+      const partial = newBuffer(split.partial);
+      const write = newBuffer(n.type.shape);
+      const [first, combine] = withTrips(self, [split.first, split.combine], byId, inline);
+      plan.kernels.push({ ...first, write: partial, readBuffers: first.reads.map(bufferOf) });
+      plan.kernels.push({
+        ...combine,
+        write,
+        readBuffers: combine.reads.map((r) => (r === PARTIAL ? partial : bufferOf(r))),
+      });
+      env.set(n.id, write);
+      return;
+    }
     const write = newBuffer(chunks ? [chunks, ...n.type.shape] : n.type.shape);
-    for (const k of nodeKernels(self, byId, slots, inline, { f16: options.f16 })) {
-      plan.kernels.push({ ...k, write, readBuffers: k.reads.map(bufferOf) });
+    const perElement = elementTrips(self, byId, inline);
+    for (const k of kernels) {
+      const trips = k.part ? perElement : undefined;
+      plan.kernels.push({ ...k, write, readBuffers: k.reads.map(bufferOf), elementTrips: trips });
     }
     env.set(n.id, write);
   };
   const maxStorage = options.maxStorageBuffers ?? DEFAULT_STORAGE_BUFFERS;
-  const regions = options.regions === false || options.fuseElementwise === false
-    ? []
-    : findRegions(graph, byId, inline, size, slots, maxStorage);
+  const regions =
+    (options.regions === false || options.fuseElementwise === false
+      ? []
+      : findRegions(graph, byId, inline, size, slots, maxStorage))
+      // A long run computes a region whose loops would pass the budget as ordinary kernels.
+      .filter((r) => !run || regionKernel(r, byId, inline, slots).trips(run) <= LOOP_BUDGET);
   const emitRegion = (region: Region) => {
     for (const n of region.nodes) if (n.op.op === "segment_mean") guardSegments(n);
     const k = regionKernel(region, byId, inline, slots);
@@ -473,10 +575,74 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
     }
   }
   plan.output = env.get(graph.output)!;
+  plan.kernels = plan.kernels.map((k) => ({
+    ...k,
+    io: k.io ?? [{ name: k.name, reads: k.readBuffers, writes: k.writes ?? [k.write] }],
+  }));
   if (options.mergeKernels !== false && options.fuseElementwise !== false) {
-    plan.kernels = schedule(plan.kernels, slots, maxStorage, size);
+    plan.kernels = schedule(plan.kernels, slots, maxStorage, size, run);
   }
+  if (!run) {
+    const long = new Map<string, ExecPlan>();
+    plan.long = (sz) => {
+      const key = Object.keys(graph.symbols).map((s) => sz(s)).join(",");
+      if (!long.has(key)) long.set(key, lowerGraph(graph, { ...options, runSizes: sz }));
+      return long.get(key)!;
+    };
+  }
+  checkPlan(plan);
   return plan;
+}
+
+/**
+ * Check a plan's data flow (run on every plan `lowerGraph` makes; tests run it too): every
+ * buffer a dispatch reads was written by an earlier dispatch, an input upload or a host draw;
+ * no part of a merged dispatch reads or writes a buffer another part of it writes (parts run in
+ * no set order); each dispatch's parts account for all of its bindings; the output is written.
+ * A violation is a compiler bug: it throws an internal error naming the dispatch and buffer.
+ */
+export function checkPlan(plan: ExecPlan): void {
+  const written = new Set<number>([
+    ...plan.inputs.map((i) => i.buffer),
+    ...plan.hostDraws.map((h) => h.buffer),
+  ]);
+  const fail = (i: number, k: PlannedKernel, what: string): never => {
+    throw new Error(`internal: plan check: dispatch ${i} (${k.name}) ${what}`);
+  };
+  plan.kernels.forEach((k, i) => {
+    const io = k.io ?? [{ name: k.name, reads: k.readBuffers, writes: k.writes ?? [k.write] }];
+    const bound = new Set(k.bindings ?? [k.write, ...k.readBuffers]);
+    const covered = new Set(io.flatMap((p) => [...p.reads, ...p.writes]));
+    for (const b of bound) if (!covered.has(b)) fail(i, k, `binds buffer ${b} no part uses`);
+    const writes = new Set(k.writes ?? [k.write]);
+    for (const p of io) {
+      for (const b of p.writes) if (!writes.has(b)) fail(i, k, `part ${p.name} writes ${b}`);
+      for (const q of io) {
+        if (q === p) continue;
+        const clash = q.writes.find((b) => p.reads.includes(b) || p.writes.includes(b));
+        if (clash !== undefined) {
+          fail(i, k, `part ${p.name} uses buffer ${clash}, which part ${q.name} writes`);
+        }
+      }
+    }
+    for (const p of io) {
+      for (const b of p.reads) {
+        if (!written.has(b)) {
+          fail(i, k, `part ${p.name} reads buffer ${b}, which nothing before it writes`);
+        }
+      }
+    }
+    for (const b of writes) written.add(b);
+  });
+  if (!written.has(plan.output)) {
+    throw new Error(`internal: plan check: output buffer ${plan.output} is never written`);
+  }
+}
+
+/** Loop trips of a merged grid dispatch: its longest part's (`group` is copied). */
+function maxTrips(group: PlannedKernel[]): (sz: (d: Dim) => number) => number {
+  const parts = [...group];
+  return (sz) => Math.max(0, ...parts.map((k) => k.trips ? k.trips(sz) : Infinity));
 }
 
 /**
@@ -489,7 +655,27 @@ function schedule(
   slots: SymbolSlots,
   maxStorage: number,
   typical: (d: Dim) => number,
+  run?: (d: Dim) => number,
 ) {
+  // Loop trips of one invocation of a merged dispatch with a region: the regions' own, or
+  // HYBRID_ELEMENTS elements of the grid parts (each at most the largest part's trips), plus
+  // the loop over them. Unknown trips count as unbounded.
+  function hybridTrips(group: PlannedKernel[]): (sz: (d: Dim) => number) => number;
+  function hybridTrips(group: PlannedKernel[], sz: (d: Dim) => number): number;
+  function hybridTrips(group: PlannedKernel[], at?: (d: Dim) => number) {
+    const f = (sz: (d: Dim) => number) =>
+      Math.max(
+        0,
+        ...group.map((k) =>
+          k.workgroupPerSlice
+            ? k.trips!(sz)
+            : k.elementTrips
+            ? HYBRID_ELEMENTS * (1 + k.elementTrips(sz)) + 1
+            : Infinity
+        ),
+      );
+    return at ? f(at) : f;
+  }
   const writesOf = (k: PlannedKernel) => k.writes ?? [k.write];
   const level: number[] = [];
   kernels.forEach((k, i) => {
@@ -532,25 +718,42 @@ function schedule(
           writes: merged.writes,
           parts: group.filter((k) => !k.workgroupPerSlice).map((k) => k.threads),
           regions: merged.regions,
-          trips: regions.length ? (sz) => Math.max(...regions.map((k) => k.trips!(sz))) : undefined,
+          io: group.flatMap((k) => k.io!),
+          trips: regions.length ? hybridTrips(group) : maxTrips(group),
         });
       }
       group = [];
     };
-    for (const k of here) {
-      // A long region would hold the grid parts' workgroups back (measured on lavapipe: Nyström's
-      // 29K-trip region merged with its two maps took 474 ms at n = 8192 against 278 apart).
-      if (!k.part || (k.workgroupPerSlice && k.trips!(typical) > HYBRID_TRIPS)) {
-        out.push(k);
-        continue;
+    // A long region would hold the grid parts' workgroups back (measured on lavapipe: Nyström's
+    // 29K-trip region merged with its two maps took 474 ms at n = 8192 against 278 apart).
+    // In a long run (`runSizes`), a kernel with long loops stays alone.
+    const alone = (k: PlannedKernel) =>
+      !k.part || (k.workgroupPerSlice && k.trips!(typical) > HYBRID_TRIPS) ||
+      (run !== undefined && k.trips!(run) > LOOP_BUDGET / HYBRID_ELEMENTS);
+    // Next to a region, each grid invocation computes HYBRID_ELEMENTS elements: a part with long
+    // loops (a reduction over n) would pass lavapipe's loop budget of 65,535 trips per
+    // invocation, after which loops end early and results are silently wrong (issue #7:
+    // Skeinformer's sum(vs, axis=0) at n ≥ 4094). Such parts merge only among grid kernels.
+    const loopy = (k: PlannedKernel) =>
+      !k.workgroupPerSlice && hybridTrips([k], typical) > HYBRID_TRIPS;
+    const withRegion = here.some((k) => !alone(k) && k.workgroupPerSlice);
+    const batches = withRegion
+      ? [here.filter((k) => alone(k) || !loopy(k)), here.filter((k) => !alone(k) && loopy(k))]
+      : [here];
+    for (const batch of batches) {
+      for (const k of batch) {
+        if (alone(k)) {
+          out.push(k);
+          continue;
+        }
+        const buffers = new Set(
+          [...group, k].flatMap((g) => g.bindings ?? [g.write, ...g.readBuffers]),
+        );
+        if (group.length && buffers.size + 1 > maxStorage) flush();
+        group.push(k);
       }
-      const buffers = new Set(
-        [...group, k].flatMap((g) => g.bindings ?? [g.write, ...g.readBuffers]),
-      );
-      if (group.length && buffers.size + 1 > maxStorage) flush();
-      group.push(k);
+      flush();
     }
-    flush();
   }
   return out;
 }

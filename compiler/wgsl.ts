@@ -35,7 +35,7 @@ export interface NodeKernel {
 export type ThreadDim = Dim | { max: [Dim, number] } | { ceilDiv: [Dim, number] };
 
 /** Output rows and columns per invocation of the matmul kernel (fixed at 8: two vec4 accumulators). */
-const MATMUL_TILE = 8;
+export const MATMUL_TILE = 8;
 
 /** Workgroup size of every baseline kernel. */
 export const WORKGROUP = 64;
@@ -112,8 +112,9 @@ const BINARY: Record<string, (a: string, b: string) => string> = {
   idiv: (a, b) => `floor(${a} / ${b})`,
   mod: (a, b) => `(${a} - ${b} * floor(${a} / ${b}))`,
   pow: (a, b) => `pow_real(${a}, ${b})`,
-  max: (a, b) => `max(${a}, ${b})`,
-  min: (a, b) => `min(${a}, ${b})`,
+  // WGSL's max/min may drop a NaN operand and order ±0 either way: these follow Math.max/min.
+  max: (a, b) => `max_nan(${a}, ${b})`,
+  min: (a, b) => `min_nan(${a}, ${b})`,
   lt: (a, b) => `select(0.0, 1.0, ${a} < ${b})`,
   le: (a, b) => `select(0.0, 1.0, ${a} <= ${b})`,
   gt: (a, b) => `select(0.0, 1.0, ${a} > ${b})`,
@@ -126,6 +127,41 @@ const BINARY: Record<string, (a: string, b: string) => string> = {
 
 /** Helpers that kernels may call; included only when used. */
 const HELPERS: Record<string, string> = {
+  // NaN is tested on the bits: lavapipe folds x != x to false.
+  max_nan: `
+// Math.max: NaN if either is NaN, +0 above -0 (WGSL's max may do neither).
+fn max_nan(a: f32, b: f32) -> f32 {
+  let ua = bitcast<u32>(a); let ub = bitcast<u32>(b);
+  if ((ua & 0x7fffffffu) > 0x7f800000u || (ub & 0x7fffffffu) > 0x7f800000u) {
+    return bitcast<f32>(0x7fc00000u);
+  }
+  if (a == b) { return bitcast<f32>(ua & ub); }
+  return select(b, a, a > b);
+}
+fn max_nan4(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+  let ua = bitcast<vec4<u32>>(a); let ub = bitcast<vec4<u32>>(b);
+  let m = vec4<u32>(0x7fffffffu); let inf = vec4<u32>(0x7f800000u);
+  let nan = ((ua & m) > inf) | ((ub & m) > inf);
+  let eq = bitcast<vec4<f32>>(ua & ub);
+  return select(select(select(b, a, a > b), eq, a == b), vec4<f32>(bitcast<f32>(0x7fc00000u)), nan);
+}`,
+  min_nan: `
+// Math.min: NaN if either is NaN, -0 below +0 (WGSL's min may do neither).
+fn min_nan(a: f32, b: f32) -> f32 {
+  let ua = bitcast<u32>(a); let ub = bitcast<u32>(b);
+  if ((ua & 0x7fffffffu) > 0x7f800000u || (ub & 0x7fffffffu) > 0x7f800000u) {
+    return bitcast<f32>(0x7fc00000u);
+  }
+  if (a == b) { return bitcast<f32>(ua | ub); }
+  return select(b, a, a < b);
+}
+fn min_nan4(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+  let ua = bitcast<vec4<u32>>(a); let ub = bitcast<vec4<u32>>(b);
+  let m = vec4<u32>(0x7fffffffu); let inf = vec4<u32>(0x7f800000u);
+  let nan = ((ua & m) > inf) | ((ub & m) > inf);
+  let eq = bitcast<vec4<f32>>(ua | ub);
+  return select(select(select(b, a, a < b), eq, a == b), vec4<f32>(bitcast<f32>(0x7fc00000u)), nan);
+}`,
   pow_real: `
 // WGSL pow is undefined for a negative base; integer exponents keep their sign as in float64.
 fn pow_real(a: f32, b: f32) -> f32 {
@@ -305,7 +341,7 @@ ${regions.length ? "  }\n" : ""}}
 }
 
 /** Wrap a kernel body: bindings, the slice/element split, and a bounds check. */
-function kernel(
+export function kernel(
   node: Node,
   from: number[] | Reader,
   threads: ThreadDim[],
@@ -379,7 +415,7 @@ export const READS_BY_COORDINATE = new Set([
 ]);
 
 /** Initial accumulator of each reduction. */
-const REDUCE_INIT = {
+export const REDUCE_INIT = {
   max: f32(-Infinity),
   min: f32(Infinity),
   prod: "1.0",
@@ -388,11 +424,12 @@ const REDUCE_INIT = {
 };
 
 /** The next accumulator of a reduction from `acc` and the element `x` (scalar or vec4). */
-function reduceStep(fn: keyof typeof REDUCE_INIT): string {
+export function reduceStep(fn: keyof typeof REDUCE_INIT, vec4 = false): string {
+  // NaN propagates and ±0 orders as in the interpreter (Math.max/min).
   return fn === "max"
-    ? "max(acc, x)"
+    ? `max_nan${vec4 ? "4" : ""}(acc, x)`
     : fn === "min"
-    ? "min(acc, x)"
+    ? `min_nan${vec4 ? "4" : ""}(acc, x)`
     : fn === "prod"
     ? "acc * x"
     : "acc + x";
@@ -483,7 +520,13 @@ export function heavyValue(n: Node, c: string[], reader: Reader): { pre: string;
 export function randomValue(n: Node, reader: Reader, flat: string): { pre: string; value: string } {
   const op = n.op as { kind: string; stream: number };
   // sizes[1] == 1 means the run overrides every seed with sizes[2].
-  const seed = `select(u32(i32(floor(${reader.at(n.args[0], [])}))), sizes[2], sizes[1] == 1u)`;
+  // A constant seed (a parameter) is exact as u32 bits, like the interpreter's `seed >>> 0`; a
+  // seed computed at run time is an f32 value (exact below 2^24).
+  const s0 = reader.byId.get(n.args[0])!;
+  const given = s0.op.op === "const"
+    ? `${s0.op.value >>> 0}u`
+    : `u32(i32(floor(${reader.at(n.args[0], [])})))`;
+  const seed = `select(${given}, sizes[2], sizes[1] == 1u)`;
   const value = op.kind === "uniform"
     ? "word_to_uniform(w.x)"
     : op.kind === "randn"
@@ -689,7 +732,7 @@ export class Reader {
       const srcAt = (cu: string[]) =>
         src.map((_, i) => (i === op.axis ? "k" : cu[op.keepdims || i < op.axis ? i : i - 1]));
       const init = REDUCE_INIT[op.fn];
-      const step = reduceStep(op.fn);
+      const step = reduceStep(op.fn, true);
       const len = dim(src[op.axis], this.slots);
       this.fnDepth++;
       const xs = lanes.map((cu) => this.at(n.args[0], srcAt(cu))).join(", ");
@@ -735,7 +778,10 @@ export class Reader {
       const arg = (k: number) => this.byId.get(n.args[k])!;
       const A = (k: number) => this.at4(n.args[k], Reader.broadcast(arg(k).type.shape, c), len);
       if (n.op.op === "broadcast") return A(0);
-      if (n.op.op === "binary" && ["add", "sub", "mul", "div", "max", "min"].includes(n.op.fn)) {
+      if (n.op.op === "binary" && ["max", "min"].includes(n.op.fn)) {
+        return `${n.op.fn}_nan4(${A(0)}, ${A(1)})`;
+      }
+      if (n.op.op === "binary" && ["add", "sub", "mul", "div"].includes(n.op.fn)) {
         return BINARY[n.op.fn](A(0), A(1));
       }
       if (n.op.op === "unary" && ["neg", "exp", "log", "sqrt", "abs", "tanh"].includes(n.op.fn)) {
@@ -829,7 +875,7 @@ export function nodeKernels(
   byId: Map<number, Node>,
   slots: SymbolSlots,
   inline: Set<number> = new Set(),
-  options: { f16?: boolean } = {},
+  options: { f16?: boolean; split?: boolean } = {},
 ): NodeKernel[] {
   const args = node.args.map((a) => byId.get(a)!);
   const out = node.type.shape;
@@ -908,7 +954,15 @@ export function nodeKernels(
       const T = MATMUL_TILE;
       const rowsD = out[rank - 2], colsD = out[rank - 1];
       const batch = out.slice(0, -2);
-      const tiles: ThreadDim[] = [...batch, { ceilDiv: [rowsD, T] }, { ceilDiv: [colsD, T] }];
+      // Split (a run whose K passes the loop budget, see longloops.ts): invocation (kp, tile)
+      // sums its slice [klo, khi) of K into partial block kp; a second kernel adds the blocks.
+      const split = options.split === true;
+      const tiles: ThreadDim[] = [
+        ...(split ? [LONG_PARTS] : []),
+        ...batch,
+        { ceilDiv: [rowsD, T] },
+        { ceilDiv: [colsD, T] },
+      ];
       const bc = cs(batch);
       const rows = dim(rowsD, slots), cols = dim(colsD, slots);
       const aBatch = Reader.broadcast(a.slice(0, -2), bc),
@@ -920,9 +974,19 @@ export function nodeKernels(
         batch.map((d, i) =>
           `let c${i} = rem_t % ${dim(d, slots)}; rem_t = rem_t / ${dim(d, slots)};`
         ).reverse().join("\n  ")
+      }${
+        split
+          ? `
+  let kp = rem_t;
+  let kused = ${splitUsed(inner)};
+  if (kp >= kused) { return; }
+  let kblk = ((${inner} + kused - 1u) / kused + 3u) / 4u * 4u;
+  let klo = min(kp * kblk, ${inner});
+  let khi = min(klo + kblk, ${inner});`
+          : ""
       }`;
       const idx = Array.from({ length: T }, (_, u) => u);
-      const fast = matmulVec4(node, reader, aBatch, bBatch, inner, cols);
+      const fast = matmulVec4(node, reader, aBatch, bBatch, inner, cols, split);
       const body = `${tileCoords}
   ${
         idx.map((u) =>
@@ -931,7 +995,7 @@ export function nodeKernels(
       }
   ${idx.map((u) => `var acc${u} = vec4<f32>(); var accb${u} = vec4<f32>();`).join(" ")}
   ${fast}
-  for (var k = ${fast ? "kfast" : "0u"}; k < ${inner}; k = k + 1u) {
+  for (var k = ${fast ? "kfast" : split ? "klo" : "0u"}; k < ${split ? "khi" : inner}; k = k + 1u) {
     ${idx.map((u) => `let x${u} = ${rd(0, [...aBatch, `i${u}`, "k"])};`).join("\n    ")}
     ${idx.map((u) => `let y${u} = ${rd(1, [...bBatch, "k", `j${u}`])};`).join("\n    ")}
     let yv = vec4<f32>(y0, y1, y2, y3);
@@ -942,7 +1006,7 @@ export function nodeKernels(
         )
       }
   }
-  let ob = s * ${outSize} + ${
+  let ob = ${split ? `(s * ${LONG_PARTS}u + kp)` : "s"} * ${outSize} + ${
         batch.length
           ? `(${
             batch.map((_, i) => `c${i} * ${size(batch.slice(i + 1), slots)}`).join(" + ")
@@ -1065,7 +1129,7 @@ export function nodeKernels(
     }
     case "attention":
     case "probs":
-      return [attentionKernel(node, args, slots, undefined, options.f16)];
+      return [attentionKernel(node, args, slots, undefined, options.f16, options.split)];
   }
   throw new Error(`internal: no kernel for ${op.op}`);
 }
@@ -1079,10 +1143,40 @@ export function nodeKernels(
  * results are deterministic. Measured on lavapipe (YOSO, n = 4096, 8 heads): 297 ms against
  * 709 ms for the compare-exchange scatter; each extra table read costs the consumer ~40%.
  */
+/**
+ * Loop iterations lavapipe (Mesa ≤ 22) allows one shader invocation, all its loops together:
+ * past it, loops end early with no error (measured here: `sum` over 100,000 elements gave
+ * 65,747.8 against 100,305; a max over 65,536 elements missed the last one). A kernel whose
+ * trips at a run's sizes exceed it runs split (see `longloops.ts`); the executor refuses any
+ * that still does.
+ */
+export const LOOP_BUDGET = 65_535;
+
+/**
+ * Elements one invocation of a split loop takes (a long reduction's chunk, a long contraction's
+ * slice of K, a long key range's block): a quarter of LOOP_BUDGET, so that the work inlined into
+ * each iteration (up to three reads) still fits.
+ */
+export const LOOP_CHUNK = 16384;
+
+/** Most chunks of a split loop; past LONG_PARTS · LOOP_CHUNK elements each chunk grows. */
+export const LONG_PARTS = 256;
+
 /** Keys one invocation of a partial-table scatter walks at most (lavapipe's loop budget). */
-export const KEYS_PER_CHUNK = 16384;
+export const KEYS_PER_CHUNK = LOOP_CHUNK;
 
 /** WGSL: how many of the `chunks` partial tables a run uses, for `rows` keys. */
+/** WGSL: the chunks of LOOP_CHUNK elements a split loop over `len` uses (at most LONG_PARTS). */
+export function splitUsed(len: string): string {
+  return usedChunks(len, LONG_PARTS);
+}
+
+/** Elements per chunk of a split loop over `len` elements (the host side of `splitUsed`). */
+export function splitBlock(len: number): number {
+  const used = Math.max(1, Math.min(LONG_PARTS, Math.ceil(len / LOOP_CHUNK)));
+  return Math.ceil(len / used);
+}
+
 function usedChunks(rows: string, chunks: number): string {
   return `min(${chunks}u, (${rows} + ${KEYS_PER_CHUNK - 1}u) / ${KEYS_PER_CHUNK}u)`;
 }
@@ -1170,6 +1264,7 @@ function matmulVec4(
   bBatch: string[],
   inner: string,
   cols: string,
+  split = false,
 ): string {
   const stored = (id: number) => {
     const n = reader.byId.get(id)!;
@@ -1188,7 +1283,7 @@ function matmulVec4(
     ...(bVec ? [`${cols} % 4u == 0u`, `tc * ${T}u + ${T}u <= ${cols}`] : []),
   ].join(" && ");
   const lanes = [0, 1, 2, 3];
-  return `var kfast = 0u;
+  return `var kfast = ${split ? "klo" : "0u"};
   if (${cond}) {
     ${
     aVec
@@ -1198,7 +1293,7 @@ function matmulVec4(
       : ""
   }
     ${bVec ? `let bb = (${reader.index(b, [...bBatch, "0u", `tc * ${T}u`])}) / 4u;` : ""}
-    for (var k4 = 0u; k4 < ${inner} / 4u; k4 = k4 + 1u) {
+    for (var k4 = ${split ? "klo / 4u" : "0u"}; k4 < ${split ? "khi" : inner} / 4u; k4 = k4 + 1u) {
       ${
     idx.map((u) =>
       aVec
@@ -1227,7 +1322,7 @@ function matmulVec4(
     }).join("\n      ")
   }
     }
-    kfast = ${inner};
+    kfast = ${split ? "khi" : inner};
   }`;
 }
 
@@ -1379,6 +1474,7 @@ function attentionKernel(
   slots: SymbolSlots,
   replace?: { idx: Node; rows: number },
   f16 = false,
+  split = false,
 ): NodeKernel {
   const score = (node.op as { score: Score }).score;
   const probs = node.op.op === "probs";
@@ -1407,16 +1503,20 @@ function attentionKernel(
       f16,
       replace: replace &&
         { count: dim(replace.idx.type.shape[0], slots), binding: args.length + 2 },
+      split: split
+        ? { parts: LONG_PARTS, used: splitUsed(dim(b.type.shape[0], slots)) }
+        : undefined,
     }, `%${node.id} ${node.op.op}${replace ? " with rows replaced" : ""}`);
   const shown = (x: Dim) => (typeof x === "number" ? x : 4);
   return {
     name: `${node.op.op}_${node.id}`,
     wgsl: render(shown(a.type.shape[1]), shown(e)),
-    threads: [{ ceilDiv: [a.type.shape[0], tile] }],
+    threads: [...(split ? [LONG_PARTS] : []), { ceilDiv: [a.type.shape[0], tile] }],
     reads: replace ? [...node.args, replace.idx.id, replace.rows] : node.args,
     specialize: (sz) => render(sz(a.type.shape[1]), probs ? 4 : sz(e)),
     // The key loop (and for probabilities the normalizing pass) is the only loop that counts.
     trips: (sz) =>
-      (probs ? 2 : 1) * sz(b.type.shape[0]) + (replace ? sz(replace.idx.type.shape[0]) : 0),
+      (probs ? 2 : 1) * (split ? splitBlock(sz(b.type.shape[0])) : sz(b.type.shape[0])) +
+      (replace ? sz(replace.idx.type.shape[0]) : 0),
   };
 }

@@ -38,6 +38,13 @@ export interface FlashSpec {
   replace?: { count: string; binding: number };
   /** q·k in half precision (q and k rows converted to f16 on load; needs `shader-f16`). */
   f16?: boolean;
+  /**
+   * Key range split across invocations (more keys than one invocation may loop over): `parts`
+   * key blocks, of which the WGSL u32 `used` are in use; invocation (block, tile) visits its
+   * block's keys and writes each row's carrier (max, sum, accumulator: e + 2 floats) to
+   * `out[((s * parts + block) * rows + i) * (e + 2)]`, which a second kernel combines.
+   */
+  split?: { parts: number; used: string };
 }
 
 /** Render the fused attention kernel. Bindings: sizes, out, a, b, v, leaves... */
@@ -69,7 +76,7 @@ export function flashKernel(spec: FlashSpec, title: string): string {
     probs ? "" : " @ v"
   }; online softmax; ${R} query rows per invocation; d = ${d}, e = ${e}
 @group(0) @binding(0) var<storage, read> sizes: array<u32>;
-@group(0) @binding(1) var<storage, read_write> out: array<${probs ? "f32" : et}>;
+@group(0) @binding(1) var<storage, read_write> out: array<${probs || spec.split ? "f32" : et}>;
 @group(0) @binding(2) var<storage, read> a0: array<${dt}>;
 @group(0) @binding(3) var<storage, read> a1: array<${dt}>;
 ${probs ? "" : `@group(0) @binding(4) var<storage, read> a2: array<${et}>;`}
@@ -86,8 +93,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let rows = ${spec.rows};
   let cols = ${spec.cols};
   let tiles = (rows + ${R - 1}u) / ${R}u;
-  let t = gid.x + gid.y * nwg.x * 64u;
-  if (t >= tiles * sizes[0]) { return; }
+  ${
+    spec.split
+      ? `let t0 = gid.x + gid.y * nwg.x * 64u;
+  if (t0 >= ${spec.split.parts}u * tiles * sizes[0]) { return; }
+  let kp = t0 / (tiles * sizes[0]);
+  let kused = ${spec.split.used};
+  if (kp >= kused) { return; }
+  let kblk = (cols + kused - 1u) / kused;
+  let t = t0 % (tiles * sizes[0]);`
+      : `let t = gid.x + gid.y * nwg.x * 64u;
+  if (t >= tiles * sizes[0]) { return; }`
+  }
   let s = t / tiles;
   let ib = (t % tiles) * ${R}u;
   let ie = min(ib + ${R - 1}u, rows - 1u);
@@ -104,8 +121,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
       `var acc${r} = array<${et}, ${ew}>(); var mx${r} = bitcast<f32>(0xff800000u); var l${r} = 0.0;`
     )
   }
-  let jlo = ${lo};
-  let jhi = ${hi};
+  let jlo = ${spec.split ? `max(${lo}, min(kp * kblk, cols))` : lo};
+  let jhi = ${spec.split ? `min(${hi}, min(kp * kblk + kblk, cols))` : hi};
   var jstart = jlo;
   ${
     // Blocking multiplies the unrolled code by KEY_BLOCK: only for vec4 head sizes up to 128,
@@ -164,6 +181,17 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         )
       }
   }`
+      : spec.split
+      ? rowsOf((r) =>
+        `if (ib + ${r}u < rows) { let ob = ((s * ${spec.split!.parts}u + kp) * rows + i${r}) * ${
+          e + 2
+        }u; out[ob] = mx${r}; out[ob + 1u] = l${r}; ${
+          Array.from(
+            { length: e },
+            (_, c) => `out[ob + ${c + 2}u] = acc${r}[${ev ? `${c >> 2}][${c & 3}` : c}];`,
+          ).join(" ")
+        } }`
+      )
       : spec.replace
       ? `${rowsOf((r) => `var pick${r} = -1;`)}
   for (var q = 0u; q < ${spec.replace.count}; q = q + 1u) {

@@ -9,7 +9,13 @@ import { CompileError, DeviceError, LimitError } from "../compiler/errors.ts";
 import type { Dim, Graph } from "../compiler/ir.ts";
 import type { ExecPlan, PlannedKernel } from "../compiler/lower.ts";
 import { sizeOf, type Tensor } from "../compiler/tensor.ts";
-import { HYBRID_ELEMENTS, HYBRID_WORKGROUP, type ThreadDim, WORKGROUP } from "../compiler/wgsl.ts";
+import {
+  HYBRID_ELEMENTS,
+  HYBRID_WORKGROUP,
+  LOOP_BUDGET,
+  type ThreadDim,
+  WORKGROUP,
+} from "../compiler/wgsl.ts";
 import { type AcquiredDevice, getDevice } from "./device.ts";
 
 /** Options of `execute`. */
@@ -37,9 +43,6 @@ export interface RunStats {
   /** Per-kernel GPU time from timestamp queries, when `timing` was asked for and supported. */
   kernels?: { name: string; ms: number }[];
 }
-
-/** Loop iterations lavapipe (Mesa ≤ 22) allows one shader invocation, all loops together. */
-const LOOP_BUDGET = 65_535;
 
 const pipelines = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
 
@@ -78,15 +81,21 @@ export async function execute(
       );
     }
   }
-  // lavapipe silently ends an invocation's loops after 65,535 iterations in total.
+  // lavapipe silently ends an invocation's loops after LOOP_BUDGET iterations in total. Every
+  // kernel states its trips; sizes that push one past the budget run the plan's long form, its
+  // long loops split across invocations (compiler/longloops.ts), on every adapter alike.
+  const runSize = (d: Dim) => resolve([d])[0];
+  const tripsOf = (k: PlannedKernel) => k.trips ? k.trips(runSize) : Infinity;
+  if (plan.long && plan.kernels.some((k) => tripsOf(k) > LOOP_BUDGET)) plan = plan.long(runSize);
   if (/llvmpipe|lavapipe/i.test(facts.description)) {
     for (const k of plan.kernels) {
-      const trips = k.trips?.((d) => resolve([d])[0]);
-      if (trips !== undefined && trips > LOOP_BUDGET) {
+      const trips = tripsOf(k);
+      if (trips > LOOP_BUDGET) {
         throw new LimitError(
           `${k.name} would run ${trips} loop iterations in one invocation at these sizes, over ` +
-            `this adapter's budget of ${LOOP_BUDGET} (past it, loops end early and results are ` +
-            "wrong); compile with { regions: false }, or use fewer landmarks or smaller head sizes",
+            `this adapter's loop budget of ${LOOP_BUDGET} per invocation (past it, loops end ` +
+            "early and results are wrong), and this kind of kernel cannot be split: use shorter " +
+            "sequences or smaller sizes, or an adapter without this limit",
         );
       }
     }

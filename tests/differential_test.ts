@@ -1,0 +1,234 @@
+/**
+ * The differential oracle, the gate for every optimization pass: random valid attention programs
+ * (tests/programs.ts) run on the float64 interpreter as checked and after each pass; any
+ * difference beyond float64 rounding fails with the program, the inputs' shapes, the fast-check
+ * seed and path, and the first pass that changed the result. A smaller sample runs on the GPU
+ * against the interpreter. The oracle's sensitivity is checked too: swapping the grid axis of
+ * fused score leaves must be caught.
+ *
+ * Reproduce a failure: set ATTUNE_DIFF_SEED (and ATTUNE_DIFF_PATH) to the printed values;
+ * ATTUNE_DIFF_RUNS changes the number of programs.
+ */
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { CompileError, compileSync, verify } from "../mod.ts";
+import { firstDivergence } from "../compiler/verify.ts";
+import { getDevice } from "../runtime/device.ts";
+import { main } from "../cli.ts";
+import {
+  AWKWARD_SIZES,
+  type Compiled,
+  compileSpec,
+  features,
+  gpuDifferential,
+  interpDifferential,
+  printProgram,
+  report,
+  SMALL_SIZES,
+  type Spec,
+  specArb,
+  swapLeafAxes,
+} from "./programs.ts";
+
+/** An environment variable, when the test may read it (`--allow-env`). */
+const env = (k: string): string | undefined => {
+  try {
+    return Deno.env.get(k);
+  } catch {
+    return undefined;
+  }
+};
+const SEED = Number(env("ATTUNE_DIFF_SEED") ?? 0xd1ff);
+const PATH = env("ATTUNE_DIFF_PATH");
+const RUNS = Number(env("ATTUNE_DIFF_RUNS") ?? 400);
+
+/** Compile a spec; a CompileError means the generator produced an invalid program. */
+function compileOrFail(spec: Spec): Compiled {
+  try {
+    return compileSpec(spec);
+  } catch (e) {
+    if (e instanceof CompileError) {
+      throw new Error(`generator bug: the compiler rejected\n${printProgram(spec)}\n${e.format()}`);
+    }
+    throw e;
+  }
+}
+
+/** fc.check, rethrowing a failure with its seed and path (and the property's own message). */
+async function checkProperty<T>(
+  name: string,
+  prop: fc.IAsyncProperty<T> | fc.IProperty<T>,
+  numRuns: number,
+): Promise<void> {
+  const result = await fc.check(prop as fc.IAsyncProperty<T>, {
+    numRuns,
+    seed: SEED,
+    path: PATH,
+    endOnFailure: PATH === undefined ? false : true,
+  });
+  if (result.failed) {
+    const err = result.errorInstance instanceof Error
+      ? result.errorInstance.message
+      : String(result.errorInstance);
+    throw new Error(
+      `${name} failed after ${result.numRuns} runs (shrunk ${result.numShrinks} times)\n` +
+        `reproduce: ATTUNE_DIFF_SEED=${result.seed} ATTUNE_DIFF_PATH=${result.counterexamplePath}\n` +
+        err,
+    );
+  }
+}
+
+Deno.test("differential: every pass preserves the interpreter's result on generated programs", async () => {
+  let programs = 0, fused = 0, iShared = 0, probs = 0, inLoop = 0, reassociated = 0;
+  const t0 = performance.now();
+  await checkProperty(
+    "interpreter differential",
+    fc.property(specArb({ sizes: SMALL_SIZES }), (spec) => {
+      const c = compileOrFail(spec);
+      const d = interpDifferential(c);
+      if (d) throw new Error(report(c, `pass "${d.pass}" changed the result: ${d.detail}`));
+      const f = features(c);
+      programs++;
+      if (f.attention) fused++;
+      if (f.probs) probs++;
+      if (f.iLeafShared) iShared++;
+      if (f.inLoop) inLoop++;
+      if (f.changed.includes("reassociate")) reassociated++;
+    }),
+    RUNS,
+  );
+  const ms = performance.now() - t0;
+  console.log(
+    `${programs} programs in ${ms.toFixed(0)} ms: ${fused} with fused attention, ${iShared} ` +
+      `reading a query vector with n shared, ${probs} probs, ${inLoop} fused inside a loop, ` +
+      `${reassociated} reassociated`,
+  );
+  // The generator must keep reaching what the passes rewrite.
+  if (RUNS >= 200) {
+    assert.ok(fused >= programs / 4, `only ${fused} of ${programs} fuse attention`);
+    assert.ok(iShared >= programs / 20, `only ${iShared} read a per-query leaf with n shared`);
+    assert.ok(probs >= 5, `only ${probs} fuse probabilities`);
+    assert.ok(inLoop >= 3, `only ${inLoop} fuse attention inside a loop`);
+    assert.ok(reassociated >= 5, `only ${reassociated} reassociate`);
+  }
+});
+
+Deno.test("differential: awkward sizes up to 100, fewer programs", async () => {
+  await checkProperty(
+    "interpreter differential (awkward sizes)",
+    fc.property(specArb({ sizes: AWKWARD_SIZES, maxExtras: 1, depth: 2 }), (spec) => {
+      const c = compileOrFail(spec);
+      const d = interpDifferential(c);
+      if (d) throw new Error(report(c, `pass "${d.pass}" changed the result: ${d.detail}`));
+    }),
+    Math.max(1, Math.round(RUNS / 8)),
+  );
+});
+
+Deno.test("differential: the oracle catches fused leaves read at the wrong axis", () => {
+  // Mutation check: with every fused leaf at i read at j instead, programs that read a
+  // per-query vector with n shared must (mostly) be caught by the comparison.
+  const specs = fc.sample(specArb({ sizes: SMALL_SIZES }), { numRuns: RUNS, seed: SEED });
+  let candidates = 0, caught = 0;
+  for (const spec of specs) {
+    const c = compileOrFail(spec);
+    if (!features(c).iLeafShared) continue;
+    candidates++;
+    const stages = c.program.passes.map((s) => ({ ...s, graph: swapLeafAxes(s.graph, "i") }));
+    if (firstDivergence(c.program.graph, stages, c.inputs, { seed: 7 })) caught++;
+  }
+  console.log(`mutation i→j: ${caught} of ${candidates} candidate programs caught`);
+  assert.ok(candidates >= 10, `only ${candidates} candidates`);
+  // Some mutants are equivalent (n = 1, a leaf constant over the row); most must be caught.
+  assert.ok(caught >= candidates / 3, `only ${caught} of ${candidates} mutants caught`);
+});
+
+Deno.test("verify: API names the first pass that changed the result", () => {
+  const src = `def f(q: [n, d], k: [n, d], v: [n, e], t: [n]) -> [n, e] {
+  s[i, j] = where(j <= i, q[i] . k[j] + t[i], -inf)
+  return softmax(s, axis=1) @ v
+}`;
+  const p = compileSync(src);
+  const ok = verify(p, { trials: 4 });
+  assert.equal(ok.ok, true);
+  assert.ok(ok.trials >= 1);
+  // A broken attention-fusion stage is reported as the first changing pass.
+  const broken = p.passes.map((s, i) =>
+    i >= p.passes.findIndex((x) => x.pass === "attention fusion")
+      ? { ...s, graph: swapLeafAxes(s.graph, "i") }
+      : s
+  );
+  const bad = verify({ graph: p.graph, passes: broken }, { trials: 4 });
+  assert.equal(bad.ok, false);
+  assert.equal(bad.failure?.pass, "attention fusion");
+  assert.ok(bad.failure!.sizes.n > 1);
+});
+
+Deno.test("verify: `check --verify` and `explain --verify` on the command line", async () => {
+  const file = await Deno.makeTempFile({ dir: "/tmp", suffix: ".attn" });
+  try {
+    await Deno.writeTextFile(
+      file,
+      `def f(q: [n, d], k: [n, d], v: [n, e]) -> [n, e] {
+  return softmax(q @ k^T / sqrt(d), axis=1) @ v
+}`,
+    );
+    for (const command of ["check", "explain"]) {
+      const lines: string[] = [];
+      const log = console.log;
+      console.log = (...xs: unknown[]) => lines.push(xs.join(" "));
+      let code: number;
+      try {
+        code = await main([command, file, "--verify"]);
+      } finally {
+        console.log = log;
+      }
+      const out = lines.join("\n");
+      assert.equal(code, 0, out);
+      assert.match(out, /verify: \d+ trials?, every pass preserves the result/);
+    }
+    // --verify is not an option of run.
+    const errors: string[] = [];
+    const error = console.error;
+    console.error = (...xs: unknown[]) => errors.push(xs.join(" "));
+    try {
+      assert.equal(await main(["run", file, "--verify", "--out", "/tmp/x.npy"]), 2);
+    } finally {
+      console.error = error;
+    }
+    assert.match(errors.join("\n"), /--verify goes with check or explain/);
+  } finally {
+    await Deno.remove(file);
+  }
+});
+
+const adapter = await getDevice().then((d) => d.facts.description, (e) => {
+  console.error(`GPU differential skipped: ${e.message}`);
+  return undefined;
+});
+
+Deno.test({
+  name: "differential: generated programs on the GPU agree with the interpreter",
+  ignore: adapter === undefined,
+  async fn() {
+    const failures: string[] = [];
+    const runs = Number(env("ATTUNE_DIFF_GPU_RUNS") ?? 20);
+    await checkProperty(
+      "GPU differential",
+      fc.asyncProperty(
+        specArb({ sizes: SMALL_SIZES, depth: 2 }),
+        fc.constantFrom(undefined, 8),
+        async (spec, maxStorageBuffers) => {
+          const c = compileOrFail(spec);
+          const lower = maxStorageBuffers ? { maxStorageBuffers } : undefined;
+          const why = await gpuDifferential(c, { lower });
+          if (why) {
+            failures.push(why);
+            throw new Error(report(c, `GPU${lower ? " (8 bindings)" : ""}: ${why}`));
+          }
+        },
+      ),
+      runs,
+    );
+  },
+});

@@ -1,0 +1,822 @@
+/**
+ * A generator of random, valid-by-construction Attune attention programs, for the differential
+ * oracle (tests/differential_test.ts) and volume fuzzing (bench/fuzz.ts).
+ *
+ * fast-check draws a small spec (plain data, so it shrinks), `printProgram` turns it into source
+ * text, and `makeInputs` builds matching inputs (awkward sizes, optional batch/head dims, seeded
+ * data that is never all zeros). The spec is context free where it can be: the printer
+ * normalizes what depends on the sizes (a per-query vector read at `j` only when the key axis is
+ * the query axis `n`, `s + s^T` only for square scores) so every spec prints a valid program.
+ *
+ * What it covers: scores from `q[i] . k[j]` and `q @ k^T`, cosine similarity, per-query and
+ * per-key vectors (inputs and computed norms/sums), scalars, parameters and static values carried
+ * by `repeat`, tables indexed by affine functions of i and j, iota masks (causal, band, parity)
+ * and data masks (documents, padding) joined by and/or/not, keepdims reductions, transposes,
+ * shared (self-attention, n = m) and distinct (cross-attention) size symbols, softmax into V or
+ * not, sums and means, elementwise chains, normalize, matmul chains (reassociation), attention
+ * inside `repeat`, and extras that cross the lowering's thresholds: scatter_add tables of ≤ and
+ * > 1024 buckets, host- and device-drawn random tensors, small-matrix regions with short and long
+ * loops.
+ */
+import fc from "fast-check";
+import { compileSync, type Program, relativeError } from "../mod.ts";
+import type { Graph, Node, Score } from "../compiler/ir.ts";
+import type { Tensor } from "../compiler/tensor.ts";
+import { type Divergence, firstDivergence } from "../compiler/verify.ts";
+import { type LowerOptions, lowerGraph } from "../compiler/lower.ts";
+import { execute } from "../runtime/executor.ts";
+
+// ---------------------------------------------------------------------------------------------
+// Specs
+
+/** A per-row vector: inputs `t` (per query), `u` (per key), or computed ones. */
+export type VecName = "t" | "u" | "qn" | "kn" | "qmx" | "ks";
+
+/** A float score element of index notation, over (i, j). */
+export type SExpr =
+  | { k: "qk" } // q[i] . k[j]
+  | { k: "cos" } // q[i] . k[j] / (qn[i] * kn[j])
+  | { k: "vec"; name: VecName; at: "i" | "j" }
+  | { k: "lit"; v: number }
+  | { k: "param" } // slope
+  | { k: "static" } // x, carried by a repeat
+  | { k: "dist"; f: "i - j" | "j - i" | "i + j" } // iota arithmetic, an int
+  | { k: "table"; K: number } // bias[clamp(j - i, -K, K) + K]
+  | { k: "un"; fn: UnFn; x: SExpr }
+  | { k: "bin"; op: BinOp; a: SExpr; b: SExpr }
+  | { k: "where"; c: MExpr; a: SExpr; b: SExpr };
+
+/** Elementwise functions the generator uses, all finite on finite inputs. */
+export type UnFn = "tanh" | "sigmoid" | "relu" | "abs" | "expneg" | "sin" | "sqrtabs" | "log1p" | "elu";
+/** Binary operators (`/` is printed as a / (1 + abs(b))). */
+export type BinOp = "+" | "-" | "*" | "/" | "max" | "min";
+
+/** A boolean mask element over (i, j). */
+export type MExpr =
+  | { k: "causal"; op: "<=" | "<" | ">=" } // j op i
+  | { k: "band"; w: number } // abs(i - j) < w
+  | { k: "parity"; p: number } // (i + j) % p != 0
+  | { k: "doc" } // doc[i] == doc[j]
+  | { k: "qm" } // qm[i] > 0
+  | { k: "km" } // km[j] > 0
+  | { k: "data" } // q[i] . k[j] > 0
+  | { k: "and" | "or"; a: MExpr; b: MExpr }
+  | { k: "not"; x: MExpr };
+
+/** One step applied to a matrix-form score `s` [n, m]. */
+export type MStep =
+  | { k: "scale"; c: number } // s * c
+  | { k: "sqrtd" } // s / sqrt(d)
+  | { k: "colvec" } // s + u           (u [m] broadcast along rows: a key vector)
+  | { k: "rowvec" } // s + tc          (tc [n, 1]: a query vector)
+  | { k: "rowsum" } // s + sum(q, axis=1, keepdims=true)
+  | { k: "rowmax" } // s - max(s, axis=1, keepdims=true)
+  | { k: "static" } // s * x
+  | { k: "transpose" } // s + s^T (square only)
+  | { k: "tanh" } // tanh(s)
+  | { k: "maskkm"; fill: Fill } // where(km > 0, s, fill)
+  | { k: "maskqm"; fill: Fill } // where(qc > 0, s, fill)  (qc [n, 1])
+  | { k: "maskdata"; fill: Fill }; // where(s > 0.5, s, fill)
+
+/** What masked scores become. */
+export type Fill = "-inf" | "-1e9";
+
+/** What is done with the scores. */
+export type Head =
+  | "attn" // softmax(s, axis=1) @ v
+  | "probs" // softmax(s, axis=1)
+  | "colsum" // sum(softmax(s, axis=1), axis=0)
+  | "rowmean" // mean(s, axis=1, keepdims=true) * ones row: [n, 1]
+  | "loop" // y = v; repeat R { y = softmax(s, axis=1) @ y } (square only)
+  | "chain" // (softmax(s, axis=1) @ v) @ w
+  | "linear"; // (relu(q) @ relu(k)^T) @ v + softmax(s, axis=1) @ v
+
+/** Elementwise and row-wise steps after the head (on the head's value). */
+export type Post =
+  | "sigmoid"
+  | "relu"
+  | "tanhexp" // exp(tanh(y))
+  | "leaky" // where(y > 0, y, 0.1 * y)
+  | "normalize" // normalize(y, axis=-1)
+  | "center"; // y - mean(y, axis=-1, keepdims=true)
+
+/** Values computed beside the attention and added to it as a scalar (`y + mean(extra)`). */
+export type Extra =
+  | { k: "scatter"; buckets: number; direct: boolean } // scatter_add hash tables
+  | { k: "random"; rows: number | "n"; kind: "randn" | "uniform"; seed: number }
+  | { k: "region"; landmarks: number; iters: number }; // segment means + a pinv-like loop
+
+/** A whole program and its inputs. */
+export interface Spec {
+  /** Keys and values share the query size symbol `n` (self-attention). */
+  shared: boolean;
+  form: "index" | "matrix";
+  score: SExpr;
+  mask?: MExpr;
+  fill: Fill;
+  steps: MStep[];
+  head: Head;
+  loopCount: number;
+  post: Post[];
+  /** `x = init; repeat count { x = x * factor }`, used by "static" leaves/steps. */
+  staticLoop: { init: number; factor: number; count: number };
+  /** Replace q first: a tensor loop `repeat R { qq = normalize(qq + 0.5 * tanh(qq)) }`. */
+  qLoop: number;
+  extras: Extra[];
+  slope: number;
+  sizes: { n: number; m: number; d: number; e: number; f: number };
+  /** Leading batch/head dims of q, k, v. */
+  batch: number[];
+  /** How many of the batch dims the vectors and masks carry (0 = shared across slices). */
+  vecLead: number;
+  dataSeed: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Arbitraries
+
+/** Awkward sizes for the interpreter and small GPU runs. */
+export const SMALL_SIZES = [1, 2, 3, 5, 7, 8, 13] as const;
+/** Awkward sizes including ones around powers of two. */
+export const AWKWARD_SIZES = [1, 2, 3, 5, 7, 8, 13, 31, 64, 65, 100] as const;
+
+const UNFNS: UnFn[] = ["tanh", "sigmoid", "relu", "abs", "expneg", "sin", "sqrtabs", "log1p", "elu"];
+const BINOPS: BinOp[] = ["+", "-", "*", "/", "max", "min"];
+const VECS: VecName[] = ["t", "u", "qn", "kn", "qmx", "ks"];
+
+const sLeaf: fc.Arbitrary<SExpr> = fc.oneof(
+  { arbitrary: fc.constant<SExpr>({ k: "qk" }), weight: 4 },
+  { arbitrary: fc.constant<SExpr>({ k: "cos" }), weight: 1 },
+  {
+    arbitrary: fc.record({
+      k: fc.constant("vec" as const),
+      name: fc.constantFrom(...VECS),
+      at: fc.constantFrom("i" as const, "j" as const),
+    }),
+    weight: 4,
+  },
+  { arbitrary: fc.record({ k: fc.constant("lit" as const), v: fc.constantFrom(0.5, 2, -1.5, 0.125) }), weight: 1 },
+  { arbitrary: fc.constant<SExpr>({ k: "param" }), weight: 1 },
+  { arbitrary: fc.constant<SExpr>({ k: "static" }), weight: 1 },
+  {
+    arbitrary: fc.record({ k: fc.constant("dist" as const), f: fc.constantFrom("i - j" as const, "j - i" as const, "i + j" as const) }),
+    weight: 1,
+  },
+  { arbitrary: fc.record({ k: fc.constant("table" as const), K: fc.constantFrom(1, 2, 4, 7) }), weight: 1 },
+);
+
+const mLeaf: fc.Arbitrary<MExpr> = fc.oneof(
+  fc.record({ k: fc.constant("causal" as const), op: fc.constantFrom("<=" as const, "<" as const, ">=" as const) }),
+  fc.record({ k: fc.constant("band" as const), w: fc.constantFrom(1, 2, 3, 8) }),
+  fc.record({ k: fc.constant("parity" as const), p: fc.constantFrom(2, 3) }),
+  fc.constant<MExpr>({ k: "doc" }),
+  fc.constant<MExpr>({ k: "qm" }),
+  fc.constant<MExpr>({ k: "km" }),
+  fc.constant<MExpr>({ k: "data" }),
+);
+
+function mExpr(depth: number): fc.Arbitrary<MExpr> {
+  if (depth <= 0) return mLeaf;
+  const sub = mExpr(depth - 1);
+  return fc.oneof(
+    { arbitrary: mLeaf, weight: 3 },
+    { arbitrary: fc.record({ k: fc.constantFrom("and" as const, "or" as const), a: sub, b: sub }), weight: 2 },
+    { arbitrary: fc.record({ k: fc.constant("not" as const), x: sub }), weight: 1 },
+  );
+}
+
+function sExpr(depth: number): fc.Arbitrary<SExpr> {
+  if (depth <= 0) return sLeaf;
+  const sub = sExpr(depth - 1);
+  return fc.oneof(
+    { arbitrary: sLeaf, weight: 2 },
+    { arbitrary: fc.record({ k: fc.constant("un" as const), fn: fc.constantFrom(...UNFNS), x: sub }), weight: 1 },
+    {
+      arbitrary: fc.record({ k: fc.constant("bin" as const), op: fc.constantFrom(...BINOPS), a: sub, b: sub }),
+      weight: 3,
+    },
+    { arbitrary: fc.record({ k: fc.constant("where" as const), c: mExpr(1), a: sub, b: sub }), weight: 1 },
+  );
+}
+
+const fill = fc.constantFrom<Fill>("-inf", "-1e9");
+const mStep: fc.Arbitrary<MStep> = fc.oneof(
+  fc.record({ k: fc.constant("scale" as const), c: fc.constantFrom(0.5, 0.125, 2) }),
+  fc.constant<MStep>({ k: "sqrtd" }),
+  fc.constant<MStep>({ k: "colvec" }),
+  fc.constant<MStep>({ k: "rowvec" }),
+  fc.constant<MStep>({ k: "rowsum" }),
+  fc.constant<MStep>({ k: "rowmax" }),
+  fc.constant<MStep>({ k: "static" }),
+  fc.constant<MStep>({ k: "transpose" }),
+  fc.constant<MStep>({ k: "tanh" }),
+  fc.record({ k: fc.constant("maskkm" as const), fill }),
+  fc.record({ k: fc.constant("maskqm" as const), fill }),
+  fc.record({ k: fc.constant("maskdata" as const), fill }),
+);
+
+const extra: fc.Arbitrary<Extra> = fc.oneof(
+  fc.record({
+    k: fc.constant("scatter" as const),
+    buckets: fc.constantFrom(1, 5, 64, 1024, 1025, 3000),
+    direct: fc.boolean(),
+  }),
+  fc.record({
+    k: fc.constant("random" as const),
+    rows: fc.constantFrom<number | "n">(1, 3, "n"),
+    kind: fc.constantFrom("randn" as const, "uniform" as const),
+    seed: fc.integer({ min: 0, max: 99 }),
+  }),
+  fc.record({
+    k: fc.constant("region" as const),
+    landmarks: fc.constantFrom(1, 2, 3, 5),
+    iters: fc.constantFrom(0, 1, 3, 6, 40),
+  }),
+);
+
+/** Options of `specArb`. */
+export interface SpecOptions {
+  /** Sizes to draw n, m, d, e, f from (default SMALL_SIZES). */
+  sizes?: readonly number[];
+  /** Allow leading batch/head dims (default true). */
+  batch?: boolean;
+  /** Most extras per program (default 2). */
+  maxExtras?: number;
+  /** Score expression depth (default 3). */
+  depth?: number;
+}
+
+/** Random program specs. */
+export function specArb(options: SpecOptions = {}): fc.Arbitrary<Spec> {
+  const sizes = options.sizes ?? SMALL_SIZES;
+  const size = fc.constantFrom(...sizes);
+  const sizeRec = fc.record({ n: size, m: size, d: size, e: size, f: size, sameDE: fc.boolean(), sameNM: fc.boolean() })
+    .map(({ sameDE, sameNM, ...s }) => ({ ...s, e: sameDE ? s.d : s.e, m: sameNM ? s.n : s.m }));
+  return fc.record({
+    shared: fc.boolean(),
+    form: fc.constantFrom("index" as const, "matrix" as const),
+    score: sExpr(options.depth ?? 3),
+    mask: fc.option(mExpr(2), { nil: undefined }),
+    fill,
+    steps: fc.array(mStep, { maxLength: 4 }),
+    head: fc.constantFrom<Head>("attn", "attn", "attn", "probs", "colsum", "rowmean", "loop", "chain", "linear"),
+    loopCount: fc.constantFrom(1, 2, 3),
+    post: fc.array(fc.constantFrom<Post>("sigmoid", "relu", "tanhexp", "leaky", "normalize", "center"), {
+      maxLength: 2,
+    }),
+    staticLoop: fc.record({
+      init: fc.constantFrom(1, 0.25),
+      factor: fc.constantFrom(0.5, 1.5, 2),
+      count: fc.constantFrom(0, 1, 3),
+    }),
+    qLoop: fc.constantFrom(0, 0, 0, 1, 2),
+    extras: fc.array(extra, { maxLength: options.maxExtras ?? 2 }),
+    slope: fc.constantFrom(0.5, 0.25, 1),
+    sizes: sizeRec,
+    batch: options.batch === false ? fc.constant<number[]>([]) : fc.constantFrom<number[]>([], [], [], [2], [2, 3]),
+    vecLead: fc.constantFrom(0, 1, 2),
+    dataSeed: fc.integer({ min: 0, max: 1 << 30 }),
+  }).map((s) => normalizeSpec(s));
+}
+
+/** Make a spec consistent with its sizes (shared axes equal, landmarks within the rows). */
+export function normalizeSpec(s: Spec): Spec {
+  const sizes = { ...s.sizes };
+  if (s.shared) sizes.m = sizes.n;
+  const rows = Math.min(sizes.n, sizes.m);
+  const extras = s.extras.map((x) => x.k === "region" ? { ...x, landmarks: Math.min(x.landmarks, rows) } : x);
+  return { ...s, sizes, extras, vecLead: Math.min(s.vecLead, s.batch.length) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Printing
+
+/** Source text of a spec (the entry is `prog`). */
+export function printProgram(s: Spec): string {
+  const used = new Set<string>();
+  const M = s.shared ? "n" : "m";
+  const need = (name: string) => used.add(name);
+  const qv = s.qLoop > 0 ? "qq" : "q";
+  // Per-query vectors may be read at j only when the key axis is n.
+  const vecAt = (name: VecName, at: "i" | "j"): "i" | "j" => {
+    if (s.shared) return at;
+    return name === "t" || name === "qn" || name === "qmx" ? "i" : "j";
+  };
+  const vecSrc = (name: VecName): string => {
+    if (name === "t" || name === "u") need(name);
+    else need(name); // computed: declared in the body
+    return name;
+  };
+  const mask = (e: MExpr): string => {
+    switch (e.k) {
+      case "causal":
+        return `j ${e.op} i`;
+      case "band":
+        return `abs(i - j) < ${e.w}`;
+      case "parity":
+        return `(i + j) % ${e.p} != 0`;
+      case "doc":
+        if (s.shared) {
+          need("doc");
+          return "doc[i] == doc[j]";
+        }
+        need("dq");
+        need("dk");
+        return "dq[i] == dk[j]";
+      case "qm":
+        need("qm");
+        return "qm[i] > 0";
+      case "km":
+        need("km");
+        return "km[j] > 0";
+      case "data":
+        return `${qv}[i] . k[j] > 0`;
+      case "and":
+      case "or":
+        return `(${mask(e.a)} ${e.k} ${mask(e.b)})`;
+      case "not":
+        return `not (${mask(e.x)})`;
+    }
+  };
+  const score = (e: SExpr): string => {
+    switch (e.k) {
+      case "qk":
+        return `${qv}[i] . k[j]`;
+      case "cos":
+        need("qn");
+        need("kn");
+        return `${qv}[i] . k[j] / (qn[i] * kn[j])`;
+      case "vec":
+        return `${vecSrc(e.name)}[${vecAt(e.name, e.at)}]`;
+      case "lit":
+        return e.v < 0 ? `(${e.v})` : String(e.v);
+      case "param":
+        return "slope";
+      case "static":
+        need("x");
+        return "x";
+      case "dist":
+        return `(${e.f})`;
+      case "table":
+        need(`bias${e.K}`);
+        return `bias${e.K}[clamp(j - i, -${e.K}, ${e.K}) + ${e.K}]`;
+      case "un": {
+        const x = score(e.x);
+        switch (e.fn) {
+          case "expneg":
+            return `exp(-abs(${x}))`;
+          case "sqrtabs":
+            return `sqrt(abs(${x}))`;
+          case "log1p":
+            return `log(1 + abs(${x}))`;
+          default:
+            return `${e.fn}(${x})`;
+        }
+      }
+      case "bin": {
+        const a = score(e.a), b = score(e.b);
+        if (e.op === "max" || e.op === "min") return `${e.op}(${a}, ${b})`;
+        if (e.op === "/") return `(${a} / (1 + abs(${b})))`;
+        return `(${a} ${e.op} ${b})`;
+      }
+      case "where":
+        return `where(${mask(e.c)}, ${score(e.a)}, ${score(e.b)})`;
+    }
+  };
+
+  const body: string[] = [];
+  const scoreLines: string[] = [];
+  const square = s.shared;
+  if (s.form === "index") {
+    let e = score(s.score);
+    // The score must depend on the dot product so that it is an attention score at all.
+    if (!/\]\s\.\sk\[j\]/.test(e)) e = `${qv}[i] . k[j] + ${e}`;
+    if (s.mask) e = `where(${mask(s.mask)}, ${e}, ${s.fill})`;
+    scoreLines.push(`s[i, j] = ${e}`);
+  } else {
+    scoreLines.push(`s = ${qv} @ k^T`);
+    for (const st of s.steps) {
+      switch (st.k) {
+        case "scale":
+          scoreLines.push(`s = s * ${st.c}`);
+          break;
+        case "sqrtd":
+          scoreLines.push("s = s / sqrt(d)");
+          break;
+        case "colvec":
+          need("u");
+          scoreLines.push("s = s + u");
+          break;
+        case "rowvec":
+          need("tc");
+          scoreLines.push("s = s + tc");
+          break;
+        case "rowsum":
+          scoreLines.push(`s = s + sum(${qv}, axis=1, keepdims=true)`);
+          break;
+        case "rowmax":
+          scoreLines.push("s = s - max(s, axis=1, keepdims=true)");
+          break;
+        case "static":
+          need("x");
+          scoreLines.push("s = s * x");
+          break;
+        case "transpose":
+          if (square) scoreLines.push("s = s + s^T");
+          break;
+        case "tanh":
+          scoreLines.push("s = tanh(s)");
+          break;
+        case "maskkm":
+          need("km");
+          scoreLines.push(`s = where(km > 0, s, ${st.fill})`);
+          break;
+        case "maskqm":
+          need("qc");
+          scoreLines.push(`s = where(qc > 0, s, ${st.fill})`);
+          break;
+        case "maskdata":
+          scoreLines.push(`s = where(s > 0.5, s, ${st.fill})`);
+          break;
+      }
+    }
+  }
+
+  // Head.
+  const head = s.head === "loop" && !square ? "attn" : s.head;
+  const headLines: string[] = [];
+  let shape: string[];
+  switch (head) {
+    case "attn":
+      need("v");
+      headLines.push("y = softmax(s, axis=1) @ v");
+      shape = ["n", "e"];
+      break;
+    case "probs":
+      headLines.push("y = softmax(s, axis=1)");
+      shape = ["n", M];
+      break;
+    case "colsum":
+      headLines.push("y = sum(softmax(s, axis=1), axis=0)");
+      shape = [M];
+      break;
+    case "rowmean":
+      headLines.push("y = mean(s, axis=1, keepdims=true)");
+      shape = ["n", "1"];
+      break;
+    case "loop":
+      need("v");
+      headLines.push("y = v", `repeat ${s.loopCount} { y = softmax(s, axis=1) @ y }`);
+      shape = ["n", "e"];
+      break;
+    case "chain":
+      need("v");
+      need("w");
+      headLines.push("y = (softmax(s, axis=1) @ v) @ w");
+      shape = ["n", "f"];
+      break;
+    case "linear":
+      need("v");
+      headLines.push(`y = (relu(${qv}) @ relu(k)^T) @ v + softmax(s, axis=1) @ v`);
+      shape = ["n", "e"];
+      break;
+  }
+  for (const p of s.post) {
+    switch (p) {
+      case "sigmoid":
+      case "relu":
+        headLines.push(`y = ${p}(y)`);
+        break;
+      case "tanhexp":
+        headLines.push("y = exp(tanh(y))");
+        break;
+      case "leaky":
+        headLines.push("y = where(y > 0, y, 0.1 * y)");
+        break;
+      case "normalize":
+        headLines.push("y = normalize(y, axis=-1)");
+        break;
+      case "center":
+        headLines.push("y = y - mean(y, axis=-1, keepdims=true)");
+        break;
+    }
+  }
+  // Extras, added as scalars.
+  s.extras.forEach((x, idx) => {
+    const z = `z${idx}`;
+    switch (x.k) {
+      case "scatter": {
+        need("v");
+        const B = x.buckets;
+        headLines.push(
+          `hk${idx} = int(abs(sum(k, axis=1)) * 7) % ${B}`,
+          `tab${idx} = scatter_add(hk${idx}, v, ${B})`,
+        );
+        if (x.direct) headLines.push(`${z} = tab${idx}`);
+        else {
+          headLines.push(`hq${idx} = int(abs(sum(${qv}, axis=1)) * 7) % ${B}`, `${z} = tab${idx}[hq${idx}]`);
+        }
+        break;
+      }
+      case "random": {
+        const rows = x.rows === "n" ? "n" : String(x.rows);
+        headLines.push(`${z} = ${x.kind}([${rows}, d], ${x.seed}) * ${qv}[0]`);
+        break;
+      }
+      case "region": {
+        need("v");
+        const L = x.landmarks;
+        headLines.push(
+          `lk${idx} = segment_mean(k, ${L})`,
+          `a${idx} = softmax(lk${idx} @ lk${idx}^T / sqrt(d), axis=1)`,
+          `r${idx} = a${idx}`,
+        );
+        if (x.iters > 0) headLines.push(`repeat ${x.iters} { r${idx} = 0.5 * (r${idx} @ a${idx}) + 0.25 * a${idx} }`);
+        headLines.push(`${z} = softmax(${qv} @ lk${idx}^T, axis=1) @ (r${idx} @ segment_mean(v, ${L}))`);
+        break;
+      }
+    }
+    headLines.push(`y = y + mean(${z})`);
+  });
+
+  // Prelude (what the score and head use).
+  if (s.qLoop > 0) {
+    body.push("qq = q", `repeat ${s.qLoop} { qq = normalize(qq + 0.5 * tanh(qq), axis=1) }`);
+  }
+  if (used.has("x")) {
+    const { init, factor, count } = s.staticLoop;
+    body.push(`x = ${fmt(init)}`, `repeat ${count} { x = x * ${fmt(factor)} }`);
+  }
+  if (used.has("qn")) body.push(`qn = norm(${qv}, axis=1)`);
+  if (used.has("kn")) body.push("kn = norm(k, axis=1)");
+  if (used.has("qmx")) body.push(`qmx = max(${qv}, axis=1)`);
+  if (used.has("ks")) body.push("ks = sum(k, axis=1)");
+  const decls = [`q: [n, d]`, `k: [${M}, d]`];
+  if (used.has("v")) decls.push(`v: [${M}, e]`);
+  if (used.has("w")) decls.push("w: [e, f]");
+  if (used.has("t")) decls.push("t: [n]");
+  if (used.has("u")) decls.push(`u: [${M}]`);
+  if (used.has("tc")) decls.push("tc: [n, 1]");
+  if (used.has("qc")) decls.push("qc: [n, 1]");
+  if (used.has("doc")) decls.push("doc: int[n]");
+  if (used.has("dq")) decls.push("dq: int[n]");
+  if (used.has("dk")) decls.push(`dk: int[${M}]`);
+  if (used.has("qm")) decls.push("qm: [n]");
+  if (used.has("km")) decls.push(`km: [${M}]`);
+  for (const K of [1, 2, 4, 7]) if (used.has(`bias${K}`)) decls.push(`bias${K}: [${2 * K + 1}]`);
+  decls.push(`slope = ${fmt(s.slope)}`);
+  return [
+    `def prog(${decls.join(", ")}) -> [${shape.join(", ")}] {`,
+    ...[...body, ...scoreLines, ...headLines].map((l) => `  ${l}`),
+    "  return y",
+    "}",
+    "",
+  ].join("\n");
+}
+
+/** A float literal (always with a decimal point, so parameters are floats). */
+function fmt(x: number): string {
+  return Number.isInteger(x) ? `${x}.0` : String(x);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inputs
+
+/** mulberry32: a tiny seeded generator for input data. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * Inputs for a compiled spec: every declared input of the graph, with the spec's sizes, q/k/v/w
+ * carrying the batch dims and vectors/masks `vecLead` of them. Float data is Gaussian; masks are
+ * 0/1 and doc ids 0..2; nothing is all zeros.
+ */
+export function makeInputs(spec: Spec, graph: Graph): Record<string, Tensor> {
+  const r = rng(spec.dataSeed);
+  const gauss = () => {
+    const u = 1 - r(), v = r();
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+  };
+  const sym: Record<string, number> = { ...spec.sizes };
+  const out: Record<string, Tensor> = {};
+  for (const decl of graph.inputs) {
+    const body = decl.type.shape.map((d) => (typeof d === "number" ? d : sym[d]));
+    const matrix = ["q", "k", "v"].includes(decl.name);
+    const lead = matrix ? spec.batch : spec.batch.slice(0, spec.vecLead);
+    const shape = [...lead, ...body];
+    const size = shape.reduce((a, b) => a * b, 1);
+    const data = new Float64Array(size);
+    const name = decl.name;
+    if (name === "qm" || name === "km" || name === "qc") {
+      for (let x = 0; x < size; x++) data[x] = r() < 0.3 ? 0 : 1;
+      if (size > 0 && data.every((x) => x === 0)) data[0] = 1;
+    } else if (decl.type.dtype === "int") {
+      for (let x = 0; x < size; x++) data[x] = Math.floor(r() * 3);
+      if (size > 0 && data.every((x) => x === 0)) data[0] = 1;
+    } else {
+      for (let x = 0; x < size; x++) data[x] = gauss();
+    }
+    out[name] = { shape, data, dtype: decl.type.dtype };
+  }
+  return out;
+}
+
+/** A one-line description of input shapes, for failure messages. */
+export function describeInputs(inputs: Record<string, Tensor>): string {
+  return Object.entries(inputs).map(([k, t]) => `${k}: ${t.dtype}[${t.shape.join(", ")}]`).join(", ");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running specs
+
+/** What the optimized graph of a program contains (for coverage counts). */
+export interface Features {
+  attention: number;
+  probs: number;
+  /** Fused nodes reading a leaf at i while the key axis is the query axis n. */
+  iLeafShared: number;
+  /** Fused nodes reading any leaf at j. */
+  jLeaf: number;
+  /** Passes that changed the graph. */
+  changed: string[];
+  /** Fused nodes inside loop bodies. */
+  inLoop: number;
+}
+
+/** A compiled spec with its source and inputs. */
+export interface Compiled {
+  spec: Spec;
+  source: string;
+  program: Program;
+  inputs: Record<string, Tensor>;
+}
+
+/** Compile a spec (a CompileError here is a generator bug) and build its inputs. */
+export function compileSpec(spec: Spec): Compiled {
+  const source = printProgram(spec);
+  const program = compileSync(source, { file: "generated.attn" });
+  return { spec, source, program, inputs: makeInputs(spec, program.graph) };
+}
+
+/** The interpreter differential: the first pass that changed the result, if any. */
+export function interpDifferential(c: Compiled, seed = 7): Divergence | undefined {
+  return firstDivergence(c.program.graph, c.program.passes, c.inputs, { seed });
+}
+
+function scoreLeaves(s: Score, out: ("i" | "j" | "scalar")[] = []): ("i" | "j" | "scalar")[] {
+  switch (s.kind) {
+    case "leaf":
+      out.push(s.at);
+      break;
+    case "unary":
+    case "cast":
+      scoreLeaves(s.x, out);
+      break;
+    case "binary":
+      scoreLeaves(s.a, out);
+      scoreLeaves(s.b, out);
+      break;
+    case "where":
+      scoreLeaves(s.c, out);
+      scoreLeaves(s.a, out);
+      scoreLeaves(s.b, out);
+      break;
+  }
+  return out;
+}
+
+/** Coverage features of a compiled spec. */
+export function features(c: Compiled): Features {
+  const f: Features = { attention: 0, probs: 0, iLeafShared: 0, jLeaf: 0, changed: [], inLoop: 0 };
+  const visit = (nodes: Node[], inLoop: boolean) => {
+    for (const n of nodes) {
+      if (n.op.op === "loop") visit(n.op.body, true);
+      if (n.op.op !== "attention" && n.op.op !== "probs") continue;
+      f[n.op.op]++;
+      if (inLoop) f.inLoop++;
+      const leaves = scoreLeaves(n.op.score);
+      const [rows, cols] = [n.args[0], n.args[1]].map((a) =>
+        findNode(c.program.optimized, a)?.type.shape[0]
+      );
+      if (leaves.includes("i") && rows === cols) f.iLeafShared++;
+      if (leaves.includes("j")) f.jLeaf++;
+    }
+  };
+  visit(c.program.optimized.nodes, false);
+  let last = JSON.stringify(c.program.graph.nodes);
+  for (const st of c.program.passes) {
+    const now = JSON.stringify(st.graph.nodes);
+    if (now !== last) f.changed.push(st.pass);
+    last = now;
+  }
+  return f;
+}
+
+function findNode(g: Graph, id: number): Node | undefined {
+  let found: Node | undefined;
+  const visit = (nodes: Node[]) => {
+    for (const n of nodes) {
+      if (n.id === id) found = n;
+      if (n.op.op === "loop") visit(n.op.body);
+    }
+  };
+  visit(g.nodes);
+  return found;
+}
+
+/**
+ * A deliberately broken copy of a graph, for checking that the oracle is sensitive: every
+ * fused score leaf read at `from` is read at the other grid index instead (the axis-tracking
+ * bug class of the attention fusion). Only meaningful where the two axes have the same size.
+ */
+export function swapLeafAxes(graph: Graph, from: "i" | "j" = "i"): Graph {
+  const to = from === "i" ? "j" : "i";
+  const sw = (s: Score): Score => {
+    switch (s.kind) {
+      case "leaf":
+        return s.at === from ? { ...s, at: to } : s;
+      case "unary":
+      case "cast":
+        return { ...s, x: sw(s.x) };
+      case "binary":
+        return { ...s, a: sw(s.a), b: sw(s.b) };
+      case "where":
+        return { ...s, c: sw(s.c), a: sw(s.a), b: sw(s.b) };
+      default:
+        return s;
+    }
+  };
+  const visit = (nodes: Node[]): Node[] =>
+    nodes.map((n) => {
+      if (n.op.op === "loop") return { ...n, op: { ...n.op, body: visit(n.op.body) } };
+      if (n.op.op === "attention" || n.op.op === "probs") {
+        return { ...n, op: { ...n.op, score: sw(n.op.score) } };
+      }
+      return n;
+    });
+  return { ...graph, nodes: visit(graph.nodes) };
+}
+
+/** Tolerance of GPU results against the interpreter (relative error ‖a − b‖ / ‖b‖). */
+export const GPU_RTOL = 1e-5;
+
+/**
+ * Run the optimized program on the GPU (intermediates poisoned with NaN) and compare with the
+ * interpreter: a description of the difference, or undefined. `lower` passes lowering options
+ * (e.g. a small `maxStorageBuffers` to force binding splits).
+ */
+export async function gpuDifferential(
+  c: Compiled,
+  options: { seed?: number; lower?: LowerOptions } = {},
+): Promise<string | undefined> {
+  const seed = options.seed ?? 7;
+  const expected = c.program.run(c.inputs, { seed });
+  let got: Tensor;
+  try {
+    got = options.lower
+      ? (await execute(c.program.optimized, lowerGraph(c.program.optimized, options.lower), c.inputs, {
+        seed,
+        poison: true,
+      })).output
+      : await c.program.run(c.inputs, { seed, backend: "gpu", poison: true });
+  } catch (e) {
+    return `GPU run threw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`;
+  }
+  const exp = await expected;
+  if (exp.shape.join() !== got.shape.join()) {
+    return `shape [${got.shape}], expected [${exp.shape}]`;
+  }
+  for (let i = 0; i < exp.data.length; i++) {
+    if (Number.isNaN(exp.data[i]) !== Number.isNaN(got.data[i])) {
+      return `flat index ${i}: got ${got.data[i]}, expected ${exp.data[i]} (NaN in one only)`;
+    }
+    if (!Number.isFinite(exp.data[i]) && !Number.isNaN(exp.data[i]) && exp.data[i] !== got.data[i]) {
+      return `flat index ${i}: got ${got.data[i]}, expected ${exp.data[i]}`;
+    }
+  }
+  const finite = (t: Tensor) => ({ ...t, data: t.data.map((x) => (Number.isFinite(x) ? x : 0)) });
+  const err = relativeError(finite(got), finite(exp));
+  if (!(err <= GPU_RTOL)) {
+    let worst = 0;
+    for (let i = 0; i < exp.data.length; i++) {
+      const d = Math.abs(got.data[i] - exp.data[i]);
+      if (!(d <= Math.abs(got.data[worst] - exp.data[worst]))) worst = i;
+    }
+    return `relative error ${err.toExponential(2)} > ${GPU_RTOL}; worst at flat index ${worst}: ` +
+      `got ${got.data[worst]}, expected ${exp.data[worst]}`;
+  }
+  return undefined;
+}
+
+/** A failure report: the program, its inputs' shapes and what differed. */
+export function report(c: Compiled, what: string): string {
+  return [what, "program:", c.source, `inputs: ${describeInputs(c.inputs)}`].join("\n");
+}

@@ -1,0 +1,215 @@
+/**
+ * One semantics on both backends (issue #7 B; docs/language.md "Semantics: NaN, ±0, seeds,
+ * degenerate sizes"): the float64 interpreter and the WebGPU kernels agree on NaN propagation in
+ * max/min and max-reductions, on signed zero in max/min, on seeds of any u32 size given as
+ * parameters, on refusing inputs outside float32's range, and on randint's hi < 1. GPU halves
+ * are skipped without an adapter.
+ */
+import assert from "node:assert/strict";
+import { CompileError, compileSync, relativeError, type Tensor } from "../mod.ts";
+import { getDevice } from "../runtime/device.ts";
+import { source } from "./helpers.ts";
+
+const adapter = await getDevice().then((d) => d.facts.description, () => undefined);
+
+const vec = (data: number[]): Tensor => ({
+  shape: [data.length],
+  data: Float64Array.from(data),
+  dtype: "float",
+});
+
+/** Run on the interpreter and (with an adapter) on the GPU; returns both outputs. */
+async function both(
+  src: string,
+  inputs: Record<string, Tensor>,
+  params: Record<string, number> = {},
+): Promise<Tensor[]> {
+  const p = compileSync(src, { params });
+  const out = [await p.run(inputs)];
+  if (adapter !== undefined) out.push(await p.run(inputs, { backend: "gpu", poison: true }));
+  return out;
+}
+
+/** Object.is element by element (NaN equals NaN, -0 differs from +0); `f32`: want rounded. */
+function assertSame(y: Tensor, want: number[], what: string, f32 = false) {
+  assert.equal(y.data.length, want.length, what);
+  want.forEach((w, i) => {
+    const v = f32 ? Math.fround(w) : w;
+    assert.ok(Object.is(y.data[i], v), `${what}[${i}]: ${y.data[i]}, want ${v}`);
+  });
+}
+
+Deno.test("semantics: max/min propagate NaN and order ±0 like Math.max/min on both backends", async () => {
+  // log(-1) makes a NaN inside the program (NaN inputs are refused).
+  const x = [-1, 2, -0, 0, -0, 3];
+  const y = [5, -Infinity, 0, -0, -0, 3];
+  const la = x.map(Math.log);
+  const cases: [string, number[]][] = [
+    ["max(log(x), y)", la.map((a, i) => Math.max(a, y[i]))],
+    ["min(log(x), y)", la.map((a, i) => Math.min(a, y[i]))],
+    ["max(y, log(x))", la.map((a, i) => Math.max(y[i], a))],
+    ["clamp(log(x), -1, 1)", la.map((a) => Math.min(Math.max(a, -1), 1))],
+    ["max(x, y)", x.map((a, i) => Math.max(a, y[i]))],
+    ["min(x, y)", x.map((a, i) => Math.min(a, y[i]))],
+  ];
+  assert.ok(Number.isNaN(cases[0][1][0]) && Object.is(cases[4][1][2], 0));
+  assert.ok(Object.is(cases[5][1][3], -0));
+  for (const [expr, want] of cases) {
+    const src = `def f(x: [n], y: [n]) -> [n] { return ${expr} }`;
+    for (const [b, out] of (await both(src, { x: vec(x), y: vec(y) })).entries()) {
+      assertSame(out, want, `${expr} ${b ? "gpu" : "interp"}`, b === 1);
+    }
+  }
+});
+
+Deno.test("semantics: a max-reduction over a row with NaN is NaN on both backends (not -inf)", async () => {
+  const src = `def f(x: [r, c]) -> [r] {
+    return max(log(x), axis=1) + min(log(x), axis=1) * 0
+  }`;
+  const x: Tensor = {
+    shape: [3, 4],
+    data: Float64Array.from([1, 2, -1, 3, 1, 2, 3, 4, -1, -1, -1, -1]),
+    dtype: "float",
+  };
+  for (const [b, out] of (await both(src, { x })).entries()) {
+    const what = b ? "gpu" : "interp";
+    assert.ok(Number.isNaN(out.data[0]), `${what}: row 0 ${out.data[0]}`);
+    assert.ok(Math.abs(out.data[1] - Math.log(4)) < 1e-6, `${what}: row 1 ${out.data[1]}`);
+    assert.ok(Number.isNaN(out.data[2]), `${what}: row 2 ${out.data[2]}`);
+  }
+});
+
+Deno.test("semantics: Attune folds neither x*0 nor x-x: infinities give NaN on the interpreter, the op stays in the GPU's IR", async () => {
+  // On the GPU the multiply reaches the shader; lavapipe's own shader compiler may still fold
+  // x * 0.0 to 0 (its inexact float rules), which docs/language.md states.
+  const x = [Infinity, -Infinity, 2, -2];
+  const cases: [string, string, number[]][] = [
+    ["x * 0", "mul", x.map((v) => v * 0)],
+    ["x - x", "sub", x.map((v) => v - v)],
+    ["0 * x + 1", "mul", x.map((v) => 0 * v + 1)],
+  ];
+  for (const [expr, fn, want] of cases) {
+    const p = compileSync(`def f(x: [n]) -> [n] { return ${expr} }`);
+    assert.ok(
+      p.optimized.nodes.some((n) => n.op.op === "binary" && n.op.fn === fn),
+      `${expr}: the optimizer removed the ${fn}`,
+    );
+    assertSame(await p.run({ x: vec(x) }), want, `${expr} interp`);
+  }
+});
+
+Deno.test("semantics: constant folding of max/min agrees with the interpreter on signed zero", async () => {
+  // Folded while checking (parameters are constants); 1/±0 shows the sign.
+  const cases: [string, number][] = [
+    ["max(a, -b)", Infinity],
+    ["min(a, -b)", -Infinity],
+    ["max(-b, a)", Infinity],
+    ["min(-b, a)", -Infinity],
+  ];
+  for (const [expr, want] of cases) {
+    const src = `def f(x: [n], a = 0, b = 0) -> [n] { return x * 0 + 1 / ${expr} }`;
+    for (const [b, out] of (await both(src, { x: vec([1]) })).entries()) {
+      assertSame(out, [want], `${expr} ${b ? "gpu" : "interp"}`);
+    }
+  }
+});
+
+Deno.test("semantics: a seed parameter above 2^24 draws the same numbers on both backends", async () => {
+  // n = 300 uniform draws per slice are computed on the GPU (the draw grows with n).
+  const src = `def f(x: [n], seed = 0) -> [n] {
+    return x + uniform([n], seed) + randint([n], 1000, seed + 0)
+  }`;
+  const x: Tensor = { shape: [2, 300], data: new Float64Array(600), dtype: "float" };
+  for (const seed of [123456789, 2 ** 24 + 1, 4294967295]) {
+    const [ref, gpu] = await both(src, { x }, { seed });
+    // The parameter seed and the run option give the same draws.
+    const opt = await compileSync(src).run({ x }, { seed });
+    assert.deepEqual([...ref.data], [...opt.data], `seed ${seed}: parameter vs option`);
+    if (gpu) assert.ok(relativeError(gpu, ref) <= 1e-6, `seed ${seed}: ${relativeError(gpu, ref)}`);
+  }
+});
+
+Deno.test({
+  name: "semantics: skein with --param seed=123456789 agrees with the interpreter on the GPU",
+  ignore: adapter === undefined,
+  fn: async () => {
+    const p = compileSync(source("skein.attn"), { params: { samples: 8, seed: 123456789 } });
+    const g = (s: number): Tensor => {
+      const data = Float64Array.from({ length: 2 * 40 * 8 }, (_, i) => Math.sin(i * 1.7 + s));
+      return { shape: [2, 40, 8], data, dtype: "float" };
+    };
+    const x = { q: g(1), k: g(2), v: g(3) };
+    const ref = await p.run(x);
+    const gpu = await p.run(x, { backend: "gpu", poison: true });
+    assert.ok(relativeError(gpu, ref) <= 1e-4, `${relativeError(gpu, ref)}`);
+  },
+});
+
+Deno.test("semantics: an input outside float32's range is refused, naming it, on both backends", async () => {
+  const p = compileSync(`def f(x: [n]) -> [n] { return x * 2 }`);
+  const x = vec([1, -1e39, 3]);
+  const named = (e: unknown) =>
+    e instanceof CompileError &&
+    /input x has -1e\+39 at \[1\], outside float32's range/.test(e.message);
+  await assert.rejects(p.run({ x }), named);
+  if (adapter !== undefined) await assert.rejects(p.run({ x }, { backend: "gpu" }), named);
+  // ±Infinity and the largest float32 are fine.
+  const ok = vec([Infinity, -3.4028234663852886e38]);
+  for (const out of await both(`def f(x: [n]) -> [n] { return x * 1 }`, { x: ok })) {
+    assertSame(out, [Infinity, -3.4028234663852886e38], "in range");
+  }
+});
+
+Deno.test("semantics: randint with hi < 1 is the same CompileError on both backends", async () => {
+  for (
+    const [what, src, params] of [
+      [
+        "constant hi, host draw",
+        `def f(x: [n], hi = 1) -> [n] { return x + randint([4], hi, 1)[0] }`,
+        { hi: 0 },
+      ],
+      ["constant hi, GPU draw", `def f(x: [n], hi = 1) -> [n] { return x + randint([n], hi, 1) }`, {
+        hi: -3,
+      }],
+    ] as const
+  ) {
+    const p = compileSync(src, { params });
+    const x: Tensor = { shape: [70000], data: new Float64Array(70000), dtype: "float" };
+    const bad = (e: unknown) =>
+      e instanceof CompileError && /randint: hi must be at least 1/.test(e.message);
+    await assert.rejects(p.run({ x }), bad, `${what}: interp`);
+    if (adapter !== undefined) {
+      await assert.rejects(p.run({ x }, { backend: "gpu" }), bad, `${what}: gpu`);
+    }
+  }
+});
+
+Deno.test("semantics: a mean/max/min over an axis of size 0 (hashes = 0, features = 0) is a CompileError", async () => {
+  const cases: [string, Record<string, number>, RegExp][] = [
+    ["yoso.attn", { hashes: 0 }, /mean over an axis of size 0/],
+    ["performer.attn", { features: 0 }, /max over an axis of size 0/],
+  ];
+  for (const [file, params, want] of cases) {
+    assert.throws(() => compileSync(source(file), { params, file }), (e: unknown) => {
+      assert.ok(e instanceof CompileError, `${file}: ${e}`);
+      assert.match(e.message, want);
+      return true;
+    });
+  }
+  // sum and prod over an empty axis are their identities, not errors.
+  const p = compileSync(`def f(x: [n]) -> [n] {
+  z = zeros([n, 0])
+  return x + sum(z, axis=1) + 2 * prod(z, axis=1)
+}`);
+  const y = await p.run({ x: vec([1, 2, 3]) });
+  assert.deepEqual([...y.data], [3, 4, 5]);
+});
+
+Deno.test("semantics: topk asking for more than a fixed-length axis holds is a CompileError", () => {
+  assert.throws(
+    () => compileSync(`def f(x: [n]) -> int[3] {
+  return topk(ones([2]), 3)
+}`),
+    /topk: k = 3 is more than the 2 elements/,
+  );
+});
