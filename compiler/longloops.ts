@@ -368,12 +368,14 @@ export function splitKernels(
   for (var p = 0u; p < kused; p = p + 1u) {
     let mp = ${at("0u")};
     if (mp > ${ninf}) {
-      let f = exp(mp - mx);
-      l = l + ${at("1u")} * f;
-      acc = acc + ${at("2u + c")} * f;
+      // Each part's accumulator is its weighted mean (flash.ts): a running mean of the means.
+      let w = ${at("1u")} * exp(mp - mx);
+      let ln = l + w;
+      acc = acc * (l / ln) + ${at("2u + c")} * (w / ln);
+      l = ln;
     }
   }
-  out[s * ${outSize} + r] = select(0.0, acc / l, l > 0.0);`;
+  out[s * ${outSize} + r] = select(0.0, acc, l > 0.0);`;
       const combine = kernel(n, [PARTIAL], out, slots, body);
       return {
         // Each row's carrier takes e + 2 ≤ 3e floats.

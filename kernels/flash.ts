@@ -2,7 +2,9 @@
  * The flash-attention skeleton. Each invocation owns `rows` query rows (a Q tile) and streams
  * every key once: the key row and value row are loaded once and reused by all of its query rows,
  * and each row keeps its online-softmax carrier (running max, running sum, accumulator) in
- * registers. The score is spliced in per row. Loops over the head sizes d and e are unrolled
+ * registers. The accumulator is the weighted mean of the values seen so far, not their weighted
+ * sum: a sum of up to n weights of 1 overflows f32 where the answer does not (uniform attention
+ * over values of 1e37 gave Inf), and a mean also needs no division at the end. The score is spliced in per row. Loops over the head sizes d and e are unrolled
  * (vec4 when they divide by 4), which keeps each invocation far under lavapipe's 65,535-iteration
  * loop budget (only the key loop counts); the kernel is specialized on d and e, never on sequence
  * lengths. Keys outside the rows' window (causal, sliding window) are never visited.
@@ -41,7 +43,7 @@ export interface FlashSpec {
   /**
    * Key range split across invocations (more keys than one invocation may loop over): `parts`
    * key blocks, of which the WGSL u32 `used` are in use; invocation (block, tile) visits its
-   * block's keys and writes each row's carrier (max, sum, accumulator: e + 2 floats) to
+   * block's keys and writes each row's carrier (max, sum, weighted mean: e + 2 floats) to
    * `out[((s * parts + block) * rows + i) * (e + 2)]`, which a second kernel combines.
    */
   split?: { parts: number; used: string };
@@ -158,15 +160,17 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
       let qk${r} = ${h ? `f32(qh${r})` : `qh${r}`};
       let sc = ${spec.score(r)};
       if (sc > mx${r}) {
-        let f = exp(mx${r} - sc);
-        l${r} = l${r} * f;
-        ${cols(ew, (c) => `acc${r}[${c}] = acc${r}[${c}] * f;`)}
+        l${r} = l${r} * exp(mx${r} - sc);
         mx${r} = sc;
       }
       if (sc > bitcast<f32>(0xff800000u)) {
         let p = exp(sc - mx${r});
-        l${r} = l${r} + p;
-        ${cols(ew, (c) => `acc${r}[${c}] = acc${r}[${c}] + p * vr[${c}];`)}
+        let ln = l${r} + p;
+        let inv = 1.0 / ln;
+        let keep = l${r} * inv;
+        let w = p * inv;
+        l${r} = ln;
+        ${cols(ew, (c) => `acc${r}[${c}] = acc${r}[${c}] * keep + w * vr[${c}];`)}
       }
     }`).join("\n    ")
   }
@@ -200,20 +204,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   }
   ${
         rowsOf((r) =>
-          `if (ib + ${r}u < rows) { let inv = select(0.0, 1.0 / l${r}, l${r} > 0.0); let ob = (s * rows + i${r}) * ${ew}u; let rb = (s * ${
+          `if (ib + ${r}u < rows) { let ob = (s * rows + i${r}) * ${ew}u; let rb = (s * ${
             spec.replace!.count
           } + u32(max(pick${r}, 0))) * ${ew}u; ${
             cols(
               ew,
-              (c) =>
-                `out[ob + ${c}u] = select(acc${r}[${c}] * inv, aR[rb + ${c}u], pick${r} >= 0);`,
+              (c) => `out[ob + ${c}u] = select(acc${r}[${c}], aR[rb + ${c}u], pick${r} >= 0);`,
             )
           } }`
         )
       }`
       : rowsOf((r) =>
-        `if (ib + ${r}u < rows) { let inv = select(0.0, 1.0 / l${r}, l${r} > 0.0); let ob = (s * rows + i${r}) * ${ew}u; ${
-          cols(ew, (c) => `out[ob + ${c}u] = acc${r}[${c}] * inv;`)
+        `if (ib + ${r}u < rows) { let ob = (s * rows + i${r}) * ${ew}u; ${
+          cols(ew, (c) => `out[ob + ${c}u] = acc${r}[${c}];`)
         } }`
       )
   }
@@ -263,19 +266,21 @@ function blocked(
     }
       let mb = max(max(s0, s1), max(s2, s3));
       if (mb > mx${r}) {
-        let f = exp(mx${r} - mb);
-        l${r} = l${r} * f;
-        ${cols(t.ew, (c) => `acc${r}[${c}] = acc${r}[${c}] * f;`)}
+        l${r} = l${r} * exp(mx${r} - mb);
         mx${r} = mb;
       }
       if (mx${r} > bitcast<f32>(0xff800000u)) {
         ${keys.map((b) => `let p${b} = exp(s${b} - mx${r});`).join(" ")}
-        l${r} = l${r} + (p0 + p1) + (p2 + p3);
+        let ln = l${r} + (p0 + p1) + (p2 + p3);
+        let inv = 1.0 / ln;
+        let keep = l${r} * inv;
+        ${keys.map((b) => `let w${b} = p${b} * inv;`).join(" ")}
+        l${r} = ln;
         ${
       cols(
         t.ew,
         (c) =>
-          `acc${r}[${c}] = acc${r}[${c}] + p0 * v0[${c}] + p1 * v1[${c}] + p2 * v2[${c}] + p3 * v3[${c}];`,
+          `acc${r}[${c}] = acc${r}[${c}] * keep + w0 * v0[${c}] + w1 * v1[${c}] + w2 * v2[${c}] + w3 * v3[${c}];`,
       )
     }
       }
