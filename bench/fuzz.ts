@@ -14,6 +14,7 @@ import fc from "fast-check";
 import { getDevice } from "../runtime/device.ts";
 import {
   compileSpec,
+  GPU_BUCKETS,
   gpuDifferential,
   interpDifferential,
   report,
@@ -77,12 +78,16 @@ async function fuzz(
   return { checked, ms: performance.now() - t0 };
 }
 
-const interp = await fuzz("interp", count, () =>
-  fc.property(specArb({ sizes: SMALL_SIZES }), (spec) => {
-    const c = compileSpec(spec);
-    const d = interpDifferential(c);
-    if (d) throw new Error(report(c, `pass "${d.pass}" changed the result: ${d.detail}`));
-  }));
+const interp = await fuzz(
+  "interp",
+  count,
+  () =>
+    fc.property(specArb({ sizes: SMALL_SIZES }), (spec) => {
+      const c = compileSpec(spec);
+      const d = interpDifferential(c);
+      if (d) throw new Error(report(c, `pass "${d.pass}" changed the result: ${d.detail}`));
+    }),
+);
 
 let gpu = { checked: 0, ms: 0 };
 let adapter: string | undefined;
@@ -95,7 +100,7 @@ if (gpuCount > 0) {
     // The same arbitraries as the GPU test of tests/differential_test.ts.
     gpu = await fuzz("gpu", gpuCount, () =>
       fc.asyncProperty(
-        specArb({ sizes: SMALL_SIZES, depth: 2 }),
+        specArb({ sizes: SMALL_SIZES, depth: 2, buckets: GPU_BUCKETS }),
         fc.constantFrom(undefined, 8),
         async (spec, maxStorageBuffers) => {
           const c = compileSpec(spec);

@@ -11,15 +11,18 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { CompileError, compileSync, verify } from "../mod.ts";
+import { CompileError, compileSync, randomTensor, relativeError, verify } from "../mod.ts";
 import { firstDivergence } from "../compiler/verify.ts";
+import { interpret } from "../compiler/interp.ts";
 import { getDevice } from "../runtime/device.ts";
+import { lowerGraph } from "../compiler/lower.ts";
 import { main } from "../cli.ts";
 import {
   AWKWARD_SIZES,
   type Compiled,
   compileSpec,
   features,
+  GPU_BUCKETS,
   gpuDifferential,
   interpDifferential,
   printProgram,
@@ -211,24 +214,112 @@ Deno.test({
   name: "differential: generated programs on the GPU agree with the interpreter",
   ignore: adapter === undefined,
   async fn() {
+    // Every program runs (no shrinking on the slow adapter); all failures are reported together,
+    // each with the fast-check path that replays it (ATTUNE_DIFF_SEED / ATTUNE_DIFF_PATH).
     const failures: string[] = [];
-    const runs = Number(env("ATTUNE_DIFF_GPU_RUNS") ?? 20);
-    await checkProperty(
-      "GPU differential",
+    const runs = Number(env("ATTUNE_DIFF_GPU_RUNS") ?? 25);
+    const seen = { hostDraw: 0, deviceDraw: 0, regionMerged: 0, regionAlone: 0, probs: 0 };
+    const more = { partialTable: 0, atomicTable: 0, split: 0 };
+    let index = 0;
+    const result = await fc.check(
       fc.asyncProperty(
-        specArb({ sizes: SMALL_SIZES, depth: 2 }),
+        specArb({ sizes: SMALL_SIZES, depth: 2, buckets: GPU_BUCKETS }),
         fc.constantFrom(undefined, 8),
         async (spec, maxStorageBuffers) => {
+          const path = PATH ?? String(index++);
           const c = compileOrFail(spec);
+          let plan;
+          try {
+            plan = c.program.plan();
+          } catch (e) {
+            failures.push(
+              `ATTUNE_DIFF_SEED=${SEED} ATTUNE_DIFF_PATH=${path}\n` +
+                report(c, `lowering threw ${e instanceof Error ? e.message : String(e)}`),
+            );
+            return;
+          }
+          const randoms = c.program.optimized.nodes.filter((n) => n.op.op === "random").length;
+          seen.hostDraw += plan.hostDraws.length ? 1 : 0;
+          seen.deviceDraw += randoms > plan.hostDraws.length ? 1 : 0;
+          seen.regionMerged += plan.kernels.some((k) => (k.regions ?? 0) > 0) ? 1 : 0;
+          seen.regionAlone += plan.kernels.some((k) => k.workgroupPerSlice && !k.regions) ? 1 : 0;
+          seen.probs += features(c).probs ? 1 : 0;
+          for (const n of c.program.optimized.nodes) {
+            if (n.op.op === "scatter_add") {
+              more[n.op.size <= 1024 ? "partialTable" : "atomicTable"]++;
+            }
+          }
           const lower = maxStorageBuffers ? { maxStorageBuffers } : undefined;
+          if (lower) {
+            more.split +=
+              lowerGraph(c.program.optimized, lower).kernels.length > plan.kernels.length ? 1 : 0;
+          }
           const why = await gpuDifferential(c, { lower });
           if (why) {
-            failures.push(why);
-            throw new Error(report(c, `GPU${lower ? " (8 bindings)" : ""}: ${why}`));
+            failures.push(
+              `ATTUNE_DIFF_SEED=${SEED} ATTUNE_DIFF_PATH=${path}\n` +
+                report(c, `GPU${lower ? " (8 bindings)" : ""}: ${why}`),
+            );
           }
         },
       ),
-      runs,
+      { numRuns: runs, seed: SEED, path: PATH, endOnFailure: true },
+    );
+    console.log(`GPU sample of ${runs}: plans reached ${JSON.stringify({ ...seen, ...more })}`);
+    if (result.failed) throw result.errorInstance;
+    assert.equal(
+      failures.length,
+      0,
+      `${failures.length} of ${runs} differ:\n\n${failures.join("\n\n")}`,
     );
   },
+});
+
+Deno.test({
+  // KNOWN PROBLEM, kept visible: this run did not finish within 60 s on lavapipe (n = 3, e = 1
+  // or 13); 64 buckets take 0.2 s and 1025 (atomic tables) 0.4 s. Un-ignore once fixed.
+  name: "KNOWN HANG: scatter_add partial tables of 512 buckets on the GPU",
+  ignore: true,
+  async fn() {
+    const p = compileSync(`def prog(q: [n, d], k: [n, d], v: [n, e]) -> [n, e] {
+  hk = int(abs(sum(k, axis=1)) * 7) % 512
+  tab = scatter_add(hk, v, 512)
+  hq = int(abs(sum(q, axis=1)) * 7) % 512
+  return tab[hq]
+}`);
+    const [q, k, v] = [1, 2, 3].map((seed) => randomTensor([3, 13], { seed }));
+    const y = await p.run({ q, k, v }, { backend: "gpu", poison: true });
+    assert.ok(relativeError(y, await p.run({ q, k, v })) <= 1e-5);
+  },
+});
+
+Deno.test("differential: values carried by repeat equal their unrolled values", () => {
+  // The passes only see what the checker elaborated; this checks the elaboration of `repeat`
+  // itself against values computed here: a static scalar and a tensor, both carried.
+  fc.assert(
+    fc.property(
+      fc.constantFrom(1, 0.25),
+      fc.constantFrom(0.5, 1.5, 2),
+      fc.integer({ min: 0, max: 5 }),
+      fc.constantFrom(...SMALL_SIZES),
+      (init, factor, count, n) => {
+        const lit = (x: number) => (Number.isInteger(x) ? `${x}.0` : String(x));
+        const p = compileSync(`def f(q: [n, d]) -> [n, d] {
+  x = ${lit(init)}
+  y = q
+  repeat ${count} { x = x * ${lit(factor)}; y = y * ${lit(factor)} }
+  return y + q * x
+}`);
+        const q = randomTensor([n, 3], { seed: n });
+        const want = init * factor ** count + factor ** count;
+        for (const g of [p.graph, ...p.passes.map((s) => s.graph)]) {
+          const y = interpret(g, { q });
+          for (let i = 0; i < q.data.length; i++) {
+            assert.ok(Math.abs(y.data[i] - q.data[i] * want) <= 1e-12 * Math.abs(q.data[i] * want));
+          }
+        }
+      },
+    ),
+    { numRuns: 60, seed: SEED },
+  );
 });

