@@ -291,8 +291,16 @@ export function inlinedNodes(
 export const SCATTER_CHUNKS = { count: 4 };
 
 /**
- * Mark the scatter_adds that can be stored as partial tables: small tables (≤ 1024 buckets, a
- * private array per invocation) read only by kernels that read by coordinate (they sum the
+ * Largest table built as partial tables (a private array of buckets per invocation). lavapipe's
+ * shader compile time grows steeply with that array (n = 3, e = 5: 128 buckets 5 s, 256 19 s,
+ * 384 39 s, 512 over a minute; runs themselves take ms), so bigger tables use atomics. YOSO's
+ * τ = 8 (256 buckets) stays on the faster partial tables (n = 8192: 407 ms against 1346 with CAS).
+ */
+export const PARTIAL_TABLE_BUCKETS = 256;
+
+/**
+ * Mark the scatter_adds that can be stored as partial tables: small tables (≤
+ * PARTIAL_TABLE_BUCKETS buckets, a private array per invocation) read only by kernels that read by coordinate (they sum the
  * partials); a table that is the output or read by a fused attention kernel is built with
  * atomics instead.
  */
@@ -304,7 +312,9 @@ function partialTables(graph: Graph, byId: Map<number, Node>): Map<number, Node>
   }
   const out = new Map(byId);
   for (const n of byId.values()) {
-    if (n.op.op !== "scatter_add" || n.op.size > 1024 || direct.has(n.id)) continue;
+    if (n.op.op !== "scatter_add" || n.op.size > PARTIAL_TABLE_BUCKETS || direct.has(n.id)) {
+      continue;
+    }
     // More keys than the tables can take (lavapipe's loop budget) keep the atomic form.
     const keys = n.args.length ? byId.get(n.args[0])!.type.shape.at(-1) : undefined;
     if (typeof keys === "number" && keys > SCATTER_CHUNKS.count * KEYS_PER_CHUNK) continue;

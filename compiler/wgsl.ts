@@ -788,9 +788,11 @@ export class Reader {
         return UNARY[n.op.fn](A(0));
       }
     }
-    const lanes = [0, 1, 2, 3].map((u) =>
-      this.at(id, [...c.slice(0, last), `min(${c[last]} + ${u}u, ${len} - 1u)`])
-    );
+    // Lane by lane; a kernel's own node (`self`) has no buffer to read yet: expand it.
+    const lanes = [0, 1, 2, 3].map((u) => {
+      const cu = [...c.slice(0, last), `min(${c[last]} + ${u}u, ${len} - 1u)`];
+      return self ? this.expand(n, cu) : this.at(id, cu);
+    });
     return `vec4<f32>(${lanes.join(", ")})`;
   }
 

@@ -151,7 +151,8 @@ Deno.test("regions: loop trips are estimated from sizes (lavapipe's budget is ch
 });
 
 Deno.test({
-  name: "scatter_add: partial tables are deterministic and agree; > 1024 buckets use atomics",
+  name:
+    "scatter_add: partial tables are deterministic and agree; > PARTIAL_TABLE_BUCKETS buckets use atomics",
   ignore: adapter === undefined,
   fn: async () => {
     for (const tau of [6, 11]) {

@@ -152,3 +152,22 @@ Deno.test({
     }
   },
 });
+
+Deno.test("plan check: a map over a reduction whose op has no vec4 form reads no buffer of its own (fuzz find)", async () => {
+  // sigmoid(sum over rows of probabilities): the four-lane map expanded its own node by reading
+  // its output buffer, which nothing had written (deno task fuzz, seed 1500003).
+  const p = compileSync(`def prog(q: [n, d], k: [m, d]) -> [m] {
+  s[i, j] = q[i] . k[j]
+  return sigmoid(sum(softmax(s, axis=1), axis=0))
+}`);
+  p.plan(); // threw "plan check: ... reads buffer undefined"
+  if (!adapter) return;
+  for (const [n, m] of [[1, 1], [5, 9], [3, 70]]) {
+    const inputs = { q: randomTensor([n, 3], { seed: n }), k: randomTensor([m, 3], { seed: m }) };
+    const err = relativeError(
+      await p.run(inputs, { backend: "gpu", poison: true }),
+      await p.run(inputs),
+    );
+    assert.ok(err < 1e-5, `n = ${n}, m = ${m}: ${err}`);
+  }
+});

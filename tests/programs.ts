@@ -15,7 +15,7 @@
  * shared (self-attention, n = m) and distinct (cross-attention) size symbols, softmax into V or
  * not, sums and means, elementwise chains, normalize, matmul chains (reassociation), attention
  * inside `repeat`, and extras that cross the lowering's thresholds: scatter_add tables of ≤ and
- * > 1024 buckets, host- and device-drawn random tensors, small-matrix regions with short and long
+ * > PARTIAL_TABLE_BUCKETS buckets, host- and device-drawn random tensors, small-matrix regions with short and long
  * loops.
  */
 import fc from "fast-check";
@@ -23,7 +23,7 @@ import { compileSync, type Program, relativeError } from "../mod.ts";
 import type { Graph, Node, Score } from "../compiler/ir.ts";
 import type { Tensor } from "../compiler/tensor.ts";
 import { type Divergence, firstDivergence } from "../compiler/verify.ts";
-import { lowerGraph, type LowerOptions } from "../compiler/lower.ts";
+import { lowerGraph, type LowerOptions, PARTIAL_TABLE_BUCKETS } from "../compiler/lower.ts";
 import { execute } from "../runtime/executor.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -267,15 +267,14 @@ const mStep: fc.Arbitrary<MStep> = fc.oneof(
   fc.record({ k: fc.constant("maskdata" as const), fill }),
 );
 
-/** scatter_add bucket counts: both sides of the 1024-bucket partial-table limit. */
-export const BUCKETS = [1, 5, 64, 1024, 1025, 3000] as const;
+/** scatter_add bucket counts: both sides of the partial-table limit (PARTIAL_TABLE_BUCKETS). */
+export const BUCKETS = [1, 5, 64, PARTIAL_TABLE_BUCKETS, PARTIAL_TABLE_BUCKETS + 1, 3000] as const;
 
 /**
- * Bucket counts of the GPU sample. 1024 (and 512) are left out while a known problem stands:
- * scatter_add partial tables with several hundred buckets do not finish on lavapipe (see the
- * ignored test in tests/differential_test.ts); 64 and 1025 (atomic form) cover both sides of the partial-table limit.
+ * Bucket counts of the GPU sample: both sides of the partial-table limit, without the limit
+ * itself, whose shader takes about 20 s to compile on lavapipe (lower.ts).
  */
-export const GPU_BUCKETS = [1, 5, 64, 1025, 3000] as const;
+export const GPU_BUCKETS = [1, 5, 64, PARTIAL_TABLE_BUCKETS + 1, 3000] as const;
 
 const extraArb = (buckets: readonly number[]): fc.Arbitrary<Extra> =>
   fc.oneof(
