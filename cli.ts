@@ -156,6 +156,12 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (args.verify) {
       const r = verify(program);
+      if (r.trials === 0) {
+        console.error(
+          `verify: no trial ran: the program rejected every size drawn (${r.rejection})`,
+        );
+        return 1;
+      }
       if (!r.ok) {
         const f = r.failure!;
         const sizes = Object.entries(f.sizes).map(([k, v]) => `${k}=${v}`).join(" ");
@@ -166,7 +172,7 @@ export async function main(argv: string[]): Promise<number> {
       }
       console.log(
         `verify: ${r.trials} trial${r.trials === 1 ? "" : "s"}, every pass preserves the result` +
-          (r.skipped ? ` (${r.skipped} size draws rejected by the program)` : ""),
+          (r.skipped ? ` (${r.skipped} size draws rejected by the program and grown)` : ""),
       );
     }
     if (args.command === "run") {

@@ -123,12 +123,14 @@ export interface VerifyOptions {
 
 /** What `verify` found. */
 export interface VerifyReport {
-  /** True when every trial agreed at every pass. */
+  /** True when at least one trial ran and every trial agreed at every pass. */
   ok: boolean;
   /** Trials that ran (the checked graph accepted the sizes). */
   trials: number;
   /** Trials skipped because the checked graph rejected the drawn sizes (e.g. landmarks > n). */
   skipped: number;
+  /** When no trial ran: why the program rejected the last sizes tried. */
+  rejection?: string;
   /** The first divergence found, with the sizes and seed that show it. */
   failure?: Divergence & { sizes: Record<string, number>; seed: number };
 }
@@ -145,29 +147,36 @@ export function verify(
   const sizes = options.sizes ?? [1, 2, 3, 5, 7, 8, 13];
   const trials = options.trials ?? 8;
   const next = prng(options.seed ?? 1);
-  let ran = 0, skipped = 0;
+  let ran = 0, skipped = 0, rejection: string | undefined;
   for (let t = 0; t < trials; t++) {
-    const bound: Record<string, number> = {};
+    const drawn: Record<string, number> = {};
     for (const s of Object.keys(program.graph.symbols)) {
-      bound[s] = sizes[Math.floor(next() * sizes.length)];
+      drawn[s] = sizes[Math.floor(next() * sizes.length)];
     }
-    const inputs = randomInputs(program.graph, bound, next);
-    const seed = Math.floor(next() * 1000);
-    let d: Divergence | undefined;
-    try {
-      d = firstDivergence(program.graph, program.passes, inputs, { seed, rtol: options.rtol });
-    } catch (e) {
-      if (e instanceof AttuneError) {
+    // A program may need larger sizes (Nyström: n ≥ landmarks): grow them until it accepts.
+    for (const grow of SIZE_STEPS) {
+      const bound = Object.fromEntries(Object.entries(drawn).map(([s, v]) => [s, v + grow]));
+      const inputs = randomInputs(program.graph, bound, next);
+      const seed = Math.floor(next() * 1000);
+      let d: Divergence | undefined;
+      try {
+        d = firstDivergence(program.graph, program.passes, inputs, { seed, rtol: options.rtol });
+      } catch (e) {
+        if (!(e instanceof AttuneError)) throw e;
         skipped++;
+        rejection = e.message;
         continue;
       }
-      throw e;
+      ran++;
+      if (d) return { ok: false, trials: ran, skipped, failure: { ...d, sizes: bound, seed } };
+      break;
     }
-    ran++;
-    if (d) return { ok: false, trials: ran, skipped, failure: { ...d, sizes: bound, seed } };
   }
-  return { ok: true, trials: ran, skipped };
+  return { ok: ran > 0, trials: ran, skipped, rejection: ran > 0 ? undefined : rejection };
 }
+
+/** What `verify` adds to every drawn size when the program rejects the sizes before. */
+const SIZE_STEPS = [0, 16, 64, 256];
 
 /** Inputs of a graph at these sizes: Gaussian floats, ints in 0..2, bools about 70% true. */
 export function randomInputs(
