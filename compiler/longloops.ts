@@ -1,5 +1,5 @@
 /**
- * Long loops. lavapipe (Mesa ≤ 22) ends a shader invocation's loops after LOOP_BUDGET iterations
+ * Long loops. lavapipe (Mesa ≤ 22) ends a shader invocation's loops after LOOPS.budget iterations
  * in total, silently. Every kernel of a plan therefore states its `trips` (loop iterations one
  * invocation makes, a function of the run's sizes), inlined heavy values counted into their
  * consumer; the executor checks them before a run.
@@ -8,8 +8,8 @@
  * executor runs the plan's long form instead (`lowerGraph` with `runSizes`): heavy values are
  * stored rather than inlined, and each kernel still over the budget is split when its kind
  * allows:
- * - a reduction or dot over a long axis: partial results per chunk of ≤ LOOP_CHUNK elements
- *   (at most LONG_PARTS chunks), then a kernel combining them;
+ * - a reduction or dot over a long axis: partial results per chunk of ≤ LOOPS.chunk elements
+ *   (at most LOOPS.parts chunks), then a kernel combining them;
  * - softmax / normalize over a long axis: per chunk the (max, Σ exp) or Σ x² statistics, then a
  *   kernel per element combining them and writing the result;
  * - a matmul with a long K: partial products over slices of K, then their sum;
@@ -26,8 +26,7 @@ import {
   HEAVY,
   heavyValue,
   kernel,
-  LONG_PARTS,
-  LOOP_CHUNK,
+  LOOPS,
   MATMUL_TILE,
   type NodeKernel,
   nodeKernels,
@@ -148,7 +147,7 @@ function kernelTrips(
       case "scatter_add": {
         if (op.chunks) {
           const keys = sz(shape(0).at(-1)!);
-          const used = Math.max(1, Math.min(op.chunks, Math.ceil(keys / LOOP_CHUNK)));
+          const used = Math.max(1, Math.min(op.chunks, Math.ceil(keys / LOOPS.chunk)));
           return loop(Math.ceil(keys / used), rt(n.args[0]) + 4 * rt(n.args[1])) + op.size;
         }
         if (index === 0) return 0; // zeroing the table
@@ -214,7 +213,7 @@ export function splitKernels(
   inline: Set<number>,
   f16 = false,
 ): SplitKernels | undefined {
-  const P = LONG_PARTS;
+  const P = LOOPS.parts;
   const out = n.type.shape;
   const outSize = size(out, slots);
   const op = n.op;

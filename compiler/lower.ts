@@ -16,7 +16,7 @@ import {
   ELEMENTWISE,
   HEAVY,
   HYBRID_ELEMENTS,
-  KEYS_PER_CHUNK,
+  LOOPS,
   mergeKernels,
   type NodeKernel,
   nodeKernels,
@@ -25,7 +25,7 @@ import {
   type ThreadDim,
   VEC4_KEYS,
 } from "./wgsl.ts";
-import { attentionWithRows, LOOP_BUDGET } from "./wgsl.ts";
+import { attentionWithRows } from "./wgsl.ts";
 import { PARTIAL, splitKernels, withTrips } from "./longloops.ts";
 
 /** A kernel placed in the plan: which buffer it writes and which it reads. */
@@ -73,7 +73,7 @@ export interface ExecPlan {
   /** The buffer holding the result. */
   output: number;
   /**
-   * The plan for a run whose sizes push some kernel's `trips` past LOOP_BUDGET: lowered for
+   * The plan for a run whose sizes push some kernel's `trips` past LOOPS.budget: lowered for
    * those sizes, long loops split (see longloops.ts). Absent on such plans themselves.
    */
   long?: (size: (d: Dim) => number) => ExecPlan;
@@ -116,8 +116,8 @@ export interface LowerOptions {
    */
   regions?: boolean;
   /**
-   * Lower for a run at these sizes whose loops pass LOOP_BUDGET (`ExecPlan.long`): heavy values
-   * with loops over LOOP_CHUNK are stored, kernels over the budget split, regions over it and
+   * Lower for a run at these sizes whose loops pass LOOPS.budget (`ExecPlan.long`): heavy values
+   * with loops over LOOPS.chunk are stored, kernels over the budget split, regions over it and
    * long kernels left unmerged.
    */
   runSizes?: (d: Dim) => number;
@@ -317,7 +317,7 @@ function partialTables(graph: Graph, byId: Map<number, Node>): Map<number, Node>
     }
     // More keys than the tables can take (lavapipe's loop budget) keep the atomic form.
     const keys = n.args.length ? byId.get(n.args[0])!.type.shape.at(-1) : undefined;
-    if (typeof keys === "number" && keys > SCATTER_CHUNKS.count * KEYS_PER_CHUNK) continue;
+    if (typeof keys === "number" && keys > SCATTER_CHUNKS.count * LOOPS.chunk) continue;
     const chans = byId.get(n.args[1])!.type.shape.slice(1);
     if (chans.length > 1 && !chans.every((d) => typeof d === "number")) continue;
     out.set(n.id, { ...n, op: { ...n.op, chunks: SCATTER_CHUNKS.count } });
@@ -512,7 +512,7 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
       byId,
       inline,
     );
-    const split = run && kernels.some((k) => k.trips!(run) > LOOP_BUDGET)
+    const split = run && kernels.some((k) => k.trips!(run) > LOOPS.budget)
       ? splitKernels(self, byId, slots, inline, options.f16)
       : undefined;
     if (split) {
@@ -543,7 +543,7 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
       ? []
       : findRegions(graph, byId, inline, size, slots, maxStorage))
       // A long run computes a region whose loops would pass the budget as ordinary kernels.
-      .filter((r) => !run || regionKernel(r, byId, inline, slots).trips(run) <= LOOP_BUDGET);
+      .filter((r) => !run || regionKernel(r, byId, inline, slots).trips(run) <= LOOPS.budget);
   const emitRegion = (region: Region) => {
     for (const n of region.nodes) if (n.op.op === "segment_mean") guardSegments(n);
     const k = regionKernel(region, byId, inline, slots);
@@ -740,7 +740,7 @@ function schedule(
           trips: regions.length ? hybridTrips(group) : mergedTrips(group),
         });
         // A long run's dispatch stays within the loop budget: else its parts run apart.
-        if (run && out.at(-1)!.trips!(run) > LOOP_BUDGET) out.splice(-1, 1, ...group);
+        if (run && out.at(-1)!.trips!(run) > LOOPS.budget) out.splice(-1, 1, ...group);
       }
       group = [];
     };
@@ -749,7 +749,7 @@ function schedule(
     // In a long run (`runSizes`), a kernel with long loops stays alone.
     const alone = (k: PlannedKernel) =>
       !k.part || (k.workgroupPerSlice && k.trips!(typical) > HYBRID_TRIPS) ||
-      (run !== undefined && k.trips!(run) > LOOP_BUDGET / HYBRID_ELEMENTS);
+      (run !== undefined && k.trips!(run) > LOOPS.budget / HYBRID_ELEMENTS);
     // Next to a region, each grid invocation computes HYBRID_ELEMENTS elements: a part with long
     // loops (a reduction over n) would pass lavapipe's loop budget of 65,535 trips per
     // invocation, after which loops end early and results are silently wrong (issue #7:

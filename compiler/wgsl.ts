@@ -960,7 +960,7 @@ export function nodeKernels(
       // sums its slice [klo, khi) of K into partial block kp; a second kernel adds the blocks.
       const split = options.split === true;
       const tiles: ThreadDim[] = [
-        ...(split ? [LONG_PARTS] : []),
+        ...(split ? [LOOPS.parts] : []),
         ...batch,
         { ceilDiv: [rowsD, T] },
         { ceilDiv: [colsD, T] },
@@ -1008,7 +1008,7 @@ export function nodeKernels(
         )
       }
   }
-  let ob = ${split ? `(s * ${LONG_PARTS}u + kp)` : "s"} * ${outSize} + ${
+  let ob = ${split ? `(s * ${LOOPS.parts}u + kp)` : "s"} * ${outSize} + ${
         batch.length
           ? `(${
             batch.map((_, i) => `c${i} * ${size(batch.slice(i + 1), slots)}`).join(" + ")
@@ -1140,47 +1140,49 @@ export function nodeKernels(
  * scatter_add as partial tables, without atomics: invocation (chunk, group, channel) walks its
  * block of keys, adding each value into a private table of `size` buckets, then stores the
  * table. All lanes of a SIMD group share the key sequence (they differ in channel), so the
- * private table is indexed uniformly. A run uses one table per KEYS_PER_CHUNK keys (up to
+ * private table is indexed uniformly. A run uses one table per LOOPS.chunk keys (up to
  * `chunks`); readers sum the tables in use (`Reader.partialSum`). Sums have a fixed order, so
  * results are deterministic. Measured on lavapipe (YOSO, n = 4096, 8 heads): 297 ms against
  * 709 ms for the compare-exchange scatter; each extra table read costs the consumer ~40%.
  */
 /**
- * Loop iterations lavapipe (Mesa ≤ 22) allows one shader invocation, all its loops together:
- * past it, loops end early with no error (measured here: `sum` over 100,000 elements gave
- * 65,747.8 against 100,305; a max over 65,536 elements missed the last one). A kernel whose
- * trips at a run's sizes exceed it runs split (see `longloops.ts`); the executor refuses any
- * that still does.
+ * Loop limits, one object so that a test can shrink them and reach the split plans at small
+ * sizes (tests/differential_test.ts); nothing else changes them.
  */
-export const LOOP_BUDGET = 65_535;
-
-/**
- * Elements one invocation of a split loop takes (a long reduction's chunk, a long contraction's
- * slice of K, a long key range's block): a quarter of LOOP_BUDGET, so that the work inlined into
- * each iteration (up to three reads) still fits.
- */
-export const LOOP_CHUNK = 16384;
-
-/** Most chunks of a split loop; past LONG_PARTS · LOOP_CHUNK elements each chunk grows. */
-export const LONG_PARTS = 256;
-
-/** Keys one invocation of a partial-table scatter walks at most (lavapipe's loop budget). */
-export const KEYS_PER_CHUNK = LOOP_CHUNK;
+export const LOOPS = {
+  /**
+   * Loop iterations lavapipe (Mesa ≤ 22) allows one shader invocation, all its loops together:
+   * past it, loops end early with no error (measured here: `sum` over 100,000 elements gave
+   * 65,747.8 against 100,305; a max over 65,536 elements missed the last one). A kernel whose
+   * trips at a run's sizes exceed it runs split (see `longloops.ts`); the executor refuses any
+   * that still does.
+   */
+  budget: 65_535,
+  /**
+   * Elements one invocation of a split loop takes (a long reduction's chunk, a long
+   * contraction's slice of K, a long key range's block, a partial-table scatter's keys): a
+   * quarter of the budget, so that the work inlined into each iteration (up to three reads)
+   * still fits.
+   */
+  chunk: 16_384,
+  /** Most chunks of a split loop; past parts · chunk elements each chunk grows. */
+  parts: 256,
+};
 
 /** WGSL: how many of the `chunks` partial tables a run uses, for `rows` keys. */
-/** WGSL: the chunks of LOOP_CHUNK elements a split loop over `len` uses (at most LONG_PARTS). */
+/** WGSL: the chunks of LOOPS.chunk elements a split loop over `len` uses (at most LOOPS.parts). */
 export function splitUsed(len: string): string {
-  return usedChunks(len, LONG_PARTS);
+  return usedChunks(len, LOOPS.parts);
 }
 
 /** Elements per chunk of a split loop over `len` elements (the host side of `splitUsed`). */
 export function splitBlock(len: number): number {
-  const used = Math.max(1, Math.min(LONG_PARTS, Math.ceil(len / LOOP_CHUNK)));
+  const used = Math.max(1, Math.min(LOOPS.parts, Math.ceil(len / LOOPS.chunk)));
   return Math.ceil(len / used);
 }
 
 function usedChunks(rows: string, chunks: number): string {
-  return `min(${chunks}u, (${rows} + ${KEYS_PER_CHUNK - 1}u) / ${KEYS_PER_CHUNK}u)`;
+  return `min(${chunks}u, (${rows} + ${LOOPS.chunk - 1}u) / ${LOOPS.chunk}u)`;
 }
 
 function scatterPartials(node: Node, reader: Reader, chunks: number): NodeKernel {
@@ -1506,14 +1508,14 @@ function attentionKernel(
       replace: replace &&
         { count: dim(replace.idx.type.shape[0], slots), binding: args.length + 2 },
       split: split
-        ? { parts: LONG_PARTS, used: splitUsed(dim(b.type.shape[0], slots)) }
+        ? { parts: LOOPS.parts, used: splitUsed(dim(b.type.shape[0], slots)) }
         : undefined,
     }, `%${node.id} ${node.op.op}${replace ? " with rows replaced" : ""}`);
   const shown = (x: Dim) => (typeof x === "number" ? x : 4);
   return {
     name: `${node.op.op}_${node.id}`,
     wgsl: render(shown(a.type.shape[1]), shown(e)),
-    threads: [...(split ? [LONG_PARTS] : []), { ceilDiv: [a.type.shape[0], tile] }],
+    threads: [...(split ? [LOOPS.parts] : []), { ceilDiv: [a.type.shape[0], tile] }],
     reads: replace ? [...node.args, replace.idx.id, replace.rows] : node.args,
     specialize: (sz) => render(sz(a.type.shape[1]), probs ? 4 : sz(e)),
     // The key loop (and for probabilities the normalizing pass) is the only loop that counts.

@@ -12,7 +12,7 @@ import { sizeOf, type Tensor } from "../compiler/tensor.ts";
 import {
   HYBRID_ELEMENTS,
   HYBRID_WORKGROUP,
-  LOOP_BUDGET,
+  LOOPS,
   type ThreadDim,
   WORKGROUP,
 } from "../compiler/wgsl.ts";
@@ -81,19 +81,19 @@ export async function execute(
       );
     }
   }
-  // lavapipe silently ends an invocation's loops after LOOP_BUDGET iterations in total. Every
+  // lavapipe silently ends an invocation's loops after LOOPS.budget iterations in total. Every
   // kernel states its trips; sizes that push one past the budget run the plan's long form, its
   // long loops split across invocations (compiler/longloops.ts), on every adapter alike.
   const runSize = (d: Dim) => resolve([d])[0];
   const tripsOf = (k: PlannedKernel) => k.trips ? k.trips(runSize) : Infinity;
-  if (plan.long && plan.kernels.some((k) => tripsOf(k) > LOOP_BUDGET)) plan = plan.long(runSize);
+  if (plan.long && plan.kernels.some((k) => tripsOf(k) > LOOPS.budget)) plan = plan.long(runSize);
   if (/llvmpipe|lavapipe/i.test(facts.description)) {
     for (const k of plan.kernels) {
       const trips = tripsOf(k);
-      if (trips > LOOP_BUDGET) {
+      if (trips > LOOPS.budget) {
         throw new LimitError(
           `${k.name} would run ${trips} loop iterations in one invocation at these sizes, over ` +
-            `this adapter's loop budget of ${LOOP_BUDGET} per invocation (past it, loops end ` +
+            `this adapter's loop budget of ${LOOPS.budget} per invocation (past it, loops end ` +
             "early and results are wrong), and this kind of kernel cannot be split: use shorter " +
             "sequences or smaller sizes, or an adapter without this limit",
         );

@@ -16,6 +16,7 @@ import { firstDivergence } from "../compiler/verify.ts";
 import { interpret } from "../compiler/interp.ts";
 import { getDevice } from "../runtime/device.ts";
 import { lowerGraph, PARTIAL_TABLE_BUCKETS } from "../compiler/lower.ts";
+import { LOOPS } from "../compiler/wgsl.ts";
 import { main } from "../cli.ts";
 import {
   AWKWARD_SIZES,
@@ -272,6 +273,66 @@ Deno.test({
       0,
       `${failures.length} of ${runs} differ:\n\n${failures.join("\n\n")}`,
     );
+  },
+});
+
+Deno.test({
+  name: "differential: generated programs through the split (long-loop) plans agree on the GPU",
+  ignore: adapter === undefined,
+  async fn() {
+    // The split plans appear past lavapipe's 65,535-iteration budget (n in the tens of
+    // thousands); with the limits shrunk they appear at n ≤ 100, for random programs.
+    const saved = { ...LOOPS };
+    Object.assign(LOOPS, { budget: 120, chunk: 8, parts: 16 });
+    try {
+      const failures: string[] = [];
+      const runs = Number(env("ATTUNE_DIFF_LONG_RUNS") ?? 12);
+      let long = 0, refused = 0, index = 0;
+      const result = await fc.check(
+        fc.asyncProperty(
+          specArb({ sizes: [13, 31, 64, 65, 100], depth: 2, buckets: GPU_BUCKETS }),
+          async (spec) => {
+            const path = PATH ?? String(index++);
+            const c = compileOrFail(spec);
+            const bound = new Map<string, number>();
+            for (const decl of c.program.graph.inputs) {
+              const shape = c.inputs[decl.name]?.shape ?? [];
+              decl.type.shape.forEach((d, i) => {
+                if (typeof d === "string") {
+                  bound.set(d, shape[shape.length - decl.type.shape.length + i]);
+                }
+              });
+            }
+            const size = (d: string | number) => (typeof d === "number" ? d : bound.get(d) ?? 1);
+            const why = await gpuDifferential(c);
+            long += c.program.plan().kernels.some((k) => k.trips!(size) > LOOPS.budget) ? 1 : 0;
+            // A kernel kind without a split form is refused, naming the budget: not a wrong answer.
+            if (why?.includes("LimitError") && why.includes(`budget of ${LOOPS.budget}`)) {
+              refused++;
+              console.log(`refused: ${why.slice(0, 160)}`);
+            } else if (why) {
+              failures.push(
+                `ATTUNE_DIFF_SEED=${SEED} ATTUNE_DIFF_PATH=${path} (budget 120, chunk 8, parts 16)\n` +
+                  report(c, `GPU: ${why}`),
+              );
+            }
+          },
+        ),
+        { numRuns: runs, seed: SEED + 1, path: PATH, endOnFailure: true },
+      );
+      console.log(
+        `long-loop sample of ${runs}: ${long} past the budget, ${refused} refused by name`,
+      );
+      if (result.failed) throw result.errorInstance;
+      assert.equal(
+        failures.length,
+        0,
+        `${failures.length} of ${runs} differ:\n\n${failures.join("\n\n")}`,
+      );
+      assert.ok(long - refused >= runs / 3, `only ${long - refused} of ${runs} ran a split plan`);
+    } finally {
+      Object.assign(LOOPS, saved);
+    }
   },
 });
 

@@ -17,7 +17,7 @@ import {
 } from "../mod.ts";
 import { bindInputs } from "../compiler/bind.ts";
 import type { Dim } from "../compiler/ir.ts";
-import { LOOP_BUDGET } from "../compiler/wgsl.ts";
+import { LOOPS } from "../compiler/wgsl.ts";
 import { getDevice } from "../runtime/device.ts";
 import { program } from "./helpers.ts";
 
@@ -49,7 +49,7 @@ Deno.test("every kernel of every example's plan states its loop trips, long form
         assert.ok(k.trips, `${file} (long, n = ${n}): ${k.name} has no trips`);
         if (UNSPLIT.test(k.name)) continue;
         assert.ok(
-          k.trips(sz) <= LOOP_BUDGET,
+          k.trips(sz) <= LOOPS.budget,
           `${file} (long, n = ${n}): ${k.name} runs ${k.trips(sz)} trips`,
         );
       }
@@ -79,7 +79,7 @@ Deno.test("normal-size plans do not change: the long form is made only when size
     const sz = big(4096);
     for (const k of plan.kernels) {
       if (file === "performer.attn" && k.name.includes("reduce_39")) continue;
-      assert.ok(k.trips!(sz) <= LOOP_BUDGET, `${file}: ${k.name} ${k.trips!(sz)}`);
+      assert.ok(k.trips!(sz) <= LOOPS.budget, `${file}: ${k.name} ${k.trips!(sz)}`);
     }
   }
 });
@@ -89,7 +89,7 @@ function runKernels(p: Program, inputs: Record<string, Tensor>): string[] {
   const { bound } = bindInputs(p.optimized, inputs);
   const sz = (d: Dim) => (typeof d === "number" ? d : bound.get(d)!);
   const plan = p.plan();
-  const long = plan.kernels.some((k) => k.trips!(sz) > LOOP_BUDGET);
+  const long = plan.kernels.some((k) => k.trips!(sz) > LOOPS.budget);
   return (long ? plan.long!(sz) : plan).kernels.map((k) => k.name);
 }
 
