@@ -263,6 +263,10 @@ export function inlinedNodes(
     if (heavy) {
       const extra = (total - elems(n)) * perElement(n);
       if (total > elems(n) * 1.001 && extra > HEAVY_RECOMPUTE_BUDGET) continue;
+      // A loop inside a consumer's loop multiplies their trips: Performer's global max of a row
+      // max ran n · features trips per invocation, past lavapipe's budget from n ≈ 1000, which
+      // forced the split plan (11 dispatches). Stored, the consumer loops n times.
+      if ((by as Node[]).some((c) => perElement(c) * perElement(n) > LOOPS.chunk)) continue;
     } else if (!ELEMENTWISE.has(n.op.op)) continue;
     // An elementwise value read by several kernels is recomputed in each: fine when it is a
     // few arithmetic ops over stored values (Skeinformer's scaled q, k and v).
