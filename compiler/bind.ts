@@ -6,6 +6,9 @@ import { CompileError } from "./errors.ts";
 import type { Dim, Graph, InputDecl } from "./ir.ts";
 import { sizeOf, type Tensor } from "./tensor.ts";
 
+/** The smallest magnitude float32 rounds to Infinity: 2^128 − 2^103. */
+const F32_OVERFLOW = 3.4028235677973366e38;
+
 /** The sizes of a graph's symbols for these inputs, and the batch shape they share. */
 export function bindInputs(graph: Graph, inputs: Record<string, Tensor>): {
   bound: Map<string, number>;
@@ -120,22 +123,23 @@ export function bindInputs(graph: Graph, inputs: Record<string, Tensor>): {
       }
       return at.join(", ");
     };
-    // NaN would vanish silently in a max-subtracted softmax; refuse it with its position.
-    const bad = t.data.findIndex(Number.isNaN);
-    if (bad >= 0) {
+    // One pass (inputs are large): NaN would vanish silently in a max-subtracted softmax, and a
+    // finite value past float32's range would become ±Infinity on the GPU; both are refused
+    // with their position on both backends. ±Infinity itself is accepted.
+    const data = t.data;
+    for (let i = 0; i < data.length; i++) {
+      const x = data[i];
+      if (Math.abs(x) < F32_OVERFLOW || Math.abs(x) === Infinity) continue;
+      if (Number.isNaN(x)) {
+        fail(
+          `input ${decl.name} contains NaN at [${position(i)}]`,
+          decl,
+          "Attune refuses NaN inputs instead of propagating them; clean or mask the data first",
+        );
+      }
       fail(
-        `input ${decl.name} contains NaN at [${position(bad)}]`,
-        decl,
-        "Attune refuses NaN inputs instead of propagating them; clean or mask the data first",
-      );
-    }
-    // The GPU computes in float32: a finite value past its range would become ±Infinity there.
-    // Both backends refuse it, so they agree.
-    const huge = t.data.findIndex((x) => Number.isFinite(x) && !Number.isFinite(Math.fround(x)));
-    if (huge >= 0) {
-      fail(
-        `input ${decl.name} has ${t.data[huge]} at [${position(huge)}], outside float32's ` +
-          "range (±3.4028235e38)",
+        `input ${decl.name} has ${x} at [${position(i)}], outside float32's range ` +
+          "(±3.4028235e38)",
         decl,
         "Attune computes in float32 on the GPU; scale the data into float32's range first",
       );
