@@ -146,7 +146,7 @@ export function verify(
 ): VerifyReport {
   const sizes = options.sizes ?? [1, 2, 3, 5, 7, 8, 13];
   const trials = options.trials ?? 8;
-  const next = prng(options.seed ?? 1);
+  const next = mulberry32(options.seed ?? 1);
   let ran = 0, skipped = 0, rejection: string | undefined;
   for (let t = 0; t < trials; t++) {
     const drawn: Record<string, number> = {};
@@ -199,8 +199,8 @@ export function randomInputs(
   return out;
 }
 
-/** mulberry32. */
-function prng(seed: number): () => number {
+/** mulberry32: a tiny seeded generator of uniforms in [0, 1) for test data. */
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

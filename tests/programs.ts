@@ -22,7 +22,7 @@ import fc from "fast-check";
 import { compileSync, type Program, relativeError } from "../mod.ts";
 import type { Graph, Node, Score } from "../compiler/ir.ts";
 import type { Tensor } from "../compiler/tensor.ts";
-import { type Divergence, firstDivergence } from "../compiler/verify.ts";
+import { type Divergence, firstDivergence, mulberry32 } from "../compiler/verify.ts";
 import { lowerGraph, type LowerOptions, PARTIAL_TABLE_BUCKETS } from "../compiler/lower.ts";
 import { execute } from "../runtime/executor.ts";
 
@@ -384,6 +384,16 @@ export function normalizeSpec(s: Spec): Spec {
 // ---------------------------------------------------------------------------------------------
 // Printing
 
+/** The statement each post-processing step prints. */
+const POST_LINES: Record<Post, string> = {
+  sigmoid: "y = sigmoid(y)",
+  relu: "y = relu(y)",
+  tanhexp: "y = exp(tanh(y))",
+  leaky: "y = where(y > 0, y, 0.1 * y)",
+  normalize: "y = normalize(y, axis=-1)",
+  center: "y = y - mean(y, axis=-1, keepdims=true)",
+};
+
 /** Source text of a spec (the entry is `prog`). */
 export function printProgram(s: Spec): string {
   const used = new Set<string>();
@@ -574,26 +584,7 @@ export function printProgram(s: Spec): string {
       shape = ["n", "e"];
       break;
   }
-  for (const p of s.post) {
-    switch (p) {
-      case "sigmoid":
-      case "relu":
-        headLines.push(`y = ${p}(y)`);
-        break;
-      case "tanhexp":
-        headLines.push("y = exp(tanh(y))");
-        break;
-      case "leaky":
-        headLines.push("y = where(y > 0, y, 0.1 * y)");
-        break;
-      case "normalize":
-        headLines.push("y = normalize(y, axis=-1)");
-        break;
-      case "center":
-        headLines.push("y = y - mean(y, axis=-1, keepdims=true)");
-        break;
-    }
-  }
+  for (const p of s.post) headLines.push(POST_LINES[p]);
   // Extras, added as scalars.
   s.extras.forEach((x, idx) => {
     const z = `z${idx}`;
@@ -684,25 +675,13 @@ function fmt(x: number): string {
 // ---------------------------------------------------------------------------------------------
 // Inputs
 
-/** mulberry32: a tiny seeded generator for input data. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * Inputs for a compiled spec: every declared input of the graph, with the spec's sizes, q/k/v/w
  * carrying the batch dims and vectors/masks `vecLead` of them. Float data is Gaussian; masks are
  * 0/1 and doc ids 0..2; nothing is all zeros.
  */
 export function makeInputs(spec: Spec, graph: Graph): Record<string, Tensor> {
-  const r = rng(spec.dataSeed);
+  const r = mulberry32(spec.dataSeed);
   const gauss = () => {
     const u = 1 - r(), v = r();
     return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
