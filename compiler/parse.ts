@@ -1,5 +1,5 @@
-/** Source text → AST, through the Ohm grammar in grammar.ohm. */
-import * as ohm from "ohm-js";
+/** Source text → AST, through the Ohm grammar in grammar.ts. */
+import * as ohm from "npm:ohm-js@17.5.0";
 import type {
   Arg,
   BinaryOp,
@@ -13,10 +13,10 @@ import type {
   TypeExpr,
 } from "./ast.ts";
 import { CompileError, type Span } from "./errors.ts";
+import { GRAMMAR_SOURCE } from "./grammar.ts";
 
-const grammarSource = Deno.readTextFileSync(new URL("./grammar.ohm", import.meta.url));
 /** The Attune grammar (ohm-js). */
-export const grammar: ohm.Grammar = ohm.grammar(grammarSource);
+export const grammar: ohm.Grammar = ohm.grammar(GRAMMAR_SOURCE);
 
 function span(node: ohm.Node): Span {
   return { start: node.source.startIdx, end: node.source.endIdx };

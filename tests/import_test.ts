@@ -1,0 +1,139 @@
+/**
+ * The library is importable from anywhere: a user script in a temporary folder outside the repo,
+ * run with `--no-config` (so none of the repo's deno.json applies) and no permission but reading
+ * its one program file, imports mod.ts (a) by absolute file URL and (b) by http URL from a local
+ * file server, compiles examples/nystrom.attn and runs it on the interpreter. Its results must
+ * equal, bit for bit, those of the same cases run in this process, on a few drawn cases.
+ *
+ * Needs `--allow-run` for the `deno` subprocess (Deno.execPath(), or `deno` on PATH when only
+ * `--allow-run=deno` is granted), `--allow-net=127.0.0.1` for the file server, `--allow-write`
+ * to the temporary folder and `--allow-read` of the repo (the `test` task grants these).
+ */
+import assert from "node:assert/strict";
+import fc from "npm:fast-check@4.10.2";
+import { compile, randomTensor, type Tensor } from "../mod.ts";
+
+const ROOT = new URL("../", import.meta.url);
+const PROGRAM = new URL("examples/nystrom.attn", ROOT);
+
+/** One run: compile-time parameters and each input's shape and seed. */
+interface Case {
+  params: Record<string, number>;
+  inputs: [name: string, shape: number[], seed: number][];
+}
+
+/** The same code runs in the subprocess (as text) and here. */
+async function runCases(
+  lib: { compile: typeof compile; randomTensor: typeof randomTensor },
+  source: string,
+  cases: Case[],
+): Promise<string[]> {
+  const out: string[] = [];
+  for (const c of cases) {
+    const program = await lib.compile(source, { params: c.params });
+    const inputs: Record<string, Tensor> = {};
+    for (const [name, shape, seed] of c.inputs) inputs[name] = lib.randomTensor(shape, { seed });
+    const y = await program.run(inputs, { backend: "interp" });
+    out.push(JSON.stringify({ shape: y.shape, data: Array.from(y.data, String) }));
+  }
+  return out;
+}
+
+function userScript(modUrl: string): string {
+  return `import { compile, randomTensor } from ${JSON.stringify(modUrl)};
+const [file, cases] = Deno.args;
+const source = await Deno.readTextFile(file);
+const runCases = ${runCases.toString()};
+const results = await runCases({ compile, randomTensor }, source, JSON.parse(cases));
+console.log(JSON.stringify({ deno: Deno.version.deno, results }));
+`;
+}
+
+const CASE: fc.Arbitrary<Case> = fc.record({
+  batch: fc.constantFrom<number[]>([], [2], [2, 1]),
+  landmarks: fc.integer({ min: 1, max: 6 }),
+  extra: fc.integer({ min: 0, max: 20 }),
+  d: fc.integer({ min: 1, max: 6 }),
+  e: fc.integer({ min: 1, max: 5 }),
+  conv: fc.constantFrom(0, 1, 3),
+  seed: fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+}).map(({ batch, landmarks, extra, d, e, conv, seed }): Case => {
+  const n = landmarks + extra;
+  const inputs: Case["inputs"] = [
+    ["q", [...batch, n, d], seed],
+    ["k", [...batch, n, d], seed + 1],
+    ["v", [...batch, n, e], seed + 2],
+  ];
+  const params: Record<string, number> = { landmarks };
+  if (conv > 0) {
+    params.conv = conv;
+    inputs.push(["convw", [...batch, conv], seed + 3]);
+  }
+  return { params, inputs };
+});
+
+/** The deno binary to run: this one where allowed, else `deno` on PATH (same version, checked). */
+function denoCommand(): string {
+  const exec = Deno.execPath();
+  return Deno.permissions.querySync({ name: "run", command: exec }).state === "granted"
+    ? exec
+    : "deno";
+}
+
+async function runUserScript(
+  dir: string,
+  modUrl: string,
+  cases: Case[],
+  allowImport?: string,
+): Promise<string[]> {
+  const script = `${dir}/script.ts`;
+  await Deno.writeTextFile(script, userScript(modUrl));
+  const program = PROGRAM.pathname;
+  const args = ["run", "--no-config", "--no-prompt", `--allow-read=${program}`];
+  if (allowImport) args.push(`--allow-import=${allowImport}`);
+  const out = await new Deno.Command(denoCommand(), {
+    args: [...args, script, program, JSON.stringify(cases)],
+    cwd: dir,
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  const err = new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, `user script importing ${modUrl} failed:\n${err}`);
+  const { deno, results } = JSON.parse(text.trim().split("\n").at(-1)!);
+  assert.equal(deno, Deno.version.deno, "the subprocess runs the same Deno");
+  return results;
+}
+
+Deno.test("importable from anywhere: by file URL and over http, no config, no permissions", async () => {
+  const source = await Deno.readTextFile(PROGRAM);
+  const cases = fc.sample(CASE, { numRuns: 4, seed: 0x1a9075 });
+  const want = await runCases({ compile, randomTensor }, source, cases);
+  const dir = await Deno.makeTempDir({ prefix: "attune_import_" });
+  const served: string[] = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    const path = decodeURIComponent(new URL(req.url).pathname);
+    served.push(path);
+    if (path.split("/").includes("..")) return new Response("forbidden", { status: 403 });
+    try {
+      const body = await Deno.readFile(new URL(`.${path}`, ROOT));
+      const type = path.endsWith(".ts") ? "application/typescript" : "text/plain";
+      return new Response(body, { headers: { "content-type": type } });
+    } catch {
+      return new Response("not found", { status: 404 });
+    }
+  });
+  try {
+    const byFile = await runUserScript(dir, new URL("mod.ts", ROOT).href, cases);
+    assert.deepEqual(byFile, want, "file URL import: results differ from in-process");
+    const host = `127.0.0.1:${server.addr.port}`;
+    const byHttp = await runUserScript(dir, `http://${host}/mod.ts`, cases, host);
+    assert.deepEqual(byHttp, want, "http import: results differ from in-process");
+    assert.ok(served.includes("/mod.ts") && served.includes("/compiler/grammar.ts"), `${served}`);
+    assert.ok(!served.some((p) => p.endsWith(".json")), `no config fetched: ${served}`);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
