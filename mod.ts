@@ -13,7 +13,7 @@
  * @module
  */
 import { check } from "./compiler/check.ts";
-import { AttuneError } from "./compiler/errors.ts";
+import { AttuneError, DeviceError } from "./compiler/errors.ts";
 import { interpret } from "./compiler/interp.ts";
 import { type Graph, showGraph, showType } from "./compiler/ir.ts";
 import { parse } from "./compiler/parse.ts";
@@ -23,11 +23,12 @@ import { DEFAULT_STORAGE_BUFFERS, type ExecPlan, lowerGraph } from "./compiler/l
 import { getDevice } from "./runtime/device.ts";
 import { execute, type RunStats } from "./runtime/executor.ts";
 import { fillRandom } from "./compiler/rng.ts";
-import { sizeOf, type Tensor } from "./compiler/tensor.ts";
+import { sizeOf, type Tensor, type TensorInput } from "./compiler/tensor.ts";
+import { asTensors } from "./compiler/bind.ts";
 
 export { AttuneError, CompileError, DeviceError, LimitError } from "./compiler/errors.ts";
 export type { Span } from "./compiler/errors.ts";
-export type { DType, Tensor } from "./compiler/tensor.ts";
+export type { DType, NestedNumbers, Tensor, TensorInput, TensorLike } from "./compiler/tensor.ts";
 export { tensor } from "./compiler/tensor.ts";
 export type {
   BinaryFn,
@@ -42,10 +43,17 @@ export type {
   TensorType,
   UnaryFn,
 } from "./compiler/ir.ts";
-export type { ExecPlan, PlannedKernel } from "./compiler/lower.ts";
+export type { ExecPlan, KernelIO, PlannedKernel } from "./compiler/lower.ts";
 export type { NodeKernel, SymbolSlots, ThreadDim } from "./compiler/wgsl.ts";
 export type { RunStats } from "./runtime/executor.ts";
 export { decodeNpy, encodeNpy, readNpy, writeNpy } from "./runtime/npy.ts";
+/**
+ * The error `readNpy`, `decodeNpy`, `writeNpy` and `encodeNpy` throw for any problem with a
+ * `.npy` file or a tensor to write (bad magic, unsupported dtype or order, truncated data, a
+ * shape that does not match the data, ...). Its message names the file when known and says what
+ * to do; `err instanceof NpyError` tells it apart from `CompileError`s and file-system errors.
+ */
+export { NpyError } from "./runtime/npy.ts";
 /**
  * Translation validation of the optimizer: `verify(program)` runs the checked graph and the
  * graph after every pass on the float64 interpreter with random inputs (each size symbol bound
@@ -65,8 +73,32 @@ export {
 } from "./compiler/verify.ts";
 export type { NpyWriteDType, NpyWriteOptions } from "./runtime/npy.ts";
 
-/** Where a program runs. */
-export type Backend = "interp" | "gpu";
+/**
+ * Where a program runs: `"interp"`, the float64 reference interpreter (the oracle; what
+ * `Program.run` uses unless told otherwise); `"gpu"`, the compiled WGSL kernels on WebGPU
+ * (float32; a `DeviceError` when there is no adapter); `"auto"`, the GPU when a WebGPU adapter
+ * exists and the interpreter otherwise (what the `attune run` command line uses by default).
+ * {@link whichBackend} says which one `"auto"` picks on this machine.
+ */
+export type Backend = "interp" | "gpu" | "auto";
+
+/**
+ * The backend a run with `backend` uses on this machine: `"auto"` is `"gpu"` when a WebGPU
+ * adapter can be acquired and `"interp"` otherwise; the others are themselves.
+ */
+export async function whichBackend(backend: Backend = "interp"): Promise<"interp" | "gpu"> {
+  if (backend !== "auto" && backend !== "interp" && backend !== "gpu") {
+    throw new AttuneError(`unknown backend ${JSON.stringify(backend)}: use interp, gpu or auto`);
+  }
+  if (backend !== "auto") return backend;
+  try {
+    await getDevice();
+    return "gpu";
+  } catch (e) {
+    if (e instanceof DeviceError) return "interp";
+    throw e;
+  }
+}
 
 /** Options of `compile`. */
 export interface CompileOptions {
@@ -95,7 +127,13 @@ export interface CompileOptions {
 export interface RunOptions {
   /** Overrides the seed of every random draw in the program. */
   seed?: number;
-  /** `interp` (float64 reference, the default for now) or `gpu` (WebGPU). */
+  /**
+   * `"interp"` (the default: the float64 reference interpreter, deterministic on every
+   * machine), `"gpu"` (the compiled kernels on WebGPU, float32) or `"auto"` (the GPU when an
+   * adapter exists, else the interpreter; {@link whichBackend} says which). The library keeps
+   * the interpreter as its default so results do not depend on the machine; the `attune run`
+   * command line defaults to `"auto"` and prints which backend ran.
+   */
   backend?: Backend;
   /** GPU only: fill intermediate buffers with NaN first so unwritten elements show. */
   poison?: boolean;
@@ -111,11 +149,16 @@ export interface Program {
   readonly optimized: Graph;
   /** The graph after each optimization pass, in order (empty with `fuse: false`). */
   readonly passes: { pass: string; graph: Graph }[];
-  /** Run on host tensors; inputs may have leading batch/head dims. */
-  run(inputs: Record<string, Tensor>, options?: RunOptions): Promise<Tensor>;
+  /**
+   * Run on host tensors; inputs may have leading batch/head dims. Each input is a `Tensor`, a
+   * `{ shape, data }` with a plain `number[]` (or any typed array), or nested arrays of numbers
+   * such as `[[1, 2], [3, 4]]` (see {@link TensorInput}); anything else is a `CompileError`
+   * naming the input. Runs on the float64 interpreter unless `options.backend` says otherwise.
+   */
+  run(inputs: Record<string, TensorInput>, options?: RunOptions): Promise<Tensor>;
   /** Run on the GPU and report dispatches, bytes allocated and the adapter with the output. */
   profile(
-    inputs: Record<string, Tensor>,
+    inputs: Record<string, TensorInput>,
     options?: RunOptions,
   ): Promise<{ output: Tensor; stats: RunStats }>;
   /** The GPU execution plan: kernels (with WGSL), buffers, dispatch count. */
@@ -161,8 +204,9 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
   };
   return {
     graph,
-    async run(inputs: Record<string, Tensor>, runOptions: RunOptions = {}): Promise<Tensor> {
-      if ((runOptions.backend ?? "interp") === "gpu") {
+    async run(given: Record<string, TensorInput>, runOptions: RunOptions = {}): Promise<Tensor> {
+      const inputs = asTensors(graph, given);
+      if ((await whichBackend(runOptions.backend ?? "interp")) === "gpu") {
         const { output } = await execute(optimized, await gpuPlan(), inputs, {
           seed: runOptions.seed,
           poison: runOptions.poison,
@@ -173,7 +217,8 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
     },
     optimized,
     passes: stages,
-    async profile(inputs: Record<string, Tensor>, runOptions: RunOptions = {}) {
+    async profile(given: Record<string, TensorInput>, runOptions: RunOptions = {}) {
+      const inputs = asTensors(optimized, given);
       return execute(optimized, await gpuPlan(), inputs, {
         seed: runOptions.seed,
         poison: runOptions.poison,

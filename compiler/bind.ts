@@ -4,17 +4,18 @@
  */
 import { CompileError } from "./errors.ts";
 import type { Dim, Graph, InputDecl } from "./ir.ts";
-import { sizeOf, type Tensor } from "./tensor.ts";
+import { type DType, sizeOf, type Tensor, type TensorInput } from "./tensor.ts";
 
 /** The smallest magnitude float32 rounds to Infinity: 2^128 − 2^103. */
 const F32_OVERFLOW = 3.4028235677973366e38;
 
 /** The sizes of a graph's symbols for these inputs, and the batch shape they share. */
-export function bindInputs(graph: Graph, inputs: Record<string, Tensor>): {
+export function bindInputs(graph: Graph, given: Record<string, TensorInput>): {
   bound: Map<string, number>;
   batch: number[];
   perInput: Map<string, (slice: number) => Tensor>;
 } {
+  const inputs = asTensors(graph, given);
   const fail = (what: string, decl: InputDecl, hint?: string): never => {
     throw new CompileError(what, decl.span, graph.source, graph.file, hint);
   };
@@ -167,6 +168,125 @@ export function bindInputs(graph: Graph, inputs: Record<string, Tensor>): {
     });
   }
   return { bound, batch, perInput };
+}
+
+/**
+ * The inputs as host tensors: a `Tensor` with float64 data is taken as is; a tensor-like
+ * `{ shape, data }` with a plain array (or a typed array of another kind) and nested arrays of
+ * numbers are copied into float64. Anything else is a `CompileError` naming the input.
+ */
+export function asTensors(
+  graph: Graph,
+  inputs: Record<string, TensorInput>,
+): Record<string, Tensor> {
+  if (inputs === null || typeof inputs !== "object" || Array.isArray(inputs)) {
+    throw new CompileError(
+      `${graph.entry} takes its inputs as an object of named tensors, got ${describe(inputs)}`,
+      { start: 0, end: 0 },
+      graph.source,
+      graph.file,
+      `e.g. run({ ${graph.inputs.map((d) => d.name).join(", ")} })`,
+    );
+  }
+  const out: Record<string, Tensor> = {};
+  for (const [name, value] of Object.entries(inputs)) {
+    if (value !== undefined) out[name] = asTensor(graph, name, value);
+  }
+  return out;
+}
+
+const TENSOR_HINT = "pass { shape: [...], data: Float64Array | number[] }, nested arrays of " +
+  "numbers such as [[1, 2], [3, 4]], or tensor(shape, data)";
+
+function asTensor(graph: Graph, name: string, value: TensorInput): Tensor {
+  const decl = graph.inputs.find((d) => d.name === name);
+  const fail = (what: string, hint = TENSOR_HINT): never => {
+    throw new CompileError(
+      `input ${name} ${what}`,
+      decl?.span ?? { start: 0, end: 0 },
+      graph.source,
+      graph.file,
+      hint,
+    );
+  };
+  const declared: DType = decl?.type.dtype ?? "float";
+  if (typeof value === "number" || typeof value === "boolean" || Array.isArray(value)) {
+    return { ...flatten(value, fail), dtype: declared };
+  }
+  if (typeof value !== "object" || value === null || !("shape" in value) || !("data" in value)) {
+    return fail(
+      `is not a tensor: expected { shape, data } or nested arrays, got ${describe(value)}`,
+    );
+  }
+  const { shape, data } = value;
+  if (
+    !Array.isArray(shape) ||
+    !shape.every((d) => typeof d === "number" && Number.isInteger(d) && d >= 0)
+  ) {
+    fail(`has shape ${describe(shape)}; a shape is an array of non-negative integers`);
+  }
+  const dtype: DType = value.dtype ?? declared;
+  if (data instanceof Float64Array) {
+    return value.dtype === undefined ? { shape: [...shape], data, dtype } : value as Tensor;
+  }
+  if (Array.isArray(data)) {
+    const flat = flatten(data, (what) => fail(what.replace(/^is /, "has data that is ")));
+    return { shape: [...shape], data: flat.data, dtype };
+  }
+  if (ArrayBuffer.isView(data) && !(data instanceof DataView)) {
+    return { shape: [...shape], data: Float64Array.from(data as ArrayLike<number>), dtype };
+  }
+  return fail(`has data that is ${describe(data)}, not an array of numbers`);
+}
+
+/** Nested arrays (or one number) as a shape and float64 data; `fail` on ragged or non-numbers. */
+function flatten(
+  value: unknown,
+  fail: (what: string) => never,
+): { shape: number[]; data: Float64Array } {
+  const shape: number[] = [];
+  for (let v = value; Array.isArray(v); v = v[0]) shape.push(v.length);
+  const data = new Float64Array(sizeOf(shape));
+  let k = 0;
+  const walk = (v: unknown, depth: number, at: number[]): void => {
+    const where = `[${at.join(", ")}]`;
+    if (depth === shape.length) {
+      if (typeof v === "number") data[k++] = v;
+      else if (typeof v === "boolean") data[k++] = v ? 1 : 0;
+      else if (Array.isArray(v)) {
+        fail(`is a ragged nested array: element ${where} is an array but its siblings are numbers`);
+      } else fail(`has ${describe(v)} at ${where} where a number was expected`);
+      return;
+    }
+    if (!Array.isArray(v)) {
+      return fail(
+        `is a ragged nested array: element ${where} is ${describe(v)} but should be an array of ${
+          shape[depth]
+        }`,
+      );
+    }
+    if (v.length !== shape[depth]) {
+      fail(
+        `is a ragged nested array: element ${where} has ${v.length} entries but the first one at ` +
+          `that depth has ${shape[depth]}`,
+      );
+    }
+    v.forEach((x, i) => walk(x, depth + 1, [...at, i]));
+  };
+  walk(value, 0, []);
+  return { shape, data };
+}
+
+function describe(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return `an array of ${v.length}`;
+  if (ArrayBuffer.isView(v)) return `a ${v.constructor.name}`;
+  if (typeof v === "object") {
+    const keys = Object.keys(v as object);
+    return keys.length ? `an object with keys ${keys.join(", ")}` : "an empty object";
+  }
+  if (typeof v === "string") return `the string ${JSON.stringify(v.slice(0, 40))}`;
+  return `${typeof v === "undefined" ? "" : `a ${typeof v} `}${String(v)}`.trim();
 }
 
 function fmtShape(s: Dim[]): string {

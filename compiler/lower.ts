@@ -57,8 +57,11 @@ export interface PlannedKernel extends NodeKernel {
 
 /** The buffers one part of a dispatch reads and writes. */
 export interface KernelIO {
+  /** The part's kernel. */
   name: string;
+  /** Buffers it reads that must be written before the dispatch. */
   reads: number[];
+  /** Buffers it writes. */
   writes: number[];
 }
 

@@ -13,6 +13,29 @@ export interface Tensor {
   dtype: DType;
 }
 
+/**
+ * A tensor-like input: a shape and its elements in row-major order as any numeric array
+ * (`number[]`, `Float32Array`, ...); copied into float64. `dtype` defaults to the input's declared
+ * element kind.
+ */
+export interface TensorLike {
+  /** Sizes, outermost first. */
+  shape: readonly number[];
+  /** The elements in row-major order (nested arrays are flattened). */
+  data: ArrayLike<number> | readonly NestedNumbers[];
+  /** What the elements mean (default: the declared kind of the input). */
+  dtype?: DType;
+}
+
+/** Nested arrays of numbers (`[[1, 2], [3, 4]]`); the shape is read from the nesting. */
+export type NestedNumbers = number | boolean | readonly NestedNumbers[];
+
+/**
+ * What `Program.run` accepts for an input: a {@link Tensor}, a {@link TensorLike} with a plain
+ * array, or nested arrays of numbers. Anything else is a `CompileError` naming the input.
+ */
+export type TensorInput = Tensor | TensorLike | NestedNumbers;
+
 /** Number of elements of a shape. */
 export function sizeOf(shape: readonly number[]): number {
   let s = 1;
