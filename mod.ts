@@ -1,7 +1,9 @@
 /**
  * Attune: a tensor language for attention variants. Write a variant as a short `.attn`
- * program; Attune parses and checks it, and runs it on the float64 reference interpreter
- * (the oracle) — and, once the compiler lands, as fused WGSL kernels on WebGPU.
+ * program; Attune parses and checks it, optimizes it, and runs it on the float64 reference
+ * interpreter (the oracle, the default) or as fused WGSL kernels on WebGPU (`backend: "gpu"`,
+ * or `"auto"` for the GPU when an adapter exists). Compiling and interpreting need no
+ * permissions; `verify` checks the optimizer against the interpreter on random inputs.
  *
  * @example
  * ```ts
