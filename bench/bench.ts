@@ -2,6 +2,7 @@
  * Benchmarks, measured as ratios within one run on one adapter (the report names it).
  *
  *   deno task bench -- --suite fusion [--quick]
+ *   deno task bench -- --suite fidelity [--quick]   (bench/fidelity.ts: error against budget)
  *
  * Suite `fusion`: fused exact attention against the same program compiled with fusion disabled
  * (n = 2048, d = 64, 8 heads), with GFLOP/s (4·n²·d per head); then exact and the approximations
@@ -14,8 +15,13 @@ import { getDevice } from "../runtime/device.ts";
 const args = Deno.args;
 const suite = args.includes("--suite") ? args[args.indexOf("--suite") + 1] : "fusion";
 const quick = args.includes("--quick");
+if (suite === "fidelity") {
+  const { fidelity } = await import("./fidelity.ts");
+  await fidelity(args);
+  Deno.exit(0);
+}
 if (suite !== "fusion") {
-  console.error(`unknown suite ${suite}; available: fusion`);
+  console.error(`unknown suite ${suite}; available: fusion, fidelity`);
   Deno.exit(2);
 }
 const dir = new URL("./results/", import.meta.url);
