@@ -137,3 +137,46 @@ Deno.test("importable from anywhere: by file URL and over http, no config, no pe
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** Run `deno run --no-config --no-prompt ARGS` in `dir`; the exit code and output. */
+async function denoRun(dir: string, args: string[]) {
+  const out = await new Deno.Command(denoCommand(), {
+    args: ["run", "--no-config", "--no-prompt", ...args],
+    cwd: dir,
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  return { code: out.code, text };
+}
+
+Deno.test("a user's script outside the repo property-tests nystrom.attn with testing.ts, reading only the program", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "attune_user_" });
+  try {
+    // Nyström with all keys valid is exactly invariant to translating every key (a per-row
+    // shift of its three softmaxes' scores), so the toolkit's shift property must hold.
+    await Deno.writeTextFile(
+      `${dir}/check_nystrom.ts`,
+      `import { compile } from ${JSON.stringify(new URL("mod.ts", ROOT).href)};
+import { assertProperty, attentionInputs, shiftInvarianceProperty } from ${
+        JSON.stringify(new URL("testing.ts", ROOT).href)
+      };
+const nystrom = await compile(await Deno.readTextFile(Deno.args[0]), { params: { landmarks: 3 } });
+const inputs = attentionInputs({ maxN: 40, masks: ["none"] }).filter((x) => x.q.shape.at(-2)! >= 3);
+await assertProperty(shiftInvarianceProperty(nystrom, { inputs }), { numRuns: 20, seed: 7 });
+console.log("property ok");
+`,
+    );
+    const program = PROGRAM.pathname;
+    const r = await denoRun(dir, [`--allow-read=${program}`, "check_nystrom.ts", program]);
+    assert.equal(r.code, 0, r.text);
+    assert.match(r.text, /property ok/);
+    // The example a user copies: no permissions at all, run from their own folder.
+    const example = await denoRun(dir, [new URL("examples/my_variant.ts", ROOT).pathname]);
+    assert.equal(example.code, 0, example.text);
+    assert.match(example.text, /relative error/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
