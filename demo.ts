@@ -9,6 +9,7 @@
 import { compileSync, randomTensor, relativeError, type Tensor } from "./mod.ts";
 import { softmaxAttention } from "./examples/reference.ts";
 import { getDevice } from "./runtime/device.ts";
+import { meanOfValues, normalizeRows } from "./testing.ts";
 
 const started = performance.now();
 const args = Deno.args;
@@ -38,27 +39,7 @@ const qkv = (shape: number[]): Inputs => ({
 const shape = [1, heads, n, d];
 const inputs = qkv(shape);
 
-/** Every row replaced by the mean of its slice's rows of v: attention with uniform weights. */
-function meanOfV(v: Tensor): Tensor {
-  const [m, e] = v.shape.slice(-2), out = new Float64Array(v.data.length);
-  for (let b = 0; b < v.data.length / (m * e); b++) {
-    const mean = new Float64Array(e);
-    for (let i = 0; i < m * e; i++) mean[i % e] += v.data[b * m * e + i] / m;
-    for (let i = 0; i < m; i++) out.set(mean, (b * m + i) * e);
-  }
-  return { ...v, data: out };
-}
-/** Each row divided by its L2 norm, as YOSO's `normalize(..., axis=1)` does. */
-function normalizeRows(y: Tensor): Tensor {
-  const e = y.shape[y.shape.length - 1], out = new Float64Array(y.data.length);
-  for (let r = 0; r < y.data.length / e; r++) {
-    let s = 0;
-    for (let c = 0; c < e; c++) s += y.data[r * e + c] ** 2;
-    for (let c = 0; c < e; c++) out[r * e + c] = y.data[r * e + c] / Math.max(Math.sqrt(s), 1e-12);
-  }
-  return { ...y, data: out };
-}
-const baseline = meanOfV(inputs.v), baselineUnit = normalizeRows(baseline);
+const baseline = meanOfValues(inputs.v), baselineUnit = normalizeRows(baseline);
 
 interface Run {
   y: Tensor;
@@ -175,8 +156,8 @@ if (sweeps) {
   };
   const ex = await run("exact.attn", {});
   const ye = await run("yoso_e.attn", { tau: 8 });
-  const base = relativeError(meanOfV(x.v), ex);
-  const baseE = relativeError(normalizeRows(meanOfV(x.v)), ye);
+  const base = relativeError(meanOfValues(x.v), ex);
+  const baseE = relativeError(normalizeRows(meanOfValues(x.v)), ye);
   const plan: [string, string, string, number[], Record<string, number>, Tensor, number][] = [
     ["nystrom", "nystrom.attn", "landmarks", [8, 16, 32, 64, 128, 256], { iters: 6 }, ex, base],
     ["skein", "skein.attn", "samples", [16, 32, 64, 128, 192, 256], {}, ex, base],

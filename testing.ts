@@ -418,6 +418,49 @@ export function referenceAttention(
 // Metrics
 
 /**
+ * The mean-of-v prediction, the trivial baseline of attention: every row of each [m, e] slice of
+ * `v` replaced by the mean of that slice's rows (attention with uniform weights).
+ *
+ * @example
+ * ```ts
+ * import { meanOfValues } from "./testing.ts";
+ * const v = { shape: [2, 1], data: Float64Array.of(1, 3), dtype: "float" as const };
+ * if (meanOfValues(v).data.join() !== "2,2") throw new Error("mean of v");
+ * ```
+ */
+export function meanOfValues(v: Tensor): Tensor {
+  const [m, e] = v.shape.slice(-2), out = new Float64Array(v.data.length);
+  for (let b = 0; b < v.data.length / (m * e); b++) {
+    const mean = new Float64Array(e);
+    for (let i = 0; i < m * e; i++) mean[i % e] += v.data[b * m * e + i] / m;
+    for (let i = 0; i < m; i++) out.set(mean, (b * m + i) * e);
+  }
+  return { ...v, data: out };
+}
+
+/**
+ * Each row (last axis) divided by its L2 norm, at least 1e-12, as `normalize(x, axis=-1)` does:
+ * how row-normalized variants such as YOSO are put on the scale of exact attention.
+ *
+ * @example
+ * ```ts
+ * import { normalizeRows } from "./testing.ts";
+ * const y = { shape: [1, 2], data: Float64Array.of(3, 4), dtype: "float" as const };
+ * if (normalizeRows(y).data.join() !== "0.6,0.8") throw new Error("unit rows");
+ * ```
+ */
+export function normalizeRows(y: Tensor): Tensor {
+  const e = y.shape[y.shape.length - 1], out = new Float64Array(y.data.length);
+  for (let r = 0; r < y.data.length / e; r++) {
+    let s = 0;
+    for (let c = 0; c < e; c++) s += y.data[r * e + c] ** 2;
+    const norm = Math.max(Math.sqrt(s), 1e-12);
+    for (let c = 0; c < e; c++) out[r * e + c] = y.data[r * e + c] / norm;
+  }
+  return { ...y, data: out };
+}
+
+/**
  * ‖approx − exact‖_F / ‖exact‖_F over all elements (0 when both are zero, Infinity when only the
  * exact one is). NaN anywhere gives NaN.
  *

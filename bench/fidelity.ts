@@ -14,6 +14,7 @@
 import { compileSync, type Program, randomTensor, relativeError, type Tensor } from "../mod.ts";
 import { softmaxAttention } from "../examples/reference.ts";
 import { getDevice } from "../runtime/device.ts";
+import { meanOfValues, normalizeRows } from "../testing.ts";
 
 /** One plotted point or line: errors over seeds. */
 interface Point {
@@ -114,7 +115,7 @@ export async function fidelity(args: string[]): Promise<void> {
           referenceCheck[family] = relativeError(exact, direct);
           peakedness[family] = meanMaxWeight(x, 256);
         }
-        const base = meanOfV(x.v, n);
+        const base = meanOfValues(x.v);
         const line = (method: string, reference: string, label: string, err: number) =>
           record({ kind: "line", method, reference, label, family, n }, err);
         line("nystrom", "exact", "mean-of-v baseline", relativeError(base, exact));
@@ -230,31 +231,6 @@ function inputs(family: Family, shape: number[], s: number): Inputs {
     k[i] = 1.25 * (z.data[i] + 0.5 * eps.data[i]);
   }
   return { q: { ...z, data: q }, k: { ...z, data: k }, v };
-}
-
-/** Every row of each [n, e] slice replaced by the mean of that slice's rows. */
-function meanOfV(v: Tensor, n: number): Tensor {
-  const e = v.shape[v.shape.length - 1], out = new Float64Array(v.data.length);
-  for (let b = 0; b < v.data.length / (n * e); b++) {
-    const mean = new Float64Array(e);
-    for (let i = 0; i < n; i++) {
-      for (let c = 0; c < e; c++) mean[c] += v.data[(b * n + i) * e + c] / n;
-    }
-    for (let i = 0; i < n; i++) out.set(mean, (b * n + i) * e);
-  }
-  return { ...v, data: out };
-}
-
-/** Each row divided by its L2 norm (the `normalize(..., axis=1)` of YOSO). */
-function normalizeRows(y: Tensor): Tensor {
-  const e = y.shape[y.shape.length - 1], out = new Float64Array(y.data.length);
-  for (let r = 0; r < y.data.length / e; r++) {
-    let s = 0;
-    for (let c = 0; c < e; c++) s += y.data[r * e + c] ** 2;
-    const norm = Math.max(Math.sqrt(s), 1e-12);
-    for (let c = 0; c < e; c++) out[r * e + c] = y.data[r * e + c] / norm;
-  }
-  return { ...y, data: out };
 }
 
 /** Mean over the first `rows` queries of head 0 of the largest softmax weight in the row. */
