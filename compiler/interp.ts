@@ -494,7 +494,11 @@ class Evaluator {
       for (j = 0; j < cols; j++) {
         const w = s[j] / z;
         if (probs) out.data[i * cols + j] = w;
-        else for (let c = 0; c < e; c++) out.data[i * e + c] += w * v.data[j * e + c];
+        // A key of weight 0 contributes nothing, whatever its value (as `matmul` here, and as
+        // the flash kernel, which never visits masked keys): NaN at a masked key stays out.
+        else if (w !== 0) {
+          for (let c = 0; c < e; c++) out.data[i * e + c] += w * v.data[j * e + c];
+        }
       }
     }
     return out;
@@ -579,7 +583,7 @@ class Evaluator {
         tmp.fill(0);
         for (let k = 0; k < inner; k++) {
           const x = a.data[oa + i * inner + k];
-          if (x === 0) continue;
+          if (x === 0) continue; // a zero weight contributes nothing, even against NaN (docs)
           const bo = ob + k * cols;
           for (let j = 0; j < cols; j++) tmp[j] += x * b.data[bo + j];
         }

@@ -76,9 +76,9 @@ export function coords(shape: Dim[], slots: SymbolSlots, flat: string, prefix = 
 }
 
 export function f32(x: number): string {
-  if (x === Infinity) return "bitcast<f32>(0x7f800000u)";
-  if (x === -Infinity) return "bitcast<f32>(0xff800000u)";
-  if (Number.isNaN(x)) return "bitcast<f32>(0x7fc00000u)";
+  if (x === Infinity) return "bitcast<f32>(f32_bits.x)";
+  if (x === -Infinity) return "bitcast<f32>(f32_bits.y)";
+  if (Number.isNaN(x)) return "bitcast<f32>(f32_bits.z)";
   const s = String(Math.fround(x));
   return /[.e]/.test(s) ? `f32(${s})` : `f32(${s}.0)`;
 }
@@ -127,13 +127,17 @@ const BINARY: Record<string, (a: string, b: string) => string> = {
 
 /** Helpers that kernels may call; included only when used. */
 const HELPERS: Record<string, string> = {
+  f32_bits: `
+// WGSL constant expressions may not evaluate to ±inf or NaN (Chromium's shader compiler refuses
+// them; naga accepts): the bit patterns are read from a private variable, made at run time.
+var<private> f32_bits: vec3<u32> = vec3<u32>(0x7f800000u, 0xff800000u, 0x7fc00000u);`,
   // NaN is tested on the bits: lavapipe folds x != x to false.
   max_nan: `
 // Math.max: NaN if either is NaN, +0 above -0 (WGSL's max may do neither).
 fn max_nan(a: f32, b: f32) -> f32 {
   let ua = bitcast<u32>(a); let ub = bitcast<u32>(b);
   if ((ua & 0x7fffffffu) > 0x7f800000u || (ub & 0x7fffffffu) > 0x7f800000u) {
-    return bitcast<f32>(0x7fc00000u);
+    return bitcast<f32>(f32_bits.z);
   }
   if (a == b) { return bitcast<f32>(ua & ub); }
   return select(b, a, a > b);
@@ -143,14 +147,14 @@ fn max_nan4(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
   let m = vec4<u32>(0x7fffffffu); let inf = vec4<u32>(0x7f800000u);
   let nan = ((ua & m) > inf) | ((ub & m) > inf);
   let eq = bitcast<vec4<f32>>(ua & ub);
-  return select(select(select(b, a, a > b), eq, a == b), vec4<f32>(bitcast<f32>(0x7fc00000u)), nan);
+  return select(select(select(b, a, a > b), eq, a == b), vec4<f32>(bitcast<f32>(f32_bits.z)), nan);
 }`,
   min_nan: `
 // Math.min: NaN if either is NaN, -0 below +0 (WGSL's min may do neither).
 fn min_nan(a: f32, b: f32) -> f32 {
   let ua = bitcast<u32>(a); let ub = bitcast<u32>(b);
   if ((ua & 0x7fffffffu) > 0x7f800000u || (ub & 0x7fffffffu) > 0x7f800000u) {
-    return bitcast<f32>(0x7fc00000u);
+    return bitcast<f32>(f32_bits.z);
   }
   if (a == b) { return bitcast<f32>(ua | ub); }
   return select(b, a, a < b);
@@ -160,7 +164,7 @@ fn min_nan4(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
   let m = vec4<u32>(0x7fffffffu); let inf = vec4<u32>(0x7f800000u);
   let nan = ((ua & m) > inf) | ((ub & m) > inf);
   let eq = bitcast<vec4<f32>>(ua | ub);
-  return select(select(select(b, a, a < b), eq, a == b), vec4<f32>(bitcast<f32>(0x7fc00000u)), nan);
+  return select(select(select(b, a, a < b), eq, a == b), vec4<f32>(bitcast<f32>(f32_bits.z)), nan);
 }`,
   pow_real: `
 // WGSL pow is undefined for a negative base; integer exponents keep their sign as in float64.
@@ -171,7 +175,7 @@ fn pow_real(a: f32, b: f32) -> f32 {
     let m = pow(-a, b);
     return select(m, -m, (abs(b) % 2.0) == 1.0);
   }
-  return bitcast<f32>(0x7fc00000u);
+  return bitcast<f32>(f32_bits.z);
 }`,
   erf_approx: `
 // Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
@@ -205,11 +209,20 @@ fn word_to_uniform(w: u32) -> f32 { return (f32(w >> 9u) + 0.5) * 1.192092895507
 
 /** The HELPERS that `code` calls. */
 export function helpersFor(code: string): string[] {
-  const helpers = Object.keys(HELPERS).filter((h) => code.includes(h)).map((h) => HELPERS[h]);
-  if (code.includes("word_to_uniform") && !helpers.includes(HELPERS.philox)) {
-    helpers.push(HELPERS.philox);
+  // Helpers may call helpers (max_nan makes a NaN from f32_bits): add them until none is new.
+  const used = new Set<string>();
+  let text = code.includes("word_to_uniform") ? code + HELPERS.philox : code;
+  for (let grew = true; grew;) {
+    grew = false;
+    for (const h of Object.keys(HELPERS)) {
+      if (used.has(h) || !text.includes(h)) continue;
+      used.add(h);
+      text += HELPERS[h];
+      grew = true;
+    }
   }
-  return helpers;
+  if (code.includes("word_to_uniform")) used.add("philox");
+  return Object.keys(HELPERS).filter((h) => used.has(h)).map((h) => HELPERS[h]);
 }
 
 /** One kernel of a merged dispatch, with the buffers it writes and reads. */
@@ -1485,8 +1498,8 @@ function attentionKernel(
   const rowScore = (r: number) =>
     scoreWgsl(score, args, slots, { qk: `qk${r}`, fi: `fi${r}`, i: `i${r}` });
   const sample = rowScore(0);
-  const helpers = Object.keys(HELPERS).filter((h) => h !== "philox" && sample.includes(h))
-    .map((h) => HELPERS[h]).join("\n");
+  // The skeleton itself starts each row's max at -inf (f32_bits).
+  const helpers = helpersFor(`${sample} f32_bits`).filter((h) => h !== HELPERS.philox).join("\n");
   const [a, b] = args;
   const e = probs ? 4 : args[2].type.shape[1];
   const window = keyWindow(score);

@@ -120,7 +120,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   }
   ${
     rowsOf((r) =>
-      `var acc${r} = array<${et}, ${ew}>(); var mx${r} = bitcast<f32>(0xff800000u); var l${r} = 0.0;`
+      `var acc${r} = array<${et}, ${ew}>(); var mx${r} = bitcast<f32>(f32_bits.y); var l${r} = 0.0;`
     )
   }
   let jlo = ${spec.split ? `max(${lo}, min(kp * kblk, cols))` : lo};
@@ -152,7 +152,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
       let sc = ${spec.score(r)};
       if (ib + ${r}u < rows) { out[(s * rows + i${r}) * cols + j] = sc; }
       if (sc > mx${r}) { l${r} = l${r} * exp(mx${r} - sc); mx${r} = sc; }
-      if (sc > bitcast<f32>(0xff800000u)) { l${r} = l${r} + exp(sc - mx${r}); }
+      if (sc > bitcast<f32>(f32_bits.y)) { l${r} = l${r} + exp(sc - mx${r}); }
     }`
         : `{
       var qh${r} = ${h ? "0.0h" : "0.0"};
@@ -163,7 +163,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         l${r} = l${r} * exp(mx${r} - sc);
         mx${r} = sc;
       }
-      if (sc > bitcast<f32>(0xff800000u)) {
+      if (sc > bitcast<f32>(f32_bits.y)) {
         let p = exp(sc - mx${r});
         let ln = l${r} + p;
         let inv = 1.0 / ln;
@@ -269,7 +269,7 @@ function blocked(
         l${r} = l${r} * exp(mx${r} - mb);
         mx${r} = mb;
       }
-      if (mx${r} > bitcast<f32>(0xff800000u)) {
+      if (mx${r} > bitcast<f32>(f32_bits.y)) {
         ${keys.map((b) => `let p${b} = exp(s${b} - mx${r});`).join(" ")}
         let ln = l${r} + (p0 + p1) + (p2 + p3);
         let inv = 1.0 / ln;
