@@ -278,7 +278,9 @@ class Evaluator {
         return this.rows(a[0], op.axis, (v) => {
           let m = -Infinity;
           for (const x of v) m = x > m ? x : m;
-          // A row with no finite score (all masked with -inf) gives zeros, not NaN.
+          // A NaN score makes its row NaN; a row with no finite score (all masked with -inf)
+          // gives zeros, not NaN.
+          if (v.some(Number.isNaN)) return v.fill(NaN);
           if (m === -Infinity) return v.fill(0);
           let s = 0;
           for (let i = 0; i < v.length; i++) s += v[i] = Math.exp(v[i] - m);
@@ -487,6 +489,10 @@ class Evaluator {
         for (let c = 0; c < d; c++) qk += qa.data[i * d + c] * kb.data[j * d + c];
         s[j] = ev(score);
         if (s[j] > m) m = s[j];
+      }
+      if (s.some(Number.isNaN)) {
+        out.data.fill(NaN, i * e, i * e + e);
+        continue;
       }
       if (m === -Infinity) continue;
       let z = 0;

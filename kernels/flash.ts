@@ -120,7 +120,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   }
   ${
     rowsOf((r) =>
-      `var acc${r} = array<${et}, ${ew}>(); var mx${r} = bitcast<f32>(f32_bits.y); var l${r} = 0.0;`
+      `var acc${r} = array<${et}, ${ew}>(); var mx${r} = bitcast<f32>(f32_bits.y); var l${r} = 0.0; var bad${r} = false;`
     )
   }
   let jlo = ${spec.split ? `max(${lo}, min(kp * kblk, cols))` : lo};
@@ -150,6 +150,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
       ${cols(dw, (c) => `qh${r} = qh${r} + ${dot(`q${r}[${c}]`, `k[${c}]`)};`)}
       let qk${r} = ${h ? `f32(qh${r})` : `qh${r}`};
       let sc = ${spec.score(r)};
+      bad${r} = bad${r} || ${isNan("sc")};
       if (ib + ${r}u < rows) { out[(s * rows + i${r}) * cols + j] = sc; }
       if (sc > mx${r}) { l${r} = l${r} * exp(mx${r} - sc); mx${r} = sc; }
       if (sc > bitcast<f32>(f32_bits.y)) { l${r} = l${r} + exp(sc - mx${r}); }
@@ -159,6 +160,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
       ${cols(dw, (c) => `qh${r} = qh${r} + ${dot(`q${r}[${c}]`, `k[${c}]`)};`)}
       let qk${r} = ${h ? `f32(qh${r})` : `qh${r}`};
       let sc = ${spec.score(r)};
+      bad${r} = bad${r} || ${isNan("sc")};
       if (sc > mx${r}) {
         l${r} = l${r} * exp(mx${r} - sc);
         mx${r} = sc;
@@ -181,7 +183,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let inside = j >= jlo && j < jhi;
     ${
         rowsOf((r) =>
-          `if (ib + ${r}u < rows) { let o = (s * rows + i${r}) * cols + j; out[o] = select(0.0, exp(out[o] - mx${r}) / l${r}, inside && l${r} > 0.0); }`
+          `if (ib + ${r}u < rows) { let o = (s * rows + i${r}) * cols + j; out[o] = select(select(0.0, exp(out[o] - mx${r}) / l${r}, inside && l${r} > 0.0), bitcast<f32>(f32_bits.z), bad${r}); }`
         )
       }
   }`
@@ -189,7 +191,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
       ? rowsOf((r) =>
         `if (ib + ${r}u < rows) { let ob = ((s * ${spec.split!.parts}u + kp) * rows + i${r}) * ${
           e + 2
-        }u; out[ob] = mx${r}; out[ob + 1u] = l${r}; ${
+        }u; out[ob] = mx${r}; out[ob + 1u] = select(l${r}, bitcast<f32>(f32_bits.z), bad${r}); ${
           Array.from(
             { length: e },
             (_, c) => `out[ob + ${c + 2}u] = acc${r}[${ev ? `${c >> 2}][${c & 3}` : c}];`,
@@ -209,14 +211,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
           } + u32(max(pick${r}, 0))) * ${ew}u; ${
             cols(
               ew,
-              (c) => `out[ob + ${c}u] = select(acc${r}[${c}], aR[rb + ${c}u], pick${r} >= 0);`,
+              (c) =>
+                `out[ob + ${c}u] = select(select(acc${r}[${c}], ${et}(bitcast<f32>(f32_bits.z)), bad${r}), aR[rb + ${c}u], pick${r} >= 0);`,
             )
           } }`
         )
       }`
       : rowsOf((r) =>
         `if (ib + ${r}u < rows) { let ob = (s * rows + i${r}) * ${ew}u; ${
-          cols(ew, (c) => `out[ob + ${c}u] = acc${r}[${c}];`)
+          cols(
+            ew,
+            (c) =>
+              `out[ob + ${c}u] = select(acc${r}[${c}], ${et}(bitcast<f32>(f32_bits.z)), bad${r});`,
+          )
         } }`
       )
   }
@@ -264,6 +271,7 @@ function blocked(
       }`
       ).join("\n      ")
     }
+      bad${r} = bad${r} || ${isNan("s0")} || ${isNan("s1")} || ${isNan("s2")} || ${isNan("s3")};
       let mb = max(max(s0, s1), max(s2, s3));
       if (mb > mx${r}) {
         l${r} = l${r} * exp(mx${r} - mb);
@@ -306,4 +314,12 @@ function blocked(
     ${Array.from({ length: R }, (_, r) => rowBlock(r)).join("\n    ")}
     jstart = jb + ${B}u;
   }`;
+}
+
+/**
+ * WGSL: whether a score is NaN, tested on its bits (lavapipe folds \`x != x\` to false). A NaN
+ * score makes its whole row NaN, as in the interpreter, instead of being skipped like -inf.
+ */
+function isNan(x: string): string {
+  return `((bitcast<u32>(${x}) & 0x7fffffffu) > 0x7f800000u)`;
 }
