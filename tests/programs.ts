@@ -498,7 +498,12 @@ export function printProgram(s: Spec): string {
     scoreLines.push(`s[i, j] = ${e}`);
   } else {
     scoreLines.push(`s = ${qv} @ k^T`);
-    for (const st of s.steps) {
+    // A finite fill goes last: in float32, -1e9 + u is -1e9 (ulp 64), so a bias added to a
+    // fully masked row would vanish on the GPU while float64 keeps it, a difference of precision
+    // and not of compilation. -inf fills are exact anywhere.
+    const finiteFill = (st: MStep) => "fill" in st && st.fill === "-1e9";
+    const steps = [...s.steps.filter((st) => !finiteFill(st)), ...s.steps.filter(finiteFill)];
+    for (const st of steps) {
       switch (st.k) {
         case "scale":
           scoreLines.push(`s = s * ${st.c}`);
