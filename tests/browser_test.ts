@@ -13,8 +13,12 @@ import assert from "node:assert/strict";
 
 const ROOT = new URL("../", import.meta.url);
 const PROGRAM = new URL("examples/exact.attn", ROOT);
-/** The whole check (bundle, browser start, page run) must finish within this. */
-const DEADLINE_MS = 60_000;
+/**
+ * The whole check (bundle, browser start, page run) must finish within this. Alone it takes about
+ * 6 s here; with both cores busy (the fuzzer beside a clean-clone CI run) SwiftShader's shader
+ * compile took over 58 s, so the deadline only guards against a hang.
+ */
+const DEADLINE_MS = 240_000;
 
 /**
  * The Chromium to run, or why there is none: /usr/bin/chromium, else `chromium` on PATH (found
