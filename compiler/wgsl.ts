@@ -568,8 +568,15 @@ export function rowwiseBody(n: Node, reader: Reader, target: string, base: strin
   const x = () => reader.at(n.args[0], fc);
   const body = op.op === "softmax"
     ? `var m = ${f32(-Infinity)};
-  for (var k = 0u; k < ${len}; k = k + 1u) { m = max(m, ${x()}); }
-  if (m == ${f32(-Infinity)}) {
+  var bad = false;
+  for (var k = 0u; k < ${len}; k = k + 1u) {
+    let x = ${x()};
+    m = max(m, x);
+    bad = bad | ((bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u);
+  }
+  if (bad) {
+    for (var k = 0u; k < ${len}; k = k + 1u) { ${at("k")} = ${f32(NaN)}; }
+  } else if (m == ${f32(-Infinity)}) {
     for (var k = 0u; k < ${len}; k = k + 1u) { ${at("k")} = 0.0; }
   } else {
     var z = 0.0;

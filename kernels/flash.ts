@@ -150,7 +150,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
       ${cols(dw, (c) => `qh${r} = qh${r} + ${dot(`q${r}[${c}]`, `k[${c}]`)};`)}
       let qk${r} = ${h ? `f32(qh${r})` : `qh${r}`};
       let sc = ${spec.score(r)};
-      bad${r} = bad${r} || ${isNan("sc")};
+      bad${r} = bad${r} | ${isNan("sc")};
       if (ib + ${r}u < rows) { out[(s * rows + i${r}) * cols + j] = sc; }
       if (sc > mx${r}) { l${r} = l${r} * exp(mx${r} - sc); mx${r} = sc; }
       if (sc > bitcast<f32>(f32_bits.y)) { l${r} = l${r} + exp(sc - mx${r}); }
@@ -160,7 +160,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
       ${cols(dw, (c) => `qh${r} = qh${r} + ${dot(`q${r}[${c}]`, `k[${c}]`)};`)}
       let qk${r} = ${h ? `f32(qh${r})` : `qh${r}`};
       let sc = ${spec.score(r)};
-      bad${r} = bad${r} || ${isNan("sc")};
+      bad${r} = bad${r} | ${isNan("sc")};
       if (sc > mx${r}) {
         l${r} = l${r} * exp(mx${r} - sc);
         mx${r} = sc;
@@ -271,7 +271,7 @@ function blocked(
       }`
       ).join("\n      ")
     }
-      bad${r} = bad${r} || ${isNan("s0")} || ${isNan("s1")} || ${isNan("s2")} || ${isNan("s3")};
+      bad${r} = bad${r} | ${isNan("s0")} | ${isNan("s1")} | ${isNan("s2")} | ${isNan("s3")};
       let mb = max(max(s0, s1), max(s2, s3));
       if (mb > mx${r}) {
         l${r} = l${r} * exp(mx${r} - mb);
@@ -318,7 +318,8 @@ function blocked(
 
 /**
  * WGSL: whether a score is NaN, tested on its bits (lavapipe folds \`x != x\` to false). A NaN
- * score makes its whole row NaN, as in the interpreter, instead of being skipped like -inf.
+ * score makes its whole row NaN, as in the interpreter, instead of being skipped like -inf. Rows
+ * combine these flags with the non-short-circuit `|`: `||` branches, in the hot key loop.
  */
 function isNan(x: string): string {
   return `((bitcast<u32>(${x}) & 0x7fffffffu) > 0x7f800000u)`;
