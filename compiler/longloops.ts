@@ -22,6 +22,7 @@ import type { Dim, Node } from "./ir.ts";
 import {
   coords,
   dim,
+  ELEMENTWISE,
   f32,
   HEAVY,
   heavyValue,
@@ -89,6 +90,26 @@ function ownLoop(n: Node, byId: Map<number, Node>, sz: Sizes, rt: (id: number) =
       return loop(Math.ceil(sz(shape(0)[0]) / n.op.segments) + 1, rt(n.args[0]));
   }
   return args(n, rt);
+}
+
+/**
+ * Loop trips one invocation of a node's own grid kernel makes per element it computes: the node's
+ * loop (a HEAVY node's contraction, the Philox rounds of a random draw) and those of the values
+ * inlined into it, at given sizes. Undefined for kernels with other loops (softmax, topk,
+ * scatter, ...). `lower.ts` uses it to keep loop-heavy parts out of merged dispatches that run
+ * many elements per invocation.
+ */
+export function elementTrips(
+  n: Node,
+  byId: Map<number, Node>,
+  inline: Set<number>,
+): ((sz: Sizes) => number) | undefined {
+  const heavy = HEAVY.has(n.op.op), random = n.op.op === "random";
+  if (!heavy && !random && !ELEMENTWISE.has(n.op.op)) return undefined;
+  return (sz) => {
+    const rt = readTrips(byId, inline, sz);
+    return heavy ? ownLoop(n, byId, sz, rt) : args(n, rt) + (random ? 11 : 0);
+  };
 }
 
 /**

@@ -4,14 +4,7 @@
  * unrolled). It knows no device: the runtime executes the plan as it is.
  */
 import { type Dim, type Graph, type InputDecl, type Node, nodesById, typicalSizes } from "./ir.ts";
-import {
-  ARENA,
-  elementTrips,
-  findRegions,
-  outerDeps,
-  type Region,
-  regionKernel,
-} from "./region.ts";
+import { ARENA, findRegions, outerDeps, type Region, regionKernel } from "./region.ts";
 import {
   ELEMENTWISE,
   HEAVY,
@@ -26,7 +19,7 @@ import {
   VEC4_KEYS,
 } from "./wgsl.ts";
 import { attentionWithRows } from "./wgsl.ts";
-import { PARTIAL, splitKernels, withTrips } from "./longloops.ts";
+import { elementTrips, PARTIAL, splitKernels, withTrips } from "./longloops.ts";
 
 /** A kernel placed in the plan: which buffer it writes and which it reads. */
 export interface PlannedKernel extends NodeKernel {

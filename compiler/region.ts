@@ -383,33 +383,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   };
 }
 
-/**
- * Loop trips one invocation of a node's own grid kernel makes per element it computes: the node's
- * loop (a HEAVY node's contraction, the 10 Philox rounds of a random draw) and those of the
- * values inlined into it, at given sizes. Undefined for kernels with other loops (softmax, topk,
- * scatter, ...), whose cost this does not model. `lower.ts` uses it to keep loop-heavy parts out
- * of merged dispatches that run many elements per invocation (lavapipe's loop budget).
- */
-export function elementTrips(
-  n: Node,
-  byId: Map<number, Node>,
-  inline: Set<number>,
-): ((sz: (d: Dim) => number) => number) | undefined {
-  type Trips = (sz: (d: Dim) => number) => number;
-  const own = (m: Node): Trips | undefined => {
-    const inner = m.args.map((a) => (inline.has(a) ? own(byId.get(a)!) : () => 0));
-    if (inner.some((f) => f === undefined)) return undefined;
-    const sum: Trips = (sz) => inner.reduce((t, f) => t + f!(sz), 0);
-    if (HEAVY.has(m.op.op)) {
-      const len = loopLength(m, byId);
-      return (sz) => len(sz) * (1 + sum(sz));
-    }
-    if (m.op.op === "random") return (sz) => 11 + sum(sz);
-    return ELEMENTWISE.has(m.op.op) ? sum : undefined;
-  };
-  return own(n);
-}
-
 /** Iterations of the loop computing one element of a HEAVY node, at given sizes. */
 function loopLength(n: Node, byId: Map<number, Node>): (sz: (d: Dim) => number) => number {
   const a = byId.get(n.args[0])!.type.shape;
