@@ -21,7 +21,7 @@
 import { AttuneError, compileSync, type Program, verify } from "./mod.ts";
 import { CompileError, DeviceError, lineCol } from "./compiler/errors.ts";
 import { NpyError, readNpy, writeNpy } from "./runtime/npy.ts";
-import { showGraph } from "./compiler/ir.ts";
+import { showGraph } from "./compiler/ir/print.ts";
 import { sizeOf, type Tensor } from "./compiler/tensor.ts";
 import { getDevice } from "./runtime/device.ts";
 import type { Dim, Graph, TensorType, ThreadDim } from "./mod.ts";

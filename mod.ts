@@ -17,7 +17,8 @@
 import { check } from "./compiler/check.ts";
 import { AttuneError, DeviceError } from "./compiler/errors.ts";
 import { interpret } from "./compiler/interp.ts";
-import { type Graph, showGraph, showType } from "./compiler/ir.ts";
+import type { Graph } from "./compiler/ir/types.ts";
+import { showGraph, showType } from "./compiler/ir/print.ts";
 import { parse } from "./compiler/parse.ts";
 import { eliminateDeadCode } from "./compiler/passes/dce.ts";
 import { optimize } from "./compiler/passes/pipeline.ts";
@@ -44,7 +45,7 @@ export type {
   Score,
   TensorType,
   UnaryFn,
-} from "./compiler/ir.ts";
+} from "./compiler/ir/types.ts";
 export type { ExecPlan, KernelIO, PlannedKernel } from "./compiler/lower.ts";
 export type { NodeKernel, SymbolSlots, ThreadDim } from "./compiler/wgsl.ts";
 export type { RunStats } from "./runtime/executor.ts";

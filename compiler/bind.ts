@@ -3,7 +3,7 @@
  * leading dims, and per-slice views. Shared by the interpreter and the GPU runtime.
  */
 import { CompileError } from "./errors.ts";
-import type { Dim, Graph, InputDecl } from "./ir.ts";
+import type { Dim, Graph, InputDecl } from "./ir/types.ts";
 import { type DType, sizeOf, type Tensor, type TensorInput } from "./tensor.ts";
 
 /** The smallest magnitude float32 rounds to Infinity: 2^128 − 2^103. */

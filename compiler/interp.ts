@@ -5,7 +5,7 @@
  */
 import { bindInputs } from "./bind.ts";
 import { CompileError } from "./errors.ts";
-import type { Dim, Graph, Node, Score } from "./ir.ts";
+import type { Dim, Graph, Node, Score } from "./ir/types.ts";
 import { fillRandom } from "./rng.ts";
 import { sizeOf, type Tensor } from "./tensor.ts";
 

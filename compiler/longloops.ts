@@ -18,7 +18,7 @@
  * The chunk count is computed in WGSL from the sizes table, so the split kernels are correct for
  * any size. Normal-size plans are unchanged.
  */
-import type { Dim, Node } from "./ir.ts";
+import type { Dim, Node } from "./ir/types.ts";
 import {
   coords,
   dim,

@@ -3,7 +3,9 @@
  * baseline: one kernel per IR node (reshapes alias their operand's buffer, `repeat` loops are
  * unrolled). It knows no device: the runtime executes the plan as it is.
  */
-import { type Dim, type Graph, type InputDecl, type Node, nodesById, typicalSizes } from "./ir.ts";
+import type { Dim, Graph, InputDecl, Node } from "./ir/types.ts";
+import { nodesById } from "./ir/walks.ts";
+import { typicalSizes } from "./ir/cost.ts";
 import { ARENA, findRegions, outerDeps, type Region, regionKernel } from "./region.ts";
 import {
   ELEMENTWISE,

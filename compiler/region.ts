@@ -6,7 +6,7 @@
  * used only inside the region live in one arena buffer; values read outside get their own.
  * Without regions, the 6-step Nyström pinv alone is 24 dispatches.
  */
-import type { Dim, Graph, Node } from "./ir.ts";
+import type { Dim, Graph, Node } from "./ir/types.ts";
 import {
   coords,
   ELEMENTWISE,

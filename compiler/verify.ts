@@ -8,7 +8,7 @@
  */
 import { AttuneError } from "./errors.ts";
 import { interpret } from "./interp.ts";
-import type { Graph } from "./ir.ts";
+import type { Graph } from "./ir/types.ts";
 import type { Tensor } from "./tensor.ts";
 
 /** A graph after one optimization pass. */

@@ -4,7 +4,7 @@
  * (or one row, for row-wise ops). Sizes are read from a `sizes` buffer, so kernels do not depend on
  * `n` and are compiled once per program, not per input length. All values are stored as f32.
  */
-import type { Dim, Node, Score, UnaryFn } from "./ir.ts";
+import type { Dim, Node, Score, UnaryFn } from "./ir/types.ts";
 import { flashKernel } from "../kernels/flash.ts";
 
 /** A kernel for one node: WGSL source and how many invocations to launch (per slice). */

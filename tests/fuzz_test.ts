@@ -17,7 +17,7 @@ import {
 } from "../mod.ts";
 import { getDevice } from "../runtime/device.ts";
 import { lineCol } from "../compiler/errors.ts";
-import type { Node } from "../compiler/ir.ts";
+import type { Node } from "../compiler/ir/types.ts";
 
 const FILE = "fuzz.attn";
 /** A fixed seed keeps CI reproducible; change it locally to explore other inputs. */

@@ -16,7 +16,7 @@ import {
   type Tensor,
 } from "../mod.ts";
 import { bindInputs } from "../compiler/bind.ts";
-import type { Dim } from "../compiler/ir.ts";
+import type { Dim } from "../compiler/ir/types.ts";
 import { LOOPS } from "../compiler/wgsl.ts";
 import { getDevice } from "../runtime/device.ts";
 import { program } from "./helpers.ts";

@@ -20,7 +20,7 @@
  */
 import fc from "fast-check";
 import { compileSync, type Program, relativeError } from "../mod.ts";
-import type { Graph, Node, Score } from "../compiler/ir.ts";
+import type { Graph, Node, Score } from "../compiler/ir/types.ts";
 import type { Tensor } from "../compiler/tensor.ts";
 import { type Divergence, firstDivergence, mulberry32 } from "../compiler/verify.ts";
 import { lowerGraph, type LowerOptions, PARTIAL_TABLE_BUCKETS } from "../compiler/lower.ts";

@@ -12,7 +12,8 @@
  */
 import fc from "fast-check";
 import { compileSync, type ExecPlan } from "../mod.ts";
-import { type Dim, type Graph, showGraph } from "../compiler/ir.ts";
+import type { Dim, Graph } from "../compiler/ir/types.ts";
+import { showGraph } from "../compiler/ir/print.ts";
 import { lowerGraph, type LowerOptions } from "../compiler/lower.ts";
 import { printProgram, specArb } from "../tests/programs.ts";
 

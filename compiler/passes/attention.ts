@@ -6,7 +6,8 @@
  * running sum, accumulator), so it lowers to a single flash-attention pass that never forms the
  * n×m matrix. Whatever fed only the replaced expression becomes dead and is removed by DCE.
  */
-import { type Dim, type Graph, type Node, type Score, typicalSizes } from "../ir.ts";
+import type { Dim, Graph, Node, Score } from "../ir/types.ts";
+import { typicalSizes } from "../ir/cost.ts";
 
 /** Fuse every eligible `softmax(scores) @ v` of the graph (loop bodies included). */
 export function fuseAttention(graph: Graph): Graph {

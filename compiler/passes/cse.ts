@@ -4,7 +4,8 @@
  * twice in Skeinformer); without CSE each copy would be computed, and counted as a separate
  * consumer by the fusion decisions.
  */
-import { type Graph, type Node, substitute } from "../ir.ts";
+import type { Graph, Node } from "../ir/types.ts";
+import { substitute } from "../ir/walks.ts";
 
 /** `graph` with duplicate nodes replaced by their first occurrence (loop bodies see outer values). */
 export function eliminateCommonSubexpressions(graph: Graph): Graph {

@@ -3,7 +3,8 @@
  * freely (size lookups for shape declarations, the discarded halves of folded expressions);
  * this keeps the IR that `explain` shows and later passes rewrite down to what matters.
  */
-import { type Graph, type Node, nodesById } from "../ir.ts";
+import type { Graph, Node } from "../ir/types.ts";
+import { nodesById } from "../ir/walks.ts";
 
 /** A copy of `graph` without the nodes the output does not depend on. Inputs always stay. */
 export function eliminateDeadCode(graph: Graph): Graph {

@@ -2,7 +2,7 @@
  * The optimization pipeline: the passes the GPU path runs, in order. Each is a small rewrite of
  * the one IR; `explain` prints the IR after every pass that changed it.
  */
-import type { Graph } from "../ir.ts";
+import type { Graph } from "../ir/types.ts";
 import { fuseAttention, fuseProbabilities } from "./attention.ts";
 import { eliminateCommonSubexpressions } from "./cse.ts";
 import { eliminateDeadCode } from "./dce.ts";

@@ -4,7 +4,9 @@
  * [n, m] turns into `F @ (Z @ W)`, so the product with the n-row softmax is a plain
  * `softmax(...) @ V`, which the attention pass then fuses into one flash kernel.
  */
-import { type Graph, type Node, nodesById, typicalSizes } from "../ir.ts";
+import type { Graph, Node } from "../ir/types.ts";
+import { nodesById } from "../ir/walks.ts";
+import { typicalSizes } from "../ir/cost.ts";
 
 /** Reassociate 2-D matmul chains whose inner product has no other use. */
 export function reassociate(graph: Graph): Graph {

@@ -7,7 +7,8 @@
  * inlined; and `transpose(transpose(x))` is `x`.
  */
 import { BINARY, UNARY } from "../interp.ts";
-import { type Dim, type Graph, type Node, nodesById, substitute } from "../ir.ts";
+import type { Dim, Graph, Node } from "../ir/types.ts";
+import { nodesById, substitute } from "../ir/walks.ts";
 
 /** `graph` with identity gathers and double transposes replaced by their operands. */
 export function simplify(graph: Graph): Graph {

@@ -3,8 +3,8 @@
  * operation, operand node ids, a static type (element kind + symbolic shape) and its source span.
  * The interpreter evaluates it; later passes rewrite it; the GPU lowering reads it.
  */
-import type { Span } from "./errors.ts";
-import type { DType } from "./tensor.ts";
+import type { Span } from "../errors.ts";
+import type { DType } from "../tensor.ts";
 
 /** A size: a known integer, or a symbol (like "n") bound from input shapes at run time. */
 export type Dim = number | string;
@@ -160,111 +160,4 @@ export interface Graph {
   source: string;
   /** The file name used in diagnostics. */
   file: string;
-}
-
-/** Render a type as `float[n, 64]`. */
-export function showType(t: TensorType): string {
-  const dims = `[${t.shape.join(", ")}]`;
-  return t.dtype === "float" ? dims : `${t.dtype}${dims}`;
-}
-
-/** Render one node as a line of IR text. */
-export function showNode(n: Node): string {
-  const { op, ...attrs } = n.op;
-  const parts = Object.entries(attrs)
-    .filter(([k]) => k !== "body" && k !== "results")
-    .map(([k, v]) =>
-      `${k}=${
-        typeof v === "string" ? JSON.stringify(v) : k === "score" ? showScore(v as Score) : v
-      }`
-    );
-  const args = n.args.map((a) => `%${a}`).join(", ");
-  const name = n.name ? `  # ${n.name}` : "";
-  return `%${n.id}: ${showType(n.type)} = ${op}${
-    parts.length ? `{${parts.join(", ")}}` : ""
-  }(${args})${name}`;
-}
-
-/** Render a graph as IR text, loops indented. */
-export function showGraph(g: Graph): string {
-  const lines: string[] = [];
-  const walk = (nodes: Node[], indent: string) => {
-    for (const n of nodes) {
-      lines.push(indent + showNode(n));
-      if (n.op.op === "loop") {
-        walk(n.op.body, indent + "  ");
-        lines.push(`${indent}  yield ${n.op.results.map((r) => `%${r}`).join(", ")}`);
-      }
-    }
-  };
-  for (const i of g.inputs) lines.push(`input ${i.name}: ${showType(i.type)}`);
-  walk(g.nodes, "");
-  lines.push(`return %${g.output}`);
-  return lines.join("\n");
-}
-
-/** Render a fused attention score as an expression over q·k, i, j and its leaves. */
-export function showScore(s: Score): string {
-  switch (s.kind) {
-    case "qk":
-      return "a_i·b_j";
-    case "i":
-    case "j":
-      return s.kind;
-    case "const":
-      return String(s.value);
-    case "size":
-      return s.name;
-    case "leaf":
-      return s.at === "scalar" ? `%arg${s.arg}` : `%arg${s.arg}[${s.at}]`;
-    case "unary":
-      return `${s.fn}(${showScore(s.x)})`;
-    case "binary":
-      return `${s.fn}(${showScore(s.a)}, ${showScore(s.b)})`;
-    case "where":
-      return `where(${showScore(s.c)}, ${showScore(s.a)}, ${showScore(s.b)})`;
-    case "cast":
-      return `${s.to}(${showScore(s.x)})`;
-  }
-}
-
-/** Every node of a graph by id, loop bodies included. */
-export function nodesById(graph: Graph): Map<number, Node> {
-  const byId = new Map<number, Node>();
-  const visit = (nodes: Node[]) => {
-    for (const n of nodes) {
-      byId.set(n.id, n);
-      if (n.op.op === "loop") visit(n.op.body);
-    }
-  };
-  visit(graph.nodes);
-  return byId;
-}
-
-/** A copy of `graph` in which every use of a key of `map` reads its value instead. */
-export function substitute(graph: Graph, map: Map<number, number>): Graph {
-  if (map.size === 0) return graph;
-  const to = (id: number): number => (map.has(id) ? to(map.get(id)!) : id);
-  const visit = (nodes: Node[]): Node[] =>
-    nodes.map((n) => {
-      const args = n.args.map(to);
-      if (n.op.op === "loop") {
-        const op = { ...n.op, body: visit(n.op.body), results: n.op.results.map(to) };
-        return { ...n, args, op };
-      }
-      return { ...n, args };
-    });
-  return { ...graph, nodes: visit(graph.nodes), output: to(graph.output) };
-}
-
-/**
- * A typical value of each size symbol, for cost decisions made before sizes are known: a symbol
- * that is the leading (row) axis of a matrix input is a sequence length (4096); any other, a
- * head or feature size (64).
- */
-export function typicalSizes(graph: Graph): (d: Dim) => number {
-  const rows = new Set(
-    graph.inputs.filter((i) => i.type.shape.length >= 2).map((i) => i.type.shape[0]),
-  );
-  return (d) => (typeof d === "number" ? d : rows.has(d) ? 4096 : 64);
 }

@@ -1,0 +1,14 @@
+/** Cost guesses made before sizes are known. */
+import type { Dim, Graph } from "./types.ts";
+
+/**
+ * A typical value of each size symbol, for cost decisions made before sizes are known: a symbol
+ * that is the leading (row) axis of a matrix input is a sequence length (4096); any other, a
+ * head or feature size (64).
+ */
+export function typicalSizes(graph: Graph): (d: Dim) => number {
+  const rows = new Set(
+    graph.inputs.filter((i) => i.type.shape.length >= 2).map((i) => i.type.shape[0]),
+  );
+  return (d) => (typeof d === "number" ? d : rows.has(d) ? 4096 : 64);
+}

@@ -1,0 +1,68 @@
+/** IR as text: types, nodes, graphs and fused scores, for `explain` and test messages. */
+import type { Graph, Node, Score, TensorType } from "./types.ts";
+
+/** Render a type as `float[n, 64]`. */
+export function showType(t: TensorType): string {
+  const dims = `[${t.shape.join(", ")}]`;
+  return t.dtype === "float" ? dims : `${t.dtype}${dims}`;
+}
+
+/** Render one node as a line of IR text. */
+export function showNode(n: Node): string {
+  const { op, ...attrs } = n.op;
+  const parts = Object.entries(attrs)
+    .filter(([k]) => k !== "body" && k !== "results")
+    .map(([k, v]) =>
+      `${k}=${
+        typeof v === "string" ? JSON.stringify(v) : k === "score" ? showScore(v as Score) : v
+      }`
+    );
+  const args = n.args.map((a) => `%${a}`).join(", ");
+  const name = n.name ? `  # ${n.name}` : "";
+  return `%${n.id}: ${showType(n.type)} = ${op}${
+    parts.length ? `{${parts.join(", ")}}` : ""
+  }(${args})${name}`;
+}
+
+/** Render a graph as IR text, loops indented. */
+export function showGraph(g: Graph): string {
+  const lines: string[] = [];
+  const walk = (nodes: Node[], indent: string) => {
+    for (const n of nodes) {
+      lines.push(indent + showNode(n));
+      if (n.op.op === "loop") {
+        walk(n.op.body, indent + "  ");
+        lines.push(`${indent}  yield ${n.op.results.map((r) => `%${r}`).join(", ")}`);
+      }
+    }
+  };
+  for (const i of g.inputs) lines.push(`input ${i.name}: ${showType(i.type)}`);
+  walk(g.nodes, "");
+  lines.push(`return %${g.output}`);
+  return lines.join("\n");
+}
+
+/** Render a fused attention score as an expression over q·k, i, j and its leaves. */
+export function showScore(s: Score): string {
+  switch (s.kind) {
+    case "qk":
+      return "a_i·b_j";
+    case "i":
+    case "j":
+      return s.kind;
+    case "const":
+      return String(s.value);
+    case "size":
+      return s.name;
+    case "leaf":
+      return s.at === "scalar" ? `%arg${s.arg}` : `%arg${s.arg}[${s.at}]`;
+    case "unary":
+      return `${s.fn}(${showScore(s.x)})`;
+    case "binary":
+      return `${s.fn}(${showScore(s.a)}, ${showScore(s.b)})`;
+    case "where":
+      return `where(${showScore(s.c)}, ${showScore(s.a)}, ${showScore(s.b)})`;
+    case "cast":
+      return `${s.to}(${showScore(s.x)})`;
+  }
+}
