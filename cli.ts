@@ -19,7 +19,7 @@
  * @module
  */
 import { AttuneError, compileSync, type Program, verify } from "./mod.ts";
-import { CompileError, DeviceError, lineCol } from "./compiler/errors.ts";
+import { CompileError, DeviceError, lineCol, MAX_SEED, UsageError } from "./compiler/errors.ts";
 import { NpyError, readNpy, writeNpy } from "./runtime/npy.ts";
 import { showGraph } from "./compiler/ir/print.ts";
 import { sizeOf, type Tensor } from "./compiler/tensor.ts";
@@ -62,7 +62,18 @@ options:
 Relative paths are taken from the directory you ran the command in. --flag=VALUE works for
 every option. Exit status: 0 ok, 1 diagnostic, 2 usage error.`;
 
-class UsageError extends Error {}
+/**
+ * A decimal number as people type it: digits with an optional sign, point and exponent. No hex,
+ * no blanks, no empty string (`Number` reads "" and " " as 0 and "0x10" as 16).
+ */
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
+/** `text` as a number if it is one written in decimal, else undefined. */
+function strictNumber(text: string): number | undefined {
+  if (!DECIMAL.test(text)) return undefined;
+  const n = Number(text);
+  return Number.isFinite(n) ? n : undefined;
+}
 
 /** Why `parseArgs` stopped early: the user asked for help or the version. */
 type Early = { early: "help" | "version" };
@@ -141,6 +152,13 @@ function parseArgs(argv: string[]): Args | Early {
     if (!m) throw new UsageError(`${flag} expects NAME=VALUE, got ${s || "nothing"}`);
     return [m[1], m[2]];
   };
+  // Given twice, an option is refused rather than the last one silently winning.
+  const single: Record<string, true> = {};
+  const once = (flag: string, name: string, seen: Record<string, unknown>) => {
+    const key = name || flag;
+    if (key in seen) throw new UsageError(`${name ? `${flag} ${name}` : flag} is given twice`);
+    if (!name) single[flag] = true;
+  };
   const files: string[] = [];
   let onlyFiles = false;
   for (let i = 0; i < rest.length; i++) {
@@ -176,33 +194,44 @@ function parseArgs(argv: string[]): Args | Early {
     switch (flag) {
       case "--param": {
         const [k, v] = pair(flag, value);
-        const num = v === "true" ? true : v === "false" ? false : Number(v);
-        if (typeof num === "number" && !Number.isFinite(num)) {
-          throw new UsageError(`--param ${k} expects a number, true or false, got ${v}`);
+        const num = v === "true" ? true : v === "false" ? false : strictNumber(v);
+        if (num === undefined) {
+          throw new UsageError(
+            `--param ${k} expects a decimal number, true or false, got ${JSON.stringify(v)}`,
+          );
         }
+        once(flag, k, a.params);
         a.params[k] = num;
         break;
       }
       case "--size": {
         const [k, v] = pair(flag, value);
-        const n = Number(v);
-        if (!Number.isInteger(n) || n < 0) {
-          throw new UsageError(`--size ${k} expects a whole number, got ${v}`);
+        const n = strictNumber(v);
+        if (n === undefined || !Number.isSafeInteger(n) || n < 0) {
+          throw new UsageError(`--size ${k} expects a whole number, got ${JSON.stringify(v)}`);
         }
+        once(flag, k, a.sizes);
         a.sizes[k] = n;
         break;
       }
       case "--in": {
         const [k, v] = pair(flag, value);
+        once(flag, k, a.inputs);
         a.inputs[k] = v;
         break;
       }
       case "--entry":
+        once(flag, "", single);
         a.entry = value;
         break;
       case "--seed": {
-        const s = value.trim() === "" ? NaN : Number(value);
-        if (!Number.isInteger(s)) throw new UsageError(`--seed expects an integer, got ${value}`);
+        const s = /^\d+$/.test(value) ? Number(value) : NaN;
+        if (!(s <= MAX_SEED)) {
+          throw new UsageError(
+            `--seed expects a whole number from 0 to ${MAX_SEED}, got ${JSON.stringify(value)}`,
+          );
+        }
+        once(flag, "", single);
         a.seed = s;
         break;
       }
@@ -210,6 +239,7 @@ function parseArgs(argv: string[]): Args | Early {
         if (value !== "interp" && value !== "gpu" && value !== "auto") {
           throw new UsageError(`--backend is auto, gpu or interp, got ${value}`);
         }
+        once(flag, "", single);
         a.backend = value;
         break;
       }
@@ -217,10 +247,12 @@ function parseArgs(argv: string[]): Args | Early {
         if (value !== "f4" && value !== "f8") {
           throw new UsageError(`--dtype is f4 or f8, got ${value}`);
         }
+        once(flag, "", single);
         a.dtype = value === "f4" ? "<f4" : "<f8";
         break;
       }
       case "--out":
+        once(flag, "", single);
         a.out = value;
         break;
     }
@@ -330,7 +362,9 @@ export async function main(argv: string[], options: MainOptions = {}): Promise<n
   const at = (p: string) => resolvePath(base, p);
   const checkJson = args.command === "check" && args.json;
   try {
-    const source = await Deno.readTextFile(at(args.file));
+    // Before any compute: an output that cannot be written should not cost the run first.
+    if (args.out) await checkOut(args.out, at, args.file, Object.values(args.inputs));
+    const source = await readProgram(at(args.file), args.file);
     const program: Program = compileSync(source, {
       params: args.params,
       entry: args.entry,
@@ -422,6 +456,54 @@ export async function main(argv: string[], options: MainOptions = {}): Promise<n
     } else if (diagnostic(e, args.file)) console.error(`error: ${(e as Error).message}`);
     else throw e;
     return 1;
+  }
+}
+
+/** The program text; a directory or a missing file is named as such. */
+async function readProgram(path: string, shown: string): Promise<string> {
+  const info = await Deno.stat(path).catch(() => undefined);
+  if (info?.isDirectory) {
+    const dir = shown.replace(/[\\/]+$/, "");
+    throw new UsageError(`${shown} is a directory; give one FILE.attn (e.g. ${dir}/exact.attn)`);
+  }
+  return await Deno.readTextFile(path);
+}
+
+/** `path` with symbolic links resolved where it exists, else as given. */
+async function real(path: string): Promise<string> {
+  return await Deno.realPath(path).catch(() => path);
+}
+
+/**
+ * Refuse an output path that cannot be written or would destroy what the run reads: a directory,
+ * a path in a directory that does not exist, the program or an input file.
+ */
+async function checkOut(
+  shown: string,
+  at: (p: string) => string,
+  program: string,
+  inputs: string[],
+): Promise<void> {
+  const out = at(shown);
+  const info = await Deno.stat(out).catch(() => undefined);
+  if (info?.isDirectory) throw new UsageError(`--out ${shown} is a directory; name a file in it`);
+  const slash = Math.max(out.lastIndexOf("/"), out.lastIndexOf("\\"));
+  const dir = slash < 0 ? "." : out.slice(0, slash) || "/";
+  const dirInfo = await Deno.stat(dir).catch(() => undefined);
+  if (!dirInfo?.isDirectory) {
+    throw new UsageError(`--out ${shown}: the directory ${dir} does not exist; create it first`);
+  }
+  if (!info) return;
+  const target = await real(out);
+  if (target === await real(at(program))) {
+    throw new UsageError(`--out ${shown} is the program file; writing it would destroy the source`);
+  }
+  for (const input of inputs) {
+    if (target === await real(at(input))) {
+      throw new UsageError(
+        `--out ${shown} is also an input (--in ${input}); write to another file`,
+      );
+    }
   }
 }
 

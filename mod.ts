@@ -15,7 +15,7 @@
  * @module
  */
 import { check } from "./compiler/check.ts";
-import { AttuneError, DeviceError } from "./compiler/errors.ts";
+import { AttuneError, checkSeed, DeviceError, UsageError } from "./compiler/errors.ts";
 import { interpret } from "./compiler/interp.ts";
 import type { Graph } from "./compiler/ir/types.ts";
 import { showGraph, showType } from "./compiler/ir/print.ts";
@@ -26,10 +26,17 @@ import { DEFAULT_STORAGE_BUFFERS, type ExecPlan, lowerGraph } from "./compiler/l
 import { getDevice } from "./runtime/device.ts";
 import { execute, type RunStats } from "./runtime/executor.ts";
 import { fillRandom } from "./compiler/rng.ts";
-import { sizeOf, type Tensor, type TensorInput } from "./compiler/tensor.ts";
+import { checkShape, sizeOf, type Tensor, type TensorInput } from "./compiler/tensor.ts";
 import { asTensors } from "./compiler/bind.ts";
 
-export { AttuneError, CompileError, DeviceError, LimitError } from "./compiler/errors.ts";
+export {
+  AttuneError,
+  CompileError,
+  DeviceError,
+  LimitError,
+  MAX_SEED,
+  UsageError,
+} from "./compiler/errors.ts";
 export type { Span } from "./compiler/errors.ts";
 export type { DType, NestedNumbers, Tensor, TensorInput, TensorLike } from "./compiler/tensor.ts";
 export { tensor } from "./compiler/tensor.ts";
@@ -91,7 +98,7 @@ export type Backend = "interp" | "gpu" | "auto";
  */
 export async function whichBackend(backend: Backend = "interp"): Promise<"interp" | "gpu"> {
   if (backend !== "auto" && backend !== "interp" && backend !== "gpu") {
-    throw new AttuneError(`unknown backend ${JSON.stringify(backend)}: use interp, gpu or auto`);
+    throw new UsageError(`unknown backend ${JSON.stringify(backend)}: use interp, gpu or auto`);
   }
   if (backend !== "auto") return backend;
   try {
@@ -187,6 +194,16 @@ export function compile(source: string, options: CompileOptions = {}): Promise<P
 
 /** Synchronous form of `compile`. */
 export function compileSync(source: string, options: CompileOptions = {}): Program {
+  if (typeof source !== "string") {
+    throw new UsageError(
+      `compile takes the program text as a string, got ${
+        source === null ? "null" : typeof source
+      }; read a file with Deno.readTextFile first`,
+    );
+  }
+  if (options === null || typeof options !== "object") {
+    throw new UsageError(`compile's options must be an object, got ${String(options)}`);
+  }
   const graph = eliminateDeadCode(check(parse(source, options.file), options));
   // The interpreter runs the checked graph as written; the GPU runs the optimized one.
   const { graph: optimized, stages } = options.fuse === false
@@ -208,6 +225,7 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
   return {
     graph,
     async run(given: Record<string, TensorInput>, runOptions: RunOptions = {}): Promise<Tensor> {
+      checkSeed(runOptions.seed, "run's seed");
       const inputs = asTensors(graph, given);
       if ((await whichBackend(runOptions.backend ?? "interp")) === "gpu") {
         const { output } = await execute(optimized, await gpuPlan(), inputs, {
@@ -221,6 +239,7 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
     optimized,
     passes: stages,
     async profile(given: Record<string, TensorInput>, runOptions: RunOptions = {}) {
+      checkSeed(runOptions.seed, "profile's seed");
       const inputs = asTensors(optimized, given);
       return execute(optimized, await gpuPlan(), inputs, {
         seed: runOptions.seed,
@@ -300,6 +319,8 @@ export interface RandomTensorOptions {
 
 /** A tensor of seeded random values from Attune's Philox generator (reproducible anywhere). */
 export function randomTensor(shape: number[], options: RandomTensorOptions = {}): Tensor {
+  checkShape(shape, "randomTensor");
+  checkSeed(options.seed, "randomTensor's seed");
   const data = new Float64Array(sizeOf(shape));
   fillRandom(data, options.kind ?? "randn", { seed: options.seed ?? 0, stream: 0x7e57, slice: 0 });
   const scale = options.scale ?? 1;

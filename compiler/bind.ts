@@ -83,6 +83,28 @@ export function bindInputs(graph: Graph, given: Record<string, TensorInput>): {
     batch = merged;
     leads.set(decl.name, lead);
   }
+  // An input of lower declared rank may broadcast over the batch dims of the highest-rank inputs
+  // (a key mask [B, m] beside q [B, H, n, d]) but not add dims of its own: a [64, 64] tensor given
+  // for a [m] mask beside a [n, d] q is a mistake, not 64 batches.
+  const passed = graph.inputs.filter((d) => inputs[d.name]);
+  const top = Math.max(0, ...passed.map((d) => d.type.shape.length));
+  const topDecls = passed.filter((d) => d.type.shape.length === top);
+  const topLead = Math.max(0, ...topDecls.map((d) => leads.get(d.name)!.length));
+  for (const decl of passed) {
+    const lead = leads.get(decl.name)!;
+    if (lead.length <= topLead) continue;
+    const ref = topDecls[0];
+    fail(
+      `input ${decl.name} is declared ${fmtShape(decl.type.shape)} but has shape [${
+        inputs[decl.name].shape.join(", ")
+      }]: its leading ${lead.length === 1 ? "dim" : "dims"} [${lead.join(", ")}] would be ${
+        lead.length === 1 ? "a batch dim" : "batch dims"
+      } that ${ref.name} (shape [${inputs[ref.name].shape.join(", ")}]) does not have`,
+      decl,
+      `check the shape; to run a smaller input over batches, give ${ref.name} leading dims too ` +
+        "(a leading 1 broadcasts)",
+    );
+  }
   const perInput = new Map<string, (slice: number) => Tensor>();
   for (const decl of graph.inputs) {
     const t = inputs[decl.name];
@@ -223,7 +245,11 @@ function asTensor(graph: Graph, name: string, value: TensorInput): Tensor {
     !Array.isArray(shape) ||
     !shape.every((d) => typeof d === "number" && Number.isInteger(d) && d >= 0)
   ) {
-    fail(`has shape ${describe(shape)}; a shape is an array of non-negative integers`);
+    fail(
+      `has shape ${
+        Array.isArray(shape) ? `[${shape.join(", ")}]` : describe(shape)
+      }; a shape is an array of whole numbers ≥ 0`,
+    );
   }
   const dtype: DType = value.dtype ?? declared;
   if (data instanceof Float64Array) {

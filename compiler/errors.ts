@@ -91,6 +91,30 @@ export class LimitError extends AttuneError {
   override name = "LimitError";
 }
 
+/**
+ * The library or the command line was called wrongly: an argument of the wrong kind, an unknown
+ * option value, a seed the generator does not take. The message names the argument, what it got
+ * and what it takes.
+ */
+export class UsageError extends AttuneError {
+  /** The class name. */
+  override name = "UsageError";
+}
+
+/** The largest seed: seeds are a u32 key of the Philox generator. */
+export const MAX_SEED = 0xffff_ffff;
+
+/** Throw a UsageError unless `seed` is undefined or an integer in [0, MAX_SEED]. */
+export function checkSeed(seed: unknown, what = "seed"): void {
+  if (seed === undefined) return;
+  if (typeof seed !== "number" || !Number.isInteger(seed) || seed < 0 || seed > MAX_SEED) {
+    const got = typeof seed === "string" ? `the string ${JSON.stringify(seed)}` : String(seed);
+    throw new UsageError(
+      `${what} must be a whole number from 0 to ${MAX_SEED} (the generator's u32 key), got ${got}`,
+    );
+  }
+}
+
 /** Levenshtein distance, for "did you mean" suggestions. */
 export function editDistance(a: string, b: string): number {
   const row = Array.from({ length: b.length + 1 }, (_, j) => j);

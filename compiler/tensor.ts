@@ -1,4 +1,5 @@
 /** Host tensors: the values that flow in and out of the interpreter, the CLI and the runtime. */
+import { UsageError } from "./errors.ts";
 
 /** Element kinds of the language. The interpreter stores all of them as float64. */
 export type DType = "float" | "int" | "bool";
@@ -43,14 +44,32 @@ export function sizeOf(shape: readonly number[]): number {
   return s;
 }
 
+/** Throw a UsageError unless `shape` is an array of whole numbers ≥ 0 with ≤ 2^53 elements. */
+export function checkShape(shape: unknown, what: string): asserts shape is number[] {
+  if (
+    !Array.isArray(shape) ||
+    !shape.every((d) => typeof d === "number" && Number.isInteger(d) && d >= 0)
+  ) {
+    throw new UsageError(
+      `${what}: a shape is an array of whole numbers ≥ 0, got ${
+        Array.isArray(shape) ? `[${shape.join(", ")}]` : String(shape)
+      }`,
+    );
+  }
+  if (!Number.isSafeInteger(sizeOf(shape))) {
+    throw new UsageError(`${what}: shape [${shape.join(", ")}] has more than 2^53 elements`);
+  }
+}
+
 /** Build a tensor, copying `data` into float64. */
 export function tensor(
   shape: number[],
   data: ArrayLike<number>,
   dtype: DType = "float",
 ): Tensor {
+  checkShape(shape, "tensor");
   if (data.length !== sizeOf(shape)) {
-    throw new RangeError(
+    throw new UsageError(
       `tensor: shape [${shape.join(", ")}] holds ${
         sizeOf(shape)
       } elements but ${data.length} were given`,

@@ -69,7 +69,12 @@ interface Cursor {
   text: string;
   pos: number;
   name: string | undefined;
+  /** Open brackets around the cursor (a real header nests two deep). */
+  depth: number;
 }
+
+/** Nesting past this is refused: a header nests 2 deep, and recursion must not overflow. */
+const MAX_HEADER_DEPTH = 32;
 
 /** Report a syntax error in the header at the cursor. */
 function syntaxError(c: Cursor, what: string): never {
@@ -98,9 +103,19 @@ function parseValue(c: Cursor): PyValue {
   skipSpace(c);
   const ch = c.text[c.pos];
   if (ch === "'" || ch === '"') return { kind: "str", value: parseString(c) };
-  if (ch === "(") return parseSequence(c, ")", "tuple");
-  if (ch === "[") return parseSequence(c, "]", "list");
-  if (ch === "{") return parseDict(c);
+  if (ch === "(" || ch === "[" || ch === "{") {
+    if (c.depth >= MAX_HEADER_DEPTH) {
+      return syntaxError(c, `brackets nested more than ${MAX_HEADER_DEPTH} deep`);
+    }
+    c.depth++;
+    const v = ch === "("
+      ? parseSequence(c, ")", "tuple")
+      : ch === "["
+      ? parseSequence(c, "]", "list")
+      : parseDict(c);
+    c.depth--;
+    return v;
+  }
   const intMatch = /[+-]?[0-9]+[lL]?/y;
   intMatch.lastIndex = c.pos;
   const int = intMatch.exec(c.text);
@@ -269,7 +284,7 @@ function parseDescr(descr: string, name: string | undefined): ElementFormat {
 
 /** Parse and check the header text. */
 function parseHeader(text: string, name: string | undefined): Header {
-  const c: Cursor = { text, pos: 0, name };
+  const c: Cursor = { text, pos: 0, name, depth: 0 };
   skipSpace(c);
   if (c.text[c.pos] !== "{") {
     return syntaxError(c, `${describeNext(c)}, expected '{'`);
@@ -315,11 +330,19 @@ function parseHeader(text: string, name: string | undefined): Header {
   }
   const shape: number[] = [];
   for (const d of shapeValue.items) {
-    if (d.kind !== "int" || d.value < 0n || d.value > BigInt(Number.MAX_SAFE_INTEGER)) {
+    if (d.kind !== "int" || d.value < 0n) {
       return fail(
         "the header's 'shape' must hold non-negative integers",
         name,
         RESAVE,
+      );
+    }
+    if (d.value > BigInt(Number.MAX_SAFE_INTEGER)) {
+      return fail(
+        `the header's 'shape' has a dimension of ${d.value}, past 2^53 - 1 (the largest size ` +
+          "Attune can address)",
+        name,
+        "no such array fits in memory; the header is damaged or was written wrongly",
       );
     }
     shape.push(Number(d.value));
@@ -588,13 +611,40 @@ export async function writeNpy(
 ): Promise<void> {
   const bytes = encodeNpy(t, options);
   try {
-    await Deno.writeFile(path, bytes);
+    await writeFileAtomic(path, bytes);
   } catch (e) {
     const why = e instanceof Error ? e.message : String(e);
     return fail(
-      `cannot write the file (${why})`,
+      `cannot write the file (${why}); any previous file at that path is unchanged`,
       path,
-      "check that the directory exists and that write permission is granted (--allow-write)",
+      "check that the directory exists, has room, and that write permission is granted " +
+        "(--allow-write covering the directory: the file is written beside it first)",
     );
+  }
+}
+
+/**
+ * Write `bytes` to `path` whole or not at all: into a temporary file in the same directory,
+ * renamed over `path` once complete, so a write that fails part-way (a full disk) leaves the
+ * previous file intact. `write` writes some bytes and returns how many (a test hook).
+ */
+export async function writeFileAtomic(
+  path: string,
+  bytes: Uint8Array,
+  write: (file: Deno.FsFile, bytes: Uint8Array) => Promise<number> = (f, b) => f.write(b),
+): Promise<void> {
+  const temp = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+  const file = await Deno.open(temp, { write: true, createNew: true });
+  try {
+    for (let done = 0; done < bytes.length;) done += await write(file, bytes.subarray(done));
+    await file.sync();
+    file.close();
+    await Deno.rename(temp, path);
+  } catch (e) {
+    try {
+      file.close();
+    } catch { /* already closed */ }
+    await Deno.remove(temp).catch(() => {});
+    throw e;
   }
 }

@@ -4,7 +4,8 @@
  * backend `run` used. Also the library's input leniency (plain arrays) and its exports.
  */
 import assert from "node:assert/strict";
-import { callerDir, main, resolvePath, VERSION } from "../cli.ts";
+import { callerDir, resolvePath, VERSION } from "../cli.ts";
+import { cli } from "./cli_helpers.ts";
 import {
   AttuneError,
   CompileError,
@@ -19,23 +20,6 @@ import {
 } from "../mod.ts";
 
 const EXAMPLES = new URL("../examples/", import.meta.url).pathname;
-
-/** Run `main` capturing what it prints: stdout (console.log) and stderr (console.error). */
-async function cli(
-  argv: string[],
-  cwd?: string,
-): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [], err: string[] = [];
-  const [log, error] = [console.log, console.error];
-  console.log = (...xs: unknown[]) => out.push(xs.join(" "));
-  console.error = (...xs: unknown[]) => err.push(xs.join(" "));
-  try {
-    const code = await main(argv, cwd === undefined ? {} : { cwd });
-    return { code, out: out.join("\n"), err: err.join("\n") };
-  } finally {
-    [console.log, console.error] = [log, error];
-  }
-}
 
 Deno.test("cli: --help and -h print the usage on stdout and exit 0, anywhere in the line", async () => {
   for (const argv of [["--help"], ["-h"], ["help"], ["run", "x.attn", "--help"], ["check", "-h"]]) {

@@ -1,0 +1,281 @@
+/**
+ * Bad input never crashes or loses data: each case a careless or hostile user hit (issue "Bad
+ * input never crashes, hangs or loses data") gets a named Attune error whose first line is pinned
+ * here, and output files are written whole or not at all.
+ */
+import assert from "node:assert/strict";
+import {
+  CompileError,
+  compileSync,
+  decodeNpy,
+  encodeNpy,
+  NpyError,
+  randomTensor,
+  readNpy,
+  tensor,
+  UsageError,
+  writeNpy,
+} from "../mod.ts";
+import { writeFileAtomic } from "../runtime/npy.ts";
+import { cli } from "./cli_helpers.ts";
+
+const EXACT = `def f(q: [n, d], k: [m, d], v: [m, e], km: [m] = ones) -> [n, e] {
+  s = q @ k^T
+  s = where(km > 0, s, -1e9)
+  return softmax(s, axis=1) @ v
+}`;
+
+function rand(shape: number[], seed = 1) {
+  return randomTensor(shape, { seed });
+}
+
+/** The first line of the message of what `f` throws, checking its class. */
+async function firstLine(
+  f: () => unknown,
+  kind: new (...args: never[]) => Error,
+): Promise<string> {
+  try {
+    await f();
+  } catch (e) {
+    assert.ok(e instanceof kind, `expected ${kind.name}, got ${(e as Error).name}: ${e}`);
+    return (e as Error).message.split("\n")[0];
+  }
+  throw new assert.AssertionError({ message: `expected ${kind.name}, nothing was thrown` });
+}
+
+// --- The API ------------------------------------------------------------------------------------
+
+Deno.test("api: compile of a non-string is a UsageError, not a TypeError or a 1:NaN location", async () => {
+  for (const bad of [42, undefined, null, { text: "def" }]) {
+    assert.match(
+      await firstLine(() => compileSync(bad as unknown as string), UsageError),
+      /^compile takes the program text as a string, got (number|undefined|null|object);/,
+    );
+  }
+});
+
+Deno.test('api: seeds the generator does not take are refused (NaN, 1.5, "7", -1, 2^32)', async () => {
+  const p = compileSync(EXACT);
+  const inputs = { q: rand([3, 4]), k: rand([5, 4], 2), v: rand([5, 2], 3) };
+  for (const seed of [NaN, 1.5, "7", -1, 2 ** 32]) {
+    assert.match(
+      await firstLine(() => p.run(inputs, { seed: seed as number }), UsageError),
+      /^run's seed must be a whole number from 0 to 4294967295 \(the generator's u32 key\), got /,
+    );
+  }
+  assert.equal((await p.run(inputs, { seed: 2 ** 32 - 1 })).shape.join(), "3,2");
+  await firstLine(() => randomTensor([2], { seed: 0.5 }), UsageError);
+});
+
+Deno.test('api: an unknown backend ("GPU", "cuda") is a UsageError, not a silent interpreter run', async () => {
+  const p = compileSync(EXACT);
+  const inputs = { q: rand([3, 4]), k: rand([5, 4], 2), v: rand([5, 2], 3) };
+  for (const backend of ["GPU", "cuda"]) {
+    assert.equal(
+      await firstLine(() => p.run(inputs, { backend: backend as "gpu" }), UsageError),
+      `unknown backend "${backend}": use interp, gpu or auto`,
+    );
+  }
+});
+
+Deno.test("api: fractional, negative or missing dims are refused by tensor() and run()", async () => {
+  assert.equal(
+    await firstLine(() => tensor([4.5, 8], new Float64Array(36)), UsageError),
+    "tensor: a shape is an array of whole numbers ≥ 0, got [4.5, 8]",
+  );
+  await firstLine(() => tensor([-1], []), UsageError);
+  await firstLine(() => randomTensor([2, 0.5]), UsageError);
+  const p = compileSync(EXACT);
+  const base = { k: rand([5, 4], 2), v: rand([5, 2], 3) };
+  assert.match(
+    await firstLine(
+      () => p.run({ ...base, q: { shape: [4.5, 8], data: new Float64Array(36) } }),
+      CompileError,
+    ),
+    /input q has shape \[4\.5, 8\]; a shape is an array of whole numbers ≥ 0$/,
+  );
+  assert.match(
+    await firstLine(
+      () => p.run({ ...base, q: { shape: undefined as unknown as number[], data: [1] } }),
+      CompileError,
+    ),
+    /input q has shape undefined; a shape is an array of whole numbers ≥ 0$/,
+  );
+  // A plain number array where a matrix belongs: its rank is named.
+  assert.match(
+    await firstLine(() => p.run({ ...base, q: [1, 2, 3] }), CompileError),
+    /input q should have rank 2 \(\[n, d\]\) but has shape \[3\]$/,
+  );
+});
+
+Deno.test("api: a 2-D [m, m] tensor given for a [m] mask is refused, not read as m batches", async () => {
+  const p = compileSync(EXACT);
+  const inputs = { q: rand([3, 4]), k: rand([5, 4], 2), v: rand([5, 2], 3) };
+  assert.match(
+    await firstLine(() => p.run({ ...inputs, km: rand([5, 5], 4) }), CompileError),
+    /input km is declared \[m\] but has shape \[5, 5\]: its leading dim \[5\] would be a batch dim that q \(shape \[3, 4\]\) does not have$/,
+  );
+  // A mask over batches beside batched q, k, v still broadcasts: [B, m] with [B, H, n, d].
+  const batched = { q: rand([2, 3, 3, 4]), k: rand([2, 3, 5, 4], 2), v: rand([2, 3, 5, 2], 3) };
+  const y = await p.run({ ...batched, km: tensor([2, 5], [1, 1, 0, 1, 1, 1, 0, 1, 1, 1]) });
+  assert.deepEqual(y.shape, [2, 3, 3, 2]);
+});
+
+// --- .npy files ---------------------------------------------------------------------------------
+
+/** A version-2 .npy with this header text (padded) and no data. */
+function npyWithHeader(header: string): Uint8Array {
+  const text = header + " ".repeat((64 - ((12 + header.length + 1) % 64)) % 64) + "\n";
+  const bytes = new Uint8Array(12 + text.length);
+  bytes.set([0x93, ...new TextEncoder().encode("NUMPY"), 2, 0]);
+  new DataView(bytes.buffer).setUint32(8, text.length, true);
+  bytes.set(new TextEncoder().encode(text), 12);
+  return bytes;
+}
+
+Deno.test("npy: a header nested 3,800 deep is an NpyError, not a stack overflow", async () => {
+  const deep = "{'descr': '<f8', 'fortran_order': False, 'shape': (), 'x': " + "[".repeat(3800) +
+    "]".repeat(3800) + "}";
+  assert.match(
+    await firstLine(() => decodeNpy(npyWithHeader(deep), "deep.npy"), NpyError),
+    /^npy: cannot parse the header dictionary \(brackets nested more than 32 deep at character \d+ of /,
+  );
+});
+
+Deno.test("npy: a dimension past 2^53 is named as such", async () => {
+  const huge = "{'descr': '<f8', 'fortran_order': False, 'shape': (9007199254740993,), }";
+  assert.match(
+    await firstLine(() => decodeNpy(npyWithHeader(huge), "huge.npy"), NpyError),
+    /^npy: the header's 'shape' has a dimension of 9007199254740993, past 2\^53 - 1/,
+  );
+});
+
+Deno.test("npy: a write that fails part-way leaves the previous file intact and no temporary", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/out.npy`;
+    const good = tensor([3], [1, 2, 3]);
+    await writeNpy(path, good);
+    const before = await Deno.readFile(path);
+    const bytes = encodeNpy(tensor([4096], new Float64Array(4096).fill(7)));
+    // A disk that fills up after half the file: the first write lands, the second fails.
+    let calls = 0;
+    const failing = async (file: Deno.FsFile, b: Uint8Array) => {
+      if (calls++ > 0) throw new Error("No space left on device (os error 28)");
+      return await file.write(b.subarray(0, b.length >> 1));
+    };
+    await assert.rejects(() => writeFileAtomic(path, bytes, failing), /No space left/);
+    assert.ok(calls === 2, "the failing writer ran twice");
+    assert.deepEqual(await Deno.readFile(path), before);
+    assert.deepEqual([...(await readNpy(path)).data], [1, 2, 3]);
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["out.npy"]);
+    // A complete write replaces it.
+    await writeFileAtomic(path, bytes);
+    assert.equal((await readNpy(path)).data[4095], 7);
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["out.npy"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+// --- The command line ---------------------------------------------------------------------------
+
+Deno.test("cli: numbers are parsed strictly: no empty strings, blanks, hex or out-of-range seeds", async () => {
+  const cases: [string[], string][] = [
+    [
+      ["explain", "x.attn", "--param", "landmarks= "],
+      'attune: --param landmarks expects a decimal number, true or false, got " "',
+    ],
+    [
+      ["explain", "x.attn", "--param", "landmarks=0x10"],
+      'attune: --param landmarks expects a decimal number, true or false, got "0x10"',
+    ],
+    [
+      ["explain", "x.attn", "--size", "n=1e3x"],
+      'attune: --size n expects a whole number, got "1e3x"',
+    ],
+    [
+      ["run", "x.attn", "-o", "y.npy", "--seed", ""],
+      'attune: --seed expects a whole number from 0 to 4294967295, got ""',
+    ],
+    [
+      ["run", "x.attn", "-o", "y.npy", "--seed", "4294967296"],
+      'attune: --seed expects a whole number from 0 to 4294967295, got "4294967296"',
+    ],
+    [
+      ["run", "x.attn", "-o", "y.npy", "--seed", "0x10"],
+      'attune: --seed expects a whole number from 0 to 4294967295, got "0x10"',
+    ],
+  ];
+  for (const [argv, first] of cases) {
+    const r = await cli(argv);
+    assert.equal(r.code, 2, argv.join(" "));
+    assert.equal(r.err.split("\n")[0], first);
+  }
+});
+
+Deno.test("cli: an input, parameter or option given twice is refused, not last-one-wins", async () => {
+  const cases: [string[], string][] = [
+    [
+      ["run", "x.attn", "--in", "q=a.npy", "--in", "q=b.npy", "-o", "y.npy"],
+      "attune: --in q is given twice",
+    ],
+    [
+      ["check", "x.attn", "--param", "landmarks=8", "--param=landmarks=16"],
+      "attune: --param landmarks is given twice",
+    ],
+    [["run", "x.attn", "-o", "a.npy", "--out", "b.npy"], "attune: --out is given twice"],
+    [
+      ["run", "x.attn", "-o", "a.npy", "--seed", "1", "--seed", "2"],
+      "attune: --seed is given twice",
+    ],
+  ];
+  for (const [argv, first] of cases) {
+    const r = await cli(argv);
+    assert.equal(r.code, 2, argv.join(" "));
+    assert.equal(r.err.split("\n")[0], first);
+  }
+});
+
+Deno.test("cli: a directory as the program is named, not an uncaught IsADirectory", async () => {
+  const examples = new URL("../examples/", import.meta.url).pathname;
+  const r = await cli(["check", "examples/"], new URL("..", import.meta.url).pathname);
+  assert.equal(r.code, 1);
+  assert.equal(
+    r.err,
+    "error: examples/ is a directory; give one FILE.attn (e.g. examples/exact.attn)",
+  );
+  assert.ok(examples.length > 0);
+});
+
+Deno.test("cli: --out is checked before any compute, and may not name the program or an input", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/p.attn`, EXACT);
+    await writeNpy(`${dir}/q.npy`, rand([3, 4]));
+    // The inputs k and v do not exist: reaching them would be a different error, so each of these
+    // must be caught before the inputs are read, let alone the program run.
+    const run = (out: string) =>
+      cli(
+        ["run", "p.attn", "--in", "q=q.npy", "--in", "k=k.npy", "--in", "v=v.npy", "-o", out],
+        dir,
+      );
+    const cases: [string, string][] = [
+      [
+        "nodir/y.npy",
+        `error: --out nodir/y.npy: the directory ${dir}/nodir does not exist; create it first`,
+      ],
+      [".", "error: --out . is a directory; name a file in it"],
+      ["p.attn", "error: --out p.attn is the program file; writing it would destroy the source"],
+      ["./q.npy", "error: --out ./q.npy is also an input (--in q.npy); write to another file"],
+    ];
+    for (const [out, first] of cases) {
+      const r = await run(out);
+      assert.equal(r.code, 1, out);
+      assert.equal(r.err.split("\n")[0], first);
+    }
+    assert.equal(await Deno.readTextFile(`${dir}/p.attn`), EXACT);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,0 +1,19 @@
+/** Running the command line in-process for tests, capturing what it prints. */
+import { main } from "../cli.ts";
+
+/** Run `main` capturing what it prints: stdout (console.log) and stderr (console.error). */
+export async function cli(
+  argv: string[],
+  cwd?: string,
+): Promise<{ code: number; out: string; err: string }> {
+  const out: string[] = [], err: string[] = [];
+  const [log, error] = [console.log, console.error];
+  console.log = (...xs: unknown[]) => out.push(xs.join(" "));
+  console.error = (...xs: unknown[]) => err.push(xs.join(" "));
+  try {
+    const code = await main(argv, cwd === undefined ? {} : { cwd });
+    return { code, out: out.join("\n"), err: err.join("\n") };
+  } finally {
+    [console.log, console.error] = [log, error];
+  }
+}
