@@ -1,5 +1,5 @@
 /** The syntax tree the parser builds. Every node carries its source span. */
-import type { Span } from "./errors.ts";
+import type { Span } from "../errors.ts";
 
 export type Expr =
   | { kind: "num"; value: number; isInt: boolean; span: Span }

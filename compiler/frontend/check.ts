@@ -5,10 +5,19 @@
  * with the span of the construct at fault.
  */
 import type { Arg, Expr, FunctionDef, Literal, Program, Stmt, TypeExpr } from "./ast.ts";
-import { closest, CompileError, type Span } from "./errors.ts";
-import type { BinaryFn, Dim, Graph, InputDecl, Node, Op, TensorType, UnaryFn } from "./ir/types.ts";
-import { showType } from "./ir/print.ts";
-import type { DType } from "./tensor.ts";
+import { closest, CompileError, type Span } from "../errors.ts";
+import type {
+  BinaryFn,
+  Dim,
+  Graph,
+  InputDecl,
+  Node,
+  Op,
+  TensorType,
+  UnaryFn,
+} from "../ir/types.ts";
+import { showType } from "../ir/print.ts";
+import type { DType } from "../tensor.ts";
 
 /** A compile-time value (literal, parameter, known size) or a tensor node. */
 type Val =

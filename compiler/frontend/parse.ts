@@ -12,7 +12,7 @@ import type {
   Stmt,
   TypeExpr,
 } from "./ast.ts";
-import { CompileError, type Span } from "./errors.ts";
+import { CompileError, type Span } from "../errors.ts";
 import { GRAMMAR_SOURCE } from "./grammar.ts";
 
 /** The Attune grammar (ohm-js). */
