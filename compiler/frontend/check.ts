@@ -38,8 +38,6 @@ interface Scope {
   env: Map<string, Val>;
   dims: Map<string, Dim>;
   grid?: Grid;
-  fn: string;
-  depth: number;
 }
 
 /** Options of `check`. */
@@ -160,7 +158,7 @@ class Checker {
         guess ? `did you mean ${guess}?` : `the file defines ${[...this.defs.keys()].join(", ")}`,
       );
     }
-    const scope: Scope = { env: new Map(), dims: new Map(), fn: entry.name, depth: 0 };
+    const scope: Scope = { env: new Map(), dims: new Map() };
     const params: Record<string, number | boolean> = {};
     const given = { ...(options.params ?? {}) };
     const inputs: InputDecl[] = [];
@@ -257,12 +255,10 @@ class Checker {
       if (d.kind === "name" && !scope.env.has(d.name) && !scope.dims.has(d.name)) {
         if (!declare) return d.name; // unified by the caller
         scope.dims.set(d.name, d.name);
-        const { start } = d.span;
         this.symbols[d.name] ??= {
           origin: `${what}[${t.dims.map(exprText).join(", ")}]`,
           span: d.span,
         };
-        void start;
         return d.name;
       }
       return this.dimOf(this.expr(d, scope), d.span);
@@ -1328,7 +1324,7 @@ class Checker {
       );
     }
     if (scope.grid) this.fail(`${def.name} cannot be called inside index notation`, e.span);
-    const inner: Scope = { env: new Map(), dims: new Map(), fn: def.name, depth: scope.depth + 1 };
+    const inner: Scope = { env: new Map(), dims: new Map() };
     const positional = e.args.filter((x) => !x.name);
     const keyword = new Map(e.args.filter((x) => x.name).map((x) => [x.name!, x]));
     if (positional.length > def.params.length) {
@@ -1351,7 +1347,6 @@ class Checker {
       const arg: Arg | undefined = positional[i] ?? keyword.get(p.name);
       let v: Val;
       if (arg) v = this.expr(arg.value, scope);
-      else if (p.default?.kind === "number") v = { kind: "static", ...this.literal(p.default) };
       else if (p.default) v = { kind: "static", ...this.literal(p.default) };
       else return this.fail(`${def.name} needs an argument for ${p.name}`, e.span);
       if (p.type?.kind === "tensor") {

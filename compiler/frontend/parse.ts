@@ -22,10 +22,6 @@ function span(node: ohm.Node): Span {
   return { start: node.source.startIdx, end: node.source.endIdx };
 }
 
-function join(a: Span, b: Span): Span {
-  return { start: Math.min(a.start, b.start), end: Math.max(a.end, b.end) };
-}
-
 const semantics = grammar.createSemantics();
 
 function binary(op: BinaryOp, l: ohm.Node, r: ohm.Node, whole: ohm.Node): Expr {
@@ -257,6 +253,3 @@ function describeExpected(text: string): string {
   else rest.push(...ops);
   return rest.length <= 1 ? rest.join("") : `${rest.slice(0, -1).join(", ")} or ${rest.at(-1)}`;
 }
-
-/** Spans of two nodes joined (used by the checker for binary expressions). */
-export { join as joinSpans };
