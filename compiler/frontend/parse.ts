@@ -16,7 +16,7 @@ import { CompileError, type Span } from "../errors.ts";
 import { GRAMMAR_SOURCE } from "./grammar.ts";
 
 /** The Attune grammar (ohm-js). */
-export const grammar: ohm.Grammar = ohm.grammar(GRAMMAR_SOURCE);
+const grammar: ohm.Grammar = ohm.grammar(GRAMMAR_SOURCE);
 
 function span(node: ohm.Node): Span {
   return { start: node.source.startIdx, end: node.source.endIdx };

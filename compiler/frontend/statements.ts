@@ -22,7 +22,7 @@ export function body(c: Checker, def: FunctionDef, scope: Scope): Val {
   return ret;
 }
 
-export function stmts(c: Checker, list: Stmt[], scope: Scope, inLoop = false): Val | undefined {
+function stmts(c: Checker, list: Stmt[], scope: Scope, inLoop = false): Val | undefined {
   for (let i = 0; i < list.length; i++) {
     const s = list[i];
     if (s.kind === "return") {
@@ -54,7 +54,7 @@ export function checkReturn(c: Checker, def: FunctionDef, out: TensorVal, scope:
   }
 }
 
-export function repeat(c: Checker, s: StmtOf<"repeat">, scope: Scope): void {
+function repeat(c: Checker, s: StmtOf<"repeat">, scope: Scope): void {
   const countVal = c.expr(s.count, scope);
   if (countVal.kind !== "static" || !Number.isInteger(countVal.value) || countVal.value < 0) {
     c.fail("repeat needs a non-negative integer known at compile time", s.count.span);
