@@ -14,12 +14,12 @@
  * ```
  * @module
  */
-import { check } from "./compiler/check.ts";
+import { check } from "./compiler/frontend/check.ts";
 import { AttuneError, checkSeed, DeviceError, UsageError } from "./compiler/errors.ts";
 import { interpret } from "./compiler/interp.ts";
 import type { Graph } from "./compiler/ir/types.ts";
 import { showGraph, showType } from "./compiler/ir/print.ts";
-import { parse } from "./compiler/parse.ts";
+import { parse } from "./compiler/frontend/parse.ts";
 import { eliminateDeadCode } from "./compiler/passes/dce.ts";
 import { optimize } from "./compiler/passes/pipeline.ts";
 import { DEFAULT_STORAGE_BUFFERS, type ExecPlan, lowerGraph } from "./compiler/lower.ts";

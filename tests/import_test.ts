@@ -130,7 +130,10 @@ Deno.test("importable from anywhere: by file URL and over http, no config, no pe
     const host = `127.0.0.1:${server.addr.port}`;
     const byHttp = await runUserScript(dir, `http://${host}/mod.ts`, cases, host);
     assert.deepEqual(byHttp, want, "http import: results differ from in-process");
-    assert.ok(served.includes("/mod.ts") && served.includes("/compiler/grammar.ts"), `${served}`);
+    assert.ok(
+      served.includes("/mod.ts") && served.includes("/compiler/frontend/grammar.ts"),
+      `${served}`,
+    );
     assert.ok(!served.some((p) => p.endsWith(".json")), `no config fetched: ${served}`);
   } finally {
     await server.shutdown();

@@ -12,18 +12,14 @@ import type {
   Stmt,
   TypeExpr,
 } from "./ast.ts";
-import { CompileError, type Span } from "./errors.ts";
+import { CompileError, type Span } from "../errors.ts";
 import { GRAMMAR_SOURCE } from "./grammar.ts";
 
 /** The Attune grammar (ohm-js). */
-export const grammar: ohm.Grammar = ohm.grammar(GRAMMAR_SOURCE);
+const grammar: ohm.Grammar = ohm.grammar(GRAMMAR_SOURCE);
 
 function span(node: ohm.Node): Span {
   return { start: node.source.startIdx, end: node.source.endIdx };
-}
-
-function join(a: Span, b: Span): Span {
-  return { start: Math.min(a.start, b.start), end: Math.max(a.end, b.end) };
 }
 
 const semantics = grammar.createSemantics();
@@ -257,6 +253,3 @@ function describeExpected(text: string): string {
   else rest.push(...ops);
   return rest.length <= 1 ? rest.join("") : `${rest.slice(0, -1).join(", ")} or ${rest.at(-1)}`;
 }
-
-/** Spans of two nodes joined (used by the checker for binary expressions). */
-export { join as joinSpans };
