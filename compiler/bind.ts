@@ -4,10 +4,7 @@
  */
 import { CompileError } from "./errors.ts";
 import type { Dim, Graph, InputDecl } from "./ir/types.ts";
-import { type DType, sizeOf, type Tensor, type TensorInput } from "./tensor.ts";
-
-/** The smallest magnitude float32 rounds to Infinity: 2^128 − 2^103. */
-const F32_OVERFLOW = 3.4028235677973366e38;
+import { type DType, F32_OVERFLOW, sizeOf, type Tensor, type TensorInput } from "./tensor.ts";
 
 /** The sizes of a graph's symbols for these inputs, and the batch shape they share. */
 export function bindInputs(graph: Graph, given: Record<string, TensorInput>): {

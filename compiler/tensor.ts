@@ -37,6 +37,12 @@ export type NestedNumbers = number | boolean | readonly NestedNumbers[];
  */
 export type TensorInput = Tensor | TensorLike | NestedNumbers;
 
+/** The smallest magnitude float32 rounds to Infinity: 2^128 − 2^103. */
+export const F32_OVERFLOW = 3.4028235677973366e38;
+
+/** The largest size (and flat index) a GPU kernel's u32 arithmetic can hold. */
+export const MAX_DIM = 0xffff_ffff;
+
 /** Number of elements of a shape. */
 export function sizeOf(shape: readonly number[]): number {
   let s = 1;

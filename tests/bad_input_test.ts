@@ -279,3 +279,71 @@ Deno.test("cli: --out is checked before any compute, and may not name the progra
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+// --- Programs the checker must refuse, with the span of the text that produced them -----------
+
+Deno.test("check: duplicate parameter names in a signature are refused", async () => {
+  assert.equal(
+    await firstLine(() => compileSync(`def f(a: [n], a: [n]) -> [n] { return a }`), CompileError),
+    "<program>:1:15: parameter a of f is declared twice",
+  );
+});
+
+Deno.test("check: constants outside float32's range are refused where written, not at the GPU", async () => {
+  assert.equal(
+    await firstLine(
+      () => compileSync(`def f(a: [n]) -> [n] {\n  return a * 1e39\n}`),
+      CompileError,
+    ),
+    "<program>:2:14: 1e+39 is outside float32's range (±3.4028235e38): the GPU would compute with inf",
+  );
+  // Folded at compile time: 1e20 * 1e20 is past the range too.
+  assert.match(
+    await firstLine(
+      () => compileSync(`def f(a: [n]) -> [n] { return a + 1e20 * 1e20 }`),
+      CompileError,
+    ),
+    /^<program>:1:\d+: 1e\+40 is outside float32's range/,
+  );
+  // inf itself is fine (it is representable), and so is -3e38.
+  compileSync(`def f(a: [n]) -> [n] { return max(a, -inf) + -3e38 }`);
+});
+
+Deno.test("check: sizes past u32 (zeros([1e11]), a parameter 1e308) are refused at their span", async () => {
+  assert.equal(
+    await firstLine(
+      () => compileSync(`def f(a: [n]) -> [n] { return a + sum(zeros([100000000000])) }`),
+      CompileError,
+    ),
+    "<program>:1:46: a size of 100000000000 is past 4294967295, the largest a GPU index (u32) can address",
+  );
+  const nystrom = Deno.readTextFileSync(new URL("../examples/nystrom.attn", import.meta.url));
+  assert.match(
+    await firstLine(() => compileSync(nystrom, { params: { landmarks: 1e308 } }), CompileError),
+    /: a size of 1e\+308 is past 4294967295, the largest a GPU index \(u32\) can address$/,
+  );
+});
+
+Deno.test("check: a chain of 2,000 functions is a CompileError, not a stack overflow", async () => {
+  const lines = ["def g0(x: [n]) -> [n] { return x + 1.0 }"];
+  for (let i = 1; i < 2000; i++) {
+    lines.push(`def g${i}(x: [n]) -> [n] { return g${i - 1}(x) * 0.5 }`);
+  }
+  lines.push(`def f(x: [n]) -> [n] { return g1999(x) }`);
+  assert.match(
+    await firstLine(() => compileSync(lines.join("\n")), CompileError),
+    /^<program>:\d+:\d+: calls nest more than 256 deep here \(g\d+ ← g\d+ ← g\d+ ← g\d+ ← …\)$/,
+  );
+});
+
+Deno.test("check: exponential inlining stops at the node bound within seconds", async () => {
+  const lines = ["def g0(x: [n]) -> [n] { return x + 1.0 }"];
+  for (let i = 1; i < 16; i++) {
+    lines.push(`def g${i}(x: [n]) -> [n] { return g${i - 1}(x) + g${i - 1}(x * 0.5) }`);
+  }
+  lines.push(`def f(x: [n]) -> [n] { return g15(x) }`);
+  assert.match(
+    await firstLine(() => compileSync(lines.join("\n")), CompileError),
+    /^<program>:\d+:\d+: the program expands to more than 50,000 operations once its functions are inlined$/,
+  );
+});

@@ -15,8 +15,9 @@ import { indexExpr, reduceOver } from "./indexing.ts";
 import { inline } from "./inline.ts";
 import { binaryExpr, transposeExpr, unaryExpr } from "./operators.ts";
 import { declaredType, literal, lookup, type Scope, type TensorVal, type Val } from "./scope.ts";
-import { dimOf, toTensor } from "./shapes.ts";
+import { checkF32, dimOf, toTensor } from "./shapes.ts";
 import { body, checkReturn } from "./statements.ts";
+import { FRONTEND_LIMITS } from "./limits.ts";
 
 /** Options of `check`. */
 export interface CheckOptions {
@@ -49,6 +50,15 @@ export class Checker {
   }
 
   emit(op: Op, args: number[], type: TensorType, span?: Span, name?: string): TensorVal {
+    if (this.nextId >= FRONTEND_LIMITS.nodes) {
+      this.fail(
+        `the program expands to more than ${FRONTEND_LIMITS.nodes.toLocaleString("en")} ` +
+          "operations once its functions are inlined",
+        span ?? { start: 0, end: 0 },
+        "every call is inlined: a function that calls another twice doubles it; use repeat " +
+          "for iteration, or compute a shared value once and pass it in",
+      );
+    }
     const node: Node = { id: this.nextId++, op, args, type, span, name };
     this.nodes.push(node);
     return { kind: "tensor", id: node.id, type, grid: 0 };
@@ -69,6 +79,7 @@ export class Checker {
   expr(e: Expr, scope: Scope): Val {
     switch (e.kind) {
       case "num":
+        if (!e.isInt) checkF32(this, e.value, e.span);
         return { kind: "static", value: e.value, dtype: e.isInt ? "int" : "float" };
       case "name":
         return lookup(this, e.name, e.span, scope);
@@ -105,6 +116,11 @@ export class Checker {
   run(options: CheckOptions): Graph {
     for (const def of this.program.defs) {
       if (this.defs.has(def.name)) this.fail(`function ${def.name} is defined twice`, def.nameSpan);
+      def.params.forEach((p, i) => {
+        if (def.params.findIndex((q) => q.name === p.name) < i) {
+          this.fail(`parameter ${p.name} of ${def.name} is declared twice`, p.span, "rename one");
+        }
+      });
       if (def.name in BUILTINS) {
         this.fail(`function ${def.name} has the name of a builtin`, def.nameSpan, "rename it");
       }

@@ -7,6 +7,7 @@ import { exprText } from "./ast.ts";
 import { closest, type Span } from "../errors.ts";
 import { showType } from "../ir/print.ts";
 import type { Checker } from "./check.ts";
+import { FRONTEND_LIMITS } from "./limits.ts";
 import { literal, type Scope, type TensorVal, type Val } from "./scope.ts";
 import { describeDim, dimOf, sameDim, toTensor } from "./shapes.ts";
 import { body, checkReturn } from "./statements.ts";
@@ -20,6 +21,14 @@ export function inline(c: Checker, def: FunctionDef, e: ExprOf<"call">, scope: S
     );
   }
   if (scope.grid) c.fail(`${def.name} cannot be called inside index notation`, e.span);
+  if (c.inlining.length >= FRONTEND_LIMITS.callDepth) {
+    const chain = c.inlining.slice(-3).reverse().join(" ← ");
+    c.fail(
+      `calls nest more than ${FRONTEND_LIMITS.callDepth} deep here (${def.name} ← ${chain} ← …)`,
+      e.span,
+      "every call is inlined; flatten the chain of functions, or use repeat for iteration",
+    );
+  }
   const inner: Scope = { env: new Map(), dims: new Map() };
   const positional = e.args.filter((x) => !x.name);
   const keyword = new Map(e.args.filter((x) => x.name).map((x) => [x.name!, x]));

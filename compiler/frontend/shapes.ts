@@ -5,7 +5,7 @@
 import type { Span } from "../errors.ts";
 import type { Dim, TensorType } from "../ir/types.ts";
 import { showType } from "../ir/print.ts";
-import type { DType } from "../tensor.ts";
+import { type DType, F32_OVERFLOW, MAX_DIM } from "../tensor.ts";
 import type { Checker } from "./check.ts";
 import type { Scope, TensorVal, Val } from "./scope.ts";
 
@@ -35,7 +35,15 @@ export function kindType(t: TensorType): string {
 
 /** A value used as a size: a non-negative static integer or a size symbol. */
 export function dimOf(c: Checker, v: Val, span: Span): Dim {
-  if (v.kind === "static" && Number.isInteger(v.value) && v.value >= 0) return v.value;
+  if (v.kind === "static" && Number.isInteger(v.value) && v.value >= 0) {
+    if (v.value > MAX_DIM) {
+      c.fail(
+        `a size of ${v.value} is past ${MAX_DIM}, the largest a GPU index (u32) can address`,
+        span,
+      );
+    }
+    return v.value;
+  }
   if (v.kind === "tensor" && c.nodes.find((n) => n.id === v.id)?.op.op === "dim") {
     return (c.nodes.find((n) => n.id === v.id)!.op as { name: string }).name;
   }
@@ -50,11 +58,25 @@ export function dimOf(c: Checker, v: Val, span: Span): Dim {
   );
 }
 
+/** A finite constant past float32's range would silently become ±inf on the GPU: refused. */
+export function checkF32(c: Checker, value: number, span: Span): void {
+  if (Number.isFinite(value) && Math.abs(value) >= F32_OVERFLOW) {
+    c.fail(
+      `${value} is outside float32's range (±3.4028235e38): the GPU would compute with ${
+        value > 0 ? "" : "-"
+      }inf`,
+      span,
+      "scale the constant into range, or write inf if infinity is meant",
+    );
+  }
+}
+
 export function toTensor(c: Checker, v: Val, span: Span): TensorVal {
   if (v.kind === "tensor") return v;
   if (v.kind === "shape") {
     return c.fail("a shape list like [n, d] is only allowed as a shape argument", span);
   }
+  checkF32(c, v.value, span);
   return c.emit({ op: "const", value: v.value }, [], { dtype: v.dtype, shape: [] }, span);
 }
 
