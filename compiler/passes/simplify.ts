@@ -8,7 +8,7 @@
  */
 import { BINARY, UNARY } from "../interp.ts";
 import type { Dim, Graph, Node } from "../ir/types.ts";
-import { nodesById, substitute } from "../ir/walks.ts";
+import { mapNodes, nodesById, substitute } from "../ir/walks.ts";
 
 /** `graph` with identity gathers and double transposes replaced by their operands. */
 export function simplify(graph: Graph): Graph {
@@ -18,14 +18,12 @@ export function simplify(graph: Graph): Graph {
     const same = identityOf(n, byId);
     if (same !== undefined) map.set(n.id, same);
   }
-  const rewrite = (nodes: Node[]): Node[] =>
-    nodes.map((n) => {
-      if (n.op.op === "loop") return { ...n, op: { ...n.op, body: rewrite(n.op.body) } };
-      const folded = fold(n, byId) ?? asReshape(n, byId) ?? n;
-      byId.set(n.id, folded); // later folds see this one
-      return folded;
-    });
-  return substitute({ ...graph, nodes: rewrite(graph.nodes) }, map);
+  const rewritten = mapNodes(graph, (n) => {
+    const folded = fold(n, byId) ?? asReshape(n, byId) ?? n;
+    byId.set(n.id, folded); // later folds see this one
+    return folded;
+  });
+  return substitute(rewritten, map);
 }
 
 const sameShape = (a: Dim[], b: Dim[]) => a.length === b.length && a.every((d, i) => d === b[i]);
