@@ -1,13 +1,13 @@
 /**
  * Algebraic simplification and constant folding: rewrites that make later fusion decisions see
  * the real cost. Scalar arithmetic on constants is folded with the interpreter's own scalar
- * functions (so folding cannot change a result).
+ * functions (ir/scalar.ts, so folding cannot change a result).
  * Index notation like `qs[i, c] = q[i, c] * ...` elaborates to `gather(q, iota, iota)`, an
  * identity that would otherwise count as a gather (expensive to recompute) everywhere it is
  * inlined; and `transpose(transpose(x))` is `x`.
  */
-import { BINARY, UNARY } from "../interp.ts";
 import type { Dim, Graph, Node } from "../ir/types.ts";
+import { BINARY, UNARY } from "../ir/scalar.ts";
 import { mapNodes, nodesById, substitute } from "../ir/walks.ts";
 
 /** `graph` with identity gathers and double transposes replaced by their operands. */
