@@ -1,22 +1,22 @@
 /** Walks over a graph that reach into loop bodies: the one place that knows where bodies are. */
 import type { Graph, Node } from "./types.ts";
 
-/** Every node of a graph, loop bodies included, each loop just before its body. */
-export function allNodes(graph: Graph): Node[] {
+/** Every node of a node list (a graph's, a loop body), loop bodies included, each loop first. */
+export function allNodes(nodes: readonly Node[]): Node[] {
   const out: Node[] = [];
-  const visit = (nodes: Node[]) => {
-    for (const n of nodes) {
+  const visit = (list: readonly Node[]) => {
+    for (const n of list) {
       out.push(n);
       if (n.op.op === "loop") visit(n.op.body);
     }
   };
-  visit(graph.nodes);
+  visit(nodes);
   return out;
 }
 
 /** Every node of a graph by id, loop bodies included. */
 export function nodesById(graph: Graph): Map<number, Node> {
-  return new Map(allNodes(graph).map((n) => [n.id, n]));
+  return new Map(allNodes(graph.nodes).map((n) => [n.id, n]));
 }
 
 /**
@@ -25,7 +25,7 @@ export function nodesById(graph: Graph): Map<number, Node> {
  * last the graph output (read by the caller; `by` undefined).
  */
 export function forEachRead(graph: Graph, f: (id: number, by?: Node) => void): void {
-  for (const n of allNodes(graph)) {
+  for (const n of allNodes(graph.nodes)) {
     for (const a of n.args) f(a, n);
     if (n.op.op === "loop") { for (const r of n.op.results) f(r); }
   }
