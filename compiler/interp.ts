@@ -6,6 +6,7 @@
 import { bindInputs } from "./bind.ts";
 import { CompileError } from "./errors.ts";
 import type { Dim, Graph, Node, Score } from "./ir/types.ts";
+import { BINARY, UNARY } from "./ir/scalar.ts";
 import { fillRandom } from "./rng.ts";
 import { sizeOf, type Tensor } from "./tensor.ts";
 
@@ -102,77 +103,6 @@ function forEachOffset(
       idx[a] = 0;
     }
   }
-}
-
-/** Scalar semantics of the elementwise functions (shared with constant folding). */
-export const UNARY: Record<string, (x: number) => number> = {
-  neg: (x) => -x,
-  not: (x) => (x ? 0 : 1),
-  exp: Math.exp,
-  log: Math.log,
-  sqrt: Math.sqrt,
-  abs: Math.abs,
-  tanh: Math.tanh,
-  acos: Math.acos,
-  cos: Math.cos,
-  sin: Math.sin,
-  sigmoid: (x) => 1 / (1 + Math.exp(-x)),
-  relu: (x) => (x > 0 ? x : 0),
-  elu: (x) => (x > 0 ? x : Math.expm1(x)),
-  floor: Math.floor,
-  ceil: Math.ceil,
-  sign: Math.sign,
-  erf,
-};
-
-/** Scalar semantics of the binary functions (shared with constant folding). */
-export const BINARY: Record<string, (x: number, y: number) => number> = {
-  add: (x, y) => x + y,
-  sub: (x, y) => x - y,
-  mul: (x, y) => x * y,
-  div: (x, y) => x / y,
-  idiv: (x, y) => Math.floor(x / y),
-  mod: (x, y) => x - y * Math.floor(x / y),
-  pow: (x, y) => x ** y,
-  // Math.max/min: NaN wins, +0 is above -0 (the checker's constant folding uses the same).
-  max: Math.max,
-  min: Math.min,
-  lt: (x, y) => +(x < y),
-  le: (x, y) => +(x <= y),
-  gt: (x, y) => +(x > y),
-  ge: (x, y) => +(x >= y),
-  eq: (x, y) => +(x === y),
-  ne: (x, y) => +(x !== y),
-  and: (x, y) => +(x !== 0 && y !== 0),
-  or: (x, y) => +(x !== 0 || y !== 0),
-};
-
-/** Abramowitz–Stegun 7.1.26 is too coarse for an oracle; use a series/continued fraction. */
-function erf(x: number): number {
-  if (!Number.isFinite(x)) return Number.isNaN(x) ? x : Math.sign(x);
-  const ax = Math.abs(x);
-  if (ax < 2.5) {
-    let sum = 0, term = ax;
-    for (let k = 0; k < 100; k++) {
-      sum += term / (2 * k + 1);
-      term *= (-ax * ax) / (k + 1);
-      if (Math.abs(term) < 1e-17 * Math.abs(sum)) break;
-    }
-    return Math.sign(x) * (2 / Math.sqrt(Math.PI)) * sum;
-  }
-  // erfc continued fraction (Lentz).
-  let f = ax, c = ax, d = 0;
-  for (let k = 1; k < 200; k++) {
-    const an = k / 2;
-    d = ax + an * d;
-    d = 1 / d;
-    c = ax + an / c;
-    const delta = c * d;
-    f *= delta;
-    if (Math.abs(delta - 1) < 1e-16) break;
-  }
-  const erfc = Math.exp(-ax * ax) / (f * Math.sqrt(Math.PI));
-  return Math.sign(x) * (1 - erfc);
 }
 
 class Evaluator {

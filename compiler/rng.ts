@@ -15,6 +15,7 @@
  *
  * @module
  */
+import type { RandomKind } from "./ir/types.ts";
 
 /** Four u32 words (a Philox counter or output block), each a non-negative JS number < 2^32. */
 export type Philox4 = [number, number, number, number];
@@ -182,9 +183,6 @@ export function randintAt(s: RandomStream, index: number, hi: number): number {
   blockAt(s, index);
   return wordToInt(scratch[0], h);
 }
-
-/** The distributions the language can draw from. */
-export type RandomKind = "uniform" | "randn" | "gumbel" | "randint";
 
 /**
  * Fill `out[i]` with draw number i of the given kind (for randint, `hi` is required).

@@ -7,10 +7,10 @@ import {
   philox4x32_10,
   randintAt,
   randnAt,
-  type RandomKind,
   type RandomStream,
   uniformAt,
 } from "../compiler/rng.ts";
+import type { RandomKind } from "../compiler/ir/types.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Independent reference: Philox4x32-10 with BigInt arithmetic (exact 64-bit products, no splitting).

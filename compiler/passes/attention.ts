@@ -8,29 +8,13 @@
  */
 import type { Dim, Graph, Node, Score } from "../ir/types.ts";
 import { typicalSizes } from "../ir/cost.ts";
+import { mapNodes, nodesById, useCounts } from "../ir/walks.ts";
 
 /** Fuse every eligible `softmax(scores) @ v` of the graph (loop bodies included). */
 export function fuseAttention(graph: Graph): Graph {
-  const byId = new Map<number, Node>();
-  const users = new Map<number, number>();
-  const index = (nodes: Node[]) => {
-    for (const n of nodes) {
-      byId.set(n.id, n);
-      for (const a of n.args) users.set(a, (users.get(a) ?? 0) + 1);
-      if (n.op.op === "loop") {
-        index(n.op.body);
-        for (const r of n.op.results) users.set(r, (users.get(r) ?? 0) + 1);
-      }
-    }
-  };
-  index(graph.nodes);
-  users.set(graph.output, (users.get(graph.output) ?? 0) + 1);
-  const rewrite = (nodes: Node[]): Node[] =>
-    nodes.map((n) => {
-      if (n.op.op === "loop") return { ...n, op: { ...n.op, body: rewrite(n.op.body) } };
-      return tryFuse(n, byId, users) ?? n;
-    });
-  return { ...graph, nodes: rewrite(graph.nodes) };
+  const byId = nodesById(graph);
+  const users = useCounts(graph);
+  return mapNodes(graph, (n) => tryFuse(n, byId, users) ?? n);
 }
 
 function tryFuse(n: Node, byId: Map<number, Node>, users: Map<number, number>): Node | undefined {
@@ -57,26 +41,17 @@ function tryFuse(n: Node, byId: Map<number, Node>, users: Map<number, number>): 
  */
 export function fuseProbabilities(graph: Graph): Graph {
   const typical = typicalSizes(graph);
-  const byId = new Map<number, Node>();
-  const index = (nodes: Node[]) =>
-    nodes.forEach((n) => {
-      byId.set(n.id, n);
-      if (n.op.op === "loop") index(n.op.body);
-    });
-  index(graph.nodes);
-  const rewrite = (nodes: Node[]): Node[] =>
-    nodes.map((n) => {
-      if (n.op.op === "loop") return { ...n, op: { ...n.op, body: rewrite(n.op.body) } };
-      if (n.op.op !== "softmax" || n.op.axis !== 1 || n.type.shape.length !== 2) return n;
-      const [rows, cols] = n.type.shape;
-      // Small matrices (Nyström's landmark kernel) stay with the region that holds them.
-      if (typical(rows) < 4096 && typical(cols) < 4096) return n;
-      const builder = new ScoreBuilder(rows, cols, byId, 2);
-      const score = builder.build(n.args[0]);
-      if (!score || builder.a === undefined || builder.b === undefined) return n;
-      return { ...n, op: { op: "probs", score }, args: [builder.a, builder.b, ...builder.leaves] };
-    });
-  return { ...graph, nodes: rewrite(graph.nodes) };
+  const byId = nodesById(graph);
+  return mapNodes(graph, (n) => {
+    if (n.op.op !== "softmax" || n.op.axis !== 1 || n.type.shape.length !== 2) return n;
+    const [rows, cols] = n.type.shape;
+    // Small matrices (Nyström's landmark kernel) stay with the region that holds them.
+    if (typical(rows) < 4096 && typical(cols) < 4096) return n;
+    const builder = new ScoreBuilder(rows, cols, byId, 2);
+    const score = builder.build(n.args[0]);
+    if (!score || builder.a === undefined || builder.b === undefined) return n;
+    return { ...n, op: { op: "probs", score }, args: [builder.a, builder.b, ...builder.leaves] };
+  });
 }
 
 /**

@@ -3,8 +3,8 @@
  * freely (size lookups for shape declarations, the discarded halves of folded expressions);
  * this keeps the IR that `explain` shows and later passes rewrite down to what matters.
  */
-import type { Graph, Node } from "../ir/types.ts";
-import { nodesById } from "../ir/walks.ts";
+import type { Graph } from "../ir/types.ts";
+import { mapNodes, nodesById } from "../ir/walks.ts";
 
 /** A copy of `graph` without the nodes the output does not depend on. Inputs always stay. */
 export function eliminateDeadCode(graph: Graph): Graph {
@@ -20,9 +20,5 @@ export function eliminateDeadCode(graph: Graph): Graph {
     if (n.op.op === "loop") stack.push(...n.op.results);
     if (n.op.op === "carry") stack.push(n.op.loop);
   }
-  const keep = (nodes: Node[]): Node[] =>
-    nodes.filter((n) => live.has(n.id)).map((n) =>
-      n.op.op === "loop" ? { ...n, op: { ...n.op, body: keep(n.op.body) } } : n
-    );
-  return { ...graph, nodes: keep(graph.nodes) };
+  return mapNodes(graph, (n) => (live.has(n.id) ? n : []));
 }

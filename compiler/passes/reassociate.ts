@@ -5,45 +5,37 @@
  * `softmax(...) @ V`, which the attention pass then fuses into one flash kernel.
  */
 import type { Graph, Node } from "../ir/types.ts";
-import { nodesById } from "../ir/walks.ts";
+import { mapNodes, nodesById, useCounts } from "../ir/walks.ts";
 import { typicalSizes } from "../ir/cost.ts";
 
 /** Reassociate 2-D matmul chains whose inner product has no other use. */
 export function reassociate(graph: Graph): Graph {
   const byId = nodesById(graph);
   const size = typicalSizes(graph);
-  const uses = new Map<number, number>();
-  for (const n of byId.values()) {
-    for (const a of n.args) uses.set(a, (uses.get(a) ?? 0) + 1);
-    if (n.op.op === "loop") { for (const r of n.op.results) uses.set(r, (uses.get(r) ?? 0) + 1); }
-  }
-  uses.set(graph.output, (uses.get(graph.output) ?? 0) + 1);
+  const uses = useCounts(graph);
   let next = Math.max(...byId.keys()) + 1;
-  const rewrite = (nodes: Node[]): Node[] =>
-    nodes.flatMap((n): Node[] => {
-      if (n.op.op === "loop") return [{ ...n, op: { ...n.op, body: rewrite(n.op.body) } }];
-      if (n.op.op !== "matmul" || n.type.shape.length !== 2) return [n];
-      const left = byId.get(n.args[0])!;
-      const c = byId.get(n.args[1])!;
-      if (left.op.op !== "matmul" || left.type.shape.length !== 2 || uses.get(left.id) !== 1) {
-        return [n];
-      }
-      const [a, b] = left.args.map((x) => byId.get(x)!);
-      if (a.type.shape.length !== 2 || b.type.shape.length !== 2 || c.type.shape.length !== 2) {
-        return [n];
-      }
-      const [p, q] = a.type.shape.map(size);
-      const [, r] = b.type.shape.map(size);
-      const t = size(c.type.shape[1]);
-      if (q * r * t + p * q * t >= p * q * r + p * r * t) return [n];
-      const inner: Node = {
-        id: next++,
-        op: { op: "matmul" },
-        args: [b.id, c.id],
-        type: { dtype: "float", shape: [b.type.shape[0], c.type.shape[1]] },
-        span: n.span,
-      };
-      return [inner, { ...n, args: [a.id, inner.id] }];
-    });
-  return { ...graph, nodes: rewrite(graph.nodes) };
+  return mapNodes(graph, (n): Node[] => {
+    if (n.op.op !== "matmul" || n.type.shape.length !== 2) return [n];
+    const left = byId.get(n.args[0])!;
+    const c = byId.get(n.args[1])!;
+    if (left.op.op !== "matmul" || left.type.shape.length !== 2 || uses.get(left.id) !== 1) {
+      return [n];
+    }
+    const [a, b] = left.args.map((x) => byId.get(x)!);
+    if (a.type.shape.length !== 2 || b.type.shape.length !== 2 || c.type.shape.length !== 2) {
+      return [n];
+    }
+    const [p, q] = a.type.shape.map(size);
+    const [, r] = b.type.shape.map(size);
+    const t = size(c.type.shape[1]);
+    if (q * r * t + p * q * t >= p * q * r + p * r * t) return [n];
+    const inner: Node = {
+      id: next++,
+      op: { op: "matmul" },
+      args: [b.id, c.id],
+      type: { dtype: "float", shape: [b.type.shape[0], c.type.shape[1]] },
+      span: n.span,
+    };
+    return [inner, { ...n, args: [a.id, inner.id] }];
+  });
 }

@@ -1,14 +1,14 @@
 /**
  * Algebraic simplification and constant folding: rewrites that make later fusion decisions see
  * the real cost. Scalar arithmetic on constants is folded with the interpreter's own scalar
- * functions (so folding cannot change a result).
+ * functions (ir/scalar.ts, so folding cannot change a result).
  * Index notation like `qs[i, c] = q[i, c] * ...` elaborates to `gather(q, iota, iota)`, an
  * identity that would otherwise count as a gather (expensive to recompute) everywhere it is
  * inlined; and `transpose(transpose(x))` is `x`.
  */
-import { BINARY, UNARY } from "../interp.ts";
 import type { Dim, Graph, Node } from "../ir/types.ts";
-import { nodesById, substitute } from "../ir/walks.ts";
+import { BINARY, UNARY } from "../ir/scalar.ts";
+import { mapNodes, nodesById, substitute } from "../ir/walks.ts";
 
 /** `graph` with identity gathers and double transposes replaced by their operands. */
 export function simplify(graph: Graph): Graph {
@@ -18,14 +18,12 @@ export function simplify(graph: Graph): Graph {
     const same = identityOf(n, byId);
     if (same !== undefined) map.set(n.id, same);
   }
-  const rewrite = (nodes: Node[]): Node[] =>
-    nodes.map((n) => {
-      if (n.op.op === "loop") return { ...n, op: { ...n.op, body: rewrite(n.op.body) } };
-      const folded = fold(n, byId) ?? asReshape(n, byId) ?? n;
-      byId.set(n.id, folded); // later folds see this one
-      return folded;
-    });
-  return substitute({ ...graph, nodes: rewrite(graph.nodes) }, map);
+  const rewritten = mapNodes(graph, (n) => {
+    const folded = fold(n, byId) ?? asReshape(n, byId) ?? n;
+    byId.set(n.id, folded); // later folds see this one
+    return folded;
+  });
+  return substitute(rewritten, map);
 }
 
 const sameShape = (a: Dim[], b: Dim[]) => a.length === b.length && a.every((d, i) => d === b[i]);
