@@ -12,12 +12,19 @@ import {
   compileSync,
   DeviceError,
   type Program,
-  randomTensor,
   type Tensor,
 } from "../mod.ts";
 import { getDevice } from "../runtime/device.ts";
 import { lineCol } from "../compiler/errors.ts";
-import type { Node } from "../compiler/ir/types.ts";
+import {
+  cost,
+  EXAMPLES,
+  inputsFor,
+  MAX_COST,
+  mutant,
+  randomProgram,
+  soup,
+} from "./mutate.ts";
 
 const FILE = "fuzz.attn";
 /** A fixed seed keeps CI reproducible; change it locally to explore other inputs. */
@@ -56,44 +63,6 @@ function tryCompile(source: string): Program | undefined {
   }
 }
 
-/** Sizes used to run compiled programs: n = 5, d = 4, other symbols small. */
-const SIZES: Record<string, number> = { n: 5, d: 4, m: 5, e: 4 };
-
-function inputsFor(program: Program): Record<string, Tensor> {
-  const out: Record<string, Tensor> = {};
-  program.graph.inputs.forEach((decl, i) => {
-    if (decl.default !== undefined) return;
-    const shape = decl.type.shape.map((d) => (typeof d === "number" ? d : SIZES[d] ?? 3));
-    const t = randomTensor(shape, { seed: 100 + i });
-    if (decl.type.dtype !== "float") {
-      for (let j = 0; j < t.data.length; j++) {
-        t.data[j] = decl.type.dtype === "bool" ? +(t.data[j] > 0) : Math.floor(2 * t.data[j]);
-      }
-    }
-    out[decl.name] = { ...t, dtype: decl.type.dtype };
-  });
-  return out;
-}
-
-/**
- * A rough cost of interpreting the graph on the small inputs (elements produced, loops
- * multiplied out); mutants like `repeat 6666` or `full([35353535], 1)` are not run, only
- * compiled — they are legitimate programs, just slow.
- */
-function cost(nodes: Node[]): number {
-  let c = 0;
-  for (const n of nodes) {
-    let size = 1;
-    for (const d of n.type.shape) size *= typeof d === "number" ? d : SIZES[d] ?? 3;
-    c += size;
-    if (n.op.op === "matmul" || n.op.op === "dot") c += size * 64;
-    if (n.op.op === "loop") c += n.op.count * cost(n.op.body);
-  }
-  return c;
-}
-
-const MAX_COST = 2e6;
-
 /** Run on small random inputs: a tensor of a consistent shape, or a clean CompileError. */
 async function runOrFailCleanly(program: Program, source: string): Promise<boolean> {
   let y: Tensor;
@@ -111,77 +80,6 @@ async function runOrFailCleanly(program: Program, source: string): Promise<boole
 // ---------------------------------------------------------------------------------------------
 // (a) Random token soup.
 
-const TOKENS = [
-  "def",
-  "(",
-  ")",
-  "[",
-  "]",
-  "{",
-  "}",
-  ":",
-  "=",
-  ",",
-  "@",
-  "^T",
-  "^",
-  "+",
-  "-",
-  "*",
-  "/",
-  "//",
-  "%",
-  ".",
-  "<=",
-  "==",
-  "and",
-  "not",
-  "#",
-  "return",
-  "repeat",
-  "q",
-  "k",
-  "v",
-  "n",
-  "d",
-  "i",
-  "j",
-  "x",
-  "f",
-  "1",
-  "2.5",
-  "0",
-  "-1e9",
-  "inf",
-  "sum",
-  "softmax",
-  "exp",
-  "where",
-  "axis",
-  "ones",
-  "int",
-  "->",
-  ";",
-  "\n",
-  " ",
-  " ",
-];
-
-/** Skeletons that get the soup past the first few tokens more often. */
-const PREFIXES = ["", "def f(", "def f(q: [n, d]) {\n  ", "def f(q: [n, d], k: [n, d], m = 2) {\n"];
-
-const soup = fc.tuple(
-  fc.constantFrom(...PREFIXES),
-  fc.array(
-    fc.oneof(
-      { weight: 12, arbitrary: fc.constantFrom(...TOKENS) },
-      { weight: 1, arbitrary: fc.string({ maxLength: 3 }) },
-    ),
-    { maxLength: 40 },
-  ),
-  fc.boolean(),
-).map(([pre, toks, close]) => pre + toks.join(" ") + (close ? "\n}\n" : ""));
-
 Deno.test("fuzz: token soup gives a program or a well-formed CompileError", () => {
   fc.assert(
     fc.property(soup, (source) => {
@@ -193,121 +91,6 @@ Deno.test("fuzz: token soup gives a program or a well-formed CompileError", () =
 
 // ---------------------------------------------------------------------------------------------
 // (a') Random programs shaped by the grammar.
-
-/**
- * Random programs built from the grammar (names, builtins with random arguments, index notation,
- * reductions over index variables, repeat): most parse, so the checker and the interpreter get
- * exercised too. Those that compile are run on small inputs.
- */
-const ATOMS = [
-  "q",
-  "k",
-  "v",
-  "n",
-  "d",
-  "i",
-  "j",
-  "t",
-  "x",
-  "J",
-  "1",
-  "2",
-  "0",
-  "2.5",
-  "-1e9",
-  "inf",
-];
-const FUNCS = [
-  "exp",
-  "sqrt",
-  "abs",
-  "int",
-  "float",
-  "where",
-  "clamp",
-  "sum",
-  "max",
-  "mean",
-  "norm",
-  "softmax",
-  "normalize",
-  "segment_mean",
-  "scatter_add",
-  "bits",
-  "topk",
-  "eye",
-  "zeros",
-  "full",
-  "randn",
-  "randint",
-  "gumbel",
-  "g",
-];
-const BINOPS = ["+", "-", "*", "/", "//", "%", "^", "@", ".", "<", "==", "and"];
-
-const { expr } = fc.letrec<{ expr: string }>((tie) => ({
-  expr: fc.oneof(
-    { depthSize: "small", withCrossShrink: true },
-    { weight: 6, arbitrary: fc.constantFrom(...ATOMS) },
-    {
-      weight: 4,
-      arbitrary: fc.tuple(tie("expr"), fc.constantFrom(...BINOPS), tie("expr")).map((
-        [a, o, b],
-      ) => `(${a} ${o} ${b})`),
-    },
-    {
-      weight: 4,
-      arbitrary: fc.tuple(
-        fc.constantFrom(...FUNCS),
-        fc.array(tie("expr"), { minLength: 1, maxLength: 3 }),
-        fc.option(fc.constantFrom("axis=0", "axis=1", "axis=-1", "keepdims=true", "stream=1")),
-      ).map(([f, args, kw]) => `${f}(${[...args, ...(kw ? [kw] : [])].join(", ")})`),
-    },
-    {
-      weight: 2,
-      arbitrary: fc.tuple(
-        fc.constantFrom("q", "k", "v", "x", "J", "mask"),
-        fc.array(tie("expr"), { minLength: 1, maxLength: 2 }),
-      ).map(([a, ix]) => `${a}[${ix.join(", ")}]`),
-    },
-    { weight: 1, arbitrary: tie("expr").map((a) => `${a}^T`) },
-    {
-      weight: 1,
-      arbitrary: fc.tuple(fc.constantFrom("sum", "max", "mean"), tie("expr"))
-        .map(([f, b]) => `${f}[t](q[t, 0] * ${b})`),
-    },
-    {
-      weight: 1,
-      arbitrary: fc.array(fc.constantFrom("n", "d", "2", "3"), { minLength: 1, maxLength: 3 })
-        .map((xs) => `[${xs.join(", ")}]`),
-    },
-  ),
-}));
-
-const statement = fc.oneof(
-  fc.tuple(fc.constantFrom("x", "y", "J"), expr).map(([name, e]) => `  ${name} = ${e}`),
-  fc.tuple(
-    fc.constantFrom("s[i, j] = q[i, 0] * k[j, 1] + ", "y[i, c] = q[i, c] * ", "x[J] = "),
-    expr,
-  ).map(([l, e]) => `  ${l}${e}`),
-  fc.tuple(fc.constantFrom("2", "3", "p", "0"), expr).map(([c, e]) =>
-    `  repeat ${c} {\n    x = ${e}\n  }`
-  ),
-);
-
-const randomProgram = fc.tuple(fc.array(statement, { maxLength: 4 }), expr).map(([ss, ret]) =>
-  [
-    "def g(a: [m, c], b = 2) -> [m, c] {",
-    "  return a * b",
-    "}",
-    "def f(q: [n, d], k: [n, d], v: [n, d], mask: [n] = ones, p = 3) {",
-    "  x = q",
-    "  J = topk(sum(q, axis=1), 2)",
-    ...ss,
-    `  return ${ret}`,
-    "}",
-  ].join("\n")
-);
 
 Deno.test("fuzz: random grammar-shaped programs compile or fail cleanly, and run or fail cleanly", async () => {
   await fc.assert(
@@ -322,72 +105,6 @@ Deno.test("fuzz: random grammar-shaped programs compile or fail cleanly, and run
 
 // ---------------------------------------------------------------------------------------------
 // (b) Mutations of the example programs.
-
-const EXAMPLES = [...Deno.readDirSync(new URL("../examples/", import.meta.url))]
-  .filter((e) => e.name.endsWith(".attn"))
-  .map((e) => e.name)
-  .sort()
-  .map((name) => Deno.readTextFileSync(new URL(`../examples/${name}`, import.meta.url)));
-
-/** Tokens of a source: words, numbers, operators, single characters; whitespace kept. */
-function tokenize(s: string): string[] {
-  return s.match(/\s+|[A-Za-z_]\w*|\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|\^T|->|\/\/|[<>=!]=|\S/g) ?? [];
-}
-
-type Mutation =
-  | { kind: "deleteToken" | "duplicateToken"; at: number }
-  | { kind: "swapTokens"; at: number; other: number }
-  | { kind: "insertToken"; at: number; token: string }
-  | { kind: "deleteChars" | "duplicateChars"; at: number; len: number };
-
-const mutation: fc.Arbitrary<Mutation> = fc.oneof(
-  fc.record({ kind: fc.constant("deleteToken" as const), at: fc.nat() }),
-  fc.record({ kind: fc.constant("duplicateToken" as const), at: fc.nat() }),
-  fc.record({ kind: fc.constant("swapTokens" as const), at: fc.nat(), other: fc.nat() }),
-  fc.record({
-    kind: fc.constant("insertToken" as const),
-    at: fc.nat(),
-    token: fc.constantFrom(...TOKENS),
-  }),
-  fc.record({
-    kind: fc.constantFrom("deleteChars" as const, "duplicateChars" as const),
-    at: fc.nat(),
-    len: fc.integer({ min: 1, max: 12 }),
-  }),
-);
-
-function mutate(source: string, m: Mutation): string {
-  if (m.kind === "deleteChars" || m.kind === "duplicateChars") {
-    const at = m.at % (source.length + 1);
-    const piece = source.slice(at, at + m.len);
-    return source.slice(0, at) + (m.kind === "duplicateChars" ? piece + piece : "") +
-      source.slice(at + m.len);
-  }
-  const toks = tokenize(source);
-  const at = m.at % toks.length;
-  switch (m.kind) {
-    case "deleteToken":
-      toks.splice(at, 1);
-      break;
-    case "duplicateToken":
-      toks.splice(at, 0, toks[at]);
-      break;
-    case "swapTokens": {
-      const o = m.other % toks.length;
-      [toks[at], toks[o]] = [toks[o], toks[at]];
-      break;
-    }
-    case "insertToken":
-      toks.splice(at, 0, " ", m.token, " ");
-      break;
-  }
-  return toks.join("");
-}
-
-const mutant = fc.tuple(
-  fc.integer({ min: 0, max: EXAMPLES.length - 1 }),
-  fc.array(mutation, { minLength: 1, maxLength: 3 }),
-).map(([which, ms]) => ms.reduce(mutate, EXAMPLES[which]));
 
 Deno.test("fuzz: mutated examples compile or fail cleanly, and run or fail cleanly", async () => {
   let compiled = 0, ran = 0;

@@ -4,6 +4,7 @@
  */
 import type { ExprOf } from "./ast.ts";
 import type { Span } from "../errors.ts";
+import { BINARY as SCALAR_BINARY } from "../ir/scalar.ts";
 import type { BinaryFn } from "../ir/types.ts";
 import { showType } from "../ir/print.ts";
 import type { DType } from "../tensor.ts";
@@ -191,26 +192,7 @@ function dot(c: Checker, l: Val, r: Val, e: ExprOf<"binary">, scope: Scope): Ten
 export function foldStatic(fn: BinaryFn, a: StaticVal, b: StaticVal): Val {
   const x = a.value, y = b.value;
   const ints = a.dtype !== "float" && b.dtype !== "float";
-  const table: Record<BinaryFn, () => number> = {
-    add: () => x + y,
-    sub: () => x - y,
-    mul: () => x * y,
-    div: () => x / y,
-    idiv: () => Math.floor(x / y),
-    mod: () => x - y * Math.floor(x / y),
-    pow: () => x ** y,
-    max: () => Math.max(x, y),
-    min: () => Math.min(x, y),
-    lt: () => +(x < y),
-    le: () => +(x <= y),
-    gt: () => +(x > y),
-    ge: () => +(x >= y),
-    eq: () => +(x === y),
-    ne: () => +(x !== y),
-    and: () => +(x !== 0 && y !== 0),
-    or: () => +(x !== 0 || y !== 0),
-  };
-  const value = table[fn]();
+  const value = SCALAR_BINARY[fn](x, y); // the interpreter's own semantics: folding cannot differ
   let dtype = promote([a.dtype, b.dtype], "int");
   if (["lt", "le", "gt", "ge", "eq", "ne", "and", "or"].includes(fn)) dtype = "bool";
   if (fn === "div" || (fn === "pow" && !(ints && y >= 0))) dtype = "float";
