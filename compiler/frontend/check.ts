@@ -42,6 +42,8 @@ export class Checker {
   defs = new Map<string, FunctionDef>();
   /** The user functions being inlined, innermost last (recursion is refused). */
   inlining: string[] = [];
+  /** Each emitted node with the list it went into (`nodes` is swapped inside `repeat`). */
+  private emitted = new Map<number, { list: Node[]; index: number }>();
 
   constructor(readonly program: Program) {}
 
@@ -60,7 +62,7 @@ export class Checker {
       );
     }
     const node: Node = { id: this.nextId++, op, args, type, span, name };
-    this.nodes.push(node);
+    this.emitted.set(node.id, { list: this.nodes, index: this.nodes.push(node) - 1 });
     return { kind: "tensor", id: node.id, type, grid: 0 };
   }
 
@@ -71,8 +73,19 @@ export class Checker {
     return v;
   }
 
+  /**
+   * The node `id` if the current list holds it (a map, not a search: a search per statement
+   * made checking quadratic, 3 s for 12,000 statements).
+   */
+  local(id: number): Node | undefined {
+    const e = this.emitted.get(id);
+    // Not emitted (a loop node), or its list was cut back (a retried repeat): search.
+    if (!e || e.list[e.index]?.id !== id) return this.nodes.find((x) => x.id === id);
+    return e.list === this.nodes ? e.list[e.index] : undefined;
+  }
+
   nameNode(id: number, name: string): void {
-    const n = this.nodes.find((x) => x.id === id);
+    const n = this.local(id);
     if (n && !n.name) n.name = name;
   }
 

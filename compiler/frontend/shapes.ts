@@ -44,8 +44,9 @@ export function dimOf(c: Checker, v: Val, span: Span): Dim {
     }
     return v.value;
   }
-  if (v.kind === "tensor" && c.nodes.find((n) => n.id === v.id)?.op.op === "dim") {
-    return (c.nodes.find((n) => n.id === v.id)!.op as { name: string }).name;
+  const node = v.kind === "tensor" ? c.local(v.id) : undefined;
+  if (node?.op.op === "dim") {
+    return node.op.name;
   }
   const what = v.kind === "static"
     ? String(v.value)
