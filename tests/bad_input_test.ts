@@ -17,7 +17,7 @@ import {
   writeNpy,
 } from "../mod.ts";
 import { writeFileAtomic } from "../runtime/npy.ts";
-import { cli } from "./cli_helpers.ts";
+import { cli, denoCommand } from "./cli_helpers.ts";
 
 const EXACT = `def f(q: [n, d], k: [m, d], v: [m, e], km: [m] = ones) -> [n, e] {
   s = q @ k^T
@@ -346,4 +346,22 @@ Deno.test("check: exponential inlining stops at the node bound within seconds", 
     await firstLine(() => compileSync(lines.join("\n")), CompileError),
     /^<program>:\d+:\d+: the program expands to more than 50,000 operations once its functions are inlined$/,
   );
+});
+
+Deno.test("cli: works with read permission scoped to the examples folder (no grammar file read)", async () => {
+  const root = new URL("..", import.meta.url).pathname;
+  const out = await new Deno.Command(denoCommand(), {
+    args: [
+      "run",
+      `--allow-read=${root}examples`,
+      `${root}cli.ts`,
+      "check",
+      `${root}examples/nystrom.attn`,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, text);
+  assert.match(text, /nystrom\.attn: ok/);
 });

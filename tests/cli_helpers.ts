@@ -17,3 +17,11 @@ export async function cli(
     [console.log, console.error] = [log, error];
   }
 }
+
+/** The deno binary to run: this one where allowed, else `deno` on PATH (same version, checked). */
+export function denoCommand(): string {
+  const exec = Deno.execPath();
+  return Deno.permissions.querySync({ name: "run", command: exec }).state === "granted"
+    ? exec
+    : "deno";
+}

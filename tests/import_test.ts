@@ -12,6 +12,7 @@
 import assert from "node:assert/strict";
 import fc from "npm:fast-check@4.10.2";
 import { compile, randomTensor, type Tensor } from "../mod.ts";
+import { denoCommand } from "./cli_helpers.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const PROGRAM = new URL("examples/nystrom.attn", ROOT);
@@ -71,14 +72,6 @@ const CASE: fc.Arbitrary<Case> = fc.record({
   }
   return { params, inputs };
 });
-
-/** The deno binary to run: this one where allowed, else `deno` on PATH (same version, checked). */
-function denoCommand(): string {
-  const exec = Deno.execPath();
-  return Deno.permissions.querySync({ name: "run", command: exec }).state === "granted"
-    ? exec
-    : "deno";
-}
 
 async function runUserScript(
   dir: string,
