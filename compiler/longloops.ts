@@ -27,8 +27,6 @@ import {
   HEAVY,
   heavyValue,
   kernel,
-  LOOPS,
-  MATMUL_TILE,
   type NodeKernel,
   nodeKernels,
   Reader,
@@ -40,6 +38,7 @@ import {
   strides,
   type SymbolSlots,
 } from "./wgsl.ts";
+import { LOOPS, MATMUL_TILE } from "./limits.ts";
 
 /** Binding key of a split kernel's partial-results buffer (not a node id). */
 export const PARTIAL = -2;

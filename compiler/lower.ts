@@ -10,8 +10,6 @@ import { ARENA, findRegions, outerDeps, type Region, regionKernel } from "./regi
 import {
   ELEMENTWISE,
   HEAVY,
-  HYBRID_ELEMENTS,
-  LOOPS,
   mergeKernels,
   type NodeKernel,
   nodeKernels,
@@ -21,6 +19,17 @@ import {
   VEC4_KEYS,
 } from "./wgsl.ts";
 import { attentionWithRows } from "./wgsl.ts";
+import {
+  DEFAULT_STORAGE_BUFFERS,
+  HEAVY_RECOMPUTE_BUDGET,
+  HOST_DRAW_ELEMENTS,
+  HYBRID_ELEMENTS,
+  HYBRID_TRIPS,
+  LOOPS,
+  MATMUL_TILE,
+  PARTIAL_TABLE_BUCKETS,
+  SCATTER_CHUNKS,
+} from "./limits.ts";
 import { elementTrips, PARTIAL, splitKernels, withTrips } from "./longloops.ts";
 
 /** A kernel placed in the plan: which buffer it writes and which it reads. */
@@ -121,29 +130,11 @@ export interface LowerOptions {
   runSizes?: (d: Dim) => number;
 }
 
-/**
- * Storage buffers per dispatch that plans assume by default: lavapipe offers 32, desktop GPUs
- * more; WebGPU guarantees only 8, and devices with fewer get plans made for their limit.
- */
-export const DEFAULT_STORAGE_BUFFERS = 16;
-
-/** Regions with at most this many loop trips per invocation may share a dispatch with maps. */
-const HYBRID_TRIPS = 10_000;
-
-/** Largest host-drawn random tensor, in elements at typical sizes. */
-const HOST_DRAW_ELEMENTS = 1 << 16;
-
 /** Ops that only move elements. */
 const LAYOUT = new Set(["transpose", "reshape", "broadcast"]);
 
 /** Ops cheap enough to recompute in every consumer rather than store. */
 const CHEAP = new Set(["const", "dim", "iota", "fill", "eye"]);
-
-/**
- * Extra work (multiply-adds at typical sizes) that inlining a heavy node may add by evaluating it
- * more than once per element: about a millisecond on a software adapter, nothing on a GPU.
- */
-const HEAVY_RECOMPUTE_BUDGET = 1 << 20;
 
 /**
  * The nodes that need no buffer, computed inside the kernels that read them:
@@ -200,7 +191,7 @@ export function inlinedNodes(
         return 2 * elems(a);
       case "matmul": {
         const [m, n] = c.type.shape.slice(-2).map(size);
-        return (elems(c) / n) * perElement(c) * Math.ceil((k === 0 ? n : m) / 8);
+        return (elems(c) / n) * perElement(c) * Math.ceil((k === 0 ? n : m) / MATMUL_TILE);
       }
       case "topk":
         return elems(a) * size(a.type.shape.at(-1)!);
@@ -288,17 +279,6 @@ export function inlinedNodes(
   for (const id of alsoStored) if (!inline.has(id)) alsoStored.delete(id);
   return { inline, alsoStored };
 }
-
-/** Most partial tables per scatter_add (see `scatterPartials`); past 4 × 16384 keys a block grows. */
-export const SCATTER_CHUNKS = { count: 4 };
-
-/**
- * Largest table built as partial tables (a private array of buckets per invocation). lavapipe's
- * shader compile time grows steeply with that array (n = 3, e = 5: 128 buckets 5 s, 256 19 s,
- * 384 39 s, 512 over a minute; runs themselves take ms), so bigger tables use atomics. YOSO's
- * τ = 8 (256 buckets) stays on the faster partial tables (n = 8192: 407 ms against 1346 with CAS).
- */
-export const PARTIAL_TABLE_BUCKETS = 256;
 
 /**
  * Mark the scatter_adds that can be stored as partial tables: small tables (≤

@@ -20,16 +20,7 @@ import {
   size,
   type SymbolSlots,
 } from "./wgsl.ts";
-
-/** Invocations of a region's workgroup. */
-export const REGION_WORKGROUP = 256;
-/** Largest value a region holds, in elements at typical sizes. */
-const REGION_ELEMENTS = 32768;
-/**
- * Loop trips one invocation may make at typical sizes: lavapipe ends an invocation's loops
- * after 65,535 iterations in total, silently; the executor re-checks at the run's real sizes.
- */
-const REGION_TRIPS = 40_000;
+import { LONG_SEQUENCE, REGION_ELEMENTS, REGION_TRIPS, REGION_WORKGROUP } from "./limits.ts";
 
 /** Ops a region computes as phases. */
 const PHASE_OPS = new Set([...ELEMENTWISE, ...HEAVY, "softmax", "normalize", "random"]);
@@ -83,7 +74,7 @@ export function findRegions(
   const elems = (n: Node) => n.type.shape.reduce<number>((p, d) => p * typical(d), 1);
   // Values that grow with the sequence belong to kernels over the whole grid, not one workgroup.
   const small = (n: Node) =>
-    elems(n) <= REGION_ELEMENTS && n.type.shape.every((d) => typical(d) < 4096);
+    elems(n) <= REGION_ELEMENTS && n.type.shape.every((d) => typical(d) < LONG_SEQUENCE);
   const fits = (n: Node): boolean => {
     if (n.op.op === "loop") {
       return n.op.body.every((b) =>

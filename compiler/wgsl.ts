@@ -6,6 +6,15 @@
  */
 import type { Dim, Node, Score, UnaryFn } from "./ir/types.ts";
 import { flashKernel } from "../kernels/flash.ts";
+import {
+  attentionTile,
+  HYBRID_ELEMENTS,
+  LOOPS,
+  MATMUL_TILE,
+  REGION_WORKGROUP,
+  SCATTER_STRIDE,
+  WORKGROUP,
+} from "./limits.ts";
 
 /** A kernel for one node: WGSL source and how many invocations to launch (per slice). */
 export interface NodeKernel {
@@ -33,12 +42,6 @@ export interface NodeKernel {
 
 /** A factor of an invocation count: a size, or the larger of a size and a constant. */
 export type ThreadDim = Dim | { max: [Dim, number] } | { ceilDiv: [Dim, number] };
-
-/** Output rows and columns per invocation of the matmul kernel (fixed at 8: two vec4 accumulators). */
-export const MATMUL_TILE = 8;
-
-/** Workgroup size of every baseline kernel. */
-export const WORKGROUP = 64;
 
 /** Maps size symbols to their slot in the sizes buffer. */
 export type SymbolSlots = Map<string, number>;
@@ -235,13 +238,6 @@ export interface MergePart {
   writes?: number[];
 }
 
-/** Invocations per workgroup of a merged dispatch that includes a region. */
-export const HYBRID_WORKGROUP = 256;
-/** A prime stride that scatters the workgroups of a merged dispatch over the parts. */
-const SCATTER_STRIDE = 7919;
-/** Grid elements per invocation in a merged dispatch that includes a region. */
-export const HYBRID_ELEMENTS = 16;
-
 /**
  * Horizontal fusion: independent kernels (none reads or writes what another writes) as one
  * dispatch. Their invocation ranges are laid end to end; each part runs as its own function
@@ -317,7 +313,7 @@ fn part${i}(t: u32) {
       writes.has(b) && !vec4.has(k) ? "read_write" : "read"
     }> b${k}: array<${atomic.has(b) ? "atomic<u32>" : vec4.has(k) ? "vec4<f32>" : "f32"}>;`
   );
-  const W = regions.length ? HYBRID_WORKGROUP : WORKGROUP;
+  const W = regions.length ? REGION_WORKGROUP : WORKGROUP;
   // Workgroups visit the parts in a scattered order (w·7919 mod the workgroup count, a
   // bijection when coprime): lavapipe hands each thread a contiguous run of workgroups, and a
   // heavy part laid end to end would land on one thread (measured: a matmul merged with a map
@@ -1165,30 +1161,6 @@ export function nodeKernels(
  * results are deterministic. Measured on lavapipe (YOSO, n = 4096, 8 heads): 297 ms against
  * 709 ms for the compare-exchange scatter; each extra table read costs the consumer ~40%.
  */
-/**
- * Loop limits, one object so that a test can shrink them and reach the split plans at small
- * sizes (tests/differential_test.ts); nothing else changes them.
- */
-export const LOOPS = {
-  /**
-   * Loop iterations lavapipe (Mesa ≤ 22) allows one shader invocation, all its loops together:
-   * past it, loops end early with no error (measured here: `sum` over 100,000 elements gave
-   * 65,747.8 against 100,305; a max over 65,536 elements missed the last one). A kernel whose
-   * trips at a run's sizes exceed it runs split (see `longloops.ts`); the executor refuses any
-   * that still does.
-   */
-  budget: 65_535,
-  /**
-   * Elements one invocation of a split loop takes (a long reduction's chunk, a long
-   * contraction's slice of K, a long key range's block, a partial-table scatter's keys): a
-   * quarter of the budget, so that the work inlined into each iteration (up to three reads)
-   * still fits.
-   */
-  chunk: 16_384,
-  /** Most chunks of a split loop; past parts · chunk elements each chunk grows. */
-  parts: 256,
-};
-
 /** WGSL: how many of the `chunks` partial tables a run uses, for `rows` keys. */
 /** WGSL: the chunks of LOOPS.chunk elements a split loop over `len` uses (at most LOOPS.parts). */
 export function splitUsed(len: string): string {
@@ -1470,9 +1442,6 @@ export function keyWindow(score: Score): { lo?: string; hi?: string } {
   visit(score.c);
   return out;
 }
-
-/** Query rows per invocation of the fused attention kernel (tests vary it). */
-export const attentionTile = { rows: 8 };
 
 /**
  * The attention kernel of `node` with `r[idx] = rows` fused into its output: the rows listed in

@@ -9,6 +9,7 @@
  * loop budget (only the key loop counts); the kernel is specialized on d and e, never on sequence
  * lengths. Keys outside the rows' window (causal, sliding window) are never visited.
  */
+import { KEY_BLOCK, WORKGROUP } from "../compiler/limits.ts";
 
 /** What the skeleton needs. */
 export interface FlashSpec {
@@ -90,21 +91,21 @@ ${
       : ""
   }
 ${spec.helpers}
-@compute @workgroup_size(64)
+@compute @workgroup_size(${WORKGROUP})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let rows = ${spec.rows};
   let cols = ${spec.cols};
   let tiles = (rows + ${R - 1}u) / ${R}u;
   ${
     spec.split
-      ? `let t0 = gid.x + gid.y * nwg.x * 64u;
+      ? `let t0 = gid.x + gid.y * nwg.x * ${WORKGROUP}u;
   if (t0 >= ${spec.split.parts}u * tiles * sizes[0]) { return; }
   let kp = t0 / (tiles * sizes[0]);
   let kused = ${spec.split.used};
   if (kp >= kused) { return; }
   let kblk = (cols + kused - 1u) / kused;
   let t = t0 % (tiles * sizes[0]);`
-      : `let t = gid.x + gid.y * nwg.x * 64u;
+      : `let t = gid.x + gid.y * nwg.x * ${WORKGROUP}u;
   if (t >= tiles * sizes[0]) { return; }`
   }
   let s = t / tiles;
@@ -230,9 +231,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 `;
 }
-
-/** Keys per block of the blocked key loop. */
-const KEY_BLOCK = 4;
 
 /**
  * The key loop in blocks of KEY_BLOCK keys: each row computes the block's scores first, then

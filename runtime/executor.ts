@@ -9,13 +9,14 @@ import { CompileError, DeviceError, LimitError } from "../compiler/errors.ts";
 import type { Dim, Graph } from "../compiler/ir/types.ts";
 import type { ExecPlan, PlannedKernel } from "../compiler/lower.ts";
 import { sizeOf, type Tensor } from "../compiler/tensor.ts";
+import type { ThreadDim } from "../compiler/wgsl.ts";
 import {
   HYBRID_ELEMENTS,
-  HYBRID_WORKGROUP,
   LOOPS,
-  type ThreadDim,
+  POOL_BYTES,
+  REGION_WORKGROUP,
   WORKGROUP,
-} from "../compiler/wgsl.ts";
+} from "../compiler/limits.ts";
 import { type AcquiredDevice, getDevice } from "./device.ts";
 
 /** Options of `execute`. */
@@ -47,14 +48,12 @@ export interface RunStats {
 const pipelines = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
 
 /**
- * Buffers kept between runs, by size and usage: creating (and zero-filling) a run's buffers
- * anew cost ~0.4 s per run on lavapipe at n = 4096. Kernels never rely on zero-initialized
- * memory (each writes every element it owns; scatter targets are zeroed by a kernel), so a
- * reused buffer is as good as a new one.
+ * Buffers kept between runs, by size and usage (up to POOL_BYTES): creating (and zero-filling) a
+ * run's buffers anew cost ~0.4 s per run on lavapipe at n = 4096. Kernels never rely on
+ * zero-initialized memory (each writes every element it owns; scatter targets are zeroed by a
+ * kernel), so a reused buffer is as good as a new one.
  */
 const pools = new WeakMap<GPUDevice, { free: Map<string, GPUBuffer[]>; bytes: number }>();
-/** Bytes of idle buffers a device keeps for reuse; beyond that, returned buffers are destroyed. */
-const POOL_BYTES = 1 << 30;
 
 /** Execute `plan` (lowered from `graph`) on the inputs; returns the output and run statistics. */
 export async function execute(
@@ -231,7 +230,7 @@ export async function execute(
         const groups = k.workgroupPerSlice
           ? slices
           : k.regions
-          ? k.regions * slices + Math.ceil(total / (HYBRID_WORKGROUP * HYBRID_ELEMENTS))
+          ? k.regions * slices + Math.ceil(total / (REGION_WORKGROUP * HYBRID_ELEMENTS))
           : Math.ceil(total / WORKGROUP);
         const x = Math.min(groups, facts.limits.maxComputeWorkgroupsPerDimension);
         const y = Math.ceil(groups / x);
