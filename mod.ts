@@ -22,7 +22,8 @@ import { showGraph, showType } from "./compiler/ir/print.ts";
 import { parse } from "./compiler/parse.ts";
 import { eliminateDeadCode } from "./compiler/passes/dce.ts";
 import { optimize } from "./compiler/passes/pipeline.ts";
-import { type ExecPlan, lowerGraph } from "./compiler/lower.ts";
+import type { ExecPlan } from "./compiler/lower/plan.ts";
+import { lowerGraph } from "./compiler/lower/lower.ts";
 import { DEFAULT_STORAGE_BUFFERS } from "./compiler/limits.ts";
 import { getDevice } from "./runtime/device.ts";
 import { execute, type RunStats } from "./runtime/executor.ts";
@@ -47,7 +48,7 @@ export type {
   TensorType,
   UnaryFn,
 } from "./compiler/ir/types.ts";
-export type { ExecPlan, KernelIO, PlannedKernel } from "./compiler/lower.ts";
+export type { ExecPlan, KernelIO, PlannedKernel } from "./compiler/lower/plan.ts";
 export type { NodeKernel, SymbolSlots, ThreadDim } from "./compiler/wgsl.ts";
 export type { RunStats } from "./runtime/executor.ts";
 export { decodeNpy, encodeNpy, readNpy, writeNpy } from "./runtime/npy.ts";

@@ -7,7 +7,7 @@ import { bindInputs } from "../compiler/bind.ts";
 import { fillRandom } from "../compiler/rng.ts";
 import { CompileError, DeviceError, LimitError } from "../compiler/errors.ts";
 import type { Dim, Graph } from "../compiler/ir/types.ts";
-import type { ExecPlan, PlannedKernel } from "../compiler/lower.ts";
+import type { ExecPlan, PlannedKernel } from "../compiler/lower/plan.ts";
 import { sizeOf, type Tensor } from "../compiler/tensor.ts";
 import type { ThreadDim } from "../compiler/wgsl.ts";
 import {

@@ -14,7 +14,8 @@ import fc from "fast-check";
 import { compileSync, type ExecPlan } from "../mod.ts";
 import type { Dim, Graph } from "../compiler/ir/types.ts";
 import { showGraph } from "../compiler/ir/print.ts";
-import { lowerGraph, type LowerOptions } from "../compiler/lower.ts";
+import { lowerGraph } from "../compiler/lower/lower.ts";
+import type { LowerOptions } from "../compiler/lower/plan.ts";
 import { printProgram, specArb } from "../tests/programs.ts";
 
 const args = Deno.args.filter((a) => a !== "--");

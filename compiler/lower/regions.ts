@@ -6,7 +6,7 @@
  * used only inside the region live in one arena buffer; values read outside get their own.
  * Without regions, the 6-step Nyström pinv alone is 24 dispatches.
  */
-import type { Dim, Graph, Node } from "./ir/types.ts";
+import type { Dim, Graph, Node } from "../ir/types.ts";
 import {
   coords,
   ELEMENTWISE,
@@ -19,8 +19,8 @@ import {
   rowwiseBody,
   size,
   type SymbolSlots,
-} from "./wgsl.ts";
-import { LONG_SEQUENCE, REGION_ELEMENTS, REGION_TRIPS, REGION_WORKGROUP } from "./limits.ts";
+} from "../wgsl.ts";
+import { LONG_SEQUENCE, REGION_ELEMENTS, REGION_TRIPS, REGION_WORKGROUP } from "../limits.ts";
 
 /** Ops a region computes as phases. */
 const PHASE_OPS = new Set([...ELEMENTWISE, ...HEAVY, "softmax", "normalize", "random"]);

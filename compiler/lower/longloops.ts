@@ -18,7 +18,7 @@
  * The chunk count is computed in WGSL from the sizes table, so the split kernels are correct for
  * any size. Normal-size plans are unchanged.
  */
-import type { Dim, Node } from "./ir/types.ts";
+import type { Dim, Node } from "../ir/types.ts";
 import {
   coords,
   dim,
@@ -37,8 +37,8 @@ import {
   splitUsed,
   strides,
   type SymbolSlots,
-} from "./wgsl.ts";
-import { LOOPS, MATMUL_TILE } from "./limits.ts";
+} from "../wgsl.ts";
+import { LOOPS, MATMUL_TILE } from "../limits.ts";
 
 /** Binding key of a split kernel's partial-results buffer (not a node id). */
 export const PARTIAL = -2;
