@@ -49,7 +49,8 @@ export type {
   UnaryFn,
 } from "./compiler/ir/types.ts";
 export type { ExecPlan, KernelIO, PlannedKernel } from "./compiler/lower/plan.ts";
-export type { NodeKernel, SymbolSlots, ThreadDim } from "./compiler/wgsl.ts";
+export type { NodeKernel } from "./compiler/wgsl/kernel.ts";
+export type { SymbolSlots, ThreadDim } from "./compiler/wgsl/syntax.ts";
 export type { RunStats } from "./runtime/executor.ts";
 export { decodeNpy, encodeNpy, readNpy, writeNpy } from "./runtime/npy.ts";
 /**

@@ -117,3 +117,9 @@ export const PARTIAL_TABLE_BUCKETS = 256;
  * lavapipe at n = 4096.
  */
 export const POOL_BYTES = 1 << 30;
+
+/** Elements per chunk of a split loop over `len` elements (the host side of WGSL `splitUsed`). */
+export function splitBlock(len: number): number {
+  const used = Math.max(1, Math.min(LOOPS.parts, Math.ceil(len / LOOPS.chunk)));
+  return Math.ceil(len / used);
+}

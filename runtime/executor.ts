@@ -9,7 +9,7 @@ import { CompileError, DeviceError, LimitError } from "../compiler/errors.ts";
 import type { Dim, Graph } from "../compiler/ir/types.ts";
 import type { ExecPlan, PlannedKernel } from "../compiler/lower/plan.ts";
 import { sizeOf, type Tensor } from "../compiler/tensor.ts";
-import type { ThreadDim } from "../compiler/wgsl.ts";
+import type { ThreadDim } from "../compiler/wgsl/syntax.ts";
 import {
   HYBRID_ELEMENTS,
   LOOPS,

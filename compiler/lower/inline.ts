@@ -4,7 +4,7 @@
  */
 import type { Graph, Node } from "../ir/types.ts";
 import { typicalSizes } from "../ir/cost.ts";
-import { ELEMENTWISE, HEAVY, READS_BY_COORDINATE } from "../wgsl.ts";
+import { ELEMENTWISE, HEAVY, READS_BY_COORDINATE } from "../wgsl/ops.ts";
 import {
   HEAVY_RECOMPUTE_BUDGET,
   LOOPS,

@@ -9,12 +9,23 @@
 import type { Dim, Graph, Node } from "../ir/types.ts";
 import { nodesById } from "../ir/walks.ts";
 import { typicalSizes } from "../ir/cost.ts";
-import { attentionWithRows, HEAVY, nodeKernels, type SymbolSlots, VEC4_KEYS } from "../wgsl.ts";
+import { HEAVY } from "../wgsl/ops.ts";
+import type { SymbolSlots } from "../wgsl/syntax.ts";
+import { VEC4_KEYS } from "../wgsl/reader.ts";
+import {
+  ARENA,
+  attentionWithRows,
+  elementTrips,
+  nodeKernels,
+  PARTIAL,
+  regionKernel,
+  splitKernels,
+  withTrips,
+} from "../../kernels/index.ts";
 import { DEFAULT_STORAGE_BUFFERS, HOST_DRAW_ELEMENTS, LOOPS } from "../limits.ts";
 import type { ExecPlan, LowerOptions } from "./plan.ts";
 import { inlinedNodes, partialTables } from "./inline.ts";
-import { ARENA, findRegions, outerDeps, type Region, regionKernel } from "./regions.ts";
-import { elementTrips, PARTIAL, splitKernels, withTrips } from "./longloops.ts";
+import { findRegions, outerDeps, type Region } from "./regions.ts";
 import { schedule } from "./schedule.ts";
 import { checkPlan } from "./check.ts";
 
@@ -300,7 +311,7 @@ function emit(L: Lowering, n: Node): void {
     // reads, instead of copying x first.
     const x = env.get(n.args[0]);
     if (x !== undefined && !plan.inputs.some((i) => i.buffer === x)) {
-      const [, scatter] = withTrips(self, nodeKernels(self, byId, slots, inline), byId, inline);
+      const [, scatter] = withTrips(self, nodeKernels(self, { byId, slots, inline }), byId, inline);
       plan.kernels.push({ ...scatter, write: x, readBuffers: reads(scatter.reads) });
       env.set(n.id, x);
       return;
@@ -309,7 +320,7 @@ function emit(L: Lowering, n: Node): void {
   const chunks = self.op.op === "scatter_add" ? self.op.chunks : undefined;
   const kernels = withTrips(
     self,
-    nodeKernels(self, byId, slots, inline, { f16: L.options.f16 }),
+    nodeKernels(self, { byId, slots, inline, f16: L.options.f16 }),
     byId,
     inline,
   );

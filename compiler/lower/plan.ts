@@ -3,7 +3,8 @@
  * for each dispatch what it binds, reads, writes and how it is launched.
  */
 import type { Dim, InputDecl, Node } from "../ir/types.ts";
-import type { NodeKernel, SymbolSlots, ThreadDim } from "../wgsl.ts";
+import type { NodeKernel } from "../wgsl/kernel.ts";
+import type { SymbolSlots, ThreadDim } from "../wgsl/syntax.ts";
 
 /** A kernel placed in the plan: which buffer it writes and which it reads. */
 export interface PlannedKernel extends NodeKernel {

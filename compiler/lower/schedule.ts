@@ -1,6 +1,7 @@
 /** Dispatch order and horizontal fusion: which kernels of a plan share one dispatch. */
 import type { Dim } from "../ir/types.ts";
-import { mergeKernels, type SymbolSlots } from "../wgsl.ts";
+import { mergeKernels } from "../wgsl/merge.ts";
+import type { SymbolSlots } from "../wgsl/syntax.ts";
 import { HYBRID_ELEMENTS, HYBRID_TRIPS, LOOPS } from "../limits.ts";
 import type { PlannedKernel } from "./plan.ts";
 
