@@ -46,7 +46,8 @@ export function regionKernel(
   const placeArena = (id: number, shape: Dim[]) => {
     offsets.push(arena.length ? `(${arena.map((s) => size(s, slots)).join(" + ")})` : "0u");
     arena.push(shape);
-    reader.placed.set(id, { key: ARENA, offset: offsets.at(-1)!, stride: "ARENA_STRIDE" });
+    // The stride (all slots' sizes) is set once every slot is placed.
+    reader.placed.set(id, { key: ARENA, offset: offsets.at(-1)!, stride: "" });
   };
   const place = (n: Node) => {
     if (n.op.op === "loop_result" || n.op.op === "loop") return;
@@ -73,6 +74,8 @@ export function regionKernel(
     // Temporaries for the next carried values, so updates never read a half-written carry.
     loop.results.forEach((r, i) => placeArena(-100 - n.id * 16 - i, byId.get(r)!.type.shape));
   }
+  const arenaStride = arena.length ? `(${arena.map((s) => size(s, slots)).join(" + ")})` : "1u";
+  for (const p of reader.placed.values()) if (p.key === ARENA) p.stride = arenaStride;
   // A typical trip count and the WGSL are built together, phase by phase.
   type Trips = (sz: (d: Dim) => number) => number;
   const exprTrips = (id: number): Trips => {
@@ -99,7 +102,7 @@ export function regionKernel(
       const axis = n.op.axis;
       const fiber = shape.filter((_, i) => i !== axis);
       const p = reader.placed.get(n.id);
-      const base = p ? `s * ARENA_STRIDE + ${p.offset}` : `s * ${size(shape, slots)}`;
+      const base = p ? `s * ${arenaStride} + ${p.offset}` : `s * ${size(shape, slots)}`;
       const body = rowwiseBody(n, reader, reader.buffer(p?.key ?? n.id), base);
       trips.push((sz) => scale * per(fiber, (z) => 3 * z(shape[axis]) * (1 + args(z)))(sz));
       return `for (var e = lid; e < ${size(fiber, slots)}; e = e + ${W}u) {
@@ -163,7 +166,7 @@ export function regionKernel(
       const i = (cn.op as { index: number }).index;
       if (loop.results[i] === cn.id) continue;
       const t = reader.placed.get(tmp(i))!;
-      const to = `${reader.buffer(ARENA)}[s * ARENA_STRIDE + ${t.offset} + e]`;
+      const to = `${reader.buffer(ARENA)}[s * ${arenaStride} + ${t.offset} + e]`;
       phases.push(copy(cn.type.shape, to, at(loop.results[i], cn.type.shape), loop.count));
     }
     phases.push(barrier);
@@ -171,12 +174,11 @@ export function regionKernel(
       const i = (cn.op as { index: number }).index;
       if (loop.results[i] === cn.id) continue;
       const t = reader.placed.get(tmp(i))!;
-      const from = `${reader.buffer(ARENA)}[s * ARENA_STRIDE + ${t.offset} + e]`;
+      const from = `${reader.buffer(ARENA)}[s * ${arenaStride} + ${t.offset} + e]`;
       phases.push(copy(cn.type.shape, at(cn.id, cn.type.shape), from, loop.count));
     }
     phases.push(barrier, "}");
   }
-  const arenaStride = arena.length ? `(${arena.map((s) => size(s, slots)).join(" + ")})` : "1u";
   reader.buffer(ARENA);
   const written = new Set([
     ARENA,
@@ -189,11 +191,10 @@ export function regionKernel(
     }> a${i}: array<f32>;`
   );
   const first = region.nodes[0];
-  const fns = [...reader.fns.values()].map((f) => f.replaceAll("ARENA_STRIDE", arenaStride));
+  const fns = [...reader.fns.values()];
   const body = `${phases.join("\n  ")}
   // Keeps every binding in the pipeline's layout (an empty arena is still bound).
-  if (lid == 0xffffffffu) { ${reader.bindings.map((_, i) => `_ = a${i}[0];`).join(" ")} }`
-    .replaceAll("ARENA_STRIDE", arenaStride);
+  if (lid == 0xffffffffu) { ${reader.bindings.map((_, i) => `_ = a${i}[0];`).join(" ")} }`;
   const wgsl = `// region: ${
     region.nodes.map((n) => `%${n.id} ${n.op.op}`).join(", ")
   } — one workgroup per slice

@@ -84,14 +84,13 @@ export function splitKernels(
       const a = src(0);
       const len = dim(op.op === "reduce" ? a[op.axis] : a[a.length - 1], slots);
       const reader = new Reader(byId, inline, slots);
-      const { pre } = heavyValue(n, out.map((_, i) => `c${i}`), reader);
-      const head = `for (var k = 0u; k < ${len}; k = k + 1u)`;
-      if (!pre.includes(head)) return undefined;
+      const range = { lo: "klo", hi: "khi" };
+      const { pre } = heavyValue(n, out.map((_, i) => `c${i}`), reader, range);
       const body = `let kp = r / ${outSize};
   let r2 = r % ${outSize};
   ${coords(out, slots, "r2")}
   ${chunk(len)}
-  ${pre.replace(head, "for (var k = klo; k < khi; k = k + 1u)")}
+  ${pre}
   out[(s * ${P}u + kp) * ${outSize} + r2] = acc;`;
       const first = kernel(n, reader, [P, ...out], slots, body);
       const fn = op.op === "dot" ? "sum" : op.fn;

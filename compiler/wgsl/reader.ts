@@ -6,8 +6,15 @@ import { BINARY, HEAVY, REDUCE_INIT, reduceStep, UNARY } from "./ops.ts";
 /**
  * Statements and the final expression computing a HEAVY node's value at coordinates `c`,
  * reading operands through `reader` (shared by the node's own kernel and its inlined function).
+ * A contraction or reduction runs its loop over k in [`range.lo`, `range.hi`) when given (a split
+ * loop's chunk), else over the whole axis.
  */
-export function heavyValue(n: Node, c: string[], reader: Reader): { pre: string; value: string } {
+export function heavyValue(
+  n: Node,
+  c: string[],
+  reader: Reader,
+  range?: { lo: string; hi: string },
+): { pre: string; value: string } {
   const slots = reader.slots;
   const arg = (k: number) => reader.byId.get(n.args[k])!;
   const rd = (k: number, at: string[]) => reader.at(n.args[k], at);
@@ -32,7 +39,9 @@ export function heavyValue(n: Node, c: string[], reader: Reader): { pre: string;
       return {
         pre: `${x.setup} ${y.setup}
   var acc = 0.0;
-  for (var k = 0u; k < ${len}; k = k + 1u) { acc = acc + ${x.read} * ${y.read}; }`,
+  for (var k = ${range?.lo ?? "0u"}; k < ${
+          range?.hi ?? len
+        }; k = k + 1u) { acc = acc + ${x.read} * ${y.read}; }`,
         value: "acc",
       };
     }
@@ -47,7 +56,7 @@ export function heavyValue(n: Node, c: string[], reader: Reader): { pre: string;
       const step = `acc = ${reduceStep(op.fn)};`;
       return {
         pre: `var acc = ${init};
-  for (var k = 0u; k < ${len}; k = k + 1u) {
+  for (var k = ${range?.lo ?? "0u"}; k < ${range?.hi ?? len}; k = k + 1u) {
     let x = ${rd(0, srcCoord)};
     ${step}
   }`,
