@@ -238,9 +238,13 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
       plan ??= lowerGraph(optimized, lowering);
       const kernels = plan.kernels.map((k, i) =>
         `  ${String(i).padStart(3)}  ${k.name.padEnd(22)} threads/slice ${
-          k.workgroupPerSlice ? "one workgroup" : k.regions ? `${k.regions} workgroup(s) + ` : ""
+          k.launch.kind === "slice"
+            ? "one workgroup"
+            : k.launch.regions
+            ? `${k.launch.regions} workgroup(s) + `
+            : ""
         }${
-          (k.workgroupPerSlice ? [] : k.parts ?? [k.threads]).map((p) =>
+          (k.launch.kind === "slice" ? [] : k.launch.parts).map((p) =>
             `[${
               p.map((t) =>
                 typeof t !== "object"

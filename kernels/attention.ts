@@ -1,9 +1,16 @@
 /** Fused attention: the score in WGSL, its key window, and the flash kernel around it. */
 import type { Dim, Node, Score } from "../compiler/ir/types.ts";
 import { attentionTile, LOOPS, splitBlock } from "../compiler/limits.ts";
-import { dim, f32, size, splitUsed, type SymbolSlots } from "../compiler/wgsl/syntax.ts";
+import {
+  dim,
+  f32,
+  size,
+  splitUsed,
+  type SymbolSlots,
+  type ThreadDim,
+} from "../compiler/wgsl/syntax.ts";
 import { BINARY, HELPERS, helpersFor, UNARY } from "../compiler/wgsl/ops.ts";
-import type { NodeKernel } from "../compiler/wgsl/kernel.ts";
+import { gridLaunch, type NodeKernel } from "../compiler/wgsl/kernel.ts";
 import { flashKernel } from "./flash.ts";
 import type { KernelRequest } from "./common.ts";
 
@@ -157,10 +164,16 @@ function attentionKernel(
         : undefined,
     }, `%${node.id} ${node.op.op}${replace ? " with rows replaced" : ""}`);
   const shown = (x: Dim) => (typeof x === "number" ? x : 4);
+  const threads: ThreadDim[] = [
+    ...(split ? [LOOPS.parts] : []),
+    { ceilDiv: [a.type.shape[0], tile] },
+  ];
   return {
     name: `${node.op.op}_${node.id}`,
     wgsl: render(shown(a.type.shape[1]), shown(e)),
-    threads: [...(split ? [LOOPS.parts] : []), { ceilDiv: [a.type.shape[0], tile] }],
+    threads,
+    launch: gridLaunch(threads),
+    features: f16 ? ["shader-f16"] : undefined,
     reads: replace ? [...node.args, replace.idx.id, replace.rows] : node.args,
     specialize: (sz) => render(sz(a.type.shape[1]), probs ? 4 : sz(e)),
     // The key loop (and for probabilities the normalizing pass) is the only loop that counts.

@@ -217,6 +217,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     reads: reader.bindings,
     writes: [...written].filter((k) => reader.bindings.includes(k)),
     workgroupPerSlice: true,
+    launch: { kind: "slice", workgroup: REGION_WORKGROUP },
     arena,
     trips: (sz) => trips.reduce((t, f) => t + f(sz), 0),
     part: { body, fns, atomicOut: false },

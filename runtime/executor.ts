@@ -7,16 +7,9 @@ import { bindInputs } from "../compiler/bind.ts";
 import { fillRandom } from "../compiler/rng.ts";
 import { CompileError, DeviceError, LimitError } from "../compiler/errors.ts";
 import type { Dim, Graph } from "../compiler/ir/types.ts";
-import type { ExecPlan, PlannedKernel } from "../compiler/lower/plan.ts";
+import { type ExecPlan, invocations, type PlannedKernel } from "../compiler/lower/plan.ts";
 import { sizeOf, type Tensor } from "../compiler/tensor.ts";
-import type { ThreadDim } from "../compiler/wgsl/syntax.ts";
-import {
-  HYBRID_ELEMENTS,
-  LOOPS,
-  POOL_BYTES,
-  REGION_WORKGROUP,
-  WORKGROUP,
-} from "../compiler/limits.ts";
+import { LOOPS, POOL_BYTES } from "../compiler/limits.ts";
 import { type AcquiredDevice, getDevice } from "./device.ts";
 
 /** Options of `execute`. */
@@ -207,7 +200,7 @@ export async function execute(
       let dispatches = 0;
       for (const k of plan.kernels) {
         const code = k.specialize ? k.specialize((d) => resolve([d])[0]) : k.wgsl;
-        if (code.startsWith("enable f16;") && !device.features.has("shader-f16")) {
+        if (k.features?.includes("shader-f16") && !device.features.has("shader-f16")) {
           throw new DeviceError(
             `kernel ${k.name} computes in half precision but the adapter ${facts.description} ` +
               "has no shader-f16; compile without { f16: true }",
@@ -215,23 +208,17 @@ export async function execute(
         }
         const pipeline = cache.get(code) ?? (await buildPipeline(device, k, code));
         cache.set(code, pipeline);
-        const count = (threads: ThreadDim[]) =>
-          threads.reduce<number>((p, d) => {
-            const v = typeof d !== "object"
-              ? resolve([d])[0]
-              : "max" in d
-              ? Math.max(resolve([d.max[0]])[0], d.max[1])
-              : Math.ceil(resolve([d.ceilDiv[0]])[0] / d.ceilDiv[1]);
-            return p * v;
-          }, 1);
-        const per = k.parts ? k.parts.reduce((sum, p) => sum + count(p), 0) : count(k.threads);
-        const total = per * slices;
-        if (total === 0 && !k.regions) continue;
-        const groups = k.workgroupPerSlice
+        // The kernel's own launch: one workgroup per slice, or its parts' invocations laid end
+        // to end (after the workgroups of any regions merged in).
+        const launch = k.launch;
+        const regions = launch.kind === "grid" ? launch.regions : 0;
+        const total = launch.kind === "slice"
           ? slices
-          : k.regions
-          ? k.regions * slices + Math.ceil(total / (REGION_WORKGROUP * HYBRID_ELEMENTS))
-          : Math.ceil(total / WORKGROUP);
+          : launch.parts.reduce((sum, p) => sum + invocations(p, runSize), 0) * slices;
+        if (total === 0 && !regions) continue;
+        const groups = launch.kind === "slice"
+          ? slices
+          : regions * slices + Math.ceil(total / (launch.workgroup * launch.elements));
         const x = Math.min(groups, facts.limits.maxComputeWorkgroupsPerDimension);
         const y = Math.ceil(groups / x);
         const entries: GPUBindGroupEntry[] = [

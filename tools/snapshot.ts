@@ -62,7 +62,7 @@ function showPlan(plan: ExecPlan, sizes: (d: Dim) => number): string {
     `hostDraws ${JSON.stringify(plan.hostDraws.map((h) => [h.buffer, h.node.id, h.seed, h.hi]))}`,
   );
   for (const [i, k] of plan.kernels.entries()) {
-    const { wgsl, specialize, trips, elementTrips, part, ...rest } = k;
+    const { wgsl, specialize, trips, elementTrips, part, launch: _l, features: _f, ...rest } = k;
     lines.push(`--- kernel ${i} ${k.name}`);
     lines.push(JSON.stringify(rest));
     lines.push(

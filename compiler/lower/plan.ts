@@ -6,6 +6,23 @@ import type { Dim, InputDecl, Node } from "../ir/types.ts";
 import type { NodeKernel } from "../wgsl/kernel.ts";
 import type { SymbolSlots, ThreadDim } from "../wgsl/syntax.ts";
 
+export type { Feature, Launch } from "../wgsl/kernel.ts";
+export type { SymbolSlots, ThreadDim } from "../wgsl/syntax.ts";
+
+/** Invocations per slice of `threads` at the given sizes (the host side of WGSL `size`). */
+export function invocations(threads: ThreadDim[], sz: (d: Dim) => number): number {
+  return threads.reduce<number>(
+    (p, d) =>
+      p *
+      (typeof d !== "object"
+        ? sz(d)
+        : "max" in d
+        ? Math.max(sz(d.max[0]), d.max[1])
+        : Math.ceil(sz(d.ceilDiv[0]) / d.ceilDiv[1])),
+    1,
+  );
+}
+
 /** A kernel placed in the plan: which buffer it writes and which it reads. */
 export interface PlannedKernel extends NodeKernel {
   /** Buffer bound at binding 1 (`out`). */

@@ -94,6 +94,7 @@ export function schedule(
           regions: merged.regions,
           io: group.flatMap((k) => k.io!),
           trips: regions.length ? hybridTrips(group) : mergedTrips(group),
+          launch: merged.launch,
         });
         // A long run's dispatch stays within the loop budget: else its parts run apart.
         if (run && out.at(-1)!.trips!(run) > LOOPS.budget) out.splice(-1, 1, ...group);

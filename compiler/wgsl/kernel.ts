@@ -5,6 +5,25 @@ import { size, type SymbolSlots, type ThreadDim } from "./syntax.ts";
 import { helpersFor } from "./ops.ts";
 import { type Reader, VEC4_KEYS } from "./reader.ts";
 
+/**
+ * How a kernel is launched, declared by the kernel itself (the executor derives nothing):
+ * - `slice`: one workgroup per slice (a region, running a whole loop in one workgroup);
+ * - `grid`: per slice the invocation counts of `parts` laid end to end, `elements` grid elements
+ *   per invocation, in workgroups of `workgroup`, after `regions` workgroups per slice (the
+ *   regions of a merged dispatch).
+ */
+export type Launch =
+  | { kind: "slice"; workgroup: number }
+  | { kind: "grid"; parts: ThreadDim[][]; workgroup: number; elements: number; regions: number };
+
+/** The launch of a grid kernel of `threads` invocations per slice, one element each. */
+export function gridLaunch(threads: ThreadDim[]): Launch {
+  return { kind: "grid", parts: [threads], workgroup: WORKGROUP, elements: 1, regions: 0 };
+}
+
+/** Device features a kernel needs (WebGPU feature names). */
+export type Feature = "shader-f16";
+
 /** A kernel for one node: WGSL source and how many invocations to launch (per slice). */
 export interface NodeKernel {
   /** `op_nodeid`, for explain and timings. */
@@ -17,6 +36,10 @@ export interface NodeKernel {
   reads: number[];
   /** Launch exactly one workgroup per slice (a kernel that runs a whole loop). */
   workgroupPerSlice?: boolean;
+  /** How the kernel is launched. */
+  launch: Launch;
+  /** Device features its WGSL needs. */
+  features?: Feature[];
   /** For kernels specialized on head sizes: the WGSL for the run's actual sizes. */
   specialize?: (size: (d: Dim) => number) => string;
   /**
@@ -69,5 +92,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     threads,
     reads,
     part: { body, fns, atomicOut },
+    launch: gridLaunch(threads),
   };
 }

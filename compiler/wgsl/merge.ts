@@ -3,7 +3,7 @@ import { HYBRID_ELEMENTS, REGION_WORKGROUP, SCATTER_STRIDE, WORKGROUP } from "..
 import { size, type SymbolSlots } from "./syntax.ts";
 import { helpersFor } from "./ops.ts";
 import { VEC4_KEYS } from "./reader.ts";
-import type { NodeKernel } from "./kernel.ts";
+import type { Launch, NodeKernel } from "./kernel.ts";
 
 /** One kernel of a merged dispatch, with the buffers it writes and reads. */
 export interface MergePart {
@@ -23,7 +23,7 @@ export interface MergePart {
 export function mergeKernels(
   parts: MergePart[],
   slots: SymbolSlots,
-): { wgsl: string; bindings: number[]; writes: number[]; regions: number } {
+): { wgsl: string; bindings: number[]; writes: number[]; regions: number; launch: Launch } {
   const bindings: number[] = [];
   const vec4 = new Set<number>(); // binding indices that are vec4 views
   const writes = new Set(parts.flatMap((p) => p.writes ?? [p.write]));
@@ -123,5 +123,12 @@ ${main}
   ${calls.join("\n  ")}
 ${regions.length ? "  }\n" : ""}}
 `;
-  return { wgsl, bindings, writes: [...writes], regions: regions.length };
+  const launch: Launch = {
+    kind: "grid",
+    parts: grid.map((p) => p.kernel.threads),
+    workgroup: W,
+    elements: regions.length ? HYBRID_ELEMENTS : 1,
+    regions: regions.length,
+  };
+  return { wgsl, bindings, writes: [...writes], regions: regions.length, launch };
 }
