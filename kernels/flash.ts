@@ -269,15 +269,15 @@ function blocked(
       }`
       ).join("\n      ")
     }
-      bad${r} = bad${r} | ${isNan("s0")} | ${isNan("s1")} | ${isNan("s2")} | ${isNan("s3")};
-      let mb = max(max(s0, s1), max(s2, s3));
+      bad${r} = bad${r} | ${keys.map((b) => isNan(`s${b}`)).join(" | ")};
+      let mb = ${pairwise(keys.map((b) => `s${b}`), (x, y) => `max(${x}, ${y})`)};
       if (mb > mx${r}) {
         l${r} = l${r} * exp(mx${r} - mb);
         mx${r} = mb;
       }
       if (mx${r} > bitcast<f32>(f32_bits.y)) {
         ${keys.map((b) => `let p${b} = exp(s${b} - mx${r});`).join(" ")}
-        let ln = l${r} + (p0 + p1) + (p2 + p3);
+        let ln = l${r} + ${pairSums(keys.map((b) => `p${b}`))};
         let inv = 1.0 / ln;
         let keep = l${r} * inv;
         ${keys.map((b) => `let w${b} = p${b} * inv;`).join(" ")}
@@ -286,7 +286,9 @@ function blocked(
       cols(
         t.ew,
         (c) =>
-          `acc${r}[${c}] = acc${r}[${c}] * keep + w0 * v0[${c}] + w1 * v1[${c}] + w2 * v2[${c}] + w3 * v3[${c}];`,
+          `acc${r}[${c}] = acc${r}[${c}] * keep + ${
+            keys.map((b) => `w${b} * v${b}[${c}]`).join(" + ")
+          };`,
       )
     }
       }
@@ -312,6 +314,22 @@ function blocked(
     ${Array.from({ length: R }, (_, r) => rowBlock(r)).join("\n    ")}
     jstart = jb + ${B}u;
   }`;
+}
+
+/** `xs` combined by `f` as a balanced tree (independent operations for the compiler). */
+function pairwise(xs: string[], f: (a: string, b: string) => string): string {
+  if (xs.length === 1) return xs[0];
+  const h = Math.ceil(xs.length / 2);
+  return f(pairwise(xs.slice(0, h), f), pairwise(xs.slice(h), f));
+}
+
+/** The sum of `xs` in pairs: `(p0 + p1) + (p2 + p3)`. */
+function pairSums(xs: string[]): string {
+  const pairs = [];
+  for (let i = 0; i < xs.length; i += 2) {
+    pairs.push(i + 1 < xs.length ? `(${xs[i]} + ${xs[i + 1]})` : xs[i]);
+  }
+  return pairs.join(" + ");
 }
 
 /**

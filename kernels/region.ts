@@ -11,6 +11,7 @@ import { HEAVY, helpersFor } from "../compiler/wgsl/ops.ts";
 import { heavyValue, Reader } from "../compiler/wgsl/reader.ts";
 import { randomValue, rowwiseBody } from "../compiler/wgsl/values.ts";
 import type { NodeKernel } from "../compiler/wgsl/kernel.ts";
+import { loopLength } from "./trips.ts";
 
 /** A region: its top-level nodes in order (loops carry their bodies) and the values read outside. */
 export interface Region {
@@ -222,24 +223,4 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     trips: (sz) => trips.reduce((t, f) => t + f(sz), 0),
     part: { body, fns, atomicOut: false },
   };
-}
-
-/** Iterations of the loop computing one element of a HEAVY node, at given sizes. */
-function loopLength(n: Node, byId: Map<number, Node>): (sz: (d: Dim) => number) => number {
-  const a = byId.get(n.args[0])!.type.shape;
-  switch (n.op.op) {
-    case "matmul":
-    case "dot":
-    case "bits":
-      return (sz) => sz(a.at(-1)!);
-    case "reduce": {
-      const axis = n.op.axis;
-      return (sz) => sz(a[axis]);
-    }
-    case "segment_mean": {
-      const m = n.op.segments;
-      return (sz) => Math.ceil(sz(a[0]) / m);
-    }
-  }
-  return () => 1;
 }

@@ -43,19 +43,32 @@ const args = (n: Node, rt: (id: number) => number) => n.args.reduce((t, a) => t 
 
 /** The loop of a heavy node computing one element (reads included). */
 function ownLoop(n: Node, byId: Map<number, Node>, sz: Sizes, rt: (id: number) => number) {
-  const shape = (k: number) => byId.get(n.args[k])!.type.shape;
+  if (!HEAVY.has(n.op.op)) return args(n, rt);
+  const contraction = n.op.op === "matmul" || n.op.op === "dot";
+  const reads = contraction ? rt(n.args[0]) + rt(n.args[1]) : rt(n.args[0]);
+  // segment_mean is counted with one trip of margin over its longest segment.
+  const len = loopLength(n, byId)(sz) + (n.op.op === "segment_mean" ? 1 : 0);
+  return loop(len, reads);
+}
+
+/** Iterations of the loop computing one element of a HEAVY node, at given sizes. */
+export function loopLength(n: Node, byId: Map<number, Node>): (sz: (d: Dim) => number) => number {
+  const a = byId.get(n.args[0])!.type.shape;
   switch (n.op.op) {
-    case "reduce":
-      return loop(sz(shape(0)[n.op.axis]), rt(n.args[0]));
     case "matmul":
     case "dot":
-      return loop(sz(shape(0).at(-1)!), rt(n.args[0]) + rt(n.args[1]));
     case "bits":
-      return loop(sz(shape(0).at(-1)!), rt(n.args[0]));
-    case "segment_mean":
-      return loop(Math.ceil(sz(shape(0)[0]) / n.op.segments) + 1, rt(n.args[0]));
+      return (sz) => sz(a.at(-1)!);
+    case "reduce": {
+      const axis = n.op.axis;
+      return (sz) => sz(a[axis]);
+    }
+    case "segment_mean": {
+      const m = n.op.segments;
+      return (sz) => Math.ceil(sz(a[0]) / m);
+    }
   }
-  return args(n, rt);
+  return () => 1;
 }
 
 /**
