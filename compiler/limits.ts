@@ -13,7 +13,7 @@ export const LOOPS = {
    * Loop iterations lavapipe (Mesa ≤ 22) allows one shader invocation, all its loops together:
    * past it, loops end early with no error (measured here: `sum` over 100,000 elements gave
    * 65,747.8 against 100,305; a max over 65,536 elements missed the last one). A kernel whose
-   * trips at a run's sizes exceed it runs split (see `lower/longloops.ts`); the executor refuses
+   * trips at a run's sizes exceed it runs split (see kernels/split.ts); the executor refuses
    * any that still does.
    */
   budget: 65_535,

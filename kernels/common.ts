@@ -11,7 +11,7 @@ export interface KernelRequest {
   inline: Set<number>;
   /** Fused attention computes q·k in half precision. */
   f16?: boolean;
-  /** The split form of a long loop (see compiler/lower/longloops.ts). */
+  /** The split form of a long loop (see kernels/split.ts). */
   split?: boolean;
 }
 

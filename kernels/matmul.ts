@@ -16,7 +16,7 @@ export function matmulKernels(node: Node, req: KernelRequest): NodeKernel[] {
   const T = MATMUL_TILE;
   const rowsD = out[rank - 2], colsD = out[rank - 1];
   const batch = out.slice(0, -2);
-  // Split (a run whose K passes the loop budget, see longloops.ts): invocation (kp, tile)
+  // Split (a run whose K passes the loop budget, see kernels/split.ts): invocation (kp, tile)
   // sums its slice [klo, khi) of K into partial block kp; a second kernel adds the blocks.
   const split = req.split === true;
   const tiles: ThreadDim[] = [

@@ -75,7 +75,7 @@ export function loopLength(n: Node, byId: Map<number, Node>): (sz: (d: Dim) => n
  * Loop trips one invocation of a node's own grid kernel makes per element it computes: the node's
  * loop (a HEAVY node's contraction, the Philox rounds of a random draw) and those of the values
  * inlined into it, at given sizes. Undefined for kernels with other loops (softmax, topk,
- * scatter, ...). `lower.ts` uses it to keep loop-heavy parts out of merged dispatches that run
+ * scatter, ...). Lowering (compiler/lower/schedule.ts) uses it to keep loop-heavy parts out of merged dispatches that run
  * many elements per invocation.
  */
 export function elementTrips(

@@ -75,7 +75,7 @@ export async function execute(
   }
   // lavapipe silently ends an invocation's loops after LOOPS.budget iterations in total. Every
   // kernel states its trips; sizes that push one past the budget run the plan's long form, its
-  // long loops split across invocations (compiler/longloops.ts), on every adapter alike.
+  // long loops split across invocations (kernels/split.ts), on every adapter alike.
   const runSize = (d: Dim) => resolve([d])[0];
   const tripsOf = (k: PlannedKernel) => k.trips ? k.trips(runSize) : Infinity;
   if (plan.long && plan.kernels.some((k) => tripsOf(k) > LOOPS.budget)) plan = plan.long(runSize);

@@ -3,7 +3,7 @@
  * contractions are inlined into the kernels that read them (inline.ts), connected sets of small
  * values become one-workgroup regions (regions.ts), `repeat` loops outside regions are unrolled,
  * independent kernels share dispatches (schedule.ts), and runs whose loops pass lavapipe's budget
- * get a long form with split loops (longloops.ts). It knows no device: the runtime executes the
+ * get a long form with split loops (kernels/split.ts). It knows no device: the runtime executes the
  * plan as it is.
  */
 import type { Dim, Graph, Node } from "../ir/types.ts";
@@ -329,7 +329,7 @@ function emit(L: Lowering, n: Node): void {
     ? splitKernels(self, byId, slots, inline, L.options.f16)
     : undefined;
   if (split) {
-    // Partial results per chunk of the long loop, then their combination (longloops.ts).
+    // Partial results per chunk of the long loop, then their combination (kernels/split.ts).
     const partial = newBuffer(L, split.partial);
     const write = newBuffer(L, n.type.shape);
     const [first, combine] = withTrips(self, [split.first, split.combine], byId, inline);

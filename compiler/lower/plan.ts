@@ -72,7 +72,7 @@ export interface ExecPlan {
   output: number;
   /**
    * The plan for a run whose sizes push some kernel's `trips` past LOOPS.budget: lowered for
-   * those sizes, long loops split (see longloops.ts). Absent on such plans themselves.
+   * those sizes, long loops split (see kernels/split.ts). Absent on such plans themselves.
    */
   long?: (size: (d: Dim) => number) => ExecPlan;
   /** Conditions on sizes checked before a run (the interpreter checks the same while running). */
@@ -110,7 +110,7 @@ export interface LowerOptions {
   f16?: boolean;
   /**
    * Compute connected sets of small values (and the `repeat` loops over them) as one
-   * single-workgroup dispatch each (default true; see region.ts).
+   * single-workgroup dispatch each (default true; see regions.ts).
    */
   regions?: boolean;
   /**
