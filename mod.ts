@@ -22,7 +22,9 @@ import { showGraph, showType } from "./compiler/ir/print.ts";
 import { parse } from "./compiler/frontend/parse.ts";
 import { eliminateDeadCode } from "./compiler/passes/dce.ts";
 import { optimize } from "./compiler/passes/pipeline.ts";
-import { DEFAULT_STORAGE_BUFFERS, type ExecPlan, lowerGraph } from "./compiler/lower.ts";
+import type { ExecPlan } from "./compiler/lower/plan.ts";
+import { lowerGraph } from "./compiler/lower/lower.ts";
+import { DEFAULT_STORAGE_BUFFERS } from "./compiler/limits.ts";
 import { getDevice } from "./runtime/device.ts";
 import { execute, type RunStats } from "./runtime/executor.ts";
 import { fillRandom } from "./compiler/rng.ts";
@@ -53,8 +55,9 @@ export type {
   TensorType,
   UnaryFn,
 } from "./compiler/ir/types.ts";
-export type { ExecPlan, KernelIO, PlannedKernel } from "./compiler/lower.ts";
-export type { NodeKernel, SymbolSlots, ThreadDim } from "./compiler/wgsl.ts";
+export type { ExecPlan, KernelIO, PlannedKernel } from "./compiler/lower/plan.ts";
+export type { NodeKernel } from "./compiler/wgsl/kernel.ts";
+export type { SymbolSlots, ThreadDim } from "./compiler/wgsl/syntax.ts";
 export type { RunStats } from "./runtime/executor.ts";
 export { decodeNpy, encodeNpy, readNpy, writeNpy } from "./runtime/npy.ts";
 /**
@@ -254,9 +257,13 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
       plan ??= lowerGraph(optimized, lowering);
       const kernels = plan.kernels.map((k, i) =>
         `  ${String(i).padStart(3)}  ${k.name.padEnd(22)} threads/slice ${
-          k.workgroupPerSlice ? "one workgroup" : k.regions ? `${k.regions} workgroup(s) + ` : ""
+          k.launch.kind === "slice"
+            ? "one workgroup"
+            : k.launch.regions
+            ? `${k.launch.regions} workgroup(s) + `
+            : ""
         }${
-          (k.workgroupPerSlice ? [] : k.parts ?? [k.threads]).map((p) =>
+          (k.launch.kind === "slice" ? [] : k.launch.parts).map((p) =>
             `[${
               p.map((t) =>
                 typeof t !== "object"

@@ -9,6 +9,7 @@
  * loop budget (only the key loop counts); the kernel is specialized on d and e, never on sequence
  * lengths. Keys outside the rows' window (causal, sliding window) are never visited.
  */
+import { KEY_BLOCK, WORKGROUP } from "../compiler/limits.ts";
 
 /** What the skeleton needs. */
 export interface FlashSpec {
@@ -90,21 +91,21 @@ ${
       : ""
   }
 ${spec.helpers}
-@compute @workgroup_size(64)
+@compute @workgroup_size(${WORKGROUP})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let rows = ${spec.rows};
   let cols = ${spec.cols};
   let tiles = (rows + ${R - 1}u) / ${R}u;
   ${
     spec.split
-      ? `let t0 = gid.x + gid.y * nwg.x * 64u;
+      ? `let t0 = gid.x + gid.y * nwg.x * ${WORKGROUP}u;
   if (t0 >= ${spec.split.parts}u * tiles * sizes[0]) { return; }
   let kp = t0 / (tiles * sizes[0]);
   let kused = ${spec.split.used};
   if (kp >= kused) { return; }
   let kblk = (cols + kused - 1u) / kused;
   let t = t0 % (tiles * sizes[0]);`
-      : `let t = gid.x + gid.y * nwg.x * 64u;
+      : `let t = gid.x + gid.y * nwg.x * ${WORKGROUP}u;
   if (t >= tiles * sizes[0]) { return; }`
   }
   let s = t / tiles;
@@ -231,9 +232,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 `;
 }
 
-/** Keys per block of the blocked key loop. */
-const KEY_BLOCK = 4;
-
 /**
  * The key loop in blocks of KEY_BLOCK keys: each row computes the block's scores first, then
  * rescales its carrier once per block (not per key) and adds the block's weighted values, which
@@ -271,15 +269,15 @@ function blocked(
       }`
       ).join("\n      ")
     }
-      bad${r} = bad${r} | ${isNan("s0")} | ${isNan("s1")} | ${isNan("s2")} | ${isNan("s3")};
-      let mb = max(max(s0, s1), max(s2, s3));
+      bad${r} = bad${r} | ${keys.map((b) => isNan(`s${b}`)).join(" | ")};
+      let mb = ${pairwise(keys.map((b) => `s${b}`), (x, y) => `max(${x}, ${y})`)};
       if (mb > mx${r}) {
         l${r} = l${r} * exp(mx${r} - mb);
         mx${r} = mb;
       }
       if (mx${r} > bitcast<f32>(f32_bits.y)) {
         ${keys.map((b) => `let p${b} = exp(s${b} - mx${r});`).join(" ")}
-        let ln = l${r} + (p0 + p1) + (p2 + p3);
+        let ln = l${r} + ${pairSums(keys.map((b) => `p${b}`))};
         let inv = 1.0 / ln;
         let keep = l${r} * inv;
         ${keys.map((b) => `let w${b} = p${b} * inv;`).join(" ")}
@@ -288,7 +286,9 @@ function blocked(
       cols(
         t.ew,
         (c) =>
-          `acc${r}[${c}] = acc${r}[${c}] * keep + w0 * v0[${c}] + w1 * v1[${c}] + w2 * v2[${c}] + w3 * v3[${c}];`,
+          `acc${r}[${c}] = acc${r}[${c}] * keep + ${
+            keys.map((b) => `w${b} * v${b}[${c}]`).join(" + ")
+          };`,
       )
     }
       }
@@ -314,6 +314,22 @@ function blocked(
     ${Array.from({ length: R }, (_, r) => rowBlock(r)).join("\n    ")}
     jstart = jb + ${B}u;
   }`;
+}
+
+/** `xs` combined by `f` as a balanced tree (independent operations for the compiler). */
+function pairwise(xs: string[], f: (a: string, b: string) => string): string {
+  if (xs.length === 1) return xs[0];
+  const h = Math.ceil(xs.length / 2);
+  return f(pairwise(xs.slice(0, h), f), pairwise(xs.slice(h), f));
+}
+
+/** The sum of `xs` in pairs: `(p0 + p1) + (p2 + p3)`. */
+function pairSums(xs: string[]): string {
+  const pairs = [];
+  for (let i = 0; i < xs.length; i += 2) {
+    pairs.push(i + 1 < xs.length ? `(${xs[i]} + ${xs[i + 1]})` : xs[i]);
+  }
+  return pairs.join(" + ");
 }
 
 /**

@@ -7,15 +7,9 @@ import { bindInputs } from "../compiler/bind.ts";
 import { fillRandom } from "../compiler/rng.ts";
 import { CompileError, DeviceError, LimitError } from "../compiler/errors.ts";
 import type { Dim, Graph } from "../compiler/ir/types.ts";
-import type { ExecPlan, PlannedKernel } from "../compiler/lower.ts";
+import { type ExecPlan, invocations, type PlannedKernel } from "../compiler/lower/plan.ts";
 import { sizeOf, type Tensor } from "../compiler/tensor.ts";
-import {
-  HYBRID_ELEMENTS,
-  HYBRID_WORKGROUP,
-  LOOPS,
-  type ThreadDim,
-  WORKGROUP,
-} from "../compiler/wgsl.ts";
+import { LOOPS, POOL_BYTES } from "../compiler/limits.ts";
 import { type AcquiredDevice, getDevice } from "./device.ts";
 
 /** Options of `execute`. */
@@ -47,14 +41,12 @@ export interface RunStats {
 const pipelines = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
 
 /**
- * Buffers kept between runs, by size and usage: creating (and zero-filling) a run's buffers
- * anew cost ~0.4 s per run on lavapipe at n = 4096. Kernels never rely on zero-initialized
- * memory (each writes every element it owns; scatter targets are zeroed by a kernel), so a
- * reused buffer is as good as a new one.
+ * Buffers kept between runs, by size and usage (up to POOL_BYTES): creating (and zero-filling) a
+ * run's buffers anew cost ~0.4 s per run on lavapipe at n = 4096. Kernels never rely on
+ * zero-initialized memory (each writes every element it owns; scatter targets are zeroed by a
+ * kernel), so a reused buffer is as good as a new one.
  */
 const pools = new WeakMap<GPUDevice, { free: Map<string, GPUBuffer[]>; bytes: number }>();
-/** Bytes of idle buffers a device keeps for reuse; beyond that, returned buffers are destroyed. */
-const POOL_BYTES = 1 << 30;
 
 /** Execute `plan` (lowered from `graph`) on the inputs; returns the output and run statistics. */
 export async function execute(
@@ -83,7 +75,7 @@ export async function execute(
   }
   // lavapipe silently ends an invocation's loops after LOOPS.budget iterations in total. Every
   // kernel states its trips; sizes that push one past the budget run the plan's long form, its
-  // long loops split across invocations (compiler/longloops.ts), on every adapter alike.
+  // long loops split across invocations (kernels/split.ts), on every adapter alike.
   const runSize = (d: Dim) => resolve([d])[0];
   const tripsOf = (k: PlannedKernel) => k.trips ? k.trips(runSize) : Infinity;
   if (plan.long && plan.kernels.some((k) => tripsOf(k) > LOOPS.budget)) plan = plan.long(runSize);
@@ -208,7 +200,7 @@ export async function execute(
       let dispatches = 0;
       for (const k of plan.kernels) {
         const code = k.specialize ? k.specialize((d) => resolve([d])[0]) : k.wgsl;
-        if (code.startsWith("enable f16;") && !device.features.has("shader-f16")) {
+        if (k.features?.includes("shader-f16") && !device.features.has("shader-f16")) {
           throw new DeviceError(
             `kernel ${k.name} computes in half precision but the adapter ${facts.description} ` +
               "has no shader-f16; compile without { f16: true }",
@@ -216,23 +208,17 @@ export async function execute(
         }
         const pipeline = cache.get(code) ?? (await buildPipeline(device, k, code));
         cache.set(code, pipeline);
-        const count = (threads: ThreadDim[]) =>
-          threads.reduce<number>((p, d) => {
-            const v = typeof d !== "object"
-              ? resolve([d])[0]
-              : "max" in d
-              ? Math.max(resolve([d.max[0]])[0], d.max[1])
-              : Math.ceil(resolve([d.ceilDiv[0]])[0] / d.ceilDiv[1]);
-            return p * v;
-          }, 1);
-        const per = k.parts ? k.parts.reduce((sum, p) => sum + count(p), 0) : count(k.threads);
-        const total = per * slices;
-        if (total === 0 && !k.regions) continue;
-        const groups = k.workgroupPerSlice
+        // The kernel's own launch: one workgroup per slice, or its parts' invocations laid end
+        // to end (after the workgroups of any regions merged in).
+        const launch = k.launch;
+        const regions = launch.kind === "grid" ? launch.regions : 0;
+        const total = launch.kind === "slice"
           ? slices
-          : k.regions
-          ? k.regions * slices + Math.ceil(total / (HYBRID_WORKGROUP * HYBRID_ELEMENTS))
-          : Math.ceil(total / WORKGROUP);
+          : launch.parts.reduce((sum, p) => sum + invocations(p, runSize), 0) * slices;
+        if (total === 0 && !regions) continue;
+        const groups = launch.kind === "slice"
+          ? slices
+          : regions * slices + Math.ceil(total / (launch.workgroup * launch.elements));
         const x = Math.min(groups, facts.limits.maxComputeWorkgroupsPerDimension);
         const y = Math.ceil(groups / x);
         const entries: GPUBindGroupEntry[] = [

@@ -15,8 +15,8 @@ import { CompileError, compileSync, randomTensor, verify } from "../mod.ts";
 import { firstDivergence } from "../compiler/verify.ts";
 import { interpret } from "../compiler/interp.ts";
 import { getDevice } from "../runtime/device.ts";
-import { lowerGraph, PARTIAL_TABLE_BUCKETS } from "../compiler/lower.ts";
-import { LOOPS } from "../compiler/wgsl.ts";
+import { lowerGraph } from "../compiler/lower/lower.ts";
+import { LOOPS, PARTIAL_TABLE_BUCKETS } from "../compiler/limits.ts";
 import { main } from "../cli.ts";
 import {
   AWKWARD_SIZES,

@@ -86,7 +86,7 @@ Deno.test({
   name: "fusion: tile sizes 1, 3 and 8 query rows per invocation all agree (n = 65, 130; windows)",
   ignore: adapter === undefined,
   fn: async () => {
-    const { attentionTile } = await import("../compiler/wgsl.ts");
+    const { attentionTile } = await import("../compiler/limits.ts");
     const before = attentionTile.rows;
     try {
       for (const rows of [1, 3, 8]) {

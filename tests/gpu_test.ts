@@ -92,7 +92,7 @@ Deno.test({
     const b = await run(13);
     assert.deepEqual([a.shape, b.shape], [[11, 8], [13, 8]]);
     // The kernels' WGSL never mentions the sequence length:
-    const { lowerGraph } = await import("../compiler/lower.ts");
+    const { lowerGraph } = await import("../compiler/lower/lower.ts");
     const wgsl = lowerGraph(p.graph).kernels.map((k) => k.wgsl).join("\n");
     assert.ok(!/\b11u\b/.test(wgsl) && !/\b13u\b/.test(wgsl), "no sequence length in WGSL");
   },

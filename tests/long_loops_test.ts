@@ -17,7 +17,7 @@ import {
 } from "../mod.ts";
 import { bindInputs } from "../compiler/bind.ts";
 import type { Dim } from "../compiler/ir/types.ts";
-import { LOOPS } from "../compiler/wgsl.ts";
+import { LOOPS } from "../compiler/limits.ts";
 import { getDevice } from "../runtime/device.ts";
 import { program } from "./helpers.ts";
 

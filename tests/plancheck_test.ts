@@ -8,7 +8,9 @@
  */
 import assert from "node:assert/strict";
 import { compileSync, randomTensor, relativeError, type Tensor } from "../mod.ts";
-import { checkPlan, type ExecPlan, lowerGraph, type PlannedKernel } from "../compiler/lower.ts";
+import { lowerGraph } from "../compiler/lower/lower.ts";
+import { checkPlan } from "../compiler/lower/check.ts";
+import type { ExecPlan, PlannedKernel } from "../compiler/lower/plan.ts";
 import { getDevice } from "../runtime/device.ts";
 import { source } from "./helpers.ts";
 

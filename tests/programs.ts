@@ -23,7 +23,9 @@ import { compileSync, type Program, relativeError } from "../mod.ts";
 import type { Graph, Node, Score } from "../compiler/ir/types.ts";
 import type { Tensor } from "../compiler/tensor.ts";
 import { type Divergence, firstDivergence, mulberry32 } from "../compiler/verify.ts";
-import { lowerGraph, type LowerOptions, PARTIAL_TABLE_BUCKETS } from "../compiler/lower.ts";
+import { lowerGraph } from "../compiler/lower/lower.ts";
+import type { LowerOptions } from "../compiler/lower/plan.ts";
+import { PARTIAL_TABLE_BUCKETS } from "../compiler/limits.ts";
 import { execute } from "../runtime/executor.ts";
 
 // ---------------------------------------------------------------------------------------------

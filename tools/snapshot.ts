@@ -14,7 +14,8 @@ import fc from "fast-check";
 import { compileSync, type ExecPlan } from "../mod.ts";
 import type { Dim, Graph } from "../compiler/ir/types.ts";
 import { showGraph } from "../compiler/ir/print.ts";
-import { lowerGraph, type LowerOptions } from "../compiler/lower.ts";
+import { lowerGraph } from "../compiler/lower/lower.ts";
+import type { LowerOptions } from "../compiler/lower/plan.ts";
 import { printProgram, specArb } from "../tests/programs.ts";
 
 const args = Deno.args.filter((a) => a !== "--");
@@ -61,7 +62,7 @@ function showPlan(plan: ExecPlan, sizes: (d: Dim) => number): string {
     `hostDraws ${JSON.stringify(plan.hostDraws.map((h) => [h.buffer, h.node.id, h.seed, h.hi]))}`,
   );
   for (const [i, k] of plan.kernels.entries()) {
-    const { wgsl, specialize, trips, elementTrips, part, ...rest } = k;
+    const { wgsl, specialize, trips, elementTrips, part, launch: _l, features: _f, ...rest } = k;
     lines.push(`--- kernel ${i} ${k.name}`);
     lines.push(JSON.stringify(rest));
     lines.push(

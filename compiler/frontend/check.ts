@@ -17,7 +17,7 @@ import { binaryExpr, transposeExpr, unaryExpr } from "./operators.ts";
 import { declaredType, literal, lookup, type Scope, type TensorVal, type Val } from "./scope.ts";
 import { checkF32, dimOf, toTensor } from "./shapes.ts";
 import { body, checkReturn } from "./statements.ts";
-import { FRONTEND_LIMITS } from "./limits.ts";
+import { FRONTEND_LIMITS } from "../limits.ts";
 
 /** Options of `check`. */
 export interface CheckOptions {

@@ -7,7 +7,7 @@ import { exprText } from "./ast.ts";
 import { closest, type Span } from "../errors.ts";
 import { showType } from "../ir/print.ts";
 import type { Checker } from "./check.ts";
-import { FRONTEND_LIMITS } from "./limits.ts";
+import { FRONTEND_LIMITS } from "../limits.ts";
 import { literal, type Scope, type TensorVal, type Val } from "./scope.ts";
 import { describeDim, dimOf, sameDim, toTensor } from "./shapes.ts";
 import { body, checkReturn } from "./statements.ts";

@@ -1,5 +1,6 @@
 /** Cost guesses made before sizes are known. */
 import type { Dim, Graph } from "./types.ts";
+import { LONG_SEQUENCE } from "../limits.ts";
 
 /**
  * A typical value of each size symbol, for cost decisions made before sizes are known: a symbol
@@ -10,5 +11,5 @@ export function typicalSizes(graph: Graph): (d: Dim) => number {
   const rows = new Set(
     graph.inputs.filter((i) => i.type.shape.length >= 2).map((i) => i.type.shape[0]),
   );
-  return (d) => (typeof d === "number" ? d : rows.has(d) ? 4096 : 64);
+  return (d) => (typeof d === "number" ? d : rows.has(d) ? LONG_SEQUENCE : 64);
 }

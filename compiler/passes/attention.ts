@@ -9,6 +9,7 @@
 import type { Dim, Graph, Node, Score } from "../ir/types.ts";
 import { typicalSizes } from "../ir/cost.ts";
 import { mapNodes, nodesById, useCounts } from "../ir/walks.ts";
+import { LONG_SEQUENCE } from "../limits.ts";
 
 /** Fuse every eligible `softmax(scores) @ v` of the graph (loop bodies included). */
 export function fuseAttention(graph: Graph): Graph {
@@ -46,7 +47,7 @@ export function fuseProbabilities(graph: Graph): Graph {
     if (n.op.op !== "softmax" || n.op.axis !== 1 || n.type.shape.length !== 2) return n;
     const [rows, cols] = n.type.shape;
     // Small matrices (Nyström's landmark kernel) stay with the region that holds them.
-    if (typical(rows) < 4096 && typical(cols) < 4096) return n;
+    if (typical(rows) < LONG_SEQUENCE && typical(cols) < LONG_SEQUENCE) return n;
     const builder = new ScoreBuilder(rows, cols, byId, 2);
     const score = builder.build(n.args[0]);
     if (!score || builder.a === undefined || builder.b === undefined) return n;

@@ -16,204 +16,20 @@
  * - fused attention over many keys: per key block each row's online-softmax carrier (max, sum,
  *   accumulator), then an exact combine (rescaled to the largest max).
  * The chunk count is computed in WGSL from the sizes table, so the split kernels are correct for
- * any size. Normal-size plans are unchanged.
- */
-import type { Dim, Node } from "./ir/types.ts";
-import {
-  coords,
-  dim,
-  ELEMENTWISE,
-  f32,
-  HEAVY,
-  heavyValue,
-  kernel,
-  LOOPS,
-  MATMUL_TILE,
-  type NodeKernel,
-  nodeKernels,
-  Reader,
-  REDUCE_INIT,
-  reduceStep,
-  size,
-  splitBlock,
-  splitUsed,
-  strides,
-  type SymbolSlots,
-} from "./wgsl.ts";
+ * any size. Normal-size plans are unchanged. */
+import type { Dim, Node } from "../compiler/ir/types.ts";
+import { LOOPS, splitBlock } from "../compiler/limits.ts";
+import { coords, dim, f32, size, splitUsed, strides } from "../compiler/wgsl/syntax.ts";
+import { REDUCE_INIT, reduceStep } from "../compiler/wgsl/ops.ts";
+import { heavyValue, Reader } from "../compiler/wgsl/reader.ts";
+import { kernel, type NodeKernel } from "../compiler/wgsl/kernel.ts";
+import type { SymbolSlots } from "../compiler/wgsl/syntax.ts";
+import { loop, readTrips, type Sizes } from "./trips.ts";
+import { matmulKernels } from "./matmul.ts";
+import { attentionKernels } from "./attention.ts";
 
 /** Binding key of a split kernel's partial-results buffer (not a node id). */
 export const PARTIAL = -2;
-
-type Sizes = (d: Dim) => number;
-
-/** Loop iterations of one loop over `len` elements, reading with `inner` extra trips each. */
-const loop = (len: number, inner: number) => len * (1 + inner);
-
-/**
- * Loop iterations one read of node `id` at a coordinate costs inside a kernel: an inlined
- * heavy value runs its loop (and the reads inside it); an inlined elementwise value costs what
- * its operands cost; a partial-table scatter sums its tables; a stored value costs nothing.
- */
-export function readTrips(
-  byId: Map<number, Node>,
-  inline: Set<number>,
-  sz: Sizes,
-): (id: number) => number {
-  const memo = new Map<number, number>();
-  const rt = (id: number): number => {
-    if (memo.has(id)) return memo.get(id)!;
-    const n = byId.get(id)!;
-    let t = 0;
-    if (n.op.op === "scatter_add" && n.op.chunks && !inline.has(id)) t = n.op.chunks;
-    else if (inline.has(id)) t = HEAVY.has(n.op.op) ? ownLoop(n, byId, sz, rt) : args(n, rt);
-    if (inline.has(id) && n.op.op === "random") t += 10; // the Philox rounds
-    memo.set(id, t);
-    return t;
-  };
-  return rt;
-}
-
-const args = (n: Node, rt: (id: number) => number) => n.args.reduce((t, a) => t + rt(a), 0);
-
-/** The loop of a heavy node computing one element (reads included). */
-function ownLoop(n: Node, byId: Map<number, Node>, sz: Sizes, rt: (id: number) => number) {
-  const shape = (k: number) => byId.get(n.args[k])!.type.shape;
-  switch (n.op.op) {
-    case "reduce":
-      return loop(sz(shape(0)[n.op.axis]), rt(n.args[0]));
-    case "matmul":
-    case "dot":
-      return loop(sz(shape(0).at(-1)!), rt(n.args[0]) + rt(n.args[1]));
-    case "bits":
-      return loop(sz(shape(0).at(-1)!), rt(n.args[0]));
-    case "segment_mean":
-      return loop(Math.ceil(sz(shape(0)[0]) / n.op.segments) + 1, rt(n.args[0]));
-  }
-  return args(n, rt);
-}
-
-/**
- * Loop trips one invocation of a node's own grid kernel makes per element it computes: the node's
- * loop (a HEAVY node's contraction, the Philox rounds of a random draw) and those of the values
- * inlined into it, at given sizes. Undefined for kernels with other loops (softmax, topk,
- * scatter, ...). `lower.ts` uses it to keep loop-heavy parts out of merged dispatches that run
- * many elements per invocation.
- */
-export function elementTrips(
-  n: Node,
-  byId: Map<number, Node>,
-  inline: Set<number>,
-): ((sz: Sizes) => number) | undefined {
-  const heavy = HEAVY.has(n.op.op), random = n.op.op === "random";
-  if (!heavy && !random && !ELEMENTWISE.has(n.op.op)) return undefined;
-  return (sz) => {
-    const rt = readTrips(byId, inline, sz);
-    return heavy ? ownLoop(n, byId, sz, rt) : args(n, rt) + (random ? 11 : 0);
-  };
-}
-
-/**
- * `kernels` (those `nodeKernels` made for `n`, in order) with their `trips`: loop iterations
- * of one invocation at given sizes, the loops of inlined values it reads included.
- */
-export function withTrips(
-  n: Node,
-  kernels: NodeKernel[],
-  byId: Map<number, Node>,
-  inline: Set<number>,
-): NodeKernel[] {
-  return kernels.map((k, i) => k.trips ? k : { ...k, trips: kernelTrips(n, k, i, byId, inline) });
-}
-
-function kernelTrips(
-  n: Node,
-  k: NodeKernel,
-  index: number,
-  byId: Map<number, Node>,
-  inline: Set<number>,
-): (sz: Sizes) => number {
-  const shape = (i: number) => byId.get(n.args[i])!.type.shape;
-  const stored = (id: number) => {
-    const a = byId.get(id)!;
-    return !inline.has(id) && !(a.op.op === "scatter_add" && a.op.chunks);
-  };
-  return (sz) => {
-    const rt = readTrips(byId, inline, sz);
-    const op = n.op;
-    switch (op.op) {
-      case "reduce":
-      case "dot":
-      case "bits":
-      case "segment_mean":
-        return ownLoop(n, byId, sz, rt);
-      case "softmax": {
-        const len = sz(n.type.shape[op.axis]);
-        return 2 * loop(len, rt(n.args[0])) + len;
-      }
-      case "normalize": {
-        const len = sz(n.type.shape[op.axis]);
-        return loop(len, 4 * rt(n.args[0])) + 2 * len;
-      }
-      case "matmul": {
-        const K = sz(shape(0).at(-1)!);
-        const cols = sz(n.type.shape.at(-1)!);
-        const [a, b] = n.args;
-        const fast = stored(a) || stored(b);
-        const allVec = fast && K % 4 === 0 && (!stored(b) || cols % MATMUL_TILE === 0);
-        const split = typeof k.threads[0] === "number" && k.threads.length > n.type.shape.length;
-        const len = split ? splitBlock(K) : K;
-        const inner = MATMUL_TILE * (rt(a) + rt(b));
-        return allVec ? loop(Math.ceil(len / 4), 4 * inner) : loop(len, inner);
-      }
-      case "scatter_add": {
-        if (op.chunks) {
-          const keys = sz(shape(0).at(-1)!);
-          const used = Math.max(1, Math.min(op.chunks, Math.ceil(keys / LOOPS.chunk)));
-          return loop(Math.ceil(keys / used), rt(n.args[0]) + 4 * rt(n.args[1])) + op.size;
-        }
-        if (index === 0) return 0; // zeroing the table
-        const chans = shape(1).slice(1).reduce<number>((p, d) => p * sz(d), 1);
-        // One compare-exchange round per channel when uncontended.
-        return rt(n.args[0]) + 2 * loop(chans, rt(n.args[1]));
-      }
-      case "topk": {
-        const len = sz(shape(0).at(-1)!);
-        const vec = stored(n.args[0]) && len % 4 === 0;
-        return vec ? Math.ceil(len / 4) : loop(len, rt(n.args[0]));
-      }
-      case "set_rows":
-        return index === 0 ? 0 : sz(shape(1)[0]);
-      case "random":
-        return 10 + args(n, rt);
-      default: {
-        // Elementwise; four elements per invocation when a reduction inside is read as vec4.
-        const quad = k.threads.some((t) => typeof t === "object" && "ceilDiv" in t);
-        return quad ? vec4Trips(n.id, byId, inline, sz, rt, true) : args(n, rt);
-      }
-    }
-  };
-}
-
-/** Trips of `Reader.at4` on `id`: inlined reductions run once for four lanes. */
-function vec4Trips(
-  id: number,
-  byId: Map<number, Node>,
-  inline: Set<number>,
-  sz: Sizes,
-  rt: (id: number) => number,
-  self = false,
-): number {
-  const n = byId.get(id)!;
-  if (!inline.has(id) && !self) return 4 * rt(id);
-  if (n.op.op === "reduce" && n.type.shape.length) {
-    return loop(sz(byId.get(n.args[0])!.type.shape[n.op.axis]), 4 * rt(n.args[0]));
-  }
-  if (["unary", "binary", "broadcast"].includes(n.op.op)) {
-    return n.args.reduce((t, a) => t + vec4Trips(a, byId, inline, sz, rt), 0);
-  }
-  return 4 * rt(id);
-}
-
 /** A node computed by two kernels: partial results per chunk, then their combination. */
 export interface SplitKernels {
   /** Per-slice shape of the partial-results buffer (written by `first`, read as PARTIAL). */
@@ -268,14 +84,13 @@ export function splitKernels(
       const a = src(0);
       const len = dim(op.op === "reduce" ? a[op.axis] : a[a.length - 1], slots);
       const reader = new Reader(byId, inline, slots);
-      const { pre } = heavyValue(n, out.map((_, i) => `c${i}`), reader);
-      const head = `for (var k = 0u; k < ${len}; k = k + 1u)`;
-      if (!pre.includes(head)) return undefined;
+      const range = { lo: "klo", hi: "khi" };
+      const { pre } = heavyValue(n, out.map((_, i) => `c${i}`), reader, range);
       const body = `let kp = r / ${outSize};
   let r2 = r % ${outSize};
   ${coords(out, slots, "r2")}
   ${chunk(len)}
-  ${pre.replace(head, "for (var k = klo; k < khi; k = k + 1u)")}
+  ${pre}
   out[(s * ${P}u + kp) * ${outSize} + r2] = acc;`;
       const first = kernel(n, reader, [P, ...out], slots, body);
       const fn = op.op === "dot" ? "sum" : op.fn;
@@ -296,7 +111,7 @@ export function splitKernels(
       };
     }
     case "matmul": {
-      const [first] = nodeKernels(n, byId, slots, inline, { split: true });
+      const [first] = matmulKernels(n, { byId, slots, inline, split: true });
       const K = dim(src(0).at(-1)!, slots);
       return {
         partial: [P, ...out],
@@ -373,7 +188,7 @@ export function splitKernels(
       };
     }
     case "attention": {
-      const [first] = nodeKernels(n, byId, slots, inline, { f16, split: true });
+      const [first] = attentionKernels(n, { byId, slots, inline, f16, split: true });
       const [q, key, v] = [src(0), src(1), src(2)];
       const rows = dim(q[0], slots), cols = dim(key[0], slots), e = dim(v[1], slots);
       const ninf = f32(-Infinity);

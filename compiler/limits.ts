@@ -1,0 +1,140 @@
+/**
+ * Every device fact and heuristic threshold the checker, lowering, the kernels and the runtime
+ * use, once.
+ * Most were measured on lavapipe (Mesa's software Vulkan adapter), the adapter the tests run on
+ * and the slowest one a program meets; each says why it has its value.
+ */
+
+/**
+ * Loop limits, one object so that a test can shrink them and reach the split plans at small
+ * sizes (tests/differential_test.ts); nothing else changes them.
+ */
+export const LOOPS = {
+  /**
+   * Loop iterations lavapipe (Mesa ≤ 22) allows one shader invocation, all its loops together:
+   * past it, loops end early with no error (measured here: `sum` over 100,000 elements gave
+   * 65,747.8 against 100,305; a max over 65,536 elements missed the last one). A kernel whose
+   * trips at a run's sizes exceed it runs split (see kernels/split.ts); the executor refuses
+   * any that still does.
+   */
+  budget: 65_535,
+  /**
+   * Elements one invocation of a split loop takes (a long reduction's chunk, a long
+   * contraction's slice of K, a long key range's block, a partial-table scatter's keys): a
+   * quarter of the budget, so that the work inlined into each iteration (up to three reads)
+   * still fits.
+   */
+  chunk: 16_384,
+  /** Most chunks of a split loop; past parts · chunk elements each chunk grows. */
+  parts: 256,
+};
+
+/** Workgroup size of every grid kernel (one invocation per element, row or tile). */
+export const WORKGROUP = 64;
+
+/**
+ * Invocations of a region's workgroup (one workgroup per slice). A merged dispatch that includes
+ * a region runs all its workgroups at this size, grid parts included: one constant, since the
+ * two disagreeing would make merged grid parts skip or repeat elements.
+ */
+export const REGION_WORKGROUP = 256;
+
+/**
+ * Grid elements per invocation in a merged dispatch that includes a region: lavapipe runs every
+ * invocation of a shader with barriers as a coroutine, so their number is kept down.
+ */
+export const HYBRID_ELEMENTS = 16;
+
+/** Regions with at most this many loop trips per invocation may share a dispatch with maps. */
+export const HYBRID_TRIPS = 10_000;
+
+/**
+ * A prime stride that scatters the workgroups of a merged dispatch over its parts: lavapipe hands
+ * each thread a contiguous run of workgroups, and a heavy part laid end to end would land on one
+ * thread (measured: a matmul merged with a map ran 345 ms against 201 ms apart).
+ */
+export const SCATTER_STRIDE = 7919;
+
+/** Largest value a region holds, in elements at typical sizes. */
+export const REGION_ELEMENTS = 32768;
+
+/**
+ * Loop trips one region invocation may make at typical sizes: lavapipe ends an invocation's loops
+ * after 65,535 iterations in total, silently; the executor re-checks at the run's real sizes.
+ */
+export const REGION_TRIPS = 40_000;
+
+/**
+ * The typical sequence length cost decisions assume before sizes are known; a size below it is
+ * "small" (a landmark count, a head size), a value with only small sizes may live in a region, and
+ * a softmax over only small sizes stays unfused with the region that holds it.
+ */
+export const LONG_SEQUENCE = 4096;
+
+/** Output rows and columns per invocation of the matmul kernel (fixed at 8: two vec4 accumulators). */
+export const MATMUL_TILE = 8;
+
+/** Query rows per invocation of the fused attention kernel (tests vary it). */
+export const attentionTile = { rows: 8 };
+
+/**
+ * Keys per block of the fused attention kernel's blocked key loop: blocking multiplies the
+ * unrolled code by it (lavapipe, d = 64: 650 → 490 ms at n = 2048; compiles in about a second).
+ */
+export const KEY_BLOCK = 4;
+
+/**
+ * Storage buffers per dispatch that plans assume by default: lavapipe offers 32, desktop GPUs
+ * more; WebGPU guarantees only 8, and devices with fewer get plans made for their limit.
+ */
+export const DEFAULT_STORAGE_BUFFERS = 16;
+
+/** Largest host-drawn random tensor, in elements at typical sizes. */
+export const HOST_DRAW_ELEMENTS = 1 << 16;
+
+/**
+ * Extra work (multiply-adds at typical sizes) that inlining a heavy node may add by evaluating it
+ * more than once per element: about a millisecond on a software adapter, nothing on a GPU.
+ */
+export const HEAVY_RECOMPUTE_BUDGET = 1 << 20;
+
+/**
+ * Most partial tables per scatter_add (see kernels/scatter.ts); past 4 × 16384 keys a block
+ * grows. An object so tests may change it.
+ */
+export const SCATTER_CHUNKS = { count: 4 };
+
+/**
+ * Largest table built as partial tables (a private array of buckets per invocation). lavapipe's
+ * shader compile time grows steeply with that array (n = 3, e = 5: 128 buckets 5 s, 256 19 s,
+ * 384 39 s, 512 over a minute; runs themselves take ms), so bigger tables use atomics. YOSO's
+ * τ = 8 (256 buckets) stays on the faster partial tables (n = 8192: 407 ms against 1346 with CAS).
+ */
+export const PARTIAL_TABLE_BUCKETS = 256;
+
+/**
+ * Bytes of idle buffers a device keeps for reuse (runtime/executor.ts); beyond that, returned
+ * buffers are destroyed. Creating (and zero-filling) a run's buffers anew cost ~0.4 s per run on
+ * lavapipe at n = 4096.
+ */
+export const POOL_BYTES = 1 << 30;
+
+/**
+ * Every call is inlined, so a chain of functions each calling the next nests the checker that
+ * deep (a chain of 2,000 overflowed the stack), and a function calling the previous one twice
+ * doubles the program per level (depth 16: 168 s). The examples nest at most 2 calls and expand
+ * to under 200 operations; a 2,300-statement program is about 9,200. These bounds leave room for
+ * programs 10× past any example and stop the rest with a CompileError.
+ */
+export const FRONTEND_LIMITS = {
+  /** User-function calls nested inside one another. */
+  callDepth: 256,
+  /** IR nodes a program may expand to (checking one takes about 0.1 ms). */
+  nodes: 50_000,
+};
+
+/** Elements per chunk of a split loop over `len` elements (the host side of WGSL `splitUsed`). */
+export function splitBlock(len: number): number {
+  const used = Math.max(1, Math.min(LOOPS.parts, Math.ceil(len / LOOPS.chunk)));
+  return Math.ceil(len / used);
+}

@@ -1,0 +1,191 @@
+/**
+ * What lowering stores and what it computes inside the kernels that read it: inlined nodes,
+ * and the scatter_adds stored as partial tables.
+ */
+import type { Graph, Node } from "../ir/types.ts";
+import { typicalSizes } from "../ir/cost.ts";
+import { ELEMENTWISE, HEAVY, READS_BY_COORDINATE } from "../wgsl/ops.ts";
+import {
+  HEAVY_RECOMPUTE_BUDGET,
+  LOOPS,
+  MATMUL_TILE,
+  PARTIAL_TABLE_BUCKETS,
+  SCATTER_CHUNKS,
+} from "../limits.ts";
+
+/** Ops that only move elements. */
+const LAYOUT = new Set(["transpose", "reshape", "broadcast"]);
+
+/** Ops cheap enough to recompute in every consumer rather than store. */
+const CHEAP = new Set(["const", "dim", "iota", "fill", "eye"]);
+
+/**
+ * The nodes that need no buffer, computed inside the kernels that read them:
+ * - elementwise values read only by kernels that read by coordinate, used once (or cheap to
+ *   recompute);
+ * - contractions and reductions (HEAVY) whose every element is read about once by such kernels
+ *   (YOSO's hash bits inside the table scatter, a reduction inside the map that consumes it),
+ *   or whose recomputation stays within HEAVY_RECOMPUTE_BUDGET.
+ * Decisions go from consumers to producers, counting how often each value would be evaluated.
+ */
+export function inlinedNodes(
+  graph: Graph,
+  byId: Map<number, Node>,
+): { inline: Set<number>; alsoStored: Set<number> } {
+  const size = typicalSizes(graph);
+  const elems = (n: Node) => n.type.shape.reduce<number>((p, d) => p * size(d), 1);
+  const consumers = new Map<number, (Node | undefined)[]>();
+  const use = (id: number, by?: Node) => consumers.set(id, [...(consumers.get(id) ?? []), by]);
+  const order: Node[] = [];
+  const visit = (nodes: Node[]) => {
+    for (const n of nodes) {
+      order.push(n);
+      for (const a of n.args) use(a, n);
+      if (n.op.op === "loop") {
+        for (const r of n.op.results) use(r);
+        visit(n.op.body);
+      }
+    }
+  };
+  visit(graph.nodes);
+  use(graph.output);
+  const arg = (c: Node, k: number) => byId.get(c.args[k])!;
+  // Operand elements one element of `c` reads.
+  const perElement = (c: Node): number => {
+    switch (c.op.op) {
+      case "matmul":
+      case "dot":
+        return size(arg(c, 0).type.shape.at(-1)!);
+      case "reduce":
+        return size(arg(c, 0).type.shape[c.op.axis]);
+      case "bits":
+        return size(arg(c, 0).type.shape.at(-1)!);
+      case "segment_mean":
+        return Math.ceil(size(arg(c, 0).type.shape[0]) / c.op.segments);
+      default:
+        return 1;
+    }
+  };
+  // Reads of operand k by the kernel that stores `c`.
+  const kernelReads = (c: Node, k: number): number => {
+    const a = arg(c, k);
+    switch (c.op.op) {
+      case "softmax": // a max pass, then an exp pass that keeps its values in the output
+        return 2 * elems(a);
+      case "matmul": {
+        const [m, n] = c.type.shape.slice(-2).map(size);
+        return (elems(c) / n) * perElement(c) * Math.ceil((k === 0 ? n : m) / MATMUL_TILE);
+      }
+      case "topk":
+        return elems(a) * size(a.type.shape.at(-1)!);
+      case "scatter_add":
+        // Partial tables: each key's code is read once per channel, its values once per group.
+        return k === 0 ? elems(a) * (elems(arg(c, 1)) / size(a.type.shape.at(-1)!)) : elems(a) *
+          (elems(arg(c, 0)) / size(a.type.shape[0]));
+      default:
+        return elems(c) * perElement(c);
+    }
+  };
+  const inline = new Set<number>();
+  const evals = new Map<number, number>();
+  // Ops of an elementwise expression down to stored values; gathers and transcendentals count 99.
+  // Ops per element of an expression over the values `within` admits (others are buffer reads):
+  // gathers, transcendentals and loops count 99.
+  const costOf = (within: (n: Node) => boolean) => {
+    const memo = new Map<number, number>();
+    const cost = (id: number): number => {
+      const n = byId.get(id)!;
+      if (!within(n)) return 0;
+      if (!memo.has(id)) {
+        const heavy = HEAVY.has(n.op.op) || n.op.op === "gather" ||
+          (n.op.op === "unary" && !["neg", "abs"].includes(n.op.fn));
+        const own = heavy ? 99 : LAYOUT.has(n.op.op) || CHEAP.has(n.op.op) ? 0 : 1;
+        memo.set(id, own + n.args.reduce((t, a) => t + cost(a), 0));
+      }
+      return memo.get(id)!;
+    };
+    return cost;
+  };
+  const exprCost = costOf((n) => ELEMENTWISE.has(n.op.op));
+  // Cheap values that a fused kernel must read from a buffer (attention's q and k) are stored
+  // for it, and recomputed by every kernel that reads by coordinate, which then need not wait.
+  const alsoStored = new Set<number>();
+  for (const n of order.reverse()) {
+    const all = consumers.get(n.id) ?? [];
+    const by = all.filter((c) => c && READS_BY_COORDINATE.has(c.op.op));
+    if (by.length === 0) continue;
+    if (by.length < all.length) {
+      const direct = all.filter((c) => !by.includes(c));
+      const fusedReaders = direct.every((c) => c && ["attention", "probs"].includes(c.op.op));
+      if (!fusedReaders || !ELEMENTWISE.has(n.op.op) || exprCost(n.id) > 4) continue;
+      alsoStored.add(n.id);
+    }
+    let total = 0;
+    for (const c of by as Node[]) {
+      c.args.forEach((a, k) => {
+        if (a !== n.id) return;
+        total += inline.has(c.id) ? evals.get(c.id)! * perElement(c) : kernelReads(c, k);
+      });
+    }
+    // A matmul keeps its register-tiled kernel: inlined, each element would be a plain dot
+    // product with two loads per multiply-add (measured ~10× slower on lavapipe for YOSO's
+    // hash projections inlined into the bits that read them).
+    if (n.op.op === "matmul") continue;
+    const heavy = HEAVY.has(n.op.op);
+    if (heavy) {
+      const extra = (total - elems(n)) * perElement(n);
+      if (total > elems(n) * 1.001 && extra > HEAVY_RECOMPUTE_BUDGET) continue;
+      // A loop inside a consumer's loop multiplies their trips: Performer's global max of a row
+      // max ran n · features trips per invocation, past lavapipe's budget from n ≈ 1000, which
+      // forced the split plan (11 dispatches). Stored, the consumer loops n times.
+      if ((by as Node[]).some((c) => perElement(c) * perElement(n) > LOOPS.chunk)) continue;
+    } else if (!ELEMENTWISE.has(n.op.op)) continue;
+    // An elementwise value read by several kernels is recomputed in each: fine when it is a
+    // few arithmetic ops over stored values (Skeinformer's scaled q, k and v).
+    else if (by.length > 1 && !CHEAP.has(n.op.op) && exprCost(n.id) > 4) continue;
+    inline.add(n.id);
+    evals.set(n.id, total);
+  }
+  // A matmul, dot or topk reads each operand element many times, so what is inlined there is
+  // recomputed per use: keep only small, cheap expressions (layout changes, constants, a few
+  // adds and multiplies, like 13·I − P); anything with gathers, transcendentals or loops, or
+  // larger, is stored first.
+  for (const n of byId.values()) {
+    if (n.op.op !== "matmul" && n.op.op !== "dot" && n.op.op !== "topk") continue;
+    for (const a of n.args) {
+      if (costOf((m) => inline.has(m.id))(a) > 4) {
+        inline.delete(a);
+        alsoStored.delete(a);
+      }
+    }
+  }
+  for (const id of alsoStored) if (!inline.has(id)) alsoStored.delete(id);
+  return { inline, alsoStored };
+}
+
+/**
+ * Mark the scatter_adds that can be stored as partial tables: small tables (≤
+ * PARTIAL_TABLE_BUCKETS buckets, a private array per invocation) read only by kernels that read by coordinate (they sum the
+ * partials); a table that is the output or read by a fused attention kernel is built with
+ * atomics instead.
+ */
+export function partialTables(graph: Graph, byId: Map<number, Node>): Map<number, Node> {
+  const direct = new Set<number>([graph.output]);
+  for (const n of byId.values()) {
+    if (!READS_BY_COORDINATE.has(n.op.op)) n.args.forEach((a) => direct.add(a));
+    if (n.op.op === "loop") n.op.results.forEach((r) => direct.add(r));
+  }
+  const out = new Map(byId);
+  for (const n of byId.values()) {
+    if (n.op.op !== "scatter_add" || n.op.size > PARTIAL_TABLE_BUCKETS || direct.has(n.id)) {
+      continue;
+    }
+    // More keys than the tables can take (lavapipe's loop budget) keep the atomic form.
+    const keys = n.args.length ? byId.get(n.args[0])!.type.shape.at(-1) : undefined;
+    if (typeof keys === "number" && keys > SCATTER_CHUNKS.count * LOOPS.chunk) continue;
+    const chans = byId.get(n.args[1])!.type.shape.slice(1);
+    if (chans.length > 1 && !chans.every((d) => typeof d === "number")) continue;
+    out.set(n.id, { ...n, op: { ...n.op, chunks: SCATTER_CHUNKS.count } });
+  }
+  return out;
+}

@@ -1,0 +1,371 @@
+/**
+ * Lowering: IR → an execution plan of kernels over buffers. Elementwise chains and small
+ * contractions are inlined into the kernels that read them (inline.ts), connected sets of small
+ * values become one-workgroup regions (regions.ts), `repeat` loops outside regions are unrolled,
+ * independent kernels share dispatches (schedule.ts), and runs whose loops pass lavapipe's budget
+ * get a long form with split loops (kernels/split.ts). It knows no device: the runtime executes the
+ * plan as it is.
+ */
+import type { Dim, Graph, Node } from "../ir/types.ts";
+import { nodesById } from "../ir/walks.ts";
+import { typicalSizes } from "../ir/cost.ts";
+import { HEAVY } from "../wgsl/ops.ts";
+import type { SymbolSlots } from "../wgsl/syntax.ts";
+import { VEC4_KEYS } from "../wgsl/reader.ts";
+import {
+  ARENA,
+  attentionWithRows,
+  elementTrips,
+  nodeKernels,
+  PARTIAL,
+  regionKernel,
+  splitKernels,
+  withTrips,
+} from "../../kernels/index.ts";
+import { DEFAULT_STORAGE_BUFFERS, HOST_DRAW_ELEMENTS, LOOPS } from "../limits.ts";
+import type { ExecPlan, LowerOptions } from "./plan.ts";
+import { inlinedNodes, partialTables } from "./inline.ts";
+import { findRegions, outerDeps, type Region } from "./regions.ts";
+import { schedule } from "./schedule.ts";
+import { checkPlan } from "./check.ts";
+
+/** What lowering one graph holds while it walks the graph. */
+interface Lowering {
+  graph: Graph;
+  options: LowerOptions;
+  byId: Map<number, Node>;
+  inline: Set<number>;
+  /** Inlined values also stored, for readers that cannot inline them (fused attention). */
+  alsoStored: Set<number>;
+  /** The run's sizes, for a long plan (`LowerOptions.runSizes`). */
+  run?: (d: Dim) => number;
+  slots: SymbolSlots;
+  plan: ExecPlan;
+  /** The buffer holding each computed node. */
+  env: Map<number, number>;
+  /** Reads of each node (the output counts one). */
+  uses: Map<number, number>;
+  /** Attention results whose only reader replaces some of their rows (`r[J] = rows`). */
+  rowsInto: Map<number, Node>;
+  /** Buffers of each unrolled loop's results. */
+  loopValues: Map<number, number[]>;
+  typical: (d: Dim) => number;
+}
+
+/** Lower a graph to a plan: fused attention kernels, elementwise chains inlined into consumers. */
+export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
+  const byId = partialTables(graph, nodesById(graph));
+  const { inline, alsoStored } = options.fuseElementwise === false
+    ? { inline: new Set<number>(), alsoStored: new Set<number>() }
+    : inlinedNodes(graph, byId);
+  const run = options.runSizes;
+  if (run) {
+    // A long run stores its heavy values (no kernel repeats a loop per element of its own long
+    // loop), so that each can be split.
+    for (const id of inline) {
+      const n = byId.get(id)!;
+      if (HEAVY.has(n.op.op)) {
+        inline.delete(id);
+        alsoStored.delete(id);
+      }
+    }
+  }
+  const slots: SymbolSlots = new Map(Object.keys(graph.symbols).map((s, i) => [s, i + 4]));
+  const plan: ExecPlan = {
+    buffers: [],
+    kernels: [],
+    inputs: [],
+    output: -1,
+    slots,
+    guards: [],
+    hostDraws: [],
+  };
+  const L: Lowering = {
+    graph,
+    options,
+    byId,
+    inline,
+    alsoStored,
+    run,
+    slots,
+    plan,
+    env: new Map(),
+    uses: useCounts(graph, byId),
+    rowsInto: new Map(),
+    loopValues: new Map(),
+    typical: typicalSizes(graph),
+  };
+  for (const n of byId.values()) {
+    const x = byId.get(n.args[0]);
+    if (n.op.op !== "set_rows" || x?.op.op !== "attention" || L.uses.get(x.id) !== 1) continue;
+    const [idx, rows] = [byId.get(n.args[1])!, byId.get(n.args[2])!];
+    if (inline.has(idx.id) || inline.has(rows.id) || rows.type.shape.length !== 2) continue;
+    if (idx.type.shape.length !== 1 || idx.op.op === "input" || rows.op.op === "input") continue;
+    L.rowsInto.set(x.id, n);
+  }
+  for (const n of byId.values()) guardRandint(L, n);
+  const maxStorage = options.maxStorageBuffers ?? DEFAULT_STORAGE_BUFFERS;
+  const regions =
+    (options.regions === false || options.fuseElementwise === false
+      ? []
+      : findRegions(graph, byId, inline, L.typical, slots, maxStorage))
+      // A long run computes a region whose loops would pass the budget as ordinary kernels.
+      .filter((r) => !run || regionKernel(r, byId, inline, slots).trips(run) <= LOOPS.budget);
+  emitInOrder(L, regions);
+  plan.output = L.env.get(graph.output)!;
+  plan.kernels = plan.kernels.map((k) => ({
+    ...k,
+    io: k.io ?? [{ name: k.name, reads: k.readBuffers, writes: k.writes ?? [k.write] }],
+  }));
+  if (options.mergeKernels !== false && options.fuseElementwise !== false) {
+    plan.kernels = schedule(plan.kernels, slots, maxStorage, L.typical, run);
+  }
+  if (!run) {
+    const long = new Map<string, ExecPlan>();
+    plan.long = (sz) => {
+      const key = Object.keys(graph.symbols).map((s) => sz(s)).join(",");
+      if (!long.has(key)) long.set(key, lowerGraph(graph, { ...options, runSizes: sz }));
+      return long.get(key)!;
+    };
+  }
+  checkPlan(plan);
+  return plan;
+}
+
+function useCounts(graph: Graph, byId: Map<number, Node>): Map<number, number> {
+  const uses = new Map<number, number>([[graph.output, 1]]);
+  for (const n of byId.values()) {
+    for (const a of n.args) uses.set(a, (uses.get(a) ?? 0) + 1);
+    if (n.op.op === "loop") { for (const r of n.op.results) uses.set(r, (uses.get(r) ?? 0) + 1); }
+  }
+  return uses;
+}
+
+function newBuffer(L: Lowering, shape: Dim[]): number {
+  const id = L.plan.buffers.length;
+  L.plan.buffers.push({ id, shape });
+  return id;
+}
+
+/** The buffer behind a read key: a node id, or a vec4 view of one (see `vec4Key`). */
+function bufferOf(L: Lowering, key: number): number {
+  return L.env.get(key <= -VEC4_KEYS ? -key - VEC4_KEYS : key)!;
+}
+
+/** Top-level nodes in order, each region contracted to one item placed after all it reads. */
+function emitInOrder(L: Lowering, regions: Region[]): void {
+  const { graph } = L;
+  const regionOf = new Map(regions.flatMap((r) => r.nodes.map((n) => [n.id, r] as const)));
+  const items = graph.nodes.flatMap((n): (Node | Region)[] => {
+    const r = regionOf.get(n.id);
+    return r === undefined ? [n] : r.nodes[0] === n ? [r] : [];
+  });
+  const done = new Set<number>(graph.nodes.filter((n) => n.op.op === "input").map((n) => n.id));
+  const topLevel = new Set(graph.nodes.map((n) => n.id));
+  const ready = (it: Node | Region) =>
+    ("nodes" in it ? it.nodes : [it]).every((n) =>
+      outerDeps(n).every((a) => done.has(a) || regionOf.get(a) === it || !topLevel.has(a))
+    );
+  const pending = [...items];
+  while (pending.length) {
+    const i = pending.findIndex(ready);
+    const it = pending.splice(i < 0 ? 0 : i, 1)[0];
+    if ("nodes" in it) {
+      emitRegion(L, it);
+      it.nodes.forEach((n) => done.add(n.id));
+    } else {
+      visit(L, [it]);
+      done.add(it.id);
+    }
+  }
+}
+
+/** Emit the kernels of `nodes` (a loop's body once per iteration: unrolled). */
+function visit(L: Lowering, nodes: Node[]): void {
+  const { env, inline } = L;
+  for (const n of nodes) {
+    switch (n.op.op) {
+      case "input": {
+        const decl = L.graph.inputs.find((i) => i.node === n.id)!;
+        const buffer = newBuffer(L, n.type.shape);
+        L.plan.inputs.push({ decl, buffer });
+        env.set(n.id, buffer);
+        break;
+      }
+      case "reshape":
+        // A reshape of a stored value is the same buffer; of an inlined one, it is computed.
+        if (inline.has(n.id)) break;
+        if (env.has(n.args[0])) {
+          env.set(n.id, env.get(n.args[0])!);
+          break;
+        }
+        emit(L, n);
+        break;
+      case "loop": {
+        let carried = n.args.map((a) => env.get(a)!);
+        for (let it = 0; it < n.op.count; it++) {
+          for (const b of n.op.body) {
+            if (b.op.op === "carry") env.set(b.id, carried[b.op.index]);
+          }
+          visit(L, n.op.body.filter((b) => b.op.op !== "carry"));
+          carried = n.op.results.map((r) => env.get(r)!);
+        }
+        L.loopValues.set(n.id, carried);
+        break;
+      }
+      case "loop_result":
+        env.set(n.id, L.loopValues.get(n.args[0])![n.op.index]);
+        break;
+      case "carry":
+        break;
+      case "attention":
+        if (!L.rowsInto.has(n.id)) emit(L, n); // else emitted with its row replacement
+        break;
+      case "random":
+        if (inline.has(n.id)) break;
+        if (hostDraw(L, n)) break;
+        emit(L, n);
+        break;
+      default:
+        if (!inline.has(n.id) || L.alsoStored.has(n.id)) emit(L, n);
+    }
+  }
+}
+
+/**
+ * A random draw whose arguments are constants and whose size does not grow with the sequence is
+ * drawn on the host (`ExecPlan.hostDraws`); returns whether `n` is one.
+ */
+function hostDraw(L: Lowering, n: Node): boolean {
+  const args = n.args.map((a) => L.byId.get(a)!);
+  if (n.op.op !== "random" || !args.every((a) => a.op.op === "const")) return false;
+  if (n.type.shape.reduce<number>((p, d) => p * L.typical(d), 1) > HOST_DRAW_ELEMENTS) {
+    return false;
+  }
+  const value = (a: Node) => (a.op.op === "const" ? a.op.value : 0);
+  const buffer = newBuffer(L, n.type.shape);
+  L.plan.hostDraws.push({
+    buffer,
+    node: n,
+    seed: value(args[0]),
+    hi: args[1] ? Math.floor(value(args[1])) : undefined,
+  });
+  L.env.set(n.id, buffer);
+  return true;
+}
+
+function guardSegments(L: Lowering, n: Node): void {
+  if (n.op.op !== "segment_mean") return;
+  const m = n.op.segments;
+  L.plan.guards.push({
+    node: n,
+    rows: L.byId.get(n.args[0])!.type.shape[0],
+    min: m,
+    what: `segment_mean: ${m} segments but only {rows} rows`,
+    hint: `use at most {rows} segments (landmarks ≤ n)`,
+  });
+}
+
+/**
+ * randint's hi, when a constant or a size, is checked before the run like the interpreter checks
+ * it while running (a data-dependent hi below 1 draws zeros on the GPU; docs).
+ */
+function guardRandint(L: Lowering, n: Node): void {
+  if (n.op.op !== "random" || n.op.kind !== "randint") return;
+  let hi = L.byId.get(n.args[1])!;
+  while (hi.op.op === "cast" || hi.op.op === "reshape") hi = L.byId.get(hi.args[0])!;
+  const rows = hi.op.op === "const" ? hi.op.value : hi.op.op === "dim" ? hi.op.name : undefined;
+  if (rows === undefined) return;
+  L.plan.guards.push({
+    node: n,
+    rows,
+    min: 1,
+    what: "randint: hi must be at least 1, got {rows}",
+    hint: "draw from a range of at least one value",
+  });
+}
+
+/** Emit the kernels computing node `n` into a new buffer (or, for set_rows, in place). */
+function emit(L: Lowering, n: Node): void {
+  const { byId, slots, inline, plan, env } = L;
+  const reads = (keys: number[]) => keys.map((k) => bufferOf(L, k));
+  if (n.op.op === "segment_mean") guardSegments(L, n);
+  const self = byId.get(n.id)!;
+  const fused = n.op.op === "set_rows" ? L.rowsInto.get(n.args[0]) : undefined;
+  if (fused) {
+    // r[J] = rows on an attention result: one attention kernel that writes the rows too.
+    const x = byId.get(n.args[0])!;
+    const [k] = withTrips(
+      x,
+      [attentionWithRows(x, byId, slots, n.args[1], n.args[2], L.options.f16)],
+      byId,
+      inline,
+    );
+    const write = newBuffer(L, n.type.shape);
+    plan.kernels.push({ ...k, write, readBuffers: reads(k.reads) });
+    env.set(n.id, write);
+    return;
+  }
+  if (n.op.op === "set_rows" && L.uses.get(n.args[0]) === 1 && !inline.has(n.args[0])) {
+    // In place: the replaced rows are written straight into x's buffer, which nothing else
+    // reads, instead of copying x first.
+    const x = env.get(n.args[0]);
+    if (x !== undefined && !plan.inputs.some((i) => i.buffer === x)) {
+      const [, scatter] = withTrips(self, nodeKernels(self, { byId, slots, inline }), byId, inline);
+      plan.kernels.push({ ...scatter, write: x, readBuffers: reads(scatter.reads) });
+      env.set(n.id, x);
+      return;
+    }
+  }
+  const chunks = self.op.op === "scatter_add" ? self.op.chunks : undefined;
+  const kernels = withTrips(
+    self,
+    nodeKernels(self, { byId, slots, inline, f16: L.options.f16 }),
+    byId,
+    inline,
+  );
+  const run = L.run;
+  const split = run && kernels.some((k) => k.trips!(run) > LOOPS.budget)
+    ? splitKernels(self, byId, slots, inline, L.options.f16)
+    : undefined;
+  if (split) {
+    // Partial results per chunk of the long loop, then their combination (kernels/split.ts).
+    const partial = newBuffer(L, split.partial);
+    const write = newBuffer(L, n.type.shape);
+    const [first, combine] = withTrips(self, [split.first, split.combine], byId, inline);
+    plan.kernels.push({ ...first, write: partial, readBuffers: reads(first.reads) });
+    plan.kernels.push({
+      ...combine,
+      write,
+      readBuffers: combine.reads.map((r) => (r === PARTIAL ? partial : bufferOf(L, r))),
+    });
+    env.set(n.id, write);
+    return;
+  }
+  const write = newBuffer(L, chunks ? [chunks, ...n.type.shape] : n.type.shape);
+  const perElement = elementTrips(self, byId, inline);
+  for (const k of kernels) {
+    const trips = k.part ? perElement : undefined;
+    plan.kernels.push({ ...k, write, readBuffers: reads(k.reads), elementTrips: trips });
+  }
+  env.set(n.id, write);
+}
+
+/** Emit a region's one kernel: its outputs get buffers, its arena one buffer of parts. */
+function emitRegion(L: Lowering, region: Region): void {
+  const { byId, plan, env } = L;
+  for (const n of region.nodes) if (n.op.op === "segment_mean") guardSegments(L, n);
+  const k = regionKernel(region, byId, L.inline, L.slots);
+  for (const id of region.outputs) env.set(id, newBuffer(L, byId.get(id)!.type.shape));
+  const arena = plan.buffers.push({ id: plan.buffers.length, shape: [], parts: k.arena }) - 1;
+  const buffer = (key: number) => (key === ARENA ? arena : env.get(key)!);
+  const bindings = k.reads.map(buffer);
+  const writes = k.writes.map(buffer);
+  plan.kernels.push({
+    ...k,
+    write: arena,
+    readBuffers: bindings.filter((b) => !writes.includes(b)),
+    bindings,
+    writes,
+  });
+}

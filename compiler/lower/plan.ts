@@ -1,0 +1,122 @@
+/**
+ * The execution plan lowering makes and the runtime runs: buffers, dispatches in order, and
+ * for each dispatch what it binds, reads, writes and how it is launched.
+ */
+import type { Dim, InputDecl, Node } from "../ir/types.ts";
+import type { NodeKernel } from "../wgsl/kernel.ts";
+import type { SymbolSlots, ThreadDim } from "../wgsl/syntax.ts";
+
+export type { Feature, Launch } from "../wgsl/kernel.ts";
+export type { SymbolSlots, ThreadDim } from "../wgsl/syntax.ts";
+
+/** Invocations per slice of `threads` at the given sizes (the host side of WGSL `size`). */
+export function invocations(threads: ThreadDim[], sz: (d: Dim) => number): number {
+  return threads.reduce<number>(
+    (p, d) =>
+      p *
+      (typeof d !== "object"
+        ? sz(d)
+        : "max" in d
+        ? Math.max(sz(d.max[0]), d.max[1])
+        : Math.ceil(sz(d.ceilDiv[0]) / d.ceilDiv[1])),
+    1,
+  );
+}
+
+/** A kernel placed in the plan: which buffer it writes and which it reads. */
+export interface PlannedKernel extends NodeKernel {
+  /** Buffer bound at binding 1 (`out`). */
+  write: number;
+  /** Buffers bound at bindings 2, 3, ... in order. */
+  readBuffers: number[];
+  /** A merged dispatch: buffers at bindings 1, 2, ... (instead of write, readBuffers). */
+  bindings?: number[];
+  /** A merged dispatch: the invocations per slice of each part, laid end to end. */
+  parts?: ThreadDim[][];
+  /** A merged dispatch: the buffers its parts write. */
+  writes?: number[];
+  /** A merged dispatch: how many regions (one workgroup per slice each) come first. */
+  regions?: number;
+  /**
+   * What each part of the dispatch reads and writes (buffers; one entry for an unmerged kernel).
+   * A part's reads are the buffers it needs written before it starts (a region's own arena and
+   * outputs, written and read inside it, are writes only). `checkPlan` verifies these.
+   */
+  io?: KernelIO[];
+  /**
+   * Loop trips one invocation makes per element of a grid kernel (see `elementTrips`), where
+   * known: a merged dispatch with a region runs HYBRID_ELEMENTS elements per invocation.
+   */
+  elementTrips?: (size: (d: Dim) => number) => number;
+}
+
+/** The buffers one part of a dispatch reads and writes. */
+export interface KernelIO {
+  /** The part's kernel. */
+  name: string;
+  /** Buffers it reads that must be written before the dispatch. */
+  reads: number[];
+  /** Buffers it writes. */
+  writes: number[];
+}
+
+/** Everything the runtime needs to run a program. Buffer shapes are per (batch, head) slice. */
+export interface ExecPlan {
+  /** Every buffer with its per-slice shape (an arena: the arrays it holds back to back). */
+  buffers: { id: number; shape: Dim[]; parts?: Dim[][] }[];
+  /** Dispatches in order. */
+  kernels: PlannedKernel[];
+  /** Which buffer each input is uploaded to. */
+  inputs: { decl: InputDecl; buffer: number }[];
+  /** The buffer holding the result. */
+  output: number;
+  /**
+   * The plan for a run whose sizes push some kernel's `trips` past LOOPS.budget: lowered for
+   * those sizes, long loops split (see kernels/split.ts). Absent on such plans themselves.
+   */
+  long?: (size: (d: Dim) => number) => ExecPlan;
+  /** Conditions on sizes checked before a run (the interpreter checks the same while running). */
+  guards: { node: Node; rows: Dim; min: number; what: string; hint: string }[];
+  /**
+   * Random draws whose arguments are constants and whose size does not grow with the sequence
+   * (projection matrices like YOSO's hyperplanes): values of the seed alone, drawn on the host
+   * with the same Philox bits as the interpreter and uploaded with the inputs, not dispatched.
+   */
+  hostDraws: { buffer: number; node: Node; seed: number; hi?: number }[];
+  /**
+   * Slot of each size symbol in the sizes buffer. Slots 0–3 hold the slices in this run, the
+   * seed-override flag, the seed, and the index of the first slice (runs may be split).
+   */
+  slots: SymbolSlots;
+}
+
+/** Options of `lowerGraph`. */
+export interface LowerOptions {
+  /** Inline elementwise producers into their consumers' kernels (default true). */
+  fuseElementwise?: boolean;
+  /**
+   * Merge independent kernels of the same dependency level into one dispatch (default true).
+   */
+  mergeKernels?: boolean;
+  /**
+   * Storage buffers one dispatch may bind, the sizes table included (default 16; Program plans
+   * with the device's own limit when it is lower, e.g. WebGPU's guaranteed 8).
+   */
+  maxStorageBuffers?: number;
+  /**
+   * Fused attention computes q·k in half precision (`shader-f16`; opt-in, default false). The
+   * softmax and the P·V accumulation stay f32. Needs an adapter with `shader-f16`.
+   */
+  f16?: boolean;
+  /**
+   * Compute connected sets of small values (and the `repeat` loops over them) as one
+   * single-workgroup dispatch each (default true; see regions.ts).
+   */
+  regions?: boolean;
+  /**
+   * Lower for a run at these sizes whose loops pass LOOPS.budget (`ExecPlan.long`): heavy values
+   * with loops over LOOPS.chunk are stored, kernels over the budget split, regions over it and
+   * long kernels left unmerged.
+   */
+  runSizes?: (d: Dim) => number;
+}

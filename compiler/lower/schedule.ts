@@ -1,0 +1,136 @@
+/** Dispatch order and horizontal fusion: which kernels of a plan share one dispatch. */
+import type { Dim } from "../ir/types.ts";
+import { mergeKernels } from "../wgsl/merge.ts";
+import type { SymbolSlots } from "../wgsl/syntax.ts";
+import { HYBRID_ELEMENTS, HYBRID_TRIPS, LOOPS } from "../limits.ts";
+import type { PlannedKernel } from "./plan.ts";
+
+/**
+ * Loop trips of an invocation of a merged grid dispatch: the sum of its parts' (`group` is
+ * copied). lavapipe runs eight invocations as one SIMD group; a group whose lanes fall in two
+ * parts runs both parts' loops, one after the other with the other lanes masked, against one
+ * budget (measured: linear attention's kᵀv, 15,000 trips, merged with its key sum over n =
+ * 60,000, gave a relative error of 0.16, each alone was right).
+ */
+function mergedTrips(group: PlannedKernel[]): (sz: (d: Dim) => number) => number {
+  const parts = [...group];
+  return (sz) => parts.reduce((t, k) => t + (k.trips ? k.trips(sz) : Infinity), 0);
+}
+
+/**
+ * Order kernels by dependency level (a kernel runs after every kernel that writes what it reads
+ * or writes, or reads what it writes) and merge the template kernels of each level into as few
+ * dispatches as the binding limit allows.
+ */
+export function schedule(
+  kernels: PlannedKernel[],
+  slots: SymbolSlots,
+  maxStorage: number,
+  typical: (d: Dim) => number,
+  run?: (d: Dim) => number,
+) {
+  // Loop trips of one invocation of a merged dispatch with a region: the regions' own, or
+  // HYBRID_ELEMENTS elements of the grid parts (each at most the largest part's trips), plus
+  // the loop over them. Unknown trips count as unbounded.
+  function hybridTrips(group: PlannedKernel[]): (sz: (d: Dim) => number) => number;
+  function hybridTrips(group: PlannedKernel[], sz: (d: Dim) => number): number;
+  function hybridTrips(group: PlannedKernel[], at?: (d: Dim) => number) {
+    // The grid parts' loops add up: the lanes of one SIMD group may take elements of several
+    // parts, each part's code running in turn with the others masked (see `mergedTrips`).
+    const grid = group.filter((k) => !k.workgroupPerSlice);
+    const f = (sz: (d: Dim) => number) =>
+      Math.max(
+        0,
+        ...group.filter((k) => k.workgroupPerSlice).map((k) => k.trips!(sz)),
+        grid.length
+          ? HYBRID_ELEMENTS *
+              (1 + grid.reduce((t, k) => t + (k.elementTrips ? k.elementTrips(sz) : Infinity), 0)) +
+            1
+          : 0,
+      );
+    return at ? f(at) : f;
+  }
+  const writesOf = (k: PlannedKernel) => k.writes ?? [k.write];
+  const level: number[] = [];
+  kernels.forEach((k, i) => {
+    const w = new Set(writesOf(k));
+    const r = new Set(k.readBuffers);
+    let lv = 0;
+    for (let j = 0; j < i; j++) {
+      const wj = writesOf(kernels[j]);
+      const hazard = wj.some((b) => r.has(b) || w.has(b)) ||
+        kernels[j].readBuffers.some((b) => w.has(b));
+      if (hazard) lv = Math.max(lv, level[j] + 1);
+    }
+    level.push(lv);
+  });
+  const out: PlannedKernel[] = [];
+  for (let lv = 0; lv <= Math.max(-1, ...level); lv++) {
+    const here = kernels.filter((_, i) => level[i] === lv);
+    let group: PlannedKernel[] = [];
+    const flush = () => {
+      if (group.length === 1) out.push(group[0]);
+      if (group.length > 1) {
+        const merged = mergeKernels(
+          group.map((k) =>
+            k.workgroupPerSlice
+              ? { kernel: k, write: k.write, readBuffers: k.bindings!, writes: k.writes }
+              : { kernel: k, write: k.write, readBuffers: k.readBuffers }
+          ),
+          slots,
+        );
+        const regions = group.filter((k) => k.workgroupPerSlice);
+        out.push({
+          name: [...regions, ...group.filter((k) => !k.workgroupPerSlice)].map((k) => k.name)
+            .join("+"),
+          wgsl: merged.wgsl,
+          threads: [],
+          reads: [],
+          write: merged.writes[0],
+          readBuffers: merged.bindings.filter((b) => !merged.writes.includes(b)),
+          bindings: merged.bindings,
+          writes: merged.writes,
+          parts: group.filter((k) => !k.workgroupPerSlice).map((k) => k.threads),
+          regions: merged.regions,
+          io: group.flatMap((k) => k.io!),
+          trips: regions.length ? hybridTrips(group) : mergedTrips(group),
+          launch: merged.launch,
+        });
+        // A long run's dispatch stays within the loop budget: else its parts run apart.
+        if (run && out.at(-1)!.trips!(run) > LOOPS.budget) out.splice(-1, 1, ...group);
+      }
+      group = [];
+    };
+    // A long region would hold the grid parts' workgroups back (measured on lavapipe: Nyström's
+    // 29K-trip region merged with its two maps took 474 ms at n = 8192 against 278 apart).
+    // In a long run (`runSizes`), a kernel with long loops stays alone.
+    const alone = (k: PlannedKernel) =>
+      !k.part || (k.workgroupPerSlice && k.trips!(typical) > HYBRID_TRIPS) ||
+      (run !== undefined && k.trips!(run) > LOOPS.budget / HYBRID_ELEMENTS);
+    // Next to a region, each grid invocation computes HYBRID_ELEMENTS elements: a part with long
+    // loops (a reduction over n) would pass lavapipe's loop budget of 65,535 trips per
+    // invocation, after which loops end early and results are silently wrong (issue #7:
+    // Skeinformer's sum(vs, axis=0) at n ≥ 4094). Such parts merge only among grid kernels.
+    const loopy = (k: PlannedKernel) =>
+      !k.workgroupPerSlice && hybridTrips([k], typical) > HYBRID_TRIPS;
+    const withRegion = here.some((k) => !alone(k) && k.workgroupPerSlice);
+    const batches = withRegion
+      ? [here.filter((k) => alone(k) || !loopy(k)), here.filter((k) => !alone(k) && loopy(k))]
+      : [here];
+    for (const batch of batches) {
+      for (const k of batch) {
+        if (alone(k)) {
+          out.push(k);
+          continue;
+        }
+        const buffers = new Set(
+          [...group, k].flatMap((g) => g.bindings ?? [g.write, ...g.readBuffers]),
+        );
+        if (group.length && buffers.size + 1 > maxStorage) flush();
+        group.push(k);
+      }
+      flush();
+    }
+  }
+  return out;
+}

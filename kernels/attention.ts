@@ -1,0 +1,184 @@
+/** Fused attention: the score in WGSL, its key window, and the flash kernel around it. */
+import type { Dim, Node, Score } from "../compiler/ir/types.ts";
+import { attentionTile, LOOPS, splitBlock } from "../compiler/limits.ts";
+import {
+  dim,
+  f32,
+  size,
+  splitUsed,
+  type SymbolSlots,
+  type ThreadDim,
+} from "../compiler/wgsl/syntax.ts";
+import { BINARY, HELPERS, helpersFor, UNARY } from "../compiler/wgsl/ops.ts";
+import { gridLaunch, type NodeKernel } from "../compiler/wgsl/kernel.ts";
+import { flashKernel } from "./flash.ts";
+import type { KernelRequest } from "./common.ts";
+
+/** attention, probs: the fused flash kernel. */
+export function attentionKernels(node: Node, req: KernelRequest): NodeKernel[] {
+  const args = node.args.map((a) => req.byId.get(a)!);
+  return [attentionKernel(node, args, req.slots, undefined, req.f16, req.split)];
+}
+
+/** Names a fused score reads for one tile row. */
+interface RowNames {
+  qk: string;
+  fi: string;
+  i: string;
+}
+
+/** WGSL of a fused score, reading leaves at i, j or [0] of the current slice. */
+function scoreWgsl(x: Score, args: Node[], slots: SymbolSlots, v: RowNames): string {
+  const r = (y: Score) => scoreWgsl(y, args, slots, v);
+  switch (x.kind) {
+    case "qk":
+      return v.qk;
+    case "i":
+      return v.fi;
+    case "j":
+      return "fj";
+    case "const":
+      return f32(x.value);
+    case "size":
+      return `f32(${dim(x.name, slots)})`;
+    case "leaf": {
+      const base = `s * ${size(args[x.arg].type.shape, slots)}`;
+      const at = x.at === "scalar" ? "" : ` + ${x.at === "i" ? v.i : "j"}`;
+      return `a${x.arg}[${base}${at}]`;
+    }
+    case "unary":
+      return UNARY[x.fn](r(x.x));
+    case "binary":
+      return BINARY[x.fn](r(x.a), r(x.b));
+    case "where":
+      return `select(${r(x.b)}, ${r(x.a)}, ${r(x.c)} != 0.0)`;
+    case "cast":
+      return x.to === "bool"
+        ? `select(0.0, 1.0, ${r(x.x)} != 0.0)`
+        : x.to === "int"
+        ? `floor(${r(x.x)})`
+        : r(x.x);
+  }
+}
+
+/**
+ * The keys a tile of rows [ib, ie] can see, from a score of the form where(window, x, -inf):
+ * `j <= i` (causal) bounds the top, `abs(i - j) <= w` both sides. Other keys score -inf and are
+ * skipped without being computed. Returns WGSL i32 bounds, or nothing when no window is found.
+ */
+export function keyWindow(score: Score): { lo?: string; hi?: string } {
+  if (score.kind !== "where" || score.b.kind !== "const" || score.b.value !== -Infinity) return {};
+  const out: { lo?: string; hi?: string } = {};
+  const isIdx = (x: Score, k: "i" | "j") => x.kind === k || (x.kind === "cast" && x.x.kind === k);
+  const konst = (
+    x: Score,
+  ) => (x.kind === "const" && Number.isInteger(x.value) ? x.value : undefined);
+  const visit = (c: Score): void => {
+    if (c.kind === "binary" && c.fn === "and") {
+      visit(c.a);
+      visit(c.b);
+      return;
+    }
+    if (c.kind !== "binary") return;
+    const { fn, a, b } = c;
+    if (
+      (fn === "le" && isIdx(a, "j") && isIdx(b, "i")) ||
+      (fn === "ge" && isIdx(a, "i") && isIdx(b, "j"))
+    ) {
+      out.hi = "i32(ie) + 1";
+    } else if (
+      (fn === "lt" && isIdx(a, "j") && isIdx(b, "i")) ||
+      (fn === "gt" && isIdx(a, "i") && isIdx(b, "j"))
+    ) {
+      out.hi = "i32(ie)";
+    } else if (fn === "le" && a.kind === "unary" && a.fn === "abs" && konst(b) !== undefined) {
+      const d = a.x;
+      if (
+        d.kind === "binary" && d.fn === "sub" &&
+        (isIdx(d.a, "i") && isIdx(d.b, "j") || isIdx(d.a, "j") && isIdx(d.b, "i"))
+      ) {
+        out.lo = `i32(ib) - ${konst(b)}`;
+        out.hi = `i32(ie) + ${konst(b)! + 1}`;
+      }
+    }
+  };
+  visit(score.c);
+  return out;
+}
+
+/**
+ * The attention kernel of `node` with `r[idx] = rows` fused into its output: the rows listed in
+ * `idx` get the replacement rows instead (Skeinformer's exact pilot rows), with no second pass.
+ */
+export function attentionWithRows(
+  node: Node,
+  byId: Map<number, Node>,
+  slots: SymbolSlots,
+  idx: number,
+  rows: number,
+  f16 = false,
+): NodeKernel {
+  return attentionKernel(node, node.args.map((a) => byId.get(a)!), slots, {
+    idx: byId.get(idx)!,
+    rows,
+  }, f16);
+}
+
+function attentionKernel(
+  node: Node,
+  args: Node[],
+  slots: SymbolSlots,
+  replace?: { idx: Node; rows: number },
+  f16 = false,
+  split = false,
+): NodeKernel {
+  const score = (node.op as { score: Score }).score;
+  const probs = node.op.op === "probs";
+  const rowScore = (r: number) =>
+    scoreWgsl(score, args, slots, { qk: `qk${r}`, fi: `fi${r}`, i: `i${r}` });
+  const sample = rowScore(0);
+  // The skeleton itself starts each row's max at -inf (f32_bits).
+  const helpers = helpersFor(`${sample} f32_bits`).filter((h) => h !== HELPERS.philox).join("\n");
+  const [a, b] = args;
+  const e = probs ? 4 : args[2].type.shape[1];
+  const window = keyWindow(score);
+  const tile = attentionTile.rows;
+  const render = (d: number, e: number) =>
+    flashKernel({
+      score: rowScore,
+      rows: dim(a.type.shape[0], slots),
+      cols: dim(b.type.shape[0], slots),
+      keyLo: window.lo,
+      keyHi: window.hi,
+      d,
+      e,
+      tile,
+      leafBindings: args.length - (probs ? 2 : 3),
+      helpers,
+      probs,
+      f16,
+      replace: replace &&
+        { count: dim(replace.idx.type.shape[0], slots), binding: args.length + 2 },
+      split: split
+        ? { parts: LOOPS.parts, used: splitUsed(dim(b.type.shape[0], slots)) }
+        : undefined,
+    }, `%${node.id} ${node.op.op}${replace ? " with rows replaced" : ""}`);
+  const shown = (x: Dim) => (typeof x === "number" ? x : 4);
+  const threads: ThreadDim[] = [
+    ...(split ? [LOOPS.parts] : []),
+    { ceilDiv: [a.type.shape[0], tile] },
+  ];
+  return {
+    name: `${node.op.op}_${node.id}`,
+    wgsl: render(shown(a.type.shape[1]), shown(e)),
+    threads,
+    launch: gridLaunch(threads),
+    features: f16 ? ["shader-f16"] : undefined,
+    reads: replace ? [...node.args, replace.idx.id, replace.rows] : node.args,
+    specialize: (sz) => render(sz(a.type.shape[1]), probs ? 4 : sz(e)),
+    // The key loop (and for probabilities the normalizing pass) is the only loop that counts.
+    trips: (sz) =>
+      (probs ? 2 : 1) * (split ? splitBlock(sz(b.type.shape[0])) : sz(b.type.shape[0])) +
+      (replace ? sz(replace.idx.type.shape[0]) : 0),
+  };
+}
