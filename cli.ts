@@ -25,6 +25,7 @@ import { showGraph } from "./compiler/ir/print.ts";
 import { sizeOf, type Tensor } from "./compiler/tensor.ts";
 import { getDevice } from "./runtime/device.ts";
 import type { Dim, Graph, TensorType, ThreadDim } from "./mod.ts";
+import { dispatchesPerRun } from "./compiler/lower/plan.ts";
 
 /** The version of Attune (the `version` of deno.json; a test keeps the two equal). */
 export const VERSION = "0.1.0";
@@ -558,6 +559,7 @@ function explainText(p: Program, args: Args): string {
   const header = irPart.split("\n").slice(0, 3); // signature, params, size symbols
   const ir = irPart.split("\n").slice(4).join("\n");
   const plan = p.plan();
+  const perRun = dispatchesPerRun(plan);
   const sizes = typicalSizes(p.graph, args.sizes);
   const at = Object.entries(sizes).map(([k, v]) => `${k} = ${v}`).join(", ");
   let last = showGraph(p.graph);
@@ -569,7 +571,10 @@ function explainText(p: Program, args: Args): string {
   }).map((s) => s.pass);
   const summary = [
     ...header,
-    `dispatches: ${plan.kernels.length} (kernels below)`,
+    `dispatches: ${plan.kernels.length} (kernels below)` +
+    (perRun === plan.kernels.length
+      ? ""
+      : `; a run makes ${perRun}: host loops repeat their bodies`),
     `buffers: ${plan.buffers.length}, ${showBytes(planBytes(p, sizes))} per (batch, head) slice` +
     (at ? ` at ${at}` : "") + " (float32; --size NAME=N for others)",
     `optimizer: ${changed.length ? changed.join(", ") : "no pass"} changed the IR` +

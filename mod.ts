@@ -22,7 +22,7 @@ import { showGraph, showType } from "./compiler/ir/print.ts";
 import { parse } from "./compiler/frontend/parse.ts";
 import { eliminateDeadCode } from "./compiler/passes/dce.ts";
 import { optimize } from "./compiler/passes/pipeline.ts";
-import type { ExecPlan } from "./compiler/lower/plan.ts";
+import { dispatchesPerRun, type ExecPlan } from "./compiler/lower/plan.ts";
 import { lowerGraph } from "./compiler/lower/lower.ts";
 import { DEFAULT_STORAGE_BUFFERS } from "./compiler/limits.ts";
 import { getDevice } from "./runtime/device.ts";
@@ -55,7 +55,7 @@ export type {
   TensorType,
   UnaryFn,
 } from "./compiler/ir/types.ts";
-export type { ExecPlan, KernelIO, PlannedKernel } from "./compiler/lower/plan.ts";
+export type { ExecPlan, KernelIO, PlanLoop, PlannedKernel } from "./compiler/lower/plan.ts";
 export type { NodeKernel } from "./compiler/wgsl/kernel.ts";
 export type { SymbolSlots, ThreadDim } from "./compiler/wgsl/syntax.ts";
 export type { RunStats } from "./runtime/executor.ts";
@@ -284,12 +284,23 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
         last = shown;
         return ["", `after ${pass}:`, shown];
       });
+      // Host loops: a line before each body (outer loops first), indented to the kernel names.
+      const p = plan;
+      const listed = kernels.flatMap((line, i) => [
+        ...p.loops.filter((l) => l.start === i).sort((a, b) => b.end - a.end).map((l) =>
+          `       repeat ×${l.count}: dispatches ${l.start}–${l.end - 1}`
+        ),
+        line,
+      ]);
+      const perRun = dispatchesPerRun(plan);
       return [
         explainGraph(graph),
         ...after,
         "",
-        `GPU plan: ${plan.kernels.length} dispatches, ${plan.buffers.length} buffers`,
-        ...kernels,
+        `GPU plan: ${plan.kernels.length} dispatches${
+          perRun === plan.kernels.length ? "" : ` (${perRun} per run: host loops repeat theirs)`
+        }, ${plan.buffers.length} buffers`,
+        ...listed,
       ].join("\n");
     },
   };

@@ -29,6 +29,15 @@ export const LOOPS = {
   parts: 256,
 };
 
+/**
+ * `repeat` loops lowered as kernels (outside regions) with at most this many iterations are
+ * unrolled: no copies of the carried values, and kernels of different iterations may share a
+ * dispatch. Longer ones become a host-side loop over one copy of the body's dispatches
+ * (`ExecPlan.loops`), so the plan does not grow with the count: unrolled, `iters = 10,000` took
+ * 60 s to plan 40,005 dispatches and 100,000 ran out of memory.
+ */
+export const LOOP_UNROLL = 8;
+
 /** Workgroup size of every grid kernel (one invocation per element, row or tile). */
 export const WORKGROUP = 64;
 
@@ -99,6 +108,14 @@ export const HOST_DRAW_ELEMENTS = 1 << 16;
 export const HEAVY_RECOMPUTE_BUDGET = 1 << 20;
 
 /**
+ * Deepest expression inlined into one kernel, in nodes: a longer chain of elementwise values is
+ * stored every INLINE_DEPTH nodes. A 2,300-statement chain inlined whole overflowed the
+ * planner's stack (and would be one WGSL expression 9,000 operations deep); the examples' deepest
+ * inlined expression is far below this.
+ */
+export const INLINE_DEPTH = 64;
+
+/**
  * Most partial tables per scatter_add (see kernels/scatter.ts); past 4 × 16384 keys a block
  * grows. An object so tests may change it.
  */
@@ -132,6 +149,15 @@ export const FRONTEND_LIMITS = {
   /** IR nodes a program may expand to (checking one takes about 0.1 ms). */
   nodes: 50_000,
 };
+
+/**
+ * Dispatches per command buffer: a run with a long host loop (`repeat 100000`) is submitted in
+ * batches of these, so no one command buffer holds millions of commands.
+ */
+export const SUBMIT_EVERY = 4096;
+
+/** Dispatches timed with timestamp queries at most (`profile` with timing: the first ones). */
+export const TIMED = 4096;
 
 /** Elements per chunk of a split loop over `len` elements (the host side of WGSL `splitUsed`). */
 export function splitBlock(len: number): number {

@@ -7,9 +7,16 @@ import { bindInputs } from "../compiler/bind.ts";
 import { fillRandom } from "../compiler/rng.ts";
 import { CompileError, DeviceError, LimitError } from "../compiler/errors.ts";
 import type { Dim, Graph } from "../compiler/ir/types.ts";
-import { type ExecPlan, invocations, type PlannedKernel } from "../compiler/lower/plan.ts";
+import {
+  dispatchesPerRun,
+  type ExecPlan,
+  invocations,
+  loopsIn,
+  type PlanLoop,
+  type PlannedKernel,
+} from "../compiler/lower/plan.ts";
 import { sizeOf, type Tensor } from "../compiler/tensor.ts";
-import { LOOPS, POOL_BYTES } from "../compiler/limits.ts";
+import { LOOPS, POOL_BYTES, SUBMIT_EVERY, TIMED } from "../compiler/limits.ts";
 import { type AcquiredDevice, getDevice } from "./device.ts";
 
 /** Options of `execute`. */
@@ -190,14 +197,21 @@ export async function execute(
       }
       const cache = pipelines.get(device) ?? new Map<string, GPUComputePipeline>();
       pipelines.set(device, cache);
-      const encoder = device.createCommandEncoder();
+      let encoder = device.createCommandEncoder();
+      // Timestamps for the first TIMED dispatches (a host loop may make millions).
       const timing = options.timing === true && device.features.has("timestamp-query");
       const querySet = timing
-        ? device.createQuerySet({ type: "timestamp", count: 2 * Math.max(1, plan.kernels.length) })
+        ? device.createQuerySet({
+          type: "timestamp",
+          count: 2 * Math.max(1, Math.min(TIMED, dispatchesPerRun(plan))),
+        })
         : undefined;
       const timed: string[] = [];
-      let pass = timing ? undefined : encoder.beginComputePass();
-      let dispatches = 0;
+      // Each dispatch's pipeline, bindings and workgroup grid, made once (loop bodies repeat).
+      const ready: (
+        | { pipeline: GPUComputePipeline; group: GPUBindGroup; x: number; y: number }
+        | undefined
+      )[] = [];
       for (const k of plan.kernels) {
         const code = k.specialize ? k.specialize((d) => resolve([d])[0]) : k.wgsl;
         if (k.features?.includes("shader-f16") && !device.features.has("shader-f16")) {
@@ -215,12 +229,14 @@ export async function execute(
         const total = launch.kind === "slice"
           ? slices
           : launch.parts.reduce((sum, p) => sum + invocations(p, runSize), 0) * slices;
-        if (total === 0 && !regions) continue;
+        if (total === 0 && !regions) {
+          ready.push(undefined);
+          continue;
+        }
         const groups = launch.kind === "slice"
           ? slices
           : regions * slices + Math.ceil(total / (launch.workgroup * launch.elements));
         const x = Math.min(groups, facts.limits.maxComputeWorkgroupsPerDimension);
-        const y = Math.ceil(groups / x);
         const entries: GPUBindGroupEntry[] = [
           { binding: 0, resource: { buffer: sizesBuf } },
           ...(k.bindings ?? [k.write, ...k.readBuffers]).map((b, i) => ({
@@ -228,7 +244,16 @@ export async function execute(
             resource: { buffer: buffers[b] },
           })),
         ];
-        if (querySet) {
+        const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+        ready.push({ pipeline, group, x, y: Math.ceil(groups / x) });
+      }
+      let pass = timing ? undefined : encoder.beginComputePass();
+      let dispatches = 0;
+      const dispatch = (i: number) => {
+        const r = ready[i];
+        if (!r) return;
+        const stamp = querySet && timed.length < TIMED;
+        if (stamp) {
           // One pass per kernel, so each can carry its own begin/end timestamps.
           pass = encoder.beginComputePass({
             timestampWrites: {
@@ -237,17 +262,32 @@ export async function execute(
               endOfPassWriteIndex: 2 * timed.length + 1,
             },
           });
-          timed.push(k.name);
-        }
-        pass!.setPipeline(pipeline);
-        pass!.setBindGroup(
-          0,
-          device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries }),
-        );
-        pass!.dispatchWorkgroups(x, y);
+          timed.push(plan.kernels[i].name);
+        } else if (querySet) pass = encoder.beginComputePass();
+        pass!.setPipeline(r.pipeline);
+        pass!.setBindGroup(0, r.group);
+        pass!.dispatchWorkgroups(r.x, r.y);
         if (querySet) pass!.end();
-        dispatches++;
-      }
+        if (++dispatches % SUBMIT_EVERY === 0 && !querySet) {
+          // Long host loops: submit in batches so one command buffer stays bounded.
+          pass!.end();
+          device.queue.submit([encoder.finish()]);
+          encoder = device.createCommandEncoder();
+          pass = encoder.beginComputePass();
+        }
+      };
+      // Dispatches [start, end) in order, each host loop's body `count` times.
+      const encode = (start: number, end: number, parent?: PlanLoop) => {
+        let at = start;
+        for (const l of loopsIn(plan, start, end, parent)) {
+          for (let i = at; i < l.start; i++) dispatch(i);
+          for (let c = 0; c < l.count; c++) encode(l.start, l.end, l);
+          at = l.end;
+        }
+        for (let i = at; i < end; i++) dispatch(i);
+      };
+      device.pushErrorScope("validation");
+      encode(0, plan.kernels.length);
       if (!querySet) pass!.end();
       let stamps: GPUBuffer | undefined;
       if (querySet && timed.length) {
@@ -277,7 +317,6 @@ export async function execute(
         0,
         Math.max(16, Math.ceil(outCount) * 4),
       );
-      device.pushErrorScope("validation");
       device.queue.submit([encoder.finish()]);
       const err = await device.popErrorScope();
       if (err) throw new DeviceError(`WebGPU rejected the run: ${err.message}`);

@@ -25,7 +25,7 @@ import type { Tensor } from "../compiler/tensor.ts";
 import { type Divergence, firstDivergence, mulberry32 } from "../compiler/verify.ts";
 import { lowerGraph } from "../compiler/lower/lower.ts";
 import type { LowerOptions } from "../compiler/lower/plan.ts";
-import { PARTIAL_TABLE_BUCKETS } from "../compiler/limits.ts";
+import { LOOP_UNROLL, PARTIAL_TABLE_BUCKETS } from "../compiler/limits.ts";
 import { execute } from "../runtime/executor.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -298,7 +298,8 @@ const extraArb = (buckets: readonly number[]): fc.Arbitrary<Extra> =>
     fc.record({
       k: fc.constant("region" as const),
       landmarks: fc.constantFrom(1, 2, 3, 5),
-      iters: fc.constantFrom(0, 1, 3, 6, 40),
+      // Both sides of LOOP_UNROLL (a loop outside a region: unrolled, or a host loop).
+      iters: fc.constantFrom(0, 1, 3, 6, LOOP_UNROLL, LOOP_UNROLL + 1, 40),
     }),
   );
 
@@ -348,7 +349,7 @@ export function specArb(options: SpecOptions = {}): fc.Arbitrary<Spec> {
       "chain",
       "linear",
     ),
-    loopCount: fc.constantFrom(1, 2, 3),
+    loopCount: fc.constantFrom(1, 2, 3, LOOP_UNROLL + 1),
     post: fc.array(
       fc.constantFrom<Post>("sigmoid", "relu", "tanhexp", "leaky", "normalize", "center"),
       {
@@ -358,9 +359,10 @@ export function specArb(options: SpecOptions = {}): fc.Arbitrary<Spec> {
     staticLoop: fc.record({
       init: fc.constantFrom(1, 0.25),
       factor: fc.constantFrom(0.5, 1.5, 2),
-      count: fc.constantFrom(0, 1, 3),
+      count: fc.constantFrom(0, 1, 3, LOOP_UNROLL + 2),
     }),
-    qLoop: fc.constantFrom(0, 0, 0, 1, 2),
+    // A tensor loop over q: unrolled up to LOOP_UNROLL iterations, a host loop past it.
+    qLoop: fc.constantFrom(0, 0, 0, 1, 2, LOOP_UNROLL, LOOP_UNROLL + 1),
     extras: fc.array(extraArb(options.buckets ?? BUCKETS), { maxLength: options.maxExtras ?? 2 }),
     slope: fc.constantFrom(0.5, 0.25, 1),
     sizes: sizeRec,

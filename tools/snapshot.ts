@@ -61,6 +61,7 @@ function showPlan(plan: ExecPlan, sizes: (d: Dim) => number): string {
   lines.push(
     `hostDraws ${JSON.stringify(plan.hostDraws.map((h) => [h.buffer, h.node.id, h.seed, h.hi]))}`,
   );
+  if (plan.loops.length) lines.push(`loops ${JSON.stringify(plan.loops)}`);
   for (const [i, k] of plan.kernels.entries()) {
     const { wgsl, specialize, trips, elementTrips, part, launch: _l, features: _f, ...rest } = k;
     lines.push(`--- kernel ${i} ${k.name}`);

@@ -5,7 +5,8 @@ import type { ExecPlan, PlannedKernel } from "./plan.ts";
  * Check a plan's data flow (run on every plan `lowerGraph` makes; tests run it too): every
  * buffer a dispatch reads was written by an earlier dispatch, an input upload or a host draw;
  * no part of a merged dispatch reads or writes a buffer another part of it writes (parts run in
- * no set order); each dispatch's parts account for all of its bindings; the output is written.
+ * no set order); each dispatch's parts account for all of its bindings; the output is written;
+ * host loops lie inside the plan and nest or are disjoint.
  * A violation is a compiler bug: it throws an internal error naming the dispatch and buffer.
  */
 export function checkPlan(plan: ExecPlan): void {
@@ -41,6 +42,20 @@ export function checkPlan(plan: ExecPlan): void {
     }
     for (const b of writes) written.add(b);
   });
+  const n = plan.kernels.length;
+  for (const l of plan.loops) {
+    if (!(0 <= l.start && l.start <= l.end && l.end <= n && Number.isInteger(l.count))) {
+      throw new Error(`internal: plan check: loop ${JSON.stringify(l)} outside the plan`);
+    }
+    for (const o of plan.loops) {
+      const disjoint = o.end <= l.start || l.end <= o.start;
+      const nested = (o.start <= l.start && l.end <= o.end) ||
+        (l.start <= o.start && o.end <= l.end);
+      if (!disjoint && !nested) {
+        throw new Error(`internal: plan check: loops ${JSON.stringify([l, o])} overlap`);
+      }
+    }
+  }
   if (!written.has(plan.output)) {
     throw new Error(`internal: plan check: output buffer ${plan.output} is never written`);
   }

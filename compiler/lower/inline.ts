@@ -7,6 +7,7 @@ import { typicalSizes } from "../ir/cost.ts";
 import { ELEMENTWISE, HEAVY, READS_BY_COORDINATE } from "../wgsl/ops.ts";
 import {
   HEAVY_RECOMPUTE_BUDGET,
+  INLINE_DEPTH,
   LOOPS,
   MATMUL_TILE,
   PARTIAL_TABLE_BUCKETS,
@@ -91,20 +92,22 @@ export function inlinedNodes(
   // Ops of an elementwise expression down to stored values; gathers and transcendentals count 99.
   // Ops per element of an expression over the values `within` admits (others are buffer reads):
   // gathers, transcendentals and loops count 99.
+  // An expression deeper than INLINE_DEPTH counts as expensive (it will not be inlined whole).
   const costOf = (within: (n: Node) => boolean) => {
     const memo = new Map<number, number>();
-    const cost = (id: number): number => {
+    const cost = (id: number, depth = 0): number => {
       const n = byId.get(id)!;
       if (!within(n)) return 0;
+      if (depth > INLINE_DEPTH) return 99;
       if (!memo.has(id)) {
         const heavy = HEAVY.has(n.op.op) || n.op.op === "gather" ||
           (n.op.op === "unary" && !["neg", "abs"].includes(n.op.fn));
         const own = heavy ? 99 : LAYOUT.has(n.op.op) || CHEAP.has(n.op.op) ? 0 : 1;
-        memo.set(id, own + n.args.reduce((t, a) => t + cost(a), 0));
+        memo.set(id, own + n.args.reduce((t, a) => t + cost(a, depth + 1), 0));
       }
       return memo.get(id)!;
     };
-    return cost;
+    return (id: number) => cost(id);
   };
   const exprCost = costOf((n) => ELEMENTWISE.has(n.op.op));
   // Cheap values that a fused kernel must read from a buffer (attention's q and k) are stored
@@ -158,6 +161,16 @@ export function inlinedNodes(
         alsoStored.delete(a);
       }
     }
+  }
+  // No inlined expression nests deeper than INLINE_DEPTH: a longer chain is stored every
+  // INLINE_DEPTH nodes (producers first, so the cut falls where the depth is reached).
+  const depth = new Map<number, number>();
+  for (const n of order.reverse()) {
+    const d = inline.has(n.id) ? 1 + Math.max(0, ...n.args.map((a) => depth.get(a) ?? 0)) : 0;
+    if (d > INLINE_DEPTH) {
+      inline.delete(n.id);
+      depth.set(n.id, 0);
+    } else depth.set(n.id, d);
   }
   for (const id of alsoStored) if (!inline.has(id)) alsoStored.delete(id);
   return { inline, alsoStored };

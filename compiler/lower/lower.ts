@@ -1,7 +1,8 @@
 /**
  * Lowering: IR → an execution plan of kernels over buffers. Elementwise chains and small
  * contractions are inlined into the kernels that read them (inline.ts), connected sets of small
- * values become one-workgroup regions (regions.ts), `repeat` loops outside regions are unrolled,
+ * values become one-workgroup regions (regions.ts), `repeat` loops outside regions are unrolled
+ * up to LOOP_UNROLL iterations and run as host loops past it (`ExecPlan.loops`),
  * independent kernels share dispatches (schedule.ts), and runs whose loops pass lavapipe's budget
  * get a long form with split loops (kernels/split.ts). It knows no device: the runtime executes the
  * plan as it is.
@@ -22,11 +23,11 @@ import {
   splitKernels,
   withTrips,
 } from "../../kernels/index.ts";
-import { DEFAULT_STORAGE_BUFFERS, HOST_DRAW_ELEMENTS, LOOPS } from "../limits.ts";
+import { DEFAULT_STORAGE_BUFFERS, HOST_DRAW_ELEMENTS, LOOP_UNROLL, LOOPS } from "../limits.ts";
 import type { ExecPlan, LowerOptions } from "./plan.ts";
 import { inlinedNodes, partialTables } from "./inline.ts";
 import { findRegions, outerDeps, type Region } from "./regions.ts";
-import { schedule } from "./schedule.ts";
+import { schedule, scheduleAround } from "./schedule.ts";
 import { checkPlan } from "./check.ts";
 
 /** What lowering one graph holds while it walks the graph. */
@@ -47,8 +48,10 @@ interface Lowering {
   uses: Map<number, number>;
   /** Attention results whose only reader replaces some of their rows (`r[J] = rows`). */
   rowsInto: Map<number, Node>;
-  /** Buffers of each unrolled loop's results. */
+  /** Buffers of each loop's results. */
   loopValues: Map<number, number[]>;
+  /** Ids for the copy nodes host loops add (past every id of the graph). */
+  nextId: number;
   typical: (d: Dim) => number;
 }
 
@@ -79,6 +82,7 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
     slots,
     guards: [],
     hostDraws: [],
+    loops: [],
   };
   const L: Lowering = {
     graph,
@@ -93,6 +97,7 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
     uses: useCounts(graph, byId),
     rowsInto: new Map(),
     loopValues: new Map(),
+    nextId: Math.max(0, ...byId.keys()) + 1,
     typical: typicalSizes(graph),
   };
   for (const n of byId.values()) {
@@ -118,7 +123,12 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
     io: k.io ?? [{ name: k.name, reads: k.readBuffers, writes: k.writes ?? [k.write] }],
   }));
   if (options.mergeKernels !== false && options.fuseElementwise !== false) {
-    plan.kernels = schedule(plan.kernels, slots, maxStorage, L.typical, run);
+    const merged = scheduleAround(
+      plan,
+      (ks) => schedule(ks, slots, maxStorage, L.typical, run),
+    );
+    plan.kernels = merged.kernels;
+    plan.loops = merged.loops;
   }
   if (!run) {
     const long = new Map<string, ExecPlan>();
@@ -202,6 +212,10 @@ function visit(L: Lowering, nodes: Node[]): void {
         emit(L, n);
         break;
       case "loop": {
+        if (n.op.count > LOOP_UNROLL) {
+          hostLoop(L, n);
+          break;
+        }
         let carried = n.args.map((a) => env.get(a)!);
         for (let it = 0; it < n.op.count; it++) {
           for (const b of n.op.body) {
@@ -230,6 +244,59 @@ function visit(L: Lowering, nodes: Node[]): void {
         if (!inline.has(n.id) || L.alsoStored.has(n.id)) emit(L, n);
     }
   }
+}
+
+/**
+ * A loop past LOOP_UNROLL iterations as a host loop (`ExecPlan.loops`): each carried value gets
+ * a buffer of its own, filled from the loop's arguments before the loop; the body's dispatches
+ * are planned once and end by copying each result into its carried buffer. The plan's size does
+ * not depend on the count.
+ */
+function hostLoop(L: Lowering, n: Node): void {
+  if (n.op.op !== "loop") return;
+  const carries = n.op.body.filter((b) => b.op.op === "carry");
+  // A carried value has its initial value's type (the carry node itself may be dead code).
+  const shapeOf = (index: number) => L.byId.get(n.args[index])!.type;
+  const held = n.args.map((_, i) => newBuffer(L, shapeOf(i).shape));
+  n.args.forEach((a, i) => copy(L, a, held[i], shapeOf(i)));
+  const start = L.plan.kernels.length;
+  for (const c of carries) if (c.op.op === "carry") L.env.set(c.id, held[c.op.index]);
+  visit(L, n.op.body.filter((b) => b.op.op !== "carry"));
+  // A result held in another carried buffer (a swap) is copied aside first: the copies into the
+  // carried buffers must not read a buffer another of them overwrites.
+  const sources = n.op.results.map((r, i) => {
+    const b = L.env.get(r)!;
+    return held.includes(b) && b !== held[i] ? copyAside(L, r, shapeOf(i)) : r;
+  });
+  sources.forEach((r, i) => {
+    if (L.env.get(r) !== held[i]) copy(L, r, held[i], shapeOf(i));
+  });
+  L.plan.loops.push({ start, end: L.plan.kernels.length, count: n.op.count });
+  L.loopValues.set(n.id, held);
+}
+
+/** A dispatch copying node `from`'s value into buffer `to` (a plain elementwise kernel). */
+function copy(L: Lowering, from: number, to: number, type: Node["type"]): void {
+  const id = L.nextId++;
+  const node: Node = { id, op: { op: "reshape" }, args: [from], type };
+  const [k] = nodeKernels(node, { byId: L.byId, slots: L.slots, inline: new Set() });
+  L.plan.kernels.push({
+    ...k,
+    name: `copy_${from}`,
+    write: to,
+    readBuffers: k.reads.map((r) => bufferOf(L, r)),
+    trips: () => 0,
+  });
+}
+
+/** Node `from`'s value copied into a new buffer, under a new node id; returns that id. */
+function copyAside(L: Lowering, from: number, type: Node["type"]): number {
+  const buffer = newBuffer(L, type.shape);
+  copy(L, from, buffer, type);
+  const id = L.nextId++;
+  L.byId.set(id, { id, op: { op: "reshape" }, args: [from], type });
+  L.env.set(id, buffer);
+  return id;
 }
 
 /**

@@ -50,6 +50,45 @@ export interface PlannedKernel extends NodeKernel {
   elementTrips?: (size: (d: Dim) => number) => number;
 }
 
+/** A host-side loop over a range of a plan's dispatches. */
+export interface PlanLoop {
+  /** First dispatch of the body. */
+  start: number;
+  /** One past its last dispatch. */
+  end: number;
+  /** Iterations. */
+  count: number;
+}
+
+/**
+ * The outermost loops of `plan` inside dispatches [start, end) (inside `parent`, when given), in
+ * order. `o` holds `l` when its range covers l's; on equal ranges (a body with no dispatches of
+ * its own) the one listed later is the outer.
+ */
+export function loopsIn(
+  plan: Pick<ExecPlan, "loops">,
+  start: number,
+  end: number,
+  parent?: PlanLoop,
+): PlanLoop[] {
+  const { loops } = plan;
+  const holds = (o: PlanLoop, l: PlanLoop) =>
+    o !== l && o.start <= l.start && l.end <= o.end &&
+    (o.end - o.start > l.end - l.start || loops.indexOf(o) > loops.indexOf(l));
+  const within = (l: PlanLoop) =>
+    l !== parent && start <= l.start && l.end <= end && (!parent || holds(parent, l));
+  return loops.filter((l) => within(l) && !loops.some((o) => within(o) && holds(o, l)))
+    .sort((a, b) => a.start - b.start || a.end - b.end);
+}
+
+/** Dispatches one run of `plan` makes: loop bodies count once per iteration. */
+export function dispatchesPerRun(plan: Pick<ExecPlan, "kernels" | "loops">): number {
+  // A dispatch runs once per iteration of every loop around it.
+  const times = (i: number) =>
+    plan.loops.filter((l) => l.start <= i && i < l.end).reduce((t, l) => t * l.count, 1);
+  return plan.kernels.reduce((t, _, i) => t + times(i), 0);
+}
+
 /** The buffers one part of a dispatch reads and writes. */
 export interface KernelIO {
   /** The part's kernel. */
@@ -66,6 +105,12 @@ export interface ExecPlan {
   buffers: { id: number; shape: Dim[]; parts?: Dim[][] }[];
   /** Dispatches in order. */
   kernels: PlannedKernel[];
+  /**
+   * `repeat` loops run on the host: the dispatches `kernels[start..end)` run `count` times in
+   * order (a body ends with the copies of its results into the carried buffers). Ranges nest or
+   * are disjoint; a loop is listed after every loop in its body (see `loopsIn`).
+   */
+  loops: PlanLoop[];
   /** Which buffer each input is uploaded to. */
   inputs: { decl: InputDecl; buffer: number }[];
   /** The buffer holding the result. */

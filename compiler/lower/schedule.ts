@@ -3,7 +3,7 @@ import type { Dim } from "../ir/types.ts";
 import { mergeKernels } from "../wgsl/merge.ts";
 import type { SymbolSlots } from "../wgsl/syntax.ts";
 import { HYBRID_ELEMENTS, HYBRID_TRIPS, LOOPS } from "../limits.ts";
-import type { PlannedKernel } from "./plan.ts";
+import { type ExecPlan, loopsIn, type PlanLoop, type PlannedKernel } from "./plan.ts";
 
 /**
  * Loop trips of an invocation of a merged grid dispatch: the sum of its parts' (`group` is
@@ -133,4 +133,30 @@ export function schedule(
     }
   }
   return out;
+}
+
+/**
+ * Schedule a plan's dispatches with `sched` between the boundaries of its host loops: a loop's
+ * body is scheduled on its own (its dispatches repeat; none may move in or out of it), and the
+ * dispatches before and after it apart.
+ */
+export function scheduleAround(
+  plan: Pick<ExecPlan, "kernels" | "loops">,
+  sched: (kernels: PlannedKernel[]) => PlannedKernel[],
+): { kernels: PlannedKernel[]; loops: PlanLoop[] } {
+  const kernels: PlannedKernel[] = [];
+  const loops: PlanLoop[] = [];
+  const range = (start: number, end: number, parent?: PlanLoop) => {
+    let at = start;
+    for (const l of loopsIn(plan, start, end, parent)) {
+      kernels.push(...sched(plan.kernels.slice(at, l.start)));
+      const first = kernels.length;
+      range(l.start, l.end, l);
+      loops.push({ start: first, end: kernels.length, count: l.count }); // after its body's loops
+      at = l.end;
+    }
+    kernels.push(...sched(plan.kernels.slice(at, end)));
+  };
+  range(0, plan.kernels.length);
+  return { kernels, loops };
 }
