@@ -656,3 +656,44 @@ Deno.test("explain() shows the signature with the inferred output shape, params 
   assert.match(text, /segment_mean\{segments=2\}/);
   assert.match(text, /\[n, m\] = softmax\{axis=1\}/);
 });
+
+// ---------------------------------------------------------------------------------------------
+// Calls of user functions with tensor defaults.
+
+Deno.test("a call may leave out a tensor parameter with a default: a filled tensor of its shape", async () => {
+  const lib = [
+    "def g(q: [n, d], w: [n] = ones, b: [c] = zeros, c = 3, s = 2.0) {",
+    "  return (q^T * w)^T * s + sum(b)",
+    "}",
+  ];
+  const q = rand([5, 4], 1);
+  const left = await run([...lib, "def f(q: [n, d]) {", "  return g(q)", "}"], { q });
+  const given = await run(
+    [...lib, "def f(q: [n, d]) {", "  return g(q, ones([n]), zeros([3]))", "}"],
+    { q },
+  );
+  assertCloseTo(left, given, { rtol: 0 });
+  // A zeros default and a number default, in a different position.
+  const z = await run([
+    "def h(q: [n, d], w: [n] = 0.5) {",
+    "  return (q^T * w)^T",
+    "}",
+    "def f(q: [n, d]) {",
+    "  return h(q)",
+    "}",
+  ], { q });
+  assertCloseTo(z, { ...q, data: q.data.map((x) => x * 0.5) }, { rtol: 1e-15 });
+  // A default whose size no argument sets is an error that says so.
+  assert.throws(
+    () =>
+      compile([
+        "def h(q: [n, d], w: [m] = ones) {",
+        "  return q",
+        "}",
+        "def f(q: [n, d]) {",
+        "  return h(q)",
+        "}",
+      ]),
+    /t\.attn:5:10: h: cannot size the default of w: no argument sets m/,
+  );
+});

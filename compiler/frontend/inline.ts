@@ -2,7 +2,7 @@
  * User functions are inlined at each call: arguments bind to parameters in a fresh scope, and the
  * size names of tensor parameters unify with the arguments' sizes.
  */
-import type { Arg, ExprOf, FunctionDef, TypeExpr } from "./ast.ts";
+import type { Arg, ExprOf, FunctionDef, Param, TypeExpr } from "./ast.ts";
 import { exprText } from "./ast.ts";
 import { closest, type Span } from "../errors.ts";
 import { showType } from "../ir/print.ts";
@@ -48,11 +48,15 @@ export function inline(c: Checker, def: FunctionDef, e: ExprOf<"call">, scope: S
       );
     }
   }
+  const filled: Param[] = [];
   def.params.forEach((p, i) => {
     const arg: Arg | undefined = positional[i] ?? keyword.get(p.name);
     let v: Val;
     if (arg) v = c.expr(arg.value, scope);
-    else if (p.default) v = { kind: "static", ...literal(c, p.default) };
+    else if (p.default && p.type?.kind === "tensor") {
+      filled.push(p); // sized once every other parameter is bound
+      return;
+    } else if (p.default) v = { kind: "static", ...literal(c, p.default) };
     else return c.fail(`${def.name} needs an argument for ${p.name}`, e.span);
     if (p.type?.kind === "tensor") {
       const t = toTensor(c, v, arg?.span ?? e.span);
@@ -61,11 +65,45 @@ export function inline(c: Checker, def: FunctionDef, e: ExprOf<"call">, scope: S
     }
     inner.env.set(p.name, v);
   });
+  for (const p of filled) inner.env.set(p.name, tensorDefault(c, def, p, inner, e.span));
   c.inlining.push(def.name);
   const result = body(c, def, inner);
   c.inlining.pop();
   if (def.ret && result.kind === "tensor") checkReturn(c, def, result, inner);
   return result;
+}
+
+/**
+ * A tensor parameter left out of a call, with a default (`mask: [n] = ones`): a tensor of its
+ * declared shape filled with `ones` (1), `zeros` (0) or a number, sized by the other arguments and
+ * parameters, as the entry function's inputs are.
+ */
+function tensorDefault(
+  c: Checker,
+  def: FunctionDef,
+  p: Param,
+  inner: Scope,
+  span: Span,
+): TensorVal {
+  const type = p.type as Extract<TypeExpr, { kind: "tensor" }>;
+  const lit = p.default!;
+  const fills: Record<string, number> = { ones: 1, zeros: 0 };
+  const value = lit.kind === "name" && lit.name in fills ? fills[lit.name] : literal(c, lit).value;
+  const shape = type.dims.map((d) => {
+    if (d.kind === "name" && !inner.env.has(d.name)) {
+      const bound = inner.dims.get(d.name);
+      if (bound === undefined) {
+        c.fail(
+          `${def.name}: cannot size the default of ${p.name}: no argument sets ${d.name}`,
+          span,
+          `pass ${p.name}, or an argument whose shape has ${d.name}`,
+        );
+      }
+      return bound!;
+    }
+    return dimOf(c, c.expr(d, inner), d.span);
+  });
+  return c.emit({ op: "fill", value }, [], { dtype: type.elem ?? "float", shape }, span);
 }
 
 /** Bind a function's size names to the argument's sizes, checking repeated names agree. */
