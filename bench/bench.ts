@@ -3,6 +3,7 @@
  *
  *   deno task bench -- --suite fusion [--quick]
  *   deno task bench -- --suite fidelity [--quick]   (bench/fidelity.ts: error against budget)
+ *   deno task bench -- --suite scaling [--quick]    (bench/scaling.ts: compile time against size)
  *
  * Suite `fusion`: fused exact attention against the same program compiled with fusion disabled
  * (n = 2048, d = 64, 8 heads), with GFLOP/s (4·n²·d per head); then exact and the approximations
@@ -20,8 +21,13 @@ if (suite === "fidelity") {
   await fidelity(args);
   Deno.exit(0);
 }
+if (suite === "scaling") {
+  const { scaling } = await import("./scaling.ts");
+  await scaling(args);
+  Deno.exit(0);
+}
 if (suite !== "fusion") {
-  console.error(`unknown suite ${suite}; available: fusion, fidelity`);
+  console.error(`unknown suite ${suite}; available: fusion, fidelity, scaling`);
   Deno.exit(2);
 }
 const dir = new URL("./results/", import.meta.url);

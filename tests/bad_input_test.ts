@@ -365,3 +365,33 @@ Deno.test("cli: works with read permission scoped to the examples folder (no gra
   assert.equal(out.code, 0, text);
   assert.match(text, /nystrom\.attn: ok/);
 });
+
+// --- Size of programs -------------------------------------------------------------------------
+
+Deno.test("plan: a 2,300-statement straight-line program plans (no stack overflow) and runs", async () => {
+  const lines = ["def f(x: [n, d]) -> [n, d] {", "  y0 = x"];
+  for (let i = 1; i < 2300; i++) lines.push(`  y${i} = y${i - 1} * 0.999 + ${(i % 7) / 100}`);
+  lines.push("  return y2299", "}");
+  const p = compileSync(lines.join("\n"));
+  const plan = p.plan();
+  // Inlined expressions are cut every INLINE_DEPTH nodes: many kernels, none 9,000 ops deep.
+  assert.ok(plan.kernels.length > 10, `${plan.kernels.length} kernels`);
+  const y = await p.run({ x: randomTensor([3, 2]) });
+  assert.ok(y.data.every(Number.isFinite));
+});
+
+Deno.test("plan: ten chained copies of the largest example compile and plan, about 10× the IR", () => {
+  const base = Deno.readTextFileSync(new URL("../examples/nystrom.attn", import.meta.url));
+  const entry = (k: number) => {
+    const lines = [
+      "def scaled(q: [n, d], k: [n, d], v: [n, e]) -> [n, e] {",
+      "  y0 = nystrom(q, k, v)",
+    ];
+    for (let i = 1; i < k; i++) lines.push(`  y${i} = nystrom(q, k, v + 0.001 * y${i - 1})`);
+    lines.push(`  return y${k - 1}`, "}");
+    return compileSync(`${base}\n${lines.join("\n")}\n`, { entry: "scaled" });
+  };
+  const one = entry(1), ten = entry(10);
+  assert.ok(ten.graph.nodes.length <= 10 * one.graph.nodes.length + 10);
+  assert.ok(ten.plan().kernels.length <= 10 * one.plan().kernels.length);
+});
