@@ -12,6 +12,9 @@
 import { KEY_BLOCK, WORKGROUP } from "../compiler/limits.ts";
 
 /** What the skeleton needs. */
+/** Length of a private array of `n` head elements: WGSL has no empty arrays (d = 0 or e = 0). */
+const arrayLength = (n: number) => Math.max(1, n);
+
 export interface FlashSpec {
   /** WGSL f32 score for tile row r, in terms of `qk{r}`, `fi{r}`, `i{r}`, `fj`, `j`. */
   score: (r: number) => string;
@@ -93,6 +96,11 @@ ${
 ${spec.helpers}
 @compute @workgroup_size(${WORKGROUP})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  ${
+    // With d = 0 (or e = 0) no element of q and k (or v) is read; a phony read keeps each
+    // binding in the pipeline's automatic layout, which drops unused ones.
+    [...(dw === 0 ? ["a0", "a1"] : []), ...(ew === 0 && !probs ? ["a2", "out"] : [])]
+      .map((b) => `_ = ${b}[0];`).join(" ")}
   let rows = ${spec.rows};
   let cols = ${spec.cols};
   let tiles = (rows + ${R - 1}u) / ${R}u;
@@ -114,14 +122,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   ${rowsOf((r) => `let i${r} = min(ib + ${r}u, rows - 1u); let fi${r} = f32(i${r});`)}
   ${
     rowsOf((r) =>
-      `var q${r} = array<${ht}, ${dw}>(); ${
+      `var q${r} = array<${ht}, ${arrayLength(dw)}>(); ${
         cols(dw, (c) => `q${r}[${c}] = ${half(`a0[(s * rows + i${r}) * ${dw}u + ${c}u]`)};`)
       }`
     )
   }
   ${
     rowsOf((r) =>
-      `var acc${r} = array<${et}, ${ew}>(); var mx${r} = bitcast<f32>(f32_bits.y); var l${r} = 0.0; var bad${r} = false;`
+      `var acc${r} = array<${et}, ${
+        arrayLength(ew)
+      }>(); var mx${r} = bitcast<f32>(f32_bits.y); var l${r} = 0.0; var bad${r} = false;`
     )
   }
   let jlo = ${spec.split ? `max(${lo}, min(kp * kblk, cols))` : lo};
@@ -136,11 +146,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   for (var j = jstart; j < jhi; j = j + 1u) {
     let fj = f32(j);
     let kb = (s * cols + j) * ${dw}u;
-    var k = array<${ht}, ${dw}>();
+    var k = array<${ht}, ${arrayLength(dw)}>();
     ${cols(dw, (c) => `k[${c}] = ${half(`a1[kb + ${c}u]`)};`)}
     ${
     probs ? "" : `let vb = (s * cols + j) * ${ew}u;
-    var vr = array<${et}, ${ew}>();
+    var vr = array<${et}, ${arrayLength(ew)}>();
     ${cols(ew, (c) => `vr[${c}] = a2[vb + ${c}u];`)}`
   }
     ${
@@ -296,7 +306,7 @@ function blocked(
   return `for (var jb = jlo; jb + ${B}u <= jhi; jb = jb + ${B}u) {
     ${
     keys.map((b) =>
-      `var k${b} = array<${t.dt}, ${t.dw}>(); ${
+      `var k${b} = array<${t.dt}, ${arrayLength(t.dw)}>(); ${
         cols(
           t.dw,
           (c) => `k${b}[${c}] = ${t.half(`a1[(s * cols + jb + ${b}u) * ${t.dw}u + ${c}u]`)};`,
@@ -306,7 +316,7 @@ function blocked(
   }
     ${
     keys.map((b) =>
-      `var v${b} = array<${t.et}, ${t.ew}>(); ${
+      `var v${b} = array<${t.et}, ${arrayLength(t.ew)}>(); ${
         cols(t.ew, (c) => `v${b}[${c}] = a2[(s * cols + jb + ${b}u) * ${t.ew}u + ${c}u];`)
       }`
     ).join("\n    ")

@@ -395,3 +395,25 @@ Deno.test("plan: ten chained copies of the largest example compile and plan, abo
   assert.ok(ten.graph.nodes.length <= 10 * one.graph.nodes.length + 10);
   assert.ok(ten.plan().kernels.length <= 10 * one.plan().kernels.length);
 });
+
+const gpu = await (await import("../runtime/device.ts")).getDevice().then(() => true, () => false);
+
+Deno.test({
+  name:
+    "gpu: zero-width heads (d = 0, e = 0) run and agree with the interpreter (was a WGSL error)",
+  ignore: !gpu,
+  async fn() {
+    const p = compileSync(`def f(q: [n, d], k: [m, d], v: [m, e]) -> [n, e] {
+  return softmax(q @ k^T, axis=1) @ v
+}`);
+    for (const [d, e] of [[0, 4], [4, 0], [0, 0]]) {
+      const x = { q: rand([5, d]), k: rand([6, d], 2), v: rand([6, e], 3) };
+      const want = await p.run(x);
+      const got = await p.run(x, { backend: "gpu", poison: true });
+      assert.deepEqual(got.shape, want.shape, `d=${d} e=${e}`);
+      for (let i = 0; i < want.data.length; i++) {
+        assert.ok(Math.abs(got.data[i] - want.data[i]) <= 1e-6, `d=${d} e=${e} at ${i}`);
+      }
+    }
+  },
+});
