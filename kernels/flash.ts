@@ -58,6 +58,13 @@ export function flashKernel(spec: FlashSpec, title: string): string {
   const { d, e, tile: R } = spec;
   const dv = d % 4 === 0, ev = e % 4 === 0;
   const dw = dv ? d / 4 : d, ew = ev ? e / 4 : e;
+  // With d = 0 (or e = 0) no element of q and k (or v) is read or written; a phony read keeps
+  // each binding in the pipeline's automatic layout, which drops unused ones.
+  const phony = [
+    ...(dw === 0 ? ["a0", "a1"] : []),
+    ...(ew === 0 && !spec.probs ? ["a2", "out"] : []),
+  ]
+    .map((b) => `  _ = ${b}[0];\n`).join("");
   const dt = dv ? "vec4<f32>" : "f32", et = ev ? "vec4<f32>" : "f32";
   // With f16 the q and k rows are kept (and multiplied) in half precision.
   const h = spec.f16 === true;
@@ -96,12 +103,7 @@ ${
 ${spec.helpers}
 @compute @workgroup_size(${WORKGROUP})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  ${
-    // With d = 0 (or e = 0) no element of q and k (or v) is read; a phony read keeps each
-    // binding in the pipeline's automatic layout, which drops unused ones.
-    [...(dw === 0 ? ["a0", "a1"] : []), ...(ew === 0 && !probs ? ["a2", "out"] : [])]
-      .map((b) => `_ = ${b}[0];`).join(" ")}
-  let rows = ${spec.rows};
+${phony}  let rows = ${spec.rows};
   let cols = ${spec.cols};
   let tiles = (rows + ${R - 1}u) / ${R}u;
   ${
