@@ -26,7 +26,7 @@ import { dispatchesPerRun, type ExecPlan } from "./compiler/lower/plan.ts";
 import { lowerGraph } from "./compiler/lower/lower.ts";
 import { DEFAULT_STORAGE_BUFFERS } from "./compiler/limits.ts";
 import { getDevice } from "./runtime/device.ts";
-import { execute, type RunStats } from "./runtime/executor.ts";
+import { type CompileProgress, execute, type RunStats } from "./runtime/executor.ts";
 import { fillRandom } from "./compiler/rng.ts";
 import { checkShape, sizeOf, type Tensor, type TensorInput } from "./compiler/tensor.ts";
 import { asTensors } from "./compiler/bind.ts";
@@ -58,7 +58,7 @@ export type {
 export type { ExecPlan, KernelIO, PlanLoop, PlannedKernel } from "./compiler/lower/plan.ts";
 export type { NodeKernel } from "./compiler/wgsl/kernel.ts";
 export type { SymbolSlots, ThreadDim } from "./compiler/wgsl/syntax.ts";
-export type { RunStats } from "./runtime/executor.ts";
+export type { CompileProgress, RunStats } from "./runtime/executor.ts";
 export { decodeNpy, encodeNpy, readNpy, writeNpy } from "./runtime/npy.ts";
 /**
  * The error `readNpy`, `decodeNpy`, `writeNpy` and `encodeNpy` throw for any problem with a
@@ -152,6 +152,11 @@ export interface RunOptions {
   poison?: boolean;
   /** `profile` only: time each kernel with timestamp queries when the adapter has them. */
   timing?: boolean;
+  /**
+   * GPU only: called after each shader pipeline the run compiles (the first run of a program
+   * compiles every kernel; on a software adapter one may take seconds to minutes).
+   */
+  onProgress?: (e: CompileProgress) => void;
 }
 
 /** A checked program, ready to run. */
@@ -234,6 +239,7 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
         const { output } = await execute(optimized, await gpuPlan(), inputs, {
           seed: runOptions.seed,
           poison: runOptions.poison,
+          onProgress: runOptions.onProgress,
         });
         return output;
       }
@@ -248,6 +254,7 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
         seed: runOptions.seed,
         poison: runOptions.poison,
         timing: runOptions.timing,
+        onProgress: runOptions.onProgress,
       });
     },
     plan(): ExecPlan {
