@@ -23,7 +23,15 @@ import type { Tensor } from "../mod.ts";
 import { lineCol } from "../compiler/errors.ts";
 import { NpyError } from "../runtime/npy.ts";
 import { getDevice } from "../runtime/device.ts";
-import { cost, type Family, type Job, jobAt, jobInputs, jobSizes, MAX_COST } from "../tests/mutate.ts";
+import {
+  cost,
+  type Family,
+  type Job,
+  jobAt,
+  jobInputs,
+  jobSizes,
+  MAX_COST,
+} from "../tests/mutate.ts";
 
 /** File name the programs are compiled under (checked in every CompileError's message). */
 export const FILE = "fuzz.attn";
@@ -75,8 +83,10 @@ export function spanProblem(e: CompileError, source: string, file = FILE): strin
   return undefined;
 }
 
+/** The first line of a message (with the next when the first ends in a colon). */
 function firstLine(s: string): string {
-  const line = s.split("\n")[0];
+  const lines = s.split("\n").map((l) => l.trim()).filter(Boolean);
+  const line = lines[0]?.endsWith(":") && lines[1] ? `${lines[0]} ${lines[1]}` : lines[0] ?? "";
   return line.length > 300 ? line.slice(0, 300) + "…" : line;
 }
 
@@ -111,7 +121,9 @@ function classify(
 
 /** Why `y` is not a well-formed tensor, or undefined. */
 function outputProblem(y: Tensor): string | undefined {
-  if (!y || !Array.isArray(y.shape) || !(y.data instanceof Float64Array)) return "run gave no tensor";
+  if (!y || !Array.isArray(y.shape) || !(y.data instanceof Float64Array)) {
+    return "run gave no tensor";
+  }
   if (y.data.length !== y.shape.reduce((a, b) => a * b, 1)) {
     return `data length ${y.data.length} ≠ size of shape [${y.shape.join(", ")}]`;
   }
@@ -149,7 +161,8 @@ async function fuzzOne(
   const t0 = performance.now();
   const outcomes: Done["outcomes"] = {};
   const findings: ChildFinding[] = [];
-  const phase = (p: Phase) => emit({ t: "phase", i: index, phase: p });
+  // Each phase line carries the outcomes so far, for the parent to count if the child dies.
+  const phase = (p: Phase) => emit({ t: "phase", i: index, phase: p, outcomes });
   const fail = (p: Phase, e: unknown) => {
     const c = classify(e, job, p);
     outcomes[p] = c.outcome;

@@ -1,7 +1,7 @@
 /**
  * Volume robustness fuzzing of bad input, outside the test suite:
  *
- *   deno task fuzz:input -- --count 100000 --gpu 1000 [--seed S] [--timeout-ms 10000]
+ *   deno task fuzz:input -- --count 100000 [--gpu 1000] [--seed S] [--timeout-ms 10000]
  *     [--heap-mb 1024] [--memory-mb 4096] [--families soup,grammar,mutant,spec,hostile]
  *     [--start I] [--only I]
  *
@@ -9,7 +9,8 @@
  * programs, mutated examples, generated attention programs and hostile ones: huge parameters,
  * deep nesting, thousands of statements, chains of defs, `repeat 4294967296`, duplicate names,
  * literals out of float32 range, dims of 0 and 1e11) through `compileSync` and `plan()`, the
- * cheap ones through the interpreter, and `--gpu` of them on WebGPU too, in a child process
+ * cheap ones through the interpreter, and `--gpu` of them (1% by default, spread over the run,
+ * small ones only) on WebGPU too, in a child process
  * (bench/fuzz_child.ts) with a V8 heap cap (`--heap-mb`). When one program runs past
  * `--timeout-ms` or the child's resident memory passes `--memory-mb`, the child is killed and a
  * new one goes on from the next program; a child that dies is a finding too.
@@ -17,11 +18,29 @@
  * Findings (uncaught exceptions, CompileErrors without a valid span, hangs, process deaths,
  * memory blow-ups, DeviceErrors and GPU/interpreter mismatches) are grouped by kind, phase,
  * family and first line; the first few of each get their program saved under
- * bench/results/fuzz_input/ (`SEED-INDEX.attn`). `--only I` reruns program I alone (what a
- * finding's `reproduce` says). Writes bench/results/fuzz_input.json (not with `--only`).
+ * bench/results/fuzz_input/ (`SEED-INDEX.attn`; emptied at the start of a run). `--only I`
+ * reruns program I alone (what a finding's `reproduce` says; its `params` are the `--param`s).
+ * Writes bench/results/fuzz_input.json (not with `--only`).
  */
 import { FAMILIES, type Family, jobAt } from "../tests/mutate.ts";
 import type { ChildFinding, Done, Phase } from "./fuzz_child.ts";
+
+const FLAGS = [
+  "count",
+  "gpu",
+  "seed",
+  "start",
+  "only",
+  "timeout-ms",
+  "heap-mb",
+  "memory-mb",
+  "families",
+];
+for (let i = 0; i < Deno.args.length; i += 2) {
+  if (!FLAGS.includes(Deno.args[i].replace(/^--/, "")) || !Deno.args[i].startsWith("--")) {
+    throw new Error(`unknown option ${Deno.args[i]}: use ${FLAGS.map((f) => `--${f}`).join(" ")}`);
+  }
+}
 
 function flag(name: string, fallback: number): number {
   const i = Deno.args.indexOf(`--${name}`);
@@ -35,7 +54,8 @@ const only = Deno.args.includes("--only") ? flag("only", 0) : undefined;
 const seed = flag("seed", 1);
 const first = only ?? flag("start", 0);
 const count = only === undefined ? flag("count", 100_000) : 1;
-const gpuWanted = only === undefined ? flag("gpu", 0) : flag("gpu", 1);
+/** GPU runs: 1% of the programs unless told. */
+const gpuWanted = flag("gpu", only === undefined ? Math.ceil(count / 100) : 1);
 const timeoutMs = flag("timeout-ms", 10_000);
 const heapMb = flag("heap-mb", 1024);
 const memoryMb = flag("memory-mb", 4096);
@@ -77,11 +97,19 @@ interface Finding {
 
 const findings = new Map<string, Finding>();
 /** Outcome counts per phase: `ok`, `skip`, or an error class. */
-const phases: Record<Phase, Record<string, number>> = { compile: {}, plan: {}, interp: {}, gpu: {} };
+const phases: Record<Phase, Record<string, number>> = {
+  compile: {},
+  plan: {},
+  interp: {},
+  gpu: {},
+};
 const familyCounts: Record<string, number> = {};
+/** Seconds spent per family (programs that finished). */
+const familySeconds: Record<string, number> = {};
 const slowest: { index: number; family: string; ms: number }[] = [];
 let adapter: string | undefined;
 let gpuNote: string | undefined;
+let memoryNote: string | undefined;
 let gpuDone = 0;
 let restarts = 0;
 
@@ -131,13 +159,20 @@ async function record(
   });
 }
 
-/** Resident memory of a process in MiB, or 0 when it cannot be read. */
-function rssMb(pid: number): number {
+/**
+ * Resident memory of a process in MiB from `ps` (Deno reads /proc/PID only with --allow-all),
+ * or undefined when `ps` cannot be run: then the memory bound is off and the summary says so.
+ */
+async function rssMb(pid: number): Promise<number | undefined> {
+  if (memoryNote) return undefined;
   try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
-    return m ? Number(m[1]) / 1024 : 0;
-  } catch {
-    return 0;
+    const out = await new Deno.Command("ps", { args: ["-o", "rss=", "-p", String(pid)] }).output();
+    const kb = Number(new TextDecoder().decode(out.stdout).trim());
+    return out.success && kb > 0 ? kb / 1024 : 0;
+  } catch (e) {
+    memoryNote = `memory bound off: ps could not be run (${(e as Error).message.split("\n")[0]})`;
+    console.log(memoryNote);
+    return undefined;
   }
 }
 
@@ -195,7 +230,9 @@ async function runChild(start: number, end: number): Promise<number> {
     env: { NO_COLOR: "1" },
   }).spawn();
 
-  let current: { index: number; phase: Phase | "between"; since: number } | undefined;
+  let current:
+    | { index: number; phase: Phase | "between"; since: number; outcomes: Done["outcomes"] }
+    | undefined;
   let next = start;
   let killed: "timeout" | "memory" | undefined;
   let stderrTail = "";
@@ -204,16 +241,25 @@ async function runChild(start: number, end: number): Promise<number> {
       stderrTail = (stderrTail + chunk).slice(-8192);
     }
   })();
-  const watchdog = setInterval(() => {
+  const kill = (why: "timeout" | "memory") => {
     if (killed) return;
-    if (current && performance.now() - current.since > timeoutMs) killed = "timeout";
-    else if (rssMb(child.pid) > memoryMb) killed = "memory";
-    if (killed) {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* already gone */ }
-    }
+    killed = why;
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+  };
+  const watchdog = setInterval(() => {
+    if (current && performance.now() - current.since > timeoutMs) kill("timeout");
   }, 50);
+  // Resident memory, polled with `ps` a few times a second (one poll at a time).
+  let polling = false;
+  const memoryWatch = setInterval(async () => {
+    if (polling || killed) return;
+    polling = true;
+    const mb = await rssMb(child.pid);
+    if (mb !== undefined && mb > memoryMb) kill("memory");
+    polling = false;
+  }, 250);
 
   for await (const line of lines(child.stdout)) {
     let msg;
@@ -223,10 +269,11 @@ async function runChild(start: number, end: number): Promise<number> {
       continue; // not ours (a library printing to stdout)
     }
     if (msg.t === "start") {
-      current = { index: msg.i, phase: "between", since: performance.now() };
+      current = { index: msg.i, phase: "between", since: performance.now(), outcomes: {} };
       stderrTail = "";
     } else if (msg.t === "phase" && current) {
       current.phase = msg.phase;
+      current.outcomes = msg.outcomes;
     } else if (msg.t === "info") {
       adapter ??= msg.adapter;
       gpuNote ??= msg.gpu;
@@ -235,6 +282,7 @@ async function runChild(start: number, end: number): Promise<number> {
       current = undefined;
       next = d.i + 1;
       bump(familyCounts, d.family);
+      familySeconds[d.family] = (familySeconds[d.family] ?? 0) + d.ms / 1000;
       for (const [p, o] of Object.entries(d.outcomes)) {
         bump(phases[p as Phase], o.startsWith("skip") ? "skip" : o);
       }
@@ -250,6 +298,7 @@ async function runChild(start: number, end: number): Promise<number> {
   }
   const status = await child.status;
   clearInterval(watchdog);
+  clearInterval(memoryWatch);
   await stderr;
   if (current) {
     // The child was killed or died inside program `current.index`: a finding; go on after it.
@@ -258,13 +307,14 @@ async function runChild(start: number, end: number): Promise<number> {
       : killed === "memory"
       ? `resident memory over ${memoryMb} MiB`
       : `process died: ${status.signal ? `signal ${status.signal}` : `exit ${status.code}`}`;
-    const tail = stderrTail.split("\n").map((l) => l.trim()).filter((l) =>
+    const tail = stderrTail.split("\n").map((l) => l.replace(/^#\s*/, "").trim()).filter((l) =>
       l && !l.startsWith("<---") && !/^\[\d+:0x/.test(l) && !/^#+$/.test(l)
     );
     const detail = tail.slice(0, 6).join("\n") || undefined;
     const said = tail.find((l) => /fatal|error|panic/i.test(l)) ?? tail[0];
     const line = killed || !said ? why : `${why}: ${said}`;
     await record(current.index, killed ?? "death", current.phase, line, detail);
+    for (const [p, o] of Object.entries(current.outcomes)) bump(phases[p as Phase], o);
     bump(phases[current.phase === "between" ? "compile" : current.phase], killed ?? "death");
     bump(familyCounts, jobAt(seed, current.index, families).family);
     return current.index + 1;
@@ -289,6 +339,7 @@ function progress(done: number): void {
   );
 }
 
+if (only === undefined) await Deno.remove(reproDir, { recursive: true }).catch(() => {});
 const end = first + count;
 for (let start = first; start < end;) {
   start = await runChild(start, end);
@@ -297,7 +348,9 @@ for (let start = first; start < end;) {
 const seconds = (performance.now() - t0) / 1000;
 progress(count);
 
-const all = [...findings.values()].sort((a, b) => a.kind.localeCompare(b.kind) || b.count - a.count);
+const all = [...findings.values()].sort((a, b) =>
+  a.kind.localeCompare(b.kind) || b.count - a.count
+);
 const summary = {
   date: new Date().toISOString(),
   seed,
@@ -317,9 +370,13 @@ const summary = {
   gpuRuns: gpuDone,
   adapter: adapter ?? null,
   gpuNote: gpuNote ?? null,
+  memoryNote: memoryNote ?? null,
   restarts,
   phases,
   programsPerFamily: familyCounts,
+  secondsPerFamily: Object.fromEntries(
+    Object.entries(familySeconds).sort((a, b) => b[1] - a[1]).map(([f, x]) => [f, +x.toFixed(2)]),
+  ),
   findingsTotal: all.reduce((a, f) => a + f.count, 0),
   findings: all,
   slowest,

@@ -11,6 +11,7 @@ import {
   CompileError,
   compileSync,
   DeviceError,
+  LimitError,
   type Program,
   type Tensor,
 } from "../mod.ts";
@@ -20,6 +21,7 @@ import {
   cost,
   EXAMPLES,
   inputsFor,
+  jobAt,
   MAX_COST,
   mutant,
   randomProgram,
@@ -156,6 +158,48 @@ Deno.test("fuzz: deeply nested expressions compile or give a CompileError, never
     }
   }
   assert.deepEqual(failures, []);
+});
+
+// ---------------------------------------------------------------------------------------------
+// (b') A share of the volume tool's programs (bench/fuzz_input.ts runs 10⁵ in a child process):
+// the generators above, the generated attention programs of tests/programs.ts and the hostile
+// programs of tests/mutate.ts (huge and zero parameters, deep nesting, long straight-line
+// programs, chains of defs, big repeats, duplicate names, literals past float32, odd dims),
+// through compile and plan only, in process. The hostile generators run at "suite" reach, which
+// leaves out what today's known findings would hang or crash on (tests/mutate.ts names each);
+// programs longer than MAX_SUITE_CHARS are skipped so the suite stays quick.
+
+const MAX_SUITE_CHARS = 40_000;
+
+Deno.test("fuzz: the volume tool's programs, hostile ones included, compile and plan or fail cleanly", () => {
+  const families = new Set<string>();
+  let planned = 0;
+  // 200 of the tool's mix, then 200 hostile ones.
+  for (let i = 0; i < 400; i++) {
+    const job = jobAt(SEED, i, i < 200 ? [] : ["hostile"], "suite");
+    if (job.source.length > MAX_SUITE_CHARS) continue;
+    families.add(job.family);
+    const what = `program ${i} of seed ${SEED} (${job.family}${
+      job.params ? `, params ${JSON.stringify(job.params)}` : ""
+    })`;
+    let program: Program;
+    try {
+      program = compileSync(job.source, { file: FILE, params: job.params });
+    } catch (e) {
+      assertGoodCompileError(e, job.source, `compileSync of ${what}`);
+      continue;
+    }
+    try {
+      program.plan();
+      planned++;
+    } catch (e) {
+      if (e instanceof CompileError) assertGoodCompileError(e, job.source, `plan of ${what}`);
+      else assert.ok(e instanceof LimitError, `plan of ${what} threw ${e}\n${job.source}`);
+    }
+  }
+  assert.ok(planned >= 100, `only ${planned} of 400 programs planned`);
+  const hostile = [...families].filter((f) => f.startsWith("hostile/"));
+  assert.ok(hostile.length >= 15, `only ${hostile.length} hostile generators drawn: ${hostile}`);
 });
 
 // ---------------------------------------------------------------------------------------------
