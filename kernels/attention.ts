@@ -91,7 +91,11 @@ export function keyWindow(score: Score): { lo?: string; hi?: string } {
       (fn === "gt" && isIdx(a, "i") && isIdx(b, "j"))
     ) {
       out.hi = "i32(ie)";
-    } else if (fn === "le" && a.kind === "unary" && a.fn === "abs" && konst(b) !== undefined) {
+    } else if (
+      // A band wider than 2^30 keys bounds nothing here (and its width would not fit an i32).
+      fn === "le" && a.kind === "unary" && a.fn === "abs" && konst(b) !== undefined &&
+      Math.abs(konst(b)!) < 2 ** 30
+    ) {
       const d = a.x;
       if (
         d.kind === "binary" && d.fn === "sub" &&

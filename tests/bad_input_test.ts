@@ -417,3 +417,28 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "gpu: a sliding window wider than i32 (window = 1e11) runs and agrees (was a WGSL error)",
+  ignore: !gpu,
+  async fn() {
+    const src = Deno.readTextFileSync(new URL("../examples/sliding_window.attn", import.meta.url));
+    const p = compileSync(src, { params: { window: 1e11 } });
+    const x = { q: rand([9, 4]), k: rand([9, 4], 2), v: rand([9, 3], 3) };
+    const want = await p.run(x);
+    const got = await p.run(x, { backend: "gpu", poison: true });
+    for (let i = 0; i < want.data.length; i++) {
+      assert.ok(Math.abs(got.data[i] - want.data[i]) <= 1e-5, `at ${i}`);
+    }
+  },
+});
+
+Deno.test("check: a literal past float64's range (1e400) is refused, not read as inf", async () => {
+  assert.equal(
+    await firstLine(
+      () => compileSync(`def f(q: [n, d]) -> [n, d] { return clamp(q, -1e400, 1e400) }`),
+      CompileError,
+    ),
+    "<program>:1:46: this number is outside float32's range (±3.4028235e38): the GPU would compute with inf",
+  );
+});

@@ -92,6 +92,14 @@ export class Checker {
   expr(e: Expr, scope: Scope): Val {
     switch (e.kind) {
       case "num":
+        if (!Number.isFinite(e.value)) {
+          // Digits past float64's range: the literal reads as inf, which the writer did not mean.
+          this.fail(
+            "this number is outside float32's range (±3.4028235e38): the GPU would compute with inf",
+            e.span,
+            "scale the constant into range, or write inf if infinity is meant",
+          );
+        }
         if (!e.isInt) checkF32(this, e.value, e.span);
         return { kind: "static", value: e.value, dtype: e.isInt ? "int" : "float" };
       case "name":
