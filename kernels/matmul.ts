@@ -2,7 +2,8 @@
 import type { Node } from "../compiler/ir/types.ts";
 import { LOOPS, MATMUL_TILE } from "../compiler/limits.ts";
 import { dim, size, splitUsed, type ThreadDim } from "../compiler/wgsl/syntax.ts";
-import { Reader, vec4Key } from "../compiler/wgsl/reader.ts";
+import { Reader } from "../compiler/wgsl/reader.ts";
+import { vec4Key } from "../compiler/wgsl/keys.ts";
 import { kernel, type NodeKernel } from "../compiler/wgsl/kernel.ts";
 import { type KernelRequest, setup } from "./common.ts";
 

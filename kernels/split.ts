@@ -22,14 +22,13 @@ import { LOOPS, splitBlock } from "../compiler/limits.ts";
 import { coords, dim, f32, size, splitUsed, strides } from "../compiler/wgsl/syntax.ts";
 import { REDUCE_INIT, reduceStep } from "../compiler/wgsl/ops.ts";
 import { heavyValue, Reader } from "../compiler/wgsl/reader.ts";
+import { PARTIAL } from "../compiler/wgsl/keys.ts";
 import { kernel, type NodeKernel } from "../compiler/wgsl/kernel.ts";
 import type { SymbolSlots } from "../compiler/wgsl/syntax.ts";
 import { loop, readTrips, type Sizes } from "./trips.ts";
 import { matmulKernels } from "./matmul.ts";
 import { attentionKernels } from "./attention.ts";
 
-/** Binding key of a split kernel's partial-results buffer (not a node id). */
-export const PARTIAL = -2;
 /** A node computed by two kernels: partial results per chunk, then their combination. */
 export interface SplitKernels {
   /** Per-slice shape of the partial-results buffer (written by `first`, read as PARTIAL). */

@@ -1,7 +1,8 @@
 /** The top-k kernel: each element's rank in its row by counting. */
 import type { Node } from "../compiler/ir/types.ts";
 import { coords, dim, f32, type ThreadDim } from "../compiler/wgsl/syntax.ts";
-import { type Reader, vec4Key } from "../compiler/wgsl/reader.ts";
+import type { Reader } from "../compiler/wgsl/reader.ts";
+import { vec4Key } from "../compiler/wgsl/keys.ts";
 import { kernel, type NodeKernel } from "../compiler/wgsl/kernel.ts";
 import { type KernelRequest, setup } from "./common.ts";
 

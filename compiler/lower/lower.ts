@@ -12,13 +12,12 @@ import { nodesById } from "../ir/walks.ts";
 import { typicalSizes } from "../ir/cost.ts";
 import { HEAVY } from "../wgsl/ops.ts";
 import type { SymbolSlots } from "../wgsl/syntax.ts";
-import { VEC4_KEYS } from "../wgsl/reader.ts";
+import { type BindingKey, decodeKey } from "../wgsl/keys.ts";
 import {
-  ARENA,
   attentionWithRows,
   elementTrips,
   nodeKernels,
-  PARTIAL,
+  regionCost,
   regionKernel,
   splitKernels,
   withTrips,
@@ -115,7 +114,7 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
       ? []
       : findRegions(graph, byId, inline, L.typical, slots, maxStorage))
       // A long run computes a region whose loops would pass the budget as ordinary kernels.
-      .filter((r) => !run || regionKernel(r, byId, inline, slots).trips(run) <= LOOPS.budget);
+      .filter((r) => !run || regionCost(r, byId, inline, slots).trips(run) <= LOOPS.budget);
   emitInOrder(L, regions);
   plan.output = L.env.get(graph.output)!;
   plan.kernels = plan.kernels.map((k) => ({
@@ -157,9 +156,21 @@ function newBuffer(L: Lowering, shape: Dim[]): number {
   return id;
 }
 
-/** The buffer behind a read key: a node id, or a vec4 view of one (see `vec4Key`). */
-function bufferOf(L: Lowering, key: number): number {
-  return L.env.get(key <= -VEC4_KEYS ? -key - VEC4_KEYS : key)!;
+/**
+ * The buffer behind a binding key: a node's (or a vec4 view of it), or the buffers lowering
+ * gave a region's arena and a split kernel's partial results.
+ */
+function bufferOf(L: Lowering, key: BindingKey, own: { arena?: number; partial?: number } = {}) {
+  const t = decodeKey(key);
+  const buffer = "node" in t
+    ? L.env.get(t.node)
+    : "vec4" in t
+    ? L.env.get(t.vec4)
+    : "arena" in t
+    ? own.arena
+    : own.partial;
+  if (buffer === undefined) throw new Error(`internal: no buffer for binding key ${key}`);
+  return buffer;
 }
 
 /** Top-level nodes in order, each region contracted to one item placed after all it reads. */
@@ -355,7 +366,7 @@ function guardRandint(L: Lowering, n: Node): void {
 /** Emit the kernels computing node `n` into a new buffer (or, for set_rows, in place). */
 function emit(L: Lowering, n: Node): void {
   const { byId, slots, inline, plan, env } = L;
-  const reads = (keys: number[]) => keys.map((k) => bufferOf(L, k));
+  const reads = (keys: BindingKey[]) => keys.map((k) => bufferOf(L, k));
   if (n.op.op === "segment_mean") guardSegments(L, n);
   const self = byId.get(n.id)!;
   const fused = n.op.op === "set_rows" ? L.rowsInto.get(n.args[0]) : undefined;
@@ -404,7 +415,7 @@ function emit(L: Lowering, n: Node): void {
     plan.kernels.push({
       ...combine,
       write,
-      readBuffers: combine.reads.map((r) => (r === PARTIAL ? partial : bufferOf(L, r))),
+      readBuffers: combine.reads.map((r) => bufferOf(L, r, { partial })),
     });
     env.set(n.id, write);
     return;
@@ -425,7 +436,7 @@ function emitRegion(L: Lowering, region: Region): void {
   const k = regionKernel(region, byId, L.inline, L.slots);
   for (const id of region.outputs) env.set(id, newBuffer(L, byId.get(id)!.type.shape));
   const arena = plan.buffers.push({ id: plan.buffers.length, shape: [], parts: k.arena }) - 1;
-  const buffer = (key: number) => (key === ARENA ? arena : env.get(key)!);
+  const buffer = (key: BindingKey) => bufferOf(L, key, { arena });
   const bindings = k.reads.map(buffer);
   const writes = k.writes.map(buffer);
   plan.kernels.push({

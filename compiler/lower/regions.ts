@@ -9,7 +9,7 @@
 import type { Dim, Graph, Node } from "../ir/types.ts";
 import { ELEMENTWISE, HEAVY } from "../wgsl/ops.ts";
 import { LONG_SEQUENCE, REGION_ELEMENTS, REGION_TRIPS } from "../limits.ts";
-import { type Region, regionKernel } from "../../kernels/index.ts";
+import { type Region, regionCost } from "../../kernels/index.ts";
 import type { SymbolSlots } from "../wgsl/syntax.ts";
 
 export type { Region } from "../../kernels/index.ts";
@@ -130,8 +130,8 @@ export function findRegions(
       if (part.some((n) => n.op.op === "loop_result" && !part.includes(byId.get(n.args[0])!))) {
         return true; // a loop without its results is not a region yet
       }
-      const k = regionKernel(build(part), byId, inline, slots);
-      return k.trips(typical) <= REGION_TRIPS && k.reads.length < maxStorageBuffers; // the sizes table takes one
+      const cost = regionCost(build(part), byId, inline, slots);
+      return cost.trips(typical) <= REGION_TRIPS && cost.bindings <= maxStorageBuffers;
     };
     const worth = (part: Node[]) => {
       const ids = new Set(part.map((n) => n.id));

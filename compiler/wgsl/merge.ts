@@ -2,8 +2,10 @@
 import { HYBRID_ELEMENTS, REGION_WORKGROUP, SCATTER_STRIDE, WORKGROUP } from "../limits.ts";
 import { size, type SymbolSlots } from "./syntax.ts";
 import { helpersFor } from "./ops.ts";
-import { VEC4_KEYS } from "./reader.ts";
+import { type BindingKey, decodeKey } from "./keys.ts";
 import type { Launch, NodeKernel } from "./kernel.ts";
+
+const isVec4 = (key: BindingKey | undefined) => key !== undefined && "vec4" in decodeKey(key);
 
 /** One kernel of a merged dispatch, with the buffers it writes and reads. */
 export interface MergePart {
@@ -53,7 +55,7 @@ export function mergeKernels(
         (x) =>
           x === "out" ? bind(p.write) : bind(
             p.readBuffers[Number(x.slice(1))],
-            (p.kernel.reads[Number(x.slice(1))] ?? 0) <= -VEC4_KEYS,
+            isVec4(p.kernel.reads[Number(x.slice(1))]),
           ),
       )
         .replace(/\bv(\d+)(x4)?\(/g, `v$1$2_${i}(`);

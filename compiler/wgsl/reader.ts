@@ -2,6 +2,14 @@
 import type { Dim, Node } from "../ir/types.ts";
 import { dim, f32, size, strides, type SymbolSlots, usedChunks } from "./syntax.ts";
 import { BINARY, HEAVY, REDUCE_INIT, reduceStep, UNARY } from "./ops.ts";
+import { type BindingKey, nodeKey } from "./keys.ts";
+
+/** Where a value is stored other than its own buffer: a binding, an offset in a slice, a stride. */
+export interface Placement {
+  key: BindingKey;
+  offset: string;
+  stride: string;
+}
 
 /**
  * Statements and the final expression computing a HEAVY node's value at coordinates `c`,
@@ -97,14 +105,14 @@ export function heavyValue(
  * and gathers run inside the kernel that consumes them.
  */
 export class Reader {
-  bindings: number[];
+  bindings: BindingKey[];
   /** WGSL functions of the inlined heavy nodes this reader called, by node id. */
   fns = new Map<number, string>();
   /**
    * Values stored somewhere other than their own buffer (a region's arena, or a buffer keyed by
    * another node): the binding key, the offset within a slice, and the slice stride.
    */
-  placed = new Map<number, { key: number; offset: string; stride: string }>();
+  placed = new Map<number, Placement>();
   /** Scalar expressions computed once at the top of the kernel body (`prologue`). */
   hoisted = new Map<number, string>();
   /** Whether scalars may be hoisted (not in regions, where values change between phases). */
@@ -119,14 +127,15 @@ export class Reader {
     readonly byId: Map<number, Node>,
     readonly inline: Set<number>,
     readonly slots: SymbolSlots,
-    preset: number[] = [],
+    preset: BindingKey[] = [],
   ) {
     this.bindings = [...preset];
   }
 
-  buffer(id: number): string {
-    let k = this.bindings.indexOf(id);
-    if (k < 0) k = this.bindings.push(id) - 1;
+  /** The name of the binding of `key` (bound on first use). */
+  buffer(key: BindingKey): string {
+    let k = this.bindings.indexOf(key);
+    if (k < 0) k = this.bindings.push(key) - 1;
     return `a${k}`;
   }
 
@@ -148,7 +157,7 @@ export class Reader {
     if (n.op.op === "scatter_add" && n.op.chunks) {
       return `${this.partialSum(n, n.op.chunks)}(${["s", ...c].join(", ")})`;
     }
-    return `${this.buffer(this.placed.get(id)?.key ?? id)}[${this.index(id, c)}]`;
+    return `${this.buffer(this.placed.get(id)?.key ?? nodeKey(id))}[${this.index(id, c)}]`;
   }
 
   /** A table stored as `chunks` partial tables: the function summing them at a coordinate. */
@@ -167,7 +176,9 @@ export class Reader {
   let base = s * ${chunks}u * ${one} + ${at};
   var acc = 0.0;
   let used = ${usedChunks(dim(this.byId.get(n.args[0])!.type.shape.at(-1)!, this.slots), chunks)};
-  for (var p = 0u; p < used; p = p + 1u) { acc = acc + ${this.buffer(n.id)}[base + p * ${one}]; }
+  for (var p = 0u; p < used; p = p + 1u) { acc = acc + ${
+          this.buffer(nodeKey(n.id))
+        }[base + p * ${one}]; }
   return acc;
 }`,
       );
@@ -197,7 +208,9 @@ export class Reader {
     const stride = shape[axis] === 1 ? "0u" : strides(shape, this.slots)[axis];
     return {
       setup: `let base_${tag} = ${base}; let step_${tag} = ${stride};`,
-      read: `${this.buffer(this.placed.get(id)?.key ?? id)}[base_${tag} + k * step_${tag}]`,
+      read: `${
+        this.buffer(this.placed.get(id)?.key ?? nodeKey(id))
+      }[base_${tag} + k * step_${tag}]`,
     };
   }
 
@@ -375,11 +388,3 @@ export class Reader {
     }
   }
 }
-
-/** Binding key of a vec4 view of node `id`'s buffer (lowering maps it back to the buffer). */
-export function vec4Key(id: number): number {
-  return -id - VEC4_KEYS;
-}
-
-/** Offset of vec4-view binding keys (node id k has key −k − VEC4_KEYS). */
-export const VEC4_KEYS = 1_000_000;
