@@ -256,7 +256,6 @@ export function regionKernel(
     threads: [],
     reads: reader.bindings,
     writes: [...written].filter((k) => reader.bindings.includes(k)),
-    workgroupPerSlice: true,
     launch: { kind: "slice", workgroup: REGION_WORKGROUP },
     arena: layout.arena,
     trips: regionCost(region, byId, inline, slots).trips,

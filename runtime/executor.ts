@@ -239,7 +239,7 @@ export async function execute(
         const x = Math.min(groups, facts.limits.maxComputeWorkgroupsPerDimension);
         const entries: GPUBindGroupEntry[] = [
           { binding: 0, resource: { buffer: sizesBuf } },
-          ...(k.bindings ?? [k.write, ...k.readBuffers]).map((b, i) => ({
+          ...k.bindings.map((b, i) => ({
             binding: i + 1,
             resource: { buffer: buffers[b] },
           })),

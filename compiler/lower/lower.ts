@@ -23,7 +23,8 @@ import {
   withTrips,
 } from "../../kernels/index.ts";
 import { DEFAULT_STORAGE_BUFFERS, HOST_DRAW_ELEMENTS, LOOP_UNROLL, LOOPS } from "../limits.ts";
-import type { ExecPlan, LowerOptions } from "./plan.ts";
+import type { ExecPlan, LowerOptions, PlannedKernel } from "./plan.ts";
+import type { NodeKernel } from "../wgsl/kernel.ts";
 import { inlinedNodes, partialTables } from "./inline.ts";
 import { findRegions, outerDeps, type Region } from "./regions.ts";
 import { schedule, scheduleAround } from "./schedule.ts";
@@ -117,10 +118,6 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
       .filter((r) => !run || regionCost(r, byId, inline, slots).trips(run) <= LOOPS.budget);
   emitInOrder(L, regions);
   plan.output = L.env.get(graph.output)!;
-  plan.kernels = plan.kernels.map((k) => ({
-    ...k,
-    io: k.io ?? [{ name: k.name, reads: k.readBuffers, writes: k.writes ?? [k.write] }],
-  }));
   if (options.mergeKernels !== false && options.fuseElementwise !== false) {
     const merged = scheduleAround(
       plan,
@@ -148,6 +145,35 @@ function useCounts(graph: Graph, byId: Map<number, Node>): Map<number, number> {
     if (n.op.op === "loop") { for (const r of n.op.results) uses.set(r, (uses.get(r) ?? 0) + 1); }
   }
   return uses;
+}
+
+/**
+ * Kernel `k` placed in the plan over `bindings` (a grid kernel: its output, then the buffers
+ * behind its reads; a region: every buffer it binds), writing `writes` (a grid kernel: its output).
+ */
+function planned(
+  k: NodeKernel,
+  bindings: number[],
+  writes: number[],
+  elementTrips?: PlannedKernel["elementTrips"],
+): PlannedKernel {
+  const reads = k.launch.kind === "slice"
+    ? bindings.filter((b) => !writes.includes(b))
+    : bindings.slice(1);
+  return {
+    name: k.name,
+    wgsl: k.wgsl,
+    specialize: k.specialize,
+    launch: k.launch,
+    features: k.features,
+    bindings,
+    writes,
+    reads: k.reads,
+    io: [{ name: k.name, reads, writes }],
+    trips: k.trips!,
+    elementTrips,
+    part: k.part,
+  };
 }
 
 function newBuffer(L: Lowering, shape: Dim[]): number {
@@ -291,13 +317,8 @@ function copy(L: Lowering, from: number, to: number, type: Node["type"]): void {
   const id = L.nextId++;
   const node: Node = { id, op: { op: "reshape" }, args: [from], type };
   const [k] = nodeKernels(node, { byId: L.byId, slots: L.slots, inline: new Set() });
-  L.plan.kernels.push({
-    ...k,
-    name: `copy_${from}`,
-    write: to,
-    readBuffers: k.reads.map((r) => bufferOf(L, r)),
-    trips: () => 0,
-  });
+  const bindings = [to, ...k.reads.map((r) => bufferOf(L, r))];
+  L.plan.kernels.push(planned({ ...k, name: `copy_${from}`, trips: () => 0 }, bindings, [to]));
 }
 
 /** Node `from`'s value copied into a new buffer, under a new node id; returns that id. */
@@ -380,7 +401,7 @@ function emit(L: Lowering, n: Node): void {
       inline,
     );
     const write = newBuffer(L, n.type.shape);
-    plan.kernels.push({ ...k, write, readBuffers: reads(k.reads) });
+    plan.kernels.push(planned(k, [write, ...reads(k.reads)], [write]));
     env.set(n.id, write);
     return;
   }
@@ -390,7 +411,7 @@ function emit(L: Lowering, n: Node): void {
     const x = env.get(n.args[0]);
     if (x !== undefined && !plan.inputs.some((i) => i.buffer === x)) {
       const [, scatter] = withTrips(self, nodeKernels(self, { byId, slots, inline }), byId, inline);
-      plan.kernels.push({ ...scatter, write: x, readBuffers: reads(scatter.reads) });
+      plan.kernels.push(planned(scatter, [x, ...reads(scatter.reads)], [x]));
       env.set(n.id, x);
       return;
     }
@@ -411,12 +432,9 @@ function emit(L: Lowering, n: Node): void {
     const partial = newBuffer(L, split.partial);
     const write = newBuffer(L, n.type.shape);
     const [first, combine] = withTrips(self, [split.first, split.combine], byId, inline);
-    plan.kernels.push({ ...first, write: partial, readBuffers: reads(first.reads) });
-    plan.kernels.push({
-      ...combine,
-      write,
-      readBuffers: combine.reads.map((r) => bufferOf(L, r, { partial })),
-    });
+    plan.kernels.push(planned(first, [partial, ...reads(first.reads)], [partial]));
+    const combined = combine.reads.map((r) => bufferOf(L, r, { partial }));
+    plan.kernels.push(planned(combine, [write, ...combined], [write]));
     env.set(n.id, write);
     return;
   }
@@ -424,7 +442,7 @@ function emit(L: Lowering, n: Node): void {
   const perElement = elementTrips(self, byId, inline);
   for (const k of kernels) {
     const trips = k.part ? perElement : undefined;
-    plan.kernels.push({ ...k, write, readBuffers: reads(k.reads), elementTrips: trips });
+    plan.kernels.push(planned(k, [write, ...reads(k.reads)], [write], trips));
   }
   env.set(n.id, write);
 }
@@ -437,13 +455,5 @@ function emitRegion(L: Lowering, region: Region): void {
   for (const id of region.outputs) env.set(id, newBuffer(L, byId.get(id)!.type.shape));
   const arena = plan.buffers.push({ id: plan.buffers.length, shape: [], parts: k.arena }) - 1;
   const buffer = (key: BindingKey) => bufferOf(L, key, { arena });
-  const bindings = k.reads.map(buffer);
-  const writes = k.writes.map(buffer);
-  plan.kernels.push({
-    ...k,
-    write: arena,
-    readBuffers: bindings.filter((b) => !writes.includes(b)),
-    bindings,
-    writes,
-  });
+  plan.kernels.push(planned(k, k.reads.map(buffer), k.writes.map(buffer)));
 }

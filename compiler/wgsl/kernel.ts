@@ -35,8 +35,6 @@ export interface NodeKernel {
   threads: ThreadDim[];
   /** What the code reads at bindings 2, 3, ... (a region's: at 1, 2, ...). */
   reads: BindingKey[];
-  /** Launch exactly one workgroup per slice (a kernel that runs a whole loop). */
-  workgroupPerSlice?: boolean;
   /** How the kernel is launched. */
   launch: Launch;
   /** Device features its WGSL needs. */
