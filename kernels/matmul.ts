@@ -105,11 +105,8 @@ function matmulVec4(
   cols: string,
   split = false,
 ): string {
-  const stored = (id: number) => {
-    const n = reader.byId.get(id)!;
-    return !reader.inline.has(id) && !reader.placed.has(id) &&
-      !(n.op.op === "scatter_add" && n.op.chunks);
-  };
+  const stored = (id: number) =>
+    !reader.inline.has(id) && !reader.placed.has(id) && !reader.chunks.has(id);
   const [a, b] = node.args;
   const aVec = stored(a), bVec = stored(b);
   if (!aVec && !bVec) return "";

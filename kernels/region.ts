@@ -228,15 +228,19 @@ function phaseTrips(p: Phase, byId: Map<number, Node>, inline: Set<number>): (sz
   return (sz) => scale * per(shape, (z) => 1 + args(z))(sz);
 }
 
-/** The kernel of a region. Binding keys in `reads`: node ids, and ARENA for the arena. */
+/**
+ * The kernel of a region. Binding keys in `reads`: node ids, and ARENA for the arena. `chunks`:
+ * the partial tables it reads (see `KernelRequest`).
+ */
 export function regionKernel(
   region: Region,
   byId: Map<number, Node>,
   inline: Set<number>,
+  chunks: ReadonlyMap<number, number>,
   slots: SymbolSlots,
 ): RegionKernel {
   const layout = regionLayout(region, byId, inline, slots);
-  const reader = new Reader(byId, inline, slots);
+  const reader = new Reader(byId, inline, chunks, slots);
   reader.hoist = false;
   for (const [id, p] of layout.placed) reader.placed.set(id, p);
   const steps = regionPhases(region, inline).map((p) => renderPhase(p, reader, layout));

@@ -47,6 +47,7 @@ export function splitKernels(
   byId: Map<number, Node>,
   slots: SymbolSlots,
   inline: Set<number>,
+  chunks: ReadonlyMap<number, number>,
   f16 = false,
 ): SplitKernels | undefined {
   const P = LOOPS.parts;
@@ -55,7 +56,7 @@ export function splitKernels(
   const op = n.op;
   const src = (k: number) => byId.get(n.args[k])!.type.shape;
   const combineSum = (len: string, fn: keyof typeof REDUCE_INIT, name: string): NodeKernel => {
-    const reader = new Reader(byId, inline, slots, [PARTIAL]);
+    const reader = new Reader(byId, inline, chunks, slots, [PARTIAL]);
     const k = kernel(
       n,
       reader,
@@ -82,7 +83,7 @@ export function splitKernels(
     case "dot": {
       const a = src(0);
       const len = dim(op.op === "reduce" ? a[op.axis] : a[a.length - 1], slots);
-      const reader = new Reader(byId, inline, slots);
+      const reader = new Reader(byId, inline, chunks, slots);
       const range = { lo: "klo", hi: "khi" };
       const { pre } = heavyValue(n, out.map((_, i) => `c${i}`), reader, range);
       const body = `let kp = r / ${outSize};
@@ -93,7 +94,7 @@ export function splitKernels(
   out[(s * ${P}u + kp) * ${outSize} + r2] = acc;`;
       const first = kernel(n, reader, [P, ...out], slots, body);
       const fn = op.op === "dot" ? "sum" : op.fn;
-      const rt = (sz: Sizes) => readTrips(byId, inline, sz);
+      const rt = (sz: Sizes) => readTrips(byId, inline, chunks, sz);
       const lenD = op.op === "reduce" ? a[op.axis] : a[a.length - 1];
       return {
         partial: [P, ...out],
@@ -110,7 +111,7 @@ export function splitKernels(
       };
     }
     case "matmul": {
-      const [first] = matmulKernels(n, { byId, slots, inline, split: true });
+      const [first] = matmulKernels(n, { byId, slots, inline, chunks, split: true });
       const K = dim(src(0).at(-1)!, slots);
       return {
         partial: [P, ...out],
@@ -128,7 +129,7 @@ export function splitKernels(
       const soft = op.op === "softmax";
       const W = soft ? 2 : 1;
       const fc = out.map((_, i) => (i === axis ? "k" : `f${i < axis ? i : i - 1}`));
-      const reader = new Reader(byId, inline, slots);
+      const reader = new Reader(byId, inline, chunks, slots);
       const x = reader.at(n.args[0], fc);
       const ninf = f32(-Infinity);
       const stats = soft
@@ -149,7 +150,7 @@ export function splitKernels(
   ${stats}`;
       const first = kernel(n, reader, [P, ...fiber], slots, firstBody);
       // Per element: combine the chunks' statistics of its fiber, then write its value.
-      const r2 = new Reader(byId, inline, slots, [PARTIAL]);
+      const r2 = new Reader(byId, inline, chunks, slots, [PARTIAL]);
       const c = out.map((_, i) => `c${i}`);
       const fst = strides(fiber, slots);
       const fr = c.filter((_, i) => i !== axis).map((x, i) => `${x} * ${fst[i]}`).join(" + ") ||
@@ -175,7 +176,7 @@ export function splitKernels(
   out[s * ${outSize} + r] = ${xv} / max(sqrt(q), 1e-12);`
       }`;
       const combine = kernel(n, r2, out, slots, combineBody);
-      const rt = (sz: Sizes) => readTrips(byId, inline, sz)(n.args[0]);
+      const rt = (sz: Sizes) => readTrips(byId, inline, chunks, sz)(n.args[0]);
       return {
         partial: [P, ...fiber, W],
         first: {
@@ -187,7 +188,7 @@ export function splitKernels(
       };
     }
     case "attention": {
-      const [first] = attentionKernels(n, { byId, slots, inline, f16, split: true });
+      const [first] = attentionKernels(n, { byId, slots, inline, chunks, f16, split: true });
       const [q, key, v] = [src(0), src(1), src(2)];
       const rows = dim(q[0], slots), cols = dim(key[0], slots), e = dim(v[1], slots);
       const ninf = f32(-Infinity);

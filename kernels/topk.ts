@@ -45,10 +45,7 @@ export function topkKernels(node: Node, req: KernelRequest): NodeKernel[] {
  */
 function topkVec4(node: Node, reader: Reader, rc: string[], len: string, k: number): string {
   const x = node.args[0];
-  const n = reader.byId.get(x)!;
-  if (reader.inline.has(x) || reader.placed.has(x) || (n.op.op === "scatter_add" && n.op.chunks)) {
-    return "";
-  }
+  if (reader.inline.has(x) || reader.placed.has(x) || reader.chunks.has(x)) return "";
   const xv = reader.buffer(vec4Key(x));
   return `if (${len} % 4u == 0u) {
     let base = (${reader.index(x, [...rc, "0u"])}) / 4u;

@@ -39,13 +39,14 @@ Deno.test("regionCost equals what the rendered region kernel reports", () => {
     } catch {
       continue; // a generated program the checker rejects has no plan
     }
-    const byId = partialTables(graph, nodesById(graph));
+    const byId = nodesById(graph);
+    const chunks = partialTables(graph, byId);
     const { inline } = inlinedNodes(graph, byId);
     const slots = new Map(Object.keys(graph.symbols).map((s, i) => [s, i + 4]));
     // Any binding count: regions the 16-binding limit would cut are compared too.
     for (const limit of [8, 16, 1000]) {
       for (const r of findRegions(graph, byId, inline, typicalSizes(graph), slots, limit)) {
-        const k = regionKernel(r, byId, inline, slots);
+        const k = regionKernel(r, byId, inline, chunks, slots);
         const cost = regionCost(r, byId, inline, slots);
         const name = `${what}: ${k.name}`;
         assert.equal(cost.bindings, k.reads.length + 1, `${name}: bindings`);

@@ -177,18 +177,18 @@ export function inlinedNodes(
 }
 
 /**
- * Mark the scatter_adds that can be stored as partial tables: small tables (≤
- * PARTIAL_TABLE_BUCKETS buckets, a private array per invocation) read only by kernels that read by coordinate (they sum the
- * partials); a table that is the output or read by a fused attention kernel is built with
- * atomics instead.
+ * The scatter_adds stored as partial tables, with the number of tables (one per block of keys,
+ * summed where they are read): small tables (≤ PARTIAL_TABLE_BUCKETS buckets, a private array per
+ * invocation) read only by kernels that read by coordinate (they sum the partials); a table that
+ * is the output or read by a fused attention kernel is built with atomics instead.
  */
-export function partialTables(graph: Graph, byId: Map<number, Node>): Map<number, Node> {
+export function partialTables(graph: Graph, byId: Map<number, Node>): Map<number, number> {
   const direct = new Set<number>([graph.output]);
   for (const n of byId.values()) {
     if (!READS_BY_COORDINATE.has(n.op.op)) n.args.forEach((a) => direct.add(a));
     if (n.op.op === "loop") n.op.results.forEach((r) => direct.add(r));
   }
-  const out = new Map(byId);
+  const out = new Map<number, number>();
   for (const n of byId.values()) {
     if (n.op.op !== "scatter_add" || n.op.size > PARTIAL_TABLE_BUCKETS || direct.has(n.id)) {
       continue;
@@ -198,7 +198,7 @@ export function partialTables(graph: Graph, byId: Map<number, Node>): Map<number
     if (typeof keys === "number" && keys > SCATTER_CHUNKS.count * LOOPS.chunk) continue;
     const chans = byId.get(n.args[1])!.type.shape.slice(1);
     if (chans.length > 1 && !chans.every((d) => typeof d === "number")) continue;
-    out.set(n.id, { ...n, op: { ...n.op, chunks: SCATTER_CHUNKS.count } });
+    out.set(n.id, SCATTER_CHUNKS.count);
   }
   return out;
 }

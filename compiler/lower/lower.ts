@@ -36,6 +36,8 @@ interface Lowering {
   options: LowerOptions;
   byId: Map<number, Node>;
   inline: Set<number>;
+  /** The scatter_adds stored as partial tables: how many tables each (`partialTables`). */
+  chunks: Map<number, number>;
   /** Inlined values also stored, for readers that cannot inline them (fused attention). */
   alsoStored: Set<number>;
   /** The run's sizes, for a long plan (`LowerOptions.runSizes`). */
@@ -57,7 +59,8 @@ interface Lowering {
 
 /** Lower a graph to a plan: fused attention kernels, elementwise chains inlined into consumers. */
 export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
-  const byId = partialTables(graph, nodesById(graph));
+  const byId = nodesById(graph);
+  const chunks = partialTables(graph, byId);
   const { inline, alsoStored } = options.fuseElementwise === false
     ? { inline: new Set<number>(), alsoStored: new Set<number>() }
     : inlinedNodes(graph, byId);
@@ -89,6 +92,7 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
     options,
     byId,
     inline,
+    chunks,
     alsoStored,
     run,
     slots,
@@ -316,7 +320,8 @@ function hostLoop(L: Lowering, n: Node): void {
 function copy(L: Lowering, from: number, to: number, type: Node["type"]): void {
   const id = L.nextId++;
   const node: Node = { id, op: { op: "reshape" }, args: [from], type };
-  const [k] = nodeKernels(node, { byId: L.byId, slots: L.slots, inline: new Set() });
+  const req = { byId: L.byId, slots: L.slots, inline: new Set<number>(), chunks: L.chunks };
+  const [k] = nodeKernels(node, req);
   const bindings = [to, ...k.reads.map((r) => bufferOf(L, r))];
   L.plan.kernels.push(planned({ ...k, name: `copy_${from}`, trips: () => 0 }, bindings, [to]));
 }
@@ -386,20 +391,16 @@ function guardRandint(L: Lowering, n: Node): void {
 
 /** Emit the kernels computing node `n` into a new buffer (or, for set_rows, in place). */
 function emit(L: Lowering, n: Node): void {
-  const { byId, slots, inline, plan, env } = L;
+  const { byId, slots, inline, chunks, plan, env } = L;
+  const req = { byId, slots, inline, chunks, f16: L.options.f16 };
   const reads = (keys: BindingKey[]) => keys.map((k) => bufferOf(L, k));
+  const timed = (node: Node, ks: NodeKernel[]) => withTrips(node, ks, byId, inline, chunks);
   if (n.op.op === "segment_mean") guardSegments(L, n);
-  const self = byId.get(n.id)!;
   const fused = n.op.op === "set_rows" ? L.rowsInto.get(n.args[0]) : undefined;
   if (fused) {
     // r[J] = rows on an attention result: one attention kernel that writes the rows too.
     const x = byId.get(n.args[0])!;
-    const [k] = withTrips(
-      x,
-      [attentionWithRows(x, byId, slots, n.args[1], n.args[2], L.options.f16)],
-      byId,
-      inline,
-    );
+    const [k] = timed(x, [attentionWithRows(x, byId, slots, n.args[1], n.args[2], req.f16)]);
     const write = newBuffer(L, n.type.shape);
     plan.kernels.push(planned(k, [write, ...reads(k.reads)], [write]));
     env.set(n.id, write);
@@ -410,36 +411,31 @@ function emit(L: Lowering, n: Node): void {
     // reads, instead of copying x first.
     const x = env.get(n.args[0]);
     if (x !== undefined && !plan.inputs.some((i) => i.buffer === x)) {
-      const [, scatter] = withTrips(self, nodeKernels(self, { byId, slots, inline }), byId, inline);
+      const [, scatter] = timed(n, nodeKernels(n, { byId, slots, inline, chunks }));
       plan.kernels.push(planned(scatter, [x, ...reads(scatter.reads)], [x]));
       env.set(n.id, x);
       return;
     }
   }
-  const chunks = self.op.op === "scatter_add" ? self.op.chunks : undefined;
-  const kernels = withTrips(
-    self,
-    nodeKernels(self, { byId, slots, inline, f16: L.options.f16 }),
-    byId,
-    inline,
-  );
+  const kernels = timed(n, nodeKernels(n, req));
   const run = L.run;
   const split = run && kernels.some((k) => k.trips!(run) > LOOPS.budget)
-    ? splitKernels(self, byId, slots, inline, L.options.f16)
+    ? splitKernels(n, byId, slots, inline, chunks, req.f16)
     : undefined;
   if (split) {
     // Partial results per chunk of the long loop, then their combination (kernels/split.ts).
     const partial = newBuffer(L, split.partial);
     const write = newBuffer(L, n.type.shape);
-    const [first, combine] = withTrips(self, [split.first, split.combine], byId, inline);
+    const [first, combine] = timed(n, [split.first, split.combine]);
     plan.kernels.push(planned(first, [partial, ...reads(first.reads)], [partial]));
     const combined = combine.reads.map((r) => bufferOf(L, r, { partial }));
     plan.kernels.push(planned(combine, [write, ...combined], [write]));
     env.set(n.id, write);
     return;
   }
-  const write = newBuffer(L, chunks ? [chunks, ...n.type.shape] : n.type.shape);
-  const perElement = elementTrips(self, byId, inline);
+  const tables = chunks.get(n.id);
+  const write = newBuffer(L, tables ? [tables, ...n.type.shape] : n.type.shape);
+  const perElement = elementTrips(n, byId, inline, chunks);
   for (const k of kernels) {
     const trips = k.part ? perElement : undefined;
     plan.kernels.push(planned(k, [write, ...reads(k.reads)], [write], trips));
@@ -451,7 +447,7 @@ function emit(L: Lowering, n: Node): void {
 function emitRegion(L: Lowering, region: Region): void {
   const { byId, plan, env } = L;
   for (const n of region.nodes) if (n.op.op === "segment_mean") guardSegments(L, n);
-  const k = regionKernel(region, byId, L.inline, L.slots);
+  const k = regionKernel(region, byId, L.inline, L.chunks, L.slots);
   for (const id of region.outputs) env.set(id, newBuffer(L, byId.get(id)!.type.shape));
   const arena = plan.buffers.push({ id: plan.buffers.length, shape: [], parts: k.arena }) - 1;
   const buffer = (key: BindingKey) => bufferOf(L, key, { arena });

@@ -126,6 +126,8 @@ export class Reader {
   constructor(
     readonly byId: Map<number, Node>,
     readonly inline: Set<number>,
+    /** The scatter_adds stored as partial tables: how many tables each (see `partialSum`). */
+    readonly chunks: ReadonlyMap<number, number>,
     readonly slots: SymbolSlots,
     preset: BindingKey[] = [],
   ) {
@@ -154,9 +156,8 @@ export class Reader {
       return `h${id}`;
     }
     if (this.inline.has(id)) return this.expand(n, c);
-    if (n.op.op === "scatter_add" && n.op.chunks) {
-      return `${this.partialSum(n, n.op.chunks)}(${["s", ...c].join(", ")})`;
-    }
+    const chunks = this.chunks.get(id);
+    if (chunks) return `${this.partialSum(n, chunks)}(${["s", ...c].join(", ")})`;
     return `${this.buffer(this.placed.get(id)?.key ?? nodeKey(id))}[${this.index(id, c)}]`;
   }
 
