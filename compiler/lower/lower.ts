@@ -420,7 +420,7 @@ function emit(L: Lowering, n: Node): void {
   const kernels = timed(n, nodeKernels(n, req));
   const run = L.run;
   const split = run && kernels.some((k) => k.trips!(run) > LOOPS.budget)
-    ? splitKernels(n, byId, slots, inline, chunks, req.f16)
+    ? splitKernels(n, req)
     : undefined;
   if (split) {
     // Partial results per chunk of the long loop, then their combination (kernels/split.ts).
