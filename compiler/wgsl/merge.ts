@@ -25,6 +25,8 @@ export interface MergePart {
  * Horizontal fusion: independent kernels (none reads or writes what another writes) as one
  * dispatch. Their invocation ranges are laid end to end; each part runs as its own function
  * with its buffers renamed to the merged bindings (1, 2, ... in `bindings` order).
+ * The renaming is the one place a regex runs over rendered WGSL: kernel bodies name their
+ * bindings `out`, `a0`, `a1`, ... and their functions `v<id>`, which are unique within a body.
  */
 export function mergeKernels(
   parts: MergePart[],
@@ -100,29 +102,7 @@ fn part${i}(t: u32) {
     }> b${k}: array<${atomic.has(b) ? "atomic<u32>" : vec4.has(k) ? "vec4<f32>" : "f32"}>;`
   );
   const W = regions.length ? REGION_WORKGROUP : WORKGROUP;
-  // Workgroups visit the parts in a scattered order (w·7919 mod the workgroup count, a
-  // bijection when coprime): lavapipe hands each thread a contiguous run of workgroups, and a
-  // heavy part laid end to end would land on one thread (measured: a matmul merged with a map
-  // ran 345 ms against 201 ms apart).
-  const scatter = `let g = nwg.x * nwg.y;
-  let w0 = wid.x + wid.y * nwg.x;
-  let w = select((w0 * ${SCATTER_STRIDE}u) % g, w0, g % ${SCATTER_STRIDE}u == 0u || g > ${
-    Math.floor(0xffffffff / SCATTER_STRIDE)
-  }u);`;
-  const main = regions.length
-    ? `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  ${scatter}
-  ${regionCalls.join("\n  ")}
-  // lavapipe runs every invocation of a shader with barriers as a coroutine: each grid
-  // invocation here takes ${HYBRID_ELEMENTS} elements to keep their number down.
-  let t0 = ((w - ${regions.length}u * sizes[0]) * ${W}u + lid) * ${HYBRID_ELEMENTS}u;
-  for (var q = 0u; q < ${HYBRID_ELEMENTS}u; q = q + 1u) {
-  let t = t0 + q;`
-    : `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  ${scatter}
-  let t = w * ${W}u + lid;`;
+  const main = mergedMain(regions.length, regionCalls, W);
   const wgsl = `// merged: ${parts.map((p) => p.name).join(", ")}
 @group(0) @binding(0) var<storage, read> sizes: array<u32>;
 ${binds.join("\n")}
@@ -140,4 +120,35 @@ ${regions.length ? "  }\n" : ""}}
     regions: regions.length,
   };
   return { wgsl, bindings, writes: [...writes], launch };
+}
+
+/**
+ * The start of a merged dispatch's `main`: the workgroup's place `w` in a scattered order, the
+ * calls of the regions (`regions` of them, in the first workgroups), then the grid invocation
+ * `t` (HYBRID_ELEMENTS of them per invocation, in a loop left open, next to regions).
+ */
+function mergedMain(regions: number, regionCalls: string[], W: number): string {
+  // Workgroups visit the parts in a scattered order (w·7919 mod the workgroup count, a
+  // bijection when coprime): lavapipe hands each thread a contiguous run of workgroups, and a
+  // heavy part laid end to end would land on one thread (measured: a matmul merged with a map
+  // ran 345 ms against 201 ms apart).
+  const scatter = `let g = nwg.x * nwg.y;
+  let w0 = wid.x + wid.y * nwg.x;
+  let w = select((w0 * ${SCATTER_STRIDE}u) % g, w0, g % ${SCATTER_STRIDE}u == 0u || g > ${
+    Math.floor(0xffffffff / SCATTER_STRIDE)
+  }u);`;
+  return regions
+    ? `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  ${scatter}
+  ${regionCalls.join("\n  ")}
+  // lavapipe runs every invocation of a shader with barriers as a coroutine: each grid
+  // invocation here takes ${HYBRID_ELEMENTS} elements to keep their number down.
+  let t0 = ((w - ${regions}u * sizes[0]) * ${W}u + lid) * ${HYBRID_ELEMENTS}u;
+  for (var q = 0u; q < ${HYBRID_ELEMENTS}u; q = q + 1u) {
+  let t = t0 + q;`
+    : `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  ${scatter}
+  let t = w * ${W}u + lid;`;
 }

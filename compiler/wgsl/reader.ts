@@ -106,8 +106,8 @@ export function heavyValue(
  */
 export class Reader {
   bindings: BindingKey[];
-  /** WGSL functions of the inlined heavy nodes this reader called, by node id. */
-  fns = new Map<number, string>();
+  /** WGSL functions of the inlined heavy nodes this reader called, by function name. */
+  fns = new Map<string, string>();
   /**
    * Values stored somewhere other than their own buffer (a region's arena, or a buffer keyed by
    * another node): the binding key, the offset within a slice, and the slice stride.
@@ -164,7 +164,7 @@ export class Reader {
   /** A table stored as `chunks` partial tables: the function summing them at a coordinate. */
   partialSum(n: Node, chunks: number): string {
     const name = `v${n.id}`;
-    if (!this.fns.has(n.id)) {
+    if (!this.fns.has(name)) {
       const shape = n.type.shape;
       const c = shape.map((_, i) => `c${i}`);
       const st = strides(shape, this.slots);
@@ -172,7 +172,7 @@ export class Reader {
       const at = shape.flatMap((d, i) => (d === 1 ? [] : [`c${i} * ${st[i]}`])).join(" + ") || "0u";
       const params = ["s: u32", ...c.map((x) => `${x}: u32`)].join(", ");
       this.fns.set(
-        n.id,
+        name,
         `fn ${name}(${params}) -> f32 {
   let base = s * ${chunks}u * ${one} + ${at};
   var acc = 0.0;
@@ -221,14 +221,14 @@ export class Reader {
    */
   fn(n: Node): string {
     const name = `v${n.id}`;
-    if (!this.fns.has(n.id)) {
-      this.fns.set(n.id, "");
+    if (!this.fns.has(name)) {
+      this.fns.set(name, "");
       const c = n.type.shape.map((_, i) => `c${i}`);
       this.fnDepth++;
       const { pre, value } = heavyValue(n, c, this);
       this.fnDepth--;
       const params = ["s: u32", ...c.map((x) => `${x}: u32`)].join(", ");
-      this.fns.set(n.id, `fn ${name}(${params}) -> f32 {\n  ${pre}\n  return ${value};\n}`);
+      this.fns.set(name, `fn ${name}(${params}) -> f32 {\n  ${pre}\n  return ${value};\n}`);
     }
     return name;
   }
@@ -242,8 +242,8 @@ export class Reader {
     const n = this.byId.get(id)!;
     if (n.op.op !== "reduce" || !this.inline.has(id) || n.type.shape.length === 0) return undefined;
     const name = `v${n.id}x4`;
-    if (!this.fns.has(-n.id - 1)) {
-      this.fns.set(-n.id - 1, "");
+    if (!this.fns.has(name)) {
+      this.fns.set(name, "");
       const op = n.op;
       const out = n.type.shape;
       const src = this.byId.get(n.args[0])!.type.shape;
@@ -262,7 +262,7 @@ export class Reader {
       this.fnDepth--;
       const params = ["s: u32", ...c.map((x) => `${x}: u32`)].join(", ");
       this.fns.set(
-        -n.id - 1,
+        name,
         `fn ${name}(${params}) -> vec4<f32> {
   var acc = vec4<f32>(${init});
   for (var k = 0u; k < ${len}; k = k + 1u) {
