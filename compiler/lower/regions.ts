@@ -90,30 +90,7 @@ export function findRegions(
       members.add(id);
       stack.push(...(deps.get(id) ?? []), ...(consumers.get(id) ?? []));
     }
-    // Convexity: drop members reached from the region through a value outside it (that value
-    // could only run after the region, and the member before it), and loops without their results.
-    for (;;) {
-      const down = new Set<number>();
-      const walk = [...members].flatMap((m) => consumers.get(m) ?? []).filter((c) =>
-        !members.has(c)
-      );
-      while (walk.length) {
-        const id = walk.pop()!;
-        if (down.has(id)) continue;
-        down.add(id);
-        walk.push(...(consumers.get(id) ?? []));
-      }
-      const next = new Set([...members].filter((m) => !down.has(m)));
-      for (const id of next) {
-        const n = byId.get(id)!;
-        if (n.op.op === "loop_result" && !next.has(n.args[0])) next.delete(id);
-        if (n.op.op === "loop" && (consumers.get(id) ?? []).some((c) => !next.has(c))) {
-          next.delete(id);
-        }
-      }
-      if (next.size === members.size) break;
-      members = next;
-    }
+    members = convex(members, consumers, byId);
     for (const m of members) seen.add(m);
     // Split into consecutive runs (in topological order, so each is convex) that fit the
     // binding and loop limits; keep the runs in which some member needs another.
@@ -153,4 +130,35 @@ export function findRegions(
     close();
   }
   return regions;
+}
+
+/**
+ * Convexity: drop members reached from the region through a value outside it (that value could
+ * only run after the region, and the member before it), and loops without their results.
+ */
+function convex(
+  members: Set<number>,
+  consumers: Map<number, number[]>,
+  byId: Map<number, Node>,
+): Set<number> {
+  for (;;) {
+    const down = new Set<number>();
+    const walk = [...members].flatMap((m) => consumers.get(m) ?? []).filter((c) => !members.has(c));
+    while (walk.length) {
+      const id = walk.pop()!;
+      if (down.has(id)) continue;
+      down.add(id);
+      walk.push(...(consumers.get(id) ?? []));
+    }
+    const next = new Set([...members].filter((m) => !down.has(m)));
+    for (const id of next) {
+      const n = byId.get(id)!;
+      if (n.op.op === "loop_result" && !next.has(n.args[0])) next.delete(id);
+      if (n.op.op === "loop" && (consumers.get(id) ?? []).some((c) => !next.has(c))) {
+        next.delete(id);
+      }
+    }
+    if (next.size === members.size) return members;
+    members = next;
+  }
 }
