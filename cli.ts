@@ -639,11 +639,11 @@ export function explainJson(p: Program): ExplainJson {
     hostDraws: plan.hostDraws.map((h) => ({ buffer: h.buffer, node: h.node.id })),
     kernels: plan.kernels.map((k) => ({
       name: k.name,
-      threads: k.parts ?? [k.threads],
-      workgroupPerSlice: k.workgroupPerSlice ?? false,
-      regions: k.regions ?? 0,
-      bindings: k.bindings ?? [k.write, ...k.readBuffers],
-      writes: k.writes ?? [k.write],
+      threads: k.launch.kind === "grid" ? k.launch.parts : [[]],
+      workgroupPerSlice: k.launch.kind === "slice",
+      regions: k.launch.kind === "grid" ? k.launch.regions : 0,
+      bindings: k.bindings,
+      writes: k.writes,
       wgsl: k.wgsl,
     })),
   };

@@ -11,6 +11,7 @@ import {
 } from "../compiler/wgsl/syntax.ts";
 import { BINARY, HELPERS, helpersFor, UNARY } from "../compiler/wgsl/ops.ts";
 import { gridLaunch, type NodeKernel } from "../compiler/wgsl/kernel.ts";
+import { nodeKey } from "../compiler/wgsl/keys.ts";
 import { flashKernel } from "./flash.ts";
 import type { KernelRequest } from "./common.ts";
 
@@ -178,7 +179,7 @@ function attentionKernel(
     threads,
     launch: gridLaunch(threads),
     features: f16 ? ["shader-f16"] : undefined,
-    reads: replace ? [...node.args, replace.idx.id, replace.rows] : node.args,
+    reads: (replace ? [...node.args, replace.idx.id, replace.rows] : node.args).map(nodeKey),
     specialize: (sz) => render(sz(a.type.shape[1]), probs ? 4 : sz(e)),
     // The key loop (and for probabilities the normalizing pass) is the only loop that counts.
     trips: (sz) =>

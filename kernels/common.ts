@@ -9,6 +9,8 @@ export interface KernelRequest {
   slots: SymbolSlots;
   /** Nodes lowering chose not to materialize: their expressions are generated where read. */
   inline: Set<number>;
+  /** The scatter_adds lowering stores as partial tables: how many tables each. */
+  chunks: ReadonlyMap<number, number>;
   /** Fused attention computes q·k in half precision. */
   f16?: boolean;
   /** The split form of a long loop (see kernels/split.ts). */
@@ -17,8 +19,8 @@ export interface KernelRequest {
 
 /** The node's operands, output shape and size, a reader, and coordinate names. */
 export function setup(node: Node, req: KernelRequest) {
-  const { byId, slots, inline } = req;
-  const reader = new Reader(byId, inline, slots);
+  const { byId, slots, inline, chunks } = req;
+  const reader = new Reader(byId, inline, chunks, slots);
   const out = node.type.shape;
   return {
     args: node.args.map((a) => byId.get(a)!),

@@ -15,8 +15,8 @@ import { attentionKernels } from "./attention.ts";
 
 export type { KernelRequest } from "./common.ts";
 export { attentionWithRows } from "./attention.ts";
-export { ARENA, type Region, type RegionKernel, regionKernel } from "./region.ts";
-export { PARTIAL, type SplitKernels, splitKernels } from "./split.ts";
+export { type Region, regionCost, type RegionKernel, regionKernel } from "./region.ts";
+export { type SplitKernels, splitKernels } from "./split.ts";
 export { elementTrips, withTrips } from "./trips.ts";
 
 type Family = (node: Node, req: KernelRequest) => NodeKernel[];

@@ -2,7 +2,8 @@
 import type { Node } from "../compiler/ir/types.ts";
 import { LOOPS, MATMUL_TILE } from "../compiler/limits.ts";
 import { dim, size, splitUsed, type ThreadDim } from "../compiler/wgsl/syntax.ts";
-import { Reader, vec4Key } from "../compiler/wgsl/reader.ts";
+import { Reader } from "../compiler/wgsl/reader.ts";
+import { vec4Key } from "../compiler/wgsl/keys.ts";
 import { kernel, type NodeKernel } from "../compiler/wgsl/kernel.ts";
 import { type KernelRequest, setup } from "./common.ts";
 
@@ -104,11 +105,8 @@ function matmulVec4(
   cols: string,
   split = false,
 ): string {
-  const stored = (id: number) => {
-    const n = reader.byId.get(id)!;
-    return !reader.inline.has(id) && !reader.placed.has(id) &&
-      !(n.op.op === "scatter_add" && n.op.chunks);
-  };
+  const stored = (id: number) =>
+    !reader.inline.has(id) && !reader.placed.has(id) && !reader.chunks.has(id);
   const [a, b] = node.args;
   const aVec = stored(a), bVec = stored(b);
   if (!aVec && !bVec) return "";

@@ -5,6 +5,7 @@
 import type { Node } from "../compiler/ir/types.ts";
 import { dim, size } from "../compiler/wgsl/syntax.ts";
 import { kernel, type NodeKernel } from "../compiler/wgsl/kernel.ts";
+import { nodeKey } from "../compiler/wgsl/keys.ts";
 import { type KernelRequest, setup } from "./common.ts";
 
 /** set_rows: a copy kernel, then one that writes each replacement row. */
@@ -16,14 +17,14 @@ export function setRowsKernels(node: Node, req: KernelRequest): NodeKernel[] {
   const width = size(out.slice(1), slots);
   const copy = kernel(
     node,
-    [node.args[0]],
+    [nodeKey(node.args[0])],
     out,
     slots,
     `out[s * ${outSize} + r] = a0[s * ${outSize} + r];`,
   );
   const scatter = kernel(
     node,
-    [node.args[1], node.args[2]],
+    [nodeKey(node.args[1]), nodeKey(node.args[2])],
     rowsShape,
     slots,
     `let w = ${width};

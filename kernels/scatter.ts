@@ -19,7 +19,8 @@ export function scatterKernels(node: Node, req: KernelRequest): NodeKernel[] {
   const idx = args[0].type.shape;
   const vals = args[1].type.shape;
   const g = idx.length - 1;
-  if (op.chunks) return [scatterPartials(node, reader, op.chunks)];
+  const chunks = req.chunks.get(node.id);
+  if (chunks) return [scatterPartials(node, reader, chunks)];
   const threads = idx;
   const c = cs(threads);
   const ost = strides(out, slots);

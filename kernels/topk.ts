@@ -1,7 +1,8 @@
 /** The top-k kernel: each element's rank in its row by counting. */
 import type { Node } from "../compiler/ir/types.ts";
 import { coords, dim, f32, type ThreadDim } from "../compiler/wgsl/syntax.ts";
-import { type Reader, vec4Key } from "../compiler/wgsl/reader.ts";
+import type { Reader } from "../compiler/wgsl/reader.ts";
+import { vec4Key } from "../compiler/wgsl/keys.ts";
 import { kernel, type NodeKernel } from "../compiler/wgsl/kernel.ts";
 import { type KernelRequest, setup } from "./common.ts";
 
@@ -44,10 +45,7 @@ export function topkKernels(node: Node, req: KernelRequest): NodeKernel[] {
  */
 function topkVec4(node: Node, reader: Reader, rc: string[], len: string, k: number): string {
   const x = node.args[0];
-  const n = reader.byId.get(x)!;
-  if (reader.inline.has(x) || reader.placed.has(x) || (n.op.op === "scatter_add" && n.op.chunks)) {
-    return "";
-  }
+  if (reader.inline.has(x) || reader.placed.has(x) || reader.chunks.has(x)) return "";
   const xv = reader.buffer(vec4Key(x));
   return `if (${len} % 4u == 0u) {
     let base = (${reader.index(x, [...rc, "0u"])}) / 4u;

@@ -23,6 +23,7 @@ export const loop = (len: number, inner: number) => len * (1 + inner);
 export function readTrips(
   byId: Map<number, Node>,
   inline: Set<number>,
+  chunks: ReadonlyMap<number, number>,
   sz: Sizes,
 ): (id: number) => number {
   const memo = new Map<number, number>();
@@ -30,7 +31,7 @@ export function readTrips(
     if (memo.has(id)) return memo.get(id)!;
     const n = byId.get(id)!;
     let t = 0;
-    if (n.op.op === "scatter_add" && n.op.chunks && !inline.has(id)) t = n.op.chunks;
+    if (chunks.has(id) && !inline.has(id)) t = chunks.get(id)!;
     else if (inline.has(id)) t = HEAVY.has(n.op.op) ? ownLoop(n, byId, sz, rt) : args(n, rt);
     if (inline.has(id) && n.op.op === "random") t += 10; // the Philox rounds
     memo.set(id, t);
@@ -82,11 +83,12 @@ export function elementTrips(
   n: Node,
   byId: Map<number, Node>,
   inline: Set<number>,
+  chunks: ReadonlyMap<number, number>,
 ): ((sz: Sizes) => number) | undefined {
   const heavy = HEAVY.has(n.op.op), random = n.op.op === "random";
   if (!heavy && !random && !ELEMENTWISE.has(n.op.op)) return undefined;
   return (sz) => {
-    const rt = readTrips(byId, inline, sz);
+    const rt = readTrips(byId, inline, chunks, sz);
     return heavy ? ownLoop(n, byId, sz, rt) : args(n, rt) + (random ? 11 : 0);
   };
 }
@@ -100,8 +102,11 @@ export function withTrips(
   kernels: NodeKernel[],
   byId: Map<number, Node>,
   inline: Set<number>,
+  chunks: ReadonlyMap<number, number>,
 ): NodeKernel[] {
-  return kernels.map((k, i) => k.trips ? k : { ...k, trips: kernelTrips(n, k, i, byId, inline) });
+  return kernels.map((k, i) =>
+    k.trips ? k : { ...k, trips: kernelTrips(n, k, i, byId, inline, chunks) }
+  );
 }
 
 function kernelTrips(
@@ -110,14 +115,12 @@ function kernelTrips(
   index: number,
   byId: Map<number, Node>,
   inline: Set<number>,
+  chunks: ReadonlyMap<number, number>,
 ): (sz: Sizes) => number {
   const shape = (i: number) => byId.get(n.args[i])!.type.shape;
-  const stored = (id: number) => {
-    const a = byId.get(id)!;
-    return !inline.has(id) && !(a.op.op === "scatter_add" && a.op.chunks);
-  };
+  const stored = (id: number) => !inline.has(id) && !chunks.has(id);
   return (sz) => {
-    const rt = readTrips(byId, inline, sz);
+    const rt = readTrips(byId, inline, chunks, sz);
     const op = n.op;
     switch (op.op) {
       case "reduce":
@@ -145,9 +148,10 @@ function kernelTrips(
         return allVec ? loop(Math.ceil(len / 4), 4 * inner) : loop(len, inner);
       }
       case "scatter_add": {
-        if (op.chunks) {
+        const tables = chunks.get(n.id);
+        if (tables) {
           const keys = sz(shape(0).at(-1)!);
-          const used = Math.max(1, Math.min(op.chunks, Math.ceil(keys / LOOPS.chunk)));
+          const used = Math.max(1, Math.min(tables, Math.ceil(keys / LOOPS.chunk)));
           return loop(Math.ceil(keys / used), rt(n.args[0]) + 4 * rt(n.args[1])) + op.size;
         }
         if (index === 0) return 0; // zeroing the table

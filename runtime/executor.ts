@@ -66,12 +66,11 @@ const NAN_BLOCK = 1 << 16;
 /** The one place runtime/ reads a planned kernel's fields: the kernel at this run's sizes. */
 function stepOf(k: PlannedKernel, size: (d: Dim) => number): Step {
   const code = k.specialize ? k.specialize(size) : k.wgsl;
-  const bindings = k.bindings ?? [k.write, ...k.readBuffers];
-  return { name: k.name, code, launch: k.launch, features: k.features, bindings };
+  return { name: k.name, code, launch: k.launch, features: k.features, bindings: k.bindings };
 }
 
 /** Loop trips one invocation of `k` makes at these sizes (Infinity when unknown). */
-const tripsOf = (k: PlannedKernel, size: (d: Dim) => number) => k.trips ? k.trips(size) : Infinity;
+const tripsOf = (k: PlannedKernel, size: (d: Dim) => number) => k.trips(size);
 
 /** A run being executed: what every chunk shares. */
 interface Run {

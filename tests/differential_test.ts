@@ -242,8 +242,12 @@ Deno.test({
           const randoms = c.program.optimized.nodes.filter((n) => n.op.op === "random").length;
           seen.hostDraw += plan.hostDraws.length ? 1 : 0;
           seen.deviceDraw += randoms > plan.hostDraws.length ? 1 : 0;
-          seen.regionMerged += plan.kernels.some((k) => (k.regions ?? 0) > 0) ? 1 : 0;
-          seen.regionAlone += plan.kernels.some((k) => k.workgroupPerSlice && !k.regions) ? 1 : 0;
+          seen.regionMerged += plan.kernels.some((k) =>
+              k.launch.kind === "grid" && k.launch.regions > 0
+            )
+            ? 1
+            : 0;
+          seen.regionAlone += plan.kernels.some((k) => k.launch.kind === "slice") ? 1 : 0;
           seen.probs += features(c).probs ? 1 : 0;
           for (const n of c.program.optimized.nodes) {
             if (n.op.op === "scatter_add") {

@@ -49,6 +49,49 @@ function sizesFor(graph: Graph, rows: number): (d: Dim) => number {
   return (d) => typeof d === "number" ? d : feature.has(d) ? 6 : rows;
 }
 
+/**
+ * A kernel's fields in the form snapshots have always printed them (the plan once kept a write,
+ * readBuffers, parts, regions and a region's arena on each kernel; they now follow from its
+ * launch, bindings and writes).
+ */
+function fieldsOf(plan: ExecPlan, k: ExecPlan["kernels"][number]): Record<string, unknown> {
+  const { name, launch, bindings, writes, reads, io } = k;
+  const write = writes[0];
+  const unwritten = bindings.filter((b) => !writes.includes(b));
+  if (launch.kind === "slice") {
+    const arena = plan.buffers[write].parts;
+    const readBuffers = unwritten;
+    return {
+      name,
+      threads: [],
+      reads,
+      writes,
+      workgroupPerSlice: true,
+      arena,
+      write,
+      readBuffers,
+      bindings,
+      io,
+    };
+  }
+  if (io.length > 1) {
+    const { parts, regions } = launch;
+    return {
+      name,
+      threads: [],
+      reads,
+      write,
+      readBuffers: unwritten,
+      bindings,
+      writes,
+      parts,
+      regions,
+      io,
+    };
+  }
+  return { name, threads: launch.parts[0], reads, write, readBuffers: bindings.slice(1), io };
+}
+
 function showPlan(plan: ExecPlan, sizes: (d: Dim) => number): string {
   const lines: string[] = [];
   lines.push(`output ${plan.output}`);
@@ -63,9 +106,9 @@ function showPlan(plan: ExecPlan, sizes: (d: Dim) => number): string {
   );
   if (plan.loops.length) lines.push(`loops ${JSON.stringify(plan.loops)}`);
   for (const [i, k] of plan.kernels.entries()) {
-    const { wgsl, specialize, trips, elementTrips, part, launch: _l, features: _f, ...rest } = k;
+    const { wgsl, specialize, trips, elementTrips, part } = k;
     lines.push(`--- kernel ${i} ${k.name}`);
-    lines.push(JSON.stringify(rest));
+    lines.push(JSON.stringify(fieldsOf(plan, k)));
     lines.push(
       `part ${part ? JSON.stringify({ fns: part.fns.length, atomicOut: part.atomicOut }) : "-"}`,
     );

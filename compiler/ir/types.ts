@@ -97,9 +97,8 @@ export type Op =
   | { op: "broadcast" } // to the node's shape
   | { op: "gather" } // args: x, idx0..idxk-1: advanced indexing of x's leading k axes; out of range reads 0
   | { op: "set_rows" } // args: x, idx [r], rows [r, ...]: copy of x with rows idx replaced
-  // args: idx [..., n] int, vals [n, ...]: [..., size, ...]. `chunks` (set by lowering): the
-  // GPU stores that many partial tables, one per block of keys, summed where they are read.
-  | { op: "scatter_add"; size: number; chunks?: number }
+  // args: idx [..., n] int, vals [n, ...]: [..., size, ...].
+  | { op: "scatter_add"; size: number }
   | { op: "segment_mean"; segments: number } // mean of near-equal contiguous row segments
   | { op: "bits" } // [..., b] bool → [...] int: Σ_k 2^k x[..., k]
   | { op: "topk"; k: number } // indices of the k largest along the last axis, largest first

@@ -18,11 +18,11 @@ export function checkPlan(plan: ExecPlan): void {
     throw new Error(`internal: plan check: dispatch ${i} (${k.name}) ${what}`);
   };
   plan.kernels.forEach((k, i) => {
-    const io = k.io ?? [{ name: k.name, reads: k.readBuffers, writes: k.writes ?? [k.write] }];
-    const bound = new Set(k.bindings ?? [k.write, ...k.readBuffers]);
+    const io = k.io;
+    const bound = new Set(k.bindings);
     const covered = new Set(io.flatMap((p) => [...p.reads, ...p.writes]));
     for (const b of bound) if (!covered.has(b)) fail(i, k, `binds buffer ${b} no part uses`);
-    const writes = new Set(k.writes ?? [k.write]);
+    const writes = new Set(k.writes);
     for (const p of io) {
       for (const b of p.writes) if (!writes.has(b)) fail(i, k, `part ${p.name} writes ${b}`);
       for (const q of io) {

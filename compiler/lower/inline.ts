@@ -33,8 +33,19 @@ export function inlinedNodes(
   graph: Graph,
   byId: Map<number, Node>,
 ): { inline: Set<number>; alsoStored: Set<number> } {
-  const size = typicalSizes(graph);
-  const elems = (n: Node) => n.type.shape.reduce<number>((p, d) => p * size(d), 1);
+  const { order, consumers } = nodeOrder(graph);
+  const { inline, alsoStored } = inlineByReads(graph, byId, order, consumers);
+  storeCostlyOperands(byId, inline, alsoStored);
+  capDepth(order, inline);
+  for (const id of alsoStored) if (!inline.has(id)) alsoStored.delete(id);
+  return { inline, alsoStored };
+}
+
+/**
+ * Every node, loop bodies included, producers first; and each value's readers (undefined: read
+ * as a loop's result or as the output).
+ */
+function nodeOrder(graph: Graph) {
   const consumers = new Map<number, (Node | undefined)[]>();
   const use = (id: number, by?: Node) => consumers.set(id, [...(consumers.get(id) ?? []), by]);
   const order: Node[] = [];
@@ -50,6 +61,16 @@ export function inlinedNodes(
   };
   visit(graph.nodes);
   use(graph.output);
+  return { order, consumers };
+}
+
+/**
+ * Operand elements one element of a node reads (`perElement`), and the reads of operand k by the
+ * kernel that stores a node (`kernelReads`), at typical sizes.
+ */
+function readCounts(graph: Graph, byId: Map<number, Node>) {
+  const size = typicalSizes(graph);
+  const elems = (n: Node) => n.type.shape.reduce<number>((p, d) => p * size(d), 1);
   const arg = (c: Node, k: number) => byId.get(c.args[k])!;
   // Operand elements one element of `c` reads.
   const perElement = (c: Node): number => {
@@ -87,33 +108,46 @@ export function inlinedNodes(
         return elems(c) * perElement(c);
     }
   };
+  return { perElement, kernelReads, elems };
+}
+
+/**
+ * Ops per element of an expression over the values `within` admits (others are buffer reads):
+ * gathers, transcendentals and loops count 99. An expression deeper than INLINE_DEPTH counts as
+ * expensive (it will not be inlined whole).
+ */
+function costOf(byId: Map<number, Node>, within: (n: Node) => boolean) {
+  const memo = new Map<number, number>();
+  const cost = (id: number, depth = 0): number => {
+    const n = byId.get(id)!;
+    if (!within(n)) return 0;
+    if (depth > INLINE_DEPTH) return 99;
+    if (!memo.has(id)) {
+      const heavy = HEAVY.has(n.op.op) || n.op.op === "gather" ||
+        (n.op.op === "unary" && !["neg", "abs"].includes(n.op.fn));
+      const own = heavy ? 99 : LAYOUT.has(n.op.op) || CHEAP.has(n.op.op) ? 0 : 1;
+      memo.set(id, own + n.args.reduce((t, a) => t + cost(a, depth + 1), 0));
+    }
+    return memo.get(id)!;
+  };
+  return (id: number) => cost(id);
+}
+
+/** The decisions from consumers to producers, counting how often each value would be evaluated. */
+function inlineByReads(
+  graph: Graph,
+  byId: Map<number, Node>,
+  order: Node[],
+  consumers: Map<number, (Node | undefined)[]>,
+) {
+  const { perElement, kernelReads, elems } = readCounts(graph, byId);
   const inline = new Set<number>();
   const evals = new Map<number, number>();
-  // Ops of an elementwise expression down to stored values; gathers and transcendentals count 99.
-  // Ops per element of an expression over the values `within` admits (others are buffer reads):
-  // gathers, transcendentals and loops count 99.
-  // An expression deeper than INLINE_DEPTH counts as expensive (it will not be inlined whole).
-  const costOf = (within: (n: Node) => boolean) => {
-    const memo = new Map<number, number>();
-    const cost = (id: number, depth = 0): number => {
-      const n = byId.get(id)!;
-      if (!within(n)) return 0;
-      if (depth > INLINE_DEPTH) return 99;
-      if (!memo.has(id)) {
-        const heavy = HEAVY.has(n.op.op) || n.op.op === "gather" ||
-          (n.op.op === "unary" && !["neg", "abs"].includes(n.op.fn));
-        const own = heavy ? 99 : LAYOUT.has(n.op.op) || CHEAP.has(n.op.op) ? 0 : 1;
-        memo.set(id, own + n.args.reduce((t, a) => t + cost(a, depth + 1), 0));
-      }
-      return memo.get(id)!;
-    };
-    return (id: number) => cost(id);
-  };
-  const exprCost = costOf((n) => ELEMENTWISE.has(n.op.op));
+  const exprCost = costOf(byId, (n) => ELEMENTWISE.has(n.op.op));
   // Cheap values that a fused kernel must read from a buffer (attention's q and k) are stored
   // for it, and recomputed by every kernel that reads by coordinate, which then need not wait.
   const alsoStored = new Set<number>();
-  for (const n of order.reverse()) {
+  for (const n of [...order].reverse()) {
     const all = consumers.get(n.id) ?? [];
     const by = all.filter((c) => c && READS_BY_COORDINATE.has(c.op.op));
     if (by.length === 0) continue;
@@ -149,46 +183,59 @@ export function inlinedNodes(
     inline.add(n.id);
     evals.set(n.id, total);
   }
-  // A matmul, dot or topk reads each operand element many times, so what is inlined there is
-  // recomputed per use: keep only small, cheap expressions (layout changes, constants, a few
-  // adds and multiplies, like 13·I − P); anything with gathers, transcendentals or loops, or
-  // larger, is stored first.
+  return { inline, alsoStored };
+}
+
+/**
+ * A matmul, dot or topk reads each operand element many times, so what is inlined there is
+ * recomputed per use: keep only small, cheap expressions (layout changes, constants, a few
+ * adds and multiplies, like 13·I − P); anything with gathers, transcendentals or loops, or
+ * larger, is stored first.
+ */
+function storeCostlyOperands(
+  byId: Map<number, Node>,
+  inline: Set<number>,
+  alsoStored: Set<number>,
+): void {
   for (const n of byId.values()) {
     if (n.op.op !== "matmul" && n.op.op !== "dot" && n.op.op !== "topk") continue;
     for (const a of n.args) {
-      if (costOf((m) => inline.has(m.id))(a) > 4) {
+      if (costOf(byId, (m) => inline.has(m.id))(a) > 4) {
         inline.delete(a);
         alsoStored.delete(a);
       }
     }
   }
-  // No inlined expression nests deeper than INLINE_DEPTH: a longer chain is stored every
-  // INLINE_DEPTH nodes (producers first, so the cut falls where the depth is reached).
+}
+
+/**
+ * No inlined expression nests deeper than INLINE_DEPTH: a longer chain is stored every
+ * INLINE_DEPTH nodes (producers first, so the cut falls where the depth is reached).
+ */
+function capDepth(order: Node[], inline: Set<number>): void {
   const depth = new Map<number, number>();
-  for (const n of order.reverse()) {
+  for (const n of order) {
     const d = inline.has(n.id) ? 1 + Math.max(0, ...n.args.map((a) => depth.get(a) ?? 0)) : 0;
     if (d > INLINE_DEPTH) {
       inline.delete(n.id);
       depth.set(n.id, 0);
     } else depth.set(n.id, d);
   }
-  for (const id of alsoStored) if (!inline.has(id)) alsoStored.delete(id);
-  return { inline, alsoStored };
 }
 
 /**
- * Mark the scatter_adds that can be stored as partial tables: small tables (≤
- * PARTIAL_TABLE_BUCKETS buckets, a private array per invocation) read only by kernels that read by coordinate (they sum the
- * partials); a table that is the output or read by a fused attention kernel is built with
- * atomics instead.
+ * The scatter_adds stored as partial tables, with the number of tables (one per block of keys,
+ * summed where they are read): small tables (≤ PARTIAL_TABLE_BUCKETS buckets, a private array per
+ * invocation) read only by kernels that read by coordinate (they sum the partials); a table that
+ * is the output or read by a fused attention kernel is built with atomics instead.
  */
-export function partialTables(graph: Graph, byId: Map<number, Node>): Map<number, Node> {
+export function partialTables(graph: Graph, byId: Map<number, Node>): Map<number, number> {
   const direct = new Set<number>([graph.output]);
   for (const n of byId.values()) {
     if (!READS_BY_COORDINATE.has(n.op.op)) n.args.forEach((a) => direct.add(a));
     if (n.op.op === "loop") n.op.results.forEach((r) => direct.add(r));
   }
-  const out = new Map(byId);
+  const out = new Map<number, number>();
   for (const n of byId.values()) {
     if (n.op.op !== "scatter_add" || n.op.size > PARTIAL_TABLE_BUCKETS || direct.has(n.id)) {
       continue;
@@ -198,7 +245,7 @@ export function partialTables(graph: Graph, byId: Map<number, Node>): Map<number
     if (typeof keys === "number" && keys > SCATTER_CHUNKS.count * LOOPS.chunk) continue;
     const chans = byId.get(n.args[1])!.type.shape.slice(1);
     if (chans.length > 1 && !chans.every((d) => typeof d === "number")) continue;
-    out.set(n.id, { ...n, op: { ...n.op, chunks: SCATTER_CHUNKS.count } });
+    out.set(n.id, SCATTER_CHUNKS.count);
   }
   return out;
 }

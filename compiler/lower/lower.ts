@@ -12,19 +12,19 @@ import { nodesById } from "../ir/walks.ts";
 import { typicalSizes } from "../ir/cost.ts";
 import { HEAVY } from "../wgsl/ops.ts";
 import type { SymbolSlots } from "../wgsl/syntax.ts";
-import { VEC4_KEYS } from "../wgsl/reader.ts";
+import { type BindingKey, decodeKey } from "../wgsl/keys.ts";
 import {
-  ARENA,
   attentionWithRows,
   elementTrips,
   nodeKernels,
-  PARTIAL,
+  regionCost,
   regionKernel,
   splitKernels,
   withTrips,
 } from "../../kernels/index.ts";
 import { DEFAULT_STORAGE_BUFFERS, HOST_DRAW_ELEMENTS, LOOP_UNROLL, LOOPS } from "../limits.ts";
-import type { ExecPlan, LowerOptions } from "./plan.ts";
+import type { ExecPlan, LowerOptions, PlannedKernel } from "./plan.ts";
+import type { NodeKernel } from "../wgsl/kernel.ts";
 import { inlinedNodes, partialTables } from "./inline.ts";
 import { findRegions, outerDeps, type Region } from "./regions.ts";
 import { schedule, scheduleAround } from "./schedule.ts";
@@ -36,6 +36,8 @@ interface Lowering {
   options: LowerOptions;
   byId: Map<number, Node>;
   inline: Set<number>;
+  /** The scatter_adds stored as partial tables: how many tables each (`partialTables`). */
+  chunks: Map<number, number>;
   /** Inlined values also stored, for readers that cannot inline them (fused attention). */
   alsoStored: Set<number>;
   /** The run's sizes, for a long plan (`LowerOptions.runSizes`). */
@@ -57,7 +59,8 @@ interface Lowering {
 
 /** Lower a graph to a plan: fused attention kernels, elementwise chains inlined into consumers. */
 export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
-  const byId = partialTables(graph, nodesById(graph));
+  const byId = nodesById(graph);
+  const chunks = partialTables(graph, byId);
   const { inline, alsoStored } = options.fuseElementwise === false
     ? { inline: new Set<number>(), alsoStored: new Set<number>() }
     : inlinedNodes(graph, byId);
@@ -89,6 +92,7 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
     options,
     byId,
     inline,
+    chunks,
     alsoStored,
     run,
     slots,
@@ -115,13 +119,9 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
       ? []
       : findRegions(graph, byId, inline, L.typical, slots, maxStorage))
       // A long run computes a region whose loops would pass the budget as ordinary kernels.
-      .filter((r) => !run || regionKernel(r, byId, inline, slots).trips(run) <= LOOPS.budget);
+      .filter((r) => !run || regionCost(r, byId, inline, slots).trips(run) <= LOOPS.budget);
   emitInOrder(L, regions);
   plan.output = L.env.get(graph.output)!;
-  plan.kernels = plan.kernels.map((k) => ({
-    ...k,
-    io: k.io ?? [{ name: k.name, reads: k.readBuffers, writes: k.writes ?? [k.write] }],
-  }));
   if (options.mergeKernels !== false && options.fuseElementwise !== false) {
     const merged = scheduleAround(
       plan,
@@ -151,15 +151,56 @@ function useCounts(graph: Graph, byId: Map<number, Node>): Map<number, number> {
   return uses;
 }
 
+/**
+ * Kernel `k` placed in the plan over `bindings` (a grid kernel: its output, then the buffers
+ * behind its reads; a region: every buffer it binds), writing `writes` (a grid kernel: its output).
+ */
+function planned(
+  k: NodeKernel,
+  bindings: number[],
+  writes: number[],
+  elementTrips?: PlannedKernel["elementTrips"],
+): PlannedKernel {
+  const reads = k.launch.kind === "slice"
+    ? bindings.filter((b) => !writes.includes(b))
+    : bindings.slice(1);
+  return {
+    name: k.name,
+    wgsl: k.wgsl,
+    specialize: k.specialize,
+    launch: k.launch,
+    features: k.features,
+    bindings,
+    writes,
+    reads: k.reads,
+    io: [{ name: k.name, reads, writes }],
+    trips: k.trips!,
+    elementTrips,
+    part: k.part,
+  };
+}
+
 function newBuffer(L: Lowering, shape: Dim[]): number {
   const id = L.plan.buffers.length;
   L.plan.buffers.push({ id, shape });
   return id;
 }
 
-/** The buffer behind a read key: a node id, or a vec4 view of one (see `vec4Key`). */
-function bufferOf(L: Lowering, key: number): number {
-  return L.env.get(key <= -VEC4_KEYS ? -key - VEC4_KEYS : key)!;
+/**
+ * The buffer behind a binding key: a node's (or a vec4 view of it), or the buffers lowering
+ * gave a region's arena and a split kernel's partial results.
+ */
+function bufferOf(L: Lowering, key: BindingKey, own: { arena?: number; partial?: number } = {}) {
+  const t = decodeKey(key);
+  const buffer = "node" in t
+    ? L.env.get(t.node)
+    : "vec4" in t
+    ? L.env.get(t.vec4)
+    : "arena" in t
+    ? own.arena
+    : own.partial;
+  if (buffer === undefined) throw new Error(`internal: no buffer for binding key ${key}`);
+  return buffer;
 }
 
 /** Top-level nodes in order, each region contracted to one item placed after all it reads. */
@@ -279,14 +320,10 @@ function hostLoop(L: Lowering, n: Node): void {
 function copy(L: Lowering, from: number, to: number, type: Node["type"]): void {
   const id = L.nextId++;
   const node: Node = { id, op: { op: "reshape" }, args: [from], type };
-  const [k] = nodeKernels(node, { byId: L.byId, slots: L.slots, inline: new Set() });
-  L.plan.kernels.push({
-    ...k,
-    name: `copy_${from}`,
-    write: to,
-    readBuffers: k.reads.map((r) => bufferOf(L, r)),
-    trips: () => 0,
-  });
+  const req = { byId: L.byId, slots: L.slots, inline: new Set<number>(), chunks: L.chunks };
+  const [k] = nodeKernels(node, req);
+  const bindings = [to, ...k.reads.map((r) => bufferOf(L, r))];
+  L.plan.kernels.push(planned({ ...k, name: `copy_${from}`, trips: () => 0 }, bindings, [to]));
 }
 
 /** Node `from`'s value copied into a new buffer, under a new node id; returns that id. */
@@ -354,22 +391,18 @@ function guardRandint(L: Lowering, n: Node): void {
 
 /** Emit the kernels computing node `n` into a new buffer (or, for set_rows, in place). */
 function emit(L: Lowering, n: Node): void {
-  const { byId, slots, inline, plan, env } = L;
-  const reads = (keys: number[]) => keys.map((k) => bufferOf(L, k));
+  const { byId, slots, inline, chunks, plan, env } = L;
+  const req = { byId, slots, inline, chunks, f16: L.options.f16 };
+  const reads = (keys: BindingKey[]) => keys.map((k) => bufferOf(L, k));
+  const timed = (node: Node, ks: NodeKernel[]) => withTrips(node, ks, byId, inline, chunks);
   if (n.op.op === "segment_mean") guardSegments(L, n);
-  const self = byId.get(n.id)!;
   const fused = n.op.op === "set_rows" ? L.rowsInto.get(n.args[0]) : undefined;
   if (fused) {
     // r[J] = rows on an attention result: one attention kernel that writes the rows too.
     const x = byId.get(n.args[0])!;
-    const [k] = withTrips(
-      x,
-      [attentionWithRows(x, byId, slots, n.args[1], n.args[2], L.options.f16)],
-      byId,
-      inline,
-    );
+    const [k] = timed(x, [attentionWithRows(x, byId, slots, n.args[1], n.args[2], req.f16)]);
     const write = newBuffer(L, n.type.shape);
-    plan.kernels.push({ ...k, write, readBuffers: reads(k.reads) });
+    plan.kernels.push(planned(k, [write, ...reads(k.reads)], [write]));
     env.set(n.id, write);
     return;
   }
@@ -378,42 +411,34 @@ function emit(L: Lowering, n: Node): void {
     // reads, instead of copying x first.
     const x = env.get(n.args[0]);
     if (x !== undefined && !plan.inputs.some((i) => i.buffer === x)) {
-      const [, scatter] = withTrips(self, nodeKernels(self, { byId, slots, inline }), byId, inline);
-      plan.kernels.push({ ...scatter, write: x, readBuffers: reads(scatter.reads) });
+      const [, scatter] = timed(n, nodeKernels(n, { byId, slots, inline, chunks }));
+      plan.kernels.push(planned(scatter, [x, ...reads(scatter.reads)], [x]));
       env.set(n.id, x);
       return;
     }
   }
-  const chunks = self.op.op === "scatter_add" ? self.op.chunks : undefined;
-  const kernels = withTrips(
-    self,
-    nodeKernels(self, { byId, slots, inline, f16: L.options.f16 }),
-    byId,
-    inline,
-  );
+  const kernels = timed(n, nodeKernels(n, req));
   const run = L.run;
   const split = run && kernels.some((k) => k.trips!(run) > LOOPS.budget)
-    ? splitKernels(self, byId, slots, inline, L.options.f16)
+    ? splitKernels(n, req)
     : undefined;
   if (split) {
     // Partial results per chunk of the long loop, then their combination (kernels/split.ts).
     const partial = newBuffer(L, split.partial);
     const write = newBuffer(L, n.type.shape);
-    const [first, combine] = withTrips(self, [split.first, split.combine], byId, inline);
-    plan.kernels.push({ ...first, write: partial, readBuffers: reads(first.reads) });
-    plan.kernels.push({
-      ...combine,
-      write,
-      readBuffers: combine.reads.map((r) => (r === PARTIAL ? partial : bufferOf(L, r))),
-    });
+    const [first, combine] = timed(n, [split.first, split.combine]);
+    plan.kernels.push(planned(first, [partial, ...reads(first.reads)], [partial]));
+    const combined = combine.reads.map((r) => bufferOf(L, r, { partial }));
+    plan.kernels.push(planned(combine, [write, ...combined], [write]));
     env.set(n.id, write);
     return;
   }
-  const write = newBuffer(L, chunks ? [chunks, ...n.type.shape] : n.type.shape);
-  const perElement = elementTrips(self, byId, inline);
+  const tables = chunks.get(n.id);
+  const write = newBuffer(L, tables ? [tables, ...n.type.shape] : n.type.shape);
+  const perElement = elementTrips(n, byId, inline, chunks);
   for (const k of kernels) {
     const trips = k.part ? perElement : undefined;
-    plan.kernels.push({ ...k, write, readBuffers: reads(k.reads), elementTrips: trips });
+    plan.kernels.push(planned(k, [write, ...reads(k.reads)], [write], trips));
   }
   env.set(n.id, write);
 }
@@ -422,17 +447,9 @@ function emit(L: Lowering, n: Node): void {
 function emitRegion(L: Lowering, region: Region): void {
   const { byId, plan, env } = L;
   for (const n of region.nodes) if (n.op.op === "segment_mean") guardSegments(L, n);
-  const k = regionKernel(region, byId, L.inline, L.slots);
+  const k = regionKernel(region, byId, L.inline, L.chunks, L.slots);
   for (const id of region.outputs) env.set(id, newBuffer(L, byId.get(id)!.type.shape));
   const arena = plan.buffers.push({ id: plan.buffers.length, shape: [], parts: k.arena }) - 1;
-  const buffer = (key: number) => (key === ARENA ? arena : env.get(key)!);
-  const bindings = k.reads.map(buffer);
-  const writes = k.writes.map(buffer);
-  plan.kernels.push({
-    ...k,
-    write: arena,
-    readBuffers: bindings.filter((b) => !writes.includes(b)),
-    bindings,
-    writes,
-  });
+  const buffer = (key: BindingKey) => bufferOf(L, key, { arena });
+  plan.kernels.push(planned(k, k.reads.map(buffer), k.writes.map(buffer)));
 }

@@ -5,6 +5,8 @@
 import type { Dim, InputDecl, Node } from "../ir/types.ts";
 import type { NodeKernel } from "../wgsl/kernel.ts";
 import type { SymbolSlots, ThreadDim } from "../wgsl/syntax.ts";
+import type { BindingKey } from "../wgsl/keys.ts";
+import type { Feature, Launch } from "../wgsl/kernel.ts";
 
 export type { Feature, Launch } from "../wgsl/kernel.ts";
 export type { SymbolSlots, ThreadDim } from "../wgsl/syntax.ts";
@@ -23,32 +25,53 @@ export function invocations(threads: ThreadDim[], sz: (d: Dim) => number): numbe
   );
 }
 
-/** A kernel placed in the plan: which buffer it writes and which it reads. */
-export interface PlannedKernel extends NodeKernel {
-  /** Buffer bound at binding 1 (`out`). */
-  write: number;
-  /** Buffers bound at bindings 2, 3, ... in order. */
-  readBuffers: number[];
-  /** A merged dispatch: buffers at bindings 1, 2, ... (instead of write, readBuffers). */
-  bindings?: number[];
-  /** A merged dispatch: the invocations per slice of each part, laid end to end. */
-  parts?: ThreadDim[][];
-  /** A merged dispatch: the buffers its parts write. */
-  writes?: number[];
-  /** A merged dispatch: how many regions (one workgroup per slice each) come first. */
-  regions?: number;
+/**
+ * A dispatch of the plan: one kernel, or several merged (see schedule.ts), with the buffers it
+ * binds and how it is launched. Whether it is a region, a merged dispatch and its invocations
+ * per slice all follow from `launch` and `io`.
+ */
+export interface PlannedKernel {
+  /** `op_nodeid` (merged: the parts' names joined by `+`), for explain and timings. */
+  name: string;
+  /** The WGSL source (for specialized kernels, shown for placeholder head sizes). */
+  wgsl: string;
+  /** For kernels specialized on head sizes: the WGSL for the run's actual sizes. */
+  specialize?: (size: (d: Dim) => number) => string;
+  /** How it is launched (the only launch description). */
+  launch: Launch;
+  /** Device features its WGSL needs. */
+  features?: Feature[];
   /**
-   * What each part of the dispatch reads and writes (buffers; one entry for an unmerged kernel).
+   * Buffers at bindings 1, 2, ... (binding 0 is the sizes table). A single grid kernel binds its
+   * output first, then the buffers behind its reads.
+   */
+  bindings: number[];
+  /** Buffers it writes: first a single kernel's output (a region's: its arena). */
+  writes: number[];
+  /**
+   * What a single kernel's code reads as a0, a1, ... (binding keys; a grid kernel's come after
+   * its output). None for a merged dispatch, whose parts' reads are renamed to its bindings.
+   */
+  reads: BindingKey[];
+  /**
+   * What each part of the dispatch reads and writes (buffers; one entry for a single kernel).
    * A part's reads are the buffers it needs written before it starts (a region's own arena and
    * outputs, written and read inside it, are writes only). `checkPlan` verifies these.
    */
-  io?: KernelIO[];
+  io: KernelIO[];
+  /** Loop iterations one invocation makes at the given sizes (see kernels/trips.ts). */
+  trips: (size: (d: Dim) => number) => number;
   /**
    * Loop trips one invocation makes per element of a grid kernel (see `elementTrips`), where
    * known: a merged dispatch with a region runs HYBRID_ELEMENTS elements per invocation.
    */
   elementTrips?: (size: (d: Dim) => number) => number;
+  /** For kernels built from the generic template: what merging needs (see `NodeKernel.part`). */
+  part?: NodeKernel["part"];
 }
+
+/** Whether `k` merges several kernels (each part states its own reads and writes). */
+export const isMerged = (k: PlannedKernel) => k.io.length > 1;
 
 /** A host-side loop over a range of a plan's dispatches. */
 export interface PlanLoop {

@@ -9,7 +9,7 @@
 import type { Dim, Graph, Node } from "../ir/types.ts";
 import { ELEMENTWISE, HEAVY } from "../wgsl/ops.ts";
 import { LONG_SEQUENCE, REGION_ELEMENTS, REGION_TRIPS } from "../limits.ts";
-import { type Region, regionKernel } from "../../kernels/index.ts";
+import { type Region, regionCost } from "../../kernels/index.ts";
 import type { SymbolSlots } from "../wgsl/syntax.ts";
 
 export type { Region } from "../../kernels/index.ts";
@@ -90,30 +90,7 @@ export function findRegions(
       members.add(id);
       stack.push(...(deps.get(id) ?? []), ...(consumers.get(id) ?? []));
     }
-    // Convexity: drop members reached from the region through a value outside it (that value
-    // could only run after the region, and the member before it), and loops without their results.
-    for (;;) {
-      const down = new Set<number>();
-      const walk = [...members].flatMap((m) => consumers.get(m) ?? []).filter((c) =>
-        !members.has(c)
-      );
-      while (walk.length) {
-        const id = walk.pop()!;
-        if (down.has(id)) continue;
-        down.add(id);
-        walk.push(...(consumers.get(id) ?? []));
-      }
-      const next = new Set([...members].filter((m) => !down.has(m)));
-      for (const id of next) {
-        const n = byId.get(id)!;
-        if (n.op.op === "loop_result" && !next.has(n.args[0])) next.delete(id);
-        if (n.op.op === "loop" && (consumers.get(id) ?? []).some((c) => !next.has(c))) {
-          next.delete(id);
-        }
-      }
-      if (next.size === members.size) break;
-      members = next;
-    }
+    members = convex(members, consumers, byId);
     for (const m of members) seen.add(m);
     // Split into consecutive runs (in topological order, so each is convex) that fit the
     // binding and loop limits; keep the runs in which some member needs another.
@@ -130,8 +107,8 @@ export function findRegions(
       if (part.some((n) => n.op.op === "loop_result" && !part.includes(byId.get(n.args[0])!))) {
         return true; // a loop without its results is not a region yet
       }
-      const k = regionKernel(build(part), byId, inline, slots);
-      return k.trips(typical) <= REGION_TRIPS && k.reads.length < maxStorageBuffers; // the sizes table takes one
+      const cost = regionCost(build(part), byId, inline, slots);
+      return cost.trips(typical) <= REGION_TRIPS && cost.bindings <= maxStorageBuffers;
     };
     const worth = (part: Node[]) => {
       const ids = new Set(part.map((n) => n.id));
@@ -153,4 +130,35 @@ export function findRegions(
     close();
   }
   return regions;
+}
+
+/**
+ * Convexity: drop members reached from the region through a value outside it (that value could
+ * only run after the region, and the member before it), and loops without their results.
+ */
+function convex(
+  members: Set<number>,
+  consumers: Map<number, number[]>,
+  byId: Map<number, Node>,
+): Set<number> {
+  for (;;) {
+    const down = new Set<number>();
+    const walk = [...members].flatMap((m) => consumers.get(m) ?? []).filter((c) => !members.has(c));
+    while (walk.length) {
+      const id = walk.pop()!;
+      if (down.has(id)) continue;
+      down.add(id);
+      walk.push(...(consumers.get(id) ?? []));
+    }
+    const next = new Set([...members].filter((m) => !down.has(m)));
+    for (const id of next) {
+      const n = byId.get(id)!;
+      if (n.op.op === "loop_result" && !next.has(n.args[0])) next.delete(id);
+      if (n.op.op === "loop" && (consumers.get(id) ?? []).some((c) => !next.has(c))) {
+        next.delete(id);
+      }
+    }
+    if (next.size === members.size) return members;
+    members = next;
+  }
 }

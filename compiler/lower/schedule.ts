@@ -14,8 +14,14 @@ import { type ExecPlan, loopsIn, type PlanLoop, type PlannedKernel } from "./pla
  */
 function mergedTrips(group: PlannedKernel[]): (sz: (d: Dim) => number) => number {
   const parts = [...group];
-  return (sz) => parts.reduce((t, k) => t + (k.trips ? k.trips(sz) : Infinity), 0);
+  return (sz) => parts.reduce((t, k) => t + k.trips(sz), 0);
 }
+
+/** Whether `k` is a region (one workgroup per slice). */
+const isRegion = (k: PlannedKernel) => k.launch.kind === "slice";
+
+/** Buffers `k` reads that must be written before it. */
+const readsOf = (k: PlannedKernel) => k.io.flatMap((p) => p.reads);
 
 /**
  * Order kernels by dependency level (a kernel runs after every kernel that writes what it reads
@@ -37,11 +43,11 @@ export function schedule(
   function hybridTrips(group: PlannedKernel[], at?: (d: Dim) => number) {
     // The grid parts' loops add up: the lanes of one SIMD group may take elements of several
     // parts, each part's code running in turn with the others masked (see `mergedTrips`).
-    const grid = group.filter((k) => !k.workgroupPerSlice);
+    const grid = group.filter((k) => !isRegion(k));
     const f = (sz: (d: Dim) => number) =>
       Math.max(
         0,
-        ...group.filter((k) => k.workgroupPerSlice).map((k) => k.trips!(sz)),
+        ...group.filter(isRegion).map((k) => k.trips(sz)),
         grid.length
           ? HYBRID_ELEMENTS *
               (1 + grid.reduce((t, k) => t + (k.elementTrips ? k.elementTrips(sz) : Infinity), 0)) +
@@ -50,16 +56,14 @@ export function schedule(
       );
     return at ? f(at) : f;
   }
-  const writesOf = (k: PlannedKernel) => k.writes ?? [k.write];
   const level: number[] = [];
   kernels.forEach((k, i) => {
-    const w = new Set(writesOf(k));
-    const r = new Set(k.readBuffers);
+    const w = new Set(k.writes);
+    const r = new Set(readsOf(k));
     let lv = 0;
     for (let j = 0; j < i; j++) {
-      const wj = writesOf(kernels[j]);
-      const hazard = wj.some((b) => r.has(b) || w.has(b)) ||
-        kernels[j].readBuffers.some((b) => w.has(b));
+      const hazard = kernels[j].writes.some((b) => r.has(b) || w.has(b)) ||
+        readsOf(kernels[j]).some((b) => w.has(b));
       if (hazard) lv = Math.max(lv, level[j] + 1);
     }
     level.push(lv);
@@ -71,33 +75,20 @@ export function schedule(
     const flush = () => {
       if (group.length === 1) out.push(group[0]);
       if (group.length > 1) {
-        const merged = mergeKernels(
-          group.map((k) =>
-            k.workgroupPerSlice
-              ? { kernel: k, write: k.write, readBuffers: k.bindings!, writes: k.writes }
-              : { kernel: k, write: k.write, readBuffers: k.readBuffers }
-          ),
-          slots,
-        );
-        const regions = group.filter((k) => k.workgroupPerSlice);
+        const merged = mergeKernels(group, slots);
+        const regions = group.filter(isRegion);
         out.push({
-          name: [...regions, ...group.filter((k) => !k.workgroupPerSlice)].map((k) => k.name)
-            .join("+"),
+          name: [...regions, ...group.filter((k) => !isRegion(k))].map((k) => k.name).join("+"),
           wgsl: merged.wgsl,
-          threads: [],
-          reads: [],
-          write: merged.writes[0],
-          readBuffers: merged.bindings.filter((b) => !merged.writes.includes(b)),
+          launch: merged.launch,
           bindings: merged.bindings,
           writes: merged.writes,
-          parts: group.filter((k) => !k.workgroupPerSlice).map((k) => k.threads),
-          regions: merged.regions,
-          io: group.flatMap((k) => k.io!),
+          reads: [],
+          io: group.flatMap((k) => k.io),
           trips: regions.length ? hybridTrips(group) : mergedTrips(group),
-          launch: merged.launch,
         });
         // A long run's dispatch stays within the loop budget: else its parts run apart.
-        if (run && out.at(-1)!.trips!(run) > LOOPS.budget) out.splice(-1, 1, ...group);
+        if (run && out.at(-1)!.trips(run) > LOOPS.budget) out.splice(-1, 1, ...group);
       }
       group = [];
     };
@@ -105,15 +96,14 @@ export function schedule(
     // 29K-trip region merged with its two maps took 474 ms at n = 8192 against 278 apart).
     // In a long run (`runSizes`), a kernel with long loops stays alone.
     const alone = (k: PlannedKernel) =>
-      !k.part || (k.workgroupPerSlice && k.trips!(typical) > HYBRID_TRIPS) ||
-      (run !== undefined && k.trips!(run) > LOOPS.budget / HYBRID_ELEMENTS);
+      !k.part || (isRegion(k) && k.trips(typical) > HYBRID_TRIPS) ||
+      (run !== undefined && k.trips(run) > LOOPS.budget / HYBRID_ELEMENTS);
     // Next to a region, each grid invocation computes HYBRID_ELEMENTS elements: a part with long
     // loops (a reduction over n) would pass lavapipe's loop budget of 65,535 trips per
     // invocation, after which loops end early and results are silently wrong (issue #7:
     // Skeinformer's sum(vs, axis=0) at n ≥ 4094). Such parts merge only among grid kernels.
-    const loopy = (k: PlannedKernel) =>
-      !k.workgroupPerSlice && hybridTrips([k], typical) > HYBRID_TRIPS;
-    const withRegion = here.some((k) => !alone(k) && k.workgroupPerSlice);
+    const loopy = (k: PlannedKernel) => !isRegion(k) && hybridTrips([k], typical) > HYBRID_TRIPS;
+    const withRegion = here.some((k) => !alone(k) && isRegion(k));
     const batches = withRegion
       ? [here.filter((k) => alone(k) || !loopy(k)), here.filter((k) => !alone(k) && loopy(k))]
       : [here];
@@ -123,9 +113,7 @@ export function schedule(
           out.push(k);
           continue;
         }
-        const buffers = new Set(
-          [...group, k].flatMap((g) => g.bindings ?? [g.write, ...g.readBuffers]),
-        );
+        const buffers = new Set([...group, k].flatMap((g) => g.bindings));
         if (group.length && buffers.size + 1 > maxStorage) flush();
         group.push(k);
       }

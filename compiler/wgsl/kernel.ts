@@ -3,7 +3,8 @@ import type { Dim, Node } from "../ir/types.ts";
 import { WORKGROUP } from "../limits.ts";
 import { size, type SymbolSlots, type ThreadDim } from "./syntax.ts";
 import { helpersFor } from "./ops.ts";
-import { type Reader, VEC4_KEYS } from "./reader.ts";
+import type { Reader } from "./reader.ts";
+import { type BindingKey, decodeKey } from "./keys.ts";
 
 /**
  * How a kernel is launched, declared by the kernel itself (the executor derives nothing):
@@ -32,10 +33,8 @@ export interface NodeKernel {
   wgsl: string;
   /** Sizes whose product is the number of invocations per slice. */
   threads: ThreadDim[];
-  /** Node ids read, in binding order (binding 2, 3, ...). */
-  reads: number[];
-  /** Launch exactly one workgroup per slice (a kernel that runs a whole loop). */
-  workgroupPerSlice?: boolean;
+  /** What the code reads at bindings 2, 3, ... (a region's: at 1, 2, ...). */
+  reads: BindingKey[];
   /** How the kernel is launched. */
   launch: Launch;
   /** Device features its WGSL needs. */
@@ -55,7 +54,7 @@ export interface NodeKernel {
 /** Wrap a kernel body: bindings, the slice/element split, and a bounds check. */
 export function kernel(
   node: Node,
-  from: number[] | Reader,
+  from: BindingKey[] | Reader,
   threads: ThreadDim[],
   slots: SymbolSlots,
   body: string,
@@ -66,7 +65,7 @@ export function kernel(
   if (!Array.isArray(from) && from.hoisted.size) body = `${from.prologue()}\n  ${body}`;
   const binds = reads.map((key, i) =>
     `@group(0) @binding(${i + 2}) var<storage, read> a${i}: array<${
-      key <= -VEC4_KEYS ? "vec4<f32>" : "f32"
+      "vec4" in decodeKey(key) ? "vec4<f32>" : "f32"
     }>;`
   );
   const helpers = helpersFor([body, ...fns].join("\n"));

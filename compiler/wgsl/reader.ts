@@ -2,6 +2,14 @@
 import type { Dim, Node } from "../ir/types.ts";
 import { dim, f32, size, strides, type SymbolSlots, usedChunks } from "./syntax.ts";
 import { BINARY, HEAVY, REDUCE_INIT, reduceStep, UNARY } from "./ops.ts";
+import { type BindingKey, nodeKey } from "./keys.ts";
+
+/** Where a value is stored other than its own buffer: a binding, an offset in a slice, a stride. */
+export interface Placement {
+  key: BindingKey;
+  offset: string;
+  stride: string;
+}
 
 /**
  * Statements and the final expression computing a HEAVY node's value at coordinates `c`,
@@ -97,14 +105,14 @@ export function heavyValue(
  * and gathers run inside the kernel that consumes them.
  */
 export class Reader {
-  bindings: number[];
-  /** WGSL functions of the inlined heavy nodes this reader called, by node id. */
-  fns = new Map<number, string>();
+  bindings: BindingKey[];
+  /** WGSL functions of the inlined heavy nodes this reader called, by function name. */
+  fns = new Map<string, string>();
   /**
    * Values stored somewhere other than their own buffer (a region's arena, or a buffer keyed by
    * another node): the binding key, the offset within a slice, and the slice stride.
    */
-  placed = new Map<number, { key: number; offset: string; stride: string }>();
+  placed = new Map<number, Placement>();
   /** Scalar expressions computed once at the top of the kernel body (`prologue`). */
   hoisted = new Map<number, string>();
   /** Whether scalars may be hoisted (not in regions, where values change between phases). */
@@ -118,15 +126,18 @@ export class Reader {
   constructor(
     readonly byId: Map<number, Node>,
     readonly inline: Set<number>,
+    /** The scatter_adds stored as partial tables: how many tables each (see `partialSum`). */
+    readonly chunks: ReadonlyMap<number, number>,
     readonly slots: SymbolSlots,
-    preset: number[] = [],
+    preset: BindingKey[] = [],
   ) {
     this.bindings = [...preset];
   }
 
-  buffer(id: number): string {
-    let k = this.bindings.indexOf(id);
-    if (k < 0) k = this.bindings.push(id) - 1;
+  /** The name of the binding of `key` (bound on first use). */
+  buffer(key: BindingKey): string {
+    let k = this.bindings.indexOf(key);
+    if (k < 0) k = this.bindings.push(key) - 1;
     return `a${k}`;
   }
 
@@ -145,16 +156,15 @@ export class Reader {
       return `h${id}`;
     }
     if (this.inline.has(id)) return this.expand(n, c);
-    if (n.op.op === "scatter_add" && n.op.chunks) {
-      return `${this.partialSum(n, n.op.chunks)}(${["s", ...c].join(", ")})`;
-    }
-    return `${this.buffer(this.placed.get(id)?.key ?? id)}[${this.index(id, c)}]`;
+    const chunks = this.chunks.get(id);
+    if (chunks) return `${this.partialSum(n, chunks)}(${["s", ...c].join(", ")})`;
+    return `${this.buffer(this.placed.get(id)?.key ?? nodeKey(id))}[${this.index(id, c)}]`;
   }
 
   /** A table stored as `chunks` partial tables: the function summing them at a coordinate. */
   partialSum(n: Node, chunks: number): string {
     const name = `v${n.id}`;
-    if (!this.fns.has(n.id)) {
+    if (!this.fns.has(name)) {
       const shape = n.type.shape;
       const c = shape.map((_, i) => `c${i}`);
       const st = strides(shape, this.slots);
@@ -162,12 +172,14 @@ export class Reader {
       const at = shape.flatMap((d, i) => (d === 1 ? [] : [`c${i} * ${st[i]}`])).join(" + ") || "0u";
       const params = ["s: u32", ...c.map((x) => `${x}: u32`)].join(", ");
       this.fns.set(
-        n.id,
+        name,
         `fn ${name}(${params}) -> f32 {
   let base = s * ${chunks}u * ${one} + ${at};
   var acc = 0.0;
   let used = ${usedChunks(dim(this.byId.get(n.args[0])!.type.shape.at(-1)!, this.slots), chunks)};
-  for (var p = 0u; p < used; p = p + 1u) { acc = acc + ${this.buffer(n.id)}[base + p * ${one}]; }
+  for (var p = 0u; p < used; p = p + 1u) { acc = acc + ${
+          this.buffer(nodeKey(n.id))
+        }[base + p * ${one}]; }
   return acc;
 }`,
       );
@@ -197,7 +209,9 @@ export class Reader {
     const stride = shape[axis] === 1 ? "0u" : strides(shape, this.slots)[axis];
     return {
       setup: `let base_${tag} = ${base}; let step_${tag} = ${stride};`,
-      read: `${this.buffer(this.placed.get(id)?.key ?? id)}[base_${tag} + k * step_${tag}]`,
+      read: `${
+        this.buffer(this.placed.get(id)?.key ?? nodeKey(id))
+      }[base_${tag} + k * step_${tag}]`,
     };
   }
 
@@ -207,14 +221,14 @@ export class Reader {
    */
   fn(n: Node): string {
     const name = `v${n.id}`;
-    if (!this.fns.has(n.id)) {
-      this.fns.set(n.id, "");
+    if (!this.fns.has(name)) {
+      this.fns.set(name, "");
       const c = n.type.shape.map((_, i) => `c${i}`);
       this.fnDepth++;
       const { pre, value } = heavyValue(n, c, this);
       this.fnDepth--;
       const params = ["s: u32", ...c.map((x) => `${x}: u32`)].join(", ");
-      this.fns.set(n.id, `fn ${name}(${params}) -> f32 {\n  ${pre}\n  return ${value};\n}`);
+      this.fns.set(name, `fn ${name}(${params}) -> f32 {\n  ${pre}\n  return ${value};\n}`);
     }
     return name;
   }
@@ -228,8 +242,8 @@ export class Reader {
     const n = this.byId.get(id)!;
     if (n.op.op !== "reduce" || !this.inline.has(id) || n.type.shape.length === 0) return undefined;
     const name = `v${n.id}x4`;
-    if (!this.fns.has(-n.id - 1)) {
-      this.fns.set(-n.id - 1, "");
+    if (!this.fns.has(name)) {
+      this.fns.set(name, "");
       const op = n.op;
       const out = n.type.shape;
       const src = this.byId.get(n.args[0])!.type.shape;
@@ -248,7 +262,7 @@ export class Reader {
       this.fnDepth--;
       const params = ["s: u32", ...c.map((x) => `${x}: u32`)].join(", ");
       this.fns.set(
-        -n.id - 1,
+        name,
         `fn ${name}(${params}) -> vec4<f32> {
   var acc = vec4<f32>(${init});
   for (var k = 0u; k < ${len}; k = k + 1u) {
@@ -375,11 +389,3 @@ export class Reader {
     }
   }
 }
-
-/** Binding key of a vec4 view of node `id`'s buffer (lowering maps it back to the buffer). */
-export function vec4Key(id: number): number {
-  return -id - VEC4_KEYS;
-}
-
-/** Offset of vec4-view binding keys (node id k has key −k − VEC4_KEYS). */
-export const VEC4_KEYS = 1_000_000;
