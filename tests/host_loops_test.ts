@@ -138,3 +138,27 @@ Deno.test({
     assert.equal(outer.count * inner.count, 90);
   },
 });
+
+Deno.test({
+  name: "a small-matrix loop too long for a region runs as a host loop, its results outside it",
+  ignore: !adapter,
+  async fn() {
+    // At 5,000 iterations the pinv-like loop is one region; from about 8,000 (REGION_TRIPS) it is
+    // not, and its results, left out of any region, are ordinary values (a fuzz find: grouped into
+    // a region without their loop, they were read before anything wrote them).
+    for (const n of [5000, 9000]) {
+      const plan = await agree(
+        `def f(q: [n, d], k: [n, d], v: [n, e]) -> [n, e] {
+  lk0 = segment_mean(k, 2)
+  a0 = softmax(lk0 @ lk0^T / sqrt(d), axis=1)
+  r0 = a0
+  repeat ${n} { r0 = 0.5 * (r0 @ a0) + 0.25 * a0 }
+  return softmax(q @ lk0^T, axis=1) @ (r0 @ segment_mean(v, 2))
+}`,
+        { q: [13, 4], k: [13, 4], v: [13, 3] },
+        `repeat ${n}`,
+      );
+      assert.equal(plan.loops.length, n > 8000 ? 1 : 0, `repeat ${n}`);
+    }
+  },
+});

@@ -120,7 +120,14 @@ export function findRegions(
         n.op.op !== "loop" ||
         (consumers.get(n.id) ?? []).every((c) => run.some((m) => m.id === c))
       );
-      if (run.length && worth(run) && loopsWhole && fitsLimits(run)) regions.push(build(run));
+      // And a loop's results only with their loop (a loop too long for a region leaves its
+      // results to ordinary kernels: grouped without it, a region read a value never stored).
+      const resultsWhole = run.every((n) =>
+        n.op.op !== "loop_result" || run.some((m) => m.id === n.args[0])
+      );
+      if (run.length && worth(run) && loopsWhole && resultsWhole && fitsLimits(run)) {
+        regions.push(build(run));
+      }
       run = [];
     };
     for (const n of nodes) {
