@@ -51,115 +51,198 @@ type Family = keyof typeof FAMILIES;
 const dir = new URL("./results/", import.meta.url);
 const load = (f: string) => Deno.readTextFileSync(new URL(`../examples/${f}`, import.meta.url));
 
-export async function fidelity(args: string[]): Promise<void> {
+/** What one run measures: sizes, budgets, seeds and heads. */
+interface Settings {
+  seeds: number;
+  heads: number;
+  d: number;
+  sizes: number[];
+  grids: Record<Method, number[]>;
+}
+
+function settings(args: string[]): Settings {
   const flag = (name: string, dflt: number) => {
     const i = args.indexOf(`--${name}`);
     return i >= 0 ? Number(args[i + 1]) : dflt;
   };
+  const quick = args.includes("--quick");
+  return {
+    seeds: flag("seeds", quick ? 2 : 3),
+    heads: flag("heads", 2),
+    d: 64,
+    sizes: quick ? [256, 512] : [1024, 4096],
+    grids: {
+      nystrom: quick ? [16, 32, 64] : [16, 32, 64, 128, 256],
+      yoso: quick ? [8, 32, 128] : [8, 16, 32, 64, 128, 256],
+      skein: quick ? [32, 128, 512] : [32, 64, 128, 256, 512, 1024],
+    },
+  };
+}
+
+/** A point before its errors are summarized. */
+type RawPoint = Omit<Point, "errors" | "mean" | "min" | "max">;
+
+/**
+ * The state of a run: compiled programs, first-run times, errors gathered per point, the
+ * reference check and peakedness, and the progress line.
+ */
+class Run {
+  readonly programs = new Map<string, Program>();
+  /** First GPU run of each program: mostly pipeline (shader) compilation on this adapter. */
+  readonly coldMs: Record<string, number> = {};
+  readonly raw = new Map<string, RawPoint & { e: number[] }>();
+  readonly referenceCheck: Record<string, number> = {};
+  readonly peakedness: Record<string, number> = {};
+  readonly t0 = performance.now();
+
+  progress(msg: string): void {
+    if (!Deno.stderr.isTerminal()) return;
+    const s = ((performance.now() - this.t0) / 1000).toFixed(0);
+    Deno.stderr.writeSync(new TextEncoder().encode(`\x1b[2K\r[${s} s] ${msg}`));
+  }
+
+  program(file: string, params: Record<string, number>): Program {
+    const key = file + JSON.stringify(params);
+    if (!this.programs.has(key)) this.programs.set(key, compileSync(load(file), { params }));
+    return this.programs.get(key)!;
+  }
+
+  async gpu(file: string, params: Record<string, number>, x: Inputs, seed: number) {
+    const key = `${file.replace(".attn", "")} ${JSON.stringify(params)}`;
+    const p = this.program(file, params);
+    const t = performance.now();
+    const y = await p.run(x, { backend: "gpu", seed });
+    if (!(key in this.coldMs)) this.coldMs[key] = performance.now() - t;
+    return y;
+  }
+
+  record(p: RawPoint, err: number): void {
+    const key = [p.method, p.reference, p.label, p.family, p.n, p.budget].join("|");
+    if (!this.raw.has(key)) this.raw.set(key, { ...p, e: [] });
+    this.raw.get(key)!.e.push(err);
+  }
+
+  /** The errors of each point, with their mean, min and max over seeds. */
+  points(): Point[] {
+    return [...this.raw.values()].map(({ e, ...p }) => ({
+      ...p,
+      errors: e,
+      mean: e.reduce((a, b) => a + b, 0) / e.length,
+      min: Math.min(...e),
+      max: Math.max(...e),
+    }));
+  }
+}
+
+export async function fidelity(args: string[]): Promise<void> {
   if (args.includes("--replot")) {
     const saved = JSON.parse(await Deno.readTextFile(new URL("fidelity.json", dir)));
     await writePlots(saved.points, saved.adapter, saved.heads, saved.seeds);
     return;
   }
-  const quick = args.includes("--quick");
-  const seeds = flag("seeds", quick ? 2 : 3), heads = flag("heads", 2), d = 64;
-  const sizes = quick ? [256, 512] : [1024, 4096];
-  const grids: Record<Method, number[]> = {
-    nystrom: quick ? [16, 32, 64] : [16, 32, 64, 128, 256],
-    yoso: quick ? [8, 32, 128] : [8, 16, 32, 64, 128, 256],
-    skein: quick ? [32, 128, 512] : [32, 64, 128, 256, 512, 1024],
-  };
+  const set = settings(args);
   const { facts } = await getDevice();
-  const t0 = performance.now();
-  const progress = (msg: string) => {
-    if (!Deno.stderr.isTerminal()) return;
-    const s = ((performance.now() - t0) / 1000).toFixed(0);
-    Deno.stderr.writeSync(new TextEncoder().encode(`\x1b[2K\r[${s} s] ${msg}`));
-  };
-
-  const programs = new Map<string, Program>();
-  const program = (file: string, params: Record<string, number>) => {
-    const key = file + JSON.stringify(params);
-    if (!programs.has(key)) programs.set(key, compileSync(load(file), { params }));
-    return programs.get(key)!;
-  };
-  // First GPU run of each program: mostly pipeline (shader) compilation on this adapter.
-  const coldMs: Record<string, number> = {};
-  const gpu = async (file: string, params: Record<string, number>, x: Inputs, seed: number) => {
-    const key = `${file.replace(".attn", "")} ${JSON.stringify(params)}`;
-    const p = program(file, params);
-    const t = performance.now();
-    const y = await p.run(x, { backend: "gpu", seed });
-    if (!(key in coldMs)) coldMs[key] = performance.now() - t;
-    return y;
-  };
-
-  const raw = new Map<string, Omit<Point, "errors" | "mean" | "min" | "max"> & { e: number[] }>();
-  const record = (p: Omit<Point, "errors" | "mean" | "min" | "max">, err: number) => {
-    const key = [p.method, p.reference, p.label, p.family, p.n, p.budget].join("|");
-    if (!raw.has(key)) raw.set(key, { ...p, e: [] });
-    raw.get(key)!.e.push(err);
-  };
-  const referenceCheck: Record<string, number> = {};
-  const peakedness: Record<string, number> = {};
-
-  for (const n of sizes) {
+  const run = new Run();
+  for (const n of set.sizes) {
     for (const family of Object.keys(FAMILIES) as Family[]) {
-      for (let s = 0; s < seeds; s++) {
-        const x = inputs(family, [1, heads, n, d], s);
-        const seed = s + 1;
-        progress(`n=${n} ${family} seed ${seed}/${seeds}: exact`);
-        const exact = await gpu("exact.attn", {}, x, seed);
-        if (s === 0 && n === sizes[0]) {
-          const direct = softmaxAttention(x.q, x.k, x.v, (v) => v);
-          referenceCheck[family] = relativeError(exact, direct);
-          peakedness[family] = meanMaxWeight(x, 256);
-        }
-        const base = meanOfValues(x.v);
-        const line = (method: string, reference: string, label: string, err: number) =>
-          record({ kind: "line", method, reference, label, family, n }, err);
-        line("nystrom", "exact", "mean-of-v baseline", relativeError(base, exact));
-        line("skein", "exact", "mean-of-v baseline", relativeError(base, exact));
-        // YOSO's outputs are unit rows (normalize(...)), so it is compared with unit rows.
-        const exactN = normalizeRows(exact), baseN = normalizeRows(base);
-        progress(`n=${n} ${family} seed ${seed}/${seeds}: yoso_e`);
-        const yosoE = await gpu("yoso_e.attn", { tau: 8 }, x, seed);
-        line("yoso", "yoso_e", "mean-of-v baseline vs YOSO-E", relativeError(baseN, yosoE));
-        line("yoso", "softmax", "mean-of-v baseline vs softmax", relativeError(baseN, exactN));
-        line("yoso", "softmax", "YOSO-E (expectation) vs softmax", relativeError(yosoE, exactN));
-        for (const method of Object.keys(METHODS) as Method[]) {
-          const { file, budget, extra } = METHODS[method];
-          for (const b of grids[method]) {
-            if (method === "skein" && b > n) continue;
-            progress(`n=${n} ${family} seed ${seed}/${seeds}: ${method} ${budget}=${b}`);
-            const y = await gpu(file, { ...extra, [budget]: b }, x, seed);
-            const curve = { kind: "curve" as const, method, family, n, budget: b };
-            if (method === "yoso") {
-              record(
-                { ...curve, reference: "yoso_e", label: "YOSO vs YOSO-E" },
-                relativeError(y, yosoE),
-              );
-              record(
-                { ...curve, reference: "softmax", label: "YOSO vs softmax" },
-                relativeError(y, exactN),
-              );
-            } else {
-              record({ ...curve, reference: "exact", label: method }, relativeError(y, exact));
-            }
-          }
-        }
+      for (let s = 0; s < set.seeds; s++) await measure(run, set, n, family, s);
+    }
+  }
+  run.progress("");
+  const points = run.points();
+  const seconds = (performance.now() - run.t0) / 1000;
+  printPoints(points);
+  const report = {
+    suite: "fidelity",
+    adapter: facts.description,
+    fallbackAdapter: facts.isFallback,
+    date: new Date().toISOString(),
+    seconds,
+    d: set.d,
+    heads: set.heads,
+    seeds: set.seeds,
+    sizes: set.sizes,
+    ...ABOUT,
+    referenceCheck: run.referenceCheck,
+    peakedness: { note: ABOUT_PEAKEDNESS, ...run.peakedness },
+    firstRunMs: run.coldMs,
+    points,
+  };
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeTextFile(new URL("fidelity.json", dir), JSON.stringify(report, null, 2) + "\n");
+  await writePlots(points, facts.description, set.heads, set.seeds);
+  console.log(
+    `adapter: ${facts.description}; ${set.heads} heads, d = ${set.d}, ${set.seeds} seeds; ` +
+      `${seconds.toFixed(0)} s; wrote bench/results/fidelity.json and fidelity_*.svg`,
+  );
+}
+
+/** What the report says about its settings, error and reference. */
+const ABOUT = {
+  families: FAMILIES,
+  settings: {
+    nystrom: "landmarks varied; iters = 6, no conv",
+    yoso: "hashes varied; tau = 8; compared with YOSO-E (its expectation, row-normalized) " +
+      "and with row-normalized softmax attention",
+    skein: "samples varied (pilot rows = sampled columns = samples)",
+  },
+  error: "‖y − ref‖₂ / ‖ref‖₂ over all heads of one input; mean, min and max over seeds " +
+    "(seed s draws the inputs and the method's randomness)",
+  reference: "fused exact attention on the same adapter (float32); its agreement with the " +
+    "direct float64 loops of examples/reference.ts at the smallest n, seed 1, is referenceCheck",
+};
+const ABOUT_PEAKEDNESS = "mean over the first 256 query rows of head 0 (smallest n, seed 1) of " +
+  "the largest softmax weight in the row";
+
+/** One input (size, family, seed): exact attention, the baselines, then every method's curve. */
+async function measure(run: Run, set: Settings, n: number, family: Family, s: number) {
+  const x = inputs(family, [1, set.heads, n, set.d], s);
+  const seed = s + 1;
+  const at = `n=${n} ${family} seed ${seed}/${set.seeds}`;
+  run.progress(`${at}: exact`);
+  const exact = await run.gpu("exact.attn", {}, x, seed);
+  if (s === 0 && n === set.sizes[0]) {
+    const direct = softmaxAttention(x.q, x.k, x.v, (v) => v);
+    run.referenceCheck[family] = relativeError(exact, direct);
+    run.peakedness[family] = meanMaxWeight(x, 256);
+  }
+  const base = meanOfValues(x.v);
+  const line = (method: string, reference: string, label: string, err: number) =>
+    run.record({ kind: "line", method, reference, label, family, n }, err);
+  line("nystrom", "exact", "mean-of-v baseline", relativeError(base, exact));
+  line("skein", "exact", "mean-of-v baseline", relativeError(base, exact));
+  // YOSO's outputs are unit rows (normalize(...)), so it is compared with unit rows.
+  const exactN = normalizeRows(exact), baseN = normalizeRows(base);
+  run.progress(`${at}: yoso_e`);
+  const yosoE = await run.gpu("yoso_e.attn", { tau: 8 }, x, seed);
+  line("yoso", "yoso_e", "mean-of-v baseline vs YOSO-E", relativeError(baseN, yosoE));
+  line("yoso", "softmax", "mean-of-v baseline vs softmax", relativeError(baseN, exactN));
+  line("yoso", "softmax", "YOSO-E (expectation) vs softmax", relativeError(yosoE, exactN));
+  for (const method of Object.keys(METHODS) as Method[]) {
+    const { file, budget, extra } = METHODS[method];
+    for (const b of set.grids[method]) {
+      if (method === "skein" && b > n) continue;
+      run.progress(`${at}: ${method} ${budget}=${b}`);
+      const y = await run.gpu(file, { ...extra, [budget]: b }, x, seed);
+      const curve = { kind: "curve" as const, method, family, n, budget: b };
+      if (method === "yoso") {
+        run.record(
+          { ...curve, reference: "yoso_e", label: "YOSO vs YOSO-E" },
+          relativeError(y, yosoE),
+        );
+        run.record(
+          { ...curve, reference: "softmax", label: "YOSO vs softmax" },
+          relativeError(y, exactN),
+        );
+      } else {
+        run.record({ ...curve, reference: "exact", label: method }, relativeError(y, exact));
       }
     }
   }
-  progress("");
-  const points: Point[] = [...raw.values()].map(({ e, ...p }) => ({
-    ...p,
-    errors: e,
-    mean: e.reduce((a, b) => a + b, 0) / e.length,
-    min: Math.min(...e),
-    max: Math.max(...e),
-  }));
-  const seconds = (performance.now() - t0) / 1000;
+}
+
+/** The curves, then the baselines, one line each. */
+function printPoints(points: Point[]): void {
   for (const p of points.filter((p) => p.kind === "curve")) {
     console.log(
       `${p.family.padEnd(8)} n=${String(p.n).padStart(4)} ${p.label.padEnd(15)} ` +
@@ -173,43 +256,6 @@ export async function fidelity(args: string[]): Promise<void> {
         `${p.mean.toFixed(3)} [${p.min.toFixed(3)}, ${p.max.toFixed(3)}]`,
     );
   }
-  const report = {
-    suite: "fidelity",
-    adapter: facts.description,
-    fallbackAdapter: facts.isFallback,
-    date: new Date().toISOString(),
-    seconds,
-    d,
-    heads,
-    seeds,
-    sizes,
-    families: FAMILIES,
-    settings: {
-      nystrom: "landmarks varied; iters = 6, no conv",
-      yoso: "hashes varied; tau = 8; compared with YOSO-E (its expectation, row-normalized) " +
-        "and with row-normalized softmax attention",
-      skein: "samples varied (pilot rows = sampled columns = samples)",
-    },
-    error: "‖y − ref‖₂ / ‖ref‖₂ over all heads of one input; mean, min and max over seeds " +
-      "(seed s draws the inputs and the method's randomness)",
-    reference: "fused exact attention on the same adapter (float32); its agreement with the " +
-      "direct float64 loops of examples/reference.ts at the smallest n, seed 1, is referenceCheck",
-    referenceCheck,
-    peakedness: {
-      note: "mean over the first 256 query rows of head 0 (smallest n, seed 1) of the largest " +
-        "softmax weight in the row",
-      ...peakedness,
-    },
-    firstRunMs: coldMs,
-    points,
-  };
-  await Deno.mkdir(dir, { recursive: true });
-  await Deno.writeTextFile(new URL("fidelity.json", dir), JSON.stringify(report, null, 2) + "\n");
-  await writePlots(points, facts.description, heads, seeds);
-  console.log(
-    `adapter: ${facts.description}; ${heads} heads, d = ${d}, ${seeds} seeds; ` +
-      `${seconds.toFixed(0)} s; wrote bench/results/fidelity.json and fidelity_*.svg`,
-  );
 }
 
 type Inputs = Record<"q" | "k" | "v", Tensor>;

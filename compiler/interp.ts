@@ -5,7 +5,7 @@
  */
 import { bindInputs } from "./bind.ts";
 import { CompileError } from "./errors.ts";
-import type { Dim, Graph, Node, Score } from "./ir/types.ts";
+import type { Dim, Graph, Node, Op, Score } from "./ir/types.ts";
 import { BINARY, UNARY } from "./ir/scalar.ts";
 import { fillRandom } from "./rng.ts";
 import { sizeOf, type Tensor } from "./tensor.ts";
@@ -105,6 +105,208 @@ function forEachOffset(
   }
 }
 
+type OpOf<K extends Op["op"]> = Extract<Op, { op: K }>;
+
+/** How one op evaluates: from its node, its attributes and its evaluated arguments. */
+type Rule<K extends Op["op"]> = (ev: Evaluator, n: Node, op: OpOf<K>, a: Tensor[]) => Tensor;
+
+/** A zero tensor of the node's dtype. */
+function blank(n: Node, shape: number[]): Tensor {
+  return { shape, data: new Float64Array(sizeOf(shape)), dtype: n.type.dtype };
+}
+
+/** float → int floors, anything → bool is "not zero". */
+function castTo(to: string, x: number): number {
+  return to === "bool" ? +(x !== 0) : to === "int" ? Math.floor(x) : x;
+}
+
+/** One rule per op: a missing op is a type error. */
+const RULES: { [K in Op["op"]]: Rule<K> } = {
+  input: (ev, n) => ev.get(n.id),
+  carry: (ev, n) => ev.get(n.id),
+  const: (_, n, op) => ({ shape: [], data: Float64Array.of(op.value), dtype: n.type.dtype }),
+  dim: (ev, n, op) => ({ shape: [], data: Float64Array.of(ev.dim(op.name, n)), dtype: "int" }),
+  iota: (ev, n, op) => {
+    const t = blank(n, ev.shape(n));
+    const st = stridesOf(t.shape);
+    for (let i = 0; i < t.data.length; i++) {
+      t.data[i] = Math.floor(i / st[op.axis]) % t.shape[op.axis];
+    }
+    return t;
+  },
+  fill: (ev, n, op) => {
+    const t = blank(n, ev.shape(n));
+    t.data.fill(op.value);
+    return t;
+  },
+  eye: (ev, n) => {
+    const t = blank(n, ev.shape(n));
+    const m = t.shape[0];
+    for (let i = 0; i < m; i++) t.data[i * m + i] = 1;
+    return t;
+  },
+  unary: (_, n, op, [x]) => {
+    const f = UNARY[op.fn];
+    const t = blank(n, x.shape);
+    for (let i = 0; i < t.data.length; i++) t.data[i] = f(x.data[i]);
+    return t;
+  },
+  binary: (_, n, op, a) => zip(n, [a[0], a[1]], (x) => BINARY[op.fn](x[0], x[1])),
+  where: (_, n, __, a) => zip(n, a, (x) => (x[0] ? x[1] : x[2])),
+  cast: (_, n, __, [x]) => {
+    const t = blank(n, x.shape);
+    const to = n.type.dtype;
+    for (let i = 0; i < t.data.length; i++) t.data[i] = castTo(to, x.data[i]);
+    return t;
+  },
+  reduce: (_, n, op, [x]) => reduce(x, op.axis, op.fn, op.keepdims, n),
+  softmax: (_, __, op, [x]) =>
+    rows(x, op.axis, (v) => {
+      let m = -Infinity;
+      for (const x of v) m = x > m ? x : m;
+      // A NaN score makes its row NaN; a row with no finite score (all masked with -inf)
+      // gives zeros, not NaN.
+      if (v.some(Number.isNaN)) return v.fill(NaN);
+      if (m === -Infinity) return v.fill(0);
+      let s = 0;
+      for (let i = 0; i < v.length; i++) s += v[i] = Math.exp(v[i] - m);
+      for (let i = 0; i < v.length; i++) v[i] /= s;
+      return v;
+    }),
+  normalize: (_, __, op, [x]) =>
+    rows(x, op.axis, (v) => {
+      let s = 0;
+      for (const x of v) s += x * x;
+      const d = Math.max(Math.sqrt(s), 1e-12);
+      for (let i = 0; i < v.length; i++) v[i] /= d;
+      return v;
+    }),
+  matmul: (_, n, __, a) => matmul(a[0], a[1], n),
+  dot: (_, n, __, a) => dot(a[0], a[1], n),
+  transpose: (_, n, __, [x]) => {
+    const r = x.shape.length;
+    const s = [...x.shape];
+    [s[r - 2], s[r - 1]] = [s[r - 1], s[r - 2]];
+    const t = blank(n, s);
+    const rows = x.shape[r - 2], cols = x.shape[r - 1], mat = rows * cols;
+    for (let b = 0; b < x.data.length / Math.max(mat, 1); b++) {
+      for (let i = 0; i < rows; i++) {
+        for (let j = 0; j < cols; j++) {
+          t.data[b * mat + j * rows + i] = x.data[b * mat + i * cols + j];
+        }
+      }
+    }
+    return t;
+  },
+  reshape: (ev, n, __, [x]) => ({ shape: ev.shape(n), data: x.data, dtype: n.type.dtype }),
+  broadcast: (ev, n, __, [x]) => {
+    const s = ev.shape(n);
+    const t = blank(n, s);
+    const st = broadcastStrides(x.shape, s);
+    const src = x.data;
+    forEachOffset(s, [st], (i, o) => (t.data[i] = src[o[0]]));
+    return t;
+  },
+  gather: (_, n, __, a) => gather(a[0], a.slice(1), n),
+  set_rows: (_, __, ___, [x, idx, rows]) => {
+    const t = { ...x, data: Float64Array.from(x.data) };
+    const w = sizeOf(x.shape.slice(1));
+    for (let r = 0; r < idx.data.length; r++) {
+      const j = idx.data[r];
+      if (j >= 0 && j < x.shape[0]) t.data.set(rows.data.subarray(r * w, r * w + w), j * w);
+    }
+    return t;
+  },
+  scatter_add: (_, n, op, [idx, vals]) => {
+    const len = vals.shape[0];
+    const w = sizeOf(vals.shape.slice(1));
+    const groups = idx.data.length / Math.max(len, 1);
+    const t = blank(n, [...idx.shape.slice(0, -1), op.size, ...vals.shape.slice(1)]);
+    for (let g = 0; g < groups; g++) {
+      for (let j = 0; j < len; j++) {
+        const c = idx.data[g * len + j];
+        if (c < 0 || c >= op.size) continue;
+        const base = (g * op.size + c) * w;
+        for (let k = 0; k < w; k++) t.data[base + k] += vals.data[j * w + k];
+      }
+    }
+    return t;
+  },
+  segment_mean: (ev, n, op, [x]) => {
+    const rows = x.shape[0], m = op.segments, w = sizeOf(x.shape.slice(1));
+    if (rows < m) {
+      ev.fail(
+        `segment_mean: ${m} segments but only ${rows} rows`,
+        n,
+        `use at most ${rows} segments (landmarks ≤ n)`,
+      );
+    }
+    // n = s·m + r: the first m - r segments hold s rows, the last r hold s + 1 (seeds-spec 1.1).
+    const s = Math.floor(rows / m), k1 = (s + 1) * m - rows;
+    const t = blank(n, [m, ...x.shape.slice(1)]);
+    let start = 0;
+    for (let g = 0; g < m; g++) {
+      const len = g < k1 ? s : s + 1;
+      for (let r = start; r < start + len; r++) {
+        for (let k = 0; k < w; k++) t.data[g * w + k] += x.data[r * w + k];
+      }
+      for (let k = 0; k < w; k++) t.data[g * w + k] /= len;
+      start += len;
+    }
+    return t;
+  },
+  bits: (_, n, __, [x]) => {
+    const b = x.shape[x.shape.length - 1];
+    const t = blank(n, x.shape.slice(0, -1));
+    for (let i = 0; i < t.data.length; i++) {
+      let c = 0;
+      for (let k = 0; k < b; k++) if (x.data[i * b + k]) c += 2 ** k;
+      t.data[i] = c;
+    }
+    return t;
+  },
+  topk: (_, n, op, [x]) => {
+    const len = x.shape[x.shape.length - 1];
+    const t = blank(n, [...x.shape.slice(0, -1), op.k]);
+    const order = Array.from({ length: len }, (_, i) => i);
+    for (let r = 0; r < x.data.length / Math.max(len, 1); r++) {
+      const v = x.data.subarray(r * len, r * len + len);
+      const key = (i: number) => (Number.isNaN(v[i]) ? -Infinity : v[i]);
+      order.sort((i, j) => key(j) - key(i) || i - j);
+      // Asking for more than there are: the extra indices point past the end (reads give 0).
+      for (let k = 0; k < op.k; k++) t.data[r * op.k + k] = k < len ? order[k] : len;
+      order.sort((i, j) => i - j);
+    }
+    return t;
+  },
+  random: (ev, n, op, a) => {
+    const t = blank(n, ev.shape(n));
+    const seed = ev.seedOverride ?? a[0].data[0];
+    let hi: number | undefined;
+    if (op.kind === "randint") {
+      hi = Math.floor(a[1].data[0]);
+      if (!(hi >= 1)) ev.fail(`randint: hi must be at least 1, got ${a[1].data[0]}`, n);
+    }
+    fillRandom(t.data, op.kind, { seed, stream: op.stream, slice: ev.slice }, hi);
+    return t;
+  },
+  loop: (ev, _, op, a) => {
+    let carried = a;
+    for (let it = 0; it < op.count; it++) {
+      for (const bn of op.body) {
+        if (bn.op.op === "carry") ev.env.set(bn.id, carried[bn.op.index]);
+        else ev.env.set(bn.id, ev.eval(bn));
+      }
+      carried = op.results.map((r) => ev.get(r));
+    }
+    return { shape: [], data: new Float64Array(0), dtype: "float", loopValues: carried } as Tensor;
+  },
+  loop_result: (_, __, op, [loop]) =>
+    (loop as Tensor & { loopValues: Tensor[] }).loopValues[op.index],
+  attention: (ev, n, op, a) => attention(ev, n, op.score, false, a),
+  probs: (ev, n, op, a) => attention(ev, n, op.score, true, a),
+};
+
 class Evaluator {
   constructor(
     readonly graph: Graph,
@@ -135,15 +337,21 @@ class Evaluator {
     return this.env.get(id)!;
   }
 
+  /** The node's shape at this slice's sizes. */
+  shape(n: Node): number[] {
+    return n.type.shape.map((d) => this.dim(d, n));
+  }
+
   run(nodes: Node[]): void {
     for (const n of nodes) {
       try {
         this.env.set(n.id, this.eval(n));
       } catch (e) {
         if (!(e instanceof RangeError)) throw e;
-        const shape = n.type.shape.map((d) => this.dim(d, n));
         this.fail(
-          `a value of shape [${shape.join(", ")}] is too large to compute here (${e.message})`,
+          `a value of shape [${
+            this.shape(n).join(", ")
+          }] is too large to compute here (${e.message})`,
           n,
           "use smaller sizes",
         );
@@ -152,420 +360,200 @@ class Evaluator {
   }
 
   eval(n: Node): Tensor {
-    const a = n.args.map((i) => this.get(i));
-    const shape = () => n.type.shape.map((d) => this.dim(d, n));
-    const make = (s: number[]): Tensor => ({
-      shape: s,
-      data: new Float64Array(sizeOf(s)),
-      dtype: n.type.dtype,
-    });
-    const op = n.op;
-    switch (op.op) {
-      case "input":
-        return this.get(n.id);
+    const rule = RULES[n.op.op] as Rule<Op["op"]>;
+    return rule(this, n, n.op, n.args.map((i) => this.get(i)));
+  }
+}
+
+/**
+ * softmax_j(score(i, j)) · v, row by row (for `probs`, the probabilities themselves); a row with
+ * no finite score gives zeros.
+ */
+function attention(ev: Evaluator, n: Node, score: Score, probs: boolean, args: Tensor[]): Tensor {
+  const [qa, kb, v] = args;
+  const rows = qa.shape[0], d = qa.shape[1], cols = kb.shape[0], e = probs ? cols : v.shape[1];
+  const out: Tensor = { shape: [rows, e], data: new Float64Array(rows * e), dtype: "float" };
+  const s = new Float64Array(cols);
+  let i = 0, j = 0, qk = 0;
+  const at = (x: Score): number => {
+    switch (x.kind) {
+      case "qk":
+        return qk;
+      case "i":
+        return i;
+      case "j":
+        return j;
       case "const":
-        return { shape: [], data: Float64Array.of(op.value), dtype: n.type.dtype };
-      case "dim":
-        return { shape: [], data: Float64Array.of(this.dim(op.name, n)), dtype: "int" };
-      case "iota": {
-        const t = make(shape());
-        const st = stridesOf(t.shape);
-        for (let i = 0; i < t.data.length; i++) {
-          t.data[i] = Math.floor(i / st[op.axis]) % t.shape[op.axis];
-        }
-        return t;
+        return x.value;
+      case "size":
+        return ev.dim(x.name, n);
+      case "leaf": {
+        const t = args[x.arg];
+        return x.at === "scalar" ? t.data[0] : t.data[x.at === "i" ? i : j];
       }
-      case "fill":
-        return { ...make(shape()), data: new Float64Array(sizeOf(shape())).fill(op.value) };
-      case "eye": {
-        const t = make(shape());
-        const m = t.shape[0];
-        for (let i = 0; i < m; i++) t.data[i * m + i] = 1;
-        return t;
-      }
-      case "unary": {
-        const f = UNARY[op.fn];
-        const t = make(a[0].shape);
-        for (let i = 0; i < t.data.length; i++) t.data[i] = f(a[0].data[i]);
-        return t;
-      }
+      case "unary":
+        return UNARY[x.fn](at(x.x));
       case "binary":
-        return this.zip(n, [a[0], a[1]], (x) => BINARY[op.fn](x[0], x[1]));
+        return BINARY[x.fn](at(x.a), at(x.b));
       case "where":
-        return this.zip(n, a, (x) => (x[0] ? x[1] : x[2]));
-      case "cast": {
-        const t = make(a[0].shape);
-        const to = n.type.dtype;
-        for (let i = 0; i < t.data.length; i++) {
-          const x = a[0].data[i];
-          t.data[i] = to === "bool" ? +(x !== 0) : to === "int" ? Math.floor(x) : x;
-        }
-        return t;
+        return at(x.c) ? at(x.a) : at(x.b);
+      case "cast":
+        return castTo(x.to, at(x.x));
+    }
+  };
+  for (i = 0; i < rows; i++) {
+    let m = -Infinity;
+    for (j = 0; j < cols; j++) {
+      qk = 0;
+      for (let c = 0; c < d; c++) qk += qa.data[i * d + c] * kb.data[j * d + c];
+      s[j] = at(score);
+      if (s[j] > m) m = s[j];
+    }
+    if (s.some(Number.isNaN)) {
+      out.data.fill(NaN, i * e, i * e + e);
+      continue;
+    }
+    if (m === -Infinity) continue;
+    let z = 0;
+    for (j = 0; j < cols; j++) z += s[j] = Math.exp(s[j] - m);
+    for (j = 0; j < cols; j++) {
+      const w = s[j] / z;
+      if (probs) out.data[i * cols + j] = w;
+      // A key of weight 0 contributes nothing, whatever its value (as `matmul` here, and as
+      // the flash kernel, which never visits masked keys): NaN at a masked key stays out.
+      else if (w !== 0) {
+        for (let c = 0; c < e; c++) out.data[i * e + c] += w * v.data[j * e + c];
       }
-      case "reduce":
-        return this.reduce(a[0], op.axis, op.fn, op.keepdims, n);
-      case "softmax":
-        return this.rows(a[0], op.axis, (v) => {
-          let m = -Infinity;
-          for (const x of v) m = x > m ? x : m;
-          // A NaN score makes its row NaN; a row with no finite score (all masked with -inf)
-          // gives zeros, not NaN.
-          if (v.some(Number.isNaN)) return v.fill(NaN);
-          if (m === -Infinity) return v.fill(0);
-          let s = 0;
-          for (let i = 0; i < v.length; i++) s += v[i] = Math.exp(v[i] - m);
-          for (let i = 0; i < v.length; i++) v[i] /= s;
-          return v;
-        });
-      case "normalize":
-        return this.rows(a[0], op.axis, (v) => {
-          let s = 0;
-          for (const x of v) s += x * x;
-          const d = Math.max(Math.sqrt(s), 1e-12);
-          for (let i = 0; i < v.length; i++) v[i] /= d;
-          return v;
-        });
-      case "matmul":
-        return this.matmul(a[0], a[1], n);
-      case "dot":
-        return this.dot(a[0], a[1], n);
-      case "transpose": {
-        const x = a[0];
-        const r = x.shape.length;
-        const s = [...x.shape];
-        [s[r - 2], s[r - 1]] = [s[r - 1], s[r - 2]];
-        const t = make(s);
-        const rows = x.shape[r - 2], cols = x.shape[r - 1], mat = rows * cols;
-        for (let b = 0; b < x.data.length / Math.max(mat, 1); b++) {
-          for (let i = 0; i < rows; i++) {
-            for (let j = 0; j < cols; j++) {
-              t.data[b * mat + j * rows + i] = x.data[b * mat + i * cols + j];
-            }
-          }
-        }
-        return t;
-      }
-      case "reshape":
-        return { shape: shape(), data: a[0].data, dtype: n.type.dtype };
-      case "broadcast": {
-        const s = shape();
-        const t = make(s);
-        const st = broadcastStrides(a[0].shape, s);
-        const src = a[0].data;
-        forEachOffset(s, [st], (i, o) => (t.data[i] = src[o[0]]));
-        return t;
-      }
-      case "gather":
-        return this.gather(a[0], a.slice(1), n);
-      case "set_rows": {
-        const [x, idx, rows] = a;
-        const t = { ...x, data: Float64Array.from(x.data) };
-        const w = sizeOf(x.shape.slice(1));
-        for (let r = 0; r < idx.data.length; r++) {
-          const j = idx.data[r];
-          if (j >= 0 && j < x.shape[0]) t.data.set(rows.data.subarray(r * w, r * w + w), j * w);
-        }
-        return t;
-      }
-      case "scatter_add": {
-        const [idx, vals] = a;
-        const len = vals.shape[0];
-        const w = sizeOf(vals.shape.slice(1));
-        const groups = idx.data.length / Math.max(len, 1);
-        const t = make([...idx.shape.slice(0, -1), op.size, ...vals.shape.slice(1)]);
-        for (let g = 0; g < groups; g++) {
-          for (let j = 0; j < len; j++) {
-            const c = idx.data[g * len + j];
-            if (c < 0 || c >= op.size) continue;
-            const base = (g * op.size + c) * w;
-            for (let k = 0; k < w; k++) t.data[base + k] += vals.data[j * w + k];
-          }
-        }
-        return t;
-      }
-      case "segment_mean": {
-        const x = a[0];
-        const rows = x.shape[0], m = op.segments, w = sizeOf(x.shape.slice(1));
-        if (rows < m) {
-          this.fail(
-            `segment_mean: ${m} segments but only ${rows} rows`,
-            n,
-            `use at most ${rows} segments (landmarks ≤ n)`,
-          );
-        }
-        // n = s·m + r: the first m - r segments hold s rows, the last r hold s + 1 (seeds-spec 1.1).
-        const s = Math.floor(rows / m), k1 = (s + 1) * m - rows;
-        const t = make([m, ...x.shape.slice(1)]);
-        let start = 0;
-        for (let g = 0; g < m; g++) {
-          const len = g < k1 ? s : s + 1;
-          for (let r = start; r < start + len; r++) {
-            for (let k = 0; k < w; k++) t.data[g * w + k] += x.data[r * w + k];
-          }
-          for (let k = 0; k < w; k++) t.data[g * w + k] /= len;
-          start += len;
-        }
-        return t;
-      }
-      case "bits": {
-        const x = a[0];
-        const b = x.shape[x.shape.length - 1];
-        const t = make(x.shape.slice(0, -1));
-        for (let i = 0; i < t.data.length; i++) {
-          let c = 0;
-          for (let k = 0; k < b; k++) if (x.data[i * b + k]) c += 2 ** k;
-          t.data[i] = c;
-        }
-        return t;
-      }
-      case "topk": {
-        const x = a[0];
-        const len = x.shape[x.shape.length - 1];
-        const t = make([...x.shape.slice(0, -1), op.k]);
-        const order = Array.from({ length: len }, (_, i) => i);
-        for (let r = 0; r < x.data.length / Math.max(len, 1); r++) {
-          const v = x.data.subarray(r * len, r * len + len);
-          const key = (i: number) => (Number.isNaN(v[i]) ? -Infinity : v[i]);
-          order.sort((i, j) => key(j) - key(i) || i - j);
-          // Asking for more than there are: the extra indices point past the end (reads give 0).
-          for (let k = 0; k < op.k; k++) t.data[r * op.k + k] = k < len ? order[k] : len;
-          order.sort((i, j) => i - j);
-        }
-        return t;
-      }
-      case "random": {
-        const t = make(shape());
-        const seed = this.seedOverride ?? a[0].data[0];
-        let hi: number | undefined;
-        if (op.kind === "randint") {
-          hi = Math.floor(a[1].data[0]);
-          if (!(hi >= 1)) this.fail(`randint: hi must be at least 1, got ${a[1].data[0]}`, n);
-        }
-        fillRandom(t.data, op.kind, { seed, stream: op.stream, slice: this.slice }, hi);
-        return t;
-      }
-      case "loop": {
-        let carried = a;
-        for (let it = 0; it < op.count; it++) {
-          for (const bn of op.body) {
-            if (bn.op.op === "carry") this.env.set(bn.id, carried[bn.op.index]);
-            else this.env.set(bn.id, this.eval(bn));
-          }
-          carried = op.results.map((r) => this.get(r));
-        }
-        return {
-          shape: [],
-          data: new Float64Array(0),
-          dtype: "float",
-          loopValues: carried,
-        } as Tensor;
-      }
-      case "loop_result": {
-        const loop = this.get(n.args[0]) as Tensor & { loopValues: Tensor[] };
-        return loop.loopValues[op.index];
-      }
-      case "carry":
-        return this.get(n.id);
-      case "attention":
-      case "probs":
-        return this.attention(n, a);
     }
   }
+  return out;
+}
 
-  /**
-   * softmax_j(score(i, j)) · v, row by row (for `probs`, the probabilities themselves); a row with
-   * no finite score gives zeros.
-   */
-  attention(n: Node, args: Tensor[]): Tensor {
-    const probs = n.op.op === "probs";
-    const [qa, kb, v] = args;
-    const rows = qa.shape[0], d = qa.shape[1], cols = kb.shape[0], e = probs ? cols : v.shape[1];
-    const score = (n.op as { score: Score }).score;
-    const out: Tensor = { shape: [rows, e], data: new Float64Array(rows * e), dtype: "float" };
-    const s = new Float64Array(cols);
-    let i = 0, j = 0, qk = 0;
-    const ev = (x: Score): number => {
-      switch (x.kind) {
-        case "qk":
-          return qk;
-        case "i":
-          return i;
-        case "j":
-          return j;
-        case "const":
-          return x.value;
-        case "size":
-          return this.dim(x.name, n);
-        case "leaf": {
-          const t = args[x.arg];
-          return x.at === "scalar" ? t.data[0] : t.data[x.at === "i" ? i : j];
-        }
-        case "unary":
-          return UNARY[x.fn](ev(x.x));
-        case "binary":
-          return BINARY[x.fn](ev(x.a), ev(x.b));
-        case "where":
-          return ev(x.c) ? ev(x.a) : ev(x.b);
-        case "cast": {
-          const y = ev(x.x);
-          return x.to === "bool" ? +(y !== 0) : x.to === "int" ? Math.floor(y) : y;
-        }
-      }
-    };
-    for (i = 0; i < rows; i++) {
-      let m = -Infinity;
-      for (j = 0; j < cols; j++) {
-        qk = 0;
-        for (let c = 0; c < d; c++) qk += qa.data[i * d + c] * kb.data[j * d + c];
-        s[j] = ev(score);
-        if (s[j] > m) m = s[j];
-      }
-      if (s.some(Number.isNaN)) {
-        out.data.fill(NaN, i * e, i * e + e);
-        continue;
-      }
-      if (m === -Infinity) continue;
-      let z = 0;
-      for (j = 0; j < cols; j++) z += s[j] = Math.exp(s[j] - m);
-      for (j = 0; j < cols; j++) {
-        const w = s[j] / z;
-        if (probs) out.data[i * cols + j] = w;
-        // A key of weight 0 contributes nothing, whatever its value (as `matmul` here, and as
-        // the flash kernel, which never visits masked keys): NaN at a masked key stays out.
-        else if (w !== 0) {
-          for (let c = 0; c < e; c++) out.data[i * e + c] += w * v.data[j * e + c];
-        }
-      }
-    }
-    return out;
-  }
-
-  zip(n: Node, xs: Tensor[], f: (v: number[]) => number): Tensor {
-    let s: number[] = [];
-    for (const x of xs) s = broadcastShape(s, x.shape);
-    const t: Tensor = { shape: s, data: new Float64Array(sizeOf(s)), dtype: n.type.dtype };
-    const cast = n.type.dtype === "bool" ? (v: number) => +(v !== 0) : (v: number) => v;
-    const vals = new Array(xs.length);
-    if (xs.every((x) => x.data.length === t.data.length)) {
-      for (let i = 0; i < t.data.length; i++) {
-        for (let k = 0; k < xs.length; k++) vals[k] = xs[k].data[i];
-        t.data[i] = cast(f(vals));
-      }
-      return t;
-    }
-    const st = xs.map((x) => broadcastStrides(x.shape, s));
-    forEachOffset(s, st, (i, o) => {
-      for (let k = 0; k < xs.length; k++) vals[k] = xs[k].data[o[k]];
+function zip(n: Node, xs: Tensor[], f: (v: number[]) => number): Tensor {
+  let s: number[] = [];
+  for (const x of xs) s = broadcastShape(s, x.shape);
+  const t: Tensor = { shape: s, data: new Float64Array(sizeOf(s)), dtype: n.type.dtype };
+  const cast = n.type.dtype === "bool" ? (v: number) => +(v !== 0) : (v: number) => v;
+  const vals = new Array(xs.length);
+  if (xs.every((x) => x.data.length === t.data.length)) {
+    for (let i = 0; i < t.data.length; i++) {
+      for (let k = 0; k < xs.length; k++) vals[k] = xs[k].data[i];
       t.data[i] = cast(f(vals));
-    });
-    return t;
-  }
-
-  reduce(x: Tensor, axis: number, fn: string, keepdims: boolean, n: Node): Tensor {
-    const outer = sizeOf(x.shape.slice(0, axis)), len = x.shape[axis];
-    const inner = sizeOf(x.shape.slice(axis + 1));
-    const s = keepdims
-      ? x.shape.map((d, i) => (i === axis ? 1 : d))
-      : x.shape.filter((_, i) => i !== axis);
-    const t: Tensor = { shape: s, data: new Float64Array(outer * inner), dtype: n.type.dtype };
-    const init = fn === "max" ? -Infinity : fn === "min" ? Infinity : fn === "prod" ? 1 : 0;
-    for (let o = 0; o < outer; o++) {
-      for (let i = 0; i < inner; i++) {
-        let acc = init;
-        for (let k = 0; k < len; k++) {
-          const v = x.data[(o * len + k) * inner + i];
-          if (fn === "max") acc = Math.max(acc, v);
-          else if (fn === "min") acc = Math.min(acc, v);
-          else if (fn === "prod") acc *= v;
-          else acc += v;
-        }
-        t.data[o * inner + i] = fn === "mean" ? acc / len : acc;
-      }
     }
     return t;
   }
+  const st = xs.map((x) => broadcastStrides(x.shape, s));
+  forEachOffset(s, st, (i, o) => {
+    for (let k = 0; k < xs.length; k++) vals[k] = xs[k].data[o[k]];
+    t.data[i] = cast(f(vals));
+  });
+  return t;
+}
 
-  /** Apply `f` to every 1-D fiber along `axis` (on a copy). */
-  rows(x: Tensor, axis: number, f: (v: Float64Array) => Float64Array): Tensor {
-    const outer = sizeOf(x.shape.slice(0, axis)), len = x.shape[axis];
-    const inner = sizeOf(x.shape.slice(axis + 1));
-    const t: Tensor = { shape: x.shape, data: new Float64Array(x.data.length), dtype: "float" };
-    const v = new Float64Array(len);
-    for (let o = 0; o < outer; o++) {
-      for (let i = 0; i < inner; i++) {
-        for (let k = 0; k < len; k++) v[k] = x.data[(o * len + k) * inner + i];
-        const r = f(v);
-        for (let k = 0; k < len; k++) t.data[(o * len + k) * inner + i] = r[k];
+function reduce(x: Tensor, axis: number, fn: string, keepdims: boolean, n: Node): Tensor {
+  const outer = sizeOf(x.shape.slice(0, axis)), len = x.shape[axis];
+  const inner = sizeOf(x.shape.slice(axis + 1));
+  const s = keepdims
+    ? x.shape.map((d, i) => (i === axis ? 1 : d))
+    : x.shape.filter((_, i) => i !== axis);
+  const t: Tensor = { shape: s, data: new Float64Array(outer * inner), dtype: n.type.dtype };
+  const init = fn === "max" ? -Infinity : fn === "min" ? Infinity : fn === "prod" ? 1 : 0;
+  for (let o = 0; o < outer; o++) {
+    for (let i = 0; i < inner; i++) {
+      let acc = init;
+      for (let k = 0; k < len; k++) {
+        const v = x.data[(o * len + k) * inner + i];
+        if (fn === "max") acc = Math.max(acc, v);
+        else if (fn === "min") acc = Math.min(acc, v);
+        else if (fn === "prod") acc *= v;
+        else acc += v;
       }
+      t.data[o * inner + i] = fn === "mean" ? acc / len : acc;
     }
-    return t;
   }
+  return t;
+}
 
-  matmul(a: Tensor, b: Tensor, n: Node): Tensor {
-    const ra = a.shape.length, rb = b.shape.length;
-    const rows = a.shape[ra - 2], inner = a.shape[ra - 1], cols = b.shape[rb - 1];
-    const batch = broadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
-    const sa = broadcastStrides(a.shape.slice(0, -2), batch).map((s) => s * rows * inner);
-    const sb = broadcastStrides(b.shape.slice(0, -2), batch).map((s) => s * inner * cols);
-    const t: Tensor = {
-      shape: [...batch, rows, cols],
-      data: new Float64Array(sizeOf(batch) * rows * cols),
-      dtype: n.type.dtype,
-    };
-    const tmp = new Float64Array(cols);
-    forEachOffset(batch, [sa, sb], (bi, o) => {
-      const oa = o[0], ob = o[1], ot = bi * rows * cols;
-      for (let i = 0; i < rows; i++) {
-        tmp.fill(0);
-        for (let k = 0; k < inner; k++) {
-          const x = a.data[oa + i * inner + k];
-          if (x === 0) continue; // a zero weight contributes nothing, even against NaN (docs)
-          const bo = ob + k * cols;
-          for (let j = 0; j < cols; j++) tmp[j] += x * b.data[bo + j];
-        }
-        t.data.set(tmp, ot + i * cols);
+/** Apply `f` to every 1-D fiber along `axis` (on a copy). */
+function rows(x: Tensor, axis: number, f: (v: Float64Array) => Float64Array): Tensor {
+  const outer = sizeOf(x.shape.slice(0, axis)), len = x.shape[axis];
+  const inner = sizeOf(x.shape.slice(axis + 1));
+  const t: Tensor = { shape: x.shape, data: new Float64Array(x.data.length), dtype: "float" };
+  const v = new Float64Array(len);
+  for (let o = 0; o < outer; o++) {
+    for (let i = 0; i < inner; i++) {
+      for (let k = 0; k < len; k++) v[k] = x.data[(o * len + k) * inner + i];
+      const r = f(v);
+      for (let k = 0; k < len; k++) t.data[(o * len + k) * inner + i] = r[k];
+    }
+  }
+  return t;
+}
+
+function matmul(a: Tensor, b: Tensor, n: Node): Tensor {
+  const ra = a.shape.length, rb = b.shape.length;
+  const rows = a.shape[ra - 2], inner = a.shape[ra - 1], cols = b.shape[rb - 1];
+  const batch = broadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
+  const sa = broadcastStrides(a.shape.slice(0, -2), batch).map((s) => s * rows * inner);
+  const sb = broadcastStrides(b.shape.slice(0, -2), batch).map((s) => s * inner * cols);
+  const t: Tensor = {
+    shape: [...batch, rows, cols],
+    data: new Float64Array(sizeOf(batch) * rows * cols),
+    dtype: n.type.dtype,
+  };
+  const tmp = new Float64Array(cols);
+  forEachOffset(batch, [sa, sb], (bi, o) => {
+    const oa = o[0], ob = o[1], ot = bi * rows * cols;
+    for (let i = 0; i < rows; i++) {
+      tmp.fill(0);
+      for (let k = 0; k < inner; k++) {
+        const x = a.data[oa + i * inner + k];
+        if (x === 0) continue; // a zero weight contributes nothing, even against NaN (docs)
+        const bo = ob + k * cols;
+        for (let j = 0; j < cols; j++) tmp[j] += x * b.data[bo + j];
       }
-    });
-    return t;
-  }
+      t.data.set(tmp, ot + i * cols);
+    }
+  });
+  return t;
+}
 
-  dot(a: Tensor, b: Tensor, n: Node): Tensor {
-    const k = a.shape[a.shape.length - 1];
-    const lead = broadcastShape(a.shape.slice(0, -1), b.shape.slice(0, -1));
-    const sa = broadcastStrides(a.shape.slice(0, -1), lead).map((s) => s * k);
-    const sb = broadcastStrides(b.shape.slice(0, -1), lead).map((s) => s * k);
-    const t: Tensor = { shape: lead, data: new Float64Array(sizeOf(lead)), dtype: n.type.dtype };
-    const ad = a.data, bd = b.data;
-    forEachOffset(lead, [sa, sb], (i, o) => {
-      let s = 0;
-      for (let c = 0; c < k; c++) s += ad[o[0] + c] * bd[o[1] + c];
-      t.data[i] = s;
-    });
-    return t;
-  }
+function dot(a: Tensor, b: Tensor, n: Node): Tensor {
+  const k = a.shape[a.shape.length - 1];
+  const lead = broadcastShape(a.shape.slice(0, -1), b.shape.slice(0, -1));
+  const sa = broadcastStrides(a.shape.slice(0, -1), lead).map((s) => s * k);
+  const sb = broadcastStrides(b.shape.slice(0, -1), lead).map((s) => s * k);
+  const t: Tensor = { shape: lead, data: new Float64Array(sizeOf(lead)), dtype: n.type.dtype };
+  const ad = a.data, bd = b.data;
+  forEachOffset(lead, [sa, sb], (i, o) => {
+    let s = 0;
+    for (let c = 0; c < k; c++) s += ad[o[0] + c] * bd[o[1] + c];
+    t.data[i] = s;
+  });
+  return t;
+}
 
-  gather(x: Tensor, idx: Tensor[], n: Node): Tensor {
-    let s: number[] = [];
-    for (const i of idx) s = broadcastShape(s, i.shape);
-    const rest = x.shape.slice(idx.length);
-    const w = sizeOf(rest);
-    const xs = stridesOf(x.shape);
-    const t: Tensor = {
-      shape: [...s, ...rest],
-      data: new Float64Array(sizeOf(s) * w),
-      dtype: n.type.dtype,
-    };
-    const st = idx.map((i) => broadcastStrides(i.shape, s));
-    forEachOffset(s, st, (p, o) => {
-      let off = 0;
-      for (let k = 0; k < idx.length; k++) {
-        const j = idx[k].data[o[k]];
-        if (j < 0 || j >= x.shape[k]) return; // reads outside the tensor give 0
-        off += j * xs[k];
-      }
-      if (w === 1) t.data[p] = x.data[off];
-      else t.data.set(x.data.subarray(off, off + w), p * w);
-    });
-    return t;
-  }
+function gather(x: Tensor, idx: Tensor[], n: Node): Tensor {
+  let s: number[] = [];
+  for (const i of idx) s = broadcastShape(s, i.shape);
+  const rest = x.shape.slice(idx.length);
+  const w = sizeOf(rest);
+  const xs = stridesOf(x.shape);
+  const t: Tensor = {
+    shape: [...s, ...rest],
+    data: new Float64Array(sizeOf(s) * w),
+    dtype: n.type.dtype,
+  };
+  const st = idx.map((i) => broadcastStrides(i.shape, s));
+  forEachOffset(s, st, (p, o) => {
+    let off = 0;
+    for (let k = 0; k < idx.length; k++) {
+      const j = idx[k].data[o[k]];
+      if (j < 0 || j >= x.shape[k]) return; // reads outside the tensor give 0
+      off += j * xs[k];
+    }
+    if (w === 1) t.data[p] = x.data[off];
+    else t.data.set(x.data.subarray(off, off + w), p * w);
+  });
+  return t;
 }

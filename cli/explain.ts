@@ -1,0 +1,150 @@
+/**
+ * What `attune explain` prints: the summary (dispatches, buffer memory at typical sizes, the
+ * passes that changed the IR), the GPU plan, and all of it as data for `--json`.
+ */
+import type { Dim, Graph, Program, TensorType, ThreadDim } from "../mod.ts";
+import { showGraph } from "../compiler/ir/print.ts";
+import { sizeOf } from "../compiler/tensor.ts";
+import { dispatchesPerRun } from "../compiler/lower/plan.ts";
+import type { Args } from "./args.ts";
+
+/**
+ * The sizes `explain` estimates memory at: each size symbol that only ever sizes the last axis
+ * of inputs (a feature width such as d or e) is 64, every other one (token counts) 1024;
+ * `given` overrides.
+ */
+function typicalSizes(g: Graph, given: Record<string, number> = {}): Record<string, number> {
+  const sizes: Record<string, number> = {};
+  for (const s of Object.keys(g.symbols)) {
+    const uses = g.inputs.flatMap((i) =>
+      i.type.shape.flatMap((d, k) => d === s ? [k === i.type.shape.length - 1] : [])
+    );
+    sizes[s] = given[s] ?? (uses.length > 0 && uses.every((last) => last) ? 64 : 1024);
+  }
+  return sizes;
+}
+
+/** Bytes of the plan's buffers for one (batch, head) slice at these sizes (float32). */
+function planBytes(p: Program, sizes: Record<string, number>): number {
+  const value = (d: Dim) => typeof d === "number" ? d : sizes[d] ?? 1024;
+  const elements = (shape: Dim[]) => sizeOf(shape.map(value));
+  return p.plan().buffers.reduce(
+    (t, b) => t + 4 * (b.parts ? b.parts.reduce((s, q) => s + elements(q), 0) : elements(b.shape)),
+    0,
+  );
+}
+
+function showBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let u = -1;
+  do {
+    n /= 1024;
+    u++;
+  } while (n >= 1024 && u < units.length - 1);
+  return `${n < 10 ? n.toFixed(2) : n < 100 ? n.toFixed(1) : n.toFixed(0)} ${units[u]}`;
+}
+
+/** `explainJson` with the memory estimate of the summary: sizes used and bytes per slice. */
+export function explainData(p: Program, given: Record<string, number>) {
+  const sizes = typicalSizes(p.graph, given);
+  return { ...explainJson(p), typicalSizes: sizes, bufferBytesPerSlice: planBytes(p, sizes) };
+}
+
+/** What `attune explain` prints: a summary, the GPU plan, and the IR with `--ir`. */
+export function explainText(p: Program, args: Args): string {
+  const full = p.explain({ wgsl: args.wgsl });
+  const split = full.indexOf("\nGPU plan: ");
+  const [irPart, planPart] = [full.slice(0, split), full.slice(split + 1)];
+  const header = irPart.split("\n").slice(0, 3); // signature, params, size symbols
+  const ir = irPart.split("\n").slice(4).join("\n");
+  const plan = p.plan();
+  const perRun = dispatchesPerRun(plan);
+  const sizes = typicalSizes(p.graph, args.sizes);
+  const at = Object.entries(sizes).map(([k, v]) => `${k} = ${v}`).join(", ");
+  let last = showGraph(p.graph);
+  const changed = p.passes.filter(({ graph }) => {
+    const shown = showGraph(graph);
+    const differs = shown !== last;
+    last = shown;
+    return differs;
+  }).map((s) => s.pass);
+  const summary = [
+    ...header,
+    `dispatches: ${plan.kernels.length} (kernels below)` +
+    (perRun === plan.kernels.length
+      ? ""
+      : `; a run makes ${perRun}: host loops repeat their bodies`),
+    `buffers: ${plan.buffers.length}, ${showBytes(planBytes(p, sizes))} per (batch, head) slice` +
+    (at ? ` at ${at}` : "") + " (float32; --size NAME=N for others)",
+    `optimizer: ${changed.length ? changed.join(", ") : "no pass"} changed the IR` +
+    (args.ir ? "" : " (--ir shows it)"),
+  ];
+  return [
+    ...summary,
+    ...(args.ir ? ["", ir] : []),
+    "",
+    planPart.replace(/^GPU plan: .*/, "GPU plan (kernel, threads per (batch, head) slice):"),
+  ].join("\n");
+}
+
+/** What `attune explain --json` prints: IR after each pass, kernels, buffers, dispatch count. */
+export interface ExplainJson {
+  /** The compiled function. */
+  entry: string;
+  /** Compile-time parameters with their values. */
+  params: Graph["params"];
+  /** The tensor inputs with their declared kinds and shapes. */
+  inputs: { name: string; dtype: TensorType["dtype"]; shape: TensorType["shape"] }[];
+  /** The result's type. */
+  output: TensorType | undefined;
+  /** Size symbols. */
+  symbols: string[];
+  /** The IR as checked, one line per node. */
+  ir: string[];
+  /** The IR after each optimization pass that changed it. */
+  passes: { pass: string; ir: string[] }[];
+  /** GPU dispatches per run. */
+  dispatches: number;
+  /** The plan's buffers with their per-slice shapes (arenas: their parts). */
+  buffers: { id: number; shape: Dim[]; parts: Dim[][] | undefined }[];
+  /** Random draws made on the host: the buffer and the IR node of each. */
+  hostDraws: { buffer: number; node: number }[];
+  /** The dispatches in order. */
+  kernels: {
+    name: string;
+    threads: ThreadDim[][];
+    workgroupPerSlice: boolean;
+    regions: number;
+    bindings: number[];
+    writes: number[];
+    wgsl: string;
+  }[];
+}
+
+/** What `attune explain --json` prints: IR after each pass, kernels, buffers, dispatch count. */
+export function explainJson(p: Program): ExplainJson {
+  const g = p.graph;
+  const plan = p.plan();
+  return {
+    entry: g.entry,
+    params: g.params,
+    inputs: g.inputs.map((i) => ({ name: i.name, dtype: i.type.dtype, shape: i.type.shape })),
+    output: g.nodes.find((n) => n.id === g.output)?.type,
+    symbols: Object.keys(g.symbols),
+    ir: showGraph(g).split("\n"),
+    passes: p.passes.map((s) => ({ pass: s.pass, ir: showGraph(s.graph).split("\n") })),
+    dispatches: plan.kernels.length,
+    buffers: plan.buffers.map((b) => ({ id: b.id, shape: b.shape, parts: b.parts })),
+    hostDraws: plan.hostDraws.map((h) => ({ buffer: h.buffer, node: h.node.id })),
+    kernels: plan.kernels.map((k) => ({
+      name: k.name,
+      threads: k.launch.kind === "grid" ? k.launch.parts : [[]],
+      workgroupPerSlice: k.launch.kind === "slice",
+      regions: k.launch.kind === "grid" ? k.launch.regions : 0,
+      bindings: k.bindings,
+      writes: k.writes,
+      wgsl: k.wgsl,
+    })),
+  };
+}
