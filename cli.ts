@@ -252,7 +252,20 @@ async function runProgram(program: Program, args: Args, at: (p: string) => strin
       );
     }
   } else ran = "interp, float64 interpreter";
-  const y = await program.run(inputs, { seed: args.seed, backend });
+  const y = await program.run(inputs, {
+    seed: args.seed,
+    backend,
+    // A first run compiles its shaders (minutes for a large head size on a software adapter).
+    onProgress: (e) => {
+      if (e.ms > 1000) {
+        console.error(
+          `attune: compiled kernel ${e.done}/${e.total} (${e.kernel}) in ${
+            (e.ms / 1000).toFixed(1)
+          } s`,
+        );
+      }
+    },
+  });
   await writeNpy(at(args.out!), y, { dtype: args.dtype });
   console.log(`${args.out}: [${y.shape.join(", ")}] ${args.dtype.slice(1)} (${ran})`);
 }

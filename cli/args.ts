@@ -52,7 +52,7 @@ function pair(flag: string, s: string): [string, string] {
 
 /** `name`, unless a keyed option already gave it (refused rather than the last one winning). */
 function fresh(flag: string, name: string, seen: Record<string, unknown>): string {
-  if (name in seen) throw new UsageError(`${flag} ${name} is given twice`);
+  if (Object.hasOwn(seen, name)) throw new UsageError(`${flag} ${name} is given twice`);
   return name;
 }
 
@@ -173,9 +173,10 @@ export function parseArgs(argv: string[]): Args | Early {
   const a: Args = {
     command: cmd,
     file: "",
-    params: {},
-    inputs: {},
-    sizes: {},
+    // Maps from user-given names: no prototype, so `--param constructor=1` is a name like any.
+    params: Object.create(null),
+    inputs: Object.create(null),
+    sizes: Object.create(null),
     backend: "auto",
     dtype: "<f4",
     json: false,

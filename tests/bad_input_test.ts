@@ -442,3 +442,19 @@ Deno.test("check: a literal past float64's range (1e400) is refused, not read as
     "<program>:1:46: this number is outside float32's range (±3.4028235e38): the GPU would compute with inf",
   );
 });
+
+Deno.test("cli: option names that are also Object.prototype names are plain names", async () => {
+  const examples = new URL("../examples/", import.meta.url).pathname;
+  const r = await cli(["check", "exact.attn", "--param", "constructor=1"], examples);
+  assert.equal(r.code, 1);
+  assert.match(r.err, /exact has no parameter constructor/);
+  const twice = await cli([
+    "check",
+    "exact.attn",
+    "--param",
+    "toString=1",
+    "--param",
+    "toString=2",
+  ]);
+  assert.equal(twice.err.split("\n")[0], "attune: --param toString is given twice");
+});
