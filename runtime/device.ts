@@ -47,7 +47,12 @@ let cached: Promise<AcquiredDevice> | undefined;
 
 /** The process-wide device (acquired once). Throws `DeviceError` with a remedy. */
 export function getDevice(): Promise<AcquiredDevice> {
-  cached ??= acquireDevice().catch((e) => {
+  cached ??= acquireDevice().then((d) => {
+    // Release the device while the runtime is whole: left to process teardown, Mesa's lavapipe
+    // sometimes aborted after a test run ("corrupted size vs. prev_size in fastbins").
+    globalThis.addEventListener?.("unload", () => d.device.destroy());
+    return d;
+  }, (e) => {
     cached = undefined;
     throw e;
   });
