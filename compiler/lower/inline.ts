@@ -4,6 +4,7 @@
  */
 import type { Graph, Node } from "../ir/types.ts";
 import { typicalSizes } from "../ir/cost.ts";
+import { allNodes, forEachRead } from "../ir/walks.ts";
 import { ELEMENTWISE, HEAVY, READS_BY_COORDINATE } from "../wgsl/ops.ts";
 import {
   HEAVY_RECOMPUTE_BUDGET,
@@ -47,21 +48,8 @@ export function inlinedNodes(
  */
 function nodeOrder(graph: Graph) {
   const consumers = new Map<number, (Node | undefined)[]>();
-  const use = (id: number, by?: Node) => consumers.set(id, [...(consumers.get(id) ?? []), by]);
-  const order: Node[] = [];
-  const visit = (nodes: Node[]) => {
-    for (const n of nodes) {
-      order.push(n);
-      for (const a of n.args) use(a, n);
-      if (n.op.op === "loop") {
-        for (const r of n.op.results) use(r);
-        visit(n.op.body);
-      }
-    }
-  };
-  visit(graph.nodes);
-  use(graph.output);
-  return { order, consumers };
+  forEachRead(graph, (id, by) => consumers.set(id, [...(consumers.get(id) ?? []), by]));
+  return { order: allNodes(graph.nodes), consumers };
 }
 
 /**
@@ -230,11 +218,11 @@ function capDepth(order: Node[], inline: Set<number>): void {
  * is the output or read by a fused attention kernel is built with atomics instead.
  */
 export function partialTables(graph: Graph, byId: Map<number, Node>): Map<number, number> {
-  const direct = new Set<number>([graph.output]);
-  for (const n of byId.values()) {
-    if (!READS_BY_COORDINATE.has(n.op.op)) n.args.forEach((a) => direct.add(a));
-    if (n.op.op === "loop") n.op.results.forEach((r) => direct.add(r));
-  }
+  // Values read other than by coordinate: by a loop, as the output, or by a kernel that does not.
+  const direct = new Set<number>();
+  forEachRead(graph, (id, by) => {
+    if (!by || !READS_BY_COORDINATE.has(by.op.op)) direct.add(id);
+  });
   const out = new Map<number, number>();
   for (const n of byId.values()) {
     if (n.op.op !== "scatter_add" || n.op.size > PARTIAL_TABLE_BUCKETS || direct.has(n.id)) {

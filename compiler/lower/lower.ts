@@ -8,7 +8,7 @@
  * plan as it is.
  */
 import type { Dim, Graph, Node } from "../ir/types.ts";
-import { nodesById } from "../ir/walks.ts";
+import { nodesById, useCounts } from "../ir/walks.ts";
 import { typicalSizes } from "../ir/cost.ts";
 import { HEAVY } from "../wgsl/ops.ts";
 import type { SymbolSlots } from "../wgsl/syntax.ts";
@@ -98,7 +98,7 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
     slots,
     plan,
     env: new Map(),
-    uses: useCounts(graph, byId),
+    uses: useCounts(graph),
     rowsInto: new Map(),
     loopValues: new Map(),
     nextId: Math.max(0, ...byId.keys()) + 1,
@@ -140,15 +140,6 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
   }
   checkPlan(plan);
   return plan;
-}
-
-function useCounts(graph: Graph, byId: Map<number, Node>): Map<number, number> {
-  const uses = new Map<number, number>([[graph.output, 1]]);
-  for (const n of byId.values()) {
-    for (const a of n.args) uses.set(a, (uses.get(a) ?? 0) + 1);
-    if (n.op.op === "loop") { for (const r of n.op.results) uses.set(r, (uses.get(r) ?? 0) + 1); }
-  }
-  return uses;
 }
 
 /**

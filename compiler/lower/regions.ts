@@ -7,6 +7,7 @@
  * Without regions, the 6-step Nyström pinv alone is 24 dispatches.
  */
 import type { Dim, Graph, Node } from "../ir/types.ts";
+import { allNodes } from "../ir/walks.ts";
 import { ELEMENTWISE, HEAVY } from "../wgsl/ops.ts";
 import { LONG_SEQUENCE, REGION_ELEMENTS, REGION_TRIPS } from "../limits.ts";
 import { type Region, regionCost } from "../../kernels/index.ts";
@@ -19,20 +20,10 @@ const PHASE_OPS = new Set([...ELEMENTWISE, ...HEAVY, "softmax", "normalize", "ra
 /** Node ids a top-level node reads from outside itself (a loop: its inits and its body's free values). */
 export function outerDeps(n: Node): number[] {
   if (n.op.op !== "loop") return n.args;
-  const inside = new Set<number>();
-  const visit = (nodes: Node[]) =>
-    nodes.forEach((b) => {
-      inside.add(b.id);
-      if (b.op.op === "loop") visit(b.op.body);
-    });
-  visit(n.op.body);
+  const body = allNodes(n.op.body);
+  const inside = new Set(body.map((b) => b.id));
   const free = new Set<number>(n.args);
-  const scan = (nodes: Node[]) =>
-    nodes.forEach((b) => {
-      b.args.forEach((a) => inside.has(a) || free.add(a));
-      if (b.op.op === "loop") scan(b.op.body);
-    });
-  scan(n.op.body);
+  for (const b of body) b.args.forEach((a) => inside.has(a) || free.add(a));
   return [...free];
 }
 
