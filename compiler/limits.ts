@@ -144,6 +144,12 @@ export const POOL_BYTES = 1 << 30;
  * programs 10× past any example and stop the rest with a CompileError.
  */
 export const FRONTEND_LIMITS = {
+  /**
+   * Characters of program text parsed at most. Ohm's parse takes about 1.2 ms per line here and
+   * grows faster past a few thousand lines (5,000 straight-line statements, 128 KB: 6 s of CPU;
+   * a chain of 5,000 defs, 283 KB: 15 s), so longer text is refused before parsing.
+   */
+  sourceChars: 131_072,
   /** User-function calls nested inside one another. */
   callDepth: 256,
   /** IR nodes a program may expand to (checking one takes about 0.1 ms). */

@@ -458,3 +458,14 @@ Deno.test("cli: option names that are also Object.prototype names are plain name
   ]);
   assert.equal(twice.err.split("\n")[0], "attune: --param toString is given twice");
 });
+
+Deno.test("check: program text past 131,072 characters is refused before parsing (5,000 defs took 15 s)", async () => {
+  const lines = ["def g0(x: [n]) -> [n] { return x + 1.0 }"];
+  for (let i = 1; i < 5000; i++) {
+    lines.push(`def g${i}(x: [n]) -> [n] { return g${i - 1}(x) * 0.5 }`);
+  }
+  assert.match(
+    await firstLine(() => compileSync(lines.join("\n")), CompileError),
+    /^<program>:\d+:\d+: the program is [\d,]+ characters long, over the 131,072 Attune reads$/,
+  );
+});

@@ -18,17 +18,14 @@ const adapter = await getDevice().then((d) => d.facts.description, (e) => {
 
 const nystrom = Deno.readTextFileSync(new URL("../examples/nystrom.attn", import.meta.url));
 
-Deno.test("explain nystrom with iters = 100,000 plans in well under a second, dispatches independent of iters", () => {
-  const t0 = performance.now();
+Deno.test("explain nystrom with iters = 100,000: a plan whose dispatches do not depend on iters", () => {
+  // Unrolled, this planned 400,005 dispatches and ran out of memory.
   const big = compileSync(nystrom, { params: { iters: 100_000 } });
   const text = big.explain();
-  const ms = performance.now() - t0;
   const small = compileSync(nystrom, { params: { iters: 10_000 } }).plan();
   assert.equal(big.plan().kernels.length, small.kernels.length);
   assert.ok(big.plan().loops.some((l) => l.count === 100_000), JSON.stringify(big.plan().loops));
   assert.match(text, /repeat ×100000: dispatches \d+–\d+/);
-  // A generous bound (it takes ~0.1 s here): before, this planned 400,005 dispatches and died.
-  assert.ok(ms < 5000, `compile + explain took ${ms.toFixed(0)} ms`);
   assert.ok(dispatchesPerRun(big.plan()) > 100_000);
 });
 

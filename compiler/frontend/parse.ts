@@ -14,6 +14,7 @@ import type {
 } from "./ast.ts";
 import { CompileError, type Span } from "../errors.ts";
 import { GRAMMAR_SOURCE } from "./grammar.ts";
+import { FRONTEND_LIMITS } from "../limits.ts";
 
 /** The Attune grammar (ohm-js). */
 const grammar: ohm.Grammar = ohm.grammar(GRAMMAR_SOURCE);
@@ -197,6 +198,17 @@ semantics.addOperation<unknown>("ast", {
 
 /** Parse `source` into an AST. Syntax errors become a `CompileError` at the failure point. */
 export function parse(source: string, file = "<program>"): Program {
+  if (source.length > FRONTEND_LIMITS.sourceChars) {
+    const at = FRONTEND_LIMITS.sourceChars;
+    throw new CompileError(
+      `the program is ${source.length.toLocaleString("en")} characters long, over the ` +
+        `${at.toLocaleString("en")} Attune reads`,
+      { start: at, end: at + 1 },
+      source,
+      file,
+      "programs are tens of lines: write repeated structure as functions and repeat",
+    );
+  }
   try {
     return parseUnguarded(source, file);
   } catch (e) {
