@@ -10,6 +10,7 @@
  * lengths. Keys outside the rows' window (causal, sliding window) are never visited.
  */
 import { KEY_BLOCK, WORKGROUP } from "../compiler/limits.ts";
+import { SIZES_BINDING, storage } from "../compiler/wgsl/syntax.ts";
 
 /** What the skeleton needs. */
 /** Length of a private array of `n` head elements: WGSL has no empty arrays (d = 0 or e = 0). */
@@ -81,23 +82,23 @@ export function flashKernel(spec: FlashSpec, title: string): string {
   const first = probs ? 2 : 3;
   const leaves = Array.from(
     { length: spec.leafBindings },
-    (_, k) => `@group(0) @binding(${k + first + 2}) var<storage, read> a${k + first}: array<f32>;`,
+    (_, k) => storage(k + first + 2, `a${k + first}`, "f32"),
   ).join("\n");
   const lo = spec.keyLo ? `u32(clamp(${spec.keyLo}, 0, i32(cols)))` : "0u";
   const hi = spec.keyHi ? `u32(clamp(${spec.keyHi}, 0, i32(cols)))` : "cols";
   return `${h ? "enable f16;\n" : ""}// ${title}: fused softmax(score)${
     probs ? "" : " @ v"
   }; online softmax; ${R} query rows per invocation; d = ${d}, e = ${e}
-@group(0) @binding(0) var<storage, read> sizes: array<u32>;
-@group(0) @binding(1) var<storage, read_write> out: array<${probs || spec.split ? "f32" : et}>;
-@group(0) @binding(2) var<storage, read> a0: array<${dt}>;
-@group(0) @binding(3) var<storage, read> a1: array<${dt}>;
-${probs ? "" : `@group(0) @binding(4) var<storage, read> a2: array<${et}>;`}
+${SIZES_BINDING}
+${storage(1, "out", probs || spec.split ? "f32" : et, true)}
+${storage(2, "a0", dt)}
+${storage(3, "a1", dt)}
+${probs ? "" : storage(4, "a2", et)}
 ${leaves}
 ${
     spec.replace
-      ? `@group(0) @binding(${spec.replace.binding}) var<storage, read> aJ: array<f32>;
-@group(0) @binding(${spec.replace.binding + 1}) var<storage, read> aR: array<${et}>;`
+      ? `${storage(spec.replace.binding, "aJ", "f32")}
+${storage(spec.replace.binding + 1, "aR", et)}`
       : ""
   }
 ${spec.helpers}

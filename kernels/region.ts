@@ -10,7 +10,7 @@
  */
 import type { Dim, Node } from "../compiler/ir/types.ts";
 import { REGION_WORKGROUP } from "../compiler/limits.ts";
-import { coords, size, type SymbolSlots } from "../compiler/wgsl/syntax.ts";
+import { coords, size, SIZES_BINDING, storage, type SymbolSlots } from "../compiler/wgsl/syntax.ts";
 import { HEAVY, helpersFor } from "../compiler/wgsl/ops.ts";
 import { heavyValue, type Placement, Reader } from "../compiler/wgsl/reader.ts";
 import { randomValue, rowwiseBody } from "../compiler/wgsl/values.ts";
@@ -322,16 +322,12 @@ function renderPhase(p: Phase, reader: Reader, layout: Layout): string {
 
 /** The region kernel's WGSL around its body: bindings (read-write where written), helpers. */
 function regionWgsl(region: Region, reader: Reader, written: Set<BindingKey>, body: string) {
-  const binds = reader.bindings.map((key, i) =>
-    `@group(0) @binding(${i + 1}) var<storage, ${
-      written.has(key) ? "read_write" : "read"
-    }> a${i}: array<f32>;`
-  );
+  const binds = reader.bindings.map((key, i) => storage(i + 1, `a${i}`, "f32", written.has(key)));
   const fns = [...reader.fns.values()];
   return `// region: ${
     region.nodes.map((n) => `%${n.id} ${n.op.op}`).join(", ")
   } — one workgroup per slice
-@group(0) @binding(0) var<storage, read> sizes: array<u32>;
+${SIZES_BINDING}
 ${binds.join("\n")}
 ${helpersFor([body, ...fns].join("\n")).join("\n")}
 ${fns.join("\n")}

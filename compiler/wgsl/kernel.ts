@@ -1,7 +1,7 @@
 /** A node's kernel as WGSL, and the generic wrapper of a grid kernel (one invocation per element). */
 import type { Dim, Node } from "../ir/types.ts";
 import { WORKGROUP } from "../limits.ts";
-import { size, type SymbolSlots, type ThreadDim } from "./syntax.ts";
+import { size, SIZES_BINDING, storage, type SymbolSlots, type ThreadDim } from "./syntax.ts";
 import { helpersFor } from "./ops.ts";
 import type { Reader } from "./reader.ts";
 import { type BindingKey, decodeKey } from "./keys.ts";
@@ -64,14 +64,12 @@ export function kernel(
   const fns = Array.isArray(from) ? [] : [...from.fns.values()];
   if (!Array.isArray(from) && from.hoisted.size) body = `${from.prologue()}\n  ${body}`;
   const binds = reads.map((key, i) =>
-    `@group(0) @binding(${i + 2}) var<storage, read> a${i}: array<${
-      "vec4" in decodeKey(key) ? "vec4<f32>" : "f32"
-    }>;`
+    storage(i + 2, `a${i}`, "vec4" in decodeKey(key) ? "vec4<f32>" : "f32")
   );
   const helpers = helpersFor([body, ...fns].join("\n"));
   const wgsl = `// %${node.id} ${node.op.op}${node.name ? ` (${node.name})` : ""}
-@group(0) @binding(0) var<storage, read> sizes: array<u32>;
-@group(0) @binding(1) var<storage, read_write> out: array<${atomicOut ? "atomic<u32>" : "f32"}>;
+${SIZES_BINDING}
+${storage(1, "out", atomicOut ? "atomic<u32>" : "f32", true)}
 ${binds.join("\n")}
 ${[...helpers, ...fns].join("\n")}
 @compute @workgroup_size(${WORKGROUP})

@@ -1,6 +1,6 @@
 /** Horizontal fusion in WGSL: independent kernels rendered as one dispatch. */
 import { HYBRID_ELEMENTS, REGION_WORKGROUP, SCATTER_STRIDE, WORKGROUP } from "../limits.ts";
-import { size, type SymbolSlots } from "./syntax.ts";
+import { size, SIZES_BINDING, storage, type SymbolSlots } from "./syntax.ts";
 import { helpersFor } from "./ops.ts";
 import { type BindingKey, decodeKey } from "./keys.ts";
 import type { Launch, NodeKernel } from "./kernel.ts";
@@ -97,14 +97,17 @@ fn part${i}(t: u32) {
     );
   });
   const binds = bindings.map((b, k) =>
-    `@group(0) @binding(${k + 1}) var<storage, ${
-      writes.has(b) && !vec4.has(k) ? "read_write" : "read"
-    }> b${k}: array<${atomic.has(b) ? "atomic<u32>" : vec4.has(k) ? "vec4<f32>" : "f32"}>;`
+    storage(
+      k + 1,
+      `b${k}`,
+      atomic.has(b) ? "atomic<u32>" : vec4.has(k) ? "vec4<f32>" : "f32",
+      writes.has(b) && !vec4.has(k),
+    )
   );
   const W = regions.length ? REGION_WORKGROUP : WORKGROUP;
   const main = mergedMain(regions.length, regionCalls, W);
   const wgsl = `// merged: ${parts.map((p) => p.name).join(", ")}
-@group(0) @binding(0) var<storage, read> sizes: array<u32>;
+${SIZES_BINDING}
 ${binds.join("\n")}
 ${[...helpers, ...fns].join("\n")}
 @compute @workgroup_size(${W})

@@ -8,6 +8,19 @@ export type ThreadDim = Dim | { max: [Dim, number] } | { ceilDiv: [Dim, number] 
 /** Maps size symbols to their slot in the sizes buffer. */
 export type SymbolSlots = Map<string, number>;
 
+/**
+ * One storage-buffer declaration of a kernel's preamble: every kernel declares its buffers with
+ * this, binding 0 being the sizes table (`SIZES_BINDING`).
+ */
+export function storage(binding: number, name: string, type: string, write = false): string {
+  return `@group(0) @binding(${binding}) var<storage, ${
+    write ? "read_write" : "read"
+  }> ${name}: array<${type}>;`;
+}
+
+/** The sizes table every kernel reads its sizes (and slices, seed) from, at binding 0. */
+export const SIZES_BINDING = storage(0, "sizes", "u32");
+
 /** A size as a WGSL u32: a literal, or its slot in the sizes table. */
 export function dim(d: Dim, slots: SymbolSlots): string {
   if (typeof d === "number") return `${d}u`;
