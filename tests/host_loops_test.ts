@@ -159,3 +159,27 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "loops whose results the body does not compute (an outer value, an unchanged carry)",
+  ignore: !adapter,
+  async fn() {
+    // A fuzz find: such a loop over small values was a region that never wrote its output.
+    for (const count of [1, LOOP_UNROLL + 1]) {
+      for (const body of ["x = q", "x = x", "x = x\n    y = y * 0.5"]) {
+        await agree(
+          `def f(q: [n, d], lm: [m, d]) -> [n, d] {
+  x = q
+  y = lm @ lm^T
+  repeat ${count} {
+    ${body}
+  }
+  return x + sum(y)
+}`,
+          { q: [7, 3], lm: [3, 3] },
+          `repeat ${count} { ${body} }`,
+        );
+      }
+    }
+  },
+});

@@ -42,9 +42,13 @@ export function findRegions(
     elems(n) <= REGION_ELEMENTS && n.type.shape.every((d) => typical(d) < LONG_SEQUENCE);
   const fits = (n: Node): boolean => {
     if (n.op.op === "loop") {
-      return n.op.body.every((b) =>
-        b.op.op === "carry" ? small(b) : inline.has(b.id) || (PHASE_OPS.has(b.op.op) && small(b))
-      );
+      // A result the body does not compute (an outer value, or a carried value unchanged) would
+      // leave the region's output unwritten (a fuzz find): such loops run as kernels.
+      const computed = new Set(n.op.body.filter((b) => b.op.op !== "carry").map((b) => b.id));
+      return n.op.results.every((r) => computed.has(r)) &&
+        n.op.body.every((b) =>
+          b.op.op === "carry" ? small(b) : inline.has(b.id) || (PHASE_OPS.has(b.op.op) && small(b))
+        );
     }
     if (n.op.op === "loop_result") return fits(byId.get(n.args[0])!);
     return PHASE_OPS.has(n.op.op) && small(n);
