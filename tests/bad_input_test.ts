@@ -469,3 +469,19 @@ Deno.test("check: program text past 131,072 characters is refused before parsing
     /^<program>:\d+:\d+: the program is [\d,]+ characters long, over the 131,072 Attune reads$/,
   );
 });
+
+Deno.test("check: % 0 and // 0 with a constant zero are refused (the backends disagreed on them)", async () => {
+  for (const op of ["%", "//"]) {
+    assert.match(
+      await firstLine(
+        () => compileSync(`def f(k: [n, d]) -> [n] { return int(sum(k, axis=1) * 7) ${op} 0 }`),
+        CompileError,
+      ),
+      new RegExp(
+        `^<program>:1:\\d+: ${
+          op.replace("/", "\\/")
+        } by zero: the (remainder|quotient) has no value$`,
+      ),
+    );
+  }
+});

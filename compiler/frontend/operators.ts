@@ -79,6 +79,15 @@ export function binaryExpr(c: Checker, e: ExprOf<"binary">, scope: Scope): Val {
   if (e.op === "@") return matmul(c, l, r, e, scope);
   if (e.op === ".") return dot(c, l, r, e, scope);
   const fn = BINARY[e.op];
+  if ((fn === "mod" || fn === "idiv") && r.kind === "static" && r.value === 0) {
+    // x % 0 is NaN on the interpreter, and nothing WGSL promises on the GPU (a fuzz find: the
+    // two disagreed on a hash table's bucket): a constant zero divisor is refused here.
+    c.fail(
+      `${e.op} by zero: ${e.op === "%" ? "the remainder" : "the quotient"} has no value`,
+      e.right.span,
+      "divide by a nonzero count (a table size, a number of segments)",
+    );
+  }
   if (l.kind === "static" && r.kind === "static") return foldStatic(fn, l, r);
   return elementwise(c, fn, l, r, e.span, scope, ` in ${e.op}`);
 }
