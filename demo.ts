@@ -91,7 +91,7 @@ async function runAsync(file: string, params: Record<string, number> = {}): Prom
   const p = compileSync(load(file), { params, file: `examples/${file}` });
   progress(`${name}: float64 interpreter`);
   let t0 = performance.now();
-  const y = await p.run(inputs);
+  const y = await p.run(inputs, { backend: "interp" });
   const run: Run = { y, ms: performance.now() - t0, dispatches: p.plan().kernels.length };
   if (adapter) {
     progress(`${name}: first GPU run (builds the shader pipelines)`);
@@ -152,7 +152,7 @@ if (sweeps) {
   const x = qkv(sweepShape);
   const run = (file: string, params: Record<string, number>) => {
     progress(`sweep: ${file.replace(".attn", "")} ${JSON.stringify(params)}`);
-    return compileSync(load(file), { params }).run(x);
+    return compileSync(load(file), { params }).run(x, { backend: "interp" });
   };
   const ex = await run("exact.attn", {});
   const ye = await run("yoso_e.attn", { tau: 8 });

@@ -1,9 +1,12 @@
 /**
  * Attune: a tensor language for attention variants. Write a variant as a short `.attn`
- * program; Attune parses and checks it, optimizes it, and runs it on the float64 reference
- * interpreter (the oracle, the default) or as fused WGSL kernels on WebGPU (`backend: "gpu"`,
- * or `"auto"` for the GPU when an adapter exists). Compiling and interpreting need no
- * permissions; `verify` checks the optimizer against the interpreter on random inputs.
+ * program; Attune parses and checks it, optimizes it, and runs it as fused WGSL kernels on
+ * WebGPU or on the float64 reference interpreter. The default backend, for the library and the
+ * `attune run` command line alike, is `"auto"`: the GPU when a WebGPU adapter exists (results
+ * in float32), else the interpreter. Pass `backend: "interp"` for the float64 oracle
+ * (deterministic on every machine) or `backend: "gpu"` to require the GPU; `onBackend` says
+ * which one ran. Compiling and interpreting need no permissions; `verify` checks the optimizer
+ * against the interpreter on random inputs.
  *
  * @example
  * ```ts
@@ -11,6 +14,7 @@
  * const exact = await compile(await Deno.readTextFile("examples/exact.attn"));
  * const [q, k, v] = [1, 2, 3].map((seed) => randomTensor([2, 4, 65, 32], { seed }));
  * const y = await exact.run({ q, k, v }); // [2, 4, 65, 32]: batch and heads are leading dims
+ * const oracle = await exact.run({ q, k, v }, { backend: "interp" }); // float64, any machine
  * ```
  * @module
  */
@@ -87,19 +91,28 @@ export {
 export type { NpyWriteDType, NpyWriteOptions } from "./runtime/npy.ts";
 
 /**
- * Where a program runs: `"interp"`, the float64 reference interpreter (the oracle; what
- * `Program.run` uses unless told otherwise); `"gpu"`, the compiled WGSL kernels on WebGPU
- * (float32; a `DeviceError` when there is no adapter); `"auto"`, the GPU when a WebGPU adapter
- * exists and the interpreter otherwise (what the `attune run` command line uses by default).
- * {@link whichBackend} says which one `"auto"` picks on this machine.
+ * Where a program runs: `"auto"` (the default of `Program.run` and of the `attune run` command
+ * line), the GPU when a WebGPU adapter exists and the interpreter otherwise; `"gpu"`, the
+ * compiled WGSL kernels on WebGPU (float32; a `DeviceError` when there is no adapter);
+ * `"interp"`, the float64 reference interpreter (the oracle, deterministic on every machine).
+ * {@link whichBackend} says which one `"auto"` picks on this machine, and
+ * `RunOptions.onBackend` which one a run used.
  */
 export type Backend = "interp" | "gpu" | "auto";
 
 /**
- * The backend a run with `backend` uses on this machine: `"auto"` is `"gpu"` when a WebGPU
- * adapter can be acquired and `"interp"` otherwise; the others are themselves.
+ * The backend a run with `backend` (default `"auto"`, as in `Program.run`) uses on this
+ * machine: `"auto"` is `"gpu"` when a WebGPU adapter can be acquired and `"interp"` otherwise;
+ * the others are themselves.
+ *
+ * @example
+ * ```ts
+ * import { whichBackend } from "./mod.ts";
+ * const where = await whichBackend(); // where `program.run(inputs)` runs here
+ * if (where !== "gpu" && where !== "interp") throw new Error(where);
+ * ```
  */
-export async function whichBackend(backend: Backend = "interp"): Promise<"interp" | "gpu"> {
+export async function whichBackend(backend: Backend = "auto"): Promise<"interp" | "gpu"> {
   if (backend !== "auto" && backend !== "interp" && backend !== "gpu") {
     throw new UsageError(`unknown backend ${JSON.stringify(backend)}: use interp, gpu or auto`);
   }
@@ -141,13 +154,18 @@ export interface RunOptions {
   /** Overrides the seed of every random draw in the program. */
   seed?: number;
   /**
-   * `"interp"` (the default: the float64 reference interpreter, deterministic on every
-   * machine), `"gpu"` (the compiled kernels on WebGPU, float32) or `"auto"` (the GPU when an
-   * adapter exists, else the interpreter; {@link whichBackend} says which). The library keeps
-   * the interpreter as its default so results do not depend on the machine; the `attune run`
-   * command line defaults to `"auto"` and prints which backend ran.
+   * `"auto"` (the default, as for the `attune run` command line: the GPU when a WebGPU adapter
+   * exists, else the interpreter; {@link whichBackend} says which), `"gpu"` (the compiled
+   * kernels on WebGPU) or `"interp"` (the float64 reference interpreter). Results on the GPU are
+   * float32, so they differ from the interpreter's in the last digits and by machine; pass
+   * `backend: "interp"` for the float64 oracle, deterministic on every machine.
    */
   backend?: Backend;
+  /**
+   * Called once per run, before it starts, with the backend it runs on (`"auto"` resolved)
+   * and, on the GPU, the adapter's description (e.g. "llvmpipe (LLVM 15.0.6, 256 bits)").
+   */
+  onBackend?: (backend: "interp" | "gpu", adapter?: string) => void;
   /** GPU only: fill intermediate buffers with NaN first so unwritten elements show. */
   poison?: boolean;
   /** `profile` only: time each kernel with timestamp queries when the adapter has them. */
@@ -171,10 +189,26 @@ export interface Program {
    * Run on host tensors; inputs may have leading batch/head dims. Each input is a `Tensor`, a
    * `{ shape, data }` with a plain `number[]` (or any typed array), or nested arrays of numbers
    * such as `[[1, 2], [3, 4]]` (see {@link TensorInput}); anything else is a `CompileError`
-   * naming the input. Runs on the float64 interpreter unless `options.backend` says otherwise.
+   * naming the input. Runs where `options.backend` says, by default `"auto"`: the GPU (float32)
+   * when a WebGPU adapter exists, else the float64 interpreter; `options.onBackend` is told
+   * which. Pass `backend: "interp"` for the float64 oracle, deterministic on every machine.
+   *
+   * @example
+   * ```ts
+   * import { compile } from "./mod.ts";
+   * const double = await compile("def f(x: [n]) -> [n] { return 2 * x }");
+   * let ran = "";
+   * const y = await double.run({ x: [1, 2] }, { onBackend: (b) => ran = b });
+   * const exact = await double.run({ x: [1, 2] }, { backend: "interp" }); // float64 everywhere
+   * if (ran !== "gpu" && ran !== "interp") throw new Error(ran);
+   * if (String(exact.data) !== "2,4" || y.shape.join() !== "2") throw new Error();
+   * ```
    */
   run(inputs: Record<string, TensorInput>, options?: RunOptions): Promise<Tensor>;
-  /** Run on the GPU and report dispatches, bytes allocated and the adapter with the output. */
+  /**
+   * Run on the GPU whatever `options.backend` says (a `DeviceError` without an adapter) and
+   * report dispatches, bytes allocated and the adapter with the output.
+   */
   profile(
     inputs: Record<string, TensorInput>,
     options?: RunOptions,
@@ -235,7 +269,9 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
     async run(given: Record<string, TensorInput>, runOptions: RunOptions = {}): Promise<Tensor> {
       checkSeed(runOptions.seed, "run's seed");
       const inputs = asTensors(graph, given);
-      if ((await whichBackend(runOptions.backend ?? "interp")) === "gpu") {
+      if ((await whichBackend(runOptions.backend ?? "auto")) === "gpu") {
+        const device = await getDevice();
+        runOptions.onBackend?.("gpu", device.facts.description);
         const { output } = await execute(optimized, await gpuPlan(), inputs, {
           seed: runOptions.seed,
           poison: runOptions.poison,
@@ -243,6 +279,7 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
         });
         return output;
       }
+      runOptions.onBackend?.("interp");
       return interpret(graph, inputs, { seed: runOptions.seed });
     },
     optimized,
@@ -250,6 +287,7 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
     async profile(given: Record<string, TensorInput>, runOptions: RunOptions = {}) {
       checkSeed(runOptions.seed, "profile's seed");
       const inputs = asTensors(optimized, given);
+      runOptions.onBackend?.("gpu", (await getDevice()).facts.description);
       return execute(optimized, await gpuPlan(), inputs, {
         seed: runOptions.seed,
         poison: runOptions.poison,

@@ -210,7 +210,7 @@ async function fuzzOne(
   if (c <= MAX_COST) {
     phase("interp");
     try {
-      want = await program.run(inputs, { seed: 3 });
+      want = await program.run(inputs, { seed: 3, backend: "interp" });
       const bad = outputProblem(want);
       if (bad) findings.push({ kind: "bad-output", phase: "interp", first: bad });
       outcomes.interp = bad ? "bad-output" : "ok";

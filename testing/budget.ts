@@ -37,7 +37,10 @@ export function signTestPValue(worse: number, better: number): number {
 export interface BudgetOptions {
   /** Inputs to draw for each pair (default: bounded, no mask unless the program takes one). */
   inputs?: fc.Arbitrary<AttentionInputs>;
-  /** Where the programs run (default "interp"). */
+  /**
+   * Where the programs run: default `"interp"`, the float64 interpreter, deterministic on every
+   * machine (unlike `Program.run`, whose default is `"auto"`).
+   */
   backend?: Backend;
   /** Paired draws per run of the property (default 20; at least 7 so α = 0.01 can reject). */
   pairs?: number;
@@ -127,7 +130,7 @@ export function budgetProperty(
       });
       for (let b = 0; b < sorted.length; b++) {
         const y = await (await get(sorted[b])).run(plain(inputs), {
-          backend: options.backend,
+          backend: options.backend ?? "interp",
           seed,
         });
         errors[b].push((options.metric ?? relativeFrobeniusError)(y, exact));

@@ -9,7 +9,11 @@ import { baselines, type ErrorMetrics, errorMetrics } from "./metrics.ts";
 
 /** Options of `compareWithExact` and `sweep`. */
 export interface CompareOptions {
-  /** Where the program runs (default "interp"). */
+  /**
+   * Where the program runs: default `"interp"`, the float64 interpreter, deterministic on every
+   * machine (unlike `Program.run`, whose default is `"auto"`); `"gpu"` or `"auto"` measure the
+   * float32 kernels.
+   */
   backend?: Backend;
   /** Seed passed to `Program.run` (random programs). */
   seed?: number;
@@ -63,7 +67,10 @@ export async function compareWithExact(
     scale: options.scale,
   });
   const t0 = performance.now();
-  const output = await program.run(plain(inputs), { backend: options.backend, seed: options.seed });
+  const output = await program.run(plain(inputs), {
+    backend: options.backend ?? "interp",
+    seed: options.seed,
+  });
   const ms = performance.now() - t0;
   return {
     ...errorMetrics(output, exact),
@@ -131,7 +138,7 @@ export async function sweep(
     let output: Tensor | undefined;
     for (let r = 0; r < Math.max(1, options.repeats ?? 1); r++) {
       const t0 = performance.now();
-      output = await program.run(plain(inputs), { backend: options.backend, seed });
+      output = await program.run(plain(inputs), { backend: options.backend ?? "interp", seed });
       times.push(performance.now() - t0);
     }
     times.sort((a, b) => a - b);

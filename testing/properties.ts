@@ -4,7 +4,7 @@
  * replayable failure.
  */
 import fc from "npm:fast-check@4.10.2";
-import { type Backend, type Program, randomTensor, type Tensor } from "../mod.ts";
+import { type Backend, type Program, randomTensor, type Tensor, whichBackend } from "../mod.ts";
 import {
   type AttentionInputs,
   attentionInputs,
@@ -19,11 +19,14 @@ import type { MaskMod } from "./reference.ts";
 export interface PropertyOptions {
   /** The inputs to draw (default: `attentionInputs` suited to the property and the program). */
   inputs?: fc.Arbitrary<AttentionInputs>;
-  /** Where the program runs (default "interp"). */
+  /**
+   * Where the program runs: default `"interp"`, the float64 interpreter, deterministic on every
+   * machine (unlike `Program.run`, whose default is `"auto"`).
+   */
   backend?: Backend;
   /**
    * Allowed difference, relative to the larger of max |output| and max |v| (default 1e-9 on the
-   * interpreter, 1e-4 on the GPU, which computes in float32).
+   * interpreter, 1e-4 on the GPU, which computes in float32; `"auto"` gets the one it picks).
    */
   tolerance?: number;
 }
@@ -43,8 +46,9 @@ function defaultInputs(program: Program, extra: InputOptions): fc.Arbitrary<Atte
   });
 }
 
-function tolerance(options: PropertyOptions): number {
-  return options.tolerance ?? (options.backend === "gpu" ? 1e-4 : 1e-9);
+async function tolerance(options: PropertyOptions): Promise<number> {
+  if (options.tolerance !== undefined) return options.tolerance;
+  return (await whichBackend(options.backend ?? "interp")) === "gpu" ? 1e-4 : 1e-9;
 }
 
 /**
@@ -94,7 +98,7 @@ async function runsAgree(
   wantRow?: (s: number, i: number) => number,
 ): Promise<void> {
   const base = await run(x), moved = await run(y);
-  compareRows(moved, base, scaleOf(base, x.v), tolerance(options), what, rows, wantRow);
+  compareRows(moved, base, scaleOf(base, x.v), await tolerance(options), what, rows, wantRow);
 }
 
 function permutation(n: number, seed: number): number[] {
@@ -197,7 +201,8 @@ export function permutationProperty(
       masks: ["none", "padding", "random", "empty"],
     });
   return fc.asyncProperty(inputs, seeds(), seeds(), async (x, seed, permSeed) => {
-    const run = (y: AttentionInputs) => program.run(plain(y), { backend: options.backend, seed });
+    const run = (y: AttentionInputs) =>
+      program.run(plain(y), { backend: options.backend ?? "interp", seed });
     const n = x.q.shape.at(-2)!, m = x.k.shape.at(-2)!;
     if (mode === "tokens" && n !== m) throw new RangeError("tokens mode needs n = m");
     const perm = permutation(mode === "queries" ? n : m, permSeed);
@@ -270,7 +275,8 @@ export function shiftInvarianceProperty(
 ): AttentionProperty {
   const inputs = options.inputs ?? defaultInputs(program, {});
   return fc.asyncProperty(inputs, seeds(), seeds(), async (x, seed, shiftSeed) => {
-    const run = (y: AttentionInputs) => program.run(plain(y), { backend: options.backend, seed });
+    const run = (y: AttentionInputs) =>
+      program.run(plain(y), { backend: options.backend ?? "interp", seed });
     const d = x.k.shape.at(-1)!;
     const t = randomTensor([d], { seed: shiftSeed, scale: rms(x.k) || 1 }).data;
     const k = { ...x.k, data: x.k.data.map((val, i) => val + t[i % d]) };
@@ -319,12 +325,12 @@ export function convexHullProperty(
       masks: ["none", "padding", "random", "empty"],
     });
   return fc.asyncProperty(inputs, seeds(), fc.constant(0), async (x, seed, _unused) => {
-    const y = await program.run(plain(x), { backend: options.backend, seed });
+    const y = await program.run(plain(x), { backend: options.backend ?? "interp", seed });
     const n = y.shape.at(-2)!, e = y.shape.at(-1)!, m = x.v.shape.at(-2)!;
     const outLead = y.shape.slice(0, -2);
     const vLead = lead(x.v, 2);
     const real = maskLookup(x.mask, outLead);
-    const limit = tolerance(options) * scaleOf(y, x.v);
+    const limit = (await tolerance(options)) * scaleOf(y, x.v);
     const lo = new Float64Array(e), hi = new Float64Array(e);
     for (let s = 0; s < count(outLead); s++) {
       const [b, h] = batchHead(outLead, s);
@@ -380,7 +386,8 @@ export function causalityProperty(
   const inputs = options.inputs ??
     defaultInputs(program, { values: ["bounded", "extreme"], masks: ["none"] });
   return fc.asyncProperty(inputs, seeds(), seeds(), async (x, seed, aux) => {
-    const run = (y: AttentionInputs) => program.run(plain(y), { backend: options.backend, seed });
+    const run = (y: AttentionInputs) =>
+      program.run(plain(y), { backend: options.backend ?? "interp", seed });
     const n = x.q.shape.at(-2)!;
     if (x.k.shape.at(-2) !== n) throw new RangeError("causalityProperty needs n = m");
     const p = aux % n;
@@ -429,7 +436,8 @@ export function paddingInvarianceProperty(
   const inputs = options.inputs ??
     defaultInputs(program, { masks: ["padding", "random", "empty"] });
   return fc.asyncProperty(inputs, seeds(), seeds(), async (x, seed, aux) => {
-    const run = (y: AttentionInputs) => program.run(plain(y), { backend: options.backend, seed });
+    const run = (y: AttentionInputs) =>
+      program.run(plain(y), { backend: options.backend ?? "interp", seed });
     if (!x.mask) return; // nothing is padded
     const n = x.q.shape.at(-2)!, m = x.k.shape.at(-2)!;
     const padK = maskLookup(x.mask, lead(x.k, 2)), padV = maskLookup(x.mask, lead(x.v, 2));

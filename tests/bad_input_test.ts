@@ -59,11 +59,11 @@ Deno.test('api: seeds the generator does not take are refused (NaN, 1.5, "7", -1
   const inputs = { q: rand([3, 4]), k: rand([5, 4], 2), v: rand([5, 2], 3) };
   for (const seed of [NaN, 1.5, "7", -1, 2 ** 32]) {
     assert.match(
-      await firstLine(() => p.run(inputs, { seed: seed as number }), UsageError),
+      await firstLine(() => p.run(inputs, { seed: seed as number, backend: "interp" }), UsageError),
       /^run's seed must be a whole number from 0 to 4294967295 \(the generator's u32 key\), got /,
     );
   }
-  assert.equal((await p.run(inputs, { seed: 2 ** 32 - 1 })).shape.join(), "3,2");
+  assert.equal((await p.run(inputs, { seed: 2 ** 32 - 1, backend: "interp" })).shape.join(), "3,2");
   await firstLine(() => randomTensor([2], { seed: 0.5 }), UsageError);
 });
 
@@ -89,21 +89,27 @@ Deno.test("api: fractional, negative or missing dims are refused by tensor() and
   const base = { k: rand([5, 4], 2), v: rand([5, 2], 3) };
   assert.match(
     await firstLine(
-      () => p.run({ ...base, q: { shape: [4.5, 8], data: new Float64Array(36) } }),
+      () =>
+        p.run({ ...base, q: { shape: [4.5, 8], data: new Float64Array(36) } }, {
+          backend: "interp",
+        }),
       CompileError,
     ),
     /input q has shape \[4\.5, 8\]; a shape is an array of whole numbers ≥ 0$/,
   );
   assert.match(
     await firstLine(
-      () => p.run({ ...base, q: { shape: undefined as unknown as number[], data: [1] } }),
+      () =>
+        p.run({ ...base, q: { shape: undefined as unknown as number[], data: [1] } }, {
+          backend: "interp",
+        }),
       CompileError,
     ),
     /input q has shape undefined; a shape is an array of whole numbers ≥ 0$/,
   );
   // A plain number array where a matrix belongs: its rank is named.
   assert.match(
-    await firstLine(() => p.run({ ...base, q: [1, 2, 3] }), CompileError),
+    await firstLine(() => p.run({ ...base, q: [1, 2, 3] }, { backend: "interp" }), CompileError),
     /input q should have rank 2 \(\[n, d\]\) but has shape \[3\]$/,
   );
 });
@@ -112,12 +118,17 @@ Deno.test("api: a 2-D [m, m] tensor given for a [m] mask is refused, not read as
   const p = compileSync(EXACT);
   const inputs = { q: rand([3, 4]), k: rand([5, 4], 2), v: rand([5, 2], 3) };
   assert.match(
-    await firstLine(() => p.run({ ...inputs, km: rand([5, 5], 4) }), CompileError),
+    await firstLine(
+      () => p.run({ ...inputs, km: rand([5, 5], 4) }, { backend: "interp" }),
+      CompileError,
+    ),
     /input km is declared \[m\] but has shape \[5, 5\]: its leading dim \[5\] would be a batch dim that q \(shape \[3, 4\]\) does not have$/,
   );
   // A mask over batches beside batched q, k, v still broadcasts: [B, m] with [B, H, n, d].
   const batched = { q: rand([2, 3, 3, 4]), k: rand([2, 3, 5, 4], 2), v: rand([2, 3, 5, 2], 3) };
-  const y = await p.run({ ...batched, km: tensor([2, 5], [1, 1, 0, 1, 1, 1, 0, 1, 1, 1]) });
+  const y = await p.run({ ...batched, km: tensor([2, 5], [1, 1, 0, 1, 1, 1, 0, 1, 1, 1]) }, {
+    backend: "interp",
+  });
   assert.deepEqual(y.shape, [2, 3, 3, 2]);
 });
 
@@ -376,7 +387,7 @@ Deno.test("plan: a 2,300-statement straight-line program plans (no stack overflo
   const plan = p.plan();
   // Inlined expressions are cut every INLINE_DEPTH nodes: many kernels, none 9,000 ops deep.
   assert.ok(plan.kernels.length > 10, `${plan.kernels.length} kernels`);
-  const y = await p.run({ x: randomTensor([3, 2]) });
+  const y = await p.run({ x: randomTensor([3, 2]) }, { backend: "interp" });
   assert.ok(y.data.every(Number.isFinite));
 });
 
@@ -408,7 +419,7 @@ Deno.test({
 }`);
     for (const [d, e] of [[0, 4], [4, 0], [0, 0]]) {
       const x = { q: rand([5, d]), k: rand([6, d], 2), v: rand([6, e], 3) };
-      const want = await p.run(x);
+      const want = await p.run(x, { backend: "interp" });
       const got = await p.run(x, { backend: "gpu", poison: true });
       assert.deepEqual(got.shape, want.shape, `d=${d} e=${e}`);
       for (let i = 0; i < want.data.length; i++) {
@@ -425,7 +436,7 @@ Deno.test({
     const src = Deno.readTextFileSync(new URL("../examples/sliding_window.attn", import.meta.url));
     const p = compileSync(src, { params: { window: 1e11 } });
     const x = { q: rand([9, 4]), k: rand([9, 4], 2), v: rand([9, 3], 3) };
-    const want = await p.run(x);
+    const want = await p.run(x, { backend: "interp" });
     const got = await p.run(x, { backend: "gpu", poison: true });
     for (let i = 0; i < want.data.length; i++) {
       assert.ok(Math.abs(got.data[i] - want.data[i]) <= 1e-5, `at ${i}`);

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { callerDir, resolvePath, VERSION } from "../cli.ts";
 import { cli } from "./cli_helpers.ts";
+import { getDevice } from "../runtime/device.ts";
 import {
   AttuneError,
   CompileError,
@@ -99,7 +100,9 @@ Deno.test("cli: run takes --flag=value, -o, relative --in/--out, and says which 
     );
     assert.equal(r.code, 0, r.err);
     assert.equal(r.out, "y.npy: [2, 5, 4] f8 (interp, float64 interpreter)");
-    const want = await compileSync(Deno.readTextFileSync(exact)).run({ q, k, v });
+    const want = await compileSync(Deno.readTextFileSync(exact)).run({ q, k, v }, {
+      backend: "interp",
+    });
     assert.deepEqual((await readNpy(`${dir}/y.npy`)).data, want.data);
     // --out=FILE; the default backend is auto: the GPU when there is an adapter.
     const auto = await cli(
@@ -204,19 +207,23 @@ Deno.test("API: plain arrays are accepted where a Tensor is expected", async () 
     "def f(q: [n, d], k: [n, d]) -> [n, n] { return softmax(q @ k^T, axis=1) }",
   );
   const qd = [1, 2, 3, 4, 5, 6], kd = [0.5, -1, 2, 0, 1, 1];
-  const want = await p.run({ q: tensor([3, 2], qd), k: tensor([3, 2], kd) });
-  const plain = await p.run({ q: { shape: [3, 2], data: qd }, k: { shape: [3, 2], data: kd } });
+  const want = await p.run({ q: tensor([3, 2], qd), k: tensor([3, 2], kd) }, { backend: "interp" });
+  const plain = await p.run({ q: { shape: [3, 2], data: qd }, k: { shape: [3, 2], data: kd } }, {
+    backend: "interp",
+  });
   assert.deepEqual(plain, want);
-  const nested = await p.run({ q: [[1, 2], [3, 4], [5, 6]], k: [[0.5, -1], [2, 0], [1, 1]] });
+  const nested = await p.run({ q: [[1, 2], [3, 4], [5, 6]], k: [[0.5, -1], [2, 0], [1, 1]] }, {
+    backend: "interp",
+  });
   assert.deepEqual(nested, want);
   const f32 = await p.run({
     q: { shape: [3, 2], data: Float32Array.from(qd) },
     k: { shape: [3, 2], data: [[0.5, -1], [2, 0], [1, 1]] },
-  });
+  }, { backend: "interp" });
   assert.deepEqual(f32, want);
   // Anything else is a CompileError that names the input.
   const rejects = async (inputs: Record<string, unknown>, message: RegExp) => {
-    const e = await p.run(inputs as never).then(() => undefined, (e) => e);
+    const e = await p.run(inputs as never, { backend: "interp" }).then(() => undefined, (e) => e);
     assert.ok(e instanceof CompileError, `expected a CompileError, got ${e}`);
     assert.match(e.message, message);
     return e;
@@ -238,14 +245,35 @@ Deno.test("API: plain arrays are accepted where a Tensor is expected", async () 
 
 Deno.test("API: NpyError and whichBackend are exported; unknown backends are refused", async () => {
   assert.throws(() => decodeNpy(new Uint8Array([1, 2, 3])), NpyError);
-  assert.equal(await whichBackend(), "interp");
+  const auto = await whichBackend("auto");
+  assert.ok(["gpu", "interp"].includes(auto));
+  assert.equal(await whichBackend(), auto);
   assert.equal(await whichBackend("interp"), "interp");
-  assert.ok(["gpu", "interp"].includes(await whichBackend("auto")));
   const p = compileSync("def f(x: [n]) -> [n] { return x * 2 }");
+  const ran: [string, string | undefined][] = [];
+  const onBackend = (b: "interp" | "gpu", adapter?: string) => ran.push([b, adapter]);
   await assert.rejects(
-    () => p.run({ x: [1, 2] }, { backend: "cpu" as never }),
+    () => p.run({ x: [1, 2] }, { backend: "cpu" as never, onBackend }),
     (e) =>
       e instanceof AttuneError && /unknown backend "cpu": use interp, gpu or auto/.test(e.message),
   );
-  assert.deepEqual([...(await p.run({ x: [1, 2] })).data], [2, 4]);
+  assert.deepEqual(ran, []);
+  assert.deepEqual([...(await p.run({ x: [1, 2] }, { backend: "interp", onBackend })).data], [
+    2,
+    4,
+  ]);
+  assert.deepEqual(ran, [["interp", undefined]]);
+});
+
+Deno.test("API: run's default backend is auto, like attune run's; onBackend says which ran", async () => {
+  const auto = await whichBackend("auto");
+  const adapter = auto === "gpu" ? (await getDevice()).facts.description : undefined;
+  const p = compileSync("def f(x: [n]) -> [n] { return x * 2 }");
+  const ran: [string, string | undefined][] = [];
+  const y = await p.run({ x: [1, 2] }, { onBackend: (b, a) => ran.push([b, a]) });
+  assert.deepEqual([...y.data], [2, 4]);
+  assert.deepEqual(ran, [[auto, adapter]]);
+  // A run told "auto" goes the same way as one told nothing.
+  await p.run({ x: [1, 2] }, { backend: "auto", onBackend: (b, a) => ran.push([b, a]) });
+  assert.deepEqual(ran, [[auto, adapter], [auto, adapter]]);
 });

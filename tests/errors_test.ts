@@ -546,7 +546,7 @@ const RUN_CASES: RunCase[] = [
 for (const c of RUN_CASES) {
   Deno.test(`run error: ${c.name}`, async () => {
     const program = c.program ?? exact;
-    const e = await runError(program.run(c.inputs));
+    const e = await runError(program.run(c.inputs, { backend: "interp" }));
     assert.equal(e.message, c.message);
     if (c.hint !== undefined) assert.equal(e.hint, c.hint);
     assertWellFormed(e, program.graph.source);
@@ -559,7 +559,7 @@ Deno.test("run error: a size too large to allocate is an AttuneError, not a Rang
   });
   let error: unknown;
   try {
-    await program.run({ q: r([5, 4]) });
+    await program.run({ q: r([5, 4]) }, { backend: "interp" });
   } catch (e) {
     error = e;
   }
@@ -608,7 +608,9 @@ Deno.test("format: a syntax error points at the offending token", () => {
 });
 
 Deno.test("format: a run-time input error points at the input's declaration", async () => {
-  const e = await runError(exact.run({ q: r([5, 4]), k: r([6, 3]), v: r([6, 2]) }));
+  const e = await runError(
+    exact.run({ q: r([5, 4]), k: r([6, 3]), v: r([6, 2]) }, { backend: "interp" }),
+  );
   const { line, caretAt, width } = caret(e.format());
   assert.equal(line.slice(caretAt, caretAt + width), "k: [m, d]");
   assert.ok(e.format().endsWith("hint: inputs sharing a size name must agree on it"));

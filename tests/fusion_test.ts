@@ -75,7 +75,7 @@ Deno.test({
       k: randomTensor([1, 1100, 64], { seed: 12 }),
       v: randomTensor([1, 1100, 64], { seed: 13 }),
     };
-    const want = await p.run(x);
+    const want = await p.run(x, { backend: "interp" });
     const got = await p.run(x, { backend: "gpu", poison: true });
     const err = relativeError(got, want);
     assert.ok(err < 1e-5, `relative error ${err}`);
@@ -101,7 +101,7 @@ Deno.test({
               k: randomTensor([2, n, 12], { seed: n + rows + 1 }),
               v: randomTensor([2, n, 6], { seed: n + rows + 2 }),
             };
-            const want = await p.run(x);
+            const want = await p.run(x, { backend: "interp" });
             const got = await p.run(x, { backend: "gpu", poison: true });
             const err = relativeError(got, want);
             assert.ok(err < 1e-5, `${f}, ${rows} rows, n = ${n}: relative error ${err}`);
@@ -172,7 +172,7 @@ Deno.test({
         k: randomTensor([2, n, d], { seed: n + 1 }),
         v: randomTensor([2, n, 8], { seed: n + 2 }),
       };
-      const want = await p.run(x);
+      const want = await p.run(x, { backend: "interp" });
       const { output } = await p.profile(x, { poison: true });
       const err = relativeError(output, want);
       assert.ok(err < 1e-5, `n=${n} m=${m} d=${d}: ${err}`);

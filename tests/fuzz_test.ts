@@ -69,7 +69,7 @@ function tryCompile(source: string): Program | undefined {
 async function runOrFailCleanly(program: Program, source: string): Promise<boolean> {
   let y: Tensor;
   try {
-    y = await program.run(inputsFor(program), { seed: 3 });
+    y = await program.run(inputsFor(program), { seed: 3, backend: "interp" });
   } catch (e) {
     assertGoodCompileError(e, source, "run");
     return false;
@@ -130,7 +130,7 @@ Deno.test("fuzz: every example compiles unmutated and runs on n = 5, d = 4", asy
     const program = tryCompile(source);
     assert.ok(program, source.split("\n")[0]);
     try {
-      await program.run(inputsFor(program), { seed: 1 });
+      await program.run(inputsFor(program), { seed: 1, backend: "interp" });
     } catch (e) {
       assertGoodCompileError(e, source, "run");
     }
@@ -221,7 +221,7 @@ Deno.test({
         const x = inputsFor(program);
         let want: Tensor;
         try {
-          want = await program.run(x, { seed: 3 });
+          want = await program.run(x, { seed: 3, backend: "interp" });
         } catch {
           return; // already covered by the interpreter property
         }

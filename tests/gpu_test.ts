@@ -63,7 +63,7 @@ for (const c of CASES) {
           v: randomTensor([s.batch, s.heads, s.n, s.e], { seed: seed + 2 }),
         };
         if (c.mask) inputs.mask = prefixMask(s.batch, s.n, seed + 3);
-        const want = await p.run(inputs, { seed: 7 });
+        const want = await p.run(inputs, { seed: 7, backend: "interp" });
         const got = await p.run(inputs, { backend: "gpu", poison: true, seed: 7 });
         assert.deepEqual(got.shape, want.shape);
         assert.ok(
@@ -105,7 +105,7 @@ Deno.test({
     const p = compileSync(load("nystrom.attn"), { params: { landmarks: 8 }, file: "nystrom.attn" });
     const x = { q: randomTensor([5, 4]), k: randomTensor([5, 4]), v: randomTensor([5, 4]) };
     await assert.rejects(
-      p.run(x),
+      p.run(x, { backend: "interp" }),
       (e) => e instanceof CompileError && /8 segments but only 5 rows/.test(e.message),
     );
     await assert.rejects(
@@ -122,7 +122,7 @@ Deno.test("bad input: NaN in an input is refused with its position on both backe
   const x = { q, k: randomTensor([2, 5, 4], { seed: 2 }), v: randomTensor([2, 5, 4], { seed: 3 }) };
   const nan = (e: unknown) =>
     e instanceof CompileError && /input q contains NaN at \[0, 3, 2\]/.test(e.message);
-  await assert.rejects(p.run(x), nan);
+  await assert.rejects(p.run(x, { backend: "interp" }), nan);
   if (adapter !== undefined) await assert.rejects(p.run(x, { backend: "gpu" }), nan);
 });
 
@@ -146,7 +146,7 @@ Deno.test({
           k: randomTensor([2, n, d], { seed: n + d + 1 }),
           v: randomTensor([2, n, d], { seed: n + d + 2 }),
         };
-        const want = await p.run(x, { seed: 3 });
+        const want = await p.run(x, { seed: 3, backend: "interp" });
         const got = await p.run(x, { backend: "gpu", poison: true, seed: 3 });
         const err = relativeError(got, want);
         assert.ok(err <= tol, `${file} n=${n} d=${d}: relative error ${err}`);
@@ -172,7 +172,7 @@ Deno.test({
         k: randomTensor([2, 3, 33, 8], { seed: 2 }),
         v: randomTensor([2, 3, 33, 8], { seed: 3 }),
       };
-      const want = await p.run(x, { seed: 9 });
+      const want = await p.run(x, { seed: 9, backend: "interp" });
       const perSlice = Math.max(
         ...p.plan().buffers.map((b) =>
           b.shape.reduce<number>(
@@ -210,6 +210,6 @@ Deno.test("bad input: inputs that do not fit the program get the same error on b
   };
   const fits = (e: unknown) =>
     e instanceof CompileError && /input k: size d is 3 here but 4 from input q/.test(e.message);
-  await assert.rejects(p.run(x), fits);
+  await assert.rejects(p.run(x, { backend: "interp" }), fits);
   if (adapter !== undefined) await assert.rejects(p.run(x, { backend: "gpu" }), fits);
 });

@@ -49,7 +49,10 @@ export function run(
   params: Record<string, number | boolean> = {},
   options: { entry?: string; seed?: number } = {},
 ): Promise<Tensor> {
-  return program(file, params, options.entry).run(inputs, { seed: options.seed });
+  return program(file, params, options.entry).run(inputs, {
+    seed: options.seed,
+    backend: "interp",
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

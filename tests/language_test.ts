@@ -25,7 +25,7 @@ function run(
   inputs: Record<string, Tensor>,
   options: { params?: Record<string, number | boolean>; seed?: number } = {},
 ): Promise<Tensor> {
-  return compile(lines, options.params).run(inputs, { seed: options.seed });
+  return compile(lines, options.params).run(inputs, { seed: options.seed, backend: "interp" });
 }
 
 const rand = (shape: number[], seed: number): Tensor => randomTensor(shape, { seed });
@@ -98,7 +98,7 @@ Deno.test("matmul with a vector: matrix-vector, vector-matrix, vector-vector", a
     "}",
   ]);
   assert.match(p.explain(), /^f\(.*\) -> \[n\]$/m);
-  const y = await p.run({ a, x, z });
+  const y = await p.run({ a, x, z }, { backend: "interp" });
   let za0 = 0, xx = 0;
   for (let i = 0; i < 4; i++) za0 += at(z, i) * at(a, i, 0);
   for (let k = 0; k < 3; k++) xx += at(x, k) ** 2;
@@ -151,7 +151,7 @@ Deno.test("reductions with axis and keepdims; without axis they reduce everythin
     "}",
   ]);
   assert.match(p.explain(), /^f\(.*\) -> \[n, d\]$/m);
-  const y = await p.run({ x });
+  const y = await p.run({ x }, { backend: "interp" });
   const col = (j: number, f: (a: number, b: number) => number, init: number) =>
     [0, 1, 2].reduce((acc, i) => f(acc, at(x, i, j)), init);
   const row = (i: number, f: (a: number, b: number) => number, init: number) =>
@@ -177,7 +177,7 @@ Deno.test("softmax along axis 1 and 0; a fully -inf row gives zeros, not NaN", a
     "  return softmax(where(keep > 0, s, -inf), axis=1) + 10 * softmax(s, axis=0)",
     "}",
   ]);
-  const y = await p.run({ s, keep });
+  const y = await p.run({ s, keep }, { backend: "interp" });
   const want = build([4, 5], (i, j) => {
     let rowMax = -Infinity, rowSum = 0;
     for (let k = 0; k < 5; k++) if (at(keep, i, k)) rowMax = Math.max(rowMax, at(s, i, k));
@@ -376,11 +376,11 @@ Deno.test("topk: largest first, ties to the lower index, NaN last, k past the en
   const x = tensor([2, 5], [1, 3, 3, 2, 3, 5, -7, -1, 5, 0]);
   const src = ["def f(x: [r, n], k = 3) {", "  return topk(where(x == -7, log(-1.0), x), k)", "}"];
   const p = compile(src);
-  const y = await p.run({ x });
+  const y = await p.run({ x }, { backend: "interp" });
   assert.equal(y.dtype, "int");
   assert.deepEqual(y.shape, [2, 3]);
   assert.deepEqual([...y.data], [1, 2, 4, 0, 3, 4]);
-  const all = await compile(src, { k: 6 }).run({ x });
+  const all = await compile(src, { k: 6 }).run({ x }, { backend: "interp" });
   assert.deepEqual([...all.data], [1, 2, 4, 3, 0, 5, 0, 3, 4, 2, 1, 5]);
 });
 
@@ -403,7 +403,7 @@ Deno.test("segment_mean: n = 10, m = 4 → s = 2, k1 = 2: sizes 2, 2, 3, 3; n = 
   const p = compile(["def f(x: [n, d], m = 4) {", "  return segment_mean(x, m)", "}"]);
   for (const [n, sizes] of [[10, [2, 2, 3, 3]], [8, [2, 2, 2, 2]], [4, [1, 1, 1, 1]]] as const) {
     const x = rand([n, 3], n);
-    const y = await p.run({ x });
+    const y = await p.run({ x }, { backend: "interp" });
     let start = 0;
     const starts = sizes.map((len) => (start += len) - len);
     close(
@@ -494,7 +494,7 @@ Deno.test("user functions unify their size names per call and are inlined", asyn
     "}",
   ]);
   assert.match(p.explain(), /^f\(q: \[n, d\], k: \[l, d\]\) -> \[n\]$/m);
-  const y = await p.run({ q, k });
+  const y = await p.run({ q, k }, { backend: "interp" });
   const dot = (t: Tensor, i: number, j: number) =>
     [0, 1, 2].reduce((s, c) => s + at(t, i, c) * at(t, j, c), 0);
   let kk = 0;
@@ -537,18 +537,19 @@ Deno.test("random draws: same seed → same values; other seed or stream → oth
 Deno.test("random draws: run({ seed }) overrides; each batch slice draws independently", async () => {
   const q = rand([2, 4, 3], 1);
   const p = compile(["def f(q: [n, d], seed = 7) {", "  return gumbel([n], seed)", "}"]);
-  const y = await p.run({ q });
+  const y = await p.run({ q }, { backend: "interp" });
   assert.notDeepEqual([...slice(y, [0]).data], [...slice(y, [1]).data]);
   const ref = new Float64Array(4);
   fillRandom(ref, "gumbel", { seed: 7, stream: 0, slice: 1 });
   assert.deepEqual([...slice(y, [1]).data], [...ref]);
-  const o1 = await p.run({ q }, { seed: 123 }), o2 = await p.run({ q }, { seed: 123 });
+  const o1 = await p.run({ q }, { seed: 123, backend: "interp" }),
+    o2 = await p.run({ q }, { seed: 123, backend: "interp" });
   assert.deepEqual([...o1.data], [...o2.data]);
   assert.notDeepEqual([...o1.data], [...y.data]);
   const viaParam = await compile(
     ["def f(q: [n, d], seed = 7) {", "  return gumbel([n], seed)", "}"],
     { seed: 123 },
-  ).run({ q });
+  ).run({ q }, { backend: "interp" });
   assert.deepEqual([...viaParam.data], [...o1.data]);
 });
 
@@ -590,12 +591,12 @@ function attention(q: Tensor, k: Tensor, v: Tensor, mask?: Tensor): Tensor {
 Deno.test("leading batch dims: each slice equals running on the slice alone", async () => {
   const p = compile(EXACT);
   const q = rand([2, 3, 5, 4], 1), k = rand([2, 3, 6, 4], 2), v = rand([2, 3, 6, 2], 3);
-  const y = await p.run({ q, k, v });
+  const y = await p.run({ q, k, v }, { backend: "interp" });
   assert.deepEqual(y.shape, [2, 3, 5, 2]);
   for (let b = 0; b < 2; b++) {
     for (let h = 0; h < 3; h++) {
       const [qs, ks, vs] = [q, k, v].map((t) => slice(t, [b, h]));
-      const alone = await p.run({ q: qs, k: ks, v: vs });
+      const alone = await p.run({ q: qs, k: ks, v: vs }, { backend: "interp" });
       assert.deepEqual([...slice(y, [b, h]).data], [...alone.data]);
       close(alone, attention(qs, ks, vs), 1e-12);
     }
@@ -605,7 +606,7 @@ Deno.test("leading batch dims: each slice equals running on the slice alone", as
 Deno.test("leading batch dims: an input with fewer leading dims is shared (k, v per batch)", async () => {
   const p = compile(EXACT);
   const q = rand([2, 3, 5, 4], 1), k = rand([2, 6, 4], 2), v = rand([6, 2], 3);
-  const y = await p.run({ q, k, v });
+  const y = await p.run({ q, k, v }, { backend: "interp" });
   assert.deepEqual(y.shape, [2, 3, 5, 2]);
   for (let b = 0; b < 2; b++) {
     for (let h = 0; h < 3; h++) {
@@ -618,13 +619,15 @@ Deno.test("a [b, n] mask broadcasts over the heads of [b, h, n, d] queries", asy
   const p = compile(EXACT);
   const q = rand([2, 3, 5, 4], 1), k = rand([2, 3, 5, 4], 2), v = rand([2, 3, 5, 2], 3);
   const mask = tensor([2, 5], [1, 1, 1, 0, 0, 1, 0, 1, 1, 1]);
-  const y = await p.run({ q, k, v, mask });
+  const y = await p.run({ q, k, v, mask }, { backend: "interp" });
   for (let b = 0; b < 2; b++) {
     for (let h = 0; h < 3; h++) {
       const [qs, ks, vs] = [q, k, v].map((t) => slice(t, [b, h]));
       const want = attention(qs, ks, vs, slice(mask, [b]));
       close(slice(y, [b, h]), want, 1e-12);
-      const alone = await p.run({ q: qs, k: ks, v: vs, mask: slice(mask, [b]) });
+      const alone = await p.run({ q: qs, k: ks, v: vs, mask: slice(mask, [b]) }, {
+        backend: "interp",
+      });
       assert.deepEqual([...slice(y, [b, h]).data], [...alone.data]);
     }
   }
@@ -632,7 +635,9 @@ Deno.test("a [b, n] mask broadcasts over the heads of [b, h, n, d] queries", asy
 
 Deno.test("an empty batch dim gives an empty result of the right shape", async () => {
   const p = compile(["def f(q: [n, d]) {", "  return q * 2", "}"]);
-  const y = await p.run({ q: { shape: [0, 5, 4], data: new Float64Array(0), dtype: "float" } });
+  const y = await p.run({ q: { shape: [0, 5, 4], data: new Float64Array(0), dtype: "float" } }, {
+    backend: "interp",
+  });
   // Today: shape [1, 5, 4] full of NaN (bindInputs merges batch sizes 1 and 0 with Math.max).
   assert.deepEqual(y.shape, [0, 5, 4]);
   assert.equal(y.data.length, 0);

@@ -99,7 +99,7 @@ async function compare(p: Program | string, inputs: Record<string, Tensor>): Pro
   if (typeof p === "string") p = compileSync(p);
   const names = runKernels(p, inputs);
   assert.ok(names.some((k) => k.endsWith("_part")), `not split: ${names.join(", ")}`);
-  const want = await p.run(inputs);
+  const want = await p.run(inputs, { backend: "interp" });
   const got = await p.run(inputs, { backend: "gpu", poison: true });
   return relativeError(got, want);
 }
@@ -181,7 +181,7 @@ Deno.test({
       const p = program("linear.attn");
       const names = runKernels(p, inputs);
       assert.ok(!names.some((k) => k.includes("matmul_21+")), names.join(", "));
-      const want = await p.run(inputs);
+      const want = await p.run(inputs, { backend: "interp" });
       const got = await p.run(inputs, { backend: "gpu", poison: true });
       const err = relativeError(got, want);
       assert.ok(err < 1e-4, `n = ${n}: ${err}`);

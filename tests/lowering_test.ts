@@ -134,7 +134,10 @@ Deno.test({
         rows: randomTensor([2, 3, 4], { seed: 9 }),
       };
       const got = await p.run(x, { backend: "gpu", poison: true, seed: n });
-      assert.ok(relativeError(got, await p.run(x, { seed: n })) < 1e-6, `n=${n}`);
+      assert.ok(
+        relativeError(got, await p.run(x, { seed: n, backend: "interp" })) < 1e-6,
+        `n=${n}`,
+      );
     }
   },
 });
@@ -161,7 +164,7 @@ Deno.test({
       const x = qkv(2, 300, 16, 8, tau);
       const a = await p.run(x, { backend: "gpu", poison: true });
       const b = await p.run(x, { backend: "gpu", poison: true });
-      const want = await p.run(x);
+      const want = await p.run(x, { backend: "interp" });
       assert.ok(relativeError(a, want) < 1e-5, `tau ${tau}: ${relativeError(a, want)}`);
       if (tau === 6) {
         assert.ok(partial, "64 buckets: partial tables");
@@ -183,7 +186,7 @@ Deno.test({
       for (const n of f === "nystrom.attn" ? [63, 257] : [1, 63, 257]) {
         const x = qkv(2, n, 16, 8, n);
         const got = await p.run(x, { backend: "gpu", poison: true, seed: 5 });
-        const want = await p.run(x, { seed: 5 });
+        const want = await p.run(x, { seed: 5, backend: "interp" });
         assert.ok(relativeError(got, want) < 1e-4, `${f} n=${n}: ${relativeError(got, want)}`);
       }
     }
@@ -197,7 +200,7 @@ Deno.test({
     const { device } = await getDevice();
     const src = load("exact.attn");
     const x = qkv(2, 257, 64, 16, 77);
-    const want = await compileSync(src).run(x);
+    const want = await compileSync(src).run(x, { backend: "interp" });
     const p = compileSync(src, { f16: true });
     assert.ok(p.plan().kernels[0].specialize!(() => 64).startsWith("enable f16;"));
     if (!device.features.has("shader-f16")) {
@@ -232,7 +235,7 @@ def g(a: [m, k], b: [k, n]) -> [m, n] {
       };
       for (const prog of [p, q]) {
         const got = await prog.run(x, { backend: "gpu", poison: true });
-        const err = relativeError(got, await prog.run(x));
+        const err = relativeError(got, await prog.run(x, { backend: "interp" }));
         assert.ok(err < 1e-5, `m=${m} k=${k} n=${n}: ${err}`);
       }
     }
@@ -257,7 +260,7 @@ Deno.test({
         },
       };
       const got = await p.run(x, { backend: "gpu", poison: true });
-      const err = relativeError(got, await p.run(x));
+      const err = relativeError(got, await p.run(x, { backend: "interp" }));
       assert.ok(err < 1e-5, `n=${n} e=${e}: ${err}`);
     }
   },
@@ -286,7 +289,11 @@ Deno.test({
       const x = { x: randomTensor([2, n], { seed: n }) };
       for (const prog of [p, q]) {
         const got = await prog.run(x, { backend: "gpu", poison: true });
-        assert.deepEqual(Array.from(got.data), Array.from((await prog.run(x)).data), `n=${n}`);
+        assert.deepEqual(
+          Array.from(got.data),
+          Array.from((await prog.run(x, { backend: "interp" })).data),
+          `n=${n}`,
+        );
       }
     }
   },

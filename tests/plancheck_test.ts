@@ -133,7 +133,7 @@ Deno.test({
       k: randomTensor([n, d], { seed: 2 }),
       v: randomTensor([n, d], { seed: 3 }),
     };
-    const ref = await p.run(x, { seed: 5 });
+    const ref = await p.run(x, { seed: 5, backend: "interp" });
     // Poisoned first, then again on the reused (NaN-filled) buffers.
     for (const poison of [true, false]) {
       const y = await p.run(x, { seed: 5, backend: "gpu", poison });
@@ -156,7 +156,7 @@ Deno.test("plan check: a map over a reduction whose op has no vec4 form reads no
     const inputs = { q: randomTensor([n, 3], { seed: n }), k: randomTensor([m, 3], { seed: m }) };
     const err = relativeError(
       await p.run(inputs, { backend: "gpu", poison: true }),
-      await p.run(inputs),
+      await p.run(inputs, { backend: "interp" }),
     );
     assert.ok(err < 1e-5, `n = ${n}, m = ${m}: ${err}`);
   }

@@ -872,7 +872,7 @@ export async function gpuDifferential(
 ): Promise<string | undefined> {
   // The run's seed overrides every draw: any u32 (the spec's data seed) must agree.
   const seed = options.seed ?? c.spec.dataSeed;
-  const expected = c.program.run(c.inputs, { seed });
+  const expected = c.program.run(c.inputs, { seed, backend: "interp" });
   let got: Tensor;
   try {
     got = options.lower

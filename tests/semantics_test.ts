@@ -25,7 +25,7 @@ async function both(
   params: Record<string, number> = {},
 ): Promise<Tensor[]> {
   const p = compileSync(src, { params });
-  const out = [await p.run(inputs)];
+  const out = [await p.run(inputs, { backend: "interp" })];
   if (adapter !== undefined) out.push(await p.run(inputs, { backend: "gpu", poison: true }));
   return out;
 }
@@ -94,7 +94,7 @@ Deno.test("semantics: Attune folds neither x*0 nor x-x: infinities give NaN on t
       p.optimized.nodes.some((n) => n.op.op === "binary" && n.op.fn === fn),
       `${expr}: the optimizer removed the ${fn}`,
     );
-    assertSame(await p.run({ x: vec(x) }), want, `${expr} interp`);
+    assertSame(await p.run({ x: vec(x) }, { backend: "interp" }), want, `${expr} interp`);
   }
 });
 
@@ -123,7 +123,7 @@ Deno.test("semantics: a seed parameter above 2^24 draws the same numbers on both
   for (const seed of [123456789, 2 ** 24 + 1, 4294967295]) {
     const [ref, gpu] = await both(src, { x }, { seed });
     // The parameter seed and the run option give the same draws.
-    const opt = await compileSync(src).run({ x }, { seed });
+    const opt = await compileSync(src).run({ x }, { seed, backend: "interp" });
     assert.deepEqual([...ref.data], [...opt.data], `seed ${seed}: parameter vs option`);
     if (gpu) assert.ok(relativeError(gpu, ref) <= 1e-6, `seed ${seed}: ${relativeError(gpu, ref)}`);
   }
@@ -139,7 +139,7 @@ Deno.test({
       return { shape: [2, 40, 8], data, dtype: "float" };
     };
     const x = { q: g(1), k: g(2), v: g(3) };
-    const ref = await p.run(x);
+    const ref = await p.run(x, { backend: "interp" });
     const gpu = await p.run(x, { backend: "gpu", poison: true });
     assert.ok(relativeError(gpu, ref) <= 1e-4, `${relativeError(gpu, ref)}`);
   },
@@ -151,7 +151,7 @@ Deno.test("semantics: an input outside float32's range is refused, naming it, on
   const named = (e: unknown) =>
     e instanceof CompileError &&
     /input x has -1e\+39 at \[1\], outside float32's range/.test(e.message);
-  await assert.rejects(p.run({ x }), named);
+  await assert.rejects(p.run({ x }, { backend: "interp" }), named);
   if (adapter !== undefined) await assert.rejects(p.run({ x }, { backend: "gpu" }), named);
   // ±Infinity and the largest float32 are fine.
   const ok = vec([Infinity, -3.4028234663852886e38]);
@@ -177,7 +177,7 @@ Deno.test("semantics: randint with hi < 1 is the same CompileError on both backe
     const x: Tensor = { shape: [70000], data: new Float64Array(70000), dtype: "float" };
     const bad = (e: unknown) =>
       e instanceof CompileError && /randint: hi must be at least 1/.test(e.message);
-    await assert.rejects(p.run({ x }), bad, `${what}: interp`);
+    await assert.rejects(p.run({ x }, { backend: "interp" }), bad, `${what}: interp`);
     if (adapter !== undefined) {
       await assert.rejects(p.run({ x }, { backend: "gpu" }), bad, `${what}: gpu`);
     }
@@ -201,7 +201,7 @@ Deno.test("semantics: a mean/max/min over an axis of size 0 (hashes = 0, feature
   z = zeros([n, 0])
   return x + sum(z, axis=1) + 2 * prod(z, axis=1)
 }`);
-  const y = await p.run({ x: vec([1, 2, 3]) });
+  const y = await p.run({ x: vec([1, 2, 3]) }, { backend: "interp" });
   assert.deepEqual([...y.data], [3, 4, 5]);
 });
 

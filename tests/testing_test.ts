@@ -2,7 +2,7 @@
  * The property-testing toolkit (testing.ts): each property builder passes on correct programs and
  * catches a planted bug with a replayable message; metrics against hand-computed values; the
  * reference against examples/reference.ts and the interpreter; arbitraries; examples/my_variant.ts.
- * Interpreter backend only.
+ * Interpreter backend only (the toolkit's default).
  */
 import assert from "node:assert/strict";
 import fc from "npm:fast-check@4.10.2";
@@ -121,6 +121,23 @@ Deno.test("permutation: exact passes (keys, queries, tokens), positional program
   await expectFailure(keyPermutationProperty(example("nystrom.attn", { landmarks: 4 })), {
     numRuns: 30,
   });
+});
+
+Deno.test("the toolkit runs on the interpreter unless told otherwise (Program.run's default is auto)", async () => {
+  const seen: (string | undefined)[] = [];
+  const ran: string[] = [];
+  const spy: Program = {
+    ...exact,
+    run: (x, o) => {
+      seen.push(o?.backend);
+      return exact.run(x, { ...o, onBackend: (b) => ran.push(b) });
+    },
+  };
+  await assertProperty(keyPermutationProperty(spy), { numRuns: 3 });
+  await assertProperty(convexHullProperty(spy), { numRuns: 3 });
+  await compareWithExact(spy, makeInputs({ batch: [], n: 5, m: 5, d: 4, e: 4, seed: 2 }));
+  assert.ok(seen.length >= 9 && seen.every((b) => b === "interp"), String(seen));
+  assert.ok(ran.every((b) => b === "interp"), String(ran));
 });
 
 Deno.test("shift invariance: exact, ALiBi and Skeinformer pass; relu on scores fails", async () => {
@@ -267,7 +284,10 @@ Deno.test("referenceAttention agrees with examples/reference.ts and the interpre
       assert.ok(maxAbsoluteError(ours, theirs) <= 1e-12 * (1 + maxAbs(x.v)));
       const plainExact = referenceAttention(x.q, x.k, x.v);
       assert.ok(
-        relativeFrobeniusError(await exact.run({ q: x.q, k: x.k, v: x.v }), plainExact) < 1e-12,
+        relativeFrobeniusError(
+          await exact.run({ q: x.q, k: x.k, v: x.v }, { backend: "interp" }),
+          plainExact,
+        ) < 1e-12,
       );
     }),
     { numRuns: 30 },
@@ -279,7 +299,12 @@ Deno.test("referenceAttention agrees with examples/reference.ts and the interpre
   );
   const x = makeInputs({ batch: [2, 3], n: 17, m: 17, d: 8, e: 5, seed: 11 });
   const ref = referenceAttention(x.q, x.k, x.v, { maskMod: causalMod });
-  assert.ok(relativeFrobeniusError(await plainCausal.run({ q: x.q, k: x.k, v: x.v }), ref) < 1e-12);
+  assert.ok(
+    relativeFrobeniusError(
+      await plainCausal.run({ q: x.q, k: x.k, v: x.v }, { backend: "interp" }),
+      ref,
+    ) < 1e-12,
+  );
   // (b, h) reach the modifications: per-head bias only on head 1 of batch 1
   const perHead = referenceAttention(x.q, x.k, x.v, {
     scoreMod: (s, b, h) => (b === 1 && h === 1 ? s * 0 : s),
