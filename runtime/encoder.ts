@@ -192,10 +192,16 @@ export function encodeDispatches(
       pass = encoder.beginComputePass();
     }
   };
+  // The loops directly inside each loop (and at the top), found once: a body runs `count` times.
+  const inside = new Map<PlanLoop | undefined, PlanLoop[]>();
+  const loopsOf = (start: number, end: number, parent?: PlanLoop) => {
+    if (!inside.has(parent)) inside.set(parent, loopsIn(plan, start, end, parent));
+    return inside.get(parent)!;
+  };
   // Dispatches [start, end) in order, each host loop's body `count` times.
   const encode = (start: number, end: number, parent?: PlanLoop) => {
     let at = start;
-    for (const l of loopsIn(plan, start, end, parent)) {
+    for (const l of loopsOf(start, end, parent)) {
       for (let i = at; i < l.start; i++) dispatch(i);
       for (let c = 0; c < l.count; c++) encode(l.start, l.end, l);
       at = l.end;
