@@ -122,12 +122,22 @@ export const INLINE_DEPTH = 64;
 export const SCATTER_CHUNKS = { count: 4 };
 
 /**
- * Largest table built as partial tables (a private array of buckets per invocation). lavapipe's
- * shader compile time grows steeply with that array (n = 3, e = 5: 128 buckets 5 s, 256 19 s,
- * 384 39 s, 512 over a minute; runs themselves take ms), so bigger tables use atomics. YOSO's
- * τ = 8 (256 buckets) stays on the faster partial tables (n = 8192: 407 ms against 1346 with CAS).
+ * Largest table built as partial tables (kernels/scatter.ts); bigger tables use compare-exchange
+ * atomics. YOSO's τ = 8 (256 buckets) stays on partial tables (n = 8192: 407 ms against 1346 ms
+ * with compare-exchange).
  */
 export const PARTIAL_TABLE_BUCKETS = 256;
+
+/**
+ * Largest partial table kept in a private array; bigger ones are summed in place in the output
+ * buffer. lavapipe compiles a private array with a dynamic index into a ladder of branches, and
+ * its compile time grows steeply (YOSO sum, first run, shader cache emptied: 64 buckets 1.9 s,
+ * 128 6.6 s, 256 16.3 s; summed in place, 0.9, 0.9, 1.1 s). In place is slower to run (scatter
+ * kernel, YOSO n = 8192, 8 heads, e = 64: 256 buckets 369–386 ms against 232–284 ms, 64 buckets
+ * 623 against 354), so small tables stay private. Measured with bench/scatter_tables.ts
+ * (`N TAU E HEADS` = 3 τ 5 1 for compile, 8192 τ 64 8 for run), each form in turn.
+ */
+export const PRIVATE_TABLE_BUCKETS = 64;
 
 /**
  * Bytes of idle buffers a device keeps for reuse (runtime/executor.ts); beyond that, returned

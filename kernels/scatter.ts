@@ -4,6 +4,7 @@ import { coords, dim, size, strides, usedChunks } from "../compiler/wgsl/syntax.
 import type { Reader } from "../compiler/wgsl/reader.ts";
 import { kernel, type NodeKernel } from "../compiler/wgsl/kernel.ts";
 import { type KernelRequest, setup } from "./common.ts";
+import { PRIVATE_TABLE_BUCKETS } from "../compiler/limits.ts";
 
 /** scatter_add into a table of `size` buckets per group. */
 export function scatterKernels(node: Node, req: KernelRequest): NodeKernel[] {
@@ -48,9 +49,9 @@ export function scatterKernels(node: Node, req: KernelRequest): NodeKernel[] {
 
 /**
  * scatter_add as partial tables, without atomics: invocation (chunk, group, channel) walks its
- * block of keys, adding each value into a private table of `size` buckets, then stores the
- * table. All lanes of a SIMD group share the key sequence (they differ in channel), so the
- * private table is indexed uniformly. A run uses one table per LOOPS.chunk keys (up to
+ * block of keys, adding each value into its own table of `size` buckets (a private array, or
+ * its slice of the output past PRIVATE_TABLE_BUCKETS). All lanes of a SIMD group share the key
+ * sequence (they differ in channel), so the table is indexed uniformly. A run uses one table per LOOPS.chunk keys (up to
  * `chunks`); readers sum the tables in use (`Reader.partialSum`). Sums have a fixed order, so
  * results are deterministic. Measured on lavapipe (YOSO, n = 4096, 8 heads): 297 ms against
  * 709 ms for the compare-exchange scatter; each extra table read costs the consumer ~40%.
@@ -75,6 +76,38 @@ function scatterPartials(node: Node, reader: Reader, chunks: number): NodeKernel
   const chanAt = (u: number) =>
     `${coords(chans, slots, `min(quad * 4u + ${u}u, ${width} - 1u)`, `h${u}_`)}`;
   const value = (u: number) => reader.at(node.args[1], ["j", ...chans.map((_, q) => `h${u}_${q}`)]);
+  const guarded = (u: number, write: string) => `if (quad * 4u + ${u}u < ${width}) { ${write} }`;
+  const codeAt = `i32(floor(${reader.at(node.args[0], [...gc, "j"])}))`;
+  // Small tables live in a private array. lavapipe lowers a private array's dynamic index to a
+  // ladder of branches, so its compile time grows steeply with the table (see
+  // PRIVATE_TABLE_BUCKETS); larger tables are summed in place in the output, in the same order.
+  const privateTable = `var acc = array<vec4<f32>, ${op.size}>();
+  for (var j = c0 * blk; j < hi; j = j + 1u) {
+    let code = ${codeAt};
+    if (code >= 0 && code < ${op.size}) {
+      acc[code] = acc[code] + vec4<f32>(${lanes.map(value).join(", ")});
+    }
+  }
+  for (var b = 0u; b < ${op.size}u; b = b + 1u) {
+    ${
+    lanes.map((u) => guarded(u, `out[base + b * ${ost[g]} + quad * 4u + ${u}u] = acc[b][${u}];`))
+      .join("\n    ")
+  }
+  }`;
+  const storedTable = `for (var b = 0u; b < ${op.size}u; b = b + 1u) {
+    ${
+    lanes.map((u) => guarded(u, `out[base + b * ${ost[g]} + quad * 4u + ${u}u] = 0.0;`))
+      .join("\n    ")
+  }
+  }
+  for (var j = c0 * blk; j < hi; j = j + 1u) {
+    let code = ${codeAt};
+    if (code >= 0 && code < ${op.size}) {
+      let at = base + u32(code) * ${ost[g]} + quad * 4u;
+      ${lanes.map((u) => `let v${u} = ${value(u)};`).join("\n      ")}
+      ${lanes.map((u) => guarded(u, `out[at + ${u}u] = out[at + ${u}u] + v${u};`)).join("\n      ")}
+    }
+  }`;
   const body = `var rem_t = r;
   let quad = rem_t % ${quads}; rem_t = rem_t / ${quads};
   ${
@@ -89,23 +122,8 @@ function scatterPartials(node: Node, reader: Reader, chunks: number): NodeKernel
   if (c0 >= used) { return; }
   let blk = (${rows} + used - 1u) / used;
   let hi = min(c0 * blk + blk, ${rows});
-  var acc = array<vec4<f32>, ${op.size}>();
-  for (var j = c0 * blk; j < hi; j = j + 1u) {
-    let code = i32(floor(${reader.at(node.args[0], [...gc, "j"])}));
-    if (code >= 0 && code < ${op.size}) {
-      acc[code] = acc[code] + vec4<f32>(${lanes.map(value).join(", ")});
-    }
-  }
   let base = s * ${chunks}u * ${one} + c0 * ${one}${lead.length ? ` + ${lead.join(" + ")}` : ""};
-  for (var b = 0u; b < ${op.size}u; b = b + 1u) {
-    ${
-    lanes.map((u) =>
-      `if (quad * 4u + ${u}u < ${width}) { out[base + b * ${
-        ost[g]
-      } + quad * 4u + ${u}u] = acc[b][${u}]; }`
-    ).join("\n    ")
-  }
-  }`;
+  ${op.size <= PRIVATE_TABLE_BUCKETS ? privateTable : storedTable}`;
   return kernel(
     node,
     reader,

@@ -16,7 +16,7 @@ import { firstDivergence } from "../compiler/verify.ts";
 import { interpret } from "../compiler/interp.ts";
 import { getDevice } from "../runtime/device.ts";
 import { lowerGraph } from "../compiler/lower/lower.ts";
-import { LOOPS, PARTIAL_TABLE_BUCKETS } from "../compiler/limits.ts";
+import { LOOPS, PARTIAL_TABLE_BUCKETS, PRIVATE_TABLE_BUCKETS } from "../compiler/limits.ts";
 import { main } from "../cli.ts";
 import {
   AWKWARD_SIZES,
@@ -220,7 +220,7 @@ Deno.test({
     const failures: string[] = [];
     const runs = Number(env("ATTUNE_DIFF_GPU_RUNS") ?? 25);
     const seen = { hostDraw: 0, deviceDraw: 0, regionMerged: 0, regionAlone: 0, probs: 0 };
-    const more = { partialTable: 0, atomicTable: 0, split: 0 };
+    const more = { privateTable: 0, partialTable: 0, atomicTable: 0, split: 0 };
     let index = 0;
     const result = await fc.check(
       fc.asyncProperty(
@@ -251,7 +251,13 @@ Deno.test({
           seen.probs += features(c).probs ? 1 : 0;
           for (const n of c.program.optimized.nodes) {
             if (n.op.op === "scatter_add") {
-              more[n.op.size <= PARTIAL_TABLE_BUCKETS ? "partialTable" : "atomicTable"]++;
+              more[
+                n.op.size <= PRIVATE_TABLE_BUCKETS
+                  ? "privateTable"
+                  : n.op.size <= PARTIAL_TABLE_BUCKETS
+                  ? "partialTable"
+                  : "atomicTable"
+              ]++;
             }
           }
           const lower = maxStorageBuffers ? { maxStorageBuffers } : undefined;

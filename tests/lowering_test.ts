@@ -9,6 +9,7 @@ import { compileSync, randomTensor, relativeError, type Tensor } from "../mod.ts
 import { explainJson } from "../cli.ts";
 import { interpret } from "../compiler/interp.ts";
 import { getDevice } from "../runtime/device.ts";
+import { PRIVATE_TABLE_BUCKETS } from "../compiler/limits.ts";
 
 const load = (f: string) => Deno.readTextFileSync(new URL(`../examples/${f}`, import.meta.url));
 const adapter = await getDevice().then((d) => d.facts.description, () => undefined);
@@ -155,10 +156,10 @@ Deno.test("regions: loop trips are estimated from sizes (lavapipe's budget is ch
 
 Deno.test({
   name:
-    "scatter_add: partial tables are deterministic and agree; > PARTIAL_TABLE_BUCKETS buckets use atomics",
+    "scatter_add: partial tables (private and in place) are deterministic and agree; > PARTIAL_TABLE_BUCKETS buckets use atomics",
   ignore: adapter === undefined,
   fn: async () => {
-    for (const tau of [6, 11]) {
+    for (const tau of [6, 8, 11]) {
       const p = compileSync(load("yoso.attn"), { params: { tau, hashes: 4 } });
       const partial = p.plan().kernels.some((k) => k.name === `scatter_add_25`);
       const x = qkv(2, 300, 16, 8, tau);
@@ -166,8 +167,10 @@ Deno.test({
       const b = await p.run(x, { backend: "gpu", poison: true });
       const want = await p.run(x, { backend: "interp" });
       assert.ok(relativeError(a, want) < 1e-5, `tau ${tau}: ${relativeError(a, want)}`);
-      if (tau === 6) {
-        assert.ok(partial, "64 buckets: partial tables");
+      if (tau <= 8) {
+        assert.ok(partial, `${2 ** tau} buckets: partial tables`);
+        const wgsl = p.plan().kernels.find((k) => k.name === "scatter_add_25")!.wgsl;
+        assert.equal(wgsl.includes("var acc"), 2 ** tau <= PRIVATE_TABLE_BUCKETS, "private table");
         assert.deepEqual(Array.from(a.data), Array.from(b.data), "bitwise the same twice");
       } else {
         assert.ok(p.plan().kernels.some((k) => k.name.endsWith("_add")), "2048 buckets: CAS");

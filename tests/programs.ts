@@ -25,7 +25,7 @@ import type { Tensor } from "../compiler/tensor.ts";
 import { type Divergence, firstDivergence, mulberry32 } from "../compiler/verify.ts";
 import { lowerGraph } from "../compiler/lower/lower.ts";
 import type { LowerOptions } from "../compiler/lower/plan.ts";
-import { LOOP_UNROLL, PARTIAL_TABLE_BUCKETS } from "../compiler/limits.ts";
+import { LOOP_UNROLL, PARTIAL_TABLE_BUCKETS, PRIVATE_TABLE_BUCKETS } from "../compiler/limits.ts";
 import { execute } from "../runtime/executor.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -269,14 +269,22 @@ const mStep: fc.Arbitrary<MStep> = fc.oneof(
   fc.record({ k: fc.constant("maskdata" as const), fill }),
 );
 
-/** scatter_add bucket counts: both sides of the partial-table limit (PARTIAL_TABLE_BUCKETS). */
-export const BUCKETS = [1, 5, 64, PARTIAL_TABLE_BUCKETS, PARTIAL_TABLE_BUCKETS + 1, 3000] as const;
-
 /**
- * Bucket counts of the GPU sample: both sides of the partial-table limit, without the limit
- * itself, whose shader takes about 20 s to compile on lavapipe (lower.ts).
+ * scatter_add bucket counts: both sides of the private-table limit (PRIVATE_TABLE_BUCKETS) and of
+ * the partial-table limit (PARTIAL_TABLE_BUCKETS).
  */
-export const GPU_BUCKETS = [1, 5, 64, PARTIAL_TABLE_BUCKETS + 1, 3000] as const;
+export const BUCKETS = [
+  1,
+  5,
+  PRIVATE_TABLE_BUCKETS,
+  PRIVATE_TABLE_BUCKETS + 1,
+  PARTIAL_TABLE_BUCKETS,
+  PARTIAL_TABLE_BUCKETS + 1,
+  3000,
+] as const;
+
+/** Bucket counts of the GPU sample: the same sides of both limits. */
+export const GPU_BUCKETS = BUCKETS;
 
 const extraArb = (buckets: readonly number[]): fc.Arbitrary<Extra> =>
   fc.oneof(
