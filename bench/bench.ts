@@ -4,6 +4,7 @@
  *   deno task bench -- --suite fusion [--quick]
  *   deno task bench -- --suite fidelity [--quick]   (bench/fidelity.ts: error against budget)
  *   deno task bench -- --suite scaling [--quick]    (bench/scaling.ts: compile time against size)
+ *   deno task bench -- --suite variants [--quick]   (bench/variants.ts: attention variants vs exact)
  *
  * Suite `fusion`: fused exact attention against the same program compiled with fusion disabled
  * (n = 2048, d = 64, 8 heads), with GFLOP/s (4·n²·d per head); then exact and the approximations
@@ -26,8 +27,13 @@ if (suite === "scaling") {
   await scaling(args);
   Deno.exit(0);
 }
+if (suite === "variants") {
+  const { variants } = await import("./variants.ts");
+  await variants(args);
+  Deno.exit(0);
+}
 if (suite !== "fusion") {
-  console.error(`unknown suite ${suite}; available: fusion, fidelity, scaling`);
+  console.error(`unknown suite ${suite}; available: fusion, fidelity, scaling, variants`);
   Deno.exit(2);
 }
 const dir = new URL("./results/", import.meta.url);

@@ -1,0 +1,249 @@
+/**
+ * Suite `variants` (issue #9): attention variants a researcher writes, each as an Attune program,
+ * timed on the GPU against exact attention in the same run (n = 2048, d = 64, 8 heads), with its
+ * dispatch count and its output checked against the float64 interpreter (head 0, same inputs).
+ *
+ *   deno task bench -- --suite variants [--quick]
+ *
+ * A variant the language cannot express yet (or that fails) is recorded with its error, not
+ * skipped silently. Writes bench/results/variants.json and variants.svg (ratio to exact per
+ * variant, with the issue's target where it names one).
+ */
+import { compileSync, randomTensor, relativeError, type Tensor, tensor } from "../mod.ts";
+import { getDevice } from "../runtime/device.ts";
+
+/** One variant: its program, extra inputs beyond q, k, v, and the issue's targets. */
+interface Variant {
+  name: string;
+  source: string;
+  /** Extra inputs at sequence length n (per head: shape without the batch dims). */
+  extra?: (n: number) => Record<string, { shape: number[]; data: number[] }>;
+  /** Target dispatches and ratio to exact (or to `against`). */
+  dispatches?: number;
+  ratio?: number;
+  against?: string;
+}
+
+const SCORE = "q[i] . k[j] / sqrt(d)";
+const attn = (name: string, args: string, score: string) =>
+  `def ${name}(q: [n, d], k: [n, d], v: [n, e]${args}) -> [n, e] {
+  s[i, j] = ${score}
+  return softmax(s, axis=1) @ v
+}`;
+
+/** Document ids of packed sequences, documents of 100–600 tokens (fixed lengths, seeded). */
+function documents(n: number): number[] {
+  const ids: number[] = [];
+  let doc = 0, x = 12345;
+  while (ids.length < n) {
+    x = (x * 1103515245 + 12345) % 2 ** 31;
+    const len = 100 + (x % 501);
+    for (let t = 0; t < len && ids.length < n; t++) ids.push(doc);
+    doc++;
+  }
+  return ids;
+}
+
+const VARIANTS: Variant[] = [
+  { name: "exact", source: attn("exact", "", SCORE) },
+  { name: "causal", source: attn("causal", "", `where(j <= i, ${SCORE}, -inf)`) },
+  {
+    name: "t5 bias",
+    source: attn("t5", ", bias: [33]", `${SCORE} + bias[clamp(j - i, -16, 16) + 16]`),
+    extra: () => ({
+      bias: { shape: [33], data: Array.from({ length: 33 }, (_, t) => Math.sin(t) * 0.5) },
+    }),
+    dispatches: 1,
+  },
+  {
+    name: "alibi (scalar slope)",
+    source: attn("alibi", ", slope = 0.5", `where(j <= i, ${SCORE} - slope * (i - j), -inf)`),
+    dispatches: 1,
+  },
+  {
+    name: "document mask",
+    source: attn("docs", ", doc: [n]", `where(doc[i] == doc[j], ${SCORE}, -inf)`),
+    extra: (n) => ({ doc: { shape: [n], data: documents(n) } }),
+    dispatches: 1,
+    ratio: 0.35,
+  },
+  {
+    name: "query mask",
+    source: attn("qmask", ", qm: [n]", `where(qm[i] > 0, ${SCORE}, -1e9)`),
+    extra: (n) => ({
+      qm: { shape: [n], data: Array.from({ length: n }, (_, t) => (t % 7 === 3 ? 0 : 1)) },
+    }),
+    dispatches: 1,
+  },
+  {
+    name: "soft-capping",
+    source: attn("softcap", ", cap = 30.0", `cap * tanh(${SCORE} / cap)`),
+    dispatches: 1,
+  },
+  {
+    name: "window 16 or 4 global",
+    source: attn(
+      "longformer",
+      "",
+      `where(abs(i - j) <= 16 or j < 4 or i < 4, ${SCORE}, -inf)`,
+    ),
+    ratio: 0.2,
+  },
+  {
+    name: "prefix-lm 64",
+    source: attn("prefix_lm", "", `where(j <= i or j < 64, ${SCORE}, -inf)`),
+    ratio: 1.1,
+    against: "causal",
+  },
+  {
+    name: "sigmoid",
+    source: `def sigmoid_attn(q: [n, d], k: [n, d], v: [n, e]) -> [n, e] {
+  s[i, j] = ${SCORE}
+  return sigmoid(s - log(n)) @ v
+}`,
+    dispatches: 1,
+    ratio: 1.0,
+  },
+  {
+    name: "differential",
+    source: `def diff_attn(q: [n, d], k: [n, d], v: [n, e], q2: [n, d], k2: [n, d],
+              lam = 0.5) -> [n, e] {
+  s1[i, j] = ${SCORE}
+  s2[i, j] = q2[i] . k2[j] / sqrt(d)
+  return (softmax(s1, axis=1) - lam * softmax(s2, axis=1)) @ v
+}`,
+    extra: (n) => ({
+      q2: { shape: [n, 64], data: Array.from(randomTensor([n, 64], { seed: 11 }).data) },
+      k2: { shape: [n, 64], data: Array.from(randomTensor([n, 64], { seed: 12 }).data) },
+    }),
+    dispatches: 1,
+    ratio: 1.5,
+  },
+];
+
+/** Inputs with 8 heads: q, k, v random; extras repeated per head. */
+function inputs(v: Variant, n: number, heads: number, d: number): Record<string, Tensor> {
+  const x: Record<string, Tensor> = {
+    q: randomTensor([1, heads, n, d], { seed: 1 }),
+    k: randomTensor([1, heads, n, d], { seed: 2 }),
+    v: randomTensor([1, heads, n, d], { seed: 3 }),
+  };
+  for (const [name, t] of Object.entries(v.extra?.(n) ?? {})) {
+    const data = new Float64Array(heads * t.data.length);
+    for (let h = 0; h < heads; h++) data.set(t.data, h * t.data.length);
+    x[name] = tensor([1, heads, ...t.shape], data);
+  }
+  return x;
+}
+
+/** The first head of each input (a head's output depends only on its own inputs). */
+function firstHead(x: Record<string, Tensor>): Record<string, Tensor> {
+  const out: Record<string, Tensor> = {};
+  for (const [name, t] of Object.entries(x)) {
+    const shape = [1, 1, ...t.shape.slice(2)];
+    const size = shape.reduce((a, b) => a * b, 1);
+    out[name] = tensor(shape, t.data.slice(0, size));
+  }
+  return out;
+}
+
+/** Run the suite; returns the rows written to bench/results/variants.json. */
+export async function variants(args: string[]): Promise<void> {
+  const quick = args.includes("--quick");
+  const n = quick ? 256 : 2048, heads = 8, d = 64;
+  const { facts } = await getDevice();
+  const rows: Record<string, unknown>[] = [];
+  const msOf = new Map<string, number>();
+  for (const v of VARIANTS) {
+    const row: Record<string, unknown> = { variant: v.name, n, d, heads, source: v.source };
+    try {
+      const p = compileSync(v.source);
+      const x = inputs(v, n, heads, d);
+      await p.profile(x, { backend: "gpu" }); // warm-up: shader compiles
+      const ms: number[] = [];
+      let out: Tensor | undefined, dispatches = 0;
+      for (let r = 0; r < 5; r++) {
+        const t0 = performance.now();
+        const { output, stats } = await p.profile(x, { backend: "gpu" });
+        ms.push(performance.now() - t0);
+        out = output;
+        dispatches = stats.dispatches;
+      }
+      ms.sort((a, b) => a - b);
+      const one = firstHead(x);
+      const want = await p.run(one, { backend: "interp" });
+      const got = tensor(want.shape, out!.data.slice(0, want.data.length));
+      Object.assign(row, {
+        ms: ms[2],
+        dispatches,
+        errorVsInterp: relativeError(got, want),
+      });
+      msOf.set(v.name, ms[2]);
+    } catch (e) {
+      row.error = (e as Error).message.split("\n")[0].slice(0, 160);
+    }
+    const base = msOf.get(v.against ?? "exact");
+    if (typeof row.ms === "number" && base) row.ratio = (row.ms as number) / base;
+    if (v.against) row.against = v.against;
+    if (v.dispatches !== undefined) row.targetDispatches = v.dispatches;
+    if (v.ratio !== undefined) row.targetRatio = v.ratio;
+    rows.push(row);
+    console.log(
+      row.error
+        ? `${v.name.padEnd(22)} not run: ${row.error}`
+        : `${v.name.padEnd(22)} ${(row.ms as number).toFixed(0).padStart(6)} ms, ${
+          (row.ratio as number).toFixed(2)
+        }× ${v.against ?? "exact"}, ${row.dispatches} dispatch${
+          row.dispatches === 1 ? "" : "es"
+        }, rel. error vs interpreter ${(row.errorVsInterp as number).toExponential(1)}${
+          v.ratio !== undefined ? ` (target ≤ ${v.ratio}×)` : ""
+        }${v.dispatches !== undefined ? ` (target ${v.dispatches} dispatch)` : ""}`,
+    );
+  }
+  const report = {
+    suite: "variants",
+    adapter: facts.description,
+    fallbackAdapter: facts.isFallback,
+    date: new Date().toISOString(),
+    note: "times are medians of 5 within this run; compare ratios, not absolute times",
+    results: rows,
+  };
+  const dir = new URL("./results/", import.meta.url);
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeTextFile(new URL("variants.json", dir), JSON.stringify(report, null, 2) + "\n");
+  await Deno.writeTextFile(new URL("variants.svg", dir), plot(rows, facts.description));
+  console.log(`adapter: ${facts.description}; wrote bench/results/variants.json and variants.svg`);
+}
+
+/** Horizontal bars: each variant's time as a ratio to its baseline, target marked. */
+function plot(rows: Record<string, unknown>[], adapter: string): string {
+  const W = 720, L = 190, bar = 18, gap = 8, top = 40;
+  const H = top + rows.length * (bar + gap) + 30;
+  const max = Math.max(2, ...rows.map((r) => (typeof r.ratio === "number" ? r.ratio : 0)));
+  const X = (v: number) => L + (v / max) * (W - L - 60);
+  const items = rows.map((r, k) => {
+    const y = top + k * (bar + gap);
+    const label = `<text x="${L - 8}" y="${y + 13}" text-anchor="end">${r.variant}</text>`;
+    if (typeof r.ratio !== "number") {
+      return `${label}<text x="${L + 4}" y="${y + 13}" fill="#888">not run</text>`;
+    }
+    const target = typeof r.targetRatio === "number"
+      ? `<line x1="${X(r.targetRatio)}" y1="${y - 2}" x2="${X(r.targetRatio)}" y2="${
+        y + bar + 2
+      }" stroke="#d62728" stroke-width="2"/>`
+      : "";
+    return `${label}<rect x="${L}" y="${y}" width="${
+      X(r.ratio) - L
+    }" height="${bar}" fill="#1f77b4"/>` +
+      `<text x="${X(r.ratio) + 4}" y="${y + 13}">${
+        r.ratio.toFixed(2)
+      }× · ${r.dispatches} disp.</text>${target}`;
+  });
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="10" y="18">time as a ratio to exact attention (red: target), n = 2048, d = 64, 8 heads; ${adapter}</text>
+<line x1="${X(1)}" y1="${top - 6}" x2="${X(1)}" y2="${H - 26}" stroke="#999" stroke-dasharray="4"/>
+${items.join("\n")}
+</svg>
+`;
+}
