@@ -157,9 +157,12 @@ export const FRONTEND_LIMITS = {
   /**
    * Characters of program text parsed at most. Ohm's parse takes about 1.2 ms per line here and
    * grows faster past a few thousand lines (5,000 straight-line statements, 128 KB: 6 s of CPU;
-   * a chain of 5,000 defs, 283 KB: 15 s), so longer text is refused before parsing.
+   * a chain of 5,000 defs, 283 KB: 15 s), so longer text is refused before parsing. At the
+   * earlier 128 KB cap, fuzz:input programs of 65–128 KB (2,300 statements, 3,700 defs) took
+   * 6–15 s through compile, plan and a GPU run on a loaded machine, past its 10 s bound; 32 KB
+   * (about 1,000 lines) is still 30× the largest example.
    */
-  sourceChars: 131_072,
+  sourceChars: 32_768,
   /** User-function calls nested inside one another. */
   callDepth: 256,
   /** IR nodes a program may expand to (checking one takes about 0.1 ms). */
