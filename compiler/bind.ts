@@ -3,7 +3,7 @@
  * leading dims, and per-slice views. Shared by the interpreter and the GPU runtime.
  */
 import { CompileError } from "./errors.ts";
-import type { Dim, Graph, InputDecl } from "./ir/types.ts";
+import type { Dim, Graph, InputDecl, LeadCount, LeadFn } from "./ir/types.ts";
 import { type DType, F32_OVERFLOW, sizeOf, type Tensor, type TensorInput } from "./tensor.ts";
 
 /** The sizes of a graph's symbols for these inputs, and the batch shape they share. */
@@ -16,6 +16,15 @@ export function bindInputs(graph: Graph, given: Record<string, TensorInput>): {
   const fail = (what: string, decl: InputDecl, hint?: string): never => {
     throw new CompileError(what, decl.span, graph.source, graph.file, hint);
   };
+  const mismatch = (decl: InputDecl, lead: number[], batch: number[]) =>
+    fail(
+      `input ${decl.name} has batch dims [${lead.join(", ")}] that do not match [${
+        batch.join(", ")
+      }] of the other inputs`,
+      decl,
+      "leading dims are matched from the left: [batch, heads, ...]; a smaller input may omit " +
+        "trailing ones, and the heads dim may divide the others' (grouped-query attention)",
+    );
   for (const name of Object.keys(inputs)) {
     if (!graph.inputs.some((d) => d.name === name)) {
       const names = graph.inputs.map((d) => d.name).join(", ");
@@ -62,24 +71,28 @@ export function bindInputs(graph: Graph, given: Record<string, TensorInput>): {
         from.set(d, `input ${decl.name}`);
       }
     });
-    // Leading batch dims are matched from the left; 1 (or a missing dim) is reused.
+    // Leading batch dims are matched from the left; 1 (or a missing dim) is reused, and a size
+    // that divides the other is grouped (checked below to be the heads dim).
     const merged: number[] = [];
     for (let i = 0; i < Math.max(batch.length, lead.length); i++) {
       const a = batch[i] ?? 1, b = lead[i] ?? 1;
-      if (a !== b && a !== 1 && b !== 1) {
-        fail(
-          `input ${decl.name} has batch dims [${lead.join(", ")}] that do not match [${
-            batch.join(", ")
-          }] of the other inputs`,
-          decl,
-          "leading dims are matched from the left: [batch, heads, ...]; a smaller input may omit trailing ones",
-        );
+      if (a !== b && a !== 1 && b !== 1 && Math.max(a, b) % Math.min(a, b) !== 0) {
+        mismatch(decl, lead, batch);
       }
-      merged.push(a === 1 ? b : a);
+      merged.push(a === 1 ? b : b === 1 ? a : Math.max(a, b));
     }
     batch = merged;
     leads.set(decl.name, lead);
   }
+  // Grouped-query attention: only the heads dim (the run's last leading dim) may be grouped
+  // (k and v with 2 heads serving q with 8); any other dim is equal or 1.
+  for (const [name, lead] of leads) {
+    if (lead.some((x, i) => x !== 1 && x !== batch[i] && i !== batch.length - 1)) {
+      mismatch(graph.inputs.find((d) => d.name === name)!, lead, batch);
+    }
+  }
+  bound.set("heads()" satisfies LeadCount, batch.at(-1) ?? 1);
+  bound.set("batches()" satisfies LeadCount, sizeOf(batch.slice(0, -1)));
   // An input of lower declared rank may broadcast over the batch dims of the highest-rank inputs
   // (a key mask [B, m] beside q [B, H, n, d]) but not add dims of its own: a [64, 64] tensor given
   // for a [m] mask beside a [n, d] q is a mistake, not 64 batches.
@@ -175,8 +188,9 @@ export function bindInputs(graph: Graph, given: Record<string, TensorInput>): {
         idx[i] = rem % batch[i];
         rem = Math.floor(rem / batch[i]);
       }
+      // A dim of size 1 is reused; a smaller heads dim serves batch[i] / lead[i] heads each.
       for (let i = lead.length - 1; i >= 0; i--) {
-        off += (lead[i] === 1 ? 0 : idx[i]) * stride;
+        off += Math.floor(idx[i] / (batch[i] / lead[i])) * stride;
         stride *= lead[i];
       }
       return {
@@ -187,6 +201,18 @@ export function bindInputs(graph: Graph, given: Record<string, TensorInput>): {
     });
   }
   return { bound, batch, perInput };
+}
+
+/** The value of `lead(of)` at `slice`, from the leading-dim counts `bindInputs` bound. */
+export function leadValue(of: LeadFn, slice: number, bound: Map<string, number>): number {
+  const heads = bound.get("heads()" satisfies LeadCount) ?? 1;
+  return of === "heads"
+    ? heads
+    : of === "batches"
+    ? bound.get("batches()" satisfies LeadCount) ?? 1
+    : of === "head"
+    ? slice % heads
+    : Math.floor(slice / heads);
 }
 
 /**

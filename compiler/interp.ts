@@ -3,7 +3,7 @@
  * It evaluates the IR directly, one (batch, head) slice at a time, and imports nothing from
  * code generation so that it stays independent of what it checks.
  */
-import { bindInputs } from "./bind.ts";
+import { bindInputs, leadValue } from "./bind.ts";
 import { CompileError } from "./errors.ts";
 import type { Dim, Graph, Node, Op, Score } from "./ir/types.ts";
 import { BINARY, UNARY } from "./ir/scalar.ts";
@@ -126,6 +126,11 @@ const RULES: { [K in Op["op"]]: Rule<K> } = {
   carry: (ev, n) => ev.get(n.id),
   const: (_, n, op) => ({ shape: [], data: Float64Array.of(op.value), dtype: n.type.dtype }),
   dim: (ev, n, op) => ({ shape: [], data: Float64Array.of(ev.dim(op.name, n)), dtype: "int" }),
+  lead: (ev, _, op) => ({
+    shape: [],
+    data: Float64Array.of(leadValue(op.of, ev.slice, ev.sizes)),
+    dtype: "int",
+  }),
   iota: (ev, n, op) => {
     const t = blank(n, ev.shape(n));
     const st = stridesOf(t.shape);
@@ -387,6 +392,8 @@ function attention(ev: Evaluator, n: Node, score: Score, probs: boolean, args: T
         return x.value;
       case "size":
         return ev.dim(x.name, n);
+      case "lead":
+        return leadValue(x.of, ev.slice, ev.sizes);
       case "leaf": {
         const t = args[x.arg];
         return x.at === "scalar" ? t.data[0] : t.data[x.at === "i" ? i : j];

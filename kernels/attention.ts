@@ -4,6 +4,7 @@ import { attentionTile, LOOPS, splitBlock } from "../compiler/limits.ts";
 import {
   dim,
   f32,
+  lead,
   size,
   splitUsed,
   type SymbolSlots,
@@ -42,6 +43,8 @@ function scoreWgsl(x: Score, args: Node[], slots: SymbolSlots, v: RowNames): str
       return f32(x.value);
     case "size":
       return `f32(${dim(x.name, slots)})`;
+    case "lead":
+      return lead(x.of, slots);
     case "leaf": {
       const base = `s * ${size(args[x.arg].type.shape, slots)}`;
       const at = x.at === "scalar" ? "" : ` + ${x.at === "i" ? v.i : "j"}`;

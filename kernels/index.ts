@@ -31,6 +31,7 @@ const FAMILIES: Record<Op["op"], Family> = {
   loop_result: none,
   const: elementwiseKernels,
   dim: elementwiseKernels,
+  lead: elementwiseKernels,
   iota: elementwiseKernels,
   fill: elementwiseKernels,
   eye: elementwiseKernels,

@@ -4,7 +4,7 @@
  * the IR. Arity and unknown keywords are checked by the ArgReader as the rule reads.
  */
 import type { ExprOf } from "./ast.ts";
-import type { Dim, RandomKind, ReduceFn, UnaryFn } from "../ir/types.ts";
+import type { Dim, LeadFn, RandomKind, ReduceFn, UnaryFn } from "../ir/types.ts";
 import type { DType } from "../tensor.ts";
 import { ArgReader } from "./args.ts";
 import type { Checker } from "./check.ts";
@@ -72,6 +72,16 @@ export const BUILTINS: Record<string, Builtin> = {
   topk: { sig: "topk(x, k)", rule: topk },
   concat: { sig: "concat(a, b)  (rows of a, then rows of b; b may be a single row)", rule: concat },
   eye: { sig: "eye(size)", rule: eye },
+  head: { sig: "head()  (this slice's index along the last leading dim)", rule: lead("head") },
+  heads: { sig: "heads()  (the size of the last leading dim)", rule: lead("heads") },
+  batch: {
+    sig: "batch()  (this slice's index over the leading dims before heads)",
+    rule: lead("batch"),
+  },
+  batches: {
+    sig: "batches()  (the slices per head: the leading dims before heads)",
+    rule: lead("batches"),
+  },
   zeros: { sig: "zeros(shape)", rule: fill(() => 0) },
   ones: { sig: "ones(shape)", rule: fill(() => 1) },
   full: { sig: "full(shape, value)", rule: fill((a) => a.staticNumber(1, "value")) },
@@ -319,6 +329,14 @@ function eye(c: Checker, a: ArgReader, e: Call): Val {
   const n = dimOf(c, a.value(0, "size"), e.args[0]?.span ?? e.span);
   a.done();
   return c.emit({ op: "eye" }, [], { dtype: "float", shape: [n, n] }, e.span);
+}
+
+/** head(), heads(), batch(), batches(): where this slice sits in the run (an int scalar). */
+function lead(of: LeadFn): Rule {
+  return (c, a, e) => {
+    a.done();
+    return c.emit({ op: "lead", of }, [], { dtype: "int", shape: [] }, e.span);
+  };
 }
 
 /** zeros, ones and full: a float tensor of one value. */

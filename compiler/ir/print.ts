@@ -54,6 +54,8 @@ export function showScore(s: Score): string {
       return String(s.value);
     case "size":
       return s.name;
+    case "lead":
+      return `${s.of}()`;
     case "leaf":
       return s.at === "scalar" ? `%arg${s.arg}` : `%arg${s.arg}[${s.at}]`;
     case "unary":

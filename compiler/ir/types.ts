@@ -62,6 +62,16 @@ export type ReduceFn = "sum" | "max" | "min" | "mean" | "prod";
 /** Distributions of the seeded draws (docs/rng.md). */
 export type RandomKind = "uniform" | "randn" | "gumbel" | "randint";
 
+/**
+ * Where the current slice sits among the run's leading dims: `head` is its coordinate along the
+ * last leading dim and `heads` that dim's size; `batch` is its flat coordinate over the leading
+ * dims before it and `batches` their product (so slice = batch · heads + head; 0 and 1 without
+ * leading dims).
+ */
+export type LeadFn = "head" | "heads" | "batch" | "batches";
+/** The keys of the run's leading-dim counts among the bound sizes (no size symbol has "()"). */
+export type LeadCount = "heads()" | "batches()";
+
 /** The per-element score of an attention node, as a small expression tree. */
 export type Score =
   | { kind: "qk" } // a_i · b_j: the dot product of row i of args[0] and row j of args[1]
@@ -69,6 +79,7 @@ export type Score =
   | { kind: "j" }
   | { kind: "const"; value: number }
   | { kind: "size"; name: string }
+  | { kind: "lead"; of: LeadFn }
   | { kind: "leaf"; arg: number; at: "i" | "j" | "scalar" } // args[arg] read at i, j, or [0]
   | { kind: "unary"; fn: UnaryFn; x: Score }
   | { kind: "binary"; fn: BinaryFn; a: Score; b: Score }
@@ -80,6 +91,7 @@ export type Op =
   | { op: "input"; name: string }
   | { op: "const"; value: number }
   | { op: "dim"; name: string } // runtime value of a size symbol
+  | { op: "lead"; of: LeadFn } // the slice's place among the leading dims (an int scalar)
   | { op: "iota"; axis: number } // 0, 1, 2, ... along `axis`, size 1 elsewhere
   | { op: "fill"; value: number } // a constant tensor of the node's shape
   | { op: "eye" }

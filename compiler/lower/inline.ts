@@ -19,7 +19,7 @@ import {
 const LAYOUT = new Set(["transpose", "reshape", "broadcast"]);
 
 /** Ops cheap enough to recompute in every consumer rather than store. */
-const CHEAP = new Set(["const", "dim", "iota", "fill", "eye"]);
+const CHEAP = new Set(["const", "dim", "lead", "iota", "fill", "eye"]);
 
 /**
  * The nodes that need no buffer, computed inside the kernels that read them:

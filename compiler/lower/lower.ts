@@ -7,7 +7,7 @@
  * get a long form with split loops (kernels/split.ts). It knows no device: the runtime executes the
  * plan as it is.
  */
-import type { Dim, Graph, Node } from "../ir/types.ts";
+import type { Dim, Graph, LeadCount, Node } from "../ir/types.ts";
 import { nodesById, useCounts } from "../ir/walks.ts";
 import { typicalSizes } from "../ir/cost.ts";
 import { HEAVY } from "../wgsl/ops.ts";
@@ -77,6 +77,11 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
     }
   }
   const slots: SymbolSlots = new Map(Object.keys(graph.symbols).map((s, i) => [s, i + 4]));
+  // head(), heads(), batch() and batches() (ops, or atoms of a fused score) read the run's
+  // leading-dim counts, which follow the symbols.
+  if ([...byId.values()].some((n) => /"(op|kind)":"lead"/.test(JSON.stringify(n.op)))) {
+    for (const k of ["heads()", "batches()"] satisfies LeadCount[]) slots.set(k, slots.size + 4);
+  }
   const plan: ExecPlan = {
     buffers: [],
     kernels: [],

@@ -148,6 +148,8 @@ class ScoreBuilder {
         return { kind: "const", value: op.value };
       case "dim":
         return { kind: "size", name: op.name };
+      case "lead":
+        return { kind: "lead", of: op.of };
       case "iota": {
         const at = layout[op.axis];
         return at ? { kind: at } : { kind: "const", value: 0 };

@@ -148,6 +148,7 @@ export function helpersFor(code: string): string[] {
 export const ELEMENTWISE = new Set([
   "const",
   "dim",
+  "lead",
   "iota",
   "fill",
   "eye",

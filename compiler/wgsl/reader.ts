@@ -1,6 +1,6 @@
 /** The Reader: operand values inside a kernel, read from buffers or expanded inline. */
 import type { Dim, Node } from "../ir/types.ts";
-import { dim, f32, size, strides, type SymbolSlots, usedChunks } from "./syntax.ts";
+import { dim, f32, lead, size, strides, type SymbolSlots, usedChunks } from "./syntax.ts";
 import { BINARY, HEAVY, REDUCE_INIT, reduceStep, UNARY } from "./ops.ts";
 import { type BindingKey, nodeKey } from "./keys.ts";
 
@@ -337,6 +337,8 @@ export class Reader {
         return f32(op.value);
       case "dim":
         return `f32(${dim(op.name, slots)})`;
+      case "lead":
+        return lead(op.of, slots);
       case "iota":
         return `f32(${c[op.axis]})`;
       case "eye":

@@ -1,5 +1,5 @@
 /** WGSL syntax for sizes and coordinates: the text every kernel builds on. */
-import type { Dim } from "../ir/types.ts";
+import type { Dim, LeadCount, LeadFn } from "../ir/types.ts";
 import { LOOPS } from "../limits.ts";
 
 /** A factor of an invocation count: a size, or the larger of a size and a constant. */
@@ -27,6 +27,19 @@ export function dim(d: Dim, slots: SymbolSlots): string {
   const k = slots.get(d);
   if (k === undefined) throw new Error(`internal: size symbol ${d} has no slot`);
   return `sizes[${k}]`;
+}
+
+/**
+ * `lead(of)` as a WGSL f32: the slice's place among the run's leading dims, from its index in
+ * the whole run (`s` counts within a chunk, which starts at slice sizes[3]).
+ */
+export function lead(of: LeadFn, slots: SymbolSlots): string {
+  const heads = dim("heads()" satisfies LeadCount, slots);
+  return of === "heads"
+    ? `f32(${heads})`
+    : of === "batches"
+    ? `f32(${dim("batches()" satisfies LeadCount, slots)})`
+    : `f32((s + sizes[3]) ${of === "head" ? "%" : "/"} ${heads})`;
 }
 
 /** The product of `shape` as a WGSL u32 expression. */
