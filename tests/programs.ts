@@ -14,7 +14,8 @@
  * and data masks (documents, padding) joined by and/or/not, keepdims reductions, transposes,
  * shared (self-attention, n = m) and distinct (cross-attention) size symbols, softmax into V or
  * not, sums and means, elementwise chains, normalize, matmul chains (reassociation), attention
- * inside `repeat`, and extras that cross the lowering's thresholds: scatter_add tables of ≤ and
+ * inside `repeat`, head()/heads()/batch()/batches() in scores (ALiBi slopes), q with 2 or 3
+ * heads per k/v head (grouped-query attention), and extras that cross the lowering's thresholds: scatter_add tables of ≤ and
  * > PARTIAL_TABLE_BUCKETS buckets, host- and device-drawn random tensors, small-matrix regions with short and long
  * loops.
  */
@@ -44,6 +45,7 @@ export type SExpr =
   | { k: "static" } // x, carried by a repeat
   | { k: "dist"; f: "i - j" | "j - i" | "i + j" } // iota arithmetic, an int
   | { k: "table"; K: number } // bias[clamp(j - i, -K, K) + K]
+  | { k: "lead"; f: "slope" | "alibi" | "batch" } // head()/heads()/batch()/batches() terms
   | { k: "un"; fn: UnFn; x: SExpr }
   | { k: "bin"; op: BinOp; a: SExpr; b: SExpr }
   | { k: "where"; c: MExpr; a: SExpr; b: SExpr };
@@ -140,6 +142,8 @@ export interface Spec {
   batch: number[];
   /** How many of the batch dims the vectors and masks carry (0 = shared across slices). */
   vecLead: number;
+  /** q (and vectors) have this many heads per k/v head (grouped-query attention; 1 = none). */
+  qGroup: number;
   dataSeed: number;
 }
 
@@ -194,6 +198,13 @@ const sLeaf: fc.Arbitrary<SExpr> = fc.oneof(
   },
   {
     arbitrary: fc.record({ k: fc.constant("table" as const), K: fc.constantFrom(1, 2, 4, 7) }),
+    weight: 1,
+  },
+  {
+    arbitrary: fc.record({
+      k: fc.constant("lead" as const),
+      f: fc.constantFrom("slope" as const, "alibi" as const, "batch" as const),
+    }),
     weight: 1,
   },
 );
@@ -378,6 +389,7 @@ export function specArb(options: SpecOptions = {}): fc.Arbitrary<Spec> {
       ? fc.constant<number[]>([])
       : fc.constantFrom<number[]>([], [], [], [2], [2, 3]),
     vecLead: fc.constantFrom(0, 1, 2),
+    qGroup: fc.constantFrom(1, 1, 2, 3),
     dataSeed: fc.integer({ min: 0, max: 2 ** 32 - 1 }),
   }).map((s) => normalizeSpec(s));
 }
@@ -390,7 +402,8 @@ export function normalizeSpec(s: Spec): Spec {
   const extras = s.extras.map((x) =>
     x.k === "region" ? { ...x, landmarks: Math.min(x.landmarks, rows) } : x
   );
-  return { ...s, sizes, extras, vecLead: Math.min(s.vecLead, s.batch.length) };
+  const qGroup = s.batch.length ? s.qGroup ?? 1 : 1;
+  return { ...s, sizes, extras, vecLead: Math.min(s.vecLead, s.batch.length), qGroup };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -475,6 +488,12 @@ export function printProgram(s: Spec): string {
       case "table":
         need(`bias${e.K}`);
         return `bias${e.K}[clamp(j - i, -${e.K}, ${e.K}) + ${e.K}]`;
+      case "lead":
+        return {
+          slope: "(2.0 ^ (-8.0 * float(head() + 1) / float(heads())))",
+          alibi: "(-(2.0 ^ (-float(head() + 1) / float(heads()))) * float(abs(i - j)))",
+          batch: "float(batch() - 2 * batches() + head())",
+        }[e.f];
       case "un": {
         const x = score(e.x);
         switch (e.fn) {
@@ -706,13 +725,20 @@ export function makeInputs(spec: Spec, graph: Graph): Record<string, Tensor> {
   const sym: Record<string, number> = { ...spec.sizes };
   const out: Record<string, Tensor> = {};
   for (const decl of graph.inputs) {
+    const name = decl.name;
     const body = decl.type.shape.map((d) => (typeof d === "number" ? d : sym[d]));
     const matrix = ["q", "k", "v"].includes(decl.name);
-    const lead = matrix ? spec.batch : spec.batch.slice(0, spec.vecLead);
+    // k and v keep the batch's heads; q and per-query or per-key vectors that carry the heads
+    // dim have qGroup times as many (the k/v heads are grouped).
+    const heads = spec.batch.map((h, i) => (i === spec.batch.length - 1 ? h * spec.qGroup : h));
+    const lead = name === "k" || name === "v"
+      ? spec.batch
+      : matrix
+      ? heads
+      : heads.slice(0, spec.vecLead);
     const shape = [...lead, ...body];
     const size = shape.reduce((a, b) => a * b, 1);
     const data = new Float64Array(size);
-    const name = decl.name;
     if (name === "qm" || name === "km" || name === "qc") {
       for (let x = 0; x < size; x++) data[x] = r() < 0.3 ? 0 : 1;
       if (size > 0 && data.every((x) => x === 0)) data[0] = 1;
