@@ -9,14 +9,18 @@ export function lead(t: Tensor, rank: number): number[] {
   return t.shape.slice(0, t.shape.length - rank);
 }
 
-/** The leading dims all of `leads` broadcast to (matched from the left). */
+/**
+ * The leading dims all of `leads` broadcast to (matched from the left). As in the language, the
+ * heads dim (the last of the result) may be grouped: a size that divides the largest serves
+ * consecutive heads (grouped-query attention).
+ */
 export function broadcastLead(leads: number[][]): number[] {
   const out: number[] = [];
+  for (const l of leads) l.forEach((x, a) => (out[a] = Math.max(out[a] ?? 1, x)));
   for (const l of leads) {
     l.forEach((x, a) => {
-      const y = out[a];
-      if (y === undefined || y === 1) out[a] = x;
-      else if (x !== 1 && x !== y) {
+      const grouped = a === out.length - 1 && out[a] % x === 0;
+      if (x !== 1 && x !== out[a] && !grouped) {
         throw new RangeError(`leading dims [${l}] do not match [${out}] (matched from the left)`);
       }
     });
@@ -33,14 +37,19 @@ export function leadOffset(tLead: number[], outLead: number[], s: number): numbe
     rem = Math.floor(rem / outLead[a]);
   }
   let off = 0;
-  for (let a = 0; a < tLead.length; a++) off = off * tLead[a] + (tLead[a] === 1 ? 0 : idx[a]);
+  // A grouped heads dim of size t serves outLead[a] / t consecutive heads each.
+  for (let a = 0; a < tLead.length; a++) {
+    off = off * tLead[a] + Math.floor(idx[a] / (outLead[a] / tLead[a]));
+  }
   return off;
 }
 
-/** (b, h) of slice s: rank 0 → (0, 0), rank 1 → (b, 0), else (flattened outer dims, last dim). */
+/**
+ * (b, h) of slice s, as the language's batch() and head(): rank 0 → (0, 0); otherwise h along
+ * the last leading dim and b the flat index over the dims before it (rank 1 → (0, s)).
+ */
 export function batchHead(outLead: number[], s: number): [number, number] {
   if (outLead.length === 0) return [0, 0];
-  if (outLead.length === 1) return [s, 0];
   const h = outLead[outLead.length - 1];
   return [Math.floor(s / h), s % h];
 }

@@ -6,7 +6,14 @@
  */
 import assert from "node:assert/strict";
 import fc from "npm:fast-check@4.10.2";
-import { compileSync, type Program, type Tensor, tensor } from "../mod.ts";
+import {
+  compileSync,
+  type Program,
+  randomTensor,
+  relativeError,
+  type Tensor,
+  tensor,
+} from "../mod.ts";
 import { softmaxAttention } from "../examples/reference.ts";
 import { main as myVariant } from "../examples/my_variant.ts";
 import {
@@ -415,4 +422,22 @@ Deno.test("examples/my_variant.ts runs and reports sigmoid attention's error", a
   }
   assert.ok(err > 0.05 && err < 1, String(err)); // an approximation, not exact
   assert.match(lines.join("\n"), /sigmoid attention vs softmax: relative error/);
+});
+
+Deno.test("referenceAttention: grouped k/v heads and head() agree with the language (8 q / 2 kv heads)", async () => {
+  const src = `def alibi(q: [n, d], k: [n, d], v: [n, e]) -> [n, e] {
+  slope = 2.0 ^ (-8.0 * float(head() + 1) / float(heads()))
+  s[i, j] = where(j <= i, q[i] . k[j] / sqrt(d) - slope * float(i - j), -inf)
+  return softmax(s, axis=1) @ v
+}`;
+  const q = randomTensor([8, 7, 4], { seed: 31 });
+  const k = randomTensor([2, 7, 4], { seed: 32 });
+  const v = randomTensor([2, 7, 3], { seed: 33 });
+  const got = await compileSync(src).run({ q, k, v }, { backend: "interp" });
+  const want = referenceAttention(q, k, v, {
+    scoreMod: (s, _b, h, i, j) => s - 2 ** (-8 * (h + 1) / 8) * (i - j),
+    maskMod: (_b, _h, i, j) => j <= i,
+  });
+  assert.deepEqual(want.shape, [8, 7, 3]);
+  assert.ok(relativeError(got, want) < 1e-12, `${relativeError(got, want)}`);
 });
