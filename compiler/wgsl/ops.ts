@@ -166,6 +166,7 @@ export const READS_BY_COORDINATE = new Set([
   "reduce",
   "softmax",
   "normalize",
+  "cumsum",
   "matmul",
   "dot",
   "scatter_add",
