@@ -9,10 +9,9 @@
  */
 import type { Expr, ExprOf } from "./ast.ts";
 import type { Dim } from "../ir/types.ts";
-import { showType } from "../ir/print.ts";
 import type { Checker } from "./check.ts";
 import type { Scope, TensorVal, Val } from "./scope.ts";
-import { describeDim, lift } from "./shapes.ts";
+import { describeDim, kindType, lift } from "./shapes.ts";
 
 /** Whether a subscript list holds a slice (and so is lowered here). */
 export const hasSlice = (indices: Expr[]) => indices.some((e) => e.kind === "slice");
@@ -97,7 +96,7 @@ function staticBound(c: Checker, e: Expr, scope: Scope, what: string): number {
     const got = v.kind === "static"
       ? String(v.value)
       : v.kind === "tensor"
-      ? showType(v.type)
+      ? `a value computed at run time (${kindType(v.type)})`
       : "a shape";
     c.fail(`${what} must be an integer known at compile time, got ${got}`, e.span);
   }
