@@ -165,6 +165,11 @@ const RULES: { [K in Op["op"]]: Rule<K> } = {
     return t;
   },
   reduce: (_, n, op, [x]) => reduce(x, op.axis, op.fn, op.keepdims, n),
+  cumsum: (_, __, op, [x]) =>
+    rows(x, op.axis, (v) => {
+      for (let i = 1; i < v.length; i++) v[i] += v[i - 1];
+      return v;
+    }),
   softmax: (_, __, op, [x]) =>
     rows(x, op.axis, (v) => {
       let m = -Infinity;

@@ -80,6 +80,15 @@ export const REGION_TRIPS = 40_000;
  */
 export const LONG_SEQUENCE = 4096;
 
+/**
+ * Elements per block of the prefix-scan kernel (kernels/scan.ts): each invocation scans one
+ * block, then one invocation per fiber scans the block totals, so a fiber of L elements costs
+ * max(SCAN_BLOCK, L / SCAN_BLOCK) trips: 64 keeps both far below LOOPS.budget up to L ≈ 4M and
+ * leaves n / 64 · (other axes) invocations to run in parallel. Small on purpose so that the
+ * generated programs (n ≤ 100) reach both one and several blocks.
+ */
+export const SCAN_BLOCK = 64;
+
 /** Output rows and columns per invocation of the matmul kernel (fixed at 8: two vec4 accumulators). */
 export const MATMUL_TILE = 8;
 

@@ -12,6 +12,7 @@ import { scatterKernels } from "./scatter.ts";
 import { topkKernels } from "./topk.ts";
 import { setRowsKernels } from "./rows.ts";
 import { attentionKernels } from "./attention.ts";
+import { scanKernels } from "./scan.ts";
 
 export type { KernelRequest } from "./common.ts";
 export { attentionWithRows } from "./attention.ts";
@@ -49,6 +50,7 @@ const FAMILIES: Record<Op["op"], Family> = {
   segment_mean: reduceKernels,
   softmax: rowwiseKernels,
   normalize: rowwiseKernels,
+  cumsum: scanKernels,
   matmul: matmulKernels,
   scatter_add: scatterKernels,
   topk: topkKernels,

@@ -17,7 +17,8 @@
  * inside `repeat`, head()/heads()/batch()/batches() in scores (ALiBi slopes), q with 2 or 3
  * heads per k/v head (grouped-query attention), and extras that cross the lowering's thresholds: scatter_add tables of ≤ and
  * > PARTIAL_TABLE_BUCKETS buckets, host- and device-drawn random tensors, small-matrix regions with short and long
- * loops.
+ * loops, and prefix sums (cumsum of slices with static bounds and arange, along rows of one, two
+ * and several SCAN_BLOCKs or along columns; causal linear attention).
  */
 import fc from "fast-check";
 import { compileSync, type Program, relativeError } from "../mod.ts";
@@ -26,7 +27,12 @@ import type { Tensor } from "../compiler/tensor.ts";
 import { type Divergence, firstDivergence, mulberry32 } from "../compiler/verify.ts";
 import { lowerGraph } from "../compiler/lower/lower.ts";
 import type { LowerOptions } from "../compiler/lower/plan.ts";
-import { LOOP_UNROLL, PARTIAL_TABLE_BUCKETS, PRIVATE_TABLE_BUCKETS } from "../compiler/limits.ts";
+import {
+  LOOP_UNROLL,
+  PARTIAL_TABLE_BUCKETS,
+  PRIVATE_TABLE_BUCKETS,
+  SCAN_BLOCK,
+} from "../compiler/limits.ts";
 import { execute } from "../runtime/executor.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -117,7 +123,10 @@ export type Post =
 export type Extra =
   | { k: "scatter"; buckets: number; direct: boolean } // scatter_add hash tables
   | { k: "random"; rows: number | "n"; kind: "randn" | "uniform"; seed: number }
-  | { k: "region"; landmarks: number; iters: number }; // segment means + a pinv-like loop
+  | { k: "region"; landmarks: number; iters: number } // segment means + a pinv-like loop
+  // Prefix sums: of a static-bound slice of k's rows (`len` rows from `lo`, reading 0 past the
+  // end) along `axis`, plus arange; or causal linear attention over k and v.
+  | { k: "scan"; form: "rows" | "causal"; axis: 0 | 1; lo: number; len: number };
 
 /** A whole program and its inputs. */
 export interface Spec {
@@ -313,6 +322,14 @@ const extraArb = (buckets: readonly number[]): fc.Arbitrary<Extra> =>
         fc.integer({ min: 0, max: 99 }),
         fc.integer({ min: 2 ** 24, max: 2 ** 32 - 1 }),
       ),
+    }),
+    fc.record({
+      k: fc.constant("scan" as const),
+      form: fc.constantFrom("rows" as const, "causal" as const),
+      axis: fc.constantFrom(0 as const, 1 as const),
+      lo: fc.constantFrom(0, 2),
+      // Both sides of SCAN_BLOCK: one block, a block and one, several blocks.
+      len: fc.constantFrom(1, 3, SCAN_BLOCK, SCAN_BLOCK + 1, 2 * SCAN_BLOCK + 2),
     }),
     fc.record({
       k: fc.constant("region" as const),
@@ -646,6 +663,27 @@ export function printProgram(s: Spec): string {
         headLines.push(`${z} = ${x.kind}([${rows}, d], ${x.seed}) * ${qv}[0]`);
         break;
       }
+      case "scan":
+        if (x.form === "rows") {
+          const { lo, len } = x;
+          headLines.push(
+            `kk${idx}[jj, cc] = tanh(k[${lo}:${
+              lo + len
+            }][jj, cc]) + 0.01 * float(arange(${len})[jj])`,
+            `ck${idx} = cumsum(kk${idx}, axis=${x.axis})`,
+            `${z} = ck${idx}[${len - 1}:, :1] * 0.1`,
+          );
+        } else {
+          need("v");
+          headLines.push(
+            `fk${idx} = elu(k) + 1`,
+            `kv${idx}[jj, aa, cc] = fk${idx}[jj, aa] * v[jj, cc]`,
+            `S${idx} = cumsum(kv${idx}, axis=0)`,
+            `N${idx} = cumsum(fk${idx}, axis=0)`,
+            `${z}[jj, cc] = sum[aa](fk${idx}[jj, aa] * S${idx}[jj, aa, cc]) / sum[aa](fk${idx}[jj, aa] * N${idx}[jj, aa])`,
+          );
+        }
+        break;
       case "region": {
         need("v");
         const L = x.landmarks;

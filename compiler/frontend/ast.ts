@@ -9,6 +9,8 @@ export type Expr =
   | { kind: "binary"; op: BinaryOp; left: Expr; right: Expr; span: Span }
   | { kind: "transpose"; arg: Expr; span: Span }
   | { kind: "index"; target: Expr; indices: Expr[]; span: Span }
+  // lo:hi, only as a subscript; either bound may be left out.
+  | { kind: "slice"; lo?: Expr; hi?: Expr; span: Span }
   | { kind: "call"; fn: string; args: Arg[]; span: Span; fnSpan: Span }
   | { kind: "reduce"; fn: string; vars: Ident[]; body: Expr; span: Span };
 
@@ -100,6 +102,8 @@ export function mentions(e: Expr, names: string[]): boolean {
       return mentions(e.left, names) || mentions(e.right, names);
     case "index":
       return mentions(e.target, names) || e.indices.some((x) => mentions(x, names));
+    case "slice":
+      return [e.lo, e.hi].some((x) => x !== undefined && mentions(x, names));
     case "call":
       return e.args.some((a) => mentions(a.value, names));
     case "reduce":
@@ -124,6 +128,8 @@ export function exprText(e: Expr): string {
       return `${exprText(e.arg)}^T`;
     case "index":
       return `${exprText(e.target)}[${e.indices.map(exprText).join(", ")}]`;
+    case "slice":
+      return `${e.lo ? exprText(e.lo) : ""}:${e.hi ? exprText(e.hi) : ""}`;
     case "call":
       return `${e.fn}(...)`;
     case "reduce":

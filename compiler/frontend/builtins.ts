@@ -66,6 +66,8 @@ export const BUILTINS: Record<string, Builtin> = {
   norm: { sig: `norm${REDUCE_SIG}`, rule: reduction("norm") },
   softmax: { sig: "softmax(x, axis=-1)", rule: alongAxis("softmax") },
   normalize: { sig: "normalize(x, axis=-1)", rule: alongAxis("normalize") },
+  cumsum: { sig: "cumsum(x, axis)", rule: cumsum },
+  arange: { sig: "arange(n)  (the ints 0, 1, ..., n-1)", rule: arange },
   segment_mean: { sig: "segment_mean(x, segments)", rule: segmentMean },
   scatter_add: { sig: "scatter_add(index, values, size)", rule: scatterAdd },
   bits: { sig: "bits(x)", rule: bits },
@@ -196,6 +198,26 @@ function alongAxis(fn: "softmax" | "normalize"): Rule {
     a.done();
     return c.op(scope, { op: fn, axis }, [x], x.type, e.span);
   };
+}
+
+/** Inclusive prefix sum along a required axis, in float. */
+function cumsum(c: Checker, a: ArgReader, e: Call, scope: Scope): Val {
+  const x = cast(c, a.tensor(0, "x"), "float", scope, e.span);
+  noGrid(c, scope, e);
+  if (x.type.shape.length === 0) c.fail("cumsum needs a tensor of rank ≥ 1, got a scalar", e.span);
+  if (!a.has(1, "axis")) {
+    c.fail("cumsum needs an axis", e.span, "cumsum(x, axis=0) sums along rows");
+  }
+  const axis = a.axis(x, 0, scope);
+  a.done();
+  return c.op(scope, { op: "cumsum", axis }, [x], x.type, e.span);
+}
+
+/** The int vector 0, 1, ..., n-1 (n a size symbol, parameter or integer). */
+function arange(c: Checker, a: ArgReader, e: Call): Val {
+  const n = dimOf(c, a.value(0, "n"), e.args[0]?.span ?? e.span);
+  a.done();
+  return c.emit({ op: "iota", axis: 0 }, [], { dtype: "int", shape: [n] }, e.span);
 }
 
 function noGrid(c: Checker, scope: Scope, e: Call): void {

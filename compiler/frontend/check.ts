@@ -7,7 +7,7 @@
  * scope.ts (names), shapes.ts (kinds, shapes, broadcasting), operators.ts, builtins.ts (the
  * table of builtin calls), indexing.ts (index notation), inline.ts, statements.ts.
  */
-import type { Expr, ExprOf, FunctionDef, Program } from "./ast.ts";
+import { type Expr, type ExprOf, exprText, type FunctionDef, type Program } from "./ast.ts";
 import { closest, CompileError, type Span } from "../errors.ts";
 import type { Graph, InputDecl, Node, Op, TensorType } from "../ir/types.ts";
 import { BUILTINS, callBuiltin } from "./builtins.ts";
@@ -116,6 +116,12 @@ export class Checker {
         return transposeExpr(this, e, scope);
       case "index":
         return indexExpr(this, e, scope);
+      case "slice":
+        return this.fail(
+          `a slice ${exprText(e)} is only allowed as a subscript`,
+          e.span,
+          "write x[a:b] or x[:, a:b]",
+        );
       case "call":
         return this.call(e, scope);
       case "reduce":

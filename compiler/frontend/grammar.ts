@@ -61,9 +61,12 @@ export const GRAMMAR_SOURCE: string = String.raw`Attune {
   PowExp = PostfixExp "^" UnaryExp  -- pow
          | PostfixExp
 
-  PostfixExp = PostfixExp "[" NonemptyListOf<Exp, ","> "]"  -- index
+  PostfixExp = PostfixExp "[" NonemptyListOf<Subscript, ","> "]"  -- index
              | PostfixExp transposeOp                       -- transpose
              | Primary
+
+  Subscript = Exp? ":" Exp?  -- slice
+            | Exp
 
   transposeOp = "^T" ~alnum
 

@@ -9,6 +9,7 @@ import { exprText, mentions } from "./ast.ts";
 import { CompileError } from "../errors.ts";
 import type { Dim } from "../ir/types.ts";
 import { showType } from "../ir/print.ts";
+import { hasSlice, sliceExpr } from "./slicing.ts";
 import type { Checker } from "./check.ts";
 import { type Grid, lookupable, type Scope, type Val } from "./scope.ts";
 import {
@@ -198,6 +199,7 @@ export function indexExpr(c: Checker, e: ExprOf<"index">, scope: Scope): Val {
       e.span,
     );
   }
+  if (hasSlice(e.indices)) return sliceExpr(c, e, target, scope);
   const idx = e.indices.map((ie, k) => {
     if (grid && ie.kind === "name" && grid.vars.includes(ie.name)) {
       const gi = grid.vars.indexOf(ie.name);

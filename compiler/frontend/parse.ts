@@ -133,6 +133,10 @@ semantics.addOperation<unknown>("ast", {
       span: span(this),
     };
   },
+  Subscript_slice(lo, _colon, hi): Expr {
+    const bound = (b: typeof lo) => b.children[0]?.ast() as Expr | undefined;
+    return { kind: "slice", lo: bound(lo), hi: bound(hi), span: span(this) };
+  },
   PostfixExp_transpose(arg, _op): Expr {
     return { kind: "transpose", arg: arg.ast(), span: span(this) };
   },

@@ -102,6 +102,7 @@ export type Op =
   | { op: "reduce"; fn: ReduceFn; axis: number; keepdims: boolean }
   | { op: "softmax"; axis: number }
   | { op: "normalize"; axis: number } // x / max(‖x‖₂, 1e-12) along axis
+  | { op: "cumsum"; axis: number } // inclusive prefix sum along axis
   | { op: "matmul" } // batched, broadcasting leading dims; both operands rank ≥ 2
   | { op: "dot" } // contract the last axis, broadcasting the others
   | { op: "transpose" } // swap the last two axes

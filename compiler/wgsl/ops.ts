@@ -167,6 +167,7 @@ export const READS_BY_COORDINATE = new Set([
   "reduce",
   "softmax",
   "normalize",
+  "cumsum",
   "matmul",
   "dot",
   "scatter_add",
