@@ -93,6 +93,12 @@ export const attentionTile = { rows: 8 };
 export const KEY_BLOCK = 4;
 
 /**
+ * Keys per block of the fused attention kernel's tile test (kernels/tiles.ts): a block whose
+ * scores are all provably -inf is skipped. MEASUREMENT
+ */
+export const keyTile = { keys: 32 };
+
+/**
  * Storage buffers per dispatch that plans assume by default: lavapipe offers 32, desktop GPUs
  * more; WebGPU guarantees only 8, and devices with fewer get plans made for their limit.
  */
