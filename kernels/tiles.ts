@@ -56,6 +56,49 @@ export function scoreBounds<N, B>(
   x: Score,
   env: BlockEnv<N, B>,
 ): Interval<N, B> {
+  const { top, point, floor, truth, truthy, U1, B2 } = intervalOps(A);
+  const go = (x: Score): Interval<N, B> => {
+    switch (x.kind) {
+      case "qk":
+        return top;
+      case "i":
+        return env.i;
+      case "j":
+        return env.j;
+      case "const":
+        return Number.isNaN(x.value) ? top : point(A.num(x.value));
+      case "size":
+        return point(env.size(x.name));
+      case "leaf":
+        return env.leaf(x.arg, x.at);
+      case "unary":
+        return U1[x.fn]?.(go(x.x)) ?? top;
+      case "binary": {
+        const f = B2[x.fn];
+        return f ? f(go(x.a), go(x.b)) : top;
+      }
+      case "where": {
+        const t = truth(go(x.c)), a = go(x.a), b = go(x.b);
+        return {
+          lo: A.pick(t.yes, a.lo, A.pick(t.no, b.lo, A.min(a.lo, b.lo))),
+          hi: A.pick(t.yes, a.hi, A.pick(t.no, b.hi, A.max(a.hi, b.hi))),
+          nan: A.or(A.and(A.not(t.no), a.nan), A.and(A.not(t.yes), b.nan)),
+        };
+      }
+      case "cast": {
+        const a = go(x.x);
+        if (x.to === "float") return a;
+        if (x.to === "int") return floor(a);
+        const t = truth(a);
+        return truthy(t.yes, t.no);
+      }
+    }
+  };
+  return go(x);
+}
+
+/** The interval arithmetic of the algebra `A`. */
+function baseRules<N, B>(A: Algebra<N, B>) {
   const inf = A.num(Infinity), ninf = A.num(-Infinity), zero = A.num(0), one = A.num(1);
   const F = A.bool(false);
   const top: Interval<N, B> = { lo: ninf, hi: inf, nan: A.bool(true) };
@@ -83,18 +126,22 @@ export function scoreBounds<N, B>(
     };
   };
   // Truth: surely nonzero (`yes`), surely zero (`no`); a maybe-NaN operand is neither.
+  // (A 0/1 value remembers its truth, so and/or/not chains stay short.)
+  const truths = new WeakMap<Interval<N, B>, { yes: B; no: B }>();
   const truth = (a: Interval<N, B>) => {
+    const known = truths.get(a);
+    if (known) return known;
     const ok = A.not(a.nan);
     return {
       yes: A.and(ok, A.or(A.lt(zero, a.lo), A.lt(a.hi, zero))),
       no: A.and(ok, A.and(A.eq(a.lo, zero), A.eq(a.hi, zero))),
     };
   };
-  const truthy = (yes: B, no: B): Interval<N, B> => ({
-    lo: A.pick(yes, one, zero),
-    hi: A.pick(no, zero, one),
-    nan: F,
-  });
+  const truthy = (yes: B, no: B): Interval<N, B> => {
+    const v = { lo: A.pick(yes, one, zero), hi: A.pick(no, zero, one), nan: F };
+    truths.set(v, { yes, no });
+    return v;
+  };
   const compare = (a: Interval<N, B>, b: Interval<N, B>, yes: B, no: B) => {
     const ok = A.not(nans(a, b));
     return truthy(A.and(ok, yes), A.and(ok, no));
@@ -139,6 +186,28 @@ export function scoreBounds<N, B>(
       nan: F,
     });
   };
+  return {
+    zero,
+    top,
+    point,
+    floor,
+    truth,
+    truthy,
+    compare,
+    add,
+    negate,
+    mul,
+    div,
+    mod,
+    minmax,
+    neg,
+  };
+}
+
+/** The rules of each modelled op, as rows (an op without one gives `top`). */
+function intervalOps<N, B>(A: Algebra<N, B>) {
+  const r = baseRules(A);
+  const { zero, truth, truthy, compare, add, negate, mul, div, mod, minmax, neg, floor } = r;
   const B2: Partial<Record<string, (a: Interval<N, B>, b: Interval<N, B>) => Interval<N, B>>> = {
     add,
     sub: (a, b) => add(a, negate(b)),
@@ -184,44 +253,7 @@ export function scoreBounds<N, B>(
     ceil: (a) => negate(floor(negate(a))),
     relu: (a) => ({ lo: A.max(a.lo, zero), hi: A.max(a.hi, zero), nan: a.nan }),
   };
-  const go = (x: Score): Interval<N, B> => {
-    switch (x.kind) {
-      case "qk":
-        return top;
-      case "i":
-        return env.i;
-      case "j":
-        return env.j;
-      case "const":
-        return Number.isNaN(x.value) ? top : point(A.num(x.value));
-      case "size":
-        return point(env.size(x.name));
-      case "leaf":
-        return env.leaf(x.arg, x.at);
-      case "unary":
-        return U1[x.fn]?.(go(x.x)) ?? top;
-      case "binary": {
-        const f = B2[x.fn];
-        return f ? f(go(x.a), go(x.b)) : top;
-      }
-      case "where": {
-        const t = truth(go(x.c)), a = go(x.a), b = go(x.b);
-        return {
-          lo: A.pick(t.yes, a.lo, A.pick(t.no, b.lo, A.min(a.lo, b.lo))),
-          hi: A.pick(t.yes, a.hi, A.pick(t.no, b.hi, A.max(a.hi, b.hi))),
-          nan: A.or(A.and(A.not(t.no), a.nan), A.and(A.not(t.yes), b.nan)),
-        };
-      }
-      case "cast": {
-        const a = go(x.x);
-        if (x.to === "float") return a;
-        if (x.to === "int") return floor(a);
-        const t = truth(a);
-        return truthy(t.yes, t.no);
-      }
-    }
-  };
-  return go(x);
+  return { ...r, U1, B2 };
 }
 
 /** Whether every value of `v` is exactly -inf. */
@@ -359,8 +391,10 @@ export function tileCounts(
 function wgslAlgebra(lines: string[], prefix: string): Algebra<string, string> {
   let n = 0;
   const known = new Map<string, number>();
+  const exprs = new Map<string, string>();
   const name = (e: string) => {
     const v = `${prefix}${n++}`;
+    exprs.set(v, e);
     lines.push(`let ${v} = ${e};`);
     return v;
   };
@@ -408,7 +442,11 @@ function wgslAlgebra(lines: string[], prefix: string): Algebra<string, string> {
         : b === "false"
         ? a
         : name(`${a} || ${b}`),
-    not: (a) => (a === "true" ? "false" : a === "false" ? "true" : name(`!${a}`)),
+    not: (a) => {
+      if (a === "true" || a === "false") return a === "true" ? "false" : "true";
+      const m = /^!(\w+)$/.exec(exprs.get(a) ?? "");
+      return m ? m[1] : name(`!${a}`);
+    },
     pick: (
       c,
       t,
