@@ -65,7 +65,8 @@ function scoreWgsl(x: Score, args: Node[], slots: SymbolSlots, v: RowNames): str
 
 /**
  * The keys a tile of rows [ib, ie] can see, from a score of the form where(window, x, -inf):
- * `j <= i` (causal) bounds the top, `abs(i - j) <= w` both sides. Other keys score -inf and are
+ * `j <= i` (causal) and `j < c` bound the top, `abs(i - j) <= w` both sides, `a or b` the hull of
+ * both windows when each has the bound. Other keys score -inf and are
  * skipped without being computed. Returns WGSL i32 bounds, or nothing when no window is found.
  */
 export function keyWindow(score: Score): { lo?: string; hi?: string; whole?: boolean } {
@@ -80,6 +81,16 @@ export function keyWindow(score: Score): { lo?: string; hi?: string; whole?: boo
     if (c.kind === "binary" && c.fn === "and") {
       visit(c.a);
       visit(c.b);
+      return;
+    }
+    if (c.kind === "binary" && c.fn === "or") {
+      // Either side's keys: the hull of the two windows (prefix-LM: `j < P or j <= i`).
+      const [p, q] = [c.a, c.b].map((x) =>
+        keyWindow({ kind: "where", c: x, a: score.a, b: score.b })
+      );
+      if (p.hi && q.hi) out.hi = `max(${p.hi}, ${q.hi})`;
+      if (p.lo && q.lo) out.lo = `min(${p.lo}, ${q.lo})`;
+      out.whole = false;
       return;
     }
     const before = { ...out };
@@ -99,6 +110,11 @@ export function keyWindow(score: Score): { lo?: string; hi?: string; whole?: boo
       (fn === "gt" && isIdx(a, "i") && isIdx(b, "j"))
     ) {
       out.hi = "i32(ie)";
+    } else if (
+      (fn === "lt" || fn === "le") && isIdx(a, "j") && konst(b) !== undefined &&
+      Math.abs(konst(b)!) < 2 ** 30
+    ) {
+      out.hi = `${konst(b)! + (fn === "le" ? 1 : 0)}`;
     } else if (
       // A band wider than 2^30 keys bounds nothing here (and its width would not fit an i32).
       fn === "le" && a.kind === "unary" && a.fn === "abs" && konst(b) !== undefined &&

@@ -13,6 +13,7 @@ import { BINARY, UNARY } from "../compiler/ir/scalar.ts";
 import { classifyBlock, tileCounts } from "../kernels/tiles.ts";
 import { keyTile, LOOPS } from "../compiler/limits.ts";
 import { getDevice } from "../runtime/device.ts";
+import { compileSpec, gpuDifferential, report, specArb } from "./programs.ts";
 
 const adapter = await getDevice().then((d) => d.facts.description, () => undefined);
 
@@ -330,5 +331,37 @@ Deno.test({
       keyTile.keys = before.keys;
       Object.assign(LOOPS, before.loops);
     }
+  },
+});
+
+Deno.test({
+  name: "tiles: generated masked programs with 3-key blocks agree with the interpreter on the GPU",
+  ignore: adapter === undefined,
+  fn: async () => {
+    // Blocks of 3 keys at n ≤ 31 skip often; the suite's GPU sample runs the default (64).
+    const before = keyTile.keys;
+    keyTile.keys = 3;
+    let tiled = 0;
+    try {
+      await fc.assert(
+        fc.asyncProperty(
+          specArb({ sizes: [5, 13, 31], depth: 2, maxExtras: 1 }).filter((s) =>
+            s.mask !== undefined && s.fill === "-inf" && s.form === "index"
+          ),
+          async (spec) => {
+            const c = compileSpec(spec);
+            tiled += c.program.plan().kernels.some((k) => k.wgsl.includes("for (var jt = jlo"))
+              ? 1
+              : 0;
+            const why = await gpuDifferential(c);
+            if (why) throw new Error(report(c, why));
+          },
+        ),
+        { numRuns: 10 },
+      );
+    } finally {
+      keyTile.keys = before;
+    }
+    assert.ok(tiled >= 3, `only ${tiled} of 10 plans skip tiles`);
   },
 });
