@@ -7,6 +7,25 @@ import { showGraph } from "../compiler/ir/print.ts";
 import { sizeOf } from "../compiler/tensor.ts";
 import { dispatchesPerRun } from "../compiler/lower/plan.ts";
 import type { Args } from "./args.ts";
+import { masksKeys, tileCounts } from "../kernels/tiles.ts";
+import type { Score } from "../compiler/ir/types.ts";
+
+/**
+ * Per fused attention whose score can mask keys: its (query tile, key block) pairs at these sizes
+ * by class. Leaves read from data are unknown here, so their blocks count as partial.
+ */
+function tileLines(p: Program, sizes: Record<string, number>): string[] {
+  const byId = new Map(p.optimized.nodes.map((n) => [n.id, n]));
+  return p.optimized.nodes.flatMap((n) => {
+    if (n.op.op !== "attention" && n.op.op !== "probs") return [];
+    if (!masksKeys((n.op as { score: Score }).score)) return [];
+    const c = tileCounts(n, n.args.map((a) => byId.get(a)!), sizes);
+    return [
+      `tiles of %${n.id} ${n.op.op}: ${c.empty} empty (skipped), ${c.partial} partial, ${c.full} full` +
+      " (data-dependent masks count as partial here)",
+    ];
+  });
+}
 
 /**
  * The sizes `explain` estimates memory at: each size symbol that only ever sizes the last axis
@@ -79,6 +98,7 @@ export function explainText(p: Program, args: Args): string {
     (at ? ` at ${at}` : "") + " (float32; --size NAME=N for others)",
     `optimizer: ${changed.length ? changed.join(", ") : "no pass"} changed the IR` +
     (args.ir ? "" : " (--ir shows it)"),
+    ...tileLines(p, sizes),
   ];
   return [
     ...summary,

@@ -14,6 +14,7 @@ import { BINARY, HELPERS, helpersFor, UNARY } from "../compiler/wgsl/ops.ts";
 import { gridLaunch, type NodeKernel } from "../compiler/wgsl/kernel.ts";
 import { nodeKey } from "../compiler/wgsl/keys.ts";
 import { flashKernel } from "./flash.ts";
+import { masksKeys, tileSkip } from "./tiles.ts";
 import type { KernelRequest } from "./common.ts";
 
 /** attention, probs: the fused flash kernel. */
@@ -67,12 +68,14 @@ function scoreWgsl(x: Score, args: Node[], slots: SymbolSlots, v: RowNames): str
 
 /**
  * The keys a tile of rows [ib, ie] can see, from a score of the form where(window, x, -inf):
- * `j <= i` (causal) bounds the top, `abs(i - j) <= w` both sides. Other keys score -inf and are
+ * `j <= i` (causal) and `j < c` bound the top, `abs(i - j) <= w` both sides, `a or b` the hull of
+ * both windows when each has the bound. Other keys score -inf and are
  * skipped without being computed. Returns WGSL i32 bounds, or nothing when no window is found.
  */
-export function keyWindow(score: Score): { lo?: string; hi?: string } {
+export function keyWindow(score: Score): { lo?: string; hi?: string; whole?: boolean } {
   if (score.kind !== "where" || score.b.kind !== "const" || score.b.value !== -Infinity) return {};
-  const out: { lo?: string; hi?: string } = {};
+  // `whole`: every term of the mask is a window term (the window is then the mask, per row tile).
+  const out: { lo?: string; hi?: string; whole?: boolean } = { whole: true };
   const isIdx = (x: Score, k: "i" | "j") => x.kind === k || (x.kind === "cast" && x.x.kind === k);
   const konst = (
     x: Score,
@@ -83,6 +86,21 @@ export function keyWindow(score: Score): { lo?: string; hi?: string } {
       visit(c.b);
       return;
     }
+    if (c.kind === "binary" && c.fn === "or") {
+      // Either side's keys: the hull of the two windows (prefix-LM: `j < P or j <= i`).
+      const [p, q] = [c.a, c.b].map((x) =>
+        keyWindow({ kind: "where", c: x, a: score.a, b: score.b })
+      );
+      if (p.hi && q.hi) out.hi = `max(${p.hi}, ${q.hi})`;
+      if (p.lo && q.lo) out.lo = `min(${p.lo}, ${q.lo})`;
+      out.whole = false;
+      return;
+    }
+    const before = { ...out };
+    visit1(c);
+    if (out.lo === before.lo && out.hi === before.hi) out.whole = false;
+  };
+  const visit1 = (c: Score): void => {
     if (c.kind !== "binary") return;
     const { fn, a, b } = c;
     if (
@@ -95,6 +113,11 @@ export function keyWindow(score: Score): { lo?: string; hi?: string } {
       (fn === "gt" && isIdx(a, "i") && isIdx(b, "j"))
     ) {
       out.hi = "i32(ie)";
+    } else if (
+      (fn === "lt" || fn === "le") && isIdx(a, "j") && konst(b) !== undefined &&
+      Math.abs(konst(b)!) < 2 ** 30
+    ) {
+      out.hi = `${konst(b)! + (fn === "le" ? 1 : 0)}`;
     } else if (
       // A band wider than 2^30 keys bounds nothing here (and its width would not fit an i32).
       fn === "le" && a.kind === "unary" && a.fn === "abs" && konst(b) !== undefined &&
@@ -151,6 +174,10 @@ function attentionKernel(
   const e = probs ? 4 : args[2].type.shape[1];
   const window = keyWindow(score);
   const tile = attentionTile.rows;
+  // A mask the key window states whole gains nothing from testing blocks.
+  const tiles = window.whole && score.kind === "where" && !masksKeys(score.a)
+    ? undefined
+    : tileSkip(score, args, slots, tile);
   const render = (d: number, e: number) =>
     flashKernel({
       score: rowScore,
@@ -158,6 +185,7 @@ function attentionKernel(
       cols: dim(b.type.shape[0], slots),
       keyLo: window.lo,
       keyHi: window.hi,
+      tiles,
       d,
       e,
       tile,
@@ -185,8 +213,11 @@ function attentionKernel(
     reads: (replace ? [...node.args, replace.idx.id, replace.rows] : node.args).map(nodeKey),
     specialize: (sz) => render(sz(a.type.shape[1]), probs ? 4 : sz(e)),
     // The key loop (and for probabilities the normalizing pass) is the only loop that counts.
-    trips: (sz) =>
-      (probs ? 2 : 1) * (split ? splitBlock(sz(b.type.shape[0])) : sz(b.type.shape[0])) +
-      (replace ? sz(replace.idx.type.shape[0]) : 0),
+    trips: (sz) => {
+      const keys = split ? splitBlock(sz(b.type.shape[0])) : sz(b.type.shape[0]);
+      // Tile skipping adds one trip per key block.
+      return (probs ? 2 : 1) * keys + (tiles ? Math.ceil(keys / tiles.keys) + 1 : 0) +
+        (replace ? sz(replace.idx.type.shape[0]) : 0);
+    },
   };
 }

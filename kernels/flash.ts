@@ -11,6 +11,7 @@
  */
 import { KEY_BLOCK, WORKGROUP } from "../compiler/limits.ts";
 import { SIZES_BINDING, storage } from "../compiler/wgsl/syntax.ts";
+import type { TileSkip } from "./tiles.ts";
 
 /** What the skeleton needs. */
 /** Length of a private array of `n` head elements: WGSL has no empty arrays (d = 0 or e = 0). */
@@ -52,6 +53,8 @@ export interface FlashSpec {
    * `out[((s * parts + block) * rows + i) * (e + 2)]`, which a second kernel combines.
    */
   split?: { parts: number; used: string };
+  /** Key blocks whose scores are all -inf are skipped (kernels/tiles.ts). */
+  tiles?: TileSkip;
 }
 
 /** Render the fused attention kernel. Bindings: sizes, out, a, b, v, leaves... */
@@ -84,6 +87,8 @@ export function flashKernel(spec: FlashSpec, title: string): string {
     { length: spec.leafBindings },
     (_, k) => storage(k + first + 2, `a${k + first}`, "f32"),
   ).join("\n");
+  // With tile skipping the key loops run per key block [jt, jte) of a loop over blocks.
+  const [kl, kh] = spec.tiles ? ["jt", "jte"] : ["jlo", "jhi"];
   const lo = spec.keyLo ? `u32(clamp(${spec.keyLo}, 0, i32(cols)))` : "0u";
   const hi = spec.keyHi ? `u32(clamp(${spec.keyHi}, 0, i32(cols)))` : "cols";
   return `${h ? "enable f16;\n" : ""}// ${title}: fused softmax(score)${
@@ -139,14 +144,14 @@ ${phony}  let rows = ${spec.rows};
   }
   let jlo = ${spec.split ? `max(${lo}, min(kp * kblk, cols))` : lo};
   let jhi = ${spec.split ? `min(${hi}, min(kp * kblk + kblk, cols))` : hi};
-  var jstart = jlo;
+  ${tiled(spec, "open")}var jstart = ${kl};
   ${
     // Blocking multiplies the unrolled code by KEY_BLOCK: only for vec4 head sizes up to 128,
     // where it pays (lavapipe, d = 64: 650 -> 490 ms at n = 2048) and compiles in about a second.
     probs || !dv || !ev || dw > 32 || ew > 32
       ? ""
-      : blocked(spec, { dw, ew, dt: ht, et, dot, half })}
-  for (var j = jstart; j < jhi; j = j + 1u) {
+      : blocked(spec, { dw, ew, dt: ht, et, dot, half, kl, kh })}
+  for (var j = jstart; j < ${kh}; j = j + 1u) {
     let fj = f32(j);
     let kb = (s * cols + j) * ${dw}u;
     var k = array<${ht}, ${arrayLength(dw)}>();
@@ -190,7 +195,7 @@ ${phony}  let rows = ${spec.rows};
       }
     }`).join("\n    ")
   }
-  }
+  }${tiled(spec, "close")}
   ${
     probs
       ? `for (var j = 0u; j < cols; j = j + 1u) {
@@ -260,6 +265,8 @@ function blocked(
     et: string;
     dot: (a: string, b: string) => string;
     half: (x: string) => string;
+    kl: string;
+    kh: string;
   },
 ): string {
   const B = KEY_BLOCK, R = spec.tile;
@@ -306,7 +313,7 @@ function blocked(
     }
       }
     }`;
-  return `for (var jb = jlo; jb + ${B}u <= jhi; jb = jb + ${B}u) {
+  return `for (var jb = ${t.kl}; jb + ${B}u <= ${t.kh}; jb = jb + ${B}u) {
     ${
     keys.map((b) =>
       `var k${b} = array<${t.dt}, ${arrayLength(t.dw)}>(); ${
@@ -327,6 +334,33 @@ function blocked(
     ${Array.from({ length: R }, (_, r) => rowBlock(r)).join("\n    ")}
     jstart = jb + ${B}u;
   }`;
+}
+
+/**
+ * The loop over key blocks of `spec.tiles` around the key loops ("open" and "close"): a block
+ * whose scores are all -inf is skipped; the probabilities kernel still stores its -inf scores,
+ * which its normalizing pass turns into 0 as before.
+ */
+function tiled(spec: FlashSpec, part: "open" | "close"): string {
+  const t = spec.tiles;
+  if (!t) return "";
+  if (part === "close") return "\n  }";
+  const R = spec.tile;
+  const minusInf = "bitcast<f32>(f32_bits.y)";
+  const store = spec.probs
+    ? `for (var j = jt; j < jte; j = j + 1u) { ${
+      Array.from(
+        { length: R },
+        (_, r) => `if (ib + ${r}u < rows) { out[(s * rows + i${r}) * cols + j] = ${minusInf}; }`,
+      ).join(" ")
+    } }`
+    : "";
+  return `${t.rows}
+  for (var jt = jlo; jt < jhi; jt = jt + ${t.keys}u) {
+    let jte = min(jt + ${t.keys}u, jhi);
+    ${t.block}
+    if (${t.empty}) { ${store} continue; }
+    `;
 }
 
 /** `xs` combined by `f` as a balanced tree (independent operations for the compiler). */

@@ -220,7 +220,7 @@ Deno.test({
     const failures: string[] = [];
     const runs = Number(env("ATTUNE_DIFF_GPU_RUNS") ?? 25);
     const seen = { hostDraw: 0, deviceDraw: 0, regionMerged: 0, regionAlone: 0, probs: 0 };
-    const more = { privateTable: 0, partialTable: 0, atomicTable: 0, split: 0 };
+    const more = { privateTable: 0, partialTable: 0, atomicTable: 0, split: 0, tiled: 0 };
     let index = 0;
     const result = await fc.check(
       fc.asyncProperty(
@@ -249,6 +249,8 @@ Deno.test({
             : 0;
           seen.regionAlone += plan.kernels.some((k) => k.launch.kind === "slice") ? 1 : 0;
           seen.probs += features(c).probs ? 1 : 0;
+          // Flash kernels that skip key blocks (kernels/tiles.ts).
+          more.tiled += plan.kernels.some((k) => k.wgsl.includes("for (var jt = jlo")) ? 1 : 0;
           for (const n of c.program.optimized.nodes) {
             if (n.op.op === "scatter_add") {
               more[

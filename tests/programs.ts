@@ -10,7 +10,7 @@
  *
  * What it covers: scores from `q[i] . k[j]` and `q @ k^T`, cosine similarity, per-query and
  * per-key vectors (inputs and computed norms/sums), scalars, parameters and static values carried
- * by `repeat`, tables indexed by affine functions of i and j, iota masks (causal, band, parity)
+ * by `repeat`, tables indexed by affine functions of i and j, iota masks (causal, band, parity, leading tokens)
  * and data masks (documents, padding) joined by and/or/not, keepdims reductions, transposes,
  * shared (self-attention, n = m) and distinct (cross-attention) size symbols, softmax into V or
  * not, sums and means, elementwise chains, normalize, matmul chains (reassociation), attention
@@ -76,6 +76,7 @@ export type MExpr =
   | { k: "band"; w: number } // abs(i - j) < w
   | { k: "parity"; p: number } // (i + j) % p != 0
   | { k: "doc" } // doc[i] == doc[j]
+  | { k: "lead"; at: "i" | "j"; c: number } // j < c (global tokens, a prefix)
   | { k: "qm" } // qm[i] > 0
   | { k: "km" } // km[j] > 0
   | { k: "data" } // q[i] . k[j] > 0
@@ -226,6 +227,11 @@ const mLeaf: fc.Arbitrary<MExpr> = fc.oneof(
   fc.record({ k: fc.constant("band" as const), w: fc.constantFrom(1, 2, 3, 8) }),
   fc.record({ k: fc.constant("parity" as const), p: fc.constantFrom(2, 3) }),
   fc.constant<MExpr>({ k: "doc" }),
+  fc.record({
+    k: fc.constant("lead" as const),
+    at: fc.constantFrom("i" as const, "j" as const),
+    c: fc.constantFrom(1, 4, 9),
+  }),
   fc.constant<MExpr>({ k: "qm" }),
   fc.constant<MExpr>({ k: "km" }),
   fc.constant<MExpr>({ k: "data" }),
@@ -468,6 +474,8 @@ export function printProgram(s: Spec): string {
         need("dq");
         need("dk");
         return "dq[i] == dk[j]";
+      case "lead":
+        return `${e.at} < ${e.c}`;
       case "qm":
         need("qm");
         return "qm[i] > 0";
@@ -752,7 +760,7 @@ function fmt(x: number): string {
 /**
  * Inputs for a compiled spec: every declared input of the graph, with the spec's sizes, q/k/v/w
  * carrying the batch dims and vectors/masks `vecLead` of them. Float data is Gaussian; masks are
- * 0/1 and doc ids 0..2; nothing is all zeros.
+ * 0/1 and doc ids 0..2 (half the time ascending); nothing is all zeros.
  */
 export function makeInputs(spec: Spec, graph: Graph): Record<string, Tensor> {
   const r = mulberry32(spec.dataSeed);
@@ -783,6 +791,8 @@ export function makeInputs(spec: Spec, graph: Graph): Record<string, Tensor> {
     } else if (decl.type.dtype === "int") {
       for (let x = 0; x < size; x++) data[x] = Math.floor(r() * 3);
       if (size > 0 && data.every((x) => x === 0)) data[0] = 1;
+      // Half the time packed documents (ids ascending), whose key blocks tile skipping skips.
+      if (r() < 0.5) data.sort();
     } else {
       // Some signed zeros among the Gaussians (max/min and division meet ±0).
       for (let x = 0; x < size; x++) data[x] = r() < 0.04 ? (r() < 0.5 ? 0 : -0) : gauss();
