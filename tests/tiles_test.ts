@@ -36,6 +36,8 @@ function scoreAt(
       return p.n;
     case "leaf":
       return p.leaves[x.arg][x.at === "scalar" ? 0 : x.at === "i" ? p.i : p.j];
+    case "lead":
+      throw new Error("lead scores are not generated here");
     case "unary":
       return UNARY[x.fn](at(x.x));
     case "binary":
