@@ -391,6 +391,18 @@ function attention(ev: Evaluator, n: Node, score: Score, probs: boolean, args: T
         const t = args[x.arg];
         return x.at === "scalar" ? t.data[0] : t.data[x.at === "i" ? i : j];
       }
+      case "table": {
+        // As `gather`: any index outside its axis reads 0; a NaN (or fractional) one reads NaN.
+        const t = args[x.arg];
+        let off = 0;
+        for (let k = 0, st = t.data.length; k < x.at.length; k++) {
+          const v = at(x.at[k]);
+          if (v < 0 || v >= t.shape[k]) return 0;
+          st /= t.shape[k];
+          off += v * st;
+        }
+        return t.data[off] ?? NaN;
+      }
       case "unary":
         return UNARY[x.fn](at(x.x));
       case "binary":

@@ -6,6 +6,7 @@ import {
   f32,
   size,
   splitUsed,
+  strides,
   type SymbolSlots,
   type ThreadDim,
 } from "../compiler/wgsl/syntax.ts";
@@ -47,6 +48,8 @@ function scoreWgsl(x: Score, args: Node[], slots: SymbolSlots, v: RowNames): str
       const at = x.at === "scalar" ? "" : ` + ${x.at === "i" ? v.i : "j"}`;
       return `a${x.arg}[${base}${at}]`;
     }
+    case "table":
+      return `table${x.arg}(s, ${x.at.map(r).join(", ")})`;
     case "unary":
       return UNARY[x.fn](r(x.x));
     case "binary":
@@ -59,6 +62,51 @@ function scoreWgsl(x: Score, args: Node[], slots: SymbolSlots, v: RowNames): str
         : x.to === "int"
         ? `floor(${r(x.x)})`
         : r(x.x);
+  }
+}
+
+/**
+ * WGSL functions reading each table of a score, with `gather`'s rules (interp.ts): a NaN index
+ * reads NaN (tested on its bits: lavapipe folds NaN comparisons), one outside its axis reads 0.
+ */
+function tableFunctions(score: Score, args: Node[], slots: SymbolSlots): string {
+  const fns = new Map<number, string>();
+  const visit = (x: Score): void => {
+    if (x.kind === "table" && !fns.has(x.arg)) {
+      const shape = args[x.arg].type.shape, st = strides(shape, slots);
+      const ps = x.at.map((_, k) => `x${k}: f32`).join(", ");
+      const nan = x.at.map((_, k) => `(bitcast<u32>(x${k}) & 0x7fffffffu) > 0x7f800000u`);
+      const out = x.at.map((_, k) => `x${k} < 0.0 || x${k} >= f32(${dim(shape[k], slots)})`);
+      const off = x.at.map((_, k) => `u32(floor(x${k})) * ${st[k]}`).join(" + ");
+      fns.set(
+        x.arg,
+        `fn table${x.arg}(s: u32, ${ps}) -> f32 {
+  if (${nan.join(" || ")}) { return bitcast<f32>(f32_bits.z); }
+  if (${out.join(" || ")}) { return 0.0; }
+  return a${x.arg}[s * ${size(shape, slots)} + ${off}];
+}`,
+      );
+    }
+    for (const y of children(x)) visit(y);
+  };
+  visit(score);
+  return [...fns.values()].join("\n");
+}
+
+/** The sub-scores of a score. */
+function children(x: Score): Score[] {
+  switch (x.kind) {
+    case "table":
+      return x.at;
+    case "unary":
+    case "cast":
+      return [x.x];
+    case "binary":
+      return [x.a, x.b];
+    case "where":
+      return [x.c, x.a, x.b];
+    default:
+      return [];
   }
 }
 
@@ -143,7 +191,10 @@ function attentionKernel(
     scoreWgsl(score, args, slots, { qk: `qk${r}`, fi: `fi${r}`, i: `i${r}` });
   const sample = rowScore(0);
   // The skeleton itself starts each row's max at -inf (f32_bits).
-  const helpers = helpersFor(`${sample} f32_bits`).filter((h) => h !== HELPERS.philox).join("\n");
+  const helpers = [
+    ...helpersFor(`${sample} f32_bits`).filter((h) => h !== HELPERS.philox),
+    tableFunctions(score, args, slots),
+  ].filter((h) => h).join("\n");
   const [a, b] = args;
   const e = probs ? 4 : args[2].type.shape[1];
   const window = keyWindow(score);

@@ -10,7 +10,7 @@
  *
  * What it covers: scores from `q[i] . k[j]` and `q @ k^T`, cosine similarity, per-query and
  * per-key vectors (inputs and computed norms/sums), scalars, parameters and static values carried
- * by `repeat`, tables indexed by affine functions of i and j, iota masks (causal, band, parity)
+ * by `repeat`, tables read at functions of i and j (1-D with clamp, 2-D inputs), iota masks (causal, band, parity)
  * and data masks (documents, padding) joined by and/or/not, keepdims reductions, transposes,
  * shared (self-attention, n = m) and distinct (cross-attention) size symbols, softmax into V or
  * not, sums and means, elementwise chains, normalize, matmul chains (reassociation), attention
@@ -44,9 +44,13 @@ export type SExpr =
   | { k: "static" } // x, carried by a repeat
   | { k: "dist"; f: "i - j" | "j - i" | "i + j" } // iota arithmetic, an int
   | { k: "table"; K: number } // bias[clamp(j - i, -K, K) + K]
+  | { k: "grid"; at: GridAt } // a 2-D input table read at (i, j): g[i, j], g[i, j - 1], gt[j, i]
   | { k: "un"; fn: UnFn; x: SExpr }
   | { k: "bin"; op: BinOp; a: SExpr; b: SExpr }
   | { k: "where"; c: MExpr; a: SExpr; b: SExpr };
+
+/** Where a 2-D table is read (`i, j - 1` reads 0 at j = 0: outside the table). */
+export type GridAt = "i, j" | "i, j - 1" | "j, i";
 
 /** Elementwise functions the generator uses, all finite on finite inputs. */
 export type UnFn =
@@ -85,6 +89,7 @@ export type MStep =
   | { k: "static" } // s * x
   | { k: "transpose" } // s + s^T (square only)
   | { k: "tanh" } // tanh(s)
+  | { k: "grid" } // s + g       (g [n, m]: a 2-D input table)
   | { k: "maskkm"; fill: Fill } // where(km > 0, s, fill)
   | { k: "maskqm"; fill: Fill } // where(qc > 0, s, fill)  (qc [n, 1])
   | { k: "maskdata"; fill: Fill }; // where(s > 0.5, s, fill)
@@ -196,6 +201,13 @@ const sLeaf: fc.Arbitrary<SExpr> = fc.oneof(
     arbitrary: fc.record({ k: fc.constant("table" as const), K: fc.constantFrom(1, 2, 4, 7) }),
     weight: 1,
   },
+  {
+    arbitrary: fc.record({
+      k: fc.constant("grid" as const),
+      at: fc.constantFrom<GridAt>("i, j", "i, j - 1", "j, i"),
+    }),
+    weight: 1,
+  },
 );
 
 const mLeaf: fc.Arbitrary<MExpr> = fc.oneof(
@@ -264,6 +276,7 @@ const mStep: fc.Arbitrary<MStep> = fc.oneof(
   fc.constant<MStep>({ k: "static" }),
   fc.constant<MStep>({ k: "transpose" }),
   fc.constant<MStep>({ k: "tanh" }),
+  fc.constant<MStep>({ k: "grid" }),
   fc.record({ k: fc.constant("maskkm" as const), fill }),
   fc.record({ k: fc.constant("maskqm" as const), fill }),
   fc.record({ k: fc.constant("maskdata" as const), fill }),
@@ -475,6 +488,9 @@ export function printProgram(s: Spec): string {
       case "table":
         need(`bias${e.K}`);
         return `bias${e.K}[clamp(j - i, -${e.K}, ${e.K}) + ${e.K}]`;
+      case "grid":
+        need(e.at === "j, i" ? "gt" : "g");
+        return `${e.at === "j, i" ? "gt" : "g"}[${e.at}]`;
       case "un": {
         const x = score(e.x);
         switch (e.fn) {
@@ -546,6 +562,10 @@ export function printProgram(s: Spec): string {
           break;
         case "tanh":
           scoreLines.push("s = tanh(s)");
+          break;
+        case "grid":
+          need("g");
+          scoreLines.push("s = s + g");
           break;
         case "maskkm":
           need("km");
@@ -668,6 +688,8 @@ export function printProgram(s: Spec): string {
   if (used.has("u")) decls.push(`u: [${M}]`);
   if (used.has("tc")) decls.push("tc: [n, 1]");
   if (used.has("qc")) decls.push("qc: [n, 1]");
+  if (used.has("g")) decls.push(`g: [n, ${M}]`);
+  if (used.has("gt")) decls.push(`gt: [${M}, n]`);
   if (used.has("doc")) decls.push("doc: int[n]");
   if (used.has("dq")) decls.push("dq: int[n]");
   if (used.has("dk")) decls.push(`dk: int[${M}]`);
@@ -750,6 +772,8 @@ export interface Features {
   changed: string[];
   /** Fused nodes inside loop bodies. */
   inLoop: number;
+  /** Fused nodes reading a table at index expressions of (i, j). */
+  table: number;
 }
 
 /** A compiled spec with its source and inputs. */
@@ -772,10 +796,15 @@ export function interpDifferential(c: Compiled, seed = 7): Divergence | undefine
   return firstDivergence(c.program.graph, c.program.passes, c.inputs, { seed });
 }
 
-function scoreLeaves(s: Score, out: ("i" | "j" | "scalar")[] = []): ("i" | "j" | "scalar")[] {
+type LeafAt = "i" | "j" | "scalar" | "table";
+function scoreLeaves(s: Score, out: LeafAt[] = []): LeafAt[] {
   switch (s.kind) {
     case "leaf":
       out.push(s.at);
+      break;
+    case "table":
+      out.push("table");
+      for (const x of s.at) scoreLeaves(x, out);
       break;
     case "unary":
     case "cast":
@@ -796,7 +825,15 @@ function scoreLeaves(s: Score, out: ("i" | "j" | "scalar")[] = []): ("i" | "j" |
 
 /** Coverage features of a compiled spec. */
 export function features(c: Compiled): Features {
-  const f: Features = { attention: 0, probs: 0, iLeafShared: 0, jLeaf: 0, changed: [], inLoop: 0 };
+  const f: Features = {
+    attention: 0,
+    probs: 0,
+    iLeafShared: 0,
+    jLeaf: 0,
+    changed: [],
+    inLoop: 0,
+    table: 0,
+  };
   const visit = (nodes: Node[], inLoop: boolean) => {
     for (const n of nodes) {
       if (n.op.op === "loop") visit(n.op.body, true);
@@ -809,6 +846,7 @@ export function features(c: Compiled): Features {
       );
       if (leaves.includes("i") && rows === cols) f.iLeafShared++;
       if (leaves.includes("j")) f.jLeaf++;
+      if (leaves.includes("table")) f.table++;
     }
   };
   visit(c.program.optimized.nodes, false);
@@ -844,6 +882,8 @@ export function swapLeafAxes(graph: Graph, from: "i" | "j" = "i"): Graph {
     switch (s.kind) {
       case "leaf":
         return s.at === from ? { ...s, at: to } : s;
+      case "table":
+        return { ...s, at: s.at.map(sw) };
       case "unary":
       case "cast":
         return { ...s, x: sw(s.x) };

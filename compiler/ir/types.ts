@@ -70,6 +70,8 @@ export type Score =
   | { kind: "const"; value: number }
   | { kind: "size"; name: string }
   | { kind: "leaf"; arg: number; at: "i" | "j" | "scalar" } // args[arg] read at i, j, or [0]
+  // args[arg] read at one index per axis, as `gather`: an index outside its axis reads 0.
+  | { kind: "table"; arg: number; at: Score[] }
   | { kind: "unary"; fn: UnaryFn; x: Score }
   | { kind: "binary"; fn: BinaryFn; a: Score; b: Score }
   | { kind: "where"; c: Score; a: Score; b: Score }

@@ -80,6 +80,14 @@ function single(layout: Axis[]): "i" | "j" | "scalar" | undefined {
   return live.length === 1 ? live[0]! : undefined;
 }
 
+/** Whether a score reads a table. */
+function hasTable(x: Score): boolean {
+  return x.kind === "table" ||
+    ("x" in x && hasTable(x.x)) ||
+    ("a" in x && (hasTable(x.a) || hasTable(x.b))) ||
+    ("c" in x && hasTable(x.c));
+}
+
 class ScoreBuilder {
   a?: number;
   b?: number;
@@ -91,10 +99,15 @@ class ScoreBuilder {
     readonly leafBase = 3,
   ) {}
 
-  leaf(id: number, at: "i" | "j" | "scalar"): Score {
+  /** The operand number of node `id` among the fused node's arguments. */
+  arg(id: number): number {
     let k = this.leaves.indexOf(id);
     if (k < 0) k = this.leaves.push(id) - 1;
-    return { kind: "leaf", arg: this.leafBase + k, at };
+    return this.leafBase + k;
+  }
+
+  leaf(id: number, at: "i" | "j" | "scalar"): Score {
+    return { kind: "leaf", arg: this.arg(id), at };
   }
 
   /** Set the dot-product operands, or fail if a different pair was already chosen. */
@@ -214,8 +227,22 @@ class ScoreBuilder {
           ? this.iotaAxis(idx, broadcastLayout(idx.type.shape, shape, layout) ?? [])
           : undefined;
         if (at && src.type.shape[0] === this.extent(at)) return this.leaf(src.id, at);
-        break;
+        // A table read at integer index expressions of both i and j, one per axis: T5's
+        // bias[clamp(j - i, -K, K) + K]. (Read along one axis it is a leaf: computed once per
+        // row, not per score.) Indices holding a table are not nested (WGSL size).
+        if (single(layout) || n.args.length - 1 !== src.type.shape.length) break;
+        const idxs = n.args.slice(1).map((a) => this.byId.get(a)!);
+        const ats = idxs.map((x) => {
+          const l = x.type.dtype === "int" && broadcastLayout(x.type.shape, shape, layout);
+          return l ? this.build(x.id, l) : undefined;
+        });
+        if (ats.some((x) => !x || hasTable(x))) break;
+        return { kind: "table", arg: this.arg(src.id), at: ats as Score[] };
       }
+    }
+    // An input read at (i, j) in some order, `t[i, j]` or `t^T`: a table at the grid indices.
+    if (op.op === "input" && layout.length === 2 && layout.every((a) => a !== null)) {
+      return { kind: "table", arg: this.arg(id), at: layout.map((a) => ({ kind: a! })) };
     }
     // Anything else is computed elsewhere: a leaf, if it varies along at most one grid axis.
     const at = single(layout);
