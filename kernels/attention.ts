@@ -111,12 +111,13 @@ function children(x: Score): Score[] {
 }
 
 /**
- * The keys a tile of rows [ib, ie] can see, from a score of the form where(window, x, -inf):
- * `j <= i` (causal) bounds the top, `abs(i - j) <= w` both sides. Other keys score -inf and are
- * skipped without being computed. Returns WGSL i32 bounds, or nothing when no window is found.
+ * The keys a tile of rows [ib, ie] can see, from a score of the form where(window, x, none):
+ * `j <= i` (causal) bounds the top, `abs(i - j) <= w` both sides. Other keys score `none` (-inf
+ * for softmax, weight 0 summed) and are skipped without being computed. Returns WGSL i32 bounds,
+ * or nothing when no window is found.
  */
-export function keyWindow(score: Score): { lo?: string; hi?: string } {
-  if (score.kind !== "where" || score.b.kind !== "const" || score.b.value !== -Infinity) return {};
+export function keyWindow(score: Score, none = -Infinity): { lo?: string; hi?: string } {
+  if (score.kind !== "where" || score.b.kind !== "const" || score.b.value !== none) return {};
   const out: { lo?: string; hi?: string } = {};
   const isIdx = (x: Score, k: "i" | "j") => x.kind === k || (x.kind === "cast" && x.x.kind === k);
   const konst = (
@@ -187,6 +188,7 @@ function attentionKernel(
 ): NodeKernel {
   const score = (node.op as { score: Score }).score;
   const probs = node.op.op === "probs";
+  const sum = node.op.op === "attention" && node.op.weights === "score";
   const rowScore = (r: number) =>
     scoreWgsl(score, args, slots, { qk: `qk${r}`, fi: `fi${r}`, i: `i${r}` });
   const sample = rowScore(0);
@@ -197,7 +199,8 @@ function attentionKernel(
   ].filter((h) => h).join("\n");
   const [a, b] = args;
   const e = probs ? 4 : args[2].type.shape[1];
-  const window = keyWindow(score);
+  // A weight of 0 adds nothing (the interpreter skips it, as matmul does): skipped keys are exact.
+  const window = keyWindow(score, sum ? 0 : -Infinity);
   const tile = attentionTile.rows;
   const render = (d: number, e: number) =>
     flashKernel({
@@ -212,6 +215,7 @@ function attentionKernel(
       leafBindings: args.length - (probs ? 2 : 3),
       helpers,
       probs,
+      sum,
       f16,
       replace: replace &&
         { count: dim(replace.idx.type.shape[0], slots), binding: args.length + 2 },

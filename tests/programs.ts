@@ -13,8 +13,8 @@
  * by `repeat`, tables read at functions of i and j (1-D with clamp, 2-D inputs), iota masks (causal, band, parity)
  * and data masks (documents, padding) joined by and/or/not, keepdims reductions, transposes,
  * shared (self-attention, n = m) and distinct (cross-attention) size symbols, softmax into V or
- * not, sums and means, elementwise chains, normalize, matmul chains (reassociation), attention
- * inside `repeat`, and extras that cross the lowering's thresholds: scatter_add tables of ≤ and
+ * not, weights without normalization (sigmoid(s - log m) @ v, relu(s)^2 @ v), sums and means,
+ * elementwise chains, normalize, matmul chains (reassociation), attention inside `repeat`, and extras that cross the lowering's thresholds: scatter_add tables of ≤ and
  * > PARTIAL_TABLE_BUCKETS buckets, host- and device-drawn random tensors, small-matrix regions with short and long
  * loops.
  */
@@ -105,7 +105,9 @@ export type Head =
   | "rowmean" // mean(s, axis=1, keepdims=true) * ones row: [n, 1]
   | "loop" // y = v; repeat R { y = softmax(s, axis=1) @ y } (square only)
   | "chain" // (softmax(s, axis=1) @ v) @ w
-  | "linear"; // (relu(q) @ relu(k)^T) @ v + softmax(s, axis=1) @ v
+  | "linear" // (relu(q) @ relu(k)^T) @ v + softmax(s, axis=1) @ v
+  | "sigmoid" // sigmoid(s - log(m)) @ v: weights without normalization
+  | "relu2"; // relu(s)^2 @ v
 
 /** Elementwise and row-wise steps after the head (on the head's value). */
 export type Post =
@@ -369,6 +371,8 @@ export function specArb(options: SpecOptions = {}): fc.Arbitrary<Spec> {
       "loop",
       "chain",
       "linear",
+      "sigmoid",
+      "relu2",
     ),
     loopCount: fc.constantFrom(1, 2, 3, LOOP_UNROLL + 1),
     post: fc.array(
@@ -620,6 +624,16 @@ export function printProgram(s: Spec): string {
       headLines.push(`y = (relu(${qv}) @ relu(k)^T) @ v + softmax(s, axis=1) @ v`);
       shape = ["n", "e"];
       break;
+    case "sigmoid":
+      need("v");
+      headLines.push(`y = sigmoid(s - log(${M})) @ v`);
+      shape = ["n", "e"];
+      break;
+    case "relu2":
+      need("v");
+      headLines.push("y = relu(s)^2 @ v");
+      shape = ["n", "e"];
+      break;
   }
   for (const p of s.post) headLines.push(POST_LINES[p]);
   // Extras, added as scalars.
@@ -774,6 +788,8 @@ export interface Features {
   inLoop: number;
   /** Fused nodes reading a table at index expressions of (i, j). */
   table: number;
+  /** Fused nodes whose weights are the score itself (no softmax). */
+  summed: number;
 }
 
 /** A compiled spec with its source and inputs. */
@@ -833,6 +849,7 @@ export function features(c: Compiled): Features {
     changed: [],
     inLoop: 0,
     table: 0,
+    summed: 0,
   };
   const visit = (nodes: Node[], inLoop: boolean) => {
     for (const n of nodes) {
@@ -847,6 +864,7 @@ export function features(c: Compiled): Features {
       if (leaves.includes("i") && rows === cols) f.iLeafShared++;
       if (leaves.includes("j")) f.jLeaf++;
       if (leaves.includes("table")) f.table++;
+      if (n.op.op === "attention" && n.op.weights === "score") f.summed++;
     }
   };
   visit(c.program.optimized.nodes, false);

@@ -11,25 +11,42 @@ import { typicalSizes } from "../ir/cost.ts";
 import { mapNodes, nodesById, useCounts } from "../ir/walks.ts";
 import { LONG_SEQUENCE } from "../limits.ts";
 
-/** Fuse every eligible `softmax(scores) @ v` of the graph (loop bodies included). */
+/**
+ * Fuse every eligible `softmax(scores) @ v` of the graph (loop bodies included), and every
+ * `f(scores) @ v` without normalization (sigmoid attention, relu²) over long sequences, where
+ * the whole weight matrix is one pointwise score expression.
+ */
 export function fuseAttention(graph: Graph): Graph {
   const byId = nodesById(graph);
   const users = useCounts(graph);
-  return mapNodes(graph, (n) => tryFuse(n, byId, users) ?? n);
+  const typical = typicalSizes(graph);
+  return mapNodes(graph, (n) => tryFuse(n, byId, users, typical) ?? n);
 }
 
-function tryFuse(n: Node, byId: Map<number, Node>, users: Map<number, number>): Node | undefined {
+function tryFuse(
+  n: Node,
+  byId: Map<number, Node>,
+  users: Map<number, number>,
+  typical: (d: Dim) => number,
+): Node | undefined {
   if (n.op.op !== "matmul") return undefined;
   const p = byId.get(n.args[0])!, v = byId.get(n.args[1])!;
-  if (p.op.op !== "softmax" || p.type.shape.length !== 2 || p.op.axis !== 1) return undefined;
-  if (v.type.shape.length !== 2 || (users.get(p.id) ?? 0) !== 1) return undefined;
+  if (p.type.shape.length !== 2 || v.type.shape.length !== 2) return undefined;
+  if ((users.get(p.id) ?? 0) !== 1) return undefined;
   const [rows, cols] = p.type.shape;
+  const softmax = p.op.op === "softmax";
+  if (p.op.op === "softmax" && p.op.axis !== 1) return undefined;
+  // Unnormalized weights: only over long sequences, where the n×m matrix is what costs (small
+  // products, Nyström's landmark kernels, stay with their regions).
+  if (!softmax && typical(rows) < LONG_SEQUENCE && typical(cols) < LONG_SEQUENCE) {
+    return undefined;
+  }
   const builder = new ScoreBuilder(rows, cols, byId);
-  const score = builder.build(p.args[0]);
+  const score = builder.build(softmax ? p.args[0] : p.id);
   if (!score || builder.a === undefined || builder.b === undefined) return undefined;
   return {
     ...n,
-    op: { op: "attention", score },
+    op: softmax ? { op: "attention", score } : { op: "attention", score, weights: "score" },
     args: [builder.a, builder.b, v.id, ...builder.leaves],
   };
 }
