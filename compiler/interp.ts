@@ -313,7 +313,8 @@ const RULES: { [K in Op["op"]]: Rule<K> } = {
   },
   loop_result: (_, __, op, [loop]) =>
     (loop as Tensor & { loopValues: Tensor[] }).loopValues[op.index],
-  attention: (ev, n, op, a) => attention(ev, n, op.score, false, a),
+  attention: (ev, n, op, a) =>
+    op.weights === "score" ? weighted(ev, n, op.score, a) : attention(ev, n, op.score, false, a),
   probs: (ev, n, op, a) => attention(ev, n, op.score, true, a),
 };
 
@@ -381,9 +382,60 @@ class Evaluator {
  */
 function attention(ev: Evaluator, n: Node, score: Score, probs: boolean, args: Tensor[]): Tensor {
   const [qa, kb, v] = args;
-  const rows = qa.shape[0], d = qa.shape[1], cols = kb.shape[0], e = probs ? cols : v.shape[1];
+  const rows = qa.shape[0], cols = kb.shape[0], e = probs ? cols : v.shape[1];
   const out: Tensor = { shape: [rows, e], data: new Float64Array(rows * e), dtype: "float" };
   const s = new Float64Array(cols);
+  const at = scoreAt(ev, n, args);
+  for (let i = 0; i < rows; i++) {
+    let m = -Infinity;
+    for (let j = 0; j < cols; j++) {
+      s[j] = at(score, i, j);
+      if (s[j] > m) m = s[j];
+    }
+    if (s.some(Number.isNaN)) {
+      out.data.fill(NaN, i * e, i * e + e);
+      continue;
+    }
+    if (m === -Infinity) continue;
+    let z = 0;
+    for (let j = 0; j < cols; j++) z += s[j] = Math.exp(s[j] - m);
+    for (let j = 0; j < cols; j++) {
+      const w = s[j] / z;
+      if (probs) out.data[i * cols + j] = w;
+      // A key of weight 0 contributes nothing, whatever its value (as `matmul` here, and as
+      // the flash kernel, which never visits masked keys): NaN at a masked key stays out.
+      else if (w !== 0) {
+        for (let c = 0; c < e; c++) out.data[i * e + c] += w * v.data[j * e + c];
+      }
+    }
+  }
+  return out;
+}
+
+/** Σ_j score(i, j) · v_j: `matmul` of the score matrix and v, row by row (weight 0 skipped). */
+function weighted(ev: Evaluator, n: Node, score: Score, args: Tensor[]): Tensor {
+  const [qa, kb, v] = args;
+  const rows = qa.shape[0], cols = kb.shape[0], e = v.shape[1];
+  const out: Tensor = { shape: [rows, e], data: new Float64Array(rows * e), dtype: "float" };
+  const at = scoreAt(ev, n, args);
+  for (let i = 0; i < rows; i++) {
+    for (let j = 0; j < cols; j++) {
+      const w = at(score, i, j);
+      if (w === 0) continue; // as matmul: a zero weight contributes nothing, even against NaN
+      for (let c = 0; c < e; c++) out.data[i * e + c] += w * v.data[j * e + c];
+    }
+  }
+  return out;
+}
+
+/** The value of a fused score at (i, j), its leaves and tables in `args` (a, b, v, leaves). */
+function scoreAt(
+  ev: Evaluator,
+  n: Node,
+  args: Tensor[],
+): (x: Score, i: number, j: number) => number {
+  const [qa, kb] = args;
+  const d = qa.shape[1];
   let i = 0, j = 0, qk = 0;
   const at = (x: Score): number => {
     switch (x.kind) {
@@ -403,6 +455,18 @@ function attention(ev: Evaluator, n: Node, score: Score, probs: boolean, args: T
         const t = args[x.arg];
         return x.at === "scalar" ? t.data[0] : t.data[x.at === "i" ? i : j];
       }
+      case "table": {
+        // As `gather`: any index outside its axis reads 0; a NaN (or fractional) one reads NaN.
+        const t = args[x.arg];
+        let off = 0;
+        for (let k = 0, st = t.data.length; k < x.at.length; k++) {
+          const v = at(x.at[k]);
+          if (v < 0 || v >= t.shape[k]) return 0;
+          st /= t.shape[k];
+          off += v * st;
+        }
+        return t.data[off] ?? NaN;
+      }
       case "unary":
         return UNARY[x.fn](at(x.x));
       case "binary":
@@ -413,32 +477,13 @@ function attention(ev: Evaluator, n: Node, score: Score, probs: boolean, args: T
         return castTo(x.to, at(x.x));
     }
   };
-  for (i = 0; i < rows; i++) {
-    let m = -Infinity;
-    for (j = 0; j < cols; j++) {
-      qk = 0;
-      for (let c = 0; c < d; c++) qk += qa.data[i * d + c] * kb.data[j * d + c];
-      s[j] = at(score);
-      if (s[j] > m) m = s[j];
-    }
-    if (s.some(Number.isNaN)) {
-      out.data.fill(NaN, i * e, i * e + e);
-      continue;
-    }
-    if (m === -Infinity) continue;
-    let z = 0;
-    for (j = 0; j < cols; j++) z += s[j] = Math.exp(s[j] - m);
-    for (j = 0; j < cols; j++) {
-      const w = s[j] / z;
-      if (probs) out.data[i * cols + j] = w;
-      // A key of weight 0 contributes nothing, whatever its value (as `matmul` here, and as
-      // the flash kernel, which never visits masked keys): NaN at a masked key stays out.
-      else if (w !== 0) {
-        for (let c = 0; c < e; c++) out.data[i * e + c] += w * v.data[j * e + c];
-      }
-    }
-  }
-  return out;
+  return (x, i0, j0) => {
+    i = i0;
+    j = j0;
+    qk = 0;
+    for (let c = 0; c < d; c++) qk += qa.data[i * d + c] * kb.data[j * d + c];
+    return at(x);
+  };
 }
 
 function zip(n: Node, xs: Tensor[], f: (v: number[]) => number): Tensor {

@@ -7,6 +7,7 @@ import {
   lead,
   size,
   splitUsed,
+  strides,
   type SymbolSlots,
   type ThreadDim,
 } from "../compiler/wgsl/syntax.ts";
@@ -51,6 +52,8 @@ function scoreWgsl(x: Score, args: Node[], slots: SymbolSlots, v: RowNames): str
       const at = x.at === "scalar" ? "" : ` + ${x.at === "i" ? v.i : "j"}`;
       return `a${x.arg}[${base}${at}]`;
     }
+    case "table":
+      return `table${x.arg}(s, ${x.at.map(r).join(", ")})`;
     case "unary":
       return UNARY[x.fn](r(x.x));
     case "binary":
@@ -67,13 +70,61 @@ function scoreWgsl(x: Score, args: Node[], slots: SymbolSlots, v: RowNames): str
 }
 
 /**
- * The keys a tile of rows [ib, ie] can see, from a score of the form where(window, x, -inf):
- * `j <= i` (causal) and `j < c` bound the top, `abs(i - j) <= w` both sides, `a or b` the hull of
- * both windows when each has the bound. Other keys score -inf and are
- * skipped without being computed. Returns WGSL i32 bounds, or nothing when no window is found.
+ * WGSL functions reading each table of a score, with `gather`'s rules (interp.ts): a NaN index
+ * reads NaN (tested on its bits: lavapipe folds NaN comparisons), one outside its axis reads 0.
  */
-export function keyWindow(score: Score): { lo?: string; hi?: string; whole?: boolean } {
-  if (score.kind !== "where" || score.b.kind !== "const" || score.b.value !== -Infinity) return {};
+function tableFunctions(score: Score, args: Node[], slots: SymbolSlots): string {
+  const fns = new Map<number, string>();
+  const visit = (x: Score): void => {
+    if (x.kind === "table" && !fns.has(x.arg)) {
+      const shape = args[x.arg].type.shape, st = strides(shape, slots);
+      const ps = x.at.map((_, k) => `x${k}: f32`).join(", ");
+      const nan = x.at.map((_, k) => `(bitcast<u32>(x${k}) & 0x7fffffffu) > 0x7f800000u`);
+      const out = x.at.map((_, k) => `x${k} < 0.0 || x${k} >= f32(${dim(shape[k], slots)})`);
+      const off = x.at.map((_, k) => `u32(floor(x${k})) * ${st[k]}`).join(" + ");
+      fns.set(
+        x.arg,
+        `fn table${x.arg}(s: u32, ${ps}) -> f32 {
+  if (${nan.join(" || ")}) { return bitcast<f32>(f32_bits.z); }
+  if (${out.join(" || ")}) { return 0.0; }
+  return a${x.arg}[s * ${size(shape, slots)} + ${off}];
+}`,
+      );
+    }
+    for (const y of children(x)) visit(y);
+  };
+  visit(score);
+  return [...fns.values()].join("\n");
+}
+
+/** The sub-scores of a score. */
+function children(x: Score): Score[] {
+  switch (x.kind) {
+    case "table":
+      return x.at;
+    case "unary":
+    case "cast":
+      return [x.x];
+    case "binary":
+      return [x.a, x.b];
+    case "where":
+      return [x.c, x.a, x.b];
+    default:
+      return [];
+  }
+}
+
+/**
+ * The keys a tile of rows [ib, ie] can see, from a score of the form where(window, x, none):
+ * `j <= i` (causal) and `j < c` bound the top, `abs(i - j) <= w` both sides, `a or b` the hull of
+ * both windows when each has the bound. Other keys score `none` (-inf for softmax, weight 0
+ * summed) and are skipped without being computed. Returns WGSL i32 bounds, or nothing when no window is found.
+ */
+export function keyWindow(
+  score: Score,
+  none = -Infinity,
+): { lo?: string; hi?: string; whole?: boolean } {
+  if (score.kind !== "where" || score.b.kind !== "const" || score.b.value !== none) return {};
   // `whole`: every term of the mask is a window term (the window is then the mask, per row tile).
   const out: { lo?: string; hi?: string; whole?: boolean } = { whole: true };
   const isIdx = (x: Score, k: "i" | "j") => x.kind === k || (x.kind === "cast" && x.x.kind === k);
@@ -89,7 +140,7 @@ export function keyWindow(score: Score): { lo?: string; hi?: string; whole?: boo
     if (c.kind === "binary" && c.fn === "or") {
       // Either side's keys: the hull of the two windows (prefix-LM: `j < P or j <= i`).
       const [p, q] = [c.a, c.b].map((x) =>
-        keyWindow({ kind: "where", c: x, a: score.a, b: score.b })
+        keyWindow({ kind: "where", c: x, a: score.a, b: score.b }, none)
       );
       if (p.hi && q.hi) out.hi = `max(${p.hi}, ${q.hi})`;
       if (p.lo && q.lo) out.lo = `min(${p.lo}, ${q.lo})`;
@@ -165,17 +216,23 @@ function attentionKernel(
 ): NodeKernel {
   const score = (node.op as { score: Score }).score;
   const probs = node.op.op === "probs";
+  const sum = node.op.op === "attention" && node.op.weights === "score";
   const rowScore = (r: number) =>
     scoreWgsl(score, args, slots, { qk: `qk${r}`, fi: `fi${r}`, i: `i${r}` });
   const sample = rowScore(0);
   // The skeleton itself starts each row's max at -inf (f32_bits).
-  const helpers = helpersFor(`${sample} f32_bits`).filter((h) => h !== HELPERS.philox).join("\n");
+  const helpers = [
+    ...helpersFor(`${sample} f32_bits`).filter((h) => h !== HELPERS.philox),
+    tableFunctions(score, args, slots),
+  ].filter((h) => h).join("\n");
   const [a, b] = args;
   const e = probs ? 4 : args[2].type.shape[1];
-  const window = keyWindow(score);
+  // A weight of 0 adds nothing (the interpreter skips it, as matmul does): skipped keys are exact.
+  const window = keyWindow(score, sum ? 0 : -Infinity);
   const tile = attentionTile.rows;
-  // A mask the key window states whole gains nothing from testing blocks.
-  const tiles = window.whole && score.kind === "where" && !masksKeys(score.a)
+  // A mask the key window states whole gains nothing from testing blocks. The analysis proves
+  // blocks of -inf scores, which only softmax may skip; summed weights are not tested.
+  const tiles = sum || (window.whole && score.kind === "where" && !masksKeys(score.a))
     ? undefined
     : tileSkip(score, args, slots, tile);
   const render = (d: number, e: number) =>
@@ -192,6 +249,7 @@ function attentionKernel(
       leafBindings: args.length - (probs ? 2 : 3),
       helpers,
       probs,
+      sum,
       f16,
       replace: replace &&
         { count: dim(replace.idx.type.shape[0], slots), binding: args.length + 2 },

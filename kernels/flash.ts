@@ -44,6 +44,11 @@ export interface FlashSpec {
    * rows are ignored.
    */
   replace?: { count: string; binding: number };
+  /**
+   * The score is each key's weight itself (`f(score) @ v` without softmax): no running max or
+   * sum; the accumulator is the plain weighted sum Σ_j score · v_j, which NaN enters as is.
+   */
+  sum?: boolean;
   /** q·k in half precision (q and k rows converted to f16 on load; needs `shader-f16`). */
   f16?: boolean;
   /**
@@ -81,7 +86,7 @@ export function flashKernel(spec: FlashSpec, title: string): string {
   const dot = dv
     ? (a: string, b: string) => `dot(${a}, ${b})`
     : (a: string, b: string) => `${a} * ${b}`;
-  const probs = spec.probs === true;
+  const probs = spec.probs === true, sum = spec.sum === true;
   const first = probs ? 2 : 3;
   const leaves = Array.from(
     { length: spec.leafBindings },
@@ -91,9 +96,11 @@ export function flashKernel(spec: FlashSpec, title: string): string {
   const [kl, kh] = spec.tiles ? ["jt", "jte"] : ["jlo", "jhi"];
   const lo = spec.keyLo ? `u32(clamp(${spec.keyLo}, 0, i32(cols)))` : "0u";
   const hi = spec.keyHi ? `u32(clamp(${spec.keyHi}, 0, i32(cols)))` : "cols";
-  return `${h ? "enable f16;\n" : ""}// ${title}: fused softmax(score)${
-    probs ? "" : " @ v"
-  }; online softmax; ${R} query rows per invocation; d = ${d}, e = ${e}
+  return `${h ? "enable f16;\n" : ""}// ${title}: fused ${
+    sum
+      ? "score @ v; weights summed, no softmax"
+      : `softmax(score)${probs ? "" : " @ v"}; online softmax`
+  }; ${R} query rows per invocation; d = ${d}, e = ${e}
 ${SIZES_BINDING}
 ${storage(1, "out", probs || spec.split ? "f32" : et, true)}
 ${storage(2, "a0", dt)}
@@ -163,7 +170,15 @@ ${phony}  let rows = ${spec.rows};
   }
     ${
     Array.from({ length: R }, (_, r) =>
-      probs
+      sum
+        ? `{
+      var qh${r} = ${h ? "0.0h" : "0.0"};
+      ${cols(dw, (c) => `qh${r} = qh${r} + ${dot(`q${r}[${c}]`, `k[${c}]`)};`)}
+      let qk${r} = ${h ? `f32(qh${r})` : `qh${r}`};
+      let w = ${spec.score(r)};
+      ${cols(ew, (c) => `acc${r}[${c}] = acc${r}[${c}] + w * vr[${c}];`)}
+    }`
+        : probs
         ? `{
       var qh${r} = ${h ? "0.0h" : "0.0"};
       ${cols(dw, (c) => `qh${r} = qh${r} + ${dot(`q${r}[${c}]`, `k[${c}]`)};`)}
@@ -289,29 +304,17 @@ function blocked(
       }`
       ).join("\n      ")
     }
-      bad${r} = bad${r} | ${keys.map((b) => isNan(`s${b}`)).join(" | ")};
-      let mb = ${pairwise(keys.map((b) => `s${b}`), (x, y) => `max(${x}, ${y})`)};
-      if (mb > mx${r}) {
-        l${r} = l${r} * exp(mx${r} - mb);
-        mx${r} = mb;
-      }
-      if (mx${r} > bitcast<f32>(f32_bits.y)) {
-        ${keys.map((b) => `let p${b} = exp(s${b} - mx${r});`).join(" ")}
-        let ln = l${r} + ${pairSums(keys.map((b) => `p${b}`))};
-        let inv = 1.0 / ln;
-        let keep = l${r} * inv;
-        ${keys.map((b) => `let w${b} = p${b} * inv;`).join(" ")}
-        l${r} = ln;
-        ${
-      cols(
-        t.ew,
-        (c) =>
-          `acc${r}[${c}] = acc${r}[${c}] * keep + ${
-            keys.map((b) => `w${b} * v${b}[${c}]`).join(" + ")
-          };`,
-      )
+      ${
+      spec.sum
+        ? cols(
+          t.ew,
+          (c) =>
+            `acc${r}[${c}] = acc${r}[${c}] + ${
+              keys.map((b) => `s${b} * v${b}[${c}]`).join(" + ")
+            };`,
+        )
+        : softmaxBlock(r, t.ew, keys, cols)
     }
-      }
     }`;
   return `for (var jb = ${t.kl}; jb + ${B}u <= ${t.kh}; jb = jb + ${B}u) {
     ${
@@ -361,6 +364,38 @@ function tiled(spec: FlashSpec, part: "open" | "close"): string {
     ${t.block}
     if (${t.empty}) { ${store} continue; }
     `;
+}
+
+/** The softmax part of a key block: the block's max, one rescale, the weighted values. */
+function softmaxBlock(
+  r: number,
+  ew: number,
+  keys: number[],
+  cols: (n: number, f: (c: number) => string) => string,
+): string {
+  return `bad${r} = bad${r} | ${keys.map((b) => isNan(`s${b}`)).join(" | ")};
+      let mb = ${pairwise(keys.map((b) => `s${b}`), (x, y) => `max(${x}, ${y})`)};
+      if (mb > mx${r}) {
+        l${r} = l${r} * exp(mx${r} - mb);
+        mx${r} = mb;
+      }
+      if (mx${r} > bitcast<f32>(f32_bits.y)) {
+        ${keys.map((b) => `let p${b} = exp(s${b} - mx${r});`).join(" ")}
+        let ln = l${r} + ${pairSums(keys.map((b) => `p${b}`))};
+        let inv = 1.0 / ln;
+        let keep = l${r} * inv;
+        ${keys.map((b) => `let w${b} = p${b} * inv;`).join(" ")}
+        l${r} = ln;
+        ${
+    cols(
+      ew,
+      (c) =>
+        `acc${r}[${c}] = acc${r}[${c}] * keep + ${
+          keys.map((b) => `w${b} * v${b}[${c}]`).join(" + ")
+        };`,
+    )
+  }
+      }`;
 }
 
 /** `xs` combined by `f` as a balanced tree (independent operations for the compiler). */

@@ -231,6 +231,12 @@ function splitAttention(n: Node, req: KernelRequest): SplitKernels {
   const rows = dim(q[0], slots), cols = dim(key[0], slots), e = dim(v[1], slots);
   const ninf = f32(-Infinity);
   const at = (w: string) => `a0[((s * ${P}u + p) * ${rows} + i) * (${e} + 2u) + ${w}]`;
+  // Summed weights (no softmax): each part's accumulator is its partial sum.
+  const sum = `let i = r / ${e};
+  let c = r % ${e};
+  var acc = 0.0;
+  for (var p = 0u; p < ${splitUsed(cols)}; p = p + 1u) { acc = acc + ${at("2u + c")}; }
+  out[s * ${outSize} + r] = acc;`;
   const body = `let i = r / ${e};
   let c = r % ${e};
   let kused = ${splitUsed(cols)};
@@ -249,7 +255,8 @@ function splitAttention(n: Node, req: KernelRequest): SplitKernels {
     }
   }
   out[s * ${outSize} + r] = select(0.0, acc, l > 0.0);`;
-  const combine = kernel(n, [PARTIAL], n.type.shape, slots, body);
+  const summed = n.op.op === "attention" && n.op.weights === "score";
+  const combine = kernel(n, [PARTIAL], n.type.shape, slots, summed ? sum : body);
   return {
     // Each row's carrier takes e + 2 ≤ 3e floats.
     partial: [P, q[0], v[1], 3],

@@ -71,6 +71,8 @@ export function scoreBounds<N, B>(
         return point(env.size(x.name));
       case "leaf":
         return env.leaf(x.arg, x.at);
+      case "table": // data read at (i, j): anything, NaN included
+        return top;
       case "lead": // head(), heads(), batch(), batches(): a non-negative integer
         return { lo: A.num(0), hi: A.num(Infinity), nan: A.bool(false) };
       case "unary":

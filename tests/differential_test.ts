@@ -83,7 +83,14 @@ async function checkProperty<T>(
 }
 
 Deno.test("differential: every pass preserves the interpreter's result on generated programs", async () => {
-  let programs = 0, fused = 0, iShared = 0, probs = 0, inLoop = 0, reassociated = 0;
+  let programs = 0,
+    fused = 0,
+    iShared = 0,
+    probs = 0,
+    inLoop = 0,
+    reassociated = 0,
+    tables = 0,
+    summed = 0;
   const t0 = performance.now();
   await checkProperty(
     "interpreter differential",
@@ -97,6 +104,8 @@ Deno.test("differential: every pass preserves the interpreter's result on genera
       if (f.probs) probs++;
       if (f.iLeafShared) iShared++;
       if (f.inLoop) inLoop++;
+      if (f.table) tables++;
+      if (f.summed) summed++;
       if (f.changed.includes("reassociate")) reassociated++;
     }),
     RUNS,
@@ -105,7 +114,8 @@ Deno.test("differential: every pass preserves the interpreter's result on genera
   console.log(
     `${programs} programs in ${ms.toFixed(0)} ms: ${fused} with fused attention, ${iShared} ` +
       `reading a query vector with n shared, ${probs} probs, ${inLoop} fused inside a loop, ` +
-      `${reassociated} reassociated`,
+      `${reassociated} reassociated, ${tables} reading a table at (i, j), ${summed} summing ` +
+      "weights without softmax",
   );
   // The generator must keep reaching what the passes rewrite.
   if (RUNS >= 200) {
@@ -114,6 +124,8 @@ Deno.test("differential: every pass preserves the interpreter's result on genera
     assert.ok(probs >= 5, `only ${probs} fuse probabilities`);
     assert.ok(inLoop >= 3, `only ${inLoop} fuse attention inside a loop`);
     assert.ok(reassociated >= 5, `only ${reassociated} reassociate`);
+    assert.ok(tables >= 5, `only ${tables} fuse a table read at (i, j)`);
+    assert.ok(summed >= 5, `only ${summed} fuse weights without softmax`);
   }
 });
 

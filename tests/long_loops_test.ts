@@ -67,7 +67,7 @@ Deno.test("normal-size plans do not change: the long form is made only when size
     "skein.attn": 6,
     "sliding_window.attn": 1,
     "yoso.attn": 4,
-    "yoso_e.attn": 6,
+    "yoso_e.attn": 3,
   };
   for (const file of EXAMPLES) {
     const plan = program(file).plan();

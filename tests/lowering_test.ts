@@ -33,7 +33,7 @@ Deno.test("dispatches (explain --json): Nyström 6, YOSO 4, Skeinformer 6; exact
   const want: Record<string, number> = {
     "nystrom.attn": 6,
     "yoso.attn": 4,
-    "yoso_e.attn": 6, // the expectation form (n×n kernel), not a target of the issue
+    "yoso_e.attn": 3, // the expectation form: f(score) @ v summed in one pass, then normalize
     "skein.attn": 6,
     "exact.attn": 1,
     "causal_alibi.attn": 1,

@@ -10,12 +10,14 @@
  *
  * What it covers: scores from `q[i] . k[j]` and `q @ k^T`, cosine similarity, per-query and
  * per-key vectors (inputs and computed norms/sums), scalars, parameters and static values carried
- * by `repeat`, tables indexed by affine functions of i and j, iota masks (causal, band, parity, leading tokens)
- * and data masks (documents, padding) joined by and/or/not, keepdims reductions, transposes,
- * shared (self-attention, n = m) and distinct (cross-attention) size symbols, softmax into V or
- * not, sums and means, elementwise chains, normalize, matmul chains (reassociation), attention
- * inside `repeat`, head()/heads()/batch()/batches() in scores (ALiBi slopes), q with 2 or 3
- * heads per k/v head (grouped-query attention), and extras that cross the lowering's thresholds: scatter_add tables of ≤ and
+ * by `repeat`, tables read at functions of i and j (1-D with clamp, 2-D inputs), iota masks
+ * (causal, band, parity, leading tokens) and data masks (documents, padding) joined by and/or/not,
+ * keepdims reductions, transposes, shared (self-attention, n = m) and distinct (cross-attention)
+ * size symbols, softmax into V or not, weights without normalization (sigmoid(s - log m) @ v,
+ * relu(s)^2 @ v), sums and means, elementwise chains, normalize, matmul chains (reassociation),
+ * attention inside `repeat`, head()/heads()/batch()/batches() in scores (ALiBi slopes), q with 2
+ * or 3 heads per k/v head (grouped-query attention), and extras that cross the lowering's
+ * thresholds: scatter_add tables of ≤ and
  * > PARTIAL_TABLE_BUCKETS buckets, host- and device-drawn random tensors, small-matrix regions with short and long
  * loops, and prefix sums (cumsum of slices with static bounds and arange, along rows of one, two
  * and several SCAN_BLOCKs or along columns; causal linear attention).
@@ -52,9 +54,13 @@ export type SExpr =
   | { k: "dist"; f: "i - j" | "j - i" | "i + j" } // iota arithmetic, an int
   | { k: "table"; K: number } // bias[clamp(j - i, -K, K) + K]
   | { k: "lead"; f: "slope" | "alibi" | "batch" } // head()/heads()/batch()/batches() terms
+  | { k: "grid"; at: GridAt } // a 2-D input table read at (i, j): g[i, j], g[i, j - 1], gt[j, i]
   | { k: "un"; fn: UnFn; x: SExpr }
   | { k: "bin"; op: BinOp; a: SExpr; b: SExpr }
   | { k: "where"; c: MExpr; a: SExpr; b: SExpr };
+
+/** Where a 2-D table is read (`i, j - 1` reads 0 at j = 0: outside the table). */
+export type GridAt = "i, j" | "i, j - 1" | "j, i";
 
 /** Elementwise functions the generator uses, all finite on finite inputs. */
 export type UnFn =
@@ -94,6 +100,7 @@ export type MStep =
   | { k: "static" } // s * x
   | { k: "transpose" } // s + s^T (square only)
   | { k: "tanh" } // tanh(s)
+  | { k: "grid" } // s + g       (g [n, m]: a 2-D input table)
   | { k: "maskkm"; fill: Fill } // where(km > 0, s, fill)
   | { k: "maskqm"; fill: Fill } // where(qc > 0, s, fill)  (qc [n, 1])
   | { k: "maskdata"; fill: Fill }; // where(s > 0.5, s, fill)
@@ -109,7 +116,9 @@ export type Head =
   | "rowmean" // mean(s, axis=1, keepdims=true) * ones row: [n, 1]
   | "loop" // y = v; repeat R { y = softmax(s, axis=1) @ y } (square only)
   | "chain" // (softmax(s, axis=1) @ v) @ w
-  | "linear"; // (relu(q) @ relu(k)^T) @ v + softmax(s, axis=1) @ v
+  | "linear" // (relu(q) @ relu(k)^T) @ v + softmax(s, axis=1) @ v
+  | "sigmoid" // sigmoid(s - log(m)) @ v: weights without normalization
+  | "relu2"; // relu(s)^2 @ v
 
 /** Elementwise and row-wise steps after the head (on the head's value). */
 export type Post =
@@ -217,6 +226,13 @@ const sLeaf: fc.Arbitrary<SExpr> = fc.oneof(
     }),
     weight: 1,
   },
+  {
+    arbitrary: fc.record({
+      k: fc.constant("grid" as const),
+      at: fc.constantFrom<GridAt>("i, j", "i, j - 1", "j, i"),
+    }),
+    weight: 1,
+  },
 );
 
 const mLeaf: fc.Arbitrary<MExpr> = fc.oneof(
@@ -290,6 +306,7 @@ const mStep: fc.Arbitrary<MStep> = fc.oneof(
   fc.constant<MStep>({ k: "static" }),
   fc.constant<MStep>({ k: "transpose" }),
   fc.constant<MStep>({ k: "tanh" }),
+  fc.constant<MStep>({ k: "grid" }),
   fc.record({ k: fc.constant("maskkm" as const), fill }),
   fc.record({ k: fc.constant("maskqm" as const), fill }),
   fc.record({ k: fc.constant("maskdata" as const), fill }),
@@ -390,6 +407,8 @@ export function specArb(options: SpecOptions = {}): fc.Arbitrary<Spec> {
       "loop",
       "chain",
       "linear",
+      "sigmoid",
+      "relu2",
     ),
     loopCount: fc.constantFrom(1, 2, 3, LOOP_UNROLL + 1),
     post: fc.array(
@@ -519,6 +538,9 @@ export function printProgram(s: Spec): string {
           alibi: "(-(2.0 ^ (-float(head() + 1) / float(heads()))) * float(abs(i - j)))",
           batch: "float(batch() - 2 * batches() + head())",
         }[e.f];
+      case "grid":
+        need(e.at === "j, i" ? "gt" : "g");
+        return `${e.at === "j, i" ? "gt" : "g"}[${e.at}]`;
       case "un": {
         const x = score(e.x);
         switch (e.fn) {
@@ -591,6 +613,10 @@ export function printProgram(s: Spec): string {
         case "tanh":
           scoreLines.push("s = tanh(s)");
           break;
+        case "grid":
+          need("g");
+          scoreLines.push("s = s + g");
+          break;
         case "maskkm":
           need("km");
           scoreLines.push(`s = where(km > 0, s, ${st.fill})`);
@@ -642,6 +668,16 @@ export function printProgram(s: Spec): string {
     case "linear":
       need("v");
       headLines.push(`y = (relu(${qv}) @ relu(k)^T) @ v + softmax(s, axis=1) @ v`);
+      shape = ["n", "e"];
+      break;
+    case "sigmoid":
+      need("v");
+      headLines.push(`y = sigmoid(s - log(${M})) @ v`);
+      shape = ["n", "e"];
+      break;
+    case "relu2":
+      need("v");
+      headLines.push("y = relu(s)^2 @ v");
       shape = ["n", "e"];
       break;
   }
@@ -733,6 +769,8 @@ export function printProgram(s: Spec): string {
   if (used.has("u")) decls.push(`u: [${M}]`);
   if (used.has("tc")) decls.push("tc: [n, 1]");
   if (used.has("qc")) decls.push("qc: [n, 1]");
+  if (used.has("g")) decls.push(`g: [n, ${M}]`);
+  if (used.has("gt")) decls.push(`gt: [${M}, n]`);
   if (used.has("doc")) decls.push("doc: int[n]");
   if (used.has("dq")) decls.push("dq: int[n]");
   if (used.has("dk")) decls.push(`dk: int[${M}]`);
@@ -824,6 +862,10 @@ export interface Features {
   changed: string[];
   /** Fused nodes inside loop bodies. */
   inLoop: number;
+  /** Fused nodes reading a table at index expressions of (i, j). */
+  table: number;
+  /** Fused nodes whose weights are the score itself (no softmax). */
+  summed: number;
 }
 
 /** A compiled spec with its source and inputs. */
@@ -846,10 +888,15 @@ export function interpDifferential(c: Compiled, seed = 7): Divergence | undefine
   return firstDivergence(c.program.graph, c.program.passes, c.inputs, { seed });
 }
 
-function scoreLeaves(s: Score, out: ("i" | "j" | "scalar")[] = []): ("i" | "j" | "scalar")[] {
+type LeafAt = "i" | "j" | "scalar" | "table";
+function scoreLeaves(s: Score, out: LeafAt[] = []): LeafAt[] {
   switch (s.kind) {
     case "leaf":
       out.push(s.at);
+      break;
+    case "table":
+      out.push("table");
+      for (const x of s.at) scoreLeaves(x, out);
       break;
     case "unary":
     case "cast":
@@ -870,7 +917,16 @@ function scoreLeaves(s: Score, out: ("i" | "j" | "scalar")[] = []): ("i" | "j" |
 
 /** Coverage features of a compiled spec. */
 export function features(c: Compiled): Features {
-  const f: Features = { attention: 0, probs: 0, iLeafShared: 0, jLeaf: 0, changed: [], inLoop: 0 };
+  const f: Features = {
+    attention: 0,
+    probs: 0,
+    iLeafShared: 0,
+    jLeaf: 0,
+    changed: [],
+    inLoop: 0,
+    table: 0,
+    summed: 0,
+  };
   const visit = (nodes: Node[], inLoop: boolean) => {
     for (const n of nodes) {
       if (n.op.op === "loop") visit(n.op.body, true);
@@ -883,6 +939,8 @@ export function features(c: Compiled): Features {
       );
       if (leaves.includes("i") && rows === cols) f.iLeafShared++;
       if (leaves.includes("j")) f.jLeaf++;
+      if (leaves.includes("table")) f.table++;
+      if (n.op.op === "attention" && n.op.weights === "score") f.summed++;
     }
   };
   visit(c.program.optimized.nodes, false);
@@ -918,6 +976,8 @@ export function swapLeafAxes(graph: Graph, from: "i" | "j" = "i"): Graph {
     switch (s.kind) {
       case "leaf":
         return s.at === from ? { ...s, at: to } : s;
+      case "table":
+        return { ...s, at: s.at.map(sw) };
       case "unary":
       case "cast":
         return { ...s, x: sw(s.x) };

@@ -37,7 +37,8 @@ function scoreAt(
     case "leaf":
       return p.leaves[x.arg][x.at === "scalar" ? 0 : x.at === "i" ? p.i : p.j];
     case "lead":
-      throw new Error("lead scores are not generated here");
+    case "table":
+      throw new Error(`${x.kind} scores are not generated here`);
     case "unary":
       return UNARY[x.fn](at(x.x));
     case "binary":

@@ -58,6 +58,8 @@ export function showScore(s: Score): string {
       return `${s.of}()`;
     case "leaf":
       return s.at === "scalar" ? `%arg${s.arg}` : `%arg${s.arg}[${s.at}]`;
+    case "table":
+      return `%arg${s.arg}[${s.at.map(showScore).join(", ")}]`;
     case "unary":
       return `${s.fn}(${showScore(s.x)})`;
     case "binary":

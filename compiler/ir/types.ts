@@ -81,6 +81,8 @@ export type Score =
   | { kind: "size"; name: string }
   | { kind: "lead"; of: LeadFn }
   | { kind: "leaf"; arg: number; at: "i" | "j" | "scalar" } // args[arg] read at i, j, or [0]
+  // args[arg] read at one index per axis, as `gather`: an index outside its axis reads 0.
+  | { kind: "table"; arg: number; at: Score[] }
   | { kind: "unary"; fn: UnaryFn; x: Score }
   | { kind: "binary"; fn: BinaryFn; a: Score; b: Score }
   | { kind: "where"; c: Score; a: Score; b: Score }
@@ -120,7 +122,9 @@ export type Op =
   | { op: "carry"; loop: number; index: number } // placeholder of carried value `index` in a body
   | { op: "loop_result"; index: number } // args: [loop]
   // softmax over j of score(i, j) times v: args a [n, d], b [m, d], v [m, e], then score leaves.
-  | { op: "attention"; score: Score }
+  // With weights "score", Σ_j score(i, j) v_j: the score is the weight, no normalization
+  // (sigmoid attention sigmoid(s - log m) @ v, relu(s)^2 @ v).
+  | { op: "attention"; score: Score; weights?: "score" }
   // softmax over j of score(i, j) itself, as an [n, m] matrix: args a [n, d], b [m, d], leaves.
   | { op: "probs"; score: Score };
 

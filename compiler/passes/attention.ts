@@ -11,25 +11,42 @@ import { typicalSizes } from "../ir/cost.ts";
 import { mapNodes, nodesById, useCounts } from "../ir/walks.ts";
 import { LONG_SEQUENCE } from "../limits.ts";
 
-/** Fuse every eligible `softmax(scores) @ v` of the graph (loop bodies included). */
+/**
+ * Fuse every eligible `softmax(scores) @ v` of the graph (loop bodies included), and every
+ * `f(scores) @ v` without normalization (sigmoid attention, relu²) over long sequences, where
+ * the whole weight matrix is one pointwise score expression.
+ */
 export function fuseAttention(graph: Graph): Graph {
   const byId = nodesById(graph);
   const users = useCounts(graph);
-  return mapNodes(graph, (n) => tryFuse(n, byId, users) ?? n);
+  const typical = typicalSizes(graph);
+  return mapNodes(graph, (n) => tryFuse(n, byId, users, typical) ?? n);
 }
 
-function tryFuse(n: Node, byId: Map<number, Node>, users: Map<number, number>): Node | undefined {
+function tryFuse(
+  n: Node,
+  byId: Map<number, Node>,
+  users: Map<number, number>,
+  typical: (d: Dim) => number,
+): Node | undefined {
   if (n.op.op !== "matmul") return undefined;
   const p = byId.get(n.args[0])!, v = byId.get(n.args[1])!;
-  if (p.op.op !== "softmax" || p.type.shape.length !== 2 || p.op.axis !== 1) return undefined;
-  if (v.type.shape.length !== 2 || (users.get(p.id) ?? 0) !== 1) return undefined;
+  if (p.type.shape.length !== 2 || v.type.shape.length !== 2) return undefined;
+  if ((users.get(p.id) ?? 0) !== 1) return undefined;
   const [rows, cols] = p.type.shape;
+  const softmax = p.op.op === "softmax";
+  if (p.op.op === "softmax" && p.op.axis !== 1) return undefined;
+  // Unnormalized weights: only over long sequences, where the n×m matrix is what costs (small
+  // products, Nyström's landmark kernels, stay with their regions).
+  if (!softmax && typical(rows) < LONG_SEQUENCE && typical(cols) < LONG_SEQUENCE) {
+    return undefined;
+  }
   const builder = new ScoreBuilder(rows, cols, byId);
-  const score = builder.build(p.args[0]);
+  const score = builder.build(softmax ? p.args[0] : p.id);
   if (!score || builder.a === undefined || builder.b === undefined) return undefined;
   return {
     ...n,
-    op: { op: "attention", score },
+    op: softmax ? { op: "attention", score } : { op: "attention", score, weights: "score" },
     args: [builder.a, builder.b, v.id, ...builder.leaves],
   };
 }
@@ -80,6 +97,14 @@ function single(layout: Axis[]): "i" | "j" | "scalar" | undefined {
   return live.length === 1 ? live[0]! : undefined;
 }
 
+/** Whether a score reads a table. */
+function hasTable(x: Score): boolean {
+  return x.kind === "table" ||
+    ("x" in x && hasTable(x.x)) ||
+    ("a" in x && (hasTable(x.a) || hasTable(x.b))) ||
+    ("c" in x && hasTable(x.c));
+}
+
 class ScoreBuilder {
   a?: number;
   b?: number;
@@ -91,10 +116,15 @@ class ScoreBuilder {
     readonly leafBase = 3,
   ) {}
 
-  leaf(id: number, at: "i" | "j" | "scalar"): Score {
+  /** The operand number of node `id` among the fused node's arguments. */
+  arg(id: number): number {
     let k = this.leaves.indexOf(id);
     if (k < 0) k = this.leaves.push(id) - 1;
-    return { kind: "leaf", arg: this.leafBase + k, at };
+    return this.leafBase + k;
+  }
+
+  leaf(id: number, at: "i" | "j" | "scalar"): Score {
+    return { kind: "leaf", arg: this.arg(id), at };
   }
 
   /** Set the dot-product operands, or fail if a different pair was already chosen. */
@@ -216,8 +246,22 @@ class ScoreBuilder {
           ? this.iotaAxis(idx, broadcastLayout(idx.type.shape, shape, layout) ?? [])
           : undefined;
         if (at && src.type.shape[0] === this.extent(at)) return this.leaf(src.id, at);
-        break;
+        // A table read at integer index expressions of both i and j, one per axis: T5's
+        // bias[clamp(j - i, -K, K) + K]. (Read along one axis it is a leaf: computed once per
+        // row, not per score.) Indices holding a table are not nested (WGSL size).
+        if (single(layout) || n.args.length - 1 !== src.type.shape.length) break;
+        const idxs = n.args.slice(1).map((a) => this.byId.get(a)!);
+        const ats = idxs.map((x) => {
+          const l = x.type.dtype === "int" && broadcastLayout(x.type.shape, shape, layout);
+          return l ? this.build(x.id, l) : undefined;
+        });
+        if (ats.some((x) => !x || hasTable(x))) break;
+        return { kind: "table", arg: this.arg(src.id), at: ats as Score[] };
       }
+    }
+    // An input read at (i, j) in some order, `t[i, j]` or `t^T`: a table at the grid indices.
+    if (op.op === "input" && layout.length === 2 && layout.every((a) => a !== null)) {
+      return { kind: "table", arg: this.arg(id), at: layout.map((a) => ({ kind: a! })) };
     }
     // Anything else is computed elsewhere: a leaf, if it varies along at most one grid axis.
     const at = single(layout);

@@ -1,0 +1,148 @@
+/**
+ * Score forms fused into one attention dispatch: tables read at index expressions of (i, j)
+ * (T5's relative-position bias, 2-D input tables, indices outside the table) and weights other
+ * than softmax. Each program must plan to one dispatch, run the same on the interpreter before
+ * and after the passes, and agree with the interpreter on the GPU (poisoned intermediates,
+ * awkward sizes, batch/head dims).
+ */
+import assert from "node:assert/strict";
+import { compileSync, randomTensor, relativeError, type Tensor } from "../mod.ts";
+import { interpret } from "../compiler/interp.ts";
+import { dispatchesPerRun } from "../compiler/lower/plan.ts";
+import { getDevice } from "../runtime/device.ts";
+import { LOOPS } from "../compiler/limits.ts";
+
+const adapter = await getDevice().then(() => true, () => undefined);
+
+interface Case {
+  name: string;
+  source: string;
+  /** Extra inputs: name → per-slice shape (given n and m). */
+  extra?: (n: number, m: number) => Record<string, number[]>;
+  /** Key count (defaults to the query count n). */
+  m?: (n: number) => number;
+  /** The fused node sums its weights (no softmax). */
+  summed?: boolean;
+}
+
+const attention = (score: string, decls = "", weights = "softmax(s, axis=1)") => `
+def f(q: [n, d], k: [m, d], v: [m, e]${decls}) -> [n, e] {
+  s[i, j] = ${score}
+  return ${weights} @ v
+}`;
+
+const TABLES: Case[] = [
+  {
+    name: "T5 bias[clamp(j - i, -K, K) + K]",
+    source: attention("q[i] . k[j] / sqrt(d) + bias[clamp(j - i, -4, 4) + 4]", ", bias: [9]"),
+    extra: () => ({ bias: [9] }),
+  },
+  {
+    name: "indices outside the table read 0",
+    source: attention("q[i] . k[j] + bias[j - i + 2] - bias[i + j]", ", bias: [5]"),
+    extra: () => ({ bias: [5] }),
+  },
+  {
+    name: "2-D table t[i, j] and t2[j, i - 1]",
+    source: attention("q[i] . k[j] + t[i, j] * t2[j, i - 1]", ", t: [n, m], t2: [m, n]"),
+    extra: (n, m) => ({ t: [n, m], t2: [m, n] }),
+    m: (n) => n + 4,
+  },
+  {
+    name: "2-D table added in matrix form (s + t^T)",
+    source: `
+def f(q: [n, d], k: [m, d], v: [m, e], t: [m, n]) -> [n, e] {
+  s = q @ k^T / sqrt(d) + t^T
+  return softmax(s, axis=1) @ v
+}`,
+    extra: (n, m) => ({ t: [m, n] }),
+    m: (n) => n + 2,
+  },
+  {
+    name: "a table index computed from the score",
+    source: attention("q[i] . k[j] + bias[int(abs(q[i] . k[j]) * 2)]", ", bias: [4]"),
+    extra: () => ({ bias: [4] }),
+  },
+];
+
+/** Weights without normalization: `f(score) @ v` in one streaming pass. */
+const SUMMED: Case[] = ([
+  {
+    name: "sigmoid attention",
+    source: attention("q[i] . k[j] / sqrt(d)", "", "sigmoid(s - log(m))"),
+    m: (n) => n + 3,
+  },
+  {
+    name: "relu(s)^2 with a causal -inf mask (relu(-inf) = 0)",
+    source: attention("where(j <= i, q[i] . k[j], -inf)", "", "relu(s)^2"),
+  },
+  {
+    name: "sigmoid with a sliding window of weight 0 (keys outside skipped)",
+    source: attention("where(abs(i - j) <= 2, sigmoid(q[i] . k[j]), 0)", "", "s"),
+  },
+  {
+    name: "sigmoid attention with T5 bias and a key mask",
+    source: attention(
+      "where(km[j] > 0, q[i] . k[j] + bias[clamp(j - i, -3, 3) + 3], -inf)",
+      ", bias: [7], km: [m]",
+      "sigmoid(s)",
+    ),
+    extra: (_, m) => ({ bias: [7], km: [m] }),
+  },
+] as Case[]).map((c) => ({ ...c, summed: true }));
+
+async function checkCase(c: Case, n: number, gpu: boolean, d = 5, e = 3): Promise<void> {
+  const p = compileSync(c.source, { file: `${c.name}.attn` });
+  assert.equal(dispatchesPerRun(p.plan()), 1, `${c.name}: ${p.explain()}`);
+  const fused = p.optimized.nodes.find((x) => x.op.op === "attention");
+  const summed = fused?.op.op === "attention" && fused.op.weights === "score";
+  assert.equal(summed, c.summed === true, `${c.name}: ${p.explain()}`);
+  const m = c.m?.(n) ?? n;
+  let seed = 1;
+  const inputs: Record<string, Tensor> = {
+    q: randomTensor([2, n, d], { seed: seed++ }),
+    k: randomTensor([2, m, d], { seed: seed++ }),
+    v: randomTensor([2, m, e], { seed: seed++ }),
+  };
+  for (const [name, shape] of Object.entries(c.extra?.(n, m) ?? {})) {
+    inputs[name] = randomTensor([2, ...shape], { seed: seed++ });
+  }
+  const want = await p.run(inputs, { backend: "interp" });
+  const optimized = interpret(p.optimized, inputs);
+  assert.ok(relativeError(optimized, want) <= 1e-12, `${c.name}, n = ${n}: passes changed it`);
+  if (!gpu) return;
+  const got = await p.run(inputs, { backend: "gpu", poison: true });
+  const err = relativeError(got, want);
+  assert.ok(err <= 1e-5, `${c.name}, n = ${n}: GPU differs by ${err}`);
+}
+
+Deno.test("score forms: tables at (i, j) and summed weights fuse to one dispatch, interpreter agrees", async () => {
+  for (const c of [...TABLES, ...SUMMED]) for (const n of [1, 7, 13]) await checkCase(c, n, false);
+});
+
+Deno.test({
+  name: "score forms: tables at (i, j) and summed weights on the GPU",
+  ignore: adapter === undefined,
+  async fn() {
+    for (const c of TABLES) await checkCase(c, 13, true);
+    // d = 8, e = 4: vec4 rows, so the key loop runs in blocks (flash.ts `blocked`) too.
+    for (const c of SUMMED) {
+      for (const [d, e] of [[5, 3], [8, 4]]) await checkCase(c, 13, true, d, e);
+    }
+  },
+});
+
+Deno.test({
+  name: "score forms: summed weights through the split (long-loop) plan on the GPU",
+  ignore: adapter === undefined,
+  async fn() {
+    // Past the loop budget the key loop is split into parts whose partial sums are combined.
+    const saved = { ...LOOPS };
+    Object.assign(LOOPS, { budget: 120, chunk: 8, parts: 16 });
+    try {
+      for (const c of SUMMED) await checkCase(c, 131, true, 8, 4);
+    } finally {
+      Object.assign(LOOPS, saved);
+    }
+  },
+});
