@@ -83,7 +83,9 @@ async function runUserScript(
   await Deno.writeTextFile(script, userScript(modUrl));
   const program = PROGRAM.pathname;
   const args = ["run", "--no-config", "--no-prompt", `--allow-read=${program}`];
-  if (allowImport) args.push(`--allow-import=${allowImport}`);
+  // --reload for the served prefix: a port used by an earlier run would otherwise be answered
+  // from Deno's module cache, and the server would see no request.
+  if (allowImport) args.push(`--allow-import=${allowImport}`, `--reload=http://${allowImport}/`);
   const out = await new Deno.Command(denoCommand(), {
     args: [...args, script, program, JSON.stringify(cases)],
     cwd: dir,

@@ -59,7 +59,9 @@ Deno.test("every kernel of every example's plan states its loop trips, long form
 
 Deno.test("normal-size plans do not change: the long form is made only when sizes need it", () => {
   const want: Record<string, number> = {
+    "alibi_heads.attn": 1,
     "causal_alibi.attn": 1,
+    "causal_linear.attn": 6,
     "exact.attn": 1,
     "linear.attn": 4,
     "nystrom.attn": 6,
