@@ -3,7 +3,8 @@
  * passes that changed the IR), the GPU plan, and all of it as data for `--json`.
  */
 import type { Dim, Graph, Program, TensorType, ThreadDim } from "../mod.ts";
-import { showGraph } from "../compiler/ir/print.ts";
+import { showGraph, showScore } from "../compiler/ir/print.ts";
+import { whyNotFused } from "../compiler/passes/attention.ts";
 import { sizeOf } from "../compiler/tensor.ts";
 import { dispatchesPerRun } from "../compiler/lower/plan.ts";
 import type { Args } from "./args.ts";
@@ -11,20 +12,39 @@ import { masksKeys, tileCounts } from "../kernels/tiles.ts";
 import type { Score } from "../compiler/ir/types.ts";
 
 /**
- * Per fused attention whose score can mask keys: its (query tile, key block) pairs at these sizes
- * by class. Leaves read from data are unknown here, so their blocks count as partial.
+ * Each fused pass (the form recognized, its score, and for masks its (query tile, key block)
+ * pairs by class at these sizes; leaves read from data are unknown here, so their blocks count as
+ * partial), then each softmax left unfused with the reason.
  */
-function tileLines(p: Program, sizes: Record<string, number>): string[] {
+function attentionLines(p: Program, sizes: Record<string, number>): string[] {
   const byId = new Map(p.optimized.nodes.map((n) => [n.id, n]));
-  return p.optimized.nodes.flatMap((n) => {
+  const forms = {
+    softmax: "softmax(score) @ v, one streaming pass (online softmax)",
+    weights: "f(score) @ v summed without normalization, one streaming pass",
+    probs: "softmax(score) itself, one pass (scores stored, then normalized)",
+  };
+  const fused = p.optimized.nodes.flatMap((n) => {
     if (n.op.op !== "attention" && n.op.op !== "probs") return [];
-    if (!masksKeys((n.op as { score: Score }).score)) return [];
-    const c = tileCounts(n, n.args.map((a) => byId.get(a)!), sizes);
-    return [
-      `tiles of %${n.id} ${n.op.op}: ${c.empty} empty (skipped), ${c.partial} partial, ${c.full} full` +
-      " (data-dependent masks count as partial here)",
-    ];
+    const score = (n.op as { score: Score }).score;
+    const sum = n.op.op === "attention" && n.op.weights === "score";
+    const form = n.op.op === "probs" ? forms.probs : sum ? forms.weights : forms.softmax;
+    const lines = [`%${n.id} ${n.op.op}: ${form}`, `  score = ${showScore(score)}`];
+    // Summed weights are not tested by blocks (kernels/attention.ts).
+    if (masksKeys(score) && !sum) {
+      const c = tileCounts(n, n.args.map((a) => byId.get(a)!), sizes);
+      lines.push(
+        `  tiles: ${c.empty} empty (skipped), ${c.partial} partial, ${c.full} full` +
+          " (masks on data count as partial here)",
+      );
+    }
+    return lines;
   });
+  const unfused = [...whyNotFused(p.optimized)].map(([id, why]) => {
+    const n = byId.get(id)!;
+    return `%${id} softmax${n.name ? ` (${n.name})` : ""} did not fuse: ${why}`;
+  });
+  const all = [...fused, ...unfused];
+  return all.length ? ["attention:", ...all.map((l) => `  ${l}`)] : [];
 }
 
 /**
@@ -98,7 +118,7 @@ export function explainText(p: Program, args: Args): string {
     (at ? ` at ${at}` : "") + " (float32; --size NAME=N for others)",
     `optimizer: ${changed.length ? changed.join(", ") : "no pass"} changed the IR` +
     (args.ir ? "" : " (--ir shows it)"),
-    ...tileLines(p, sizes),
+    ...attentionLines(p, sizes),
   ];
   return [
     ...summary,

@@ -277,3 +277,41 @@ Deno.test("API: run's default backend is auto, like attune run's; onBackend says
   await p.run({ x: [1, 2] }, { backend: "auto", onBackend: (b, a) => ran.push([b, a]) });
   assert.deepEqual(ran, [[auto, adapter], [auto, adapter]]);
 });
+
+Deno.test("explain: each fused pass with its form, score and tile classes; each unfused softmax with why", async () => {
+  const window = await cli(["explain", "examples/sliding_window.attn", "--size", "n=256"]);
+  assert.equal(window.code, 0, window.err);
+  const lines = window.out.split("\n");
+  const at = lines.indexOf("attention:");
+  assert.ok(at > 0 && at < lines.findIndex((l) => l.startsWith("GPU plan")), window.out);
+  assert.equal(
+    lines[at + 1],
+    "  %24 attention: softmax(score) @ v, one streaming pass (online softmax)",
+  );
+  // n = 256: 32 query tiles of 8 rows × 4 key blocks of 64, the window ±32 touches 1 or 2 blocks.
+  assert.match(lines[at + 3], /^ {4}tiles: \d+ empty \(skipped\), \d+ partial, 0 full/);
+  const [, empty, partial] = lines[at + 3].match(/(\d+) empty.*?(\d+) partial/)!.map(Number);
+  assert.equal(empty + partial, 32 * 4);
+  assert.ok(empty > 0 && partial > 0, lines[at + 3]);
+  const nystrom = await cli(["explain", "examples/nystrom.attn"]);
+  assert.match(
+    nystrom.out,
+    /%\d+ softmax \(a\) did not fuse: a small matrix \(rows and keys typically < \d+\): it stays in its region/,
+  );
+  const dir = await Deno.makeTempDir({ prefix: "attune_explain_" });
+  try {
+    await Deno.writeTextFile(
+      `${dir}/two.attn`,
+      `def two(q: [n, d], k: [n, d], v: [n, e], q2: [n, d], k2: [n, d]) -> [n, e] {
+  return softmax(q @ k^T + q2 @ k2^T, axis=1) @ v
+}`,
+    );
+    const two = await cli(["explain", `${dir}/two.attn`]);
+    assert.match(
+      two.out,
+      /softmax did not fuse: it holds two dot products \(%\d+·%\d+ and %\d+·%\d+\); one pass streams one q·k/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -109,6 +109,8 @@ class ScoreBuilder {
   a?: number;
   b?: number;
   leaves: number[] = [];
+  /** Why the score is not a fused form: the first (innermost) reason found. */
+  failure?: string;
   constructor(
     readonly rows: Dim,
     readonly cols: Dim,
@@ -130,7 +132,10 @@ class ScoreBuilder {
   /** Set the dot-product operands, or fail if a different pair was already chosen. */
   core(a: number, b: number): Score | undefined {
     if (this.a === undefined) [this.a, this.b] = [a, b];
-    return this.a === a && this.b === b ? { kind: "qk" } : undefined;
+    if (this.a === a && this.b === b) return { kind: "qk" };
+    this.failure ??= `it holds two dot products (%${this.a}·%${this.b} and %${a}·%${b}); ` +
+      "one pass streams one q·k";
+    return undefined;
   }
 
   /** The grid size of an axis. */
@@ -265,6 +270,49 @@ class ScoreBuilder {
     }
     // Anything else is computed elsewhere: a leaf, if it varies along at most one grid axis.
     const at = single(layout);
+    if (!at) {
+      this.failure ??= `%${id} ${op.op}${n.name ? ` (${n.name})` : ""} varies along both i and j ` +
+        "but is not a form a fused score reads (q·k, index arithmetic, elementwise ops, tables)";
+    }
     return at && this.leaf(id, at);
   }
+}
+
+/**
+ * Why each softmax left in an optimized graph did not fuse, for `explain`: the first condition
+ * of `fuseAttention` / `fuseProbabilities` it fails, in their words.
+ */
+export function whyNotFused(graph: Graph): Map<number, string> {
+  const byId = nodesById(graph), users = useCounts(graph), typical = typicalSizes(graph);
+  const why = new Map<number, string>();
+  for (const n of graph.nodes) {
+    if (n.op.op !== "softmax") continue;
+    const shape = n.type.shape;
+    if (shape.length !== 2 || n.op.axis !== 1) {
+      why.set(
+        n.id,
+        `softmax over axis ${n.op.axis} of a rank-${shape.length} value ` +
+          "(a fused pass needs a [rows, keys] score with softmax over axis 1)",
+      );
+      continue;
+    }
+    const intoV = graph.nodes.some((m) => m.op.op === "matmul" && m.args[0] === n.id);
+    const uses = users.get(n.id) ?? 0;
+    if (intoV && uses > 1) {
+      why.set(n.id, `its probabilities are used ${uses} times (a fused pass would recompute them)`);
+      continue;
+    }
+    const builder = new ScoreBuilder(shape[0], shape[1], byId);
+    const score = builder.build(n.args[0]);
+    if (!score || builder.a === undefined) {
+      why.set(n.id, builder.failure ?? "its score has no dot product q_i · k_j");
+    } else if (typical(shape[0]) < LONG_SEQUENCE && typical(shape[1]) < LONG_SEQUENCE) {
+      why.set(
+        n.id,
+        `a small matrix (rows and keys typically < ${LONG_SEQUENCE}): it stays in ` +
+          "its region, not a streaming pass",
+      );
+    } else why.set(n.id, "its probabilities are not multiplied into v by a matmul");
+  }
+  return why;
 }
