@@ -96,17 +96,9 @@ Deno.test({
 });
 
 /** Causal linear attention, O(n) with prefix sums (the program under test). */
-export const CAUSAL_LINEAR = `def causal_linear(q: [n, d], k: [n, d], v: [n, e]) -> [n, e] {
-  fq = elu(q) + 1
-  fk = elu(k) + 1
-  kv[j, a, c] = fk[j, a] * v[j, c]
-  S = cumsum(kv, axis=0)
-  z = cumsum(fk, axis=0)
-  num[i, c] = sum[a](fq[i, a] * S[i, a, c])
-  den[i] = sum[a](fq[i, a] * z[i, a])
-  y[i, c] = num[i, c] / den[i]
-  return y
-}`;
+export const CAUSAL_LINEAR = Deno.readTextFileSync(
+  new URL("../examples/causal_linear.attn", import.meta.url),
+);
 
 /** Brute force: y_i = Σ_{j ≤ i} (φ(q_i)·φ(k_j)) v_j / Σ_{j ≤ i} φ(q_i)·φ(k_j), φ = elu + 1. */
 function causalLinearRef(q: Tensor, k: Tensor, v: Tensor): Float64Array {

@@ -4,21 +4,13 @@
  * that compiles, one (batch, head) slice, upload and readback included; then the fitted log-log
  * slope of time against n for each.
  *
- *     deno run -A tools/scan_timing.ts [d = 64] [n ... = 2048 4096 8192]
+ *     deno run --allow-read tools/scan_timing.ts [d = 64] [n ... = 2048 4096 8192]
  * @module
  */
 import { compileSync, randomTensor } from "../mod.ts";
-const CAUSAL = `def causal_linear(q: [n, d], k: [n, d], v: [n, e]) -> [n, e] {
-  fq = elu(q) + 1
-  fk = elu(k) + 1
-  kv[j, a, c] = fk[j, a] * v[j, c]
-  S = cumsum(kv, axis=0)
-  z = cumsum(fk, axis=0)
-  num[i, c] = sum[a](fq[i, a] * S[i, a, c])
-  den[i] = sum[a](fq[i, a] * z[i, a])
-  y[i, c] = num[i, c] / den[i]
-  return y
-}`;
+const CAUSAL = Deno.readTextFileSync(
+  new URL("../examples/causal_linear.attn", import.meta.url),
+);
 const d = Number(Deno.args[0] ?? 64);
 const sizes = Deno.args.length > 1 ? Deno.args.slice(1).map(Number) : [2048, 4096, 8192];
 const causal = compileSync(CAUSAL);
