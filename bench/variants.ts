@@ -1,7 +1,7 @@
 /**
  * Suite `variants` (issue #9): attention variants a researcher writes, each as an Attune program,
  * timed on the GPU against exact attention in the same run (n = 2048, d = 64, 8 heads), with its
- * dispatch count and its output checked against the float64 interpreter (head 0, same inputs).
+ * dispatch count and its output checked against the float64 interpreter (all heads, same inputs).
  *
  *   deno task bench -- --suite variants [--quick]
  *
@@ -18,6 +18,8 @@ interface Variant {
   source: string;
   /** Extra inputs at sequence length n (per head: shape without the batch dims). */
   extra?: (n: number) => Record<string, { shape: number[]; data: number[] }>;
+  /** Heads of k and v when fewer than q's (grouped-query attention). */
+  kvHeads?: number;
   /** Target dispatches and ratio to exact (or to `against`). */
   dispatches?: number;
   ratio?: number;
@@ -56,9 +58,20 @@ const VARIANTS: Variant[] = [
     dispatches: 1,
   },
   {
-    name: "alibi (scalar slope)",
-    source: attn("alibi", ", slope = 0.5", `where(j <= i, ${SCORE} - slope * (i - j), -inf)`),
+    name: "alibi (per-head slopes)",
+    source: `def alibi(q: [n, d], k: [n, d], v: [n, e]) -> [n, e] {
+  slope = 2.0 ^ (-8.0 * float(head() + 1) / float(heads()))
+  s[i, j] = where(j <= i, ${SCORE} - slope * float(i - j), -inf)
+  return softmax(s, axis=1) @ v
+}`,
     dispatches: 1,
+  },
+  {
+    name: "gqa 8q / 2kv",
+    source: attn("gqa", "", SCORE),
+    kvHeads: 2,
+    dispatches: 1,
+    ratio: 1.0,
   },
   {
     name: "document mask",
@@ -105,6 +118,14 @@ const VARIANTS: Variant[] = [
     ratio: 1.0,
   },
   {
+    name: "relu²",
+    source: `def relu2_attn(q: [n, d], k: [n, d], v: [n, e]) -> [n, e] {
+  s[i, j] = ${SCORE}
+  return relu(s)^2 / float(n) @ v
+}`,
+    dispatches: 1,
+  },
+  {
     name: "differential",
     source: `def diff_attn(q: [n, d], k: [n, d], v: [n, e], q2: [n, d], k2: [n, d],
               lam = 0.5) -> [n, e] {
@@ -123,10 +144,12 @@ const VARIANTS: Variant[] = [
 
 /** Inputs with 8 heads: q, k, v random; extras repeated per head. */
 function inputs(v: Variant, n: number, heads: number, d: number): Record<string, Tensor> {
+  // q has `heads` heads; k and v have v.kvHeads (grouped) when given.
+  const kv = v.kvHeads ?? heads;
   const x: Record<string, Tensor> = {
     q: randomTensor([1, heads, n, d], { seed: 1 }),
-    k: randomTensor([1, heads, n, d], { seed: 2 }),
-    v: randomTensor([1, heads, n, d], { seed: 3 }),
+    k: randomTensor([1, kv, n, d], { seed: 2 }),
+    v: randomTensor([1, kv, n, d], { seed: 3 }),
   };
   for (const [name, t] of Object.entries(v.extra?.(n) ?? {})) {
     const data = new Float64Array(heads * t.data.length);
@@ -134,17 +157,6 @@ function inputs(v: Variant, n: number, heads: number, d: number): Record<string,
     x[name] = tensor([1, heads, ...t.shape], data);
   }
   return x;
-}
-
-/** The first head of each input (a head's output depends only on its own inputs). */
-function firstHead(x: Record<string, Tensor>): Record<string, Tensor> {
-  const out: Record<string, Tensor> = {};
-  for (const [name, t] of Object.entries(x)) {
-    const shape = [1, 1, ...t.shape.slice(2)];
-    const size = shape.reduce((a, b) => a * b, 1);
-    out[name] = tensor(shape, t.data.slice(0, size));
-  }
-  return out;
 }
 
 /** Run the suite; returns the rows written to bench/results/variants.json. */
@@ -170,14 +182,8 @@ export async function variants(args: string[]): Promise<void> {
         dispatches = stats.dispatches;
       }
       ms.sort((a, b) => a - b);
-      const one = firstHead(x);
-      const want = await p.run(one, { backend: "interp" });
-      const got = tensor(want.shape, out!.data.slice(0, want.data.length));
-      Object.assign(row, {
-        ms: ms[2],
-        dispatches,
-        errorVsInterp: relativeError(got, want),
-      });
+      const want = await p.run(x, { backend: "interp" });
+      Object.assign(row, { ms: ms[2], dispatches, errorVsInterp: relativeError(out!, want) });
       msOf.set(v.name, ms[2]);
     } catch (e) {
       row.error = (e as Error).message.split("\n")[0].slice(0, 160);
