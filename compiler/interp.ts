@@ -5,7 +5,7 @@
  */
 import { bindInputs, leadValue } from "./bind.ts";
 import { CompileError } from "./errors.ts";
-import type { Dim, Graph, Node, Op, Score } from "./ir/types.ts";
+import type { AttentionStream, Dim, Graph, Node, Op, Score } from "./ir/types.ts";
 import { BINARY, UNARY } from "./ir/scalar.ts";
 import { fillRandom } from "./rng.ts";
 import { sizeOf, type Tensor } from "./tensor.ts";
@@ -316,6 +316,7 @@ const RULES: { [K in Op["op"]]: Rule<K> } = {
   attention: (ev, n, op, a) =>
     op.weights === "score" ? weighted(ev, n, op.score, a) : attention(ev, n, op.score, false, a),
   probs: (ev, n, op, a) => attention(ev, n, op.score, true, a),
+  attention_mix: mix,
 };
 
 class Evaluator {
@@ -407,6 +408,27 @@ function attention(ev: Evaluator, n: Node, score: Score, probs: boolean, args: T
       else if (w !== 0) {
         for (let c = 0; c < e; c++) out.data[i * e + c] += w * v.data[j * e + c];
       }
+    }
+  }
+  return out;
+}
+
+/**
+ * Σ_t coef_t(i) · (softmax_j(score_t(i, j)) · v): each stream as `attention` with its own dot
+ * product (its operands moved to args 0 and 1), then combined row by row.
+ */
+function mix(ev: Evaluator, n: Node, op: { streams: AttentionStream[] }, args: Tensor[]): Tensor {
+  const [qa, , v] = args;
+  const rows = qa.shape[0], e = v.shape[1];
+  const out: Tensor = { shape: [rows, e], data: new Float64Array(rows * e), dtype: "float" };
+  for (const st of op.streams) {
+    const at = [...args];
+    [at[0], at[1]] = [args[st.q], args[st.k]];
+    const y = attention(ev, n, st.score, false, at);
+    const coef = scoreAt(ev, n, at);
+    for (let i = 0; i < rows; i++) {
+      const c = coef(st.coef, i, 0);
+      for (let x = i * e; x < i * e + e; x++) out.data[x] += c * y.data[x];
     }
   }
   return out;

@@ -202,3 +202,10 @@ export function splitBlock(len: number): number {
   const used = Math.max(1, Math.min(LOOPS.parts, Math.ceil(len / LOOPS.chunk)));
   return Math.ceil(len / used);
 }
+
+/**
+ * Most score streams one fused pass combines (`attention_mix`, differential attention): each
+ * stream keeps a carrier (max, sum, e accumulators) per tile row in registers and adds a q·k per
+ * key; Diff Transformer uses 2. Not measured beyond 2; a bound keeps the kernel's size small.
+ */
+export const MAX_STREAMS = 4;

@@ -25,14 +25,14 @@ export function attentionKernels(node: Node, req: KernelRequest): NodeKernel[] {
 }
 
 /** Names a fused score reads for one tile row. */
-interface RowNames {
+export interface RowNames {
   qk: string;
   fi: string;
   i: string;
 }
 
 /** WGSL of a fused score, reading leaves at i, j or [0] of the current slice. */
-function scoreWgsl(x: Score, args: Node[], slots: SymbolSlots, v: RowNames): string {
+export function scoreWgsl(x: Score, args: Node[], slots: SymbolSlots, v: RowNames): string {
   const r = (y: Score) => scoreWgsl(y, args, slots, v);
   switch (x.kind) {
     case "qk":
@@ -73,7 +73,7 @@ function scoreWgsl(x: Score, args: Node[], slots: SymbolSlots, v: RowNames): str
  * WGSL functions reading each table of a score, with `gather`'s rules (interp.ts): a NaN index
  * reads NaN (tested on its bits: lavapipe folds NaN comparisons), one outside its axis reads 0.
  */
-function tableFunctions(score: Score, args: Node[], slots: SymbolSlots): string {
+export function tableFunctions(score: Score, args: Node[], slots: SymbolSlots): string {
   const fns = new Map<number, string>();
   const visit = (x: Score): void => {
     if (x.kind === "table" && !fns.has(x.arg)) {

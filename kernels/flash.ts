@@ -15,7 +15,7 @@ import type { TileSkip } from "./tiles.ts";
 
 /** What the skeleton needs. */
 /** Length of a private array of `n` head elements: WGSL has no empty arrays (d = 0 or e = 0). */
-const arrayLength = (n: number) => Math.max(1, n);
+export const arrayLength = (n: number) => Math.max(1, n);
 
 export interface FlashSpec {
   /** WGSL f32 score for tile row r, in terms of `qk{r}`, `fi{r}`, `i{r}`, `fj`, `j`. */
@@ -367,8 +367,8 @@ function tiled(spec: FlashSpec, part: "open" | "close"): string {
 }
 
 /** The softmax part of a key block: the block's max, one rescale, the weighted values. */
-function softmaxBlock(
-  r: number,
+export function softmaxBlock(
+  r: number | string,
   ew: number,
   keys: number[],
   cols: (n: number, f: (c: number) => string) => string,
@@ -419,6 +419,6 @@ function pairSums(xs: string[]): string {
  * score makes its whole row NaN, as in the interpreter, instead of being skipped like -inf. Rows
  * combine these flags with the non-short-circuit `|`: `||` branches, in the hot key loop.
  */
-function isNan(x: string): string {
+export function isNan(x: string): string {
   return `((bitcast<u32>(${x}) & 0x7fffffffu) > 0x7f800000u)`;
 }

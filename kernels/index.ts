@@ -13,6 +13,7 @@ import { topkKernels } from "./topk.ts";
 import { setRowsKernels } from "./rows.ts";
 import { attentionKernels } from "./attention.ts";
 import { scanKernels } from "./scan.ts";
+import { mixKernels } from "./streams.ts";
 
 export type { KernelRequest } from "./common.ts";
 export { attentionWithRows } from "./attention.ts";
@@ -58,6 +59,7 @@ const FAMILIES: Record<Op["op"], Family> = {
   set_rows: setRowsKernels,
   attention: attentionKernels,
   probs: attentionKernels,
+  attention_mix: mixKernels,
 };
 
 /**

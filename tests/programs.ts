@@ -14,7 +14,7 @@
  * (causal, band, parity, leading tokens) and data masks (documents, padding) joined by and/or/not,
  * keepdims reductions, transposes, shared (self-attention, n = m) and distinct (cross-attention)
  * size symbols, softmax into V or not, weights without normalization (sigmoid(s - log m) @ v,
- * relu(s)^2 @ v), sums and means, elementwise chains, normalize, matmul chains (reassociation),
+ * relu(s)^2 @ v), differential attention (two softmaxes combined, before or after @ v), sums and means, elementwise chains, normalize, matmul chains (reassociation),
  * attention inside `repeat`, head()/heads()/batch()/batches() in scores (ALiBi slopes), q with 2
  * or 3 heads per k/v head (grouped-query attention), and extras that cross the lowering's
  * thresholds: scatter_add tables of ≤ and
@@ -118,7 +118,9 @@ export type Head =
   | "chain" // (softmax(s, axis=1) @ v) @ w
   | "linear" // (relu(q) @ relu(k)^T) @ v + softmax(s, axis=1) @ v
   | "sigmoid" // sigmoid(s - log(m)) @ v: weights without normalization
-  | "relu2"; // relu(s)^2 @ v
+  | "relu2" // relu(s)^2 @ v
+  | "diff" // (softmax(s) - slope * softmax(tanh(q) @ k^T)) @ v: differential attention
+  | "diffv"; // softmax(s) @ v - slope * (softmax(causal q · relu(k)) @ v): the same, distributed
 
 /** Elementwise and row-wise steps after the head (on the head's value). */
 export type Post =
@@ -409,6 +411,8 @@ export function specArb(options: SpecOptions = {}): fc.Arbitrary<Spec> {
       "linear",
       "sigmoid",
       "relu2",
+      "diff",
+      "diffv",
     ),
     loopCount: fc.constantFrom(1, 2, 3, LOOP_UNROLL + 1),
     post: fc.array(
@@ -678,6 +682,22 @@ export function printProgram(s: Spec): string {
     case "relu2":
       need("v");
       headLines.push("y = relu(s)^2 @ v");
+      shape = ["n", "e"];
+      break;
+    case "diff":
+      need("v");
+      headLines.push(
+        `y = (softmax(s, axis=1) - slope * softmax(tanh(${qv}) @ k^T, axis=1)) @ v`,
+      );
+      shape = ["n", "e"];
+      break;
+    case "diffv":
+      need("v");
+      headLines.push(
+        "rk = relu(k)",
+        `s2[i, j] = where(j <= i, ${qv}[i] . rk[j], -inf)`,
+        "y = softmax(s, axis=1) @ v - slope * (softmax(s2, axis=1) @ v)",
+      );
       shape = ["n", "e"];
       break;
   }

@@ -126,7 +126,19 @@ export type Op =
   // (sigmoid attention sigmoid(s - log m) @ v, relu(s)^2 @ v).
   | { op: "attention"; score: Score; weights?: "score" }
   // softmax over j of score(i, j) itself, as an [n, m] matrix: args a [n, d], b [m, d], leaves.
-  | { op: "probs"; score: Score };
+  | { op: "probs"; score: Score }
+  // Σ_t coef_t(i) · softmax_j(score_t(i, j)) · v (differential attention): args a0, b0, v, then
+  // each further stream's a and b, then leaves. Stream t's score reads its own dot product
+  // args[q] · args[k]; its coefficient is a score of i, scalars and leaves only.
+  | { op: "attention_mix"; streams: AttentionStream[] };
+
+/** One score stream of an `attention_mix`: its dot-product operands, score, and coefficient. */
+export interface AttentionStream {
+  q: number;
+  k: number;
+  score: Score;
+  coef: Score;
+}
 
 /** One IR node. */
 export interface Node {

@@ -141,7 +141,9 @@ function inlineByReads(
     if (by.length === 0) continue;
     if (by.length < all.length) {
       const direct = all.filter((c) => !by.includes(c));
-      const fusedReaders = direct.every((c) => c && ["attention", "probs"].includes(c.op.op));
+      const fusedReaders = direct.every((c) =>
+        c && ["attention", "attention_mix", "probs"].includes(c.op.op)
+      );
       if (!fusedReaders || !ELEMENTWISE.has(n.op.op) || exprCost(n.id) > 4) continue;
       alsoStored.add(n.id);
     }

@@ -105,7 +105,7 @@ function hasTable(x: Score): boolean {
     ("c" in x && hasTable(x.c));
 }
 
-class ScoreBuilder {
+export class ScoreBuilder {
   a?: number;
   b?: number;
   leaves: number[] = [];

@@ -1,0 +1,172 @@
+/**
+ * Several score streams in one pass (differential attention, `attention_mix`): linear
+ * combinations of row softmaxes multiplied into one v, or of attentions over one v, plan to one
+ * dispatch, run the same on the interpreter before and after the passes (masked streams, rows
+ * with no finite score, NaN rows, awkward sizes), and agree with the interpreter on the GPU
+ * (poisoned intermediates; plain and blocked key loops). Past the loop budget the kernel has no
+ * split form and is refused by name. What is not provably a combination stays unfused.
+ */
+import assert from "node:assert/strict";
+import { compileSync, LimitError, randomTensor, relativeError, type Tensor } from "../mod.ts";
+import { interpret } from "../compiler/interp.ts";
+import { dispatchesPerRun } from "../compiler/lower/plan.ts";
+import { getDevice } from "../runtime/device.ts";
+import { LOOPS } from "../compiler/limits.ts";
+
+const adapter = await getDevice().then(() => true, () => undefined);
+
+interface Case {
+  name: string;
+  source: string;
+  /** Extra inputs: name → per-slice shape (given n and m), and entries set to NaN. */
+  extra?: (n: number, m: number) => Record<string, number[]>;
+  /** A row that is NaN in one stream (and so in the result). */
+  nanRow?: number;
+  m?: (n: number) => number;
+}
+
+const decls = "q: [n, d], k: [m, d], q2: [n, d], k2: [m, d], v: [m, e], lam = 0.37";
+const prog = (body: string, extra = "") => `
+def f(${decls}${extra}) -> [n, e] {
+  s1 = q @ k^T / sqrt(d)
+  s2 = q2 @ k2^T / sqrt(d)
+  ${body}
+}`;
+
+const CASES: Case[] = [
+  {
+    name: "(softmax(s1) - lam * softmax(s2)) @ v",
+    source: prog("return (softmax(s1, axis=1) - lam * softmax(s2, axis=1)) @ v"),
+    m: (n) => n + 2,
+  },
+  {
+    name: "softmax(s1) @ v - lam * (softmax(s2) @ v) (distributed)",
+    source: prog("return softmax(s1, axis=1) @ v - lam * (softmax(s2, axis=1) @ v)"),
+  },
+  {
+    name: "causal in one stream only, a per-row coefficient c [n, 1]",
+    source: prog(
+      "c1[i, j] = where(j <= i, q[i] . k[j], -inf)\n  " +
+        "return (softmax(c1, axis=1) - c * softmax(s2, axis=1)) @ v",
+      ", c: [n, 1]",
+    ),
+    extra: (n) => ({ c: [n, 1] }),
+  },
+  {
+    name: "three streams: neg, div, a shared q, a sliding window and a causal window",
+    source: prog(
+      "w1[i, j] = where(abs(i - j) <= 2, q[i] . k[j], -inf)\n  " +
+        "w3[i, j] = where(j <= i, q[i] . k2[j] * 0.5, -inf)\n  " +
+        "return (-softmax(w1, axis=1) / 3.0 + softmax(s2, axis=1) * lam - 0.25 * softmax(w3, axis=1)) @ v",
+    ),
+  },
+  {
+    name: "rows with no finite score in one stream (zeros there), keys before 3 only",
+    source: prog(
+      "e2[i, j] = where(i > 3 and j < 3, q2[i] . k2[j], -inf)\n  " +
+        "return (lam * softmax(s1, axis=1) + softmax(e2, axis=1)) @ v",
+    ),
+  },
+  {
+    name: "a NaN row in one stream (NaN there)",
+    source: prog(
+      "n2[i, j] = q2[i] . k2[j] + where(i == 2, sqrt(t[i] * 0.0 - 1.0), 0.0)\n  " +
+        "return (softmax(s1, axis=1) - lam * softmax(n2, axis=1)) @ v",
+      ", t: [n]",
+    ),
+    extra: (n) => ({ t: [n] }),
+    nanRow: 2,
+  },
+];
+
+function inputsFor(c: Case, n: number, d: number, e: number): Record<string, Tensor> {
+  const m = c.m?.(n) ?? n;
+  let seed = 7;
+  const inputs: Record<string, Tensor> = {
+    q: randomTensor([2, n, d], { seed: seed++ }),
+    k: randomTensor([2, m, d], { seed: seed++ }),
+    q2: randomTensor([2, n, d], { seed: seed++ }),
+    k2: randomTensor([2, m, d], { seed: seed++ }),
+    v: randomTensor([2, m, e], { seed: seed++ }),
+  };
+  for (const [name, shape] of Object.entries(c.extra?.(n, m) ?? {})) {
+    inputs[name] = randomTensor([2, ...shape], { seed: seed++ });
+  }
+  return inputs;
+}
+
+/** NaN-aware agreement: same NaN positions, the rest within `tol`. */
+function agree(got: Tensor, want: Tensor, tol: number, what: string): void {
+  const nan = (t: Tensor) => [...t.data].map(Number.isNaN);
+  assert.deepEqual(nan(got), nan(want), `${what}: NaN positions differ`);
+  const strip = (t: Tensor) => ({ ...t, data: t.data.map((x) => (Number.isNaN(x) ? 0 : x)) });
+  const err = relativeError(strip(got), strip(want));
+  assert.ok(err <= tol, `${what}: differs by ${err}`);
+}
+
+async function checkCase(c: Case, n: number, gpu: boolean, d = 5, e = 3): Promise<void> {
+  const p = compileSync(c.source, { file: `${c.name}.attn` });
+  assert.equal(dispatchesPerRun(p.plan()), 1, `${c.name}: ${p.explain()}`);
+  assert.ok(p.optimized.nodes.some((x) => x.op.op === "attention_mix"), c.name);
+  const inputs = inputsFor(c, n, d, e);
+  const want = await p.run(inputs, { backend: "interp" });
+  agree(interpret(p.optimized, inputs), want, 1e-12, `${c.name}, n = ${n}: passes changed it`);
+  if (c.nanRow !== undefined && c.nanRow < n) {
+    assert.ok(want.data.some(Number.isNaN), `${c.name}: no NaN row`);
+  }
+  if (!gpu) return;
+  const got = await p.run(inputs, { backend: "gpu", poison: true });
+  agree(got, want, 1e-5, `${c.name}, n = ${n}, d = ${d}, e = ${e}: GPU`);
+}
+
+Deno.test("multi-stream: combinations of softmaxes fuse to one dispatch, interpreter agrees", async () => {
+  for (const c of CASES) for (const n of [1, 7, 13, 65]) await checkCase(c, n, false);
+});
+
+Deno.test("multi-stream: what is not provably a combination stays unfused", () => {
+  const unfused = [
+    // The second softmax's probabilities are used twice.
+    prog("p2 = softmax(s2, axis=1)\n  return (softmax(s1, axis=1) - lam * p2) @ v + p2 @ v"),
+    // A coefficient varying along the keys.
+    prog("return (softmax(s1, axis=1) - softmax(s2, axis=1) * s1) @ v"),
+    // Attentions over different values.
+    prog("return softmax(s1, axis=1) @ v - softmax(s2, axis=1) @ (v * 2.0)"),
+    // A product of two softmaxes is not a linear combination.
+    prog("return (softmax(s1, axis=1) * softmax(s2, axis=1)) @ v"),
+  ];
+  for (const src of unfused) {
+    const p = compileSync(src, { file: "unfused.attn" });
+    assert.ok(!p.optimized.nodes.some((x) => x.op.op === "attention_mix"), p.explain());
+  }
+});
+
+Deno.test({
+  name: "multi-stream: the GPU agrees (plain and blocked key loops)",
+  ignore: adapter === undefined,
+  async fn() {
+    // d = 8, e = 4: vec4 rows, so the key loop runs in blocks too; d = 5, e = 3 one key at a time.
+    for (const c of CASES) {
+      for (const [d, e] of [[5, 3], [8, 4]]) await checkCase(c, 13, true, d, e);
+    }
+    await checkCase(CASES[2], 65, true, 8, 4);
+  },
+});
+
+Deno.test({
+  name: "multi-stream: past the loop budget the run is refused by name, never cut short",
+  ignore: adapter === undefined,
+  async fn() {
+    const saved = { ...LOOPS };
+    Object.assign(LOOPS, { budget: 120, chunk: 8, parts: 16 });
+    try {
+      const c = CASES[0];
+      const p = compileSync(c.source, { file: "long.attn" });
+      const inputs = inputsFor(c, 131, 8, 4);
+      await assert.rejects(p.run(inputs, { backend: "gpu", poison: true }), LimitError);
+      // Under the budget the same program still runs.
+      await checkCase(c, 13, true, 8, 4);
+    } finally {
+      Object.assign(LOOPS, saved);
+    }
+  },
+});
