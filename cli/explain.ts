@@ -24,6 +24,15 @@ function attentionLines(p: Program, sizes: Record<string, number>): string[] {
     probs: "softmax(score) itself, one pass (scores stored, then normalized)",
   };
   const fused = p.optimized.nodes.flatMap((n) => {
+    if (n.op.op === "attention_mix") {
+      return [
+        `%${n.id} attention_mix: Σ_t coef_t · softmax(score_t) @ v, one streaming pass with ` +
+        `an online softmax per stream (${n.op.streams.length} streams)`,
+        ...n.op.streams.map((t, k) =>
+          `  stream ${k}: coef = ${showScore(t.coef)}, score = ${showScore(t.score)}`
+        ),
+      ];
+    }
     if (n.op.op !== "attention" && n.op.op !== "probs") return [];
     const score = (n.op as { score: Score }).score;
     const sum = n.op.op === "attention" && n.op.weights === "score";
