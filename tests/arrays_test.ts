@@ -208,3 +208,20 @@ for (const [name, expr, message] of ERRORS) {
     );
   });
 }
+
+Deno.test("arrays error: a slice bound past u32 (fuzz: planning threw a RangeError)", async () => {
+  const src = `def f(q: [n, d]) -> [n, 100000000000] {
+  return q[:, :100000000000]
+}`;
+  let first = "";
+  try {
+    compileSync(src);
+  } catch (e) {
+    assert.ok(e instanceof CompileError, String(e));
+    first = (e as Error).message.split("\n")[0];
+  }
+  assert.equal(
+    first,
+    "<program>:2:16: a slice bound of 100000000000 is past 4294967295, the largest a GPU index (u32) can address",
+  );
+});

@@ -62,7 +62,7 @@ Deno.test("normal-size plans do not change: the long form is made only when size
     "alibi_heads.attn": 1,
     "causal_alibi.attn": 1,
     "causal_linear.attn": 6,
-    "differential.attn": 1,
+    "differential.attn": 2,
     "exact.attn": 1,
     "linear.attn": 4,
     "nystrom.attn": 6,

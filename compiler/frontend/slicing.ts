@@ -12,6 +12,7 @@ import type { Dim } from "../ir/types.ts";
 import type { Checker } from "./check.ts";
 import type { Scope, TensorVal, Val } from "./scope.ts";
 import { describeDim, kindType, lift } from "./shapes.ts";
+import { MAX_DIM } from "../tensor.ts";
 
 /** Whether a subscript list holds a slice (and so is lowered here). */
 export const hasSlice = (indices: Expr[]) => indices.some((e) => e.kind === "slice");
@@ -99,6 +100,13 @@ function staticBound(c: Checker, e: Expr, scope: Scope, what: string): number {
       ? `a value computed at run time (${kindType(v.type)})`
       : "a shape";
     c.fail(`${what} must be an integer known at compile time, got ${got}`, e.span);
+  }
+  // A slice's length becomes a size (fuzz: `q[:, :1e11]` broke planning with a RangeError).
+  if (Math.abs(v.value) > MAX_DIM) {
+    c.fail(
+      `${what} of ${v.value} is past ${MAX_DIM}, the largest a GPU index (u32) can address`,
+      e.span,
+    );
   }
   return v.value;
 }
