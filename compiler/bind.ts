@@ -11,6 +11,8 @@ export function bindInputs(graph: Graph, given: Record<string, TensorInput>): {
   bound: Map<string, number>;
   batch: number[];
   perInput: Map<string, (slice: number) => Tensor>;
+  /** Each given input's leading dims (a defaulted input has none). */
+  leads: Map<string, number[]>;
 } {
   const inputs = asTensors(graph, given);
   const fail = (what: string, decl: InputDecl, hint?: string): never => {
@@ -200,7 +202,7 @@ export function bindInputs(graph: Graph, given: Record<string, TensorInput>): {
       };
     });
   }
-  return { bound, batch, perInput };
+  return { bound, batch, perInput, leads };
 }
 
 /** The value of `lead(of)` at `slice`, from the leading-dim counts `bindInputs` bound. */

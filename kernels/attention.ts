@@ -5,7 +5,9 @@ import {
   dim,
   f32,
   lead,
+  nodeSliceKey,
   size,
+  sliceOf,
   splitUsed,
   strides,
   type SymbolSlots,
@@ -48,7 +50,7 @@ export function scoreWgsl(x: Score, args: Node[], slots: SymbolSlots, v: RowName
     case "lead":
       return lead(x.of, slots);
     case "leaf": {
-      const base = `s * ${size(args[x.arg].type.shape, slots)}`;
+      const base = `${sliceOf(args[x.arg].id, slots)} * ${size(args[x.arg].type.shape, slots)}`;
       const at = x.at === "scalar" ? "" : ` + ${x.at === "i" ? v.i : "j"}`;
       return `a${x.arg}[${base}${at}]`;
     }
@@ -87,7 +89,7 @@ export function tableFunctions(score: Score, args: Node[], slots: SymbolSlots): 
         `fn table${x.arg}(s: u32, ${ps}) -> f32 {
   if (${nan.join(" || ")}) { return bitcast<f32>(f32_bits.z); }
   if (${out.join(" || ")}) { return 0.0; }
-  return a${x.arg}[s * ${size(shape, slots)} + ${off}];
+  return a${x.arg}[${sliceOf(args[x.arg].id, slots)} * ${size(shape, slots)} + ${off}];
 }`,
       );
     }
@@ -214,6 +216,8 @@ function attentionKernel(
   f16 = false,
   split = false,
 ): NodeKernel {
+  // `specialize` renders at run time: read the slots as they are now (lowering rebinds aliases).
+  slots = new Map(slots);
   const score = (node.op as { score: Score }).score;
   const probs = node.op.op === "probs";
   const sum = node.op.op === "attention" && node.op.weights === "score";
@@ -226,6 +230,7 @@ function attentionKernel(
     tableFunctions(score, args, slots),
   ].filter((h) => h).join("\n");
   const [a, b] = args;
+  const qkv = args.slice(0, probs ? 2 : 3);
   const e = probs ? 4 : args[2].type.shape[1];
   // A weight of 0 adds nothing (the interpreter skips it, as matmul does): skipped keys are exact.
   const window = keyWindow(score, sum ? 0 : -Infinity);
@@ -251,6 +256,9 @@ function attentionKernel(
       probs,
       sum,
       f16,
+      slices: qkv.some((x) => slots.has(nodeSliceKey(x.id)))
+        ? [...qkv, a].map((x) => sliceOf(x.id, slots))
+        : undefined,
       replace: replace &&
         { count: dim(replace.idx.type.shape[0], slots), binding: args.length + 2 },
       split: split

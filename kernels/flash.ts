@@ -60,6 +60,11 @@ export interface FlashSpec {
   split?: { parts: number; used: string };
   /** Key blocks whose scores are all -inf are skipped (kernels/tiles.ts). */
   tiles?: TileSkip;
+  /**
+   * The slices of q, k and v that slice `s` reads (WGSL u32, `sliceOf`), where some is an input
+   * read at its own leading shape (grouped-query k and v); by default all `s`.
+   */
+  slices?: string[];
 }
 
 /** Render the fused attention kernel. Bindings: sizes, out, a, b, v, leaves... */
@@ -67,6 +72,7 @@ export function flashKernel(spec: FlashSpec, title: string): string {
   const { d, e, tile: R } = spec;
   const dv = d % 4 === 0, ev = e % 4 === 0;
   const dw = dv ? d / 4 : d, ew = ev ? e / 4 : e;
+  const [sq, sk, sv] = spec.slices ? ["sq", "sk", "sv"] : ["s", "s", "s"];
   // With d = 0 (or e = 0) no element of q and k (or v) is read or written; a phony read keeps
   // each binding in the pipeline's automatic layout, which drops unused ones.
   const phony = [
@@ -131,14 +137,18 @@ ${phony}  let rows = ${spec.rows};
       : `let t = gid.x + gid.y * nwg.x * ${WORKGROUP}u;
   if (t >= tiles * sizes[0]) { return; }`
   }
-  let s = t / tiles;
+  let s = t / tiles;${
+    spec.slices
+      ? `\n  let sq = ${spec.slices[0]}; let sk = ${spec.slices[1]}; let sv = ${spec.slices[2]};`
+      : ""
+  }
   let ib = (t % tiles) * ${R}u;
   let ie = min(ib + ${R - 1}u, rows - 1u);
   ${rowsOf((r) => `let i${r} = min(ib + ${r}u, rows - 1u); let fi${r} = f32(i${r});`)}
   ${
     rowsOf((r) =>
       `var q${r} = array<${ht}, ${arrayLength(dw)}>(); ${
-        cols(dw, (c) => `q${r}[${c}] = ${half(`a0[(s * rows + i${r}) * ${dw}u + ${c}u]`)};`)
+        cols(dw, (c) => `q${r}[${c}] = ${half(`a0[(${sq} * rows + i${r}) * ${dw}u + ${c}u]`)};`)
       }`
     )
   }
@@ -157,14 +167,14 @@ ${phony}  let rows = ${spec.rows};
     // where it pays (lavapipe, d = 64: 650 -> 490 ms at n = 2048) and compiles in about a second.
     probs || !dv || !ev || dw > 32 || ew > 32
       ? ""
-      : blocked(spec, { dw, ew, dt: ht, et, dot, half, kl, kh })}
+      : blocked(spec, { dw, ew, dt: ht, et, dot, half, kl, kh, sk, sv })}
   for (var j = jstart; j < ${kh}; j = j + 1u) {
     let fj = f32(j);
-    let kb = (s * cols + j) * ${dw}u;
+    let kb = (${sk} * cols + j) * ${dw}u;
     var k = array<${ht}, ${arrayLength(dw)}>();
     ${cols(dw, (c) => `k[${c}] = ${half(`a1[kb + ${c}u]`)};`)}
     ${
-    probs ? "" : `let vb = (s * cols + j) * ${ew}u;
+    probs ? "" : `let vb = (${sv} * cols + j) * ${ew}u;
     var vr = array<${et}, ${arrayLength(ew)}>();
     ${cols(ew, (c) => `vr[${c}] = a2[vb + ${c}u];`)}`
   }
@@ -282,6 +292,8 @@ function blocked(
     half: (x: string) => string;
     kl: string;
     kh: string;
+    sk: string;
+    sv: string;
   },
 ): string {
   const B = KEY_BLOCK, R = spec.tile;
@@ -322,7 +334,7 @@ function blocked(
       `var k${b} = array<${t.dt}, ${arrayLength(t.dw)}>(); ${
         cols(
           t.dw,
-          (c) => `k${b}[${c}] = ${t.half(`a1[(s * cols + jb + ${b}u) * ${t.dw}u + ${c}u]`)};`,
+          (c) => `k${b}[${c}] = ${t.half(`a1[(${t.sk} * cols + jb + ${b}u) * ${t.dw}u + ${c}u]`)};`,
         )
       }`
     ).join("\n    ")
@@ -330,7 +342,7 @@ function blocked(
     ${
     keys.map((b) =>
       `var v${b} = array<${t.et}, ${arrayLength(t.ew)}>(); ${
-        cols(t.ew, (c) => `v${b}[${c}] = a2[(s * cols + jb + ${b}u) * ${t.ew}u + ${c}u];`)
+        cols(t.ew, (c) => `v${b}[${c}] = a2[(${t.sv} * cols + jb + ${b}u) * ${t.ew}u + ${c}u];`)
       }`
     ).join("\n    ")
   }

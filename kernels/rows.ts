@@ -3,7 +3,7 @@
  * buffers directly: a0, a1, ... in argument order.
  */
 import type { Node } from "../compiler/ir/types.ts";
-import { dim, size } from "../compiler/wgsl/syntax.ts";
+import { dim, size, sliceOf } from "../compiler/wgsl/syntax.ts";
 import { kernel, type NodeKernel } from "../compiler/wgsl/kernel.ts";
 import { nodeKey } from "../compiler/wgsl/keys.ts";
 import { type KernelRequest, setup } from "./common.ts";
@@ -15,12 +15,13 @@ export function setRowsKernels(node: Node, req: KernelRequest): NodeKernel[] {
   const rowsShape = args[2].type.shape;
   const count = dim(rowsShape[0], slots);
   const width = size(out.slice(1), slots);
+  const [s1, s2] = [sliceOf(args[1].id, slots), sliceOf(args[2].id, slots)];
   const copy = kernel(
     node,
     [nodeKey(node.args[0])],
     out,
     slots,
-    `out[s * ${outSize} + r] = a0[s * ${outSize} + r];`,
+    `out[s * ${outSize} + r] = a0[${sliceOf(args[0].id, slots)} * ${outSize} + r];`,
   );
   const scatter = kernel(
     node,
@@ -30,12 +31,12 @@ export function setRowsKernels(node: Node, req: KernelRequest): NodeKernel[] {
     `let w = ${width};
   let q = r / w;
   let c = r % w;
-  let dest = i32(floor(a0[s * ${count} + q]));
+  let dest = i32(floor(a0[${s1} * ${count} + q]));
   if (dest < 0 || u32(dest) >= ${dim(out[0], slots)}) { return; }
   for (var q2 = q + 1u; q2 < ${count}; q2 = q2 + 1u) {
-    if (i32(floor(a0[s * ${count} + q2])) == dest) { return; }
+    if (i32(floor(a0[${s1} * ${count} + q2])) == dest) { return; }
   }
-  out[s * ${outSize} + u32(dest) * w + c] = a1[s * ${count} * w + q * w + c];`,
+  out[s * ${outSize} + u32(dest) * w + c] = a1[${s2} * ${count} * w + q * w + c];`,
   );
   return [copy, { ...scatter, name: `${scatter.name}_rows` }];
 }

@@ -9,7 +9,7 @@
  */
 import type { Node, Score } from "../compiler/ir/types.ts";
 import { attentionTile, keyTile } from "../compiler/limits.ts";
-import { f32, size, type SymbolSlots } from "../compiler/wgsl/syntax.ts";
+import { f32, size, sliceOf, type SymbolSlots } from "../compiler/wgsl/syntax.ts";
 
 /** Arithmetic and logic over N (numbers) and B (truth values): JS values, or WGSL expressions. */
 export interface Algebra<N, B> {
@@ -502,7 +502,7 @@ export function tileSkip(
   const lines: string[] = [];
   const A = wgslAlgebra(lines, "tk");
   const read = (arg: number, at: string) =>
-    `a${arg}[s * ${size(args[arg].type.shape, slots)}${at}]`;
+    `a${arg}[${sliceOf(args[arg].id, slots)} * ${size(args[arg].type.shape, slots)}${at}]`;
   const leaves = new Map<string, { arg: number; at: "i" | "j" | "scalar" }>();
   const collect = (x: Score): void => {
     if (x.kind === "leaf") leaves.set(`${x.at}${x.arg}`, x);

@@ -20,6 +20,7 @@ import {
   type Step,
 } from "./encoder.ts";
 import { ChunkBuffers, HostBytes } from "./pool.ts";
+import { chunkSlices, type SliceMap, sliceMap } from "./slices.ts";
 
 export type { CompileProgress } from "./encoder.ts";
 
@@ -72,6 +73,9 @@ function stepOf(k: PlannedKernel, size: (d: Dim) => number): Step {
 /** Loop trips one invocation of `k` makes at these sizes (Infinity when unknown). */
 const tripsOf = (k: PlannedKernel, size: (d: Dim) => number) => k.trips(size);
 
+/** Which slices of an input a chunk uploads (`chunkSlices`). */
+type Reads = ReturnType<typeof chunkSlices>;
+
 /** A run being executed: what every chunk shares. */
 interface Run {
   graph: Graph;
@@ -81,6 +85,10 @@ interface Run {
   facts: DeviceFacts;
   size: (d: Dim) => number;
   perInput: Map<string, (slice: number) => Tensor>;
+  /** Inputs read at their own leading shape (`ExecPlan.inputSlots`): each one's map and data. */
+  own: Map<string, { map?: SliceMap; data: Float64Array }>;
+  /** The run's heads dim. */
+  heads: number;
   /** The binding limit (bytes). */
   limit: number;
   steps: Step[];
@@ -100,11 +108,23 @@ export async function execute(
   inputs: Record<string, Tensor>,
   options: ExecuteOptions = {},
 ): Promise<{ output: Tensor; stats: RunStats }> {
-  const { bound, batch, perInput } = bindInputs(graph, inputs);
+  const { bound, batch, perInput, leads } = bindInputs(graph, inputs);
   const { device, facts } = options.device ?? (await getDevice());
   const size = (d: Dim) => (typeof d === "number" ? d : bound.get(d)!);
   checkGuards(graph, plan, size);
+  const maps = new Map(graph.inputs.map((d) => [d.name, sliceMap(leads.get(d.name) ?? [], batch)]));
+  // Inputs smaller than the run (grouped k and v, a mask reused over heads) are read at their
+  // own leading shape, through the plan that reads every input through its slice map.
+  if (plan.inputSlices && [...maps.values()].some((m) => m)) plan = plan.inputSlices();
   plan = choosePlan(plan, size);
+  const own = new Map(
+    plan.inputSlots
+      ? graph.inputs.map((d) => [d.name, {
+        map: maps.get(d.name),
+        data: inputs[d.name]?.data ?? perInput.get(d.name)!(0).data,
+      }])
+      : [],
+  );
   checkLoopBudget(plan, size, facts.description);
   const limit = options.maxBindingBytes ?? facts.limits.maxStorageBufferBindingSize;
   const slices = sizeOf(batch);
@@ -137,7 +157,7 @@ export async function execute(
     const staging = host.hold(new Float32Array(staged));
     const run: Run = {
       ...{ graph, plan, options, device, facts, size, perInput, limit, steps, pipelines, host },
-      ...{ staging, output, outPer },
+      ...{ staging, output, outPer, own, heads: batch.at(-1) ?? 1 },
     };
     for (let first = 0; first < slices; first += chunk) {
       const r = await runChunk(run, first, Math.min(chunk, slices - first));
@@ -242,19 +262,24 @@ async function runChunk(run: Run, first: number, slices: number) {
   const gpu = new ChunkBuffers(device, run.limit);
   try {
     const storage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
-    const sizes = host.hold(sizesTable(run, first, slices));
+    const reads = new Map(
+      [...run.own].map(([name, o]) => [name, chunkSlices(o.map, run.heads, first, slices)]),
+    );
+    const sizes = host.hold(sizesTable(run, first, slices, reads));
     const sizesBuf = gpu.take(sizes.byteLength, storage, "the sizes table");
     device.queue.writeBuffer(sizesBuf, 0, sizes);
     host.free(sizes);
-    const buffers = plan.buffers.map((b) =>
-      gpu.take(
-        slices * elementsOf(b, run.size) * 4,
+    const held = new Map(plan.inputs.map((i) => [i.buffer, reads.get(i.decl.name)?.count]));
+    const buffers = plan.buffers.map((b, i) => {
+      const count = held.get(i) ?? slices;
+      return gpu.take(
+        count * elementsOf(b, run.size) * 4,
         storage,
-        `a [${b.shape.join(", ")}] value × ${slices} slices`,
-      )
-    );
+        `a [${b.shape.join(", ")}] value × ${count} slices`,
+      );
+    });
     if (run.options.poison) poison(run, buffers);
-    upload(run, buffers, first, slices);
+    upload(run, buffers, first, slices, reads);
     const ready = prepareDispatches(
       device,
       run.facts,
@@ -308,13 +333,22 @@ async function runChunk(run: Run, first: number, slices: number) {
   }
 }
 
-/** The sizes table: slices in this chunk, seed override, seed, first slice, then each symbol. */
-function sizesTable(run: Run, first: number, slices: number): Uint32Array<ArrayBuffer> {
+/**
+ * The sizes table: slices in this chunk, seed override, seed, first slice, then each symbol, and
+ * each input's slice map (`ExecPlan.inputSlots`).
+ */
+function sizesTable(
+  run: Run,
+  first: number,
+  slices: number,
+  reads: Map<string, Reads>,
+): Uint32Array<ArrayBuffer> {
   const sizes = new Uint32Array(4 + run.plan.slots.size);
   sizes[0] = slices;
   sizes[3] = first;
   if (run.options.seed !== undefined) [sizes[1], sizes[2]] = [1, run.options.seed >>> 0];
   for (const [sym, slot] of run.plan.slots) sizes[slot] = run.size(sym as Dim) ?? 0;
+  for (const [name, slot] of run.plan.inputSlots ?? []) sizes.set(reads.get(name)!.table, slot);
   return sizes;
 }
 
@@ -335,18 +369,32 @@ function poison(run: Run, buffers: GPUBuffer[]) {
 }
 
 /** The chunk's slices of each input and host draw, as float32 through the shared staging array. */
-function upload(run: Run, buffers: GPUBuffer[], first: number, slices: number) {
+function upload(
+  run: Run,
+  buffers: GPUBuffer[],
+  first: number,
+  slices: number,
+  reads: Map<string, Reads>,
+) {
   const { staging, size, device } = run;
   // Writes `per` floats for each slice; at least 4 (the smallest buffer), zeros past the values.
-  const write = (buffer: number, per: number, slice: (s: number) => ArrayLike<number>) => {
-    for (let s = 0; s < slices; s++) staging.set(slice(first + s), s * per);
-    const n = per * slices;
+  const write = (
+    buffer: number,
+    per: number,
+    slice: (s: number) => ArrayLike<number>,
+    from = first,
+    count = slices,
+  ) => {
+    for (let s = 0; s < count; s++) staging.set(slice(from + s), s * per);
+    const n = per * count;
     if (n < 4) staging.fill(0, n, 4);
     device.queue.writeBuffer(buffers[buffer], 0, staging.subarray(0, Math.max(n, 4)));
   };
   for (const { decl, buffer } of run.plan.inputs) {
-    const view = run.perInput.get(decl.name)!;
-    write(buffer, sizeOf(decl.type.shape.map(size)), (s) => view(s).data);
+    const view = run.perInput.get(decl.name)!, per = sizeOf(decl.type.shape.map(size));
+    const own = reads.get(decl.name), data = run.own.get(decl.name)?.data;
+    if (!own || own.copied || !data) write(buffer, per, (s) => view(s).data);
+    else write(buffer, per, (i) => data.subarray(i * per, i * per + per), own.first, own.count);
   }
   for (const { buffer, node, seed, hi } of run.plan.hostDraws) {
     if (node.op.op !== "random") continue;

@@ -11,7 +11,7 @@ import type { Dim, Graph, LeadCount, Node } from "../ir/types.ts";
 import { nodesById, useCounts } from "../ir/walks.ts";
 import { typicalSizes } from "../ir/cost.ts";
 import { HEAVY } from "../wgsl/ops.ts";
-import type { SymbolSlots } from "../wgsl/syntax.ts";
+import { inputSliceKey, nodeSliceKey, type SymbolSlots } from "../wgsl/syntax.ts";
 import { type BindingKey, decodeKey } from "../wgsl/keys.ts";
 import {
   attentionWithRows,
@@ -79,8 +79,20 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
   const slots: SymbolSlots = new Map(Object.keys(graph.symbols).map((s, i) => [s, i + 4]));
   // head(), heads(), batch() and batches() (ops, or atoms of a fused score) read the run's
   // leading-dim counts, which follow the symbols.
-  if ([...byId.values()].some((n) => /"(op|kind)":"lead"/.test(JSON.stringify(n.op)))) {
+  if (
+    options.inputSlices ||
+    [...byId.values()].some((n) => /"(op|kind)":"lead"/.test(JSON.stringify(n.op)))
+  ) {
     for (const k of ["heads()", "batches()"] satisfies LeadCount[]) slots.set(k, slots.size + 4);
+  }
+  // Three slots per input (keep, group, first: `sliceOf`); nodes bound to its buffer find them
+  // through `InputAliases`.
+  if (options.inputSlices) {
+    for (const d of graph.inputs) {
+      for (const part of ["", "/group", "/first"]) {
+        slots.set(inputSliceKey(d.name) + part, slots.size + 4);
+      }
+    }
   }
   const plan: ExecPlan = {
     buffers: [],
@@ -102,7 +114,7 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
     run,
     slots,
     plan,
-    env: new Map(),
+    env: options.inputSlices ? new InputAliases(graph, plan, slots) : new Map(),
     uses: useCounts(graph),
     rowsInto: new Map(),
     loopValues: new Map(),
@@ -135,6 +147,12 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
     plan.kernels = merged.kernels;
     plan.loops = merged.loops;
   }
+  if (options.inputSlices) {
+    plan.inputSlots = new Map(graph.inputs.map((d) => [d.name, slots.get(inputSliceKey(d.name))!]));
+  } else {
+    let sliced: ExecPlan | undefined;
+    plan.inputSlices = () => (sliced ??= lowerGraph(graph, { ...options, inputSlices: true }));
+  }
   if (!run) {
     const long = new Map<string, ExecPlan>();
     plan.long = (sz) => {
@@ -145,6 +163,23 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
   }
   checkPlan(plan);
   return plan;
+}
+
+/**
+ * The buffer of each node, keeping `nodeSliceKey(id)` in the slots pointing at an input's slice
+ * slots exactly while node `id` is bound to that input's buffer (the input, a reshape of it, a
+ * loop carry starting from it), so that kernels read it through `sliceOf`.
+ */
+class InputAliases extends Map<number, number> {
+  constructor(readonly graph: Graph, readonly plan: ExecPlan, readonly slots: SymbolSlots) {
+    super();
+  }
+  override set(id: number, buffer: number): this {
+    const input = this.plan?.inputs.find((i) => i.buffer === buffer);
+    if (input) this.slots.set(nodeSliceKey(id), this.slots.get(inputSliceKey(input.decl.name))!);
+    else this.slots?.delete(nodeSliceKey(id));
+    return super.set(id, buffer);
+  }
 }
 
 /**

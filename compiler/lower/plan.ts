@@ -143,6 +143,13 @@ export interface ExecPlan {
    * those sizes, long loops split (see kernels/split.ts). Absent on such plans themselves.
    */
   long?: (size: (d: Dim) => number) => ExecPlan;
+  /**
+   * The plan for a run with inputs at their own leading shape (`LowerOptions.inputSlices`).
+   * Absent on such plans themselves.
+   */
+  inputSlices?: () => ExecPlan;
+  /** On such a plan: each input's first slot of its slice map (keep, group, first; `sliceOf`). */
+  inputSlots?: Map<string, number>;
   /** Conditions on sizes checked before a run (the interpreter checks the same while running). */
   guards: { node: Node; rows: Dim; min: number; what: string; hint: string }[];
   /**
@@ -187,4 +194,10 @@ export interface LowerOptions {
    * long kernels left unmerged.
    */
   runSizes?: (d: Dim) => number;
+  /**
+   * Read every input's slice through its own slots (`sliceOf` in wgsl/syntax.ts), so that an
+   * input whose leading dims are smaller than the run's (grouped-query k and v, a mask reused
+   * over heads) is uploaded once at its own shape, not copied to every slice that reads it.
+   */
+  inputSlices?: boolean;
 }

@@ -1,6 +1,6 @@
 /** The Reader: operand values inside a kernel, read from buffers or expanded inline. */
 import type { Dim, Node } from "../ir/types.ts";
-import { dim, f32, lead, size, strides, type SymbolSlots, usedChunks } from "./syntax.ts";
+import { dim, f32, lead, size, sliceOf, strides, type SymbolSlots, usedChunks } from "./syntax.ts";
 import { BINARY, HEAVY, REDUCE_INIT, reduceStep, UNARY } from "./ops.ts";
 import { type BindingKey, nodeKey } from "./keys.ts";
 
@@ -193,7 +193,9 @@ export class Reader {
     const st = strides(shape, this.slots);
     const terms = shape.flatMap((d, i) => (d === 1 ? [] : [`(${c[i]}) * ${st[i]}`]));
     const p = this.placed.get(id);
-    const base = p ? `s * ${p.stride} + ${p.offset}` : `s * ${size(shape, this.slots)}`;
+    const base = p
+      ? `s * ${p.stride} + ${p.offset}`
+      : `${sliceOf(id, this.slots)} * ${size(shape, this.slots)}`;
     return `${base} + ${terms.join(" + ") || "0u"}`;
   }
 

@@ -42,6 +42,27 @@ export function lead(of: LeadFn, slots: SymbolSlots): string {
     : `f32((s + sizes[3]) ${of === "head" ? "%" : "/"} ${heads})`;
 }
 
+/** The sizes-table key of the first of an input's three slice slots (`sliceOf`). */
+export const inputSliceKey = (input: string) => `slice(${input})`;
+/** The key under which a node whose buffer is that input's finds its slots (`sliceOf`). */
+export const nodeSliceKey = (id: number) => `slice(%${id})`;
+
+/**
+ * The slice of node `id`'s buffer that slice `s` reads, as a WGSL u32: `s`, or, for an input
+ * uploaded at its own leading shape (grouped heads, a reused dim of 1; `LowerOptions.inputSlices`),
+ * its own slice from three slots the run fills: keep, group and first, so that run slice S reads
+ * ⌊S / heads⌋ · keep + (S % heads) / group − first (keep: the input's heads, or 0 where its batch
+ * dims are 1; first: the chunk's first slice of it).
+ */
+export function sliceOf(id: number, slots: SymbolSlots): string {
+  const k = slots.get(nodeSliceKey(id));
+  if (k === undefined) return "s";
+  const run = "(s + sizes[3])", heads = dim("heads()" satisfies LeadCount, slots);
+  return `(${run} / ${heads} * sizes[${k}] + ${run} % ${heads} / sizes[${k + 1}] - sizes[${
+    k + 2
+  }])`;
+}
+
 /** The product of `shape` as a WGSL u32 expression. */
 export function size(shape: ThreadDim[], slots: SymbolSlots): string {
   const f = (d: ThreadDim) =>
