@@ -11,6 +11,7 @@ import { attentionTile, KEY_BLOCK, WORKGROUP } from "../compiler/limits.ts";
 import {
   dim,
   SIZES_BINDING,
+  sliceOf,
   storage,
   type SymbolSlots,
   type ThreadDim,
@@ -70,6 +71,8 @@ interface MixSpec {
 
 /** Render the kernel. Bindings: sizes, out, then a0, a1, ... (every operand). */
 function mixKernel(spec: MixSpec, title: string): string {
+  // The slice of operand k that run slice s reads (grouped or reused inputs: wgsl/syntax.ts).
+  const sl = (k: number) => sliceOf(spec.args[k].id, spec.slots);
   const { d, e, streams, args } = spec;
   const R = attentionTile.rows, T = streams.length;
   const dv = d % 4 === 0, ev = e % 4 === 0;
@@ -129,7 +132,8 @@ function mixKernel(spec: MixSpec, title: string): string {
     }`;
   const keyRow = (t: number, name: string, j: string) =>
     `var ${name} = array<${dt}, ${arrayLength(dw)}>(); ${
-      cols(dw, (c) => `${name}[${c}] = a${streams[t].k}[(s * cols + ${j}) * ${dw}u + ${c}u];`)
+      cols(dw, (c) =>
+        `${name}[${c}] = a${streams[t].k}[(${sl(streams[t].k)} * cols + ${j}) * ${dw}u + ${c}u];`)
     }`;
   // Blocks of KEY_BLOCK keys (as flash.ts, for vec4 head sizes up to 128): one rescale per block.
   const keys = range(KEY_BLOCK);
@@ -151,7 +155,7 @@ function mixKernel(spec: MixSpec, title: string): string {
     ${
       each(keys, (x) =>
         `var v${x} = array<${et}, ${arrayLength(ew)}>(); ${
-          cols(ew, (c) => `v${x}[${c}] = a2[(s * cols + jb + ${x}u) * ${ew}u + ${c}u];`)
+          cols(ew, (c) => `v${x}[${c}] = a2[(${sl(2)} * cols + jb + ${x}u) * ${ew}u + ${c}u];`)
         }`, "\n    ")
     }
     ${each(ss, (t) => each(rows, (r) => blockRow(t, r), "\n    "), "\n    ")}
@@ -181,7 +185,9 @@ ${phony}  let rows = ${spec.rows};
       each(rows, (r) =>
         `var q${t}_${r} = array<${dt}, ${arrayLength(dw)}>(); ${
           cols(dw, (c) =>
-            `q${t}_${r}[${c}] = a${streams[t].q}[(s * rows + i${r}) * ${dw}u + ${c}u];`)
+            `q${t}_${r}[${c}] = a${streams[t].q}[(${
+              sl(streams[t].q)
+            } * rows + i${r}) * ${dw}u + ${c}u];`)
         }
   var acc${t}_${r} = array<${et}, ${
           arrayLength(ew)
@@ -195,7 +201,7 @@ ${phony}  let rows = ${spec.rows};
     let fj = f32(j);
     ${each(ss, (t) => keyRow(t, `k${t}`, "j"), "\n    ")}
     var vr = array<${et}, ${arrayLength(ew)}>(); ${
-    cols(ew, (c) => `vr[${c}] = a2[(s * cols + j) * ${ew}u + ${c}u];`)
+    cols(ew, (c) => `vr[${c}] = a2[(${sl(2)} * cols + j) * ${ew}u + ${c}u];`)
   }
     ${each(ss, (t) => each(rows, (r) => step(t, r), "\n    "), "\n    ")}
   }

@@ -170,3 +170,30 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "multi-stream: grouped k/v heads (GQA) and a reused mask read the right slices (poisoned)",
+  ignore: adapter === undefined,
+  fn: async () => {
+    const src =
+      `def f(q: [n, d], k: [m, d], q2: [n, d], k2: [m, d], v: [m, e], mask: [m]) -> [n, e] {
+  s1[i, j] = where(mask[j] > 0, q[i] . k[j], -inf)
+  s2 = q2 @ k2^T / sqrt(d)
+  return (softmax(s1, axis=1) - 0.3 * softmax(s2, axis=1)) @ v
+}`;
+    const p = compileSync(src);
+    const n = 13, m = 11, d = 8, e = 4;
+    const x = {
+      q: randomTensor([4, n, d], { seed: 61 }),
+      q2: randomTensor([4, n, d], { seed: 62 }),
+      k: randomTensor([2, m, d], { seed: 63 }),
+      k2: randomTensor([2, m, d], { seed: 64 }),
+      v: randomTensor([2, m, e], { seed: 65 }),
+      mask: randomTensor([1, m], { seed: 66 }),
+    };
+    const got = await p.run(x, { backend: "gpu", poison: true });
+    const want = await p.run(x, { backend: "interp" });
+    assert.deepEqual(got.shape, [4, n, e]);
+    assert.ok(relativeError(got, want) < 1e-5, `${relativeError(got, want)}`);
+  },
+});
