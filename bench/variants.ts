@@ -3,7 +3,7 @@
  * timed on the GPU against exact attention in the same run (n = 2048, d = 64, 8 heads), with its
  * dispatch count and its output checked against the float64 interpreter (all heads, same inputs).
  *
- *   deno task bench -- --suite variants [--quick]
+ *   deno task bench -- --suite variants [--quick] [--replot]
  *
  * A variant the language cannot express yet (or that fails) is recorded with its error, not
  * skipped silently. Writes bench/results/variants.json and variants.svg (ratio to exact per
@@ -162,6 +162,13 @@ function inputs(v: Variant, n: number, heads: number, d: number): Record<string,
 /** Run the suite; returns the rows written to bench/results/variants.json. */
 export async function variants(args: string[]): Promise<void> {
   const quick = args.includes("--quick");
+  const dir = new URL("./results/", import.meta.url);
+  if (args.includes("--replot")) {
+    // Redraw the SVG from the saved JSON (no measuring).
+    const saved = JSON.parse(await Deno.readTextFile(new URL("variants.json", dir)));
+    await Deno.writeTextFile(new URL("variants.svg", dir), plot(saved.results, saved.adapter));
+    return;
+  }
   const n = quick ? 256 : 2048, heads = 8, d = 64;
   const { facts } = await getDevice();
   const rows: Record<string, unknown>[] = [];
@@ -214,7 +221,6 @@ export async function variants(args: string[]): Promise<void> {
     note: "times are medians of 5 within this run; compare ratios, not absolute times",
     results: rows,
   };
-  const dir = new URL("./results/", import.meta.url);
   await Deno.mkdir(dir, { recursive: true });
   await Deno.writeTextFile(new URL("variants.json", dir), JSON.stringify(report, null, 2) + "\n");
   await Deno.writeTextFile(new URL("variants.svg", dir), plot(rows, facts.description));
@@ -241,13 +247,13 @@ function plot(rows: Record<string, unknown>[], adapter: string): string {
     return `${label}<rect x="${L}" y="${y}" width="${
       X(r.ratio) - L
     }" height="${bar}" fill="#1f77b4"/>` +
-      `<text x="${X(r.ratio) + 4}" y="${y + 13}">${
-        r.ratio.toFixed(2)
-      }× · ${r.dispatches} disp.</text>${target}`;
+      `<text x="${X(r.ratio) + 4}" y="${y + 13}">${r.ratio.toFixed(2)}×${
+        r.against ? ` ${r.against}` : ""
+      } · ${r.dispatches} disp.</text>${target}`;
   });
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>
-<text x="10" y="18">time as a ratio to exact attention (red: target), n = 2048, d = 64, 8 heads; ${adapter}</text>
+<text x="10" y="18">time as a ratio to exact attention (or the named baseline; red: target), n = 2048, d = 64, 8 heads; ${adapter}</text>
 <line x1="${X(1)}" y1="${top - 6}" x2="${X(1)}" y2="${H - 26}" stroke="#999" stroke-dasharray="4"/>
 ${items.join("\n")}
 </svg>
