@@ -20,7 +20,7 @@ import { HELPERS, helpersFor } from "../compiler/wgsl/ops.ts";
 import { gridLaunch, type NodeKernel } from "../compiler/wgsl/kernel.ts";
 import { nodeKey } from "../compiler/wgsl/keys.ts";
 import { keyWindow, scoreWgsl, tableFunctions } from "./attention.ts";
-import { arrayLength, isNan, softmaxBlock } from "./flash.ts";
+import { arrayLength, type FlashSpec, isNan, softmaxBlock } from "./flash.ts";
 import type { KernelRequest } from "./common.ts";
 
 /** The one kernel of an `attention_mix` node. */
@@ -57,16 +57,11 @@ export function mixKernels(node: Node, req: KernelRequest): NodeKernel[] {
   }];
 }
 
-interface MixSpec {
+/** The flash skeleton's sizes and key window, with the streams and operands of the mix. */
+interface MixSpec extends Pick<FlashSpec, "rows" | "cols" | "keyLo" | "keyHi" | "d" | "e"> {
   streams: AttentionStream[];
   args: Node[];
   slots: SymbolSlots;
-  rows: string;
-  cols: string;
-  keyLo?: string;
-  keyHi?: string;
-  d: number;
-  e: number;
 }
 
 /** Render the kernel. Bindings: sizes, out, then a0, a1, ... (every operand). */
