@@ -166,6 +166,14 @@ export const PRIVATE_TABLE_BUCKETS = 64;
 export const POOL_BYTES = 1 << 30;
 
 /**
+ * Compiled pipelines a device keeps, least recently used dropped first (runtime/encoder.ts). The
+ * cache was unbounded, and fuzz:input's child passed 4 GiB resident after about 90,000 programs
+ * and 1,000 GPU runs of different programs in one process. A run of the largest example needs
+ * under 20 pipelines. An object so tests may change it.
+ */
+export const PIPELINE_CACHE = { count: 512 };
+
+/**
  * Every call is inlined, so a chain of functions each calling the next nests the checker that
  * deep (a chain of 2,000 overflowed the stack), and a function calling the previous one twice
  * doubles the program per level (depth 16: 168 s). The examples nest at most 2 calls and expand

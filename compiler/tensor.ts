@@ -40,6 +40,13 @@ export type TensorInput = Tensor | TensorLike | NestedNumbers;
 /** The smallest magnitude float32 rounds to Infinity: 2^128 − 2^103. */
 export const F32_OVERFLOW = 3.4028235677973366e38;
 
+/**
+ * The smallest normal float32, 2^-126. A constant below it reads as 0 on the GPU (past 2^-149 it
+ * rounds to 0; subnormals may be flushed to 0), while the float64 interpreter keeps it (fuzz:
+ * `abs(i - j) < 1e-46` was i == j on the interpreter and never true on the GPU).
+ */
+export const F32_MIN_NORMAL = 1.1754943508222875e-38;
+
 /** The largest size (and flat index) a GPU kernel's u32 arithmetic can hold. */
 export const MAX_DIM = 0xffff_ffff;
 

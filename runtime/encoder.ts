@@ -7,7 +7,7 @@ import { DeviceError } from "../compiler/errors.ts";
 import { type ExecPlan, invocations, loopsIn, type PlanLoop } from "../compiler/lower/plan.ts";
 import type { Dim } from "../compiler/ir/types.ts";
 import type { Launch } from "../compiler/lower/plan.ts";
-import { SUBMIT_EVERY, TIMED } from "../compiler/limits.ts";
+import { PIPELINE_CACHE, SUBMIT_EVERY, TIMED } from "../compiler/limits.ts";
 import type { DeviceFacts } from "./device.ts";
 
 /** A dispatch at this run's sizes: what runtime/ reads of a planned kernel. */
@@ -36,6 +36,11 @@ export interface CompileProgress {
 
 const cached = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
 
+/** How many compiled pipelines `device` keeps (for tests of the PIPELINE_CACHE bound). */
+export function cachedPipelines(device: GPUDevice): number {
+  return cached.get(device)?.size ?? 0;
+}
+
 /** Each step's pipeline, compiling those not cached; `onProgress` after each compilation. */
 export async function buildPipelines(
   device: GPUDevice,
@@ -56,10 +61,14 @@ export async function buildPipelines(
       );
     }
     let pipeline = cache.get(s.code);
-    if (!pipeline) {
+    if (pipeline) {
+      cache.delete(s.code); // most recently used last (a Map keeps insertion order)
+      cache.set(s.code, pipeline);
+    } else {
       const t = performance.now();
       pipeline = await buildPipeline(device, s);
       cache.set(s.code, pipeline);
+      while (cache.size > PIPELINE_CACHE.count) cache.delete(cache.keys().next().value!);
       onProgress?.({
         phase: "compile",
         done: ++done,

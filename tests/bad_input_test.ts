@@ -319,6 +319,19 @@ Deno.test("check: constants outside float32's range are refused where written, n
   );
   // inf itself is fine (it is representable), and so is -3e38.
   compileSync(`def f(a: [n]) -> [n] { return max(a, -inf) + -3e38 }`);
+  // Below the smallest normal float32 a constant reads as 0 on the GPU (fuzz: abs(i - j) < 1e-46
+  // held for i == j on the interpreter only); 0 and 1.2e-38 are fine.
+  assert.equal(
+    await firstLine(
+      () =>
+        compileSync(`def f(a: [n]) -> [n] {
+  return where(abs(a) < 1e-46, 1.0, a)
+}`),
+      CompileError,
+    ),
+    "<program>:2:25: 1e-46 is below float32's smallest normal number (1.1754944e-38): the GPU would compute with 0",
+  );
+  compileSync(`def f(a: [n]) -> [n] { return a * 0.0 + 1.2e-38 }`);
 });
 
 Deno.test("check: sizes past u32 (zeros([1e11]), a parameter 1e308) are refused at their span", async () => {

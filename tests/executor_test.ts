@@ -8,10 +8,13 @@ import {
   compileSync,
   type Program,
   randomTensor,
+  relativeError,
   type Tensor,
 } from "../mod.ts";
 import { getDevice } from "../runtime/device.ts";
 import { execute } from "../runtime/executor.ts";
+import { cachedPipelines } from "../runtime/encoder.ts";
+import { PIPELINE_CACHE } from "../compiler/limits.ts";
 
 const adapter = await getDevice().then((d) => d.facts.description, () => undefined);
 const load = (f: string) => Deno.readTextFileSync(new URL(`../examples/${f}`, import.meta.url));
@@ -106,5 +109,27 @@ Deno.test({
       assert.ok(e.ms >= 0);
     });
     assert.equal(got.data.length, want.data.length);
+  },
+});
+
+Deno.test({
+  name: "pipelines: the device keeps at most PIPELINE_CACHE, least recently used dropped first",
+  ignore: adapter === undefined,
+  fn: async () => {
+    const saved = PIPELINE_CACHE.count;
+    PIPELINE_CACHE.count = 2;
+    try {
+      const { device } = await getDevice();
+      const x = { q: randomTensor([3, 4], { seed: 1 }) };
+      for (const c of [1.5, 2.5, 3.5, 1.5]) {
+        const p = compileSync(`def f(q: [n, d]) -> [n, d] { return tanh(q * ${c}) }`);
+        const got = await p.run(x, { backend: "gpu", poison: true });
+        const want = await p.run(x, { backend: "interp" });
+        assert.ok(relativeError(got, want) < 1e-6);
+        assert.ok(cachedPipelines(device) <= 2, `${cachedPipelines(device)} pipelines kept`);
+      }
+    } finally {
+      PIPELINE_CACHE.count = saved;
+    }
   },
 });

@@ -5,7 +5,7 @@
 import type { Span } from "../errors.ts";
 import type { Dim, TensorType } from "../ir/types.ts";
 import { showType } from "../ir/print.ts";
-import { type DType, F32_OVERFLOW, MAX_DIM } from "../tensor.ts";
+import { type DType, F32_MIN_NORMAL, F32_OVERFLOW, MAX_DIM } from "../tensor.ts";
 import type { Checker } from "./check.ts";
 import type { Scope, TensorVal, Val } from "./scope.ts";
 
@@ -59,8 +59,19 @@ export function dimOf(c: Checker, v: Val, span: Span): Dim {
   );
 }
 
-/** A finite constant past float32's range would silently become ±inf on the GPU: refused. */
+/**
+ * A finite constant past float32's range would silently become ±inf on the GPU, and a nonzero one
+ * below its smallest normal number 0: both refused.
+ */
 export function checkF32(c: Checker, value: number, span: Span): void {
+  if (value !== 0 && Math.abs(value) < F32_MIN_NORMAL) {
+    c.fail(
+      `${value} is below float32's smallest normal number (1.1754944e-38): the GPU would compute ` +
+        "with 0",
+      span,
+      "write 0 if zero is meant, or scale the constant into range",
+    );
+  }
   if (Number.isFinite(value) && Math.abs(value) >= F32_OVERFLOW) {
     c.fail(
       `${value} is outside float32's range (±3.4028235e38): the GPU would compute with ${
