@@ -240,3 +240,14 @@ export function plain(x: AttentionInputs): Record<string, Tensor> {
   if (x.mask) r.mask = x.mask;
   return r;
 }
+
+/** A seeded uniformly random permutation of 0..n-1 (Fisher–Yates). */
+export function permutation(n: number, seed: number): number[] {
+  const u = randomTensor([n], { seed, kind: "uniform" }).data;
+  const p = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(u[i] * (i + 1));
+    [p[i], p[j]] = [p[j], p[i]];
+  }
+  return p;
+}

@@ -9,6 +9,7 @@ import {
   type AttentionInputs,
   attentionInputs,
   type InputOptions,
+  permutation,
   plain,
   seeds,
 } from "./inputs.ts";
@@ -99,16 +100,6 @@ async function runsAgree(
 ): Promise<void> {
   const base = await run(x), moved = await run(y);
   compareRows(moved, base, scaleOf(base, x.v), await tolerance(options), what, rows, wantRow);
-}
-
-function permutation(n: number, seed: number): number[] {
-  const u = randomTensor([n], { seed, kind: "uniform" }).data;
-  const p = Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(u[i] * (i + 1));
-    [p[i], p[j]] = [p[j], p[i]];
-  }
-  return p;
 }
 
 /** out[..., i, :] = t[..., perm[i], :] along the token axis (second to last, or last for masks). */

@@ -167,16 +167,7 @@ export function maskRow(mask: Tensor | undefined, batch: number[], s: number, n:
   return mask.data.subarray(off * n, off * n + n);
 }
 
-/** A seeded uniformly random permutation of 0..n-1 (Fisher–Yates). */
-export function permutation(n: number, seed: number): number[] {
-  const u = randomTensor([n], { seed, kind: "uniform" }).data;
-  const p = Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(u[i] * (i + 1));
-    [p[i], p[j]] = [p[j], p[i]];
-  }
-  return p;
-}
+export { permutation } from "../testing/inputs.ts";
 
 /**
  * Reorder the token axis: out[..., i, :] = t[..., perm[i], :]. The token axis is the second to
