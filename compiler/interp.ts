@@ -14,6 +14,12 @@ import { sizeOf, type Tensor } from "./tensor.ts";
 export interface InterpretOptions {
   /** Overrides the `seed` argument of every random draw, when given. */
   seed?: number;
+  /**
+   * Round every float intermediate to float32 as it is produced. Against a plain run this
+   * estimates how far float32 arithmetic alone can move the result (a program adding 1024 to
+   * every score loses about 1e-4 of each score): the noise floor a GPU result can't beat.
+   */
+  roundF32?: boolean;
 }
 
 /**
@@ -33,7 +39,7 @@ export function interpret(
   for (let s = 0; s < slices; s++) {
     const env = new Map<number, Tensor>();
     for (const decl of graph.inputs) env.set(decl.node, perInput.get(decl.name)!(s));
-    const ev = new Evaluator(graph, bound, env, s, options.seed);
+    const ev = new Evaluator(graph, bound, env, s, options.seed, options.roundF32);
     ev.run(graph.nodes);
     const y = env.get(graph.output)!;
     if (!out) {
@@ -326,6 +332,7 @@ class Evaluator {
     readonly env: Map<number, Tensor>,
     readonly slice: number,
     readonly seedOverride?: number,
+    readonly roundF32 = false,
   ) {}
 
   fail(what: string, node: Node, hint?: string): never {
@@ -357,7 +364,11 @@ class Evaluator {
   run(nodes: Node[]): void {
     for (const n of nodes) {
       try {
-        this.env.set(n.id, this.eval(n));
+        const t = this.eval(n);
+        if (this.roundF32 && t.dtype !== "int") {
+          // A copy: a rule may return one of its arguments (or an input) unchanged.
+          this.env.set(n.id, { ...t, data: t.data.map(Math.fround) });
+        } else this.env.set(n.id, t);
       } catch (e) {
         if (!(e instanceof RangeError)) throw e;
         this.fail(

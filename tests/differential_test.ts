@@ -11,7 +11,7 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { CompileError, compileSync, randomTensor, verify } from "../mod.ts";
+import { CompileError, compileSync, randomTensor, relativeError, verify } from "../mod.ts";
 import { firstDivergence } from "../compiler/verify.ts";
 import { interpret } from "../compiler/interp.ts";
 import { getDevice } from "../runtime/device.ts";
@@ -389,4 +389,35 @@ Deno.test("differential: values carried by repeat equal their unrolled values", 
     ),
     { numRuns: 60, seed: SEED },
   );
+});
+
+Deno.test({
+  name: "differential: the float32 floor grows with a score offset and bounds the GPU's error",
+  ignore: adapter === undefined,
+  async fn() {
+    // softmax(s + c) = softmax(s) in exact arithmetic, but float32 keeps ~7 digits of s + c:
+    // the interpreter rounding each value to float32 must see that loss, and the GPU's error
+    // must stay within the tolerance built on it (gpuDifferential's GPU_RTOL + 4 × floor).
+    const inputs = {
+      q: randomTensor([13, 5], { seed: 1 }),
+      k: randomTensor([13, 5], { seed: 2 }),
+      v: randomTensor([13, 3], { seed: 3 }),
+    };
+    const floors: number[] = [];
+    for (const c of ["0.0", "1024.0"]) {
+      const p = compileSync(`def f(q: [n, d], k: [n, d], v: [n, e]) -> [n, e] {
+  s[i, j] = q[i] . k[j] + ${c}
+  return softmax(s, axis=1) @ v
+}`);
+      const exact = interpret(p.graph, inputs);
+      const rounded = interpret(p.graph, inputs, { roundF32: true });
+      assert.ok(rounded.data.every((x) => Math.fround(x) === x), "roundF32 left a float64 value");
+      const floor = relativeError(rounded, exact);
+      const gpu = relativeError(await p.run(inputs, { backend: "gpu", poison: true }), exact);
+      assert.ok(gpu <= 1e-5 + 4 * floor, `offset ${c}: GPU ${gpu}, floor ${floor}`);
+      floors.push(floor);
+    }
+    assert.ok(floors[0] < 1e-6, `offset 0: floor ${floors[0]}`);
+    assert.ok(floors[1] > 10 * floors[0], `floors ${floors}`);
+  },
 });
