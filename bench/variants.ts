@@ -3,11 +3,13 @@
  * timed on the GPU against exact attention in the same run (n = 2048, d = 64, 8 heads), with its
  * dispatch count and its output checked against the float64 interpreter (all heads, same inputs).
  *
- *   deno task bench -- --suite variants [--quick] [--replot]
+ *   deno task bench -- --suite variants [--quick] [--replot] [--only NAME,NAME]
  *
  * A variant the language cannot express yet (or that fails) is recorded with its error, not
  * skipped silently. Writes bench/results/variants.json and variants.svg (ratio to exact per
- * variant, with the issue's target where it names one).
+ * variant, with the issue's target where it names one). `--only` runs the named variants (names
+ * up to their first space, e.g. `--only document,prefix-lm`) with their baselines and writes
+ * nothing: for measuring one change.
  */
 import { compileSync, randomTensor, relativeError, type Tensor, tensor } from "../mod.ts";
 import { getDevice } from "../runtime/device.ts";
@@ -173,7 +175,12 @@ export async function variants(args: string[]): Promise<void> {
   const { facts } = await getDevice();
   const rows: Record<string, unknown>[] = [];
   const msOf = new Map<string, number>();
+  const only = args.includes("--only") ? args[args.indexOf("--only") + 1].split(",") : undefined;
+  const first = (name: string) => name.split(" ")[0];
+  const wanted = new Set(only?.map(first));
+  for (const v of VARIANTS) if (wanted.has(first(v.name))) wanted.add(first(v.against ?? "exact"));
   for (const v of VARIANTS) {
+    if (only && !wanted.has(first(v.name))) continue;
     const row: Record<string, unknown> = { variant: v.name, n, d, heads, source: v.source };
     try {
       const p = compileSync(v.source);
@@ -213,6 +220,7 @@ export async function variants(args: string[]): Promise<void> {
         }${v.dispatches !== undefined ? ` (target ${v.dispatches} dispatch)` : ""}`,
     );
   }
+  if (only) return;
   const report = {
     suite: "variants",
     adapter: facts.description,
