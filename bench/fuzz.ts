@@ -5,8 +5,8 @@
  *
  * Generated programs (tests/programs.ts, the same arbitraries as tests/differential_test.ts, so a
  * reported seed and path reproduce there with ATTUNE_DIFF_SEED / ATTUNE_DIFF_PATH) run on the
- * float64 interpreter as checked and after every pass; `--gpu` of them also run on WebGPU against
- * the interpreter. Programs are checked in chunks of `--chunk`, each an `fc.check` with its own
+ * float64 interpreter as checked and after every pass, and are planned (lowering and its plan
+ * checks; no GPU needed); `--gpu` of them also run on WebGPU against the interpreter. Programs are checked in chunks of `--chunk`, each an `fc.check` with its own
  * seed; a failing chunk is shrunk, reported and the fuzzing goes on with the next chunk.
  * Writes bench/results/fuzz.json.
  */
@@ -44,6 +44,15 @@ interface Failure {
 }
 
 const failures: Failure[] = [];
+/** The slowest programs (compile + passes + interpreter differential + plan), in ms. */
+const slowest: { kind: string; ms: number; source: string }[] = [];
+function timed(kind: string, source: string, ms: number): void {
+  if (slowest.length < 5 || ms > slowest[slowest.length - 1].ms) {
+    slowest.push({ kind, ms: Math.round(ms), source });
+    slowest.sort((a, b) => b.ms - a.ms);
+    slowest.length = Math.min(slowest.length, 5);
+  }
+}
 
 async function fuzz(
   kind: "interp" | "gpu",
@@ -83,9 +92,16 @@ const interp = await fuzz(
   count,
   () =>
     fc.property(specArb({ sizes: SMALL_SIZES }), (spec) => {
+      const t0 = performance.now();
       const c = compileSpec(spec);
       const d = interpDifferential(c);
       if (d) throw new Error(report(c, `pass "${d.pass}" changed the result: ${d.detail}`));
+      try {
+        c.program.plan();
+      } catch (e) {
+        throw new Error(report(c, `plan() threw ${e instanceof Error ? e.message : String(e)}`));
+      }
+      timed("interp", c.source, performance.now() - t0);
     }),
 );
 
@@ -103,10 +119,12 @@ if (gpuCount > 0) {
         specArb({ sizes: SMALL_SIZES, depth: 2, buckets: GPU_BUCKETS }),
         fc.constantFrom(undefined, 8),
         async (spec, maxStorageBuffers) => {
+          const t0 = performance.now();
           const c = compileSpec(spec);
           const lower = maxStorageBuffers ? { maxStorageBuffers } : undefined;
           const why = await gpuDifferential(c, { lower });
           if (why) throw new Error(report(c, `GPU${lower ? " (8 bindings)" : ""}: ${why}`));
+          timed("gpu", c.source, performance.now() - t0);
         },
       ));
   }
@@ -127,6 +145,7 @@ const result = {
     seconds: gpu.ms / 1000,
     perSecond: gpu.checked ? gpu.checked / (gpu.ms / 1000) : 0,
   },
+  slowest,
   failures,
 };
 await Deno.mkdir(new URL("./results/", import.meta.url), { recursive: true });

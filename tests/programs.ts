@@ -139,7 +139,24 @@ export type Extra =
   | { k: "region"; landmarks: number; iters: number } // segment means + a pinv-like loop
   // Prefix sums: of a static-bound slice of k's rows (`len` rows from `lo`, reading 0 past the
   // end) along `axis`, plus arange; or causal linear attention over k and v.
-  | { k: "scan"; form: "rows" | "causal"; axis: 0 | 1; lo: number; len: number };
+  | { k: "scan"; form: "rows" | "causal"; axis: 0 | 1; lo: number; len: number }
+  // Index-notation contractions outside attention (compiler/passes/contract.ts makes the plain
+  // ones matmuls); the near-misses must stay as written.
+  | { k: "contract"; form: ContractForm };
+
+/** Contractions an extra writes: matmul-shaped ones, then near-misses that are not. */
+export const CONTRACT_LINES = {
+  // q kᵀ, kᵀ v and (kᵀ v)ᵀ in index notation, and an unfused dot of rows.
+  abt: "ct[ii, jj] = sum[aa](q[ii, aa] * k[jj, aa])",
+  atb: "ct[aa, cc] = sum[jj](k[jj, aa] * v[jj, cc])",
+  swapped: "ct[cc, aa] = sum[jj](v[jj, cc] * k[jj, aa])",
+  dot: "ct[ii, jj] = q[ii] . k[jj]",
+  // jj indexes both operands (a batch axis), a shifted index reads 0 past the end, a third factor.
+  batched: "ct[jj, aa] = sum[cc](k[jj, aa] * k[jj, cc])",
+  shifted: "ct[ii, jj] = sum[aa](q[ii, aa] * k[jj, aa + 1])",
+  scaled: "ct[ii, jj] = sum[aa](q[ii, aa] * k[jj, aa] * tanh(q[ii, aa]))",
+} as const;
+export type ContractForm = keyof typeof CONTRACT_LINES;
 
 /** A whole program and its inputs. */
 export interface Spec {
@@ -356,6 +373,10 @@ const extraArb = (buckets: readonly number[]): fc.Arbitrary<Extra> =>
       lo: fc.constantFrom(0, 2),
       // Both sides of SCAN_BLOCK: one block, a block and one, several blocks.
       len: fc.constantFrom(1, 3, SCAN_BLOCK, SCAN_BLOCK + 1, 2 * SCAN_BLOCK + 2),
+    }),
+    fc.record({
+      k: fc.constant("contract" as const),
+      form: fc.constantFrom(...Object.keys(CONTRACT_LINES) as ContractForm[]),
     }),
     fc.record({
       k: fc.constant("region" as const),
@@ -749,6 +770,11 @@ export function printProgram(s: Spec): string {
           );
         }
         break;
+      case "contract": {
+        if (CONTRACT_LINES[x.form].includes("v[")) need("v");
+        headLines.push(`${CONTRACT_LINES[x.form].replace("ct[", `${z}[`)}`);
+        break;
+      }
       case "region": {
         need("v");
         const L = x.landmarks;

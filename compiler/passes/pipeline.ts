@@ -5,6 +5,7 @@
 import type { Graph } from "../ir/types.ts";
 import { fuseAttention, fuseProbabilities } from "./attention.ts";
 import { eliminateCommonSubexpressions } from "./cse.ts";
+import { contractToMatmul } from "./contract.ts";
 import { fuseStreams } from "./streams.ts";
 import { eliminateDeadCode } from "./dce.ts";
 import { reassociate } from "./reassociate.ts";
@@ -17,6 +18,7 @@ export const PASSES: { name: string; run: (g: Graph) => Graph }[] = [
   { name: "reassociate", run: (g) => eliminateDeadCode(reassociate(g)) },
   { name: "attention fusion", run: (g) => eliminateDeadCode(fuseStreams(fuseAttention(g))) },
   { name: "probabilities", run: (g) => eliminateDeadCode(fuseProbabilities(g)) },
+  { name: "contractions", run: (g) => eliminateDeadCode(contractToMatmul(g)) },
 ];
 
 /** Run every pass; returns the final graph and the graph after each pass. */
