@@ -20,7 +20,8 @@
  * thresholds: scatter_add tables of ≤ and
  * > PARTIAL_TABLE_BUCKETS buckets, host- and device-drawn random tensors, small-matrix regions with short and long
  * loops, and prefix sums (cumsum of slices with static bounds and arange, along rows of one, two
- * and several SCAN_BLOCKs or along columns; causal linear attention).
+ * and several SCAN_BLOCKs or along columns; causal linear attention), and contractions over
+ * prefix sums that fuse into `causal_contract` and their near misses (tests/causal_programs.ts).
  */
 import fc from "fast-check";
 import { compileSync, type Program, relativeError } from "../mod.ts";
@@ -36,6 +37,7 @@ import {
   SCAN_BLOCK,
 } from "../compiler/limits.ts";
 import { execute } from "../runtime/executor.ts";
+import { contractArb, type ContractExtra, contractLines } from "./causal_programs.ts";
 import { interpret } from "../compiler/interp.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -139,7 +141,9 @@ export type Extra =
   | { k: "region"; landmarks: number; iters: number } // segment means + a pinv-like loop
   // Prefix sums: of a static-bound slice of k's rows (`len` rows from `lo`, reading 0 past the
   // end) along `axis`, plus arange; or causal linear attention over k and v.
-  | { k: "scan"; form: "rows" | "causal"; axis: 0 | 1; lo: number; len: number };
+  | { k: "scan"; form: "rows" | "causal"; axis: 0 | 1; lo: number; len: number }
+  // Contractions over a prefix sum, fused or near misses (tests/causal_programs.ts).
+  | ContractExtra;
 
 /** A whole program and its inputs. */
 export interface Spec {
@@ -357,6 +361,7 @@ const extraArb = (buckets: readonly number[]): fc.Arbitrary<Extra> =>
       // Both sides of SCAN_BLOCK: one block, a block and one, several blocks.
       len: fc.constantFrom(1, 3, SCAN_BLOCK, SCAN_BLOCK + 1, 2 * SCAN_BLOCK + 2),
     }),
+    contractArb,
     fc.record({
       k: fc.constant("region" as const),
       landmarks: fc.constantFrom(1, 2, 3, 5),
@@ -748,6 +753,10 @@ export function printProgram(s: Spec): string {
             `${z}[jj, cc] = sum[aa](fk${idx}[jj, aa] * S${idx}[jj, aa, cc]) / sum[aa](fk${idx}[jj, aa] * N${idx}[jj, aa])`,
           );
         }
+        break;
+      case "contract":
+        need("v");
+        headLines.push(...contractLines(x, idx));
         break;
       case "region": {
         need("v");

@@ -4,6 +4,7 @@
  */
 import type { Graph } from "../ir/types.ts";
 import { fuseAttention, fuseProbabilities } from "./attention.ts";
+import { fuseCausalContractions } from "./causal.ts";
 import { eliminateCommonSubexpressions } from "./cse.ts";
 import { fuseStreams } from "./streams.ts";
 import { eliminateDeadCode } from "./dce.ts";
@@ -17,6 +18,7 @@ export const PASSES: { name: string; run: (g: Graph) => Graph }[] = [
   { name: "reassociate", run: (g) => eliminateDeadCode(reassociate(g)) },
   { name: "attention fusion", run: (g) => eliminateDeadCode(fuseStreams(fuseAttention(g))) },
   { name: "probabilities", run: (g) => eliminateDeadCode(fuseProbabilities(g)) },
+  { name: "causal scan", run: (g) => eliminateDeadCode(fuseCausalContractions(g)) },
 ];
 
 /** Run every pass; returns the final graph and the graph after each pass. */
