@@ -62,8 +62,8 @@ function tileStores(
   ).join("\n  ");
 }
 
-/** causal_contract: chunk states, their exclusive scan, in-chunk scores, then the rows. */
-export function causalKernels(node: Node, req: KernelRequest): NodeKernel[] {
+/** What the four kernels share: the operands, sizes as WGSL and the scratch layout. */
+function layoutOf(node: Node, req: KernelRequest) {
   const { byId, inline, chunks, slots } = req;
   const [x, u, w] = node.args;
   const C = CAUSAL_CHUNK;
@@ -74,26 +74,48 @@ export function causalKernels(node: Node, req: KernelRequest): NodeKernel[] {
   const [n, d, e] = [rowsD, dD, eD].map((v) => dim(v, slots));
   const chunked: ThreadDim = { ceilDiv: [rowsD, C] };
   const nc = size([chunked], slots);
-  const scratch: ThreadDim[][] = [[chunked, dD, eD], [rowsD, C]];
   // Per slice: the states [nc, d, e], then the scores [n, C].
   const scores = `${nc} * ${d} * ${e}`;
-  const stride = `(${scores} + ${n} * ${C}u)`;
-  const reader = (preset: BindingKey[] = []) => new Reader(byId, inline, chunks, slots, preset);
-  const wAt = (rd: Reader, row: string, col: string) =>
-    w === undefined ? "1.0" : rd.at(w, [row, col]);
-  const colTiles = size([{ ceilDiv: [eD, 8] }], slots);
-  const col = (w: number) => `min(tc * 8u + ${w}u, ${e} - 1u)`;
-  const colIn = (w: number) => `tc * 8u + ${w}u < ${e}`;
+  return {
+    node,
+    slots,
+    x,
+    u,
+    C,
+    rowsD,
+    dD,
+    eD,
+    n,
+    d,
+    e,
+    nc,
+    chunked,
+    scores,
+    scratch: [[chunked, dD, eD], [rowsD, C]] as ThreadDim[][],
+    stride: `(${scores} + ${n} * ${C}u)`,
+    colTiles: size([{ ceilDiv: [eD, 8] }], slots),
+    reader: (preset: BindingKey[] = []) => new Reader(byId, inline, chunks, slots, preset),
+    wAt: (rd: Reader, row: string, col: string) => w === undefined ? "1.0" : rd.at(w, [row, col]),
+    col: (q: number) => `min(tc * 8u + ${q}u, ${e} - 1u)`,
+    colIn: (q: number) => `tc * 8u + ${q}u < ${e}`,
+  };
+}
 
-  const r1 = reader();
-  const states = kernel(
+type Layout = ReturnType<typeof layoutOf>;
+
+/** Step 1: each chunk's state Σ_j u[j, a] w[j, c], a tile of (a, c) per invocation. */
+function statesKernel(L: Layout): NodeKernel {
+  const { node, slots, u, C, dD, eD, n, d, e, colTiles, stride } = L;
+  const r1 = L.reader();
+  const aTiles = size([{ ceilDiv: [dD, T] }], slots);
+  return kernel(
     node,
     r1,
-    [chunked, { ceilDiv: [dD, T] }, { ceilDiv: [eD, 8] }],
+    [L.chunked, { ceilDiv: [dD, T] }, { ceilDiv: [eD, 8] }],
     slots,
     `let tc = r % ${colTiles};
-  let ar = (r / ${colTiles}) % ${size([{ ceilDiv: [dD, T] }], slots)} * ${T}u;
-  let g = r / (${colTiles} * ${size([{ ceilDiv: [dD, T] }], slots)});
+  let ar = (r / ${colTiles}) % ${aTiles} * ${T}u;
+  let g = r / (${colTiles} * ${aTiles});
   let lo = g * ${C}u;
   ${ACCS}
   ${
@@ -102,36 +124,46 @@ export function causalKernels(node: Node, req: KernelRequest): NodeKernel[] {
         "lo",
         `min(lo + ${C}u, ${n})`,
         (q) => r1.at(u, ["j", `min(ar + ${q}u, ${d} - 1u)`]),
-        (q) => wAt(r1, "j", col(q)),
+        (q) => L.wAt(r1, "j", L.col(q)),
       )
     }
   ${
       tileStores(
         (q) => `ar + ${q}u < ${d}`,
-        colIn,
+        L.colIn,
         (q, v) => `s * ${stride} + (g * ${d} + ar + ${q}u) * ${e} + tc * 8u + ${v}u`,
       )
     }`,
   );
-  const scan = kernel(
-    node,
+}
+
+/** Step 2: the exclusive scan of the chunk states, in place, one state element per invocation. */
+function scanKernel(L: Layout): NodeKernel {
+  const { d, e } = L;
+  return kernel(
+    L.node,
     [],
-    [dD, eD],
-    slots,
+    [L.dD, L.eD],
+    L.slots,
     `var acc = 0.0;
-  for (var g = 0u; g < ${nc}; g = g + 1u) {
-    let at = s * ${stride} + g * ${d} * ${e} + r;
+  for (var g = 0u; g < ${L.nc}; g = g + 1u) {
+    let at = s * ${L.stride} + g * ${d} * ${e} + r;
     let z = out[at];
     out[at] = acc;
     acc = acc + z;
   }`,
   );
-  const r3 = reader();
-  const pairs = kernel(
-    node,
+}
+
+/** Step 3: scores x_i · u_j for the rows j ≤ i of i's chunk (0 past i), a tile of (i, j). */
+function scoresKernel(L: Layout): NodeKernel {
+  const { C, n, d } = L;
+  const r3 = L.reader();
+  return kernel(
+    L.node,
     r3,
-    [{ ceilDiv: [rowsD, T] }, C / 8],
-    slots,
+    [{ ceilDiv: [L.rowsD, T] }, C / 8],
+    L.slots,
     `let tt = r % ${C / 8}u;
   let i0 = r / ${C / 8}u * ${T}u;
   let j0 = i0 / ${C}u * ${C}u + tt * 8u;
@@ -142,38 +174,43 @@ export function causalKernels(node: Node, req: KernelRequest): NodeKernel[] {
         "k",
         "0u",
         "kend",
-        (q) => r3.at(x, [`min(i0 + ${q}u, ${n} - 1u)`, "k"]),
-        (q) => r3.at(u, [`min(j0 + ${q}u, ${n} - 1u)`, "k"]),
+        (q) => r3.at(L.x, [`min(i0 + ${q}u, ${n} - 1u)`, "k"]),
+        (q) => r3.at(L.u, [`min(j0 + ${q}u, ${n} - 1u)`, "k"]),
       )
     }
   ${
       tileStores(
         (q) => `i0 + ${q}u < ${n}`,
         () => "true",
-        (q, v) => `s * ${stride} + ${scores} + (i0 + ${q}u) * ${C}u + tt * 8u + ${v}u`,
+        (q, v) => `s * ${L.stride} + ${L.scores} + (i0 + ${q}u) * ${C}u + tt * 8u + ${v}u`,
         (q, v) => `select(0.0, ${lane(q, v)}, j0 + ${v}u <= i0 + ${q}u)`,
       )
     }`,
   );
-  const r4 = reader([PARTIAL]);
-  const rows = kernel(
+}
+
+/** Step 4: each row against its chunk's state, plus its scores times w_j, a tile of (i, c). */
+function rowsKernel(L: Layout): NodeKernel {
+  const { node, C, n, d, e, stride } = L;
+  const r4 = L.reader([PARTIAL]);
+  return kernel(
     node,
     r4,
-    [{ ceilDiv: [rowsD, T] }, { ceilDiv: [eD, 8] }],
-    slots,
-    `let tc = r % ${colTiles};
-  let i0 = r / ${colTiles} * ${T}u;
+    [{ ceilDiv: [L.rowsD, T] }, { ceilDiv: [L.eD, 8] }],
+    L.slots,
+    `let tc = r % ${L.colTiles};
+  let i0 = r / ${L.colTiles} * ${T}u;
   let lo = i0 / ${C}u * ${C}u;
   let pb = s * ${stride} + lo / ${C}u * ${d} * ${e};
-  let sb = s * ${stride} + ${scores};
+  let sb = s * ${stride} + ${L.scores};
   ${ACCS}
   ${
       tileLoop(
         "k",
         "0u",
         d,
-        (q) => r4.at(x, [`min(i0 + ${q}u, ${n} - 1u)`, "k"]),
-        (q) => `a0[pb + k * ${e} + ${col(q)}]`,
+        (q) => r4.at(L.x, [`min(i0 + ${q}u, ${n} - 1u)`, "k"]),
+        (q) => `a0[pb + k * ${e} + ${L.col(q)}]`,
       )
     }
   ${
@@ -182,23 +219,30 @@ export function causalKernels(node: Node, req: KernelRequest): NodeKernel[] {
         "lo",
         `min(i0 + ${T}u, ${n})`,
         (q) => `a0[sb + min(i0 + ${q}u, ${n} - 1u) * ${C}u + j - lo]`,
-        (q) => wAt(r4, "j", col(q)),
+        (q) => L.wAt(r4, "j", L.col(q)),
         (q) => `j <= i0 + ${q}u`,
       )
     }
   ${
       tileStores(
         (q) => `i0 + ${q}u < ${n}`,
-        colIn,
-        (q, v) => `s * ${size(node.type.shape, slots)} + (i0 + ${q}u) * ${e} + tc * 8u + ${v}u`,
+        L.colIn,
+        (q, v) => `s * ${size(node.type.shape, L.slots)} + (i0 + ${q}u) * ${e} + tc * 8u + ${v}u`,
       )
     }`,
   );
+}
+
+/** causal_contract: chunk states, their exclusive scan, in-chunk scores, then the rows. */
+export function causalKernels(node: Node, req: KernelRequest): NodeKernel[] {
+  const L = layoutOf(node, req);
+  const { C, rowsD, dD, scratch } = L;
   const span = (sz: (v: Dim) => number) => Math.min(C, sz(rowsD));
+  const named = (k: NodeKernel, step: string) => ({ ...k, name: `${k.name}_${step}` });
   return [
-    { ...states, name: `${states.name}_states`, scratch, trips: span },
-    { ...scan, name: `${scan.name}_scan`, scratch, trips: (sz) => Math.ceil(sz(rowsD) / C) },
-    { ...pairs, name: `${pairs.name}_scores`, scratch, trips: (sz) => sz(dD) },
-    { ...rows, name: `${rows.name}_rows`, trips: (sz) => sz(dD) + span(sz) },
+    { ...named(statesKernel(L), "states"), scratch, trips: span },
+    { ...named(scanKernel(L), "scan"), scratch, trips: (sz) => Math.ceil(sz(rowsD) / C) },
+    { ...named(scoresKernel(L), "scores"), scratch, trips: (sz) => sz(dD) },
+    { ...named(rowsKernel(L), "rows"), trips: (sz) => sz(dD) + span(sz) },
   ];
 }
