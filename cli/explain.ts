@@ -6,7 +6,7 @@ import type { Dim, Graph, Program, TensorType, ThreadDim } from "../mod.ts";
 import { showGraph, showScore } from "../compiler/ir/print.ts";
 import { whyNotFused } from "../compiler/passes/attention.ts";
 import { sizeOf } from "../compiler/tensor.ts";
-import { dispatchesPerRun } from "../compiler/lower/plan.ts";
+import { dispatchesPerRun, invocations } from "../compiler/lower/plan.ts";
 import type { Args } from "./args.ts";
 import { masksKeys, tileCounts } from "../kernels/tiles.ts";
 import type { Score } from "../compiler/ir/types.ts";
@@ -77,7 +77,9 @@ function planBytes(p: Program, sizes: Record<string, number>): number {
   const value = (d: Dim) => typeof d === "number" ? d : sizes[d] ?? 1024;
   const elements = (shape: Dim[]) => sizeOf(shape.map(value));
   return p.plan().buffers.reduce(
-    (t, b) => t + 4 * (b.parts ? b.parts.reduce((s, q) => s + elements(q), 0) : elements(b.shape)),
+    (t, b) =>
+      t +
+      4 * (b.parts ? b.parts.reduce((s, q) => s + invocations(q, value), 0) : elements(b.shape)),
     0,
   );
 }
@@ -156,7 +158,7 @@ export interface ExplainJson {
   /** GPU dispatches per run. */
   dispatches: number;
   /** The plan's buffers with their per-slice shapes (arenas: their parts). */
-  buffers: { id: number; shape: Dim[]; parts: Dim[][] | undefined }[];
+  buffers: { id: number; shape: Dim[]; parts: ThreadDim[][] | undefined }[];
   /** Random draws made on the host: the buffer and the IR node of each. */
   hostDraws: { buffer: number; node: number }[];
   /** The dispatches in order. */

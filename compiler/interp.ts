@@ -8,6 +8,7 @@ import { CompileError } from "./errors.ts";
 import type { AttentionStream, Dim, Graph, Node, Op, Score } from "./ir/types.ts";
 import { BINARY, UNARY } from "./ir/scalar.ts";
 import { fillRandom } from "./rng.ts";
+import { causalContract } from "./interp_causal.ts";
 import { sizeOf, type Tensor } from "./tensor.ts";
 
 /** Options of `interpret`. */
@@ -176,6 +177,7 @@ const RULES: { [K in Op["op"]]: Rule<K> } = {
       for (let i = 1; i < v.length; i++) v[i] += v[i - 1];
       return v;
     }),
+  causal_contract: (_, n, __, a) => causalContract(n, a),
   softmax: (_, __, op, [x]) =>
     rows(x, op.axis, (v) => {
       let m = -Infinity;

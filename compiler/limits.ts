@@ -89,6 +89,18 @@ export const LONG_SEQUENCE = 4096;
  */
 export const SCAN_BLOCK = 64;
 
+/**
+ * Rows per chunk of a contraction over a prefix sum (`causal_contract`, kernels/causal.ts; a
+ * multiple of MATMUL_TILE and 8): each chunk's d·e state is summed and scanned, and each row adds
+ * its own chunk's earlier rows directly (about C·(d + e) / 2 multiply-adds per row), so a larger
+ * chunk trades scan work (n / C trips per state element) for in-chunk work. lavapipe, causal
+ * linear attention at n = 8192, d = e = 64, three runs each of `tools/scan_timing.ts 64 8192
+ * 8192 8192` on a loaded machine (±25%), causal ms and ratio to non-causal: C = 16: 404–502 ms,
+ * 1.29–1.45; 32: 381–504 ms, 1.23–1.63; 64: 428–510 ms, 1.45–1.71. 32 also keeps the tests'
+ * 3C + 5 rows near 100. Fibers past 65,535 chunks (n > 2M rows) pass lavapipe's loop budget.
+ */
+export const CAUSAL_CHUNK = 32;
+
 /** Output rows and columns per invocation of the matmul kernel (fixed at 8: two vec4 accumulators). */
 export const MATMUL_TILE = 8;
 

@@ -13,6 +13,7 @@ import { topkKernels } from "./topk.ts";
 import { setRowsKernels } from "./rows.ts";
 import { attentionKernels } from "./attention.ts";
 import { scanKernels } from "./scan.ts";
+import { causalKernels } from "./causal.ts";
 import { mixKernels } from "./streams.ts";
 
 export type { KernelRequest } from "./common.ts";
@@ -52,6 +53,7 @@ const FAMILIES: Record<Op["op"], Family> = {
   softmax: rowwiseKernels,
   normalize: rowwiseKernels,
   cumsum: scanKernels,
+  causal_contract: causalKernels,
   matmul: matmulKernels,
   scatter_add: scatterKernels,
   topk: topkKernels,

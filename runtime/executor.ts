@@ -8,7 +8,12 @@ import { bindInputs } from "../compiler/bind.ts";
 import { fillRandom } from "../compiler/rng.ts";
 import { CompileError, DeviceError, LimitError } from "../compiler/errors.ts";
 import type { Dim, Graph } from "../compiler/ir/types.ts";
-import { dispatchesPerRun, type ExecPlan, type PlannedKernel } from "../compiler/lower/plan.ts";
+import {
+  dispatchesPerRun,
+  type ExecPlan,
+  invocations,
+  type PlannedKernel,
+} from "../compiler/lower/plan.ts";
 import { sizeOf, type Tensor } from "../compiler/tensor.ts";
 import { LOOPS } from "../compiler/limits.ts";
 import { type AcquiredDevice, type DeviceFacts, getDevice } from "./device.ts";
@@ -218,7 +223,9 @@ function checkLoopBudget(plan: ExecPlan, size: (d: Dim) => number, adapter: stri
 
 /** Elements of one slice of plan buffer `b`. */
 function elementsOf(b: ExecPlan["buffers"][number], size: (d: Dim) => number): number {
-  return b.parts ? b.parts.reduce((t, p) => t + sizeOf(p.map(size)), 0) : sizeOf(b.shape.map(size));
+  return b.parts
+    ? b.parts.reduce((t, p) => t + invocations(p, size), 0)
+    : sizeOf(b.shape.map(size));
 }
 
 /**

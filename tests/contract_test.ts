@@ -69,7 +69,7 @@ Deno.test({
 
 Deno.test("contract: generated programs reach the pass, and it changes their graphs", () => {
   const specs = fc.sample(
-    specArb({ maxExtras: 2 }).filter((s) => s.extras.some((x) => x.k === "contract")),
+    specArb({ maxExtras: 2 }).filter((s) => s.extras.some((x) => x.k === "matmul")),
     { numRuns: 40, seed: 0xc0de },
   );
   let moved = 0;

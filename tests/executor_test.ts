@@ -15,6 +15,7 @@ import { getDevice } from "../runtime/device.ts";
 import { execute } from "../runtime/executor.ts";
 import { cachedPipelines } from "../runtime/encoder.ts";
 import { PIPELINE_CACHE } from "../compiler/limits.ts";
+import { invocations } from "../compiler/lower/plan.ts";
 
 const adapter = await getDevice().then((d) => d.facts.description, () => undefined);
 const load = (f: string) => Deno.readTextFileSync(new URL(`../examples/${f}`, import.meta.url));
@@ -29,8 +30,7 @@ const sliceBytes = (p: Program, sizes: Record<string, number>) =>
   Math.max(
     ...p.plan().buffers.map((b) =>
       (b.parts ?? [b.shape]).reduce(
-        (t, shape) =>
-          t + shape.reduce<number>((a, d) => a * (typeof d === "number" ? d : sizes[d]), 1),
+        (t, shape) => t + invocations(shape, (d) => typeof d === "number" ? d : sizes[d]),
         0,
       ) * 4
     ),

@@ -53,6 +53,7 @@ Deno.test("explain --json lists the IR after each pass and the kernels' bindings
     "reassociate",
     "attention fusion",
     "probabilities",
+    "causal scan",
     "contractions",
   ]);
   const region = json.kernels.find((k) => k.name.startsWith("region_"))!;

@@ -19,8 +19,10 @@
  * or 3 heads per k/v head (grouped-query attention), and extras that cross the lowering's
  * thresholds: scatter_add tables of ≤ and
  * > PARTIAL_TABLE_BUCKETS buckets, host- and device-drawn random tensors, small-matrix regions with short and long
- * loops, and prefix sums (cumsum of slices with static bounds and arange, along rows of one, two
- * and several SCAN_BLOCKs or along columns; causal linear attention).
+ * loops, index-notation contractions (matmul-shaped and near-misses), and prefix sums (cumsum of
+ * slices with static bounds and arange, along rows of one, two
+ * and several SCAN_BLOCKs or along columns; causal linear attention), and contractions over
+ * prefix sums that fuse into `causal_contract` and their near misses (tests/causal_programs.ts).
  */
 import fc from "fast-check";
 import { compileSync, type Program, relativeError } from "../mod.ts";
@@ -36,6 +38,7 @@ import {
   SCAN_BLOCK,
 } from "../compiler/limits.ts";
 import { execute } from "../runtime/executor.ts";
+import { contractArb, type ContractExtra, contractLines } from "./causal_programs.ts";
 import { interpret } from "../compiler/interp.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -140,9 +143,11 @@ export type Extra =
   // Prefix sums: of a static-bound slice of k's rows (`len` rows from `lo`, reading 0 past the
   // end) along `axis`, plus arange; or causal linear attention over k and v.
   | { k: "scan"; form: "rows" | "causal"; axis: 0 | 1; lo: number; len: number }
+  // Contractions over a prefix sum, fused or near misses (tests/causal_programs.ts).
+  | ContractExtra
   // Index-notation contractions outside attention (compiler/passes/contract.ts makes the plain
   // ones matmuls); the near-misses must stay as written.
-  | { k: "contract"; form: ContractForm };
+  | { k: "matmul"; form: ContractForm };
 
 /** Contractions an extra writes: matmul-shaped ones, then near-misses that are not. */
 export const CONTRACT_LINES = {
@@ -374,8 +379,9 @@ const extraArb = (buckets: readonly number[]): fc.Arbitrary<Extra> =>
       // Both sides of SCAN_BLOCK: one block, a block and one, several blocks.
       len: fc.constantFrom(1, 3, SCAN_BLOCK, SCAN_BLOCK + 1, 2 * SCAN_BLOCK + 2),
     }),
+    contractArb,
     fc.record({
-      k: fc.constant("contract" as const),
+      k: fc.constant("matmul" as const),
       form: fc.constantFrom(...Object.keys(CONTRACT_LINES) as ContractForm[]),
     }),
     fc.record({
@@ -770,7 +776,11 @@ export function printProgram(s: Spec): string {
           );
         }
         break;
-      case "contract": {
+      case "contract":
+        need("v");
+        headLines.push(...contractLines(x, idx));
+        break;
+      case "matmul": {
         if (CONTRACT_LINES[x.form].includes("v[")) need("v");
         headLines.push(`${CONTRACT_LINES[x.form].replace("ct[", `${z}[`)}`);
         break;

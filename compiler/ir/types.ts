@@ -105,6 +105,9 @@ export type Op =
   | { op: "softmax"; axis: number }
   | { op: "normalize"; axis: number } // x / max(‖x‖₂, 1e-12) along axis
   | { op: "cumsum"; axis: number } // inclusive prefix sum along axis
+  // args x [n, d], u [n, d], w [n, e]: out[i, c] = Σ_a x[i, a] Σ_{j ≤ i} u[j, a] w[j, c], [n, e]
+  // (passes/causal.ts); without w, out[i] = Σ_a x[i, a] Σ_{j ≤ i} u[j, a], [n].
+  | { op: "causal_contract" }
   | { op: "matmul" } // batched, broadcasting leading dims; both operands rank ≥ 2
   | { op: "dot" } // contract the last axis, broadcasting the others
   | { op: "transpose" } // swap the last two axes

@@ -467,9 +467,14 @@ function emit(L: Lowering, n: Node): void {
   const tables = chunks.get(n.id);
   const write = newBuffer(L, tables ? [tables, ...n.type.shape] : n.type.shape);
   const perElement = elementTrips(n, byId, inline, chunks);
+  // Kernels with a scratch buffer (kernels/causal.ts) write it; the node's later kernels read it.
+  const parts = kernels.find((k) => k.scratch)?.scratch;
+  const scratch = parts && plan.buffers.push({ id: plan.buffers.length, shape: [], parts }) - 1;
   for (const k of kernels) {
     const trips = k.part ? perElement : undefined;
-    plan.kernels.push(planned(k, [write, ...reads(k.reads)], [write], trips));
+    const to = k.scratch ? scratch! : write;
+    const from = k.reads.map((r) => bufferOf(L, r, { partial: scratch }));
+    plan.kernels.push(planned(k, [to, ...from], [to], trips));
   }
   env.set(n.id, write);
 }

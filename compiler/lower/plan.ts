@@ -125,7 +125,7 @@ export interface KernelIO {
 /** Everything the runtime needs to run a program. Buffer shapes are per (batch, head) slice. */
 export interface ExecPlan {
   /** Every buffer with its per-slice shape (an arena: the arrays it holds back to back). */
-  buffers: { id: number; shape: Dim[]; parts?: Dim[][] }[];
+  buffers: { id: number; shape: Dim[]; parts?: ThreadDim[][] }[];
   /** Dispatches in order. */
   kernels: PlannedKernel[];
   /**

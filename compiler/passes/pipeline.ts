@@ -4,6 +4,7 @@
  */
 import type { Graph } from "../ir/types.ts";
 import { fuseAttention, fuseProbabilities } from "./attention.ts";
+import { fuseCausalContractions } from "./causal.ts";
 import { eliminateCommonSubexpressions } from "./cse.ts";
 import { contractToMatmul } from "./contract.ts";
 import { fuseStreams } from "./streams.ts";
@@ -18,6 +19,7 @@ export const PASSES: { name: string; run: (g: Graph) => Graph }[] = [
   { name: "reassociate", run: (g) => eliminateDeadCode(reassociate(g)) },
   { name: "attention fusion", run: (g) => eliminateDeadCode(fuseStreams(fuseAttention(g))) },
   { name: "probabilities", run: (g) => eliminateDeadCode(fuseProbabilities(g)) },
+  { name: "causal scan", run: (g) => eliminateDeadCode(fuseCausalContractions(g)) },
   { name: "contractions", run: (g) => eliminateDeadCode(contractToMatmul(g)) },
 ];
 

@@ -47,6 +47,11 @@ export interface NodeKernel {
    * nodes it calls, and whether `out` is atomic.
    */
   part?: { body: string; fns: string[]; atomicOut: boolean };
+  /**
+   * Set on a kernel that writes, as `out`, a scratch buffer of these parts (per slice, back to
+   * back) instead of its node's buffer; the node's later kernels read it as PARTIAL.
+   */
+  scratch?: ThreadDim[][];
   /** Loop iterations one invocation makes at the given sizes, where that can be large (regions). */
   trips?: (size: (d: Dim) => number) => number;
 }
