@@ -145,8 +145,8 @@ export interface ExplainJson {
   params: Graph["params"];
   /** The tensor inputs with their declared kinds and shapes. */
   inputs: { name: string; dtype: TensorType["dtype"]; shape: TensorType["shape"] }[];
-  /** The result's type. */
-  output: TensorType | undefined;
+  /** The results' types, in the order the program returns them. */
+  outputs: TensorType[];
   /** Size symbols. */
   symbols: string[];
   /** The IR as checked, one line per node. */
@@ -179,7 +179,7 @@ export function explainJson(p: Program): ExplainJson {
     entry: g.entry,
     params: g.params,
     inputs: g.inputs.map((i) => ({ name: i.name, dtype: i.type.dtype, shape: i.type.shape })),
-    output: g.nodes.find((n) => n.id === g.output)?.type,
+    outputs: g.outputs.map((o) => g.nodes.find((n) => n.id === o)!.type),
     symbols: Object.keys(g.symbols),
     ir: showGraph(g).split("\n"),
     passes: p.passes.map((s) => ({ pass: s.pass, ir: showGraph(s.graph).split("\n") })),

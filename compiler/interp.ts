@@ -23,42 +23,50 @@ export interface InterpretOptions {
 }
 
 /**
- * Run a checked program on host tensors. Inputs may carry leading batch/head dims beyond the
- * declared rank; the program is mapped over them (an input with fewer leading dims is reused
- * across the missing trailing ones, e.g. a [batch, n] mask for [batch, heads, n, d] queries).
+ * Run a checked program on host tensors; returns its result (the first, for a program that
+ * returns several: `interpretAll` gives them all). Inputs may carry leading batch/head dims
+ * beyond the declared rank; the program is mapped over them (an input with fewer leading dims is
+ * reused across the missing trailing ones, e.g. a [batch, n] mask for [batch, heads, n, d]
+ * queries).
  */
 export function interpret(
   graph: Graph,
   inputs: Record<string, Tensor>,
   options: InterpretOptions = {},
 ): Tensor {
+  return interpretAll(graph, inputs, options)[0];
+}
+
+/** Run a checked program on host tensors; returns every result, in order (see `interpret`). */
+export function interpretAll(
+  graph: Graph,
+  inputs: Record<string, Tensor>,
+  options: InterpretOptions = {},
+): Tensor[] {
   const { bound, batch, perInput } = bindInputs(graph, inputs);
   const slices = sizeOf(batch);
-  let out: Tensor | undefined;
-  let outSize = 0;
+  const byId = new Map(graph.nodes.map((n) => [n.id, n]));
+  // Each result with the leading dims on top (a batch dim of 0: empty, of the declared shape).
+  const outs = graph.outputs.map((id): Tensor => {
+    const node = byId.get(id)!;
+    const shape = node.type.shape.map((d) => (typeof d === "number" ? d : bound.get(d) ?? 0));
+    return { shape: [...batch, ...shape], data: new Float64Array(0), dtype: node.type.dtype };
+  });
   for (let s = 0; s < slices; s++) {
     const env = new Map<number, Tensor>();
     for (const decl of graph.inputs) env.set(decl.node, perInput.get(decl.name)!(s));
     const ev = new Evaluator(graph, bound, env, s, options.seed, options.roundF32);
     ev.run(graph.nodes);
-    const y = env.get(graph.output)!;
-    if (!out) {
-      outSize = y.data.length;
-      out = {
-        shape: [...batch, ...y.shape],
-        data: new Float64Array(outSize * slices),
-        dtype: y.dtype,
-      };
-    }
-    out.data.set(y.data, s * outSize);
+    graph.outputs.forEach((id, k) => {
+      const y = env.get(id)!;
+      if (s === 0) {
+        const data = new Float64Array(y.data.length * slices);
+        outs[k] = { shape: [...batch, ...y.shape], data, dtype: y.dtype };
+      }
+      outs[k].data.set(y.data, s * y.data.length);
+    });
   }
-  if (!out) {
-    // No slices at all (a batch dim of 0): the result is empty with the declared shape.
-    const node = graph.nodes.find((n) => n.id === graph.output)!;
-    const shape = node.type.shape.map((d) => (typeof d === "number" ? d : bound.get(d) ?? 0));
-    return { shape: [...batch, ...shape], data: new Float64Array(0), dtype: node.type.dtype };
-  }
-  return out;
+  return outs;
 }
 
 function stridesOf(shape: number[]): number[] {

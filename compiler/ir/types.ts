@@ -178,8 +178,8 @@ export interface Graph {
   nodes: Node[];
   /** The entry function's tensor inputs. */
   inputs: InputDecl[];
-  /** Id of the result node. */
-  output: number;
+  /** Ids of the result nodes, in the order the entry function returns them (at least one). */
+  outputs: number[];
   /** Compile-time parameters with the values this graph was built for. */
   params: Record<string, number | boolean>;
   /** Size symbols, each with where it was declared (for error messages). */

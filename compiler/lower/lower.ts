@@ -46,7 +46,7 @@ interface Lowering {
   plan: ExecPlan;
   /** The buffer holding each computed node. */
   env: Map<number, number>;
-  /** Reads of each node (the output counts one). */
+  /** Reads of each node (each output counts one). */
   uses: Map<number, number>;
   /** Attention results whose only reader replaces some of their rows (`r[J] = rows`). */
   rowsInto: Map<number, Node>;
@@ -98,7 +98,7 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
     buffers: [],
     kernels: [],
     inputs: [],
-    output: -1,
+    outputs: [],
     slots,
     guards: [],
     hostDraws: [],
@@ -138,7 +138,7 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
       // A long run computes a region whose loops would pass the budget as ordinary kernels.
       .filter((r) => !run || regionCost(r, byId, inline, slots).trips(run) <= LOOPS.budget);
   emitInOrder(L, regions);
-  plan.output = L.env.get(graph.output)!;
+  plan.outputs = graph.outputs.map((o) => L.env.get(o)!);
   if (options.mergeKernels !== false && options.fuseElementwise !== false) {
     const merged = scheduleAround(
       plan,
