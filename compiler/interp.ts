@@ -6,7 +6,7 @@
 import { bindInputs, leadValue } from "./bind.ts";
 import { CompileError } from "./errors.ts";
 import type { AttentionStream, Dim, Graph, Node, Op, Score } from "./ir/types.ts";
-import { BINARY, UNARY } from "./ir/scalar.ts";
+import { BINARY, logSumExp, UNARY } from "./ir/scalar.ts";
 import { fillRandom } from "./rng.ts";
 import { sizeOf, type Tensor } from "./tensor.ts";
 
@@ -184,6 +184,7 @@ const RULES: { [K in Op["op"]]: Rule<K> } = {
       for (let i = 1; i < v.length; i++) v[i] += v[i - 1];
       return v;
     }),
+  logsumexp: (_, n, op, [x]) => reduceFibers(x, op.axis, op.keepdims, n, logSumExp),
   softmax: (_, __, op, [x]) =>
     rows(x, op.axis, (v) => {
       let m = -Infinity;
@@ -549,24 +550,38 @@ function zip(n: Node, xs: Tensor[], f: (v: number[]) => number): Tensor {
 }
 
 function reduce(x: Tensor, axis: number, fn: string, keepdims: boolean, n: Node): Tensor {
+  const init = fn === "max" ? -Infinity : fn === "min" ? Infinity : fn === "prod" ? 1 : 0;
+  return reduceFibers(x, axis, keepdims, n, (v) => {
+    let acc = init;
+    for (const y of v) {
+      if (fn === "max") acc = Math.max(acc, y);
+      else if (fn === "min") acc = Math.min(acc, y);
+      else if (fn === "prod") acc *= y;
+      else acc += y;
+    }
+    return fn === "mean" ? acc / v.length : acc;
+  });
+}
+
+/** `f` of every 1-D fiber along `axis`: the axis removed (kept as size 1 with `keepdims`). */
+function reduceFibers(
+  x: Tensor,
+  axis: number,
+  keepdims: boolean,
+  n: Node,
+  f: (v: Float64Array) => number,
+): Tensor {
   const outer = sizeOf(x.shape.slice(0, axis)), len = x.shape[axis];
   const inner = sizeOf(x.shape.slice(axis + 1));
   const s = keepdims
     ? x.shape.map((d, i) => (i === axis ? 1 : d))
     : x.shape.filter((_, i) => i !== axis);
   const t: Tensor = { shape: s, data: new Float64Array(outer * inner), dtype: n.type.dtype };
-  const init = fn === "max" ? -Infinity : fn === "min" ? Infinity : fn === "prod" ? 1 : 0;
+  const v = new Float64Array(len);
   for (let o = 0; o < outer; o++) {
     for (let i = 0; i < inner; i++) {
-      let acc = init;
-      for (let k = 0; k < len; k++) {
-        const v = x.data[(o * len + k) * inner + i];
-        if (fn === "max") acc = Math.max(acc, v);
-        else if (fn === "min") acc = Math.min(acc, v);
-        else if (fn === "prod") acc *= v;
-        else acc += v;
-      }
-      t.data[o * inner + i] = fn === "mean" ? acc / len : acc;
+      for (let k = 0; k < len; k++) v[k] = x.data[(o * len + k) * inner + i];
+      t.data[o * inner + i] = f(v);
     }
   }
   return t;

@@ -191,3 +191,61 @@ Deno.test("cli run writes one file per result: PATH.1.npy, PATH.2.npy", async ()
     await Deno.remove(dir, { recursive: true });
   }
 });
+// ------------------------------------------------------------------------------ logsumexp
+
+/** log Σ exp of `v` in float64, the plain way (finite rows only). */
+const naiveLse = (v: number[]) => Math.log(v.reduce((t, x) => t + Math.exp(x), 0));
+
+Deno.test("logsumexp: stable, keepdims and axes; -inf rows give -inf, NaN and +inf propagate", async () => {
+  // Inputs are finite: 99, -99 and 77 stand for +inf, -inf and NaN.
+  const p = compileSync(`def f(x: [n, m]) -> ([n], [n, 1], [m], []) {
+  y = where(x == 99, inf, where(x == -99, -inf, where(x == 77, log(x - 78), x)))
+  return logsumexp(y, axis=1), logsumexp(y, axis=1, keepdims=true), logsumexp(y, axis=0), logsumexp(y)
+}`);
+  const rows = [[1, 2, 3], [1000, 1001, 999], [-99, -99, -99], [77, 0, 1], [99, 0, -99], [
+    -99,
+    5,
+    -99,
+  ]];
+  const x = { shape: [6, 3], data: Float64Array.from(rows.flat()), dtype: "float" as const };
+  const [r, keep, cols, all] = await p.runAll({ x }, { backend: "interp" });
+  assert.deepEqual(keep.shape, [6, 1]);
+  assert.deepEqual([...keep.data], [...r.data]);
+  assert.ok(Math.abs(r.data[0] - naiveLse([1, 2, 3])) < 1e-15);
+  assert.ok(Math.abs(r.data[1] - (1000 + naiveLse([0, 1, -1]))) < 1e-12, "no overflow");
+  assert.equal(r.data[2], -Infinity);
+  assert.ok(Number.isNaN(r.data[3]));
+  assert.equal(r.data[4], Infinity);
+  assert.equal(r.data[5], 5);
+  assert.equal(cols.shape[0], 3);
+  assert.ok(Number.isNaN(cols.data[0]) && Number.isNaN(all.data[0]));
+  // An int tensor is read as float; an empty axis sums nothing: -inf.
+  const q = compileSync("def g(i: int[n]) -> [] { return logsumexp(i) }");
+  const [z] = await q.runAll({ i: { shape: [2], data: [0, 0], dtype: "int" } }, {
+    backend: "interp",
+  });
+  assert.ok(Math.abs(z.data[0] - Math.log(2)) < 1e-15);
+  const e = compileSync("def h(x: [n, 0]) -> [n] { return logsumexp(x, axis=1) }");
+  const [empty] = await e.runAll({ x: { shape: [2, 0], data: [] } }, { backend: "interp" });
+  assert.deepEqual([...empty.data], [-Infinity, -Infinity]);
+});
+
+Deno.test({
+  name: "logsumexp on the GPU (poisoned) = interpreter: -inf rows, long rows, keepdims",
+  ignore: adapter === undefined,
+  fn: async () => {
+    const plain = compileSync(`def g(x: [n, m]) -> ([n], [n, 1]) {
+  y = where(x > 1.5, -inf, x)
+  return logsumexp(y, axis=1), logsumexp(y * 100, axis=1, keepdims=true)
+}`);
+    const xs = randomTensor([2, 3, 65], { seed: 8 });
+    xs.data.fill(2, 0, 65);
+    const want = await plain.runAll({ x: xs }, { backend: "interp" });
+    const got = await plain.runAll({ x: xs }, { backend: "gpu", poison: true });
+    for (const k of [0, 1]) {
+      assert.equal(got[k].data[0], -Infinity);
+      const tail = (t: Tensor) => ({ ...t, shape: [5], data: t.data.slice(1) });
+      assert.ok(relativeError(tail(got[k]), tail(want[k])) < 1e-6, `result ${k + 1}`);
+    }
+  },
+});

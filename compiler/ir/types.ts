@@ -103,6 +103,9 @@ export type Op =
   | { op: "cast" } // to the node's dtype (float → int floors)
   | { op: "reduce"; fn: ReduceFn; axis: number; keepdims: boolean }
   | { op: "softmax"; axis: number }
+  // log Σ exp along axis, as max + log Σ exp(x - max) (a max of ±inf shifts by 0: a row of -inf
+  // gives -inf, one holding +inf gives +inf; NaN propagates).
+  | { op: "logsumexp"; axis: number; keepdims: boolean }
   | { op: "normalize"; axis: number } // x / max(‖x‖₂, 1e-12) along axis
   | { op: "cumsum"; axis: number } // inclusive prefix sum along axis
   | { op: "matmul" } // batched, broadcasting leading dims; both operands rank ≥ 2

@@ -29,6 +29,7 @@ import { inlinedNodes, partialTables } from "./inline.ts";
 import { findRegions, outerDeps, type Region } from "./regions.ts";
 import { schedule, scheduleAround } from "./schedule.ts";
 import { checkPlan } from "./check.ts";
+import { expandLogsumexp } from "./expand.ts";
 
 /** What lowering one graph holds while it walks the graph. */
 interface Lowering {
@@ -58,7 +59,8 @@ interface Lowering {
 }
 
 /** Lower a graph to a plan: fused attention kernels, elementwise chains inlined into consumers. */
-export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
+export function lowerGraph(checked: Graph, options: LowerOptions = {}): ExecPlan {
+  const graph = expandLogsumexp(checked);
   const byId = nodesById(graph);
   const chunks = partialTables(graph, byId);
   const { inline, alsoStored } = options.fuseElementwise === false
