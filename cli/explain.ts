@@ -37,7 +37,8 @@ function attentionLines(p: Program, sizes: Record<string, number>): string[] {
     const score = (n.op as { score: Score }).score;
     const sum = n.op.op === "attention" && n.op.weights === "score";
     const form = n.op.op === "probs" ? forms.probs : sum ? forms.weights : forms.softmax;
-    const lines = [`%${n.id} ${n.op.op}: ${form}`, `  score = ${showScore(score)}`];
+    const lse = n.op.op === "attention" && n.op.lse ? "; also each row's log-sum-exp" : "";
+    const lines = [`%${n.id} ${n.op.op}: ${form}${lse}`, `  score = ${showScore(score)}`];
     // Summed weights are not tested by blocks (kernels/attention.ts).
     if (masksKeys(score) && !sum) {
       const c = tileCounts(n, n.args.map((a) => byId.get(a)!), sizes);

@@ -330,6 +330,11 @@ const RULES: { [K in Op["op"]]: Rule<K> } = {
     (loop as Tensor & { loopValues: Tensor[] }).loopValues[op.index],
   attention: (ev, n, op, a) =>
     op.weights === "score" ? weighted(ev, n, op.score, a) : attention(ev, n, op.score, false, a),
+  attention_lse: (ev, n, _, [a]) => ({
+    shape: ev.shape(n),
+    data: (a as Tensor & { lse: Float64Array }).lse,
+    dtype: "float",
+  }),
   probs: (ev, n, op, a) => attention(ev, n, op.score, true, a),
   attention_mix: mix,
 };
@@ -399,7 +404,7 @@ class Evaluator {
 
 /**
  * softmax_j(score(i, j)) · v, row by row (for `probs`, the probabilities themselves); a row with
- * no finite score gives zeros.
+ * no finite score gives zeros. An attention with `lse` also keeps each row's logsumexp.
  */
 function attention(ev: Evaluator, n: Node, score: Score, probs: boolean, args: Tensor[]): Tensor {
   const [qa, kb, v] = args;
@@ -407,12 +412,15 @@ function attention(ev: Evaluator, n: Node, score: Score, probs: boolean, args: T
   const out: Tensor = { shape: [rows, e], data: new Float64Array(rows * e), dtype: "float" };
   const s = new Float64Array(cols);
   const at = scoreAt(ev, n, args);
+  const lse = n.op.op === "attention" && n.op.lse ? new Float64Array(rows) : undefined;
+  if (lse) Object.assign(out, { lse });
   for (let i = 0; i < rows; i++) {
     let m = -Infinity;
     for (let j = 0; j < cols; j++) {
       s[j] = at(score, i, j);
       if (s[j] > m) m = s[j];
     }
+    if (lse) lse[i] = logSumExp(s);
     if (s.some(Number.isNaN)) {
       out.data.fill(NaN, i * e, i * e + e);
       continue;

@@ -64,6 +64,7 @@ const FAMILIES: Record<Op["op"], Family> = {
   random: randomKernels,
   set_rows: setRowsKernels,
   attention: attentionKernels,
+  attention_lse: none, // written by its attention's kernel
   probs: attentionKernels,
   attention_mix: mixKernels,
 };

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import {
   CompileError,
   compileSync,
+  type Program,
   randomTensor,
   relativeError,
   type Tensor,
@@ -14,6 +15,8 @@ import {
 } from "../mod.ts";
 import { getDevice } from "../runtime/device.ts";
 import { cli } from "./cli_helpers.ts";
+import { LOOPS } from "../compiler/limits.ts";
+import type { Dim } from "../compiler/ir/types.ts";
 
 const adapter = await getDevice().then((d) => d.facts.description, () => undefined);
 const FILE = "m.attn";
@@ -246,6 +249,108 @@ Deno.test({
       assert.equal(got[k].data[0], -Infinity);
       const tail = (t: Tensor) => ({ ...t, shape: [5], data: t.data.slice(1) });
       assert.ok(relativeError(tail(got[k]), tail(want[k])) < 1e-6, `result ${k + 1}`);
+    }
+  },
+});
+
+/** Scores with rows fully masked (the first three), tile-skipped blocks, and one NaN row. */
+const LSE = `def f(q: [n, d], k: [m, d], v: [m, e]) -> ([n, e], [n]) {
+  s[i, j] = where(j <= i - 3, q[i] . k[j] / sqrt(d), -inf)
+  return softmax(s, axis=1) @ v, logsumexp(s, axis=1)
+}`;
+
+Deno.test("row log-sum-exp from the flash pass: fused only for the same score along the keys", () => {
+  const fused = compileSync(LSE);
+  const ops = fused.optimized.nodes.map((n) => n.op.op);
+  assert.ok(ops.includes("attention_lse"), ops.join(" "));
+  assert.ok(!ops.includes("logsumexp"));
+  assert.equal(fused.plan().kernels.length, 1);
+  assert.match(fused.explain(), /attention\{score=.*, lse=true\}[\s\S]*attention_lse\(%/);
+  // Written first, keepdims, matrix form: still one pass.
+  const before = compileSync(`def f(q: [n, d], k: [m, d], v: [m, e]) -> ([n, 1], [n, e]) {
+  s = q @ k^T / sqrt(d)
+  l = logsumexp(s, axis=1, keepdims=true)
+  return l, softmax(s, axis=1) @ v
+}`);
+  assert.equal(before.plan().kernels.length, 1);
+  // Not the same score, not along the keys, not a softmax: the reduction stays.
+  const others = [
+    "return softmax(s, axis=1) @ v, logsumexp(s + 1, axis=1)",
+    "return softmax(s, axis=1) @ v, logsumexp(s, axis=0)",
+    "return sigmoid(s) @ v, logsumexp(s, axis=1)",
+    "return softmax(s, axis=1) @ v, logsumexp(q @ k^T, axis=1)",
+  ];
+  for (const ret of others) {
+    const p = compileSync(`def f(q: [n, d], k: [n, d], v: [n, e]) {
+  s = q @ k^T / sqrt(d)
+  ${ret}
+}`);
+    const ops = p.optimized.nodes.map((n) => n.op.op);
+    assert.ok(!ops.includes("attention_lse"), ret);
+    assert.ok(ops.includes("logsumexp"), ret);
+  }
+});
+
+/** `LSE` with a row bias log(t[i]): a negative t makes its row's scores NaN. */
+const LSE_NAN = LSE.replace("/ sqrt(d)", "/ sqrt(d) + log(t[i])").replace(
+  "v: [m, e]",
+  "v: [m, e], t: [n]",
+);
+
+/** Random q, k, v for `LSE` at n rows and m keys; with `nan`, t for LSE_NAN (row 5 NaN). */
+function lseInputs(n: number, m: number, seed: number, nan = false): Record<string, Tensor> {
+  const x: Record<string, Tensor> = {
+    q: randomTensor([2, n, 3], { seed }),
+    k: randomTensor([2, m, 3], { seed: seed + 1 }),
+    v: randomTensor([2, m, 5], { seed: seed + 2 }),
+  };
+  if (!nan) return x;
+  const t = randomTensor([n], { seed: seed + 3 });
+  t.data.forEach((y, i) => (t.data[i] = i === 5 ? -1 : Math.abs(y) + 0.1));
+  return { ...x, t };
+}
+
+Deno.test({
+  name: "row log-sum-exp on the GPU (poisoned) = interpreter: awkward n, masked rows, split",
+  ignore: adapter === undefined,
+  fn: async () => {
+    const check = async (p: Program, x: Record<string, Tensor>, what: string) => {
+      const want = await p.runAll(x, { backend: "interp" });
+      const got = await p.runAll(x, { backend: "gpu", poison: true });
+      for (const k of [0, 1]) {
+        for (let i = 0; i < want[k].data.length; i++) {
+          const [a, b] = [got[k].data[i], want[k].data[i]];
+          const ok = Number.isNaN(b)
+            ? Number.isNaN(a)
+            : Number.isFinite(b)
+            ? Math.abs(a - b) <= 1e-5 * (1 + Math.abs(b))
+            : a === b;
+          assert.ok(ok, `${what}: result ${k + 1}, flat index ${i}: got ${a}, expected ${b}`);
+        }
+      }
+      // Rows 0..2 see no key: -inf; the NaN row is NaN.
+      assert.equal(got[1].data[0], -Infinity, what);
+    };
+    const p = compileSync(LSE);
+    for (const [n, m] of [[1, 1], [7, 3], [13, 65], [100, 100]]) {
+      await check(p, lseInputs(n, m, n), `n = ${n}, m = ${m}`);
+    }
+    await check(compileSync(LSE_NAN), lseInputs(13, 13, 9, true), "a NaN row");
+    // Forced split: the key range in parts, the log-sum-exp combined from their carriers.
+    const saved = { ...LOOPS };
+    Object.assign(LOOPS, { budget: 60, chunk: 8, parts: 16 });
+    try {
+      const long = compileSync(LSE);
+      const sz = (d: Dim) => (typeof d === "number" ? d : d === "d" ? 3 : d === "e" ? 5 : 100);
+      const plan = long.plan().long!(sz);
+      assert.ok(
+        plan.kernels.some((k) => /_lse$/.test(k.name)),
+        plan.kernels.map((k) => k.name).join(" "),
+      );
+      await check(long, lseInputs(100, 100, 3), "split");
+      await check(compileSync(LSE_NAN), lseInputs(100, 100, 4, true), "split, a NaN row");
+    } finally {
+      Object.assign(LOOPS, saved);
     }
   },
 });

@@ -127,7 +127,11 @@ export type Op =
   // softmax over j of score(i, j) times v: args a [n, d], b [m, d], v [m, e], then score leaves.
   // With weights "score", Σ_j score(i, j) v_j: the score is the weight, no normalization
   // (sigmoid attention sigmoid(s - log m) @ v, relu(s)^2 @ v).
-  | { op: "attention"; score: Score; weights?: "score" }
+  // With lse (softmax only), the kernel also keeps each row's log-sum-exp of the score, read by
+  // `attention_lse` nodes (passes/lse.ts).
+  | { op: "attention"; score: Score; weights?: "score"; lse?: true }
+  // The row log-sum-exp of args[0], an attention node with lse: [rows] (or [rows, 1]).
+  | { op: "attention_lse" }
   // softmax over j of score(i, j) itself, as an [n, m] matrix: args a [n, d], b [m, d], leaves.
   | { op: "probs"; score: Score }
   // Σ_t coef_t(i) · softmax_j(score_t(i, j)) · v (differential attention): args a0, b0, v, then

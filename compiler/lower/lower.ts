@@ -49,6 +49,8 @@ interface Lowering {
   env: Map<number, number>;
   /** Reads of each node (each output counts one). */
   uses: Map<number, number>;
+  /** The buffer of each attention's row log-sum-exp (attention nodes with `lse`). */
+  lse: Map<number, number>;
   /** Attention results whose only reader replaces some of their rows (`r[J] = rows`). */
   rowsInto: Map<number, Node>;
   /** Buffers of each loop's results. */
@@ -118,6 +120,7 @@ export function lowerGraph(checked: Graph, options: LowerOptions = {}): ExecPlan
     plan,
     env: options.inputSlices ? new InputAliases(graph, plan, slots) : new Map(),
     uses: useCounts(graph),
+    lse: new Map(),
     rowsInto: new Map(),
     loopValues: new Map(),
     nextId: Math.max(0, ...byId.keys()) + 1,
@@ -194,9 +197,10 @@ function planned(
   writes: number[],
   elementTrips?: PlannedKernel["elementTrips"],
 ): PlannedKernel {
+  // A grid kernel binds its output first; further writes (an attention's row log-sum-exp) last.
   const reads = k.launch.kind === "slice"
     ? bindings.filter((b) => !writes.includes(b))
-    : bindings.slice(1);
+    : bindings.slice(1).filter((b) => !writes.slice(1).includes(b));
   return {
     name: k.name,
     wgsl: k.wgsl,
@@ -308,6 +312,9 @@ function visit(L: Lowering, nodes: Node[]): void {
         break;
       case "attention":
         if (!L.rowsInto.has(n.id)) emit(L, n); // else emitted with its row replacement
+        break;
+      case "attention_lse":
+        env.set(n.id, L.lse.get(n.args[0])!);
         break;
       case "random":
         if (inline.has(n.id)) break;
@@ -450,6 +457,9 @@ function emit(L: Lowering, n: Node): void {
       return;
     }
   }
+  // An attention with `lse` also writes its rows' log-sum-exp into a buffer of its own.
+  const lse = n.op.op === "attention" && n.op.lse ? newBuffer(L, [n.type.shape[0]]) : undefined;
+  if (lse !== undefined) L.lse.set(n.id, lse);
   const kernels = timed(n, nodeKernels(n, req));
   const run = L.run;
   const split = run && kernels.some((k) => k.trips!(run) > LOOPS.budget)
@@ -463,15 +473,20 @@ function emit(L: Lowering, n: Node): void {
     plan.kernels.push(planned(first, [partial, ...reads(first.reads)], [partial]));
     const combined = combine.reads.map((r) => bufferOf(L, r, { partial }));
     plan.kernels.push(planned(combine, [write, ...combined], [write]));
+    if (split.lse && lse !== undefined) {
+      const [k] = timed(n, [split.lse]);
+      plan.kernels.push(planned(k, [lse, partial], [lse]));
+    }
     env.set(n.id, write);
     return;
   }
   const tables = chunks.get(n.id);
   const write = newBuffer(L, tables ? [tables, ...n.type.shape] : n.type.shape);
   const perElement = elementTrips(n, byId, inline, chunks);
+  const also = lse === undefined ? [] : [lse];
   for (const k of kernels) {
     const trips = k.part ? perElement : undefined;
-    plan.kernels.push(planned(k, [write, ...reads(k.reads)], [write], trips));
+    plan.kernels.push(planned(k, [write, ...reads(k.reads), ...also], [write, ...also], trips));
   }
   env.set(n.id, write);
 }

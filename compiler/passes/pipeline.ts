@@ -6,6 +6,7 @@ import type { Graph } from "../ir/types.ts";
 import { fuseAttention, fuseProbabilities } from "./attention.ts";
 import { eliminateCommonSubexpressions } from "./cse.ts";
 import { fuseStreams } from "./streams.ts";
+import { fuseRowLse } from "./lse.ts";
 import { eliminateDeadCode } from "./dce.ts";
 import { reassociate } from "./reassociate.ts";
 import { simplify } from "./simplify.ts";
@@ -15,7 +16,10 @@ export const PASSES: { name: string; run: (g: Graph) => Graph }[] = [
   { name: "simplify", run: (g) => eliminateDeadCode(simplify(g)) },
   { name: "cse", run: (g) => eliminateDeadCode(eliminateCommonSubexpressions(g)) },
   { name: "reassociate", run: (g) => eliminateDeadCode(reassociate(g)) },
-  { name: "attention fusion", run: (g) => eliminateDeadCode(fuseStreams(fuseAttention(g))) },
+  {
+    name: "attention fusion",
+    run: (g) => eliminateDeadCode(fuseRowLse(fuseStreams(fuseAttention(g)))),
+  },
   { name: "probabilities", run: (g) => eliminateDeadCode(fuseProbabilities(g)) },
 ];
 
