@@ -47,7 +47,8 @@ commands:
             GPU plan; --ir adds the IR as checked and after each optimization pass, --wgsl each
             kernel's source, --json all of it as data; --size n=4096 sets a size for the estimate
   run       run on .npy inputs (float32 or float64, C order, leading batch/head dims allowed)
-            and write the output; says which backend ran
+            and write the output (several results: PATH.1.npy, PATH.2.npy, ...); says which
+            backend ran
 
 options:
   --param NAME=VALUE   compile-time parameter of the entry function (number, true or false)
@@ -232,8 +233,26 @@ function verifyProgram(program: Program, args: Args, checkJson: boolean): number
   return 0;
 }
 
-/** `attune run`: read the inputs, run where asked (or where possible), write the output. */
+/**
+ * The files `run` writes: `-o PATH` itself for a one-result program; for several results, one
+ * file per result with its number before the extension (y.npy: y.1.npy, y.2.npy, ...).
+ */
+function outPaths(out: string, results: number): string[] {
+  if (results === 1) return [out];
+  const dot = out.lastIndexOf(".");
+  const cut = dot > Math.max(out.lastIndexOf("/"), out.lastIndexOf("\\")) ? dot : out.length;
+  return Array.from(
+    { length: results },
+    (_, k) => `${out.slice(0, cut)}.${k + 1}${out.slice(cut)}`,
+  );
+}
+
+/** `attune run`: read the inputs, run where asked (or where possible), write each result. */
 async function runProgram(program: Program, args: Args, at: (p: string) => string) {
+  const paths = outPaths(args.out!, program.graph.outputs.length);
+  if (paths.length > 1) {
+    for (const p of paths) await checkOut(p, at, args.file, Object.values(args.inputs));
+  }
   const inputs: Record<string, Tensor> = {};
   for (const [name, path] of Object.entries(args.inputs)) {
     inputs[name] = await readNpy(at(path));
@@ -252,7 +271,7 @@ async function runProgram(program: Program, args: Args, at: (p: string) => strin
       );
     }
   } else ran = "interp, float64 interpreter";
-  const y = await program.run(inputs, {
+  const ys = await program.runAll(inputs, {
     seed: args.seed,
     backend,
     // A first run compiles its shaders (minutes for a large head size on a software adapter).
@@ -266,8 +285,10 @@ async function runProgram(program: Program, args: Args, at: (p: string) => strin
       }
     },
   });
-  await writeNpy(at(args.out!), y, { dtype: args.dtype });
-  console.log(`${args.out}: [${y.shape.join(", ")}] ${args.dtype.slice(1)} (${ran})`);
+  for (const [k, y] of ys.entries()) {
+    await writeNpy(at(paths[k]), y, { dtype: args.dtype });
+    console.log(`${paths[k]}: [${y.shape.join(", ")}] ${args.dtype.slice(1)} (${ran})`);
+  }
 }
 
 /** Report an error Attune knows (exit status 1); anything else is a bug and is rethrown. */

@@ -20,7 +20,7 @@
  */
 import { check } from "./compiler/frontend/check.ts";
 import { AttuneError, checkSeed, DeviceError, UsageError } from "./compiler/errors.ts";
-import { interpret } from "./compiler/interp.ts";
+import { interpretAll } from "./compiler/interp.ts";
 import type { Graph } from "./compiler/ir/types.ts";
 import { showGraph, showType } from "./compiler/ir/print.ts";
 import { parse } from "./compiler/frontend/parse.ts";
@@ -192,6 +192,8 @@ export interface Program {
    * naming the input. Runs where `options.backend` says, by default `"auto"`: the GPU (float32)
    * when a WebGPU adapter exists, else the float64 interpreter; `options.onBackend` is told
    * which. Pass `backend: "interp"` for the float64 oracle, deterministic on every machine.
+   * A program that returns several values (`return y, lse`) is rejected with a `UsageError`:
+   * `runAll` gives them all.
    *
    * @example
    * ```ts
@@ -206,13 +208,29 @@ export interface Program {
    */
   run(inputs: Record<string, TensorInput>, options?: RunOptions): Promise<Tensor>;
   /**
+   * Run as `run` does, with the same inputs and options, and resolve to every result in the
+   * order the program returns them (`return y, lse` gives `[y, lse]`; a one-result program gives
+   * a list of one). Leading batch/head dims map over every result. `run` itself rejects a
+   * program that returns several values.
+   *
+   * @example
+   * ```ts
+   * import { compile } from "./mod.ts";
+   * const p = await compile("def f(x: [n]) -> ([n], []) { return 2 * x, sum(x) }");
+   * const [twice, total] = await p.runAll({ x: [1, 2] }, { backend: "interp" });
+   * if (String(twice.data) !== "2,4" || total.data[0] !== 3) throw new Error();
+   * ```
+   */
+  runAll(inputs: Record<string, TensorInput>, options?: RunOptions): Promise<Tensor[]>;
+  /**
    * Run on the GPU whatever `options.backend` says (a `DeviceError` without an adapter) and
-   * report dispatches, bytes allocated and the adapter with the output.
+   * report dispatches, bytes allocated and the adapter with the results: `outputs` all of them
+   * in order, `output` the first (the only one of a one-result program).
    */
   profile(
     inputs: Record<string, TensorInput>,
     options?: RunOptions,
-  ): Promise<{ output: Tensor; stats: RunStats }>;
+  ): Promise<{ output: Tensor; outputs: Tensor[]; stats: RunStats }>;
   /** The GPU execution plan: kernels (with WGSL), buffers, dispatch count. */
   plan(): ExecPlan;
   /**
@@ -264,24 +282,37 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
     }
     return narrow.get(limit)!;
   };
+  const runAll = async (
+    given: Record<string, TensorInput>,
+    runOptions: RunOptions = {},
+  ): Promise<Tensor[]> => {
+    checkSeed(runOptions.seed, "run's seed");
+    const inputs = asTensors(graph, given);
+    if ((await whichBackend(runOptions.backend ?? "auto")) === "gpu") {
+      const device = await getDevice();
+      runOptions.onBackend?.("gpu", device.facts.description);
+      const { outputs } = await execute(optimized, await gpuPlan(), inputs, {
+        seed: runOptions.seed,
+        poison: runOptions.poison,
+        onProgress: runOptions.onProgress,
+      });
+      return outputs;
+    }
+    runOptions.onBackend?.("interp");
+    return interpretAll(graph, inputs, { seed: runOptions.seed });
+  };
   return {
     graph,
     async run(given: Record<string, TensorInput>, runOptions: RunOptions = {}): Promise<Tensor> {
-      checkSeed(runOptions.seed, "run's seed");
-      const inputs = asTensors(graph, given);
-      if ((await whichBackend(runOptions.backend ?? "auto")) === "gpu") {
-        const device = await getDevice();
-        runOptions.onBackend?.("gpu", device.facts.description);
-        const { output } = await execute(optimized, await gpuPlan(), inputs, {
-          seed: runOptions.seed,
-          poison: runOptions.poison,
-          onProgress: runOptions.onProgress,
-        });
-        return output;
+      if (graph.outputs.length !== 1) {
+        throw new UsageError(
+          `${graph.entry} returns ${graph.outputs.length} values; run gives one: use ` +
+            "runAll(inputs, options), which resolves to all of them in order",
+        );
       }
-      runOptions.onBackend?.("interp");
-      return interpret(graph, inputs, { seed: runOptions.seed });
+      return (await runAll(given, runOptions))[0];
     },
+    runAll,
     optimized,
     passes: stages,
     async profile(given: Record<string, TensorInput>, runOptions: RunOptions = {}) {
@@ -353,7 +384,7 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
 
 /** Signature, parameters and IR of a checked program. */
 export function explainGraph(graph: Graph): string {
-  const out = graph.nodes.find((n) => n.id === graph.output)!;
+  const outs = graph.outputs.map((o) => showType(graph.nodes.find((n) => n.id === o)!.type));
   const sig = graph.inputs.map((i) => {
     const fill = i.default === undefined
       ? ""
@@ -362,7 +393,7 @@ export function explainGraph(graph: Graph): string {
   }).join(", ");
   const params = Object.entries(graph.params).map(([k, v]) => `${k} = ${v}`).join(", ");
   return [
-    `${graph.entry}(${sig}) -> ${showType(out.type)}`,
+    `${graph.entry}(${sig}) -> ${outs.length === 1 ? outs[0] : `(${outs.join(", ")})`}`,
     `params: ${params || "(none)"}`,
     `size symbols: ${Object.keys(graph.symbols).join(", ") || "(none)"}`,
     "",

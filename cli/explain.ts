@@ -37,7 +37,8 @@ function attentionLines(p: Program, sizes: Record<string, number>): string[] {
     const score = (n.op as { score: Score }).score;
     const sum = n.op.op === "attention" && n.op.weights === "score";
     const form = n.op.op === "probs" ? forms.probs : sum ? forms.weights : forms.softmax;
-    const lines = [`%${n.id} ${n.op.op}: ${form}`, `  score = ${showScore(score)}`];
+    const lse = n.op.op === "attention" && n.op.lse ? "; also each row's log-sum-exp" : "";
+    const lines = [`%${n.id} ${n.op.op}: ${form}${lse}`, `  score = ${showScore(score)}`];
     // Summed weights are not tested by blocks (kernels/attention.ts).
     if (masksKeys(score) && !sum) {
       const c = tileCounts(n, n.args.map((a) => byId.get(a)!), sizes);
@@ -147,8 +148,8 @@ export interface ExplainJson {
   params: Graph["params"];
   /** The tensor inputs with their declared kinds and shapes. */
   inputs: { name: string; dtype: TensorType["dtype"]; shape: TensorType["shape"] }[];
-  /** The result's type. */
-  output: TensorType | undefined;
+  /** The results' types, in the order the program returns them. */
+  outputs: TensorType[];
   /** Size symbols. */
   symbols: string[];
   /** The IR as checked, one line per node. */
@@ -181,7 +182,7 @@ export function explainJson(p: Program): ExplainJson {
     entry: g.entry,
     params: g.params,
     inputs: g.inputs.map((i) => ({ name: i.name, dtype: i.type.dtype, shape: i.type.shape })),
-    output: g.nodes.find((n) => n.id === g.output)?.type,
+    outputs: g.outputs.map((o) => g.nodes.find((n) => n.id === o)!.type),
     symbols: Object.keys(g.symbols),
     ir: showGraph(g).split("\n"),
     passes: p.passes.map((s) => ({ pass: s.pass, ir: showGraph(s.graph).split("\n") })),

@@ -6,7 +6,7 @@
 import { bindInputs, leadValue } from "./bind.ts";
 import { CompileError } from "./errors.ts";
 import type { AttentionStream, Dim, Graph, Node, Op, Score } from "./ir/types.ts";
-import { BINARY, UNARY } from "./ir/scalar.ts";
+import { BINARY, logSumExp, UNARY } from "./ir/scalar.ts";
 import { fillRandom } from "./rng.ts";
 import { causalContract } from "./interp_causal.ts";
 import { sizeOf, type Tensor } from "./tensor.ts";
@@ -24,42 +24,50 @@ export interface InterpretOptions {
 }
 
 /**
- * Run a checked program on host tensors. Inputs may carry leading batch/head dims beyond the
- * declared rank; the program is mapped over them (an input with fewer leading dims is reused
- * across the missing trailing ones, e.g. a [batch, n] mask for [batch, heads, n, d] queries).
+ * Run a checked program on host tensors; returns its result (the first, for a program that
+ * returns several: `interpretAll` gives them all). Inputs may carry leading batch/head dims
+ * beyond the declared rank; the program is mapped over them (an input with fewer leading dims is
+ * reused across the missing trailing ones, e.g. a [batch, n] mask for [batch, heads, n, d]
+ * queries).
  */
 export function interpret(
   graph: Graph,
   inputs: Record<string, Tensor>,
   options: InterpretOptions = {},
 ): Tensor {
+  return interpretAll(graph, inputs, options)[0];
+}
+
+/** Run a checked program on host tensors; returns every result, in order (see `interpret`). */
+export function interpretAll(
+  graph: Graph,
+  inputs: Record<string, Tensor>,
+  options: InterpretOptions = {},
+): Tensor[] {
   const { bound, batch, perInput } = bindInputs(graph, inputs);
   const slices = sizeOf(batch);
-  let out: Tensor | undefined;
-  let outSize = 0;
+  const byId = new Map(graph.nodes.map((n) => [n.id, n]));
+  // Each result with the leading dims on top (a batch dim of 0: empty, of the declared shape).
+  const outs = graph.outputs.map((id): Tensor => {
+    const node = byId.get(id)!;
+    const shape = node.type.shape.map((d) => (typeof d === "number" ? d : bound.get(d) ?? 0));
+    return { shape: [...batch, ...shape], data: new Float64Array(0), dtype: node.type.dtype };
+  });
   for (let s = 0; s < slices; s++) {
     const env = new Map<number, Tensor>();
     for (const decl of graph.inputs) env.set(decl.node, perInput.get(decl.name)!(s));
     const ev = new Evaluator(graph, bound, env, s, options.seed, options.roundF32);
     ev.run(graph.nodes);
-    const y = env.get(graph.output)!;
-    if (!out) {
-      outSize = y.data.length;
-      out = {
-        shape: [...batch, ...y.shape],
-        data: new Float64Array(outSize * slices),
-        dtype: y.dtype,
-      };
-    }
-    out.data.set(y.data, s * outSize);
+    graph.outputs.forEach((id, k) => {
+      const y = env.get(id)!;
+      if (s === 0) {
+        const data = new Float64Array(y.data.length * slices);
+        outs[k] = { shape: [...batch, ...y.shape], data, dtype: y.dtype };
+      }
+      outs[k].data.set(y.data, s * y.data.length);
+    });
   }
-  if (!out) {
-    // No slices at all (a batch dim of 0): the result is empty with the declared shape.
-    const node = graph.nodes.find((n) => n.id === graph.output)!;
-    const shape = node.type.shape.map((d) => (typeof d === "number" ? d : bound.get(d) ?? 0));
-    return { shape: [...batch, ...shape], data: new Float64Array(0), dtype: node.type.dtype };
-  }
-  return out;
+  return outs;
 }
 
 function stridesOf(shape: number[]): number[] {
@@ -178,6 +186,7 @@ const RULES: { [K in Op["op"]]: Rule<K> } = {
       return v;
     }),
   causal_contract: (_, n, __, a) => causalContract(n, a),
+  logsumexp: (_, n, op, [x]) => reduceFibers(x, op.axis, op.keepdims, n, logSumExp),
   softmax: (_, __, op, [x]) =>
     rows(x, op.axis, (v) => {
       let m = -Infinity;
@@ -323,6 +332,11 @@ const RULES: { [K in Op["op"]]: Rule<K> } = {
     (loop as Tensor & { loopValues: Tensor[] }).loopValues[op.index],
   attention: (ev, n, op, a) =>
     op.weights === "score" ? weighted(ev, n, op.score, a) : attention(ev, n, op.score, false, a),
+  attention_lse: (ev, n, _, [a]) => ({
+    shape: ev.shape(n),
+    data: (a as Tensor & { lse: Float64Array }).lse,
+    dtype: "float",
+  }),
   probs: (ev, n, op, a) => attention(ev, n, op.score, true, a),
   attention_mix: mix,
 };
@@ -392,7 +406,7 @@ class Evaluator {
 
 /**
  * softmax_j(score(i, j)) · v, row by row (for `probs`, the probabilities themselves); a row with
- * no finite score gives zeros.
+ * no finite score gives zeros. An attention with `lse` also keeps each row's logsumexp.
  */
 function attention(ev: Evaluator, n: Node, score: Score, probs: boolean, args: Tensor[]): Tensor {
   const [qa, kb, v] = args;
@@ -400,12 +414,15 @@ function attention(ev: Evaluator, n: Node, score: Score, probs: boolean, args: T
   const out: Tensor = { shape: [rows, e], data: new Float64Array(rows * e), dtype: "float" };
   const s = new Float64Array(cols);
   const at = scoreAt(ev, n, args);
+  const lse = n.op.op === "attention" && n.op.lse ? new Float64Array(rows) : undefined;
+  if (lse) Object.assign(out, { lse });
   for (let i = 0; i < rows; i++) {
     let m = -Infinity;
     for (let j = 0; j < cols; j++) {
       s[j] = at(score, i, j);
       if (s[j] > m) m = s[j];
     }
+    if (lse) lse[i] = logSumExp(s);
     if (s.some(Number.isNaN)) {
       out.data.fill(NaN, i * e, i * e + e);
       continue;
@@ -543,24 +560,38 @@ function zip(n: Node, xs: Tensor[], f: (v: number[]) => number): Tensor {
 }
 
 function reduce(x: Tensor, axis: number, fn: string, keepdims: boolean, n: Node): Tensor {
+  const init = fn === "max" ? -Infinity : fn === "min" ? Infinity : fn === "prod" ? 1 : 0;
+  return reduceFibers(x, axis, keepdims, n, (v) => {
+    let acc = init;
+    for (const y of v) {
+      if (fn === "max") acc = Math.max(acc, y);
+      else if (fn === "min") acc = Math.min(acc, y);
+      else if (fn === "prod") acc *= y;
+      else acc += y;
+    }
+    return fn === "mean" ? acc / v.length : acc;
+  });
+}
+
+/** `f` of every 1-D fiber along `axis`: the axis removed (kept as size 1 with `keepdims`). */
+function reduceFibers(
+  x: Tensor,
+  axis: number,
+  keepdims: boolean,
+  n: Node,
+  f: (v: Float64Array) => number,
+): Tensor {
   const outer = sizeOf(x.shape.slice(0, axis)), len = x.shape[axis];
   const inner = sizeOf(x.shape.slice(axis + 1));
   const s = keepdims
     ? x.shape.map((d, i) => (i === axis ? 1 : d))
     : x.shape.filter((_, i) => i !== axis);
   const t: Tensor = { shape: s, data: new Float64Array(outer * inner), dtype: n.type.dtype };
-  const init = fn === "max" ? -Infinity : fn === "min" ? Infinity : fn === "prod" ? 1 : 0;
+  const v = new Float64Array(len);
   for (let o = 0; o < outer; o++) {
     for (let i = 0; i < inner; i++) {
-      let acc = init;
-      for (let k = 0; k < len; k++) {
-        const v = x.data[(o * len + k) * inner + i];
-        if (fn === "max") acc = Math.max(acc, v);
-        else if (fn === "min") acc = Math.min(acc, v);
-        else if (fn === "prod") acc *= v;
-        else acc += v;
-      }
-      t.data[o * inner + i] = fn === "mean" ? acc / len : acc;
+      for (let k = 0; k < len; k++) v[k] = x.data[(o * len + k) * inner + i];
+      t.data[o * inner + i] = f(v);
     }
   }
   return t;

@@ -7,7 +7,7 @@
  * tests and the fuzzing bench.
  */
 import { AttuneError } from "./errors.ts";
-import { interpret } from "./interp.ts";
+import { interpretAll } from "./interp.ts";
 import type { Graph } from "./ir/types.ts";
 import type { Tensor } from "./tensor.ts";
 
@@ -94,17 +94,20 @@ export function firstDivergence(
   inputs: Record<string, Tensor>,
   options: { seed?: number; rtol?: number } = {},
 ): Divergence | undefined {
-  const expected = interpret(graph, inputs, { seed: options.seed });
+  const expected = interpretAll(graph, inputs, { seed: options.seed });
   for (let index = 0; index < stages.length; index++) {
     const { pass, graph: g } = stages[index];
-    let got: Tensor;
+    let got: Tensor[];
     try {
-      got = interpret(g, inputs, { seed: options.seed });
+      got = interpretAll(g, inputs, { seed: options.seed });
     } catch (e) {
       return { pass, index, detail: `threw ${e instanceof Error ? e.message : String(e)}` };
     }
-    const why = compareResults(expected, got, options.rtol);
-    if (why !== undefined) return { pass, index, detail: why };
+    for (const [k, want] of expected.entries()) {
+      const why = compareResults(want, got[k], options.rtol);
+      const which = expected.length > 1 ? `result ${k + 1}: ` : "";
+      if (why !== undefined) return { pass, index, detail: which + why };
+    }
   }
   return undefined;
 }

@@ -221,6 +221,9 @@ function attentionKernel(
   const score = (node.op as { score: Score }).score;
   const probs = node.op.op === "probs";
   const sum = node.op.op === "attention" && node.op.weights === "score";
+  // The row log-sum-exp: written at the binding after the reads, or by the split form's combine.
+  const lse = node.op.op === "attention" && node.op.lse === true;
+  if (lse && replace) throw new Error("internal: rows replaced in an attention with lse");
   const rowScore = (r: number) =>
     scoreWgsl(score, args, slots, { qk: `qk${r}`, fi: `fi${r}`, i: `i${r}` });
   const sample = rowScore(0);
@@ -262,8 +265,9 @@ function attentionKernel(
       replace: replace &&
         { count: dim(replace.idx.type.shape[0], slots), binding: args.length + 2 },
       split: split
-        ? { parts: LOOPS.parts, used: splitUsed(dim(b.type.shape[0], slots)) }
+        ? { parts: LOOPS.parts, used: splitUsed(dim(b.type.shape[0], slots)), lse }
         : undefined,
+      lse: lse && !split ? { binding: args.length + 2 } : undefined,
     }, `%${node.id} ${node.op.op}${replace ? " with rows replaced" : ""}`);
   const shown = (x: Dim) => (typeof x === "number" ? x : 4);
   const threads: ThreadDim[] = [

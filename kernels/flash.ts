@@ -57,7 +57,20 @@ export interface FlashSpec {
    * block's keys and writes each row's carrier (max, sum, weighted mean: e + 2 floats) to
    * `out[((s * parts + block) * rows + i) * (e + 2)]`, which a second kernel combines.
    */
-  split?: { parts: number; used: string };
+  split?: {
+    parts: number;
+    used: string;
+    /**
+     * For a row log-sum-exp: a row whose max is +inf stores its sum as 1, not the NaN of
+     * inf − inf, so that a NaN sum means a NaN score (`splitLse` tells them apart).
+     */
+    lse?: boolean;
+  };
+  /**
+   * Also write each row's log-sum-exp m + log l (its softmax's normalizer) to `lse[s * rows + i]`
+   * at this binding (`rowLse`).
+   */
+  lse?: { binding: number };
   /** Key blocks whose scores are all -inf are skipped (kernels/tiles.ts). */
   tiles?: TileSkip;
   /**
@@ -118,7 +131,7 @@ ${
       ? `${storage(spec.replace.binding, "aJ", "f32")}
 ${storage(spec.replace.binding + 1, "aR", et)}`
       : ""
-  }
+  }${spec.lse ? `\n${storage(spec.lse.binding, "lse", "f32", true)}` : ""}
 ${spec.helpers}
 @compute @workgroup_size(${WORKGROUP})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -235,7 +248,9 @@ ${phony}  let rows = ${spec.rows};
       ? rowsOf((r) =>
         `if (ib + ${r}u < rows) { let ob = ((s * ${spec.split!.parts}u + kp) * rows + i${r}) * ${
           e + 2
-        }u; out[ob] = mx${r}; out[ob + 1u] = select(l${r}, bitcast<f32>(f32_bits.z), bad${r}); ${
+        }u; out[ob] = mx${r}; out[ob + 1u] = select(${
+          spec.split!.lse ? `select(l${r}, 1.0, bitcast<u32>(mx${r}) == 0x7f800000u)` : `l${r}`
+        }, bitcast<f32>(f32_bits.z), bad${r}); ${
           Array.from(
             { length: e },
             (_, c) => `out[ob + ${c + 2}u] = acc${r}[${ev ? `${c >> 2}][${c & 3}` : c}];`,
@@ -268,7 +283,7 @@ ${phony}  let rows = ${spec.rows};
             (c) =>
               `out[ob + ${c}u] = select(acc${r}[${c}], ${et}(bitcast<f32>(f32_bits.z)), bad${r});`,
           )
-        } }`
+        }${spec.lse ? ` lse[s * rows + i${r}] = ${rowLse(`mx${r}`, `l${r}`, `bad${r}`)};` : ""} }`
       )
   }
 }
@@ -424,6 +439,16 @@ function pairSums(xs: string[]): string {
     pairs.push(i + 1 < xs.length ? `(${xs[i]} + ${xs[i + 1]})` : xs[i]);
   }
   return pairs.join(" + ");
+}
+
+/**
+ * WGSL: a row's log-sum-exp from its running max `mx` and sum `l` (of exp(score - mx)): mx +
+ * log l; the max itself when it is ±inf (a row of -inf scores, or one holding +inf: inf − inf
+ * made its sum NaN); NaN when `bad` (a NaN score), as the interpreter's logsumexp.
+ */
+export function rowLse(mx: string, l: string, bad: string): string {
+  const inf = `(bitcast<u32>(${mx}) & 0x7fffffffu) == 0x7f800000u`;
+  return `select(select(${mx} + log(${l}), ${mx}, ${inf}), bitcast<f32>(f32_bits.z), ${bad})`;
 }
 
 /**

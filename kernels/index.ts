@@ -27,6 +27,11 @@ type Family = (node: Node, req: KernelRequest) => NodeKernel[];
 /** Nodes that need no kernel: inputs and loop bookkeeping. */
 const none: Family = () => [];
 
+/** Ops lowering rewrites into others first (compiler/lower/expand.ts). */
+const expanded: Family = (n) => {
+  throw new Error(`internal: ${n.op.op} reaches the kernels (expand it before lowering)`);
+};
+
 const FAMILIES: Record<Op["op"], Family> = {
   input: none,
   loop: none,
@@ -50,6 +55,7 @@ const FAMILIES: Record<Op["op"], Family> = {
   dot: reduceKernels,
   bits: reduceKernels,
   segment_mean: reduceKernels,
+  logsumexp: expanded,
   softmax: rowwiseKernels,
   normalize: rowwiseKernels,
   cumsum: scanKernels,
@@ -60,6 +66,7 @@ const FAMILIES: Record<Op["op"], Family> = {
   random: randomKernels,
   set_rows: setRowsKernels,
   attention: attentionKernels,
+  attention_lse: none, // written by its attention's kernel
   probs: attentionKernels,
   attention_mix: mixKernels,
 };

@@ -28,6 +28,7 @@ import type { KernelRequest } from "./common.ts";
 import { loop, readTrips, type Sizes } from "./trips.ts";
 import { matmulKernels } from "./matmul.ts";
 import { attentionKernels } from "./attention.ts";
+import { isNan, rowLse } from "./flash.ts";
 
 /** A node computed by two kernels: partial results per chunk, then their combination. */
 export interface SplitKernels {
@@ -36,6 +37,8 @@ export interface SplitKernels {
   first: NodeKernel;
   /** Reads PARTIAL (binding a0) and possibly node ids. */
   combine: NodeKernel;
+  /** For an attention with `lse`: writes the rows' log-sum-exp (as `out`) from PARTIAL. */
+  lse?: NodeKernel;
 }
 
 type Split = (n: Node, req: KernelRequest) => SplitKernels;
@@ -241,7 +244,11 @@ function splitAttention(n: Node, req: KernelRequest): SplitKernels {
   let c = r % ${e};
   let kused = ${splitUsed(cols)};
   var mx = ${ninf};
-  for (var p = 0u; p < kused; p = p + 1u) { mx = max(mx, ${at("0u")}); }
+  // A part's NaN sum is a NaN score (flash.ts): the row is NaN even when no score was finite.
+  var bad = false;
+  for (var p = 0u; p < kused; p = p + 1u) { mx = max(mx, ${at("0u")}); bad = bad | ${
+    isNan(at("1u"))
+  }; }
   var l = 0.0;
   var acc = 0.0;
   for (var p = 0u; p < kused; p = p + 1u) {
@@ -254,13 +261,31 @@ function splitAttention(n: Node, req: KernelRequest): SplitKernels {
       l = ln;
     }
   }
-  out[s * ${outSize} + r] = select(0.0, acc, l > 0.0);`;
+  out[s * ${outSize} + r] = select(select(0.0, acc, l > 0.0), ${f32(NaN)}, bad);`;
   const summed = n.op.op === "attention" && n.op.weights === "score";
   const combine = kernel(n, [PARTIAL], n.type.shape, slots, summed ? sum : body);
+  // The row log-sum-exp from the parts' (max, sum): a NaN sum is a NaN score (flash.ts).
+  const lseBody = `let i = r;
+  let kused = ${splitUsed(cols)};
+  var mx = ${ninf};
+  var bad = false;
+  for (var p = 0u; p < kused; p = p + 1u) { mx = max(mx, ${at("0u")}); bad = bad | ${
+    isNan(at("1u"))
+  }; }
+  var l = 0.0;
+  for (var p = 0u; p < kused; p = p + 1u) {
+    let mp = ${at("0u")};
+    if (mp > ${ninf}) { l = l + ${at("1u")} * exp(mp - mx); }
+  }
+  out[s * ${rows} + r] = ${rowLse("mx", "l", "bad")};`;
+  const lse = n.op.op === "attention" && n.op.lse
+    ? kernel(n, [PARTIAL], [q[0]], slots, lseBody)
+    : undefined;
   return {
     // Each row's carrier takes e + 2 ≤ 3e floats.
     partial: [P, q[0], v[1], 3],
     first: { ...first, name: `${first.name}_part` },
     combine: { ...combine, name: `${combine.name}_combine`, trips: () => 2 * P },
+    lse: lse && { ...lse, name: `${lse.name}_lse`, trips: () => 2 * P },
   };
 }

@@ -1,6 +1,6 @@
 /**
  * Runs an execution plan on a WebGPU device: uploads inputs, encodes every dispatch of the run in
- * one command buffer and one submit, reads the output back. A run whose buffers pass the binding
+ * one command buffer and one submit, reads the outputs back. A run whose buffers pass the binding
  * limit is split into chunks of batch/head slices, one submit each. Shader and validation errors
  * surface as `DeviceError`s quoting the WGSL line.
  */
@@ -101,18 +101,20 @@ interface Run {
   host: HostBytes;
   /** Float32 upload staging, reused by every input and host draw of every chunk. */
   staging: Float32Array<ArrayBuffer>;
-  /** The output, every chunk's slices read back into their place. */
-  output: Float64Array;
-  outPer: number;
+  /** The outputs, every chunk's slices read back into their place; `per`: elements a slice. */
+  outputs: { data: Float64Array; per: number }[];
 }
 
-/** Execute `plan` (lowered from `graph`) on the inputs; returns the output and run statistics. */
+/**
+ * Execute `plan` (lowered from `graph`) on the inputs; returns the outputs in the order the
+ * program returns them (`output`: the first), and run statistics.
+ */
 export async function execute(
   graph: Graph,
   plan: ExecPlan,
   inputs: Record<string, Tensor>,
   options: ExecuteOptions = {},
-): Promise<{ output: Tensor; stats: RunStats }> {
+): Promise<{ output: Tensor; outputs: Tensor[]; stats: RunStats }> {
   const { bound, batch, perInput, leads } = bindInputs(graph, inputs);
   const { device, facts } = options.device ?? (await getDevice());
   const size = (d: Dim) => (typeof d === "number" ? d : bound.get(d)!);
@@ -134,16 +136,18 @@ export async function execute(
   const limit = options.maxBindingBytes ?? facts.limits.maxStorageBufferBindingSize;
   const slices = sizeOf(batch);
   const chunk = slicesPerChunk(plan, size, slices, limit);
-  const outNode = graph.nodes.find((n) => n.id === graph.output)!;
-  const outShape = outNode.type.shape.map(size);
-  const outPer = sizeOf(outShape);
+  const outNodes = graph.outputs.map((o) => graph.nodes.find((n) => n.id === o)!);
+  const outShapes = outNodes.map((n) => n.type.shape.map(size));
   // The caller's arrays count as held (a defaulted input holds one slice's fill).
   const given = graph.inputs.reduce(
     (t, d) => t + (inputs[d.name]?.data ?? perInput.get(d.name)!(0).data).byteLength,
     0,
   );
   const host = new HostBytes(given);
-  const output = host.hold(new Float64Array(slices * outPer));
+  const outputs = outShapes.map((s) => {
+    const per = sizeOf(s);
+    return { data: host.hold(new Float64Array(slices * per)), per };
+  });
   const stats: RunStats = {
     dispatches: 0,
     peakBytes: 0,
@@ -162,7 +166,7 @@ export async function execute(
     const staging = host.hold(new Float32Array(staged));
     const run: Run = {
       ...{ graph, plan, options, device, facts, size, perInput, limit, steps, pipelines, host },
-      ...{ staging, output, outPer, own, heads: batch.at(-1) ?? 1 },
+      ...{ staging, outputs, own, heads: batch.at(-1) ?? 1 },
     };
     for (let first = 0; first < slices; first += chunk) {
       const r = await runChunk(run, first, Math.min(chunk, slices - first));
@@ -173,10 +177,12 @@ export async function execute(
     host.free(staging);
   }
   stats.peakHostBytes = host.peak;
-  return {
-    output: { shape: [...batch, ...outShape], data: output, dtype: outNode.type.dtype },
-    stats,
-  };
+  const results = outNodes.map((n, k): Tensor => ({
+    shape: [...batch, ...outShapes[k]],
+    data: outputs[k].data,
+    dtype: n.type.dtype,
+  }));
+  return { output: results[0], outputs: results, stats };
 }
 
 /** Conditions on sizes the plan states (`ExecPlan.guards`), as the interpreter's errors. */
@@ -263,7 +269,7 @@ function checkHostDraws(graph: Graph, plan: ExecPlan) {
   }
 }
 
-/** Runs slices [first, first + slices) in one submit, their output read into `run.output`. */
+/** Runs slices [first, first + slices) in one submit, their outputs read into `run.outputs`. */
 async function runChunk(run: Run, first: number, slices: number) {
   const { device, plan, host } = run;
   const gpu = new ChunkBuffers(device, run.limit);
@@ -316,16 +322,21 @@ async function runChunk(run: Run, first: number, slices: number) {
       encoder.resolveQuerySet(querySet, 0, 2 * timed.length, resolved, 0);
       encoder.copyBufferToBuffer(resolved, 0, stamps, 0, bytes);
     }
-    const outCount = slices * run.outPer;
     const usage = GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST;
-    const read = gpu.take(outCount * 4, usage, "the readback");
-    encoder.copyBufferToBuffer(buffers[plan.output], 0, read, 0, Math.max(16, outCount * 4));
+    const readbacks = plan.outputs.map((b, k) => {
+      const count = slices * run.outputs[k].per;
+      const read = gpu.take(count * 4, usage, "the readback");
+      encoder.copyBufferToBuffer(buffers[b], 0, read, 0, Math.max(16, count * 4));
+      return { read, count };
+    });
     device.queue.submit([encoder.finish()]);
     const err = await device.popErrorScope();
     if (err) throw new DeviceError(`WebGPU rejected the run: ${err.message}`);
-    await read.mapAsync(GPUMapMode.READ);
-    readBack(run, read, first * run.outPer, outCount);
-    read.unmap();
+    for (const [k, { read, count }] of readbacks.entries()) {
+      await read.mapAsync(GPUMapMode.READ);
+      readBack(run, run.outputs[k].data, read, first * run.outputs[k].per, count);
+      read.unmap();
+    }
     let kernels: RunStats["kernels"];
     if (stamps) {
       await stamps.mapAsync(GPUMapMode.READ);
@@ -414,12 +425,12 @@ function upload(
   }
 }
 
-/** Copies `count` floats of the mapped readback into the output at `at`, a block at a time. */
-function readBack(run: Run, read: GPUBuffer, at: number, count: number) {
+/** Copies `count` floats of the mapped readback into `output` at `at`, a block at a time. */
+function readBack(run: Run, output: Float64Array, read: GPUBuffer, at: number, count: number) {
   for (let done = 0; done < count; done += READ_BLOCK) {
     const n = Math.min(READ_BLOCK, count - done);
     const block = run.host.hold(new Float32Array(read.getMappedRange(done * 4, n * 4)));
-    run.output.set(block, at + done);
+    output.set(block, at + done);
     run.host.free(block);
   }
 }

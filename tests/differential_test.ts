@@ -90,7 +90,8 @@ Deno.test("differential: every pass preserves the interpreter's result on genera
     inLoop = 0,
     reassociated = 0,
     tables = 0,
-    summed = 0;
+    summed = 0,
+    rowLse = 0;
   const t0 = performance.now();
   await checkProperty(
     "interpreter differential",
@@ -106,6 +107,7 @@ Deno.test("differential: every pass preserves the interpreter's result on genera
       if (f.inLoop) inLoop++;
       if (f.table) tables++;
       if (f.summed) summed++;
+      if (f.rowLse) rowLse++;
       if (f.changed.includes("reassociate")) reassociated++;
     }),
     RUNS,
@@ -115,7 +117,7 @@ Deno.test("differential: every pass preserves the interpreter's result on genera
     `${programs} programs in ${ms.toFixed(0)} ms: ${fused} with fused attention, ${iShared} ` +
       `reading a query vector with n shared, ${probs} probs, ${inLoop} fused inside a loop, ` +
       `${reassociated} reassociated, ${tables} reading a table at (i, j), ${summed} summing ` +
-      "weights without softmax",
+      `weights without softmax, ${rowLse} giving the row log-sum-exp from the flash pass`,
   );
   // The generator must keep reaching what the passes rewrite.
   if (RUNS >= 200) {
@@ -126,6 +128,7 @@ Deno.test("differential: every pass preserves the interpreter's result on genera
     assert.ok(reassociated >= 5, `only ${reassociated} reassociate`);
     assert.ok(tables >= 5, `only ${tables} fuse a table read at (i, j)`);
     assert.ok(summed >= 5, `only ${summed} fuse weights without softmax`);
+    assert.ok(rowLse >= 5, `only ${rowLse} give the row log-sum-exp from the flash pass`);
   }
 });
 

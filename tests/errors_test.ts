@@ -40,7 +40,7 @@ const CASES: Case[] = [
     name: "syntax: bad operator $",
     src: ["def f(q: [n, d]) {", "  return q $ q", "}"],
     message:
-      `${FILE}:2:12: syntax error: expected "}", a name, "repeat", "return" or an operator, found "$"`,
+      `${FILE}:2:12: syntax error: expected "}", a name, "repeat", "return", "," or an operator, found "$"`,
   },
   {
     name: "syntax: ** is not an operator",

@@ -22,7 +22,9 @@
  * loops, index-notation contractions (matmul-shaped and near-misses), and prefix sums (cumsum of
  * slices with static bounds and arange, along rows of one, two
  * and several SCAN_BLOCKs or along columns; causal linear attention), and contractions over
- * prefix sums that fuse into `causal_contract` and their near misses (tests/causal_programs.ts).
+ * prefix sums that fuse into `causal_contract` and their near misses (tests/causal_programs.ts). Some programs return a
+ * second value: the row log-sum-exp of the score (fused into the flash pass when the head is
+ * softmax attention) or the score itself.
  */
 import fc from "fast-check";
 import { compileSync, type Program, relativeError } from "../mod.ts";
@@ -39,7 +41,7 @@ import {
 } from "../compiler/limits.ts";
 import { execute } from "../runtime/executor.ts";
 import { contractArb, type ContractExtra, contractLines } from "./causal_programs.ts";
-import { interpret } from "../compiler/interp.ts";
+import { interpretAll } from "../compiler/interp.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Specs
@@ -163,8 +165,13 @@ export const CONTRACT_LINES = {
 } as const;
 export type ContractForm = keyof typeof CONTRACT_LINES;
 
+/** A second result: `logsumexp(s, axis=1)` (with keepdims: "lsekeep"), or the score `s`. */
+export type Second = "lse" | "lsekeep" | "score";
+
 /** A whole program and its inputs. */
 export interface Spec {
+  /** Returned beside y (derived from dataSeed, so other fields draw as before). */
+  second?: Second;
   /** Keys and values share the query size symbol `n` (self-attention). */
   shared: boolean;
   form: "index" | "matrix";
@@ -193,6 +200,9 @@ export interface Spec {
 
 // ---------------------------------------------------------------------------------------------
 // Arbitraries
+
+/** Second results, by dataSeed: three programs in eight return one. */
+const SECONDS: (Second | undefined)[] = ["lse", "lsekeep", "score", ...Array(5).fill(undefined)];
 
 /** Awkward sizes for the interpreter and small GPU runs. */
 export const SMALL_SIZES = [1, 2, 3, 5, 7, 8, 13] as const;
@@ -465,7 +475,7 @@ export function specArb(options: SpecOptions = {}): fc.Arbitrary<Spec> {
     vecLead: fc.constantFrom(0, 1, 2),
     qGroup: fc.constantFrom(1, 1, 2, 3),
     dataSeed: fc.integer({ min: 0, max: 2 ** 32 - 1 }),
-  }).map((s) => normalizeSpec(s));
+  }).map((s) => normalizeSpec({ ...s, second: SECONDS[s.dataSeed % SECONDS.length] }));
 }
 
 /** Make a spec consistent with its sizes (shared axes equal, landmarks within the rows). */
@@ -835,10 +845,18 @@ export function printProgram(s: Spec): string {
   if (used.has("km")) decls.push(`km: [${M}]`);
   for (const K of [1, 2, 4, 7]) if (used.has(`bias${K}`)) decls.push(`bias${K}: [${2 * K + 1}]`);
   decls.push(`slope = ${fmt(s.slope)}`);
+  const second = {
+    lse: { value: "logsumexp(s, axis=1)", shape: "[n]" },
+    lsekeep: { value: "logsumexp(s, axis=1, keepdims=true)", shape: "[n, 1]" },
+    score: { value: "s", shape: `[n, ${M}]` },
+  }[s.second ?? "lse"];
+  const ret = s.second
+    ? { type: `([${shape.join(", ")}], ${second.shape})`, value: `y, ${second.value}` }
+    : { type: `[${shape.join(", ")}]`, value: "y" };
   return [
-    `def prog(${decls.join(", ")}) -> [${shape.join(", ")}] {`,
+    `def prog(${decls.join(", ")}) -> ${ret.type} {`,
     ...[...body, ...scoreLines, ...headLines].map((l) => `  ${l}`),
-    "  return y",
+    `  return ${ret.value}`,
     "}",
     "",
   ].join("\n");
@@ -923,6 +941,8 @@ export interface Features {
   table: number;
   /** Fused nodes whose weights are the score itself (no softmax). */
   summed: number;
+  /** Fused attention nodes that also give their rows' log-sum-exp. */
+  rowLse: number;
 }
 
 /** A compiled spec with its source and inputs. */
@@ -983,6 +1003,7 @@ export function features(c: Compiled): Features {
     inLoop: 0,
     table: 0,
     summed: 0,
+    rowLse: 0,
   };
   const visit = (nodes: Node[], inLoop: boolean) => {
     for (const n of nodes) {
@@ -998,6 +1019,7 @@ export function features(c: Compiled): Features {
       if (leaves.includes("j")) f.jLeaf++;
       if (leaves.includes("table")) f.table++;
       if (n.op.op === "attention" && n.op.weights === "score") f.summed++;
+      if (n.op.op === "attention" && n.op.lse) f.rowLse++;
     }
   };
   visit(c.program.optimized.nodes, false);
@@ -1081,8 +1103,8 @@ export async function gpuDifferential(
 ): Promise<string | undefined> {
   // The run's seed overrides every draw: any u32 (the spec's data seed) must agree.
   const seed = options.seed ?? c.spec.dataSeed;
-  const expected = c.program.run(c.inputs, { seed, backend: "interp" });
-  let got: Tensor;
+  const expected = c.program.runAll(c.inputs, { seed, backend: "interp" });
+  let got: Tensor[];
   try {
     got = options.lower
       ? (await execute(
@@ -1093,12 +1115,25 @@ export async function gpuDifferential(
           seed,
           poison: true,
         },
-      )).output
-      : await c.program.run(c.inputs, { seed, backend: "gpu", poison: true });
+      )).outputs
+      : await c.program.runAll(c.inputs, { seed, backend: "gpu", poison: true });
   } catch (e) {
     return `GPU run threw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`;
   }
-  const exp = await expected;
+  const exps = await expected;
+  // The float32 floor of each result, measured only when one is past the plain tolerance.
+  let rounded: Tensor[] | undefined;
+  const floorOf = (k: number) =>
+    (rounded ??= interpretAll(c.program.graph, c.inputs, { seed, roundF32: true }))[k];
+  for (const [k, exp] of exps.entries()) {
+    const why = compareGpu(exp, got[k], () => floorOf(k));
+    if (why) return exps.length > 1 ? `result ${k + 1}: ${why}` : why;
+  }
+  return undefined;
+}
+
+/** One GPU result against the interpreter's, within GPU_RTOL plus its float32 floor. */
+function compareGpu(exp: Tensor, got: Tensor, roundedRun: () => Tensor): string | undefined {
   if (exp.shape.join() !== got.shape.join()) {
     return `shape [${got.shape}], expected [${exp.shape}]`;
   }
@@ -1117,8 +1152,7 @@ export async function gpuDifferential(
   if (err <= GPU_RTOL) return undefined;
   // Past the plain tolerance: is it float32 itself? The floor is measured on the program as
   // written (each node rounded once), so the optimized graph can't hide behind it.
-  const rounded = interpret(c.program.graph, c.inputs, { seed, roundF32: true });
-  const floor = relativeError(finite(rounded), finite(exp));
+  const floor = relativeError(finite(roundedRun()), finite(exp));
   const tol = GPU_RTOL + GPU_FLOOR_FACTOR * floor;
   if (!(err <= tol)) {
     let worst = 0;

@@ -94,7 +94,7 @@ function fieldsOf(plan: ExecPlan, k: ExecPlan["kernels"][number]): Record<string
 
 function showPlan(plan: ExecPlan, sizes: (d: Dim) => number): string {
   const lines: string[] = [];
-  lines.push(`output ${plan.output}`);
+  lines.push(`output ${plan.outputs.join(" ")}`);
   lines.push(`slots ${JSON.stringify([...plan.slots])}`);
   lines.push(`buffers ${JSON.stringify(plan.buffers)}`);
   lines.push(`inputs ${JSON.stringify(plan.inputs.map((i) => [i.decl.name, i.buffer]))}`);

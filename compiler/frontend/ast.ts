@@ -63,7 +63,7 @@ export interface Param {
 }
 
 export type Stmt =
-  | { kind: "return"; value: Expr; span: Span }
+  | { kind: "return"; values: Expr[]; span: Span }
   | { kind: "repeat"; count: Expr; body: Stmt[]; span: Span }
   | { kind: "indexed"; target: Ident; indices: Expr[]; value: Expr; span: Span }
   | { kind: "assign"; target: Ident; value: Expr; span: Span };
@@ -76,7 +76,8 @@ export interface FunctionDef {
   span: Span;
   nameSpan: Span;
   params: Param[];
-  ret?: TypeExpr;
+  /** Declared result types: `-> [n, e]` one, `-> ([n, e], [n])` several (`many`). */
+  ret?: { types: TypeExpr[]; many: boolean; span: Span };
   body: Stmt[];
 }
 

@@ -4,7 +4,7 @@
  * the IR. Arity and unknown keywords are checked by the ArgReader as the rule reads.
  */
 import type { ExprOf } from "./ast.ts";
-import type { Dim, LeadFn, RandomKind, ReduceFn, UnaryFn } from "../ir/types.ts";
+import type { Dim, LeadFn, Op, RandomKind, ReduceFn, UnaryFn } from "../ir/types.ts";
 import type { DType } from "../tensor.ts";
 import { ArgReader } from "./args.ts";
 import type { Checker } from "./check.ts";
@@ -64,6 +64,7 @@ export const BUILTINS: Record<string, Builtin> = {
   mean: { sig: `mean${REDUCE_SIG}  or  mean[i](expr)`, rule: reduction("mean") },
   prod: { sig: `prod${REDUCE_SIG}`, rule: reduction("prod") },
   norm: { sig: `norm${REDUCE_SIG}`, rule: reduction("norm") },
+  logsumexp: { sig: `logsumexp${REDUCE_SIG}  (log sum exp, stable)`, rule: reduction("logsumexp") },
   softmax: { sig: "softmax(x, axis=-1)", rule: alongAxis("softmax") },
   normalize: { sig: "normalize(x, axis=-1)", rule: alongAxis("normalize") },
   cumsum: { sig: "cumsum(x, axis)", rule: cumsum },
@@ -158,7 +159,7 @@ function extremum(fn: "max" | "min"): Rule {
 }
 
 /** sum, mean, prod, max, min over one axis or all; norm is sqrt(sum(x * x)). */
-function reduction(fn: ReduceFn | "norm"): Rule {
+function reduction(fn: ReduceFn | "norm" | "logsumexp"): Rule {
   return (c, a, e, scope) => {
     let x = a.tensor(0, "x");
     const all = !a.has(1, "axis");
@@ -168,8 +169,8 @@ function reduction(fn: ReduceFn | "norm"): Rule {
       : [a.axis(x, 0, scope)];
     const keepdims = a.has(2, "keepdims") ? a.staticNumber(2, "keepdims") !== 0 : false;
     a.done();
+    if (fn === "norm" || fn === "logsumexp") x = cast(c, x, "float", scope, e.span);
     if (fn === "norm") {
-      x = cast(c, x, "float", scope, e.span);
       x = c.op(scope, { op: "binary", fn: "mul" }, [x, x], x.type, e.span);
     }
     const rf = fn === "norm" ? "sum" : fn;
@@ -183,7 +184,10 @@ function reduction(fn: ReduceFn | "norm"): Rule {
         : x.type.dtype === "bool" && rf === "sum"
         ? "int"
         : x.type.dtype;
-      x = c.op(scope, { op: "reduce", fn: rf, axis, keepdims }, [x], { dtype, shape }, e.span);
+      const op: Op = rf === "logsumexp"
+        ? { op: "logsumexp", axis, keepdims }
+        : { op: "reduce", fn: rf, axis, keepdims };
+      x = c.op(scope, op, [x], { dtype, shape }, e.span);
     }
     if (fn === "norm") x = c.op(scope, { op: "unary", fn: "sqrt" }, [x], x.type, e.span);
     return x;

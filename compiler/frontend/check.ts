@@ -169,13 +169,13 @@ export class Checker {
     const params = this.staticParams(entry, scope, { ...(options.params ?? {}) });
     const inputs = this.inputs(entry, scope);
     const result = body(this, entry, scope);
-    const out = toTensor(this, result, entry.span);
-    if (entry.ret) checkReturn(this, entry, out, scope);
+    const outs = result.values.map((v) => toTensor(this, v, result.span));
+    if (entry.ret) checkReturn(this, entry, outs, scope, result.span);
     return {
       entry: entry.name,
       nodes: this.nodes,
       inputs,
-      output: out.id,
+      outputs: outs.map((o) => o.id),
       params,
       symbols: this.symbols,
       source: this.program.source,

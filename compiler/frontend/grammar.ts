@@ -21,11 +21,12 @@ export const GRAMMAR_SOURCE: string = String.raw`Attune {
 
   ScalarKind = ("float" | "int" | "bool") ~alnum
 
-  RetType = "->" Type
+  RetType = "->" "(" NonemptyListOf<Type, ","> ")"  -- many
+          | "->" Type                                -- one
 
   Block = "{" Stmt* "}"
 
-  Stmt = "return" Exp ";"?                                  -- return
+  Stmt = "return" NonemptyListOf<Exp, ","> ";"?            -- return
        | "repeat" Exp Block ";"?                            -- repeat
        | ident "[" NonemptyListOf<Exp, ","> "]" "=" Exp ";"? -- indexed
        | ident "=" Exp ";"?                                 -- assign

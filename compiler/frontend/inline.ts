@@ -67,9 +67,17 @@ export function inline(c: Checker, def: FunctionDef, e: ExprOf<"call">, scope: S
   });
   for (const p of filled) inner.env.set(p.name, tensorDefault(c, def, p, inner, e.span));
   c.inlining.push(def.name);
-  const result = body(c, def, inner);
+  const { values, span } = body(c, def, inner);
   c.inlining.pop();
-  if (def.ret && result.kind === "tensor") checkReturn(c, def, result, inner);
+  if (values.length !== 1) {
+    c.fail(
+      `${def.name} returns ${values.length} values; a call takes one`,
+      e.span,
+      "only the entry function may return several values",
+    );
+  }
+  const result = values[0];
+  if (def.ret && result.kind === "tensor") checkReturn(c, def, [result], inner, span);
   return result;
 }
 

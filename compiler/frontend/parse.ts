@@ -71,14 +71,19 @@ semantics.addOperation<unknown>("ast", {
   Type_scalar(kind): TypeExpr {
     return { kind: "scalar", elem: kind.sourceString as "float", span: span(this) };
   },
-  RetType(_arrow, type): TypeExpr {
-    return type.ast();
+  RetType_many(_arrow, _lp, types, _rp): FunctionDef["ret"] {
+    const list = types.asIteration().children.map((t) => t.ast());
+    return { types: list, many: true, span: span(this) };
+  },
+  RetType_one(_arrow, type): FunctionDef["ret"] {
+    return { types: [type.ast()], many: false, span: span(type) };
   },
   Block(_lb, stmts, _rb): Stmt[] {
     return stmts.children.map((s) => s.ast());
   },
-  Stmt_return(_kw, value, _semi): Stmt {
-    return { kind: "return", value: value.ast(), span: span(this) };
+  Stmt_return(_kw, values, _semi): Stmt {
+    const list = values.asIteration().children.map((v) => v.ast());
+    return { kind: "return", values: list, span: span(this) };
   },
   Stmt_repeat(_kw, count, body, _semi): Stmt {
     return { kind: "repeat", count: count.ast(), body: body.ast(), span: span(this) };

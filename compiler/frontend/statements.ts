@@ -3,14 +3,21 @@
  * result type), and `repeat` loops, whose reassigned names are carried around the loop.
  */
 import type { FunctionDef, Stmt, StmtOf } from "./ast.ts";
+import type { Span } from "../errors.ts";
 import type { Node } from "../ir/types.ts";
 import { showType } from "../ir/print.ts";
 import type { Checker } from "./check.ts";
 import { indexed } from "./indexing.ts";
 import { declaredType, type Scope, type TensorVal, type Val } from "./scope.ts";
-import { cast, sameDim, toTensor } from "./shapes.ts";
+import { cast, describeDim, sameDim, toTensor } from "./shapes.ts";
 
-export function body(c: Checker, def: FunctionDef, scope: Scope): Val {
+/** What a function body returns: its values, and the return statement's span. */
+export interface Returned {
+  values: Val[];
+  span: Span;
+}
+
+export function body(c: Checker, def: FunctionDef, scope: Scope): Returned {
   const ret = stmts(c, def.body, scope);
   if (!ret) {
     c.fail(
@@ -22,13 +29,13 @@ export function body(c: Checker, def: FunctionDef, scope: Scope): Val {
   return ret;
 }
 
-function stmts(c: Checker, list: Stmt[], scope: Scope, inLoop = false): Val | undefined {
+function stmts(c: Checker, list: Stmt[], scope: Scope, inLoop = false): Returned | undefined {
   for (let i = 0; i < list.length; i++) {
     const s = list[i];
     if (s.kind === "return") {
       if (inLoop) c.fail("return is not allowed inside repeat", s.span);
       if (i !== list.length - 1) c.fail("code after return is never run", list[i + 1].span);
-      return c.expr(s.value, scope);
+      return { values: s.values.map((v) => c.expr(v, scope)), span: s.span };
     }
     if (s.kind === "assign") {
       const v = c.expr(s.value, scope);
@@ -40,18 +47,57 @@ function stmts(c: Checker, list: Stmt[], scope: Scope, inLoop = false): Val | un
   return undefined;
 }
 
-export function checkReturn(c: Checker, def: FunctionDef, out: TensorVal, scope: Scope): void {
+/**
+ * The returned values against the declared result types: as many values as types, each of its
+ * declared shape.
+ */
+export function checkReturn(
+  c: Checker,
+  def: FunctionDef,
+  outs: TensorVal[],
+  scope: Scope,
+  at: Span,
+): void {
   const ret = def.ret!;
-  const expected = declaredType(c, ret, scope, false, "");
-  const actual = out.type.shape;
-  const bad = expected.shape.length !== actual.length ||
-    expected.shape.some((d, i) => !sameDim(scope.dims.get(String(d)) ?? d, actual[i]));
-  if (bad) {
+  if (outs.length !== ret.types.length) {
+    const [n, m] = [outs.length, ret.types.length];
     c.fail(
-      `${def.name} returns ${showType(out.type)} but its declared result is ${showType(expected)}`,
-      ret.span,
+      `${def.name} returns ${n} value${n === 1 ? "" : "s"} but declares ${m} result${
+        m === 1 ? "" : "s"
+      }`,
+      at,
+      `return ${m} value${m === 1 ? "" : "s"}, or declare -> (${
+        outs.map((o) => showType(o.type)).join(", ")
+      })`,
     );
   }
+  ret.types.forEach((t, k) => {
+    const expected = declaredType(c, t, scope, false, "");
+    const actual = outs[k].type.shape;
+    const bad = expected.shape.length !== actual.length ||
+      expected.shape.some((d, i) => !sameDim(scope.dims.get(String(d)) ?? d, actual[i]));
+    if (!bad) return;
+    if (!ret.many) {
+      c.fail(
+        `${def.name} returns ${showType(outs[k].type)} but its declared result is ${
+          showType(expected)
+        }`,
+        t.span,
+      );
+    }
+    // Several results: which one, and the first size that differs (both named).
+    const axis = expected.shape.findIndex((d, i) =>
+      !sameDim(scope.dims.get(String(d)) ?? d, actual[i])
+    );
+    const sizes = expected.shape.length !== actual.length
+      ? `rank ${actual.length} ≠ ${expected.shape.length}`
+      : `axis ${axis}: ${describeDim(c, actual[axis])} ≠ ${describeDim(c, expected.shape[axis])}`;
+    c.fail(
+      `${def.name} returns ${showType(outs[k].type)} as result ${k + 1} but its declared ` +
+        `result ${k + 1} is ${showType(expected)} (${sizes})`,
+      t.span,
+    );
+  });
 }
 
 function repeat(c: Checker, s: StmtOf<"repeat">, scope: Scope): void {

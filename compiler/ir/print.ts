@@ -38,7 +38,7 @@ export function showGraph(g: Graph): string {
   };
   for (const i of g.inputs) lines.push(`input ${i.name}: ${showType(i.type)}`);
   walk(g.nodes, "");
-  lines.push(`return %${g.output}`);
+  lines.push(`return ${g.outputs.map((o) => `%${o}`).join(", ")}`);
   return lines.join("\n");
 }
 

@@ -48,6 +48,19 @@ export const BINARY: Record<BinaryFn, (x: number, y: number) => number> = {
   or: (x, y) => +(x !== 0 || y !== 0),
 };
 
+/**
+ * log Σ exp of a fiber, shifted by its max (by 0 when the max is ±inf, so no inf − inf): a fiber
+ * of -inf (or an empty one) gives -inf, one holding +inf gives +inf, a NaN gives NaN.
+ */
+export function logSumExp(v: ArrayLike<number>): number {
+  let m = -Infinity;
+  for (let k = 0; k < v.length; k++) m = Math.max(m, v[k]);
+  const shift = Number.isFinite(m) ? m : 0;
+  let s = 0;
+  for (let k = 0; k < v.length; k++) s += Math.exp(v[k] - shift);
+  return shift + Math.log(s);
+}
+
 /** Abramowitz–Stegun 7.1.26 is too coarse for an oracle; use a series/continued fraction. */
 function erf(x: number): number {
   if (!Number.isFinite(x)) return Number.isNaN(x) ? x : Math.sign(x);

@@ -103,6 +103,9 @@ export type Op =
   | { op: "cast" } // to the node's dtype (float → int floors)
   | { op: "reduce"; fn: ReduceFn; axis: number; keepdims: boolean }
   | { op: "softmax"; axis: number }
+  // log Σ exp along axis, as max + log Σ exp(x - max) (a max of ±inf shifts by 0: a row of -inf
+  // gives -inf, one holding +inf gives +inf; NaN propagates).
+  | { op: "logsumexp"; axis: number; keepdims: boolean }
   | { op: "normalize"; axis: number } // x / max(‖x‖₂, 1e-12) along axis
   | { op: "cumsum"; axis: number } // inclusive prefix sum along axis
   // args x [n, d], u [n, d], w [n, e]: out[i, c] = Σ_a x[i, a] Σ_{j ≤ i} u[j, a] w[j, c], [n, e]
@@ -127,7 +130,11 @@ export type Op =
   // softmax over j of score(i, j) times v: args a [n, d], b [m, d], v [m, e], then score leaves.
   // With weights "score", Σ_j score(i, j) v_j: the score is the weight, no normalization
   // (sigmoid attention sigmoid(s - log m) @ v, relu(s)^2 @ v).
-  | { op: "attention"; score: Score; weights?: "score" }
+  // With lse (softmax only), the kernel also keeps each row's log-sum-exp of the score, read by
+  // `attention_lse` nodes (passes/lse.ts).
+  | { op: "attention"; score: Score; weights?: "score"; lse?: true }
+  // The row log-sum-exp of args[0], an attention node with lse: [rows] (or [rows, 1]).
+  | { op: "attention_lse" }
   // softmax over j of score(i, j) itself, as an [n, m] matrix: args a [n, d], b [m, d], leaves.
   | { op: "probs"; score: Score }
   // Σ_t coef_t(i) · softmax_j(score_t(i, j)) · v (differential attention): args a0, b0, v, then
@@ -181,8 +188,8 @@ export interface Graph {
   nodes: Node[];
   /** The entry function's tensor inputs. */
   inputs: InputDecl[];
-  /** Id of the result node. */
-  output: number;
+  /** Ids of the result nodes, in the order the entry function returns them (at least one). */
+  outputs: number[];
   /** Compile-time parameters with the values this graph was built for. */
   params: Record<string, number | boolean>;
   /** Size symbols, each with where it was declared (for error messages). */

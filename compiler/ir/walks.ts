@@ -22,14 +22,14 @@ export function nodesById(graph: Graph): Map<number, Node> {
 /**
  * Every read of a value, in `allNodes` order: each operand of a node (`by` is that node), each
  * result of a loop (read by the next iteration and by `loop_result`, so `by` is undefined), and
- * last the graph output (read by the caller; `by` undefined).
+ * last each graph output (read by the caller; `by` undefined).
  */
 export function forEachRead(graph: Graph, f: (id: number, by?: Node) => void): void {
   for (const n of allNodes(graph.nodes)) {
     for (const a of n.args) f(a, n);
     if (n.op.op === "loop") { for (const r of n.op.results) f(r); }
   }
-  f(graph.output);
+  for (const o of graph.outputs) f(o);
 }
 
 /** How many times each node id is read (see `forEachRead`); an id never read is absent. */
@@ -62,5 +62,5 @@ export function substitute(graph: Graph, map: Map<number, number>): Graph {
       ? { ...n, args, op: { ...n.op, results: n.op.results.map(to) } }
       : { ...n, args };
   });
-  return { ...mapped, output: to(graph.output) };
+  return { ...mapped, outputs: graph.outputs.map(to) };
 }

@@ -5,7 +5,7 @@ import type { ExecPlan, PlannedKernel } from "./plan.ts";
  * Check a plan's data flow (run on every plan `lowerGraph` makes; tests run it too): every
  * buffer a dispatch reads was written by an earlier dispatch, an input upload or a host draw;
  * no part of a merged dispatch reads or writes a buffer another part of it writes (parts run in
- * no set order); each dispatch's parts account for all of its bindings; the output is written;
+ * no set order); each dispatch's parts account for all of its bindings; every output is written;
  * host loops lie inside the plan and nest or are disjoint.
  * A violation is a compiler bug: it throws an internal error naming the dispatch and buffer.
  */
@@ -56,7 +56,9 @@ export function checkPlan(plan: ExecPlan): void {
       }
     }
   }
-  if (!written.has(plan.output)) {
-    throw new Error(`internal: plan check: output buffer ${plan.output} is never written`);
+  for (const o of plan.outputs) {
+    if (!written.has(o)) {
+      throw new Error(`internal: plan check: output buffer ${o} is never written`);
+    }
   }
 }

@@ -29,6 +29,7 @@ import { inlinedNodes, partialTables } from "./inline.ts";
 import { findRegions, outerDeps, type Region } from "./regions.ts";
 import { schedule, scheduleAround } from "./schedule.ts";
 import { checkPlan } from "./check.ts";
+import { expandLogsumexp } from "./expand.ts";
 
 /** What lowering one graph holds while it walks the graph. */
 interface Lowering {
@@ -46,8 +47,10 @@ interface Lowering {
   plan: ExecPlan;
   /** The buffer holding each computed node. */
   env: Map<number, number>;
-  /** Reads of each node (the output counts one). */
+  /** Reads of each node (each output counts one). */
   uses: Map<number, number>;
+  /** The buffer of each attention's row log-sum-exp (attention nodes with `lse`). */
+  lse: Map<number, number>;
   /** Attention results whose only reader replaces some of their rows (`r[J] = rows`). */
   rowsInto: Map<number, Node>;
   /** Buffers of each loop's results. */
@@ -58,7 +61,8 @@ interface Lowering {
 }
 
 /** Lower a graph to a plan: fused attention kernels, elementwise chains inlined into consumers. */
-export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
+export function lowerGraph(checked: Graph, options: LowerOptions = {}): ExecPlan {
+  const graph = expandLogsumexp(checked);
   const byId = nodesById(graph);
   const chunks = partialTables(graph, byId);
   const { inline, alsoStored } = options.fuseElementwise === false
@@ -98,7 +102,7 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
     buffers: [],
     kernels: [],
     inputs: [],
-    output: -1,
+    outputs: [],
     slots,
     guards: [],
     hostDraws: [],
@@ -116,6 +120,7 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
     plan,
     env: options.inputSlices ? new InputAliases(graph, plan, slots) : new Map(),
     uses: useCounts(graph),
+    lse: new Map(),
     rowsInto: new Map(),
     loopValues: new Map(),
     nextId: Math.max(0, ...byId.keys()) + 1,
@@ -138,7 +143,7 @@ export function lowerGraph(graph: Graph, options: LowerOptions = {}): ExecPlan {
       // A long run computes a region whose loops would pass the budget as ordinary kernels.
       .filter((r) => !run || regionCost(r, byId, inline, slots).trips(run) <= LOOPS.budget);
   emitInOrder(L, regions);
-  plan.output = L.env.get(graph.output)!;
+  plan.outputs = graph.outputs.map((o) => L.env.get(o)!);
   if (options.mergeKernels !== false && options.fuseElementwise !== false) {
     const merged = scheduleAround(
       plan,
@@ -192,9 +197,10 @@ function planned(
   writes: number[],
   elementTrips?: PlannedKernel["elementTrips"],
 ): PlannedKernel {
+  // A grid kernel binds its output first; further writes (an attention's row log-sum-exp) last.
   const reads = k.launch.kind === "slice"
     ? bindings.filter((b) => !writes.includes(b))
-    : bindings.slice(1);
+    : bindings.slice(1).filter((b) => !writes.slice(1).includes(b));
   return {
     name: k.name,
     wgsl: k.wgsl,
@@ -306,6 +312,9 @@ function visit(L: Lowering, nodes: Node[]): void {
         break;
       case "attention":
         if (!L.rowsInto.has(n.id)) emit(L, n); // else emitted with its row replacement
+        break;
+      case "attention_lse":
+        env.set(n.id, L.lse.get(n.args[0])!);
         break;
       case "random":
         if (inline.has(n.id)) break;
@@ -448,6 +457,9 @@ function emit(L: Lowering, n: Node): void {
       return;
     }
   }
+  // An attention with `lse` also writes its rows' log-sum-exp into a buffer of its own.
+  const lse = n.op.op === "attention" && n.op.lse ? newBuffer(L, [n.type.shape[0]]) : undefined;
+  if (lse !== undefined) L.lse.set(n.id, lse);
   const kernels = timed(n, nodeKernels(n, req));
   const run = L.run;
   const split = run && kernels.some((k) => k.trips!(run) > LOOPS.budget)
@@ -461,6 +473,10 @@ function emit(L: Lowering, n: Node): void {
     plan.kernels.push(planned(first, [partial, ...reads(first.reads)], [partial]));
     const combined = combine.reads.map((r) => bufferOf(L, r, { partial }));
     plan.kernels.push(planned(combine, [write, ...combined], [write]));
+    if (split.lse && lse !== undefined) {
+      const [k] = timed(n, [split.lse]);
+      plan.kernels.push(planned(k, [lse, partial], [lse]));
+    }
     env.set(n.id, write);
     return;
   }
@@ -470,11 +486,13 @@ function emit(L: Lowering, n: Node): void {
   // Kernels with a scratch buffer (kernels/causal.ts) write it; the node's later kernels read it.
   const parts = kernels.find((k) => k.scratch)?.scratch;
   const scratch = parts && plan.buffers.push({ id: plan.buffers.length, shape: [], parts }) - 1;
+  // An attention with `lse` also writes its rows' log-sum-exp into a buffer of its own.
+  const also = lse === undefined ? [] : [lse];
   for (const k of kernels) {
     const trips = k.part ? perElement : undefined;
     const to = k.scratch ? scratch! : write;
     const from = k.reads.map((r) => bufferOf(L, r, { partial: scratch }));
-    plan.kernels.push(planned(k, [to, ...from], [to], trips));
+    plan.kernels.push(planned(k, [to, ...from, ...also], [to, ...also], trips));
   }
   env.set(n.id, write);
 }

@@ -136,8 +136,8 @@ export interface ExecPlan {
   loops: PlanLoop[];
   /** Which buffer each input is uploaded to. */
   inputs: { decl: InputDecl; buffer: number }[];
-  /** The buffer holding the result. */
-  output: number;
+  /** The buffers holding the results, in the order the program returns them. */
+  outputs: number[];
   /**
    * The plan for a run whose sizes push some kernel's `trips` past LOOPS.budget: lowered for
    * those sizes, long loops split (see kernels/split.ts). Absent on such plans themselves.

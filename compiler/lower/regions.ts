@@ -94,7 +94,7 @@ export function findRegions(
       const ids = new Set(part.map((n) => n.id));
       const outputs = part.filter((n) =>
         n.op.op !== "loop" &&
-        ((consumers.get(n.id) ?? []).some((c) => !ids.has(c)) || n.id === graph.output)
+        ((consumers.get(n.id) ?? []).some((c) => !ids.has(c)) || graph.outputs.includes(n.id))
       ).map((n) => n.id);
       return { nodes: part, outputs };
     };

@@ -1,16 +1,16 @@
 /**
- * Dead-code elimination: drop nodes whose values never reach the output. The checker emits
+ * Dead-code elimination: drop nodes whose values never reach an output. The checker emits
  * freely (size lookups for shape declarations, the discarded halves of folded expressions);
  * this keeps the IR that `explain` shows and later passes rewrite down to what matters.
  */
 import type { Graph } from "../ir/types.ts";
 import { mapNodes, nodesById } from "../ir/walks.ts";
 
-/** A copy of `graph` without the nodes the output does not depend on. Inputs always stay. */
+/** A copy of `graph` without the nodes no output depends on. Inputs always stay. */
 export function eliminateDeadCode(graph: Graph): Graph {
   const byId = nodesById(graph);
   const live = new Set<number>();
-  const stack = [graph.output, ...graph.inputs.map((i) => i.node)];
+  const stack = [...graph.outputs, ...graph.inputs.map((i) => i.node)];
   while (stack.length) {
     const id = stack.pop()!;
     if (live.has(id)) continue;

@@ -8,6 +8,7 @@ import { fuseCausalContractions } from "./causal.ts";
 import { eliminateCommonSubexpressions } from "./cse.ts";
 import { contractToMatmul } from "./contract.ts";
 import { fuseStreams } from "./streams.ts";
+import { fuseRowLse } from "./lse.ts";
 import { eliminateDeadCode } from "./dce.ts";
 import { reassociate } from "./reassociate.ts";
 import { simplify } from "./simplify.ts";
@@ -17,7 +18,10 @@ export const PASSES: { name: string; run: (g: Graph) => Graph }[] = [
   { name: "simplify", run: (g) => eliminateDeadCode(simplify(g)) },
   { name: "cse", run: (g) => eliminateDeadCode(eliminateCommonSubexpressions(g)) },
   { name: "reassociate", run: (g) => eliminateDeadCode(reassociate(g)) },
-  { name: "attention fusion", run: (g) => eliminateDeadCode(fuseStreams(fuseAttention(g))) },
+  {
+    name: "attention fusion",
+    run: (g) => eliminateDeadCode(fuseRowLse(fuseStreams(fuseAttention(g)))),
+  },
   { name: "probabilities", run: (g) => eliminateDeadCode(fuseProbabilities(g)) },
   { name: "causal scan", run: (g) => eliminateDeadCode(fuseCausalContractions(g)) },
   { name: "contractions", run: (g) => eliminateDeadCode(contractToMatmul(g)) },
