@@ -9,7 +9,8 @@ import { sizeOf } from "../compiler/tensor.ts";
 import { dispatchesPerRun, invocations } from "../compiler/lower/plan.ts";
 import type { Args } from "./args.ts";
 import { masksKeys, tileCounts } from "../kernels/tiles.ts";
-import type { Score } from "../compiler/ir/types.ts";
+import type { Node, Score } from "../compiler/ir/types.ts";
+import { mixScore } from "../kernels/streams.ts";
 
 /**
  * Each fused pass (the form recognized, its score, and for masks its (query tile, key block)
@@ -25,12 +26,23 @@ function attentionLines(p: Program, sizes: Record<string, number>): string[] {
   };
   const fused = p.optimized.nodes.flatMap((n) => {
     if (n.op.op === "attention_mix") {
+      const streams = n.op.streams;
+      // Key blocks are skipped where every stream masks them: the max of the scores says where.
+      const all: Node = { ...n, op: { op: "attention", score: mixScore(streams) } };
+      const c = streams.every((t) => masksKeys(t.score)) &&
+        tileCounts(all, n.args.map((a) => byId.get(a)!), sizes);
       return [
         `%${n.id} attention_mix: Σ_t coef_t · softmax(score_t) @ v, one streaming pass with ` +
-        `an online softmax per stream (${n.op.streams.length} streams)`,
-        ...n.op.streams.map((t, k) =>
+        `an online softmax per stream (${streams.length} streams)`,
+        ...streams.map((t, k) =>
           `  stream ${k}: coef = ${showScore(t.coef)}, score = ${showScore(t.score)}`
         ),
+        ...(c
+          ? [
+            `  tiles (every stream): ${c.empty} empty (skipped), ${c.partial} partial, ${c.full} ` +
+            "full (masks on data count as partial here)",
+          ]
+          : []),
       ];
     }
     if (n.op.op !== "attention" && n.op.op !== "probs") return [];

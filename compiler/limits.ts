@@ -108,6 +108,16 @@ export const MATMUL_TILE = 8;
 export const attentionTile = { rows: 8 };
 
 /**
+ * Query rows per invocation of the multi-stream attention kernel (kernels/streams.ts; tests vary
+ * it). lavapipe loads a storage element lane by lane, so each key's k rows (one per stream) and v
+ * row cost about as much as the arithmetic of 8 rows: more rows share them. Differential
+ * attention, n = 2048, d = 64, 8 heads, as a ratio to exact attention in the same process: 8 rows
+ * 1.52–1.74×, 16 rows 1.20×. The price is compile time (unrolled rows): the d = 64 kernel took
+ * 85 s at 8 rows, 353 s at 16 (lavapipe on 2 shared, loaded cores; cached afterwards).
+ */
+export const streamTile = { rows: 16 };
+
+/**
  * Keys per block of the fused attention kernel's blocked key loop: blocking multiplies the
  * unrolled code by it (lavapipe, d = 64: 650 → 490 ms at n = 2048; compiles in about a second).
  */

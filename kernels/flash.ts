@@ -217,20 +217,7 @@ ${phony}  let rows = ${spec.rows};
       ${cols(dw, (c) => `qh${r} = qh${r} + ${dot(`q${r}[${c}]`, `k[${c}]`)};`)}
       let qk${r} = ${h ? `f32(qh${r})` : `qh${r}`};
       let sc = ${spec.score(r)};
-      bad${r} = bad${r} | ${isNan("sc")};
-      if (sc > mx${r}) {
-        l${r} = l${r} * exp(mx${r} - sc);
-        mx${r} = sc;
-      }
-      if (sc > bitcast<f32>(f32_bits.y)) {
-        let p = exp(sc - mx${r});
-        let ln = l${r} + p;
-        let inv = 1.0 / ln;
-        let keep = l${r} * inv;
-        let w = p * inv;
-        l${r} = ln;
-        ${cols(ew, (c) => `acc${r}[${c}] = acc${r}[${c}] * keep + w * vr[${c}];`)}
-      }
+      ${softmaxStep(r, ew, cols)}
     }`).join("\n    ")
   }
   }${tiled(spec, "close")}
@@ -371,7 +358,10 @@ function blocked(
  * whose scores are all -inf is skipped; the probabilities kernel still stores its -inf scores,
  * which its normalizing pass turns into 0 as before.
  */
-function tiled(spec: FlashSpec, part: "open" | "close"): string {
+export function tiled(
+  spec: Pick<FlashSpec, "tiles" | "tile" | "probs">,
+  part: "open" | "close",
+): string {
   const t = spec.tiles;
   if (!t) return "";
   if (part === "close") return "\n  }";
@@ -391,6 +381,28 @@ function tiled(spec: FlashSpec, part: "open" | "close"): string {
     ${t.block}
     if (${t.empty}) { ${store} continue; }
     `;
+}
+
+/** One key's online-softmax step for carrier `r`, its score `sc` and value row `vr`. */
+export function softmaxStep(
+  r: number | string,
+  ew: number,
+  cols: (n: number, f: (c: number) => string) => string,
+): string {
+  return `bad${r} = bad${r} | ${isNan("sc")};
+      if (sc > mx${r}) {
+        l${r} = l${r} * exp(mx${r} - sc);
+        mx${r} = sc;
+      }
+      if (sc > bitcast<f32>(f32_bits.y)) {
+        let p = exp(sc - mx${r});
+        let ln = l${r} + p;
+        let inv = 1.0 / ln;
+        let keep = l${r} * inv;
+        let w = p * inv;
+        l${r} = ln;
+        ${cols(ew, (c) => `acc${r}[${c}] = acc${r}[${c}] * keep + w * vr[${c}];`)}
+      }`;
 }
 
 /** The softmax part of a key block: the block's max, one rescale, the weighted values. */

@@ -2,12 +2,15 @@
  * `attention_mix` (differential attention): the flash skeleton of kernels/flash.ts with one
  * online-softmax carrier (running max, sum, weighted mean) per stream and tile row. Each key's
  * k rows (one per stream) and its v row are loaded once per invocation; at the end each row
- * writes Σ_t coef_t · acc_t. Keys outside the hull of the streams' windows are not visited
- * (inside it, a key masked in one stream scores -inf there). No tile skipping and no split form:
- * a run whose key loop passes lavapipe's budget is refused by the executor, never cut short.
+ * writes Σ_t coef_t · acc_t. The carriers cannot share one accumulator: each stream's weights
+ * are normalized by its own row sum, known only after the last key, so Σ_t c_t acc_t is formed
+ * at the end. Keys outside the hull of the streams' windows are not visited (inside it, a key
+ * masked in one stream scores -inf there), and key blocks that every stream masks whole are
+ * skipped (kernels/tiles.ts, on the max of the scores). No split form: a run whose key loop
+ * passes lavapipe's budget is refused by the executor, never cut short.
  */
 import type { AttentionStream, Node, Score } from "../compiler/ir/types.ts";
-import { attentionTile, KEY_BLOCK, WORKGROUP } from "../compiler/limits.ts";
+import { KEY_BLOCK, streamTile, WORKGROUP } from "../compiler/limits.ts";
 import {
   dim,
   SIZES_BINDING,
@@ -20,32 +23,44 @@ import { HELPERS, helpersFor } from "../compiler/wgsl/ops.ts";
 import { gridLaunch, type NodeKernel } from "../compiler/wgsl/kernel.ts";
 import { nodeKey } from "../compiler/wgsl/keys.ts";
 import { keyWindow, scoreWgsl, tableFunctions } from "./attention.ts";
-import { arrayLength, type FlashSpec, isNan, softmaxBlock } from "./flash.ts";
+import { arrayLength, type FlashSpec, softmaxBlock, softmaxStep, tiled } from "./flash.ts";
+import { masksKeys, tileSkip } from "./tiles.ts";
 import type { KernelRequest } from "./common.ts";
 
 /** The one kernel of an `attention_mix` node. */
 export function mixKernels(node: Node, req: KernelRequest): NodeKernel[] {
   if (node.op.op !== "attention_mix") return [];
   const streams = node.op.streams;
+  const slots = new Map(req.slots);
   const args = node.args.map((a) => req.byId.get(a)!);
   const [a, b, v] = args;
   const windows = streams.map((st) => keyWindow(st.score));
   const hull = (xs: (string | undefined)[], f: string) =>
     xs.every((x) => x !== undefined) ? xs.reduce((p, x) => `${f}(${p}, ${x})`) : undefined;
+  const tile = streamTile.rows;
+  // As flash.ts: a window every stream states whole, the same for all, leaves nothing to test;
+  // otherwise key blocks where every stream masks every key are skipped.
+  const one = windows.every((w) => w.whole && w.lo === windows[0].lo && w.hi === windows[0].hi) &&
+    streams.every((st) => st.score.kind === "where" && !masksKeys(st.score.a));
+  const tiles = one || !streams.every((st) => masksKeys(st.score))
+    ? undefined
+    : tileSkip(mixScore(streams), args, slots, tile);
   const render = (d: number, e: number) =>
     mixKernel({
       streams,
       args,
-      slots: req.slots,
-      rows: dim(a.type.shape[0], req.slots),
-      cols: dim(b.type.shape[0], req.slots),
+      slots,
+      rows: dim(a.type.shape[0], slots),
+      cols: dim(b.type.shape[0], slots),
       keyLo: hull(windows.map((w) => w.lo), "min"),
       keyHi: hull(windows.map((w) => w.hi), "max"),
+      tiles,
+      tile,
       d,
       e,
     }, `%${node.id} attention_mix`);
   const shown = (x: number | string) => (typeof x === "number" ? x : 4);
-  const threads: ThreadDim[] = [{ ceilDiv: [a.type.shape[0], attentionTile.rows] }];
+  const threads: ThreadDim[] = [{ ceilDiv: [a.type.shape[0], tile] }];
   return [{
     name: `attention_mix_${node.id}`,
     wgsl: render(shown(a.type.shape[1]), shown(v.type.shape[1])),
@@ -53,12 +68,17 @@ export function mixKernels(node: Node, req: KernelRequest): NodeKernel[] {
     launch: gridLaunch(threads),
     reads: node.args.map(nodeKey),
     specialize: (sz) => render(sz(a.type.shape[1]), sz(v.type.shape[1])),
-    trips: (sz) => sz(b.type.shape[0]),
+    // Tile skipping adds one trip per key block (as flash.ts).
+    trips: (sz) => {
+      const keys = sz(b.type.shape[0]);
+      return keys + (tiles ? Math.ceil(keys / tiles.keys) + 1 : 0);
+    },
   }];
 }
 
-/** The flash skeleton's sizes and key window, with the streams and operands of the mix. */
-interface MixSpec extends Pick<FlashSpec, "rows" | "cols" | "keyLo" | "keyHi" | "d" | "e"> {
+/** The flash skeleton's sizes, key window and tiles, with the streams and operands of the mix. */
+interface MixSpec
+  extends Pick<FlashSpec, "rows" | "cols" | "keyLo" | "keyHi" | "tiles" | "tile" | "d" | "e"> {
   streams: AttentionStream[];
   args: Node[];
   slots: SymbolSlots;
@@ -68,93 +88,92 @@ interface MixSpec extends Pick<FlashSpec, "rows" | "cols" | "keyLo" | "keyHi" | 
 function mixKernel(spec: MixSpec, title: string): string {
   // The slice of operand k that run slice s reads (grouped or reused inputs: wgsl/syntax.ts).
   const sl = (k: number) => sliceOf(spec.args[k].id, spec.slots);
-  const { d, e, streams, args } = spec;
-  const R = attentionTile.rows, T = streams.length;
+  const { d, e, streams, args, tile: R } = spec;
+  const T = streams.length;
   const dv = d % 4 === 0, ev = e % 4 === 0;
   const dw = dv ? d / 4 : d, ew = ev ? e / 4 : e;
   const dt = dv ? "vec4<f32>" : "f32", et = ev ? "vec4<f32>" : "f32";
   const dot = dv
     ? (x: string, y: string) => `dot(${x}, ${y})`
     : (x: string, y: string) => `${x} * ${y}`;
-  const each = <T>(xs: T[], f: (x: T, k: number) => string, sep = "\n  ") => xs.map(f).join(sep);
+  const each = <X>(xs: X[], f: (x: X) => string, sep = "\n  ") => xs.map(f).join(sep);
   const range = (n: number) => Array.from({ length: n }, (_, k) => k);
-  const rows = range(R), ss = range(T);
+  const B = KEY_BLOCK;
+  const rows = range(R), ss = range(T), keys = range(B);
   const cols = (n: number, f: (c: number) => string) => range(n).map(f).join(" ");
   const cores = new Set(streams.flatMap((st) => [st.q, st.k]));
   const types = args.map((_, k) => (cores.has(k) ? dt : k === 2 ? et : "f32"));
   // With d = 0 (or e = 0) nothing of q, k (or v) is read: a phony read keeps each binding.
-  const phony = args.map((
-    _,
-    k,
-  ) => ((dw === 0 && cores.has(k)) || (ew === 0 && k === 2) ? `  _ = a${k}[0];\n` : ""))
-    .join("") + (ew === 0 ? "  _ = out[0];\n" : "");
-  const score = (st: AttentionStream, r: number) =>
-    scoreWgsl(st.score, args, spec.slots, { qk: `qk${r}`, fi: `fi${r}`, i: `i${r}` });
-  const coef = (st: AttentionStream, r: number) =>
-    scoreWgsl(st.coef, args, spec.slots, { qk: "0.0", fi: `fi${r}`, i: `i${r}` });
-  const all: Score = streams.map((st): Score => ({
-    kind: "binary",
-    fn: "add",
-    a: st.score,
-    b: st.coef,
-  }))
-    .reduce((x, y) => ({ kind: "binary", fn: "add", a: x, b: y }));
+  const phony =
+    args.map((_, k) =>
+      (dw === 0 && cores.has(k)) || (ew === 0 && k === 2) ? `  _ = a${k}[0];\n` : ""
+    ).join("") + (ew === 0 ? "  _ = out[0];\n" : "");
+  const names = (r: number) => ({ qk: `qk${r}`, fi: `fi${r}`, i: `i${r}` });
+  const score = (t: number, r: number) => scoreWgsl(streams[t].score, args, spec.slots, names(r));
+  const coef = (t: number, r: number) =>
+    scoreWgsl(streams[t].coef, args, spec.slots, { ...names(r), qk: "0.0" });
   const helpers = [
-    ...helpersFor(`${streams.map((st) => `${score(st, 0)} ${coef(st, 0)}`).join(" ")} f32_bits`)
+    ...helpersFor(`${ss.map((t) => `${score(t, 0)} ${coef(t, 0)}`).join(" ")} f32_bits`)
       .filter((h) => h !== HELPERS.philox),
-    tableFunctions(all, args, spec.slots),
+    tableFunctions(mixScore(streams), args, spec.slots),
   ].filter((h) => h).join("\n");
-  const qk = (t: number, r: number, k: string) =>
-    `var qh${r} = 0.0; ${
-      cols(dw, (c) => `qh${r} = qh${r} + ${dot(`q${t}_${r}[${c}]`, `${k}[${c}]`)};`)
-    } let qk${r} = qh${r};`;
-  // One key: each stream's score, then its carrier's online-softmax step.
-  const step = (t: number, r: number) =>
-    `{
-      ${qk(t, r, `k${t}`)}
-      let sc = ${score(streams[t], r)};
-      bad${t}_${r} = bad${t}_${r} | ${isNan("sc")};
-      if (sc > mx${t}_${r}) { l${t}_${r} = l${t}_${r} * exp(mx${t}_${r} - sc); mx${t}_${r} = sc; }
-      if (sc > bitcast<f32>(f32_bits.y)) {
-        let p = exp(sc - mx${t}_${r});
-        let ln = l${t}_${r} + p;
-        let inv = 1.0 / ln;
-        let keep = l${t}_${r} * inv;
-        let w = p * inv;
-        l${t}_${r} = ln;
-        ${cols(ew, (c) => `acc${t}_${r}[${c}] = acc${t}_${r}[${c}] * keep + w * vr[${c}];`)}
-      }
-    }`;
+  // Row r's q·k of stream t against the key row `k`, then the score `into`.
+  const scored = (t: number, r: number, k: string, into: string) =>
+    `{ var qh = 0.0; ${cols(dw, (c) => `qh = qh + ${dot(`q${t}_${r}[${c}]`, `${k}[${c}]`)};`)} ` +
+    `let qk${r} = qh; ${into} = ${score(t, r)}; }`;
   const keyRow = (t: number, name: string, j: string) =>
     `var ${name} = array<${dt}, ${arrayLength(dw)}>(); ${
       cols(dw, (c) =>
         `${name}[${c}] = a${streams[t].k}[(${sl(streams[t].k)} * cols + ${j}) * ${dw}u + ${c}u];`)
     }`;
-  // Blocks of KEY_BLOCK keys (as flash.ts, for vec4 head sizes up to 128): one rescale per block.
-  const keys = range(KEY_BLOCK);
-  const blockRow = (t: number, r: number) =>
-    `{
-      ${each(keys, (x) => `var s${x} = 0.0;`, " ")}
-      ${
-      each(keys, (x) =>
-        `{ let j = jb + ${x}u; let fj = f32(j); ${qk(t, r, `k${t}_${x}`)} s${x} = ${
-          score(streams[t], r)
-        }; }`, "\n      ")
-    }
-      ${softmaxBlock(`${t}_${r}`, ew, keys, cols)}
+  const valueRow = (name: string, j: string) =>
+    `var ${name} = array<${et}, ${arrayLength(ew)}>(); ${
+      cols(ew, (c) => `${name}[${c}] = a2[(${sl(2)} * cols + ${j}) * ${ew}u + ${c}u];`)
     }`;
+  // With tile skipping the key loops run per key block [jt, jte) of a loop over blocks.
+  const [kl, kh] = spec.tiles ? ["jt", "jte"] : ["jlo", "jhi"];
+  // Blocks of KEY_BLOCK keys (as flash.ts, for vec4 head sizes up to 128): every stream's
+  // scores of the block first, one stream's key rows live at a time; then the value rows, and
+  // one rescale per stream and row.
+  const sv = (t: number, r: number, x: number) => `s${t}_${r}_${x}`;
   const blocked = !dv || !ev || dw > 32 || ew > 32
     ? ""
-    : `for (var jb = jlo; jb + ${KEY_BLOCK}u <= jhi; jb = jb + ${KEY_BLOCK}u) {
-    ${each(ss, (t) => each(keys, (x) => keyRow(t, `k${t}_${x}`, `jb + ${x}u`), "\n    "), "\n    ")}
+    : `for (var jb = ${kl}; jb + ${B}u <= ${kh}; jb = jb + ${B}u) {
     ${
-      each(keys, (x) =>
-        `var v${x} = array<${et}, ${arrayLength(ew)}>(); ${
-          cols(ew, (c) => `v${x}[${c}] = a2[(${sl(2)} * cols + jb + ${x}u) * ${ew}u + ${c}u];`)
-        }`, "\n    ")
+      each(
+        ss,
+        (t) => each(rows, (r) => each(keys, (x) => `var ${sv(t, r, x)} = 0.0;`, " ")),
+        "\n    ",
+      )
     }
-    ${each(ss, (t) => each(rows, (r) => blockRow(t, r), "\n    "), "\n    ")}
-    jstart = jb + ${KEY_BLOCK}u;
+    ${
+      each(
+        ss,
+        (t) =>
+          `{
+      ${each(keys, (x) => keyRow(t, `k${x}`, `jb + ${x}u`), "\n      ")}
+      ${
+            each(keys, (x) =>
+              `{ let j = jb + ${x}u; let fj = f32(j); ${
+                each(rows, (r) => scored(t, r, `k${x}`, sv(t, r, x)), "\n        ")
+              } }`, "\n      ")
+          }
+    }`,
+        "\n    ",
+      )
+    }
+    ${each(keys, (x) => valueRow(`v${x}`, `jb + ${x}u`), "\n    ")}
+    ${
+      each(rows, (r) =>
+        each(ss, (t) =>
+          `{
+      ${
+            each(keys, (x) => `let s${x} = ${sv(t, r, x)};`, " ")
+          }
+      ${softmaxBlock(`${t}_${r}`, ew, keys, cols)}
+    }`, "\n    "), "\n    ")
+    }
+    jstart = jb + ${B}u;
   }`;
   const lo = spec.keyLo ? `u32(clamp(${spec.keyLo}, 0, i32(cols)))` : "0u";
   const hi = spec.keyHi ? `u32(clamp(${spec.keyHi}, 0, i32(cols)))` : "cols";
@@ -162,7 +181,7 @@ function mixKernel(spec: MixSpec, title: string): string {
   return `// ${title}: fused Σ_t c_t softmax(score_t) @ v over ${T} streams; online softmax; ${R} query rows per invocation; d = ${d}, e = ${e}
 ${SIZES_BINDING}
 ${storage(1, "out", et, true)}
-${each(args, (_, k) => storage(k + 2, `a${k}`, types[k]), "\n")}
+${each(args.map((_, k) => k), (k) => storage(k + 2, `a${k}`, types[k]), "\n")}
 ${helpers}
 @compute @workgroup_size(${WORKGROUP})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -184,27 +203,33 @@ ${phony}  let rows = ${spec.rows};
               sl(streams[t].q)
             } * rows + i${r}) * ${dw}u + ${c}u];`)
         }
-  var acc${t}_${r} = array<${et}, ${
-          arrayLength(ew)
-        }>(); var mx${t}_${r} = bitcast<f32>(f32_bits.y); var l${t}_${r} = 0.0; var bad${t}_${r} = false;`))
+  var acc${t}_${r} = array<${et}, ${arrayLength(ew)}>(); ` +
+        `var mx${t}_${r} = bitcast<f32>(f32_bits.y); var l${t}_${r} = 0.0; var bad${t}_${r} = false;`))
   }
   let jlo = ${lo};
   let jhi = ${hi};
-  var jstart = jlo;
+  ${tiled({ tiles: spec.tiles, tile: R }, "open")}var jstart = ${kl};
   ${blocked}
-  for (var j = jstart; j < jhi; j = j + 1u) {
+  for (var j = jstart; j < ${kh}; j = j + 1u) {
     let fj = f32(j);
-    ${each(ss, (t) => keyRow(t, `k${t}`, "j"), "\n    ")}
-    var vr = array<${et}, ${arrayLength(ew)}>(); ${
-    cols(ew, (c) => `vr[${c}] = a2[(${sl(2)} * cols + j) * ${ew}u + ${c}u];`)
+    ${valueRow("vr", "j")}
+    ${
+    each(ss, (t) =>
+      `{
+      ${keyRow(t, "k", "j")}
+      ${
+        each(rows, (r) =>
+          `{ var sc = 0.0; ${scored(t, r, "k", "sc")}
+      ${softmaxStep(`${t}_${r}`, ew, cols)} }`, "\n      ")
+      }
+    }`, "\n    ")
   }
-    ${each(ss, (t) => each(rows, (r) => step(t, r), "\n    "), "\n    ")}
-  }
+  }${tiled({ tiles: spec.tiles, tile: R }, "close")}
   ${
     each(rows, (r) =>
       `if (ib + ${r}u < rows) { let ob = (s * rows + i${r}) * ${ew}u; ${
         each(ss, (t) =>
-          `let c${t} = ${coef(streams[t], r)};`, " ")
+          `let c${t} = ${coef(t, r)};`, " ")
       } ${
         cols(ew, (c) =>
           `out[ob + ${c}u] = ${
@@ -214,4 +239,13 @@ ${phony}  let rows = ${spec.rows};
   }
 }
 `;
+}
+
+/**
+ * One score standing for all streams in the tile analysis (kernels/tiles.ts) and table reads:
+ * the max of the streams' scores is -inf exactly where every stream's is, and NaN-flagged where
+ * any may be NaN, so a block it proves empty holds no key any stream counts.
+ */
+export function mixScore(streams: AttentionStream[]): Score {
+  return streams.map((st) => st.score).reduce((a, b) => ({ kind: "binary", fn: "max", a, b }));
 }

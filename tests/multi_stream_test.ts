@@ -2,24 +2,37 @@
  * Several score streams in one pass (differential attention, `attention_mix`): linear
  * combinations of row softmaxes multiplied into one v, or of attentions over one v, plan to one
  * dispatch, run the same on the interpreter before and after the passes (masked streams, rows
- * with no finite score, NaN rows, awkward sizes), and agree with the interpreter on the GPU
- * (poisoned intermediates; plain and blocked key loops). Past the loop budget the kernel has no
- * split form and is refused by name. What is not provably a combination stays unfused.
+ * with no finite score, NaN rows, 2 to 4 streams, awkward sizes), and agree with the interpreter
+ * on the GPU (poisoned intermediates; plain and blocked key loops; key blocks skipped where every
+ * stream masks them, at small key blocks so that several are skipped and several kept). Past the
+ * loop budget the kernel has no split form and is refused by name. What is not provably a
+ * combination stays unfused.
  */
 import assert from "node:assert/strict";
-import { compileSync, LimitError, randomTensor, relativeError, type Tensor } from "../mod.ts";
+import {
+  compileSync,
+  LimitError,
+  randomTensor,
+  relativeError,
+  type Tensor,
+  tensor,
+} from "../mod.ts";
 import { interpret } from "../compiler/interp.ts";
 import { dispatchesPerRun } from "../compiler/lower/plan.ts";
 import { getDevice } from "../runtime/device.ts";
-import { LOOPS } from "../compiler/limits.ts";
+import { keyTile, LOOPS, streamTile } from "../compiler/limits.ts";
 
 const adapter = await getDevice().then(() => true, () => undefined);
 
 interface Case {
   name: string;
   source: string;
-  /** Extra inputs: name → per-slice shape (given n and m), and entries set to NaN. */
+  /** Extra inputs: name → per-slice shape (given n and m), random data. */
   extra?: (n: number, m: number) => Record<string, number[]>;
+  /** Extra inputs given as data (per slice; the same for both slices), e.g. document ids. */
+  data?: (n: number, m: number) => Record<string, number[]>;
+  /** Whether the kernel tests key blocks (every stream masks keys, windows differ). */
+  tiles?: boolean;
   /** A row that is NaN in one stream (and so in the result). */
   nanRow?: number;
   m?: (n: number) => number;
@@ -77,6 +90,64 @@ const CASES: Case[] = [
     extra: (n) => ({ t: [n] }),
     nanRow: 2,
   },
+  {
+    name: "causal in both streams: one window, keys past the tile never visited",
+    source: prog(
+      "c1[i, j] = where(j <= i, q[i] . k[j], -inf)\n  " +
+        "c2[i, j] = where(j <= i, q2[i] . k2[j] * 0.5, -inf)\n  " +
+        "return (softmax(c1, axis=1) - lam * softmax(c2, axis=1)) @ v",
+    ),
+  },
+  {
+    name: "documents in both streams: blocks between documents skipped",
+    source: prog(
+      "d1[i, j] = where(doc[i] == dk[j], q[i] . k[j], -inf)\n  " +
+        "d2[i, j] = where(doc[i] == dk[j] and j <= i, q2[i] . k2[j], -inf)\n  " +
+        "return (softmax(d1, axis=1) - lam * softmax(d2, axis=1)) @ v",
+      ", doc: [n], dk: [m]",
+    ),
+    data: (n, m) => ({
+      doc: Array.from({ length: n }, (_, t) => Math.floor(t / 9)),
+      dk: Array.from({ length: m }, (_, t) => Math.floor(t / 9)),
+    }),
+    tiles: true,
+  },
+  {
+    name: "prefix-LM in one stream, a band in the other: blocks outside both skipped",
+    source: prog(
+      "p1[i, j] = where(j <= i or j < 3, q[i] . k[j], -inf)\n  " +
+        "p2[i, j] = where(abs(i - j) <= 2, q2[i] . k2[j], -inf)\n  " +
+        "return (softmax(p1, axis=1) - lam * softmax(p2, axis=1)) @ v",
+    ),
+    tiles: true,
+  },
+  {
+    name: "four streams, masks apart: a block empty in three streams is kept for the fourth",
+    source: prog(
+      "a1[i, j] = where(j <= i - 20, q[i] . k[j], -inf)\n  " +
+        "a2[i, j] = where(j >= i + 20, q2[i] . k2[j], -inf)\n  " +
+        "a3[i, j] = where(km[j] > 0.5, q[i] . k2[j], -inf)\n  " +
+        "a4[i, j] = where(i == 5, q2[i] . k[j], -inf)\n  " +
+        "return (softmax(a1, axis=1) - lam * softmax(a2, axis=1) + 0.5 * softmax(a3, axis=1) " +
+        "- 0.25 * softmax(a4, axis=1)) @ v",
+      ", km: [m]",
+    ),
+    data: (_, m) => ({ km: Array.from({ length: m }, (_, t) => (t === m - 1 ? 1 : 0)) }),
+    tiles: true,
+  },
+  {
+    name: "a row masked in every stream (zeros), a NaN row inside a masked stream",
+    source: prog(
+      "r1[i, j] = where(i != 3 and j <= i, q[i] . k[j], -inf)\n  " +
+        "r2[i, j] = where(i != 3 and j >= i, q2[i] . k2[j] + " +
+        "where(i == 2, sqrt(t[i] * 0.0 - 1.0), 0.0), -inf)\n  " +
+        "return (softmax(r1, axis=1) + lam * softmax(r2, axis=1)) @ v",
+      ", t: [n]",
+    ),
+    extra: (n) => ({ t: [n] }),
+    nanRow: 2,
+    tiles: true,
+  },
 ];
 
 function inputsFor(c: Case, n: number, d: number, e: number): Record<string, Tensor> {
@@ -91,6 +162,9 @@ function inputsFor(c: Case, n: number, d: number, e: number): Record<string, Ten
   };
   for (const [name, shape] of Object.entries(c.extra?.(n, m) ?? {})) {
     inputs[name] = randomTensor([2, ...shape], { seed: seed++ });
+  }
+  for (const [name, data] of Object.entries(c.data?.(n, m) ?? {})) {
+    inputs[name] = tensor([2, data.length], [...data, ...data]);
   }
   return inputs;
 }
@@ -149,6 +223,51 @@ Deno.test({
       for (const [d, e] of [[5, 3], [8, 4]]) await checkCase(c, 13, true, d, e);
     }
     await checkCase(CASES[2], 65, true, 8, 4);
+  },
+});
+
+Deno.test("multi-stream: key blocks are tested exactly where every stream masks keys", () => {
+  for (const c of CASES) {
+    const p = compileSync(c.source, { file: `${c.name}.attn` });
+    const k = p.plan().kernels.find((x) => x.name.startsWith("attention_mix_"))!;
+    assert.equal(/for \(var jt = /.test(k.wgsl), c.tiles === true, c.name);
+  }
+});
+
+Deno.test({
+  name: "multi-stream: skipping key blocks every stream masks changes nothing (GPU, poisoned)",
+  ignore: adapter === undefined,
+  async fn() {
+    // Key blocks of 6 keys: several blocks skipped and several kept at n = 37, and blocks that
+    // end in the one-key loop; d = 8, e = 4 runs blocked, d = 5, e = 3 one key at a time.
+    const before = keyTile.keys;
+    keyTile.keys = 6;
+    try {
+      for (const c of CASES.filter((c) => c.tiles)) {
+        await checkCase(c, 37, true, 8, 4);
+        await checkCase(c, 13, true, 5, 3);
+      }
+    } finally {
+      keyTile.keys = before;
+    }
+  },
+});
+
+Deno.test({
+  name: "multi-stream: 1, 3 and 8 query rows per invocation agree (n = 29, windows, tiles)",
+  ignore: adapter === undefined,
+  async fn() {
+    const before = { rows: streamTile.rows, keys: keyTile.keys };
+    keyTile.keys = 6;
+    try {
+      for (const rows of [1, 3, 8]) {
+        streamTile.rows = rows;
+        for (const c of [CASES[3], CASES[7]]) await checkCase(c, 29, true, 8, 4);
+      }
+    } finally {
+      Object.assign(streamTile, { rows: before.rows });
+      keyTile.keys = before.keys;
+    }
   },
 });
 

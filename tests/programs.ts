@@ -14,7 +14,8 @@
  * (causal, band, parity, leading tokens) and data masks (documents, padding) joined by and/or/not,
  * keepdims reductions, transposes, shared (self-attention, n = m) and distinct (cross-attention)
  * size symbols, softmax into V or not, weights without normalization (sigmoid(s - log m) @ v,
- * relu(s)^2 @ v), differential attention (two softmaxes combined, before or after @ v), sums and means, elementwise chains, normalize, matmul chains (reassociation),
+ * relu(s)^2 @ v), differential attention (two or three softmaxes combined, before or after @ v, the
+ * later streams masked like the first or by its complement), sums and means, elementwise chains, normalize, matmul chains (reassociation),
  * attention inside `repeat`, head()/heads()/batch()/batches() in scores (ALiBi slopes), q with 2
  * or 3 heads per k/v head (grouped-query attention), and extras that cross the lowering's
  * thresholds: scatter_add tables of ≤ and
@@ -126,7 +127,10 @@ export type Head =
   | "sigmoid" // sigmoid(s - log(m)) @ v: weights without normalization
   | "relu2" // relu(s)^2 @ v
   | "diff" // (softmax(s) - slope * softmax(tanh(q) @ k^T)) @ v: differential attention
-  | "diffv"; // softmax(s) @ v - slope * (softmax(causal q · relu(k)) @ v): the same, distributed
+  | "diffv" // softmax(s) @ v - slope * (softmax(causal q · relu(k)) @ v): the same, distributed
+  | "diffm" // (softmax(s) - slope * softmax(s2)) @ v, s2 under the spec's mask (or causal): blocks
+  //           every stream masks are skipped when s masks too
+  | "diff3"; // diffm plus a third stream under the complement of that mask: no block empty in all
 
 /** Elementwise and row-wise steps after the head (on the head's value). */
 export type Post =
@@ -451,6 +455,8 @@ export function specArb(options: SpecOptions = {}): fc.Arbitrary<Spec> {
       "relu2",
       "diff",
       "diffv",
+      "diffm",
+      "diff3",
     ),
     loopCount: fc.constantFrom(1, 2, 3, LOOP_UNROLL + 1),
     post: fc.array(
@@ -738,6 +744,23 @@ export function printProgram(s: Spec): string {
       );
       shape = ["n", "e"];
       break;
+    case "diffm":
+    case "diff3": {
+      need("v");
+      const m2 = mask(s.mask ?? { k: "causal", op: "<=" });
+      headLines.push("tq = tanh(" + qv + ")", `s2[i, j] = where(${m2}, tq[i] . k[j] * 0.5, -inf)`);
+      if (head === "diffm") {
+        headLines.push("y = (softmax(s, axis=1) - slope * softmax(s2, axis=1)) @ v");
+      } else {
+        headLines.push(
+          "rk = relu(k)",
+          `s3[i, j] = where(not (${m2}), ${qv}[i] . rk[j], -inf)`,
+          "y = (softmax(s, axis=1) - slope * softmax(s2, axis=1) + 0.25 * softmax(s3, axis=1)) @ v",
+        );
+      }
+      shape = ["n", "e"];
+      break;
+    }
   }
   for (const p of s.post) headLines.push(POST_LINES[p]);
   // Extras, added as scalars.
