@@ -185,7 +185,10 @@ export async function variants(args: string[]): Promise<void> {
     try {
       const p = compileSync(v.source);
       const x = inputs(v, n, heads, d);
+      const c0 = performance.now();
       await p.profile(x, { backend: "gpu" }); // warm-up: shader compiles
+      // The first run's time: shader compilation unless ~/.cache/mesa_shader_cache has them.
+      row.firstRunMs = Math.round(performance.now() - c0);
       const ms: number[] = [];
       let out: Tensor | undefined, dispatches = 0;
       for (let r = 0; r < 5; r++) {
@@ -215,9 +218,11 @@ export async function variants(args: string[]): Promise<void> {
           (row.ratio as number).toFixed(2)
         }× ${v.against ?? "exact"}, ${row.dispatches} dispatch${
           row.dispatches === 1 ? "" : "es"
-        }, rel. error vs interpreter ${(row.errorVsInterp as number).toExponential(1)}${
-          v.ratio !== undefined ? ` (target ≤ ${v.ratio}×)` : ""
-        }${v.dispatches !== undefined ? ` (target ${v.dispatches} dispatch)` : ""}`,
+        }, first run ${row.firstRunMs} ms, rel. error vs interpreter ${
+          (row.errorVsInterp as number).toExponential(1)
+        }${v.ratio !== undefined ? ` (target ≤ ${v.ratio}×)` : ""}${
+          v.dispatches !== undefined ? ` (target ${v.dispatches} dispatch)` : ""
+        }`,
     );
   }
   if (only) return;
