@@ -285,8 +285,8 @@ function attentionKernel(
     // The key loop (and for probabilities the normalizing pass) is the only loop that counts.
     trips: (sz) => {
       const keys = split ? splitBlock(sz(b.type.shape[0])) : sz(b.type.shape[0]);
-      // Tile skipping adds one trip per key block.
-      return (probs ? 2 : 1) * keys + (tiles ? Math.ceil(keys / tiles.keys) + 1 : 0) +
+      // Tile skipping adds up to two trips per key block.
+      return (probs ? 2 : 1) * keys + (tiles ? 2 * Math.ceil(keys / tiles.keys) + 2 : 0) +
         (replace ? sz(replace.idx.type.shape[0]) : 0);
     },
   };

@@ -354,9 +354,12 @@ function blocked(
 }
 
 /**
- * The loop over key blocks of `spec.tiles` around the key loops ("open" and "close"): a block
- * whose scores are all -inf is skipped; the probabilities kernel still stores its -inf scores,
- * which its normalizing pass turns into 0 as before.
+ * The loop over key blocks of `spec.tiles` around the key loops ("open" and "close"). An inner
+ * loop moves each invocation on to its next block that is not empty (the probabilities kernel
+ * still stores a skipped block's -inf scores, which its normalizing pass turns into 0 as
+ * before): lavapipe runs invocations as SIMD lanes, a loop body at least once even with every
+ * lane masked off, so skipping with `continue` still ran each empty block's key loops once, and
+ * lanes in different documents took turns.
  */
 export function tiled(
   spec: Pick<FlashSpec, "tiles" | "tile" | "probs">,
@@ -364,7 +367,7 @@ export function tiled(
 ): string {
   const t = spec.tiles;
   if (!t) return "";
-  if (part === "close") return "\n  }";
+  if (part === "close") return "\n  jt = jte;\n  }";
   const R = spec.tile;
   const minusInf = "bitcast<f32>(f32_bits.y)";
   const store = spec.probs
@@ -376,10 +379,18 @@ export function tiled(
     } }`
     : "";
   return `${t.rows}
-  for (var jt = jlo; jt < jhi; jt = jt + ${t.keys}u) {
-    let jte = min(jt + ${t.keys}u, jhi);
-    ${t.block}
-    if (${t.empty}) { ${store} continue; }
+  var jt = jlo;
+  loop {
+    var jte = jt;
+    loop {
+      if (jt >= jhi) { break; }
+      jte = min(jt + ${t.keys}u, jhi);
+      ${t.block.replaceAll("\n    ", "\n      ")}
+      if (!(${t.empty})) { break; }
+      ${store}
+      jt = jte;
+    }
+    if (jt >= jhi) { break; }
     `;
 }
 

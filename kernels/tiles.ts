@@ -56,7 +56,33 @@ export function scoreBounds<N, B>(
   x: Score,
   env: BlockEnv<N, B>,
 ): Interval<N, B> {
+  return bounder(A, env).go(x);
+}
+
+/**
+ * The interval of `x` over a block, and for a top-level `where(c, a, b)` whether `c` is surely
+ * true there (`full`: every score is `a`'s, so a kernel may compute `a` alone) or surely false
+ * (`none`: `b`'s). Both exclude a NaN in `c`; a NaN in `a` or `b` stays in that branch.
+ */
+export function blockBounds<N, B>(
+  A: Algebra<N, B>,
+  x: Score,
+  env: BlockEnv<N, B>,
+): { v: Interval<N, B>; full: B; none: B } {
+  const { go, truth, where } = bounder(A, env);
+  if (x.kind !== "where") return { v: go(x), full: A.bool(false), none: A.bool(false) };
+  const t = truth(go(x.c));
+  return { v: where(t, go(x.a), go(x.b)), full: t.yes, none: t.no };
+}
+
+/** The interval of each score over the block `env`, and the truth of intervals. */
+function bounder<N, B>(A: Algebra<N, B>, env: BlockEnv<N, B>) {
   const { top, point, floor, truth, truthy, U1, B2 } = intervalOps(A);
+  const where = (t: { yes: B; no: B }, a: Interval<N, B>, b: Interval<N, B>) => ({
+    lo: A.pick(t.yes, a.lo, A.pick(t.no, b.lo, A.min(a.lo, b.lo))),
+    hi: A.pick(t.yes, a.hi, A.pick(t.no, b.hi, A.max(a.hi, b.hi))),
+    nan: A.or(A.and(A.not(t.no), a.nan), A.and(A.not(t.yes), b.nan)),
+  });
   const go = (x: Score): Interval<N, B> => {
     switch (x.kind) {
       case "qk":
@@ -81,14 +107,8 @@ export function scoreBounds<N, B>(
         const f = B2[x.fn];
         return f ? f(go(x.a), go(x.b)) : top;
       }
-      case "where": {
-        const t = truth(go(x.c)), a = go(x.a), b = go(x.b);
-        return {
-          lo: A.pick(t.yes, a.lo, A.pick(t.no, b.lo, A.min(a.lo, b.lo))),
-          hi: A.pick(t.yes, a.hi, A.pick(t.no, b.hi, A.max(a.hi, b.hi))),
-          nan: A.or(A.and(A.not(t.no), a.nan), A.and(A.not(t.yes), b.nan)),
-        };
-      }
+      case "where":
+        return where(truth(go(x.c)), go(x.a), go(x.b));
       case "cast": {
         const a = go(x.x);
         if (x.to === "float") return a;
@@ -98,7 +118,7 @@ export function scoreBounds<N, B>(
       }
     }
   };
-  return go(x);
+  return { go, truth, where };
 }
 
 /** The interval arithmetic of the algebra `A`. */
@@ -323,17 +343,16 @@ export function rangeOf(
 export type TileClass = "empty" | "partial" | "full";
 
 /**
- * The class of the block i ∈ [ib, ie], j ∈ [jb, je] of `score`, with `leaves[arg]` the data of
- * leaf argument `arg` for one slice (a missing one is unknown) and `sizes` the size symbols.
+ * The block i ∈ [ib, ie], j ∈ [jb, je] in JS numbers, with `leaves[arg]` the data of leaf
+ * argument `arg` for one slice (a missing one is unknown) and `sizes` the size symbols.
  */
-export function classifyBlock(
-  score: Score,
+export function numericBlock(
   block: [number, number, number, number],
   sizes: Record<string, number>,
   leaves: (ArrayLike<number> | undefined)[] = [],
-): TileClass {
+): BlockEnv<number, boolean> {
   const [ib, ie, jb, je] = block;
-  const env: BlockEnv<number, boolean> = {
+  return {
     i: { lo: ib, hi: ie, nan: false },
     j: { lo: jb, hi: je, nan: false },
     size: (name) => {
@@ -350,12 +369,17 @@ export function classifyBlock(
         : rangeOf(d, jb, je);
     },
   };
-  if (allMinusInf(NUMBERS, scoreBounds(NUMBERS, score, env))) return "empty";
-  if (score.kind === "where") {
-    const c = scoreBounds(NUMBERS, score.c, env);
-    if (!c.nan && (c.lo > 0 || c.hi < 0)) return "full";
-  }
-  return "partial";
+}
+
+/** The class of a block of `score` (see `numericBlock`). */
+export function classifyBlock(
+  score: Score,
+  block: [number, number, number, number],
+  sizes: Record<string, number>,
+  leaves: (ArrayLike<number> | undefined)[] = [],
+): TileClass {
+  const { v, full } = blockBounds(NUMBERS, score, numericBlock(block, sizes, leaves));
+  return allMinusInf(NUMBERS, v) ? "empty" : full ? "full" : "partial";
 }
 
 /** Tile counts of an attention (or probs) node at the given sizes, with the kernel's tiles. */

@@ -265,7 +265,7 @@ Deno.test({
           seen.regionAlone += plan.kernels.some((k) => k.launch.kind === "slice") ? 1 : 0;
           seen.probs += features(c).probs ? 1 : 0;
           // Flash kernels that skip key blocks (kernels/tiles.ts).
-          more.tiled += plan.kernels.some((k) => k.wgsl.includes("for (var jt = jlo")) ? 1 : 0;
+          more.tiled += plan.kernels.some((k) => k.wgsl.includes("var jt = jlo")) ? 1 : 0;
           for (const n of c.program.optimized.nodes) {
             if (n.op.op === "scatter_add") {
               more[

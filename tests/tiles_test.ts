@@ -10,7 +10,7 @@ import fc from "fast-check";
 import { compileSync, relativeError, type Tensor } from "../mod.ts";
 import type { Node, Score } from "../compiler/ir/types.ts";
 import { BINARY, UNARY } from "../compiler/ir/scalar.ts";
-import { classifyBlock, tileCounts } from "../kernels/tiles.ts";
+import { blockBounds, classifyBlock, NUMBERS, numericBlock, tileCounts } from "../kernels/tiles.ts";
 import { keyTile, LOOPS } from "../compiler/limits.ts";
 import { getDevice } from "../runtime/device.ts";
 import { compileSpec, gpuDifferential, report, specArb } from "./programs.ts";
@@ -167,8 +167,8 @@ function data(n: number, seed: number): { leaves: number[][]; qk: number[] } {
   };
 }
 
-Deno.test("tiles: a block called empty holds only -inf scores, one called full only true masks", () => {
-  let empty = 0, full = 0, blocks = 0;
+Deno.test("tiles: a block called empty holds only -inf scores, one called full (none) only true (false) masks", () => {
+  let empty = 0, full = 0, none = 0, blocks = 0;
   fc.assert(
     fc.property(
       scoreArb,
@@ -183,6 +183,21 @@ Deno.test("tiles: a block called empty holds only -inf scores, one called full o
             const ie = Math.min(ib + R, n) - 1, je = Math.min(jb + T, n) - 1;
             const cls = classifyBlock(score, [ib, ie, jb, je], { n }, leaves);
             blocks++;
+            if (blockBounds(NUMBERS, score, numericBlock([ib, ie, jb, je], { n }, leaves)).none) {
+              none++;
+              for (let i = ib; i <= ie; i++) {
+                for (let j = jb; j <= je; j++) {
+                  const m = scoreAt((score as { c: Score }).c, {
+                    i,
+                    j,
+                    qk: qk[i * n + j],
+                    n,
+                    leaves,
+                  });
+                  assert.ok(m === 0, `pair (${i}, ${j}) of a none block has mask ${m}`);
+                }
+              }
+            }
             if (cls === "partial") continue;
             cls === "empty" ? empty++ : full++;
             for (let i = ib; i <= ie; i++) {
@@ -204,7 +219,10 @@ Deno.test("tiles: a block called empty holds only -inf scores, one called full o
     { numRuns: 1500 },
   );
   // The analysis proves something: not every block is partial.
-  assert.ok(empty > blocks / 50 && full > blocks / 50, `${empty} empty, ${full} full of ${blocks}`);
+  assert.ok(
+    empty > blocks / 50 && full > blocks / 50 && none > blocks / 50,
+    `${empty} empty, ${full} full, ${none} none of ${blocks}`,
+  );
 });
 
 Deno.test("tiles: the typical masks' empty blocks are found (window or global, prefix-LM, documents)", () => {
@@ -318,7 +336,7 @@ Deno.test({
           assert.ok(counts.empty > 0, `${name}: no empty tiles ${JSON.stringify(counts)}`);
           const plan = p.plan();
           assert.ok(
-            plan.kernels.some((k) => k.wgsl.includes("for (var jt = jlo")),
+            plan.kernels.some((k) => k.wgsl.includes("var jt = jlo")),
             `${name}: no tile loop`,
           );
           const want = await p.run(x, { backend: "interp" });
@@ -353,9 +371,8 @@ Deno.test({
           ),
           async (spec) => {
             const c = compileSpec(spec);
-            tiled += c.program.plan().kernels.some((k) => k.wgsl.includes("for (var jt = jlo"))
-              ? 1
-              : 0;
+            const wgsl = c.program.plan().kernels.map((k) => k.wgsl).join("\n");
+            tiled += wgsl.includes("var jt = jlo") ? 1 : 0;
             const why = await gpuDifferential(c);
             if (why) throw new Error(report(c, why));
           },
@@ -366,5 +383,113 @@ Deno.test({
       keyTile.keys = before;
     }
     assert.ok(tiled >= 3, `only ${tiled} of 10 plans skip tiles`);
+  },
+});
+
+// Blocks with mixed rows (8 rows per invocation: a block of 1 or 3 keys on the diagonal is full
+// for some rows of the group and not for others), NaN in a where's branch or condition, finite
+// fills, packed and unpacked documents: the analysis's classes, and the kernel's block loop
+// (each invocation moves on to its next block that is not empty) against the interpreter.
+const MIXED: Record<string, string> = {
+  causal: `def f(q: [n, d], k: [n, d], v: [n, e]) -> [n, e] {
+  s[i, j] = where(j <= i, q[i] . k[j], -inf)
+  return softmax(s, axis=1) @ v
+}`,
+  // NaN in the kept branch (u < 0 at two keys): rows that see it are NaN.
+  notNanBranch: `def f(q: [n, d], k: [n, d], v: [n, e], u: [n]) -> [n, e] {
+  s[i, j] = where(not (j > i + 2) or j < 3, q[i] . k[j] + sqrt(u[j]), -inf)
+  return softmax(s, axis=1) @ v
+}`,
+  // NaN in the condition (it compares false: masked): never full (sqrt is not modelled), and
+  // full where `or j <= i` makes the condition true regardless.
+  nanMask: `def f(q: [n, d], k: [n, d], v: [n, e], u: [n]) -> [n, e] {
+  s[i, j] = where(sqrt(u[j]) < 1.2 and j <= i, q[i] . k[j], -inf)
+  return softmax(s, axis=1) @ v
+}`,
+  nanMaskOr: `def f(q: [n, d], k: [n, d], v: [n, e], u: [n]) -> [n, e] {
+  s[i, j] = where(sqrt(u[j]) < 1.2 or j <= i, q[i] . k[j], -inf)
+  return softmax(s, axis=1) @ v
+}`,
+  // A finite other branch.
+  twoBranches: `def f(q: [n, d], k: [n, d], v: [n, e]) -> [n, e] {
+  s[i, j] = where(j <= i, q[i] . k[j], q[i] . k[j] * 0.5 - 2.0)
+  return softmax(s, axis=1) @ v
+}`,
+  packedDocs: `def f(q: [n, d], k: [n, d], v: [n, e], doc: int[n]) -> [n, e] {
+  s[i, j] = where(doc[i] == doc[j], q[i] . k[j], -inf)
+  return softmax(s, axis=1) @ v
+}`,
+  unpackedDocs: `def f(q: [n, d], k: [n, d], v: [n, e], dot: int[n]) -> [n, e] {
+  s[i, j] = where(dot[i] == dot[j] or j <= i, q[i] . k[j], -inf)
+  return softmax(s, axis=1) @ v
+}`,
+  probs: `def f(q: [n, d], k: [n, d], doc: int[n]) -> [n, n] {
+  s[i, j] = where(doc[i] == doc[j] or j < 2, q[i] . k[j], -1e9)
+  return softmax(s, axis=1)
+}`,
+};
+
+/** NaN where one is, and the relative error of the rest. */
+function nanAndError(got: Tensor, want: Tensor): string | undefined {
+  for (let x = 0; x < want.data.length; x++) {
+    if (Number.isNaN(got.data[x]) !== Number.isNaN(want.data[x])) {
+      return `flat index ${x}: got ${got.data[x]}, expected ${want.data[x]}`;
+    }
+  }
+  const finite = (t: Tensor) => ({ ...t, data: t.data.map((v) => (Number.isNaN(v) ? 0 : v)) });
+  const err = relativeError(finite(got), finite(want));
+  return err < 1e-5 ? undefined : `relative error ${err}`;
+}
+
+Deno.test({
+  name: "tiles: masks with mixed blocks, NaN, finite fills and documents agree on the GPU",
+  ignore: adapter === undefined,
+  fn: async () => {
+    const before = keyTile.keys;
+    const partial: Record<string, number> = {};
+    try {
+      for (const [keys, n] of [[1, 13], [3, 31], [8, 65]]) {
+        keyTile.keys = keys;
+        for (const [name, src] of Object.entries(MIXED)) {
+          const p = compileSync(src);
+          const packed = Array.from({ length: n }, (_, x) => Math.floor(x / 17));
+          const unpacked = Array.from({ length: n }, (_, x) => (x * 7) % 3);
+          const u = Array.from(
+            { length: n },
+            (_, x) => (x === 7 || x === n - 4 ? -1 : Math.abs(Math.sin(x)) * 2),
+          );
+          const x: Record<string, Tensor> = {
+            q: gauss([2, n, 8], n + keys),
+            k: gauss([2, n, 8], n + keys + 1),
+            v: gauss([2, n, 4], n + keys + 2),
+            doc: { shape: [n], data: Float64Array.from(packed), dtype: "int" },
+            dot: { shape: [n], data: Float64Array.from(unpacked), dtype: "int" },
+            u: { shape: [n], data: Float64Array.from(u), dtype: "float" },
+          };
+          for (const name of ["v", "doc", "dot", "u"]) {
+            if (!src.includes(`${name}: `)) delete x[name];
+          }
+          const node = p.optimized.nodes.find((m) =>
+            m.op.op === "attention" || m.op.op === "probs"
+          );
+          assert.ok(node, `${name}: not fused`);
+          const byId = new Map(p.optimized.nodes.map((m) => [m.id, m] as [number, Node]));
+          const args = node.args.map((a) => byId.get(a)!);
+          const data: Record<string, number[]> = { doc: packed, dot: unpacked, u };
+          const leafData = args.map((a) => a.op.op === "input" ? data[a.op.name] : undefined);
+          const counts = tileCounts(node, args, { n }, leafData);
+          const where = `${name}, ${keys} keys, n = ${n}: ${JSON.stringify(counts)}`;
+          assert.ok(name === "nanMask" ? counts.full === 0 : counts.full > 0, where);
+          partial[name] = (partial[name] ?? 0) + counts.partial;
+          const want = await p.run(x, { backend: "interp" });
+          const got = await p.run(x, { backend: "gpu", poison: true });
+          const why = nanAndError(got, want);
+          assert.ok(why === undefined, `${where}: ${why}`);
+        }
+      }
+    } finally {
+      keyTile.keys = before;
+    }
+    for (const name in MIXED) assert.ok(partial[name] > 0, `${name}: no partial blocks`);
   },
 });
