@@ -16,7 +16,7 @@ import {
 import { BINARY, HELPERS, helpersFor, UNARY } from "../compiler/wgsl/ops.ts";
 import { gridLaunch, type NodeKernel } from "../compiler/wgsl/kernel.ts";
 import { nodeKey } from "../compiler/wgsl/keys.ts";
-import { flashKernel } from "./flash.ts";
+import { flashKernel, tiledTrips } from "./flash.ts";
 import { masksKeys, tileSkip } from "./tiles.ts";
 import type { KernelRequest } from "./common.ts";
 
@@ -285,8 +285,7 @@ function attentionKernel(
     // The key loop (and for probabilities the normalizing pass) is the only loop that counts.
     trips: (sz) => {
       const keys = split ? splitBlock(sz(b.type.shape[0])) : sz(b.type.shape[0]);
-      // Tile skipping adds up to two trips per key block.
-      return (probs ? 2 : 1) * keys + (tiles ? 2 * Math.ceil(keys / tiles.keys) + 2 : 0) +
+      return (probs ? 2 : 1) * keys + tiledTrips(keys, tiles) +
         (replace ? sz(replace.idx.type.shape[0]) : 0);
     },
   };

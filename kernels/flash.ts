@@ -353,6 +353,11 @@ function blocked(
   }`;
 }
 
+/** Loop trips tile skipping adds to a key loop over `keys` keys: up to two per key block. */
+export function tiledTrips(keys: number, tiles: TileSkip | undefined): number {
+  return tiles ? 2 * Math.ceil(keys / tiles.keys) + 2 : 0;
+}
+
 /**
  * The loop over key blocks of `spec.tiles` around the key loops ("open" and "close"). An inner
  * loop moves each invocation on to its next block that is not empty (the probabilities kernel

@@ -23,7 +23,14 @@ import { HELPERS, helpersFor } from "../compiler/wgsl/ops.ts";
 import { gridLaunch, type NodeKernel } from "../compiler/wgsl/kernel.ts";
 import { nodeKey } from "../compiler/wgsl/keys.ts";
 import { keyWindow, scoreWgsl, tableFunctions } from "./attention.ts";
-import { arrayLength, type FlashSpec, softmaxBlock, softmaxStep, tiled } from "./flash.ts";
+import {
+  arrayLength,
+  type FlashSpec,
+  softmaxBlock,
+  softmaxStep,
+  tiled,
+  tiledTrips,
+} from "./flash.ts";
 import { masksKeys, tileSkip } from "./tiles.ts";
 import type { KernelRequest } from "./common.ts";
 
@@ -68,11 +75,7 @@ export function mixKernels(node: Node, req: KernelRequest): NodeKernel[] {
     launch: gridLaunch(threads),
     reads: node.args.map(nodeKey),
     specialize: (sz) => render(sz(a.type.shape[1]), sz(v.type.shape[1])),
-    // Tile skipping adds one trip per key block (as flash.ts).
-    trips: (sz) => {
-      const keys = sz(b.type.shape[0]);
-      return keys + (tiles ? Math.ceil(keys / tiles.keys) + 1 : 0);
-    },
+    trips: (sz) => sz(b.type.shape[0]) + tiledTrips(sz(b.type.shape[0]), tiles),
   }];
 }
 
