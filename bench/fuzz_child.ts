@@ -206,12 +206,12 @@ async function fuzzOne(
     return done();
   }
 
-  let want: Tensor | undefined;
+  let want: Tensor[] | undefined;
   if (c <= MAX_COST) {
     phase("interp");
     try {
-      want = await program.run(inputs, { seed: 3, backend: "interp" });
-      const bad = outputProblem(want);
+      want = await program.runAll(inputs, { seed: 3, backend: "interp" });
+      const bad = want.map(outputProblem).find((b) => b !== undefined);
       if (bad) findings.push({ kind: "bad-output", phase: "interp", first: bad });
       outcomes.interp = bad ? "bad-output" : "ok";
     } catch (e) {
@@ -223,9 +223,11 @@ async function fuzzOne(
   if (gpuOk && wantGpu() && await gpu()) {
     phase("gpu");
     try {
-      const got = await program.run(inputs, { seed: 3, backend: "gpu", poison: true });
-      const bad = outputProblem(got);
-      const far = !bad && want && outcomes.interp === "ok" ? mismatch(got, want) : undefined;
+      const got = await program.runAll(inputs, { seed: 3, backend: "gpu", poison: true });
+      const bad = got.map(outputProblem).find((b) => b !== undefined);
+      const far = !bad && want && outcomes.interp === "ok"
+        ? got.map((g, r) => mismatch(g, want![r])).find((m) => m !== undefined)
+        : undefined;
       if (bad) findings.push({ kind: "bad-output", phase: "gpu", first: bad });
       if (far) findings.push({ kind: "gpu-mismatch", phase: "gpu", first: far });
       outcomes.gpu = bad ? "bad-output" : "ok";

@@ -67,15 +67,17 @@ function tryCompile(source: string): Program | undefined {
 
 /** Run on small random inputs: a tensor of a consistent shape, or a clean CompileError. */
 async function runOrFailCleanly(program: Program, source: string): Promise<boolean> {
-  let y: Tensor;
+  let ys: Tensor[];
   try {
-    y = await program.run(inputsFor(program), { seed: 3, backend: "interp" });
+    ys = await program.runAll(inputsFor(program), { seed: 3, backend: "interp" });
   } catch (e) {
     assertGoodCompileError(e, source, "run");
     return false;
   }
-  assert.ok(Array.isArray(y.shape) && y.data instanceof Float64Array, "run gave no tensor");
-  assert.equal(y.data.length, y.shape.reduce((a, b) => a * b, 1), "data length ≠ shape size");
+  for (const y of ys) {
+    assert.ok(Array.isArray(y.shape) && y.data instanceof Float64Array, "run gave no tensor");
+    assert.equal(y.data.length, y.shape.reduce((a, b) => a * b, 1), "data length ≠ shape size");
+  }
   return true;
 }
 
@@ -130,7 +132,7 @@ Deno.test("fuzz: every example compiles unmutated and runs on n = 5, d = 4", asy
     const program = tryCompile(source);
     assert.ok(program, source.split("\n")[0]);
     try {
-      await program.run(inputsFor(program), { seed: 1, backend: "interp" });
+      await program.runAll(inputsFor(program), { seed: 1, backend: "interp" });
     } catch (e) {
       assertGoodCompileError(e, source, "run");
     }

@@ -67,6 +67,7 @@ Deno.test("normal-size plans do not change: the long form is made only when size
     "causal_linear.attn": 6,
     "differential.attn": 2,
     "exact.attn": 1,
+    "flash_lse.attn": 1,
     "linear.attn": 4,
     "nystrom.attn": 6,
     "performer.attn": 7,
