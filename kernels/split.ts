@@ -240,15 +240,17 @@ function splitAttention(n: Node, req: KernelRequest): SplitKernels {
   var acc = 0.0;
   for (var p = 0u; p < ${splitUsed(cols)}; p = p + 1u) { acc = acc + ${at("2u + c")}; }
   out[s * ${outSize} + r] = acc;`;
-  const body = `let i = r / ${e};
-  let c = r % ${e};
-  let kused = ${splitUsed(cols)};
+  // The parts' largest max, and whether any part's sum is NaN: a NaN sum is a NaN score
+  // (flash.ts), so the row is NaN even when no score was finite.
+  const maxOfParts = `let kused = ${splitUsed(cols)};
   var mx = ${ninf};
-  // A part's NaN sum is a NaN score (flash.ts): the row is NaN even when no score was finite.
   var bad = false;
   for (var p = 0u; p < kused; p = p + 1u) { mx = max(mx, ${at("0u")}); bad = bad | ${
     isNan(at("1u"))
-  }; }
+  }; }`;
+  const body = `let i = r / ${e};
+  let c = r % ${e};
+  ${maxOfParts}
   var l = 0.0;
   var acc = 0.0;
   for (var p = 0u; p < kused; p = p + 1u) {
@@ -266,12 +268,7 @@ function splitAttention(n: Node, req: KernelRequest): SplitKernels {
   const combine = kernel(n, [PARTIAL], n.type.shape, slots, summed ? sum : body);
   // The row log-sum-exp from the parts' (max, sum): a NaN sum is a NaN score (flash.ts).
   const lseBody = `let i = r;
-  let kused = ${splitUsed(cols)};
-  var mx = ${ninf};
-  var bad = false;
-  for (var p = 0u; p < kused; p = p + 1u) { mx = max(mx, ${at("0u")}); bad = bad | ${
-    isNan(at("1u"))
-  }; }
+  ${maxOfParts}
   var l = 0.0;
   for (var p = 0u; p < kused; p = p + 1u) {
     let mp = ${at("0u")};

@@ -141,7 +141,9 @@ Deno.test("the toolkit runs on the interpreter unless told otherwise (Program.ru
     },
   };
   await assertProperty(keyPermutationProperty(spy), { numRuns: 3 });
-  await assertProperty(convexHullProperty(spy), { numRuns: 3 });
+  // Bounded values: with extreme ones exact.attn's -1e9 mask can lose to real scores (below).
+  const bounded = attentionInputs({ maxN: 9, masks: ["none", "padding"] });
+  await assertProperty(convexHullProperty(spy, { inputs: bounded }), { numRuns: 3 });
   await compareWithExact(spy, makeInputs({ batch: [], n: 5, m: 5, d: 4, e: 4, seed: 2 }));
   assert.ok(seen.length >= 9 && seen.every((b) => b === "interp"), String(seen));
   assert.ok(ran.every((b) => b === "interp"), String(ran));
