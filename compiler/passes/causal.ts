@@ -19,6 +19,7 @@
  */
 import type { Dim, Graph, Node } from "../ir/types.ts";
 import { mapNodes, nodesById, useCounts } from "../ir/walks.ts";
+import { type Read, readOf } from "./views.ts";
 
 /** `graph` with each proven contraction over a prefix sum as one `causal_contract` node. */
 export function fuseCausalContractions(graph: Graph): Graph {
@@ -47,16 +48,6 @@ export function fuseCausalContractions(graph: Graph): Graph {
 const same = (s: Dim[], t: Dim[]) => s.length === t.length && s.every((d, i) => d === t[i]);
 
 type Add = (op: Node["op"], args: number[], shape: Dim[], from: Node) => number;
-
-/**
- * How a value laid over a grid reads a base value: base axis k is read at the grid's axis
- * `axes[k]` (undefined: a unit axis, read at 0). `path` is every node looked through.
- */
-interface Read {
-  base: Node;
-  axes: (number | undefined)[];
-  path: Node[];
-}
 
 /** The operands and shape of the `causal_contract` computing `n`, when the form is proven. */
 function contraction(
@@ -129,75 +120,6 @@ function outerProduct(y: Node, byId: Map<number, Node>, uses: Map<number, number
 /** Whether `read` varies only along the grid axes `axes`. */
 const only = (read: Read, axes: number[]) =>
   read.axes.every((a) => a === undefined || axes.includes(a));
-
-/**
- * How node `id`, broadcast (right-aligned) over grid shape F, reads its base value; undefined
- * when that is not a plain relabelling of axes (an axis read twice, shifted or partly).
- */
-function readOf(id: number, F: Dim[], byId: Map<number, Node>): Read | undefined {
-  const n = byId.get(id)!;
-  const off = F.length - n.type.shape.length;
-  if (off < 0) return undefined;
-  const axes: (number | undefined)[] = [];
-  for (const [k, d] of n.type.shape.entries()) {
-    if (d === 1) axes.push(undefined);
-    else if (d === F[k + off]) axes.push(k + off);
-    else return undefined;
-  }
-  const read = through({ base: n, axes, path: [] }, byId);
-  const seen = read.axes.filter((a) => a !== undefined);
-  return new Set(seen).size === seen.length ? read : undefined;
-}
-
-/** `read` followed through the views of its base: broadcasts, reshapes, transposes, gathers. */
-function through(read: Read, byId: Map<number, Node>): Read {
-  const n = read.base;
-  const x = byId.get(n.args[0]);
-  if (!x) return read;
-  const xs = x.type.shape, ns = n.type.shape;
-  let axes: (number | undefined)[] | undefined;
-  if (n.op.op === "broadcast" && xs.length <= ns.length) {
-    const off = ns.length - xs.length;
-    axes = xs.map((d, k) => (d === 1 ? undefined : d === ns[k + off] ? read.axes[k + off] : NaN));
-  } else if (n.op.op === "reshape") {
-    // Only unit axes added or dropped: the other axes keep their order.
-    const big = (s: Dim[]) => s.flatMap((d, k) => (d === 1 ? [] : [k]));
-    const [bx, bn] = [big(xs), big(ns)];
-    if (bx.length === bn.length && bx.every((k, t) => xs[k] === ns[bn[t]])) {
-      axes = xs.map((d, k) => (d === 1 ? undefined : read.axes[bn[bx.indexOf(k)]]));
-    }
-  } else if (n.op.op === "transpose" && xs.length >= 2) {
-    const last = xs.length - 1;
-    axes = xs.map((_, k) => read.axes[k === last ? last - 1 : k === last - 1 ? last : k]);
-  } else if (n.op.op === "gather" && n.args.length - 1 === xs.length) {
-    axes = iotaAxes(n, x, read.axes, byId);
-  }
-  if (!axes || axes.some((a) => Number.isNaN(a))) return read;
-  return through({ base: x, axes, path: [...read.path, n] }, byId);
-}
-
-/**
- * gather(x, idx_0, ..., idx_{k-1}) where each idx_k is an iota along one output axis over all
- * of x's axis k (index notation's `x[i, a]`): the output axis each x axis is read at.
- */
-function iotaAxes(
-  n: Node,
-  x: Node,
-  outAxes: (number | undefined)[],
-  byId: Map<number, Node>,
-): (number | undefined)[] | undefined {
-  const out = n.type.shape;
-  const axes: (number | undefined)[] = [];
-  for (const [k, id] of n.args.slice(1).entries()) {
-    const ix = byId.get(id)!;
-    if (ix.op.op !== "iota" || ix.type.dtype !== "int") return undefined;
-    const at = ix.op.axis + out.length - ix.type.shape.length;
-    const len = ix.type.shape[ix.op.axis];
-    if (len !== x.type.shape[k] || out[at] !== len) return undefined;
-    axes.push(len === 1 ? undefined : outAxes[at]);
-  }
-  return axes;
-}
 
 /**
  * The value `read` as an [F[0], F[col]] matrix (its rows along the grid's axis 0): the base
