@@ -2,6 +2,8 @@
  * Suite `variants` (issue #9): attention variants a researcher writes, each as an Attune program,
  * timed on the GPU against exact attention in the same run (n = 2048, d = 64, 8 heads), with its
  * dispatch count and its output checked against the float64 interpreter (all heads, same inputs).
+ * Each ratio is the median over runs paired back to back with the baseline's: of wall time
+ * (upload, kernels, readback) and of kernel time (timestamp queries).
  *
  *   deno task bench -- --suite variants [--quick] [--replot] [--only NAME,NAME]
  *
@@ -11,7 +13,14 @@
  * up to their first space, e.g. `--only document,prefix-lm`) with their baselines and writes
  * nothing: for measuring one change.
  */
-import { compileSync, randomTensor, relativeError, type Tensor, tensor } from "../mod.ts";
+import {
+  compileSync,
+  type Program,
+  randomTensor,
+  relativeError,
+  type Tensor,
+  tensor,
+} from "../mod.ts";
 import { getDevice } from "../runtime/device.ts";
 
 /** One variant: its program, extra inputs beyond q, k, v, and the issue's targets. */
@@ -144,6 +153,27 @@ const VARIANTS: Variant[] = [
   },
 ];
 
+/** Timed runs per variant, each paired with one of its baseline's. */
+const REPEATS = 5;
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+
+/**
+ * One GPU run: its wall time (upload, kernels, readback) and its kernels' time from timestamp
+ * queries (NaN where the adapter has none), pushed onto `into`.
+ */
+async function timed(
+  p: Program,
+  x: Record<string, Tensor>,
+  into: { wall: number[]; kernel: number[] },
+) {
+  const t0 = performance.now();
+  const run = await p.profile(x, { backend: "gpu", timing: true });
+  into.wall.push(performance.now() - t0);
+  into.kernel.push(run.stats.kernels?.reduce((t, k) => t + k.ms, 0) ?? NaN);
+  return run;
+}
+
 /** Inputs with 8 heads: q, k, v random; extras repeated per head. */
 function inputs(v: Variant, n: number, heads: number, d: number): Record<string, Tensor> {
   // q has `heads` heads; k and v have v.kvHeads (grouped) when given.
@@ -174,7 +204,8 @@ export async function variants(args: string[]): Promise<void> {
   const n = quick ? 256 : 2048, heads = 8, d = 64;
   const { facts } = await getDevice();
   const rows: Record<string, unknown>[] = [];
-  const msOf = new Map<string, number>();
+  // Each baseline's program and inputs, to time it again beside each variant measured against it.
+  const baselines = new Map<string, { p: Program; x: Record<string, Tensor> }>();
   const only = args.includes("--only") ? args[args.indexOf("--only") + 1].split(",") : undefined;
   const first = (name: string) => name.split(" ")[0];
   const wanted = new Set(only?.map(first));
@@ -189,24 +220,34 @@ export async function variants(args: string[]): Promise<void> {
       await p.profile(x, { backend: "gpu" }); // warm-up: shader compiles
       // The first run's time: shader compilation unless ~/.cache/mesa_shader_cache has them.
       row.firstRunMs = Math.round(performance.now() - c0);
-      const ms: number[] = [];
+      // Runs alternate with the baseline's, each pair giving a ratio: this machine's speed drifts
+      // by ±25% within a suite, and a pair run back to back shares it.
+      const base = baselines.get(v.against ?? "exact") ?? { p, x };
+      const mine = { wall: [] as number[], kernel: [] as number[] };
+      const theirs = { wall: [] as number[], kernel: [] as number[] };
       let out: Tensor | undefined, dispatches = 0;
-      for (let r = 0; r < 5; r++) {
-        const t0 = performance.now();
-        const { output, stats } = await p.profile(x, { backend: "gpu" });
-        ms.push(performance.now() - t0);
+      for (let r = 0; r < REPEATS; r++) {
+        if (base.p !== p) await timed(base.p, base.x, theirs);
+        const { output, stats } = await timed(p, x, mine);
         out = output;
         dispatches = stats.dispatches;
       }
-      ms.sort((a, b) => a - b);
       const want = await p.run(x, { backend: "interp" });
-      Object.assign(row, { ms: ms[2], dispatches, errorVsInterp: relativeError(out!, want) });
-      msOf.set(v.name, ms[2]);
+      Object.assign(row, {
+        ms: median(mine.wall),
+        kernelMs: median(mine.kernel),
+        dispatches,
+        errorVsInterp: relativeError(out!, want),
+      });
+      if (base.p === p) Object.assign(row, { ratio: 1, kernelRatio: 1 });
+      else {
+        row.ratio = median(mine.wall.map((t, r) => t / theirs.wall[r]));
+        row.kernelRatio = median(mine.kernel.map((t, r) => t / theirs.kernel[r]));
+      }
+      if (VARIANTS.some((w) => (w.against ?? "exact") === v.name)) baselines.set(v.name, { p, x });
     } catch (e) {
       row.error = (e as Error).message.split("\n")[0].slice(0, 160);
     }
-    const base = msOf.get(v.against ?? "exact");
-    if (typeof row.ms === "number" && base) row.ratio = (row.ms as number) / base;
     if (v.against) row.against = v.against;
     if (v.dispatches !== undefined) row.targetDispatches = v.dispatches;
     if (v.ratio !== undefined) row.targetRatio = v.ratio;
@@ -216,7 +257,9 @@ export async function variants(args: string[]): Promise<void> {
         ? `${v.name.padEnd(22)} not run: ${row.error}`
         : `${v.name.padEnd(22)} ${(row.ms as number).toFixed(0).padStart(6)} ms, ${
           (row.ratio as number).toFixed(2)
-        }× ${v.against ?? "exact"}, ${row.dispatches} dispatch${
+        }× ${v.against ?? "exact"} (kernel time ${
+          (row.kernelRatio as number).toFixed(2)
+        }×), ${row.dispatches} dispatch${
           row.dispatches === 1 ? "" : "es"
         }, first run ${row.firstRunMs} ms, rel. error vs interpreter ${
           (row.errorVsInterp as number).toExponential(1)
@@ -231,7 +274,10 @@ export async function variants(args: string[]): Promise<void> {
     adapter: facts.description,
     fallbackAdapter: facts.isFallback,
     date: new Date().toISOString(),
-    note: "times are medians of 5 within this run; compare ratios, not absolute times",
+    note:
+      `times are medians of ${REPEATS} within this run; each ratio is the median of ${REPEATS} ` +
+      "runs each paired with one of its baseline's, back to back (wall: upload, kernels and " +
+      "readback; kernel: timestamp queries around the dispatches); compare ratios, not times",
     results: rows,
   };
   await Deno.mkdir(dir, { recursive: true });
@@ -262,11 +308,13 @@ function plot(rows: Record<string, unknown>[], adapter: string): string {
     }" height="${bar}" fill="#1f77b4"/>` +
       `<text x="${X(r.ratio) + 4}" y="${y + 13}">${r.ratio.toFixed(2)}×${
         r.against ? ` ${r.against}` : ""
+      }${
+        typeof r.kernelRatio === "number" ? ` (kernels ${r.kernelRatio.toFixed(2)}×)` : ""
       } · ${r.dispatches} disp.</text>${target}`;
   });
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>
-<text x="10" y="18">time as a ratio to exact attention (or the named baseline; red: target), n = 2048, d = 64, 8 heads; ${adapter}</text>
+<text x="10" y="18">wall time as a ratio to exact attention (or the named baseline; red: target; kernels: timestamp queries), n = 2048, d = 64, 8 heads; ${adapter}</text>
 <line x1="${X(1)}" y1="${top - 6}" x2="${X(1)}" y2="${H - 26}" stroke="#999" stroke-dasharray="4"/>
 ${items.join("\n")}
 </svg>

@@ -58,6 +58,8 @@ function attentionLines(p: Program, sizes: Record<string, number>): string[] {
         `  tiles: ${c.empty} empty (skipped), ${c.partial} partial, ${c.full} full` +
           " (masks on data count as partial here)",
       );
+      const kernel = p.plan().kernels.find((k) => k.name === `${n.op.op}_${n.id}`);
+      lines.push(...(kernel?.notes ?? []).map((note) => `  ${note}`));
     }
     return lines;
   });

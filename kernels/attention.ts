@@ -16,7 +16,7 @@ import {
 import { BINARY, HELPERS, helpersFor, UNARY } from "../compiler/wgsl/ops.ts";
 import { gridLaunch, type NodeKernel } from "../compiler/wgsl/kernel.ts";
 import { nodeKey } from "../compiler/wgsl/keys.ts";
-import { flashKernel, tiledTrips } from "./flash.ts";
+import { flashKernel, isNan, tiledTrips, trims } from "./flash.ts";
 import { masksKeys, tileSkip } from "./tiles.ts";
 import type { KernelRequest } from "./common.ts";
 
@@ -26,15 +26,21 @@ export function attentionKernels(node: Node, req: KernelRequest): NodeKernel[] {
   return [attentionKernel(node, args, req.slots, undefined, req.f16, req.split)];
 }
 
-/** Names a fused score reads for one tile row. */
+/** Names a fused score reads for one tile row (and key: `j`, `fj` unless named). */
 export interface RowNames {
   qk: string;
   fi: string;
   i: string;
+  j?: string;
+  fj?: string;
+  /** Subtrees computed before the key loop (or once per key): their names, in this scope. */
+  hoisted?: (x: Score) => string | undefined;
 }
 
 /** WGSL of a fused score, reading leaves at i, j or [0] of the current slice. */
 export function scoreWgsl(x: Score, args: Node[], slots: SymbolSlots, v: RowNames): string {
+  const named = v.hoisted?.(x);
+  if (named !== undefined) return named;
   const r = (y: Score) => scoreWgsl(y, args, slots, v);
   switch (x.kind) {
     case "qk":
@@ -42,7 +48,7 @@ export function scoreWgsl(x: Score, args: Node[], slots: SymbolSlots, v: RowName
     case "i":
       return v.fi;
     case "j":
-      return "fj";
+      return v.fj ?? "fj";
     case "const":
       return f32(x.value);
     case "size":
@@ -51,7 +57,7 @@ export function scoreWgsl(x: Score, args: Node[], slots: SymbolSlots, v: RowName
       return lead(x.of, slots);
     case "leaf": {
       const base = `${sliceOf(args[x.arg].id, slots)} * ${size(args[x.arg].type.shape, slots)}`;
-      const at = x.at === "scalar" ? "" : ` + ${x.at === "i" ? v.i : "j"}`;
+      const at = x.at === "scalar" ? "" : ` + ${x.at === "i" ? v.i : v.j ?? "j"}`;
       return `a${x.arg}[${base}${at}]`;
     }
     case "table":
@@ -97,6 +103,73 @@ export function tableFunctions(score: Score, args: Node[], slots: SymbolSlots): 
   };
   visit(score);
   return [...fns.values()].join("\n");
+}
+
+/** Where a hoisted subtree of a score is computed: once, once per query row, once per key. */
+export type HoistAt = "once" | "row" | "key";
+
+/**
+ * The largest subtrees of a score that read neither q·k nor both i and j, each to be computed
+ * outside the per-(row, key) work: constants (`sqrt(float(d))`) once per invocation, terms of i
+ * alone (`doc[i]`) once per query row, terms of j alone (`doc[j]`, `bias[j]`) once per key and
+ * shared by the tile's rows. The same operations on the same values, bound to a name: results
+ * are unchanged (lavapipe reloaded `doc[i]` from memory for every key otherwise).
+ */
+export function hoistScore(score: Score): { at: HoistAt; k: number; x: Score }[] {
+  const I = 1, J = 2, QK = 4;
+  const memo = new Map<Score, number>();
+  const deps = (x: Score): number => {
+    let d = memo.get(x);
+    if (d !== undefined) return d;
+    d = x.kind === "qk"
+      ? QK
+      : x.kind === "i"
+      ? I
+      : x.kind === "j"
+      ? J
+      : x.kind === "leaf"
+      ? (x.at === "i" ? I : x.at === "j" ? J : 0)
+      : children(x).reduce((a, y) => a | deps(y), 0);
+    memo.set(x, d);
+    return d;
+  };
+  // Names already at hand (or literals): nothing to gain.
+  const trivial = (x: Score): boolean =>
+    x.kind === "const" || x.kind === "i" || x.kind === "j" || x.kind === "qk" ||
+    (x.kind === "cast" && x.to === "float" && trivial(x.x));
+  const out: { at: HoistAt; k: number; x: Score }[] = [];
+  const count = { once: 0, row: 0, key: 0 };
+  const seen = new Set<Score>();
+  const visit = (x: Score): void => {
+    const d = deps(x);
+    if (d & QK || d === (I | J) || trivial(x)) {
+      for (const y of children(x)) visit(y);
+      return;
+    }
+    if (seen.has(x)) return;
+    seen.add(x);
+    const at: HoistAt = d === 0 ? "once" : d === I ? "row" : "key";
+    out.push({ at, k: count[at]++, x });
+  };
+  visit(score);
+  return out;
+}
+
+/**
+ * The mask of a score where(c, x, -inf) whose condition reads no q·k: c alone says which keys a
+ * row counts, so the flash kernel trims each key block to the keys between the first and the
+ * last that some row of its tile counts (kernels/flash.ts).
+ */
+export function keyMask(score: Score): Score | undefined {
+  return score.kind === "where" && score.b.kind === "const" && score.b.value === -Infinity &&
+      !readsQk(score.c)
+    ? score.c
+    : undefined;
+}
+
+/** Whether a score reads q·k. */
+function readsQk(x: Score): boolean {
+  return x.kind === "qk" || children(x).some(readsQk);
 }
 
 /** The sub-scores of a score. */
@@ -224,9 +297,38 @@ function attentionKernel(
   // The row log-sum-exp: written at the binding after the reads, or by the split form's combine.
   const lse = node.op.op === "attention" && node.op.lse === true;
   if (lse && replace) throw new Error("internal: rows replaced in an attention with lse");
-  const rowScore = (r: number) =>
-    scoreWgsl(score, args, slots, { qk: `qk${r}`, fi: `fi${r}`, i: `i${r}` });
-  const sample = rowScore(0);
+  const hoist = hoistScore(score);
+  const nameOf = new Map(hoist.map((h) => [h.x, h]));
+  const names = (r: number, key: string): RowNames => ({
+    qk: `qk${r}`,
+    fi: `fi${r}`,
+    i: `i${r}`,
+    hoisted: (x) => {
+      const h = nameOf.get(x);
+      return h &&
+        (h.at === "once" ? `hc${h.k}` : h.at === "row" ? `hr${r}_${h.k}` : `hk${key}_${h.k}`);
+    },
+  });
+  const rowScore = (r: number, key: string) => scoreWgsl(score, args, slots, names(r, key));
+  const masked = keyMask(score);
+  // A NaN condition counts (where(NaN, x, -inf) is x), tested on its bits as lavapipe folds NaN
+  // comparisons: trimming never drops a key the score may count.
+  const mask = masked && ((r: number) => {
+    const c = scoreWgsl(masked, args, slots, names(r, ""));
+    return `(${c} != 0.0 || ${isNan(c)})`;
+  });
+  const term = (at: HoistAt, name: (k: number) => string, v: RowNames) =>
+    hoist.filter((h) => h.at === at).map((h) =>
+      `let ${name(h.k)} = ${scoreWgsl(h.x, args, slots, v)};`
+    ).join(" ");
+  const none = { qk: "0.0", fi: "0.0", i: "0u" };
+  const hoisted = {
+    once: term("once", (k) => `hc${k}`, none),
+    row: (r: number) => term("row", (k) => `hr${r}_${k}`, { ...none, fi: `fi${r}`, i: `i${r}` }),
+    key: (key: string, j: string) =>
+      term("key", (k) => `hk${key}_${k}`, { ...none, j, fj: `f32(${j})` }),
+  };
+  const sample = `${rowScore(0, "")} ${hoisted.once} ${hoisted.row(0)} ${hoisted.key("", "j")}`;
   // The skeleton itself starts each row's max at -inf (f32_bits).
   const helpers = [
     ...helpersFor(`${sample} f32_bits`).filter((h) => h !== HELPERS.philox),
@@ -246,6 +348,8 @@ function attentionKernel(
   const render = (d: number, e: number) =>
     flashKernel({
       score: rowScore,
+      hoisted,
+      mask,
       rows: dim(a.type.shape[0], slots),
       cols: dim(b.type.shape[0], slots),
       keyLo: window.lo,
@@ -281,11 +385,20 @@ function attentionKernel(
     launch: gridLaunch(threads),
     features: f16 ? ["shader-f16"] : undefined,
     reads: (replace ? [...node.args, replace.idx.id, replace.rows] : node.args).map(nodeKey),
+    notes: tiles
+      ? [
+        `key blocks of ${tiles.keys} that the mask analysis proves empty are skipped` +
+        (trims({ tiles, mask, probs })
+          ? "; the others run from the first to the last key the mask counts for some row of " +
+            "the tile"
+          : ""),
+      ]
+      : undefined,
     specialize: (sz) => render(sz(a.type.shape[1]), probs ? 4 : sz(e)),
     // The key loop (and for probabilities the normalizing pass) is the only loop that counts.
     trips: (sz) => {
       const keys = split ? splitBlock(sz(b.type.shape[0])) : sz(b.type.shape[0]);
-      return (probs ? 2 : 1) * keys + tiledTrips(keys, tiles) +
+      return (probs ? 2 : 1) * keys + tiledTrips(keys, tiles, trims({ tiles, mask, probs })) +
         (replace ? sz(replace.idx.type.shape[0]) : 0);
     },
   };

@@ -18,8 +18,23 @@ import type { TileSkip } from "./tiles.ts";
 export const arrayLength = (n: number) => Math.max(1, n);
 
 export interface FlashSpec {
-  /** WGSL f32 score for tile row r, in terms of `qk{r}`, `fi{r}`, `i{r}`, `fj`, `j`. */
-  score: (r: number) => string;
+  /**
+   * WGSL f32 score for tile row r, in terms of `qk{r}`, `fi{r}`, `i{r}`, `fj`, `j` and the
+   * hoisted terms: the key's are named with suffix `key` ("" in the one-key loop, the key's
+   * place in a block otherwise).
+   */
+  score: (r: number, key: string) => string;
+  /**
+   * Let statements of the score's hoisted terms: once per invocation, per query row (after
+   * `i{r}`), per key (suffix `key`, at key index `j`, a WGSL u32 expression).
+   */
+  hoisted?: { once: string; row: (r: number) => string; key: (key: string, j: string) => string };
+  /**
+   * WGSL bool: whether the score's mask lets key `j` count for row r (the score is -inf wherever
+   * it is false). With `tiles`, each block's keys before the first and after the last that some
+   * row counts are not visited: exact, as the mask is the score's own.
+   */
+  mask?: (r: number) => string;
   /** WGSL u32 expressions: query rows and keys per slice. */
   rows: string;
   cols: string;
@@ -112,7 +127,7 @@ export function flashKernel(spec: FlashSpec, title: string): string {
     (_, k) => storage(k + first + 2, `a${k + first}`, "f32"),
   ).join("\n");
   // With tile skipping the key loops run per key block [jt, jte) of a loop over blocks.
-  const [kl, kh] = spec.tiles ? ["jt", "jte"] : ["jlo", "jhi"];
+  const [kl, kh] = spec.tiles ? (trims(spec) ? ["jk0", "jk1"] : ["jt", "jte"]) : ["jlo", "jhi"];
   const lo = spec.keyLo ? `u32(clamp(${spec.keyLo}, 0, i32(cols)))` : "0u";
   const hi = spec.keyHi ? `u32(clamp(${spec.keyHi}, 0, i32(cols)))` : "cols";
   return `${h ? "enable f16;\n" : ""}// ${title}: fused ${
@@ -158,6 +173,8 @@ ${phony}  let rows = ${spec.rows};
   let ib = (t % tiles) * ${R}u;
   let ie = min(ib + ${R - 1}u, rows - 1u);
   ${rowsOf((r) => `let i${r} = min(ib + ${r}u, rows - 1u); let fi${r} = f32(i${r});`)}
+  ${spec.hoisted?.once ?? ""}
+  ${rowsOf((r) => spec.hoisted?.row(r) ?? "")}
   ${
     rowsOf((r) =>
       `var q${r} = array<${ht}, ${arrayLength(dw)}>(); ${
@@ -183,6 +200,7 @@ ${phony}  let rows = ${spec.rows};
       : blocked(spec, { dw, ew, dt: ht, et, dot, half, kl, kh, sk, sv })}
   for (var j = jstart; j < ${kh}; j = j + 1u) {
     let fj = f32(j);
+    ${spec.hoisted?.key("", "j") ?? ""}
     let kb = (${sk} * cols + j) * ${dw}u;
     var k = array<${ht}, ${arrayLength(dw)}>();
     ${cols(dw, (c) => `k[${c}] = ${half(`a1[kb + ${c}u]`)};`)}
@@ -198,7 +216,7 @@ ${phony}  let rows = ${spec.rows};
       var qh${r} = ${h ? "0.0h" : "0.0"};
       ${cols(dw, (c) => `qh${r} = qh${r} + ${dot(`q${r}[${c}]`, `k[${c}]`)};`)}
       let qk${r} = ${h ? `f32(qh${r})` : `qh${r}`};
-      let w = ${spec.score(r)};
+      let w = ${spec.score(r, "")};
       ${cols(ew, (c) => `acc${r}[${c}] = acc${r}[${c}] + w * vr[${c}];`)}
     }`
         : probs
@@ -206,7 +224,7 @@ ${phony}  let rows = ${spec.rows};
       var qh${r} = ${h ? "0.0h" : "0.0"};
       ${cols(dw, (c) => `qh${r} = qh${r} + ${dot(`q${r}[${c}]`, `k[${c}]`)};`)}
       let qk${r} = ${h ? `f32(qh${r})` : `qh${r}`};
-      let sc = ${spec.score(r)};
+      let sc = ${spec.score(r, "")};
       bad${r} = bad${r} | ${isNan("sc")};
       if (ib + ${r}u < rows) { out[(s * rows + i${r}) * cols + j] = sc; }
       if (sc > mx${r}) { l${r} = l${r} * exp(mx${r} - sc); mx${r} = sc; }
@@ -216,7 +234,7 @@ ${phony}  let rows = ${spec.rows};
       var qh${r} = ${h ? "0.0h" : "0.0"};
       ${cols(dw, (c) => `qh${r} = qh${r} + ${dot(`q${r}[${c}]`, `k[${c}]`)};`)}
       let qk${r} = ${h ? `f32(qh${r})` : `qh${r}`};
-      let sc = ${spec.score(r)};
+      let sc = ${spec.score(r, "")};
       ${softmaxStep(r, ew, cols)}
     }`).join("\n    ")
   }
@@ -314,7 +332,7 @@ function blocked(
         var qh${r} = ${h ? "0.0h" : "0.0"};
         ${cols(t.dw, (c) => `qh${r} = qh${r} + ${t.dot(`q${r}[${c}]`, `k${b}[${c}]`)};`)}
         let qk${r} = ${h ? `f32(qh${r})` : `qh${r}`};
-        s${b} = ${spec.score(r)};
+        s${b} = ${spec.score(r, `${b}`)};
       }`
       ).join("\n      ")
     }
@@ -348,14 +366,24 @@ function blocked(
       }`
     ).join("\n    ")
   }
+    ${keys.map((b) => spec.hoisted?.key(`${b}`, `(jb + ${b}u)`) ?? "").join("\n    ")}
     ${Array.from({ length: R }, (_, r) => rowBlock(r)).join("\n    ")}
     jstart = jb + ${B}u;
   }`;
 }
 
-/** Loop trips tile skipping adds to a key loop over `keys` keys: up to two per key block. */
-export function tiledTrips(keys: number, tiles: TileSkip | undefined): number {
-  return tiles ? 2 * Math.ceil(keys / tiles.keys) + 2 : 0;
+/**
+ * Loop trips tile skipping adds to a key loop over `keys` keys: up to two per key block, and two
+ * more where blocks are trimmed to their counted keys (a trimmed key is one trip less of the key
+ * loop and one more of a trim loop, whose exits add one each).
+ */
+export function tiledTrips(keys: number, tiles: TileSkip | undefined, trim = false): number {
+  return tiles ? (trim ? 4 : 2) * Math.ceil(keys / tiles.keys) + 2 : 0;
+}
+
+/** Whether the kernel trims each key block to the keys its mask counts (`FlashSpec.mask`). */
+export function trims(spec: Pick<FlashSpec, "tiles" | "mask" | "probs">): boolean {
+  return spec.tiles !== undefined && spec.mask !== undefined && spec.probs !== true;
 }
 
 /**
@@ -367,7 +395,7 @@ export function tiledTrips(keys: number, tiles: TileSkip | undefined): number {
  * lanes in different documents took turns.
  */
 export function tiled(
-  spec: Pick<FlashSpec, "tiles" | "tile" | "probs">,
+  spec: Pick<FlashSpec, "tiles" | "tile" | "probs" | "mask" | "hoisted">,
   part: "open" | "close",
 ): string {
   const t = spec.tiles;
@@ -396,6 +424,32 @@ export function tiled(
       jt = jte;
     }
     if (jt >= jhi) { break; }
+    ${trims(spec) ? trim(spec) : ""}`;
+}
+
+/**
+ * Narrows a block [jt, jte) that is not empty to [jk0, jk1): from its first key that some row's
+ * mask counts to its last. Data masks (document ids) leave blocks that straddle a boundary
+ * mostly masked; lavapipe runs 8 invocations (64 rows) as SIMD lanes, so whole-block skipping
+ * alone works at a grain of 64 rows × 64 keys.
+ */
+function trim(spec: Pick<FlashSpec, "tile" | "mask" | "hoisted">): string {
+  const counted = Array.from({ length: spec.tile }, (_, r) => spec.mask!(r)).join(" || ");
+  const at = (j: string) => `let j = ${j}; let fj = f32(j); ${spec.hoisted?.key("", "j") ?? ""}`;
+  return `var jk0 = jt;
+    loop {
+      if (jk0 >= jte) { break; }
+      ${at("jk0")}
+      if (${counted}) { break; }
+      jk0 = jk0 + 1u;
+    }
+    var jk1 = jte;
+    loop {
+      if (jk1 <= jk0) { break; }
+      ${at("jk1 - 1u")}
+      if (${counted}) { break; }
+      jk1 = jk1 - 1u;
+    }
     `;
 }
 

@@ -13,7 +13,7 @@ import { BINARY, UNARY } from "../compiler/ir/scalar.ts";
 import { blockBounds, classifyBlock, NUMBERS, numericBlock, tileCounts } from "../kernels/tiles.ts";
 import { keyTile, LOOPS } from "../compiler/limits.ts";
 import { getDevice } from "../runtime/device.ts";
-import { compileSpec, gpuDifferential, report, specArb } from "./programs.ts";
+import { compileSpec, gpuDifferential, report, type Spec, specArb } from "./programs.ts";
 
 const adapter = await getDevice().then((d) => d.facts.description, () => undefined);
 
@@ -359,20 +359,24 @@ Deno.test({
   name: "tiles: generated masked programs with 3-key blocks agree with the interpreter on the GPU",
   ignore: adapter === undefined,
   fn: async () => {
-    // Blocks of 3 keys at n ≤ 31 skip often; the suite's GPU sample runs the default (64).
+    // Blocks of 3 keys at n ≤ 31 skip often; the suite's GPU sample runs the default (64). Only
+    // specs whose plan tests blocks are drawn (a plan with a key window alone tests none).
     const before = keyTile.keys;
     keyTile.keys = 3;
-    let tiled = 0;
+    const wgslOf = (spec: Spec) =>
+      compileSpec(spec).program.plan().kernels.map((k) => k.wgsl).join("\n");
+    let trimmed = 0;
     try {
       await fc.assert(
         fc.asyncProperty(
           specArb({ sizes: [5, 13, 31], depth: 2, maxExtras: 1 }).filter((s) =>
-            s.mask !== undefined && s.fill === "-inf" && s.form === "index"
+            s.mask !== undefined && s.fill === "-inf" && s.form === "index" &&
+            wgslOf(s).includes("var jt = jlo")
           ),
           async (spec) => {
             const c = compileSpec(spec);
-            const wgsl = c.program.plan().kernels.map((k) => k.wgsl).join("\n");
-            tiled += wgsl.includes("var jt = jlo") ? 1 : 0;
+            // Blocks trimmed to the keys the mask counts (kernels/flash.ts).
+            trimmed += wgslOf(spec).includes("var jk0 = jt") ? 1 : 0;
             const why = await gpuDifferential(c);
             if (why) throw new Error(report(c, why));
           },
@@ -382,7 +386,7 @@ Deno.test({
     } finally {
       keyTile.keys = before;
     }
-    assert.ok(tiled >= 3, `only ${tiled} of 10 plans skip tiles`);
+    assert.ok(trimmed >= 1, `none of 10 plans that test blocks trims them`);
   },
 });
 
@@ -491,5 +495,76 @@ Deno.test({
       keyTile.keys = before;
     }
     for (const name in MIXED) assert.ok(partial[name] > 0, `${name}: no partial blocks`);
+  },
+});
+
+// Masks on data whose counted keys sit anywhere in a block: single keys at a block's first or
+// last place, none at all for some rows of a tile, NaN in the condition. Each block that is not skipped is
+// trimmed to the keys from the first to the last some row counts (kernels/flash.ts); a trim
+// that dropped one counted key changes that row's output.
+const TRIMMED: string[] = [
+  `def f(q: [n, d], k: [n, d], v: [n, e], doc: [n]) -> [n, e] {
+  s[i, j] = where(doc[i] == doc[j], q[i] . k[j], -inf)
+  return softmax(s, axis=1) @ v
+}`,
+  `def f(q: [n, d], k: [n, d], v: [n, e], doc: [n]) -> [n, e] {
+  s[i, j] = where(doc[j] == doc[i] + 1.0 or j == i, q[i] . k[j], -inf)
+  return softmax(s, axis=1) @ v
+}`,
+  `def f(q: [n, d], k: [n, d], v: [n, e], doc: [n]) -> [n, e] {
+  s[i, j] = where(doc[i] == doc[j] and j <= i or j == 0, q[i] . k[j] - 0.1 * float(i - j), -inf)
+  return softmax(s, axis=1) @ v
+}`,
+  // NaN inside the condition (sqrt of a negative compares false): those keys are masked.
+  `def f(q: [n, d], k: [n, d], v: [n, e], doc: [n]) -> [n, e] {
+  s[i, j] = where(sqrt(doc[j] - doc[i]) < 1.5 and j != i + 1 or j == i, q[i] . k[j], -inf)
+  return softmax(s, axis=1) @ v
+}`,
+];
+
+Deno.test({
+  name:
+    "tiles: blocks trimmed to the keys a data mask counts agree with the interpreter on the GPU",
+  ignore: adapter === undefined,
+  fn: async () => {
+    const { attentionTile } = await import("../compiler/limits.ts");
+    const before = { keys: keyTile.keys, rows: attentionTile.rows };
+    try {
+      await fc.assert(
+        fc.asyncProperty(
+          fc.record({
+            program: fc.nat(TRIMMED.length - 1),
+            keys: fc.constantFrom(1, 3, 8, 64),
+            rows: fc.constantFrom(1, 3, 8),
+            n: fc.constantFrom(5, 13, 31, 70),
+            // Few distinct ids: each id's keys are scattered, so blocks hold one or two of them.
+            ids: fc.array(fc.integer({ min: 0, max: 5 }), { minLength: 70, maxLength: 70 }),
+            seed: fc.nat(1000),
+          }),
+          async ({ program, keys, rows, n, ids, seed }) => {
+            keyTile.keys = keys;
+            attentionTile.rows = rows;
+            const p = compileSync(TRIMMED[program]);
+            const wgsl = p.plan().kernels.map((k) => k.wgsl).join("\n");
+            assert.ok(wgsl.includes("var jk0 = jt"), "the plan does not trim blocks");
+            const doc = Float64Array.from(ids.slice(0, n));
+            const x: Record<string, Tensor> = {
+              q: gauss([2, n, 8], seed + 1),
+              k: gauss([2, n, 8], seed + 2),
+              v: gauss([2, n, 4], seed + 3),
+              doc: { shape: [n], data: doc, dtype: "float" },
+            };
+            const want = await p.run(x, { backend: "interp" });
+            const got = await p.run(x, { backend: "gpu", poison: true });
+            const why = nanAndError(got, want);
+            assert.ok(why === undefined, `program ${program}, ${keys} keys, ${rows} rows: ${why}`);
+          },
+        ),
+        { numRuns: 12 },
+      );
+    } finally {
+      keyTile.keys = before.keys;
+      attentionTile.rows = before.rows;
+    }
   },
 });

@@ -214,6 +214,7 @@ function planned(
     trips: k.trips!,
     elementTrips,
     part: k.part,
+    notes: k.notes,
   };
 }
 

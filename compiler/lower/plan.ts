@@ -59,6 +59,8 @@ export interface PlannedKernel {
    * outputs, written and read inside it, are writes only). `checkPlan` verifies these.
    */
   io: KernelIO[];
+  /** What the kernel decided that its node does not say (for explain): key blocks it skips. */
+  notes?: string[];
   /** Loop iterations one invocation makes at the given sizes (see kernels/trips.ts). */
   trips: (size: (d: Dim) => number) => number;
   /**

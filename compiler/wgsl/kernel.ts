@@ -54,6 +54,8 @@ export interface NodeKernel {
   scratch?: ThreadDim[][];
   /** Loop iterations one invocation makes at the given sizes, where that can be large (regions). */
   trips?: (size: (d: Dim) => number) => number;
+  /** What the kernel decided that its node does not say (for explain): key blocks it skips. */
+  notes?: string[];
 }
 
 /** Wrap a kernel body: bindings, the slice/element split, and a bounds check. */
