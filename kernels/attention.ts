@@ -17,7 +17,7 @@ import { BINARY, HELPERS, helpersFor, UNARY } from "../compiler/wgsl/ops.ts";
 import { gridLaunch, type NodeKernel } from "../compiler/wgsl/kernel.ts";
 import { nodeKey } from "../compiler/wgsl/keys.ts";
 import { flashKernel, isNan, tiledTrips, trims } from "./flash.ts";
-import { masksKeys, tileSkip } from "./tiles.ts";
+import { indexInRange, masksKeys, tileSkip } from "./tiles.ts";
 import type { KernelRequest } from "./common.ts";
 
 /** attention, probs: the fused flash kernel. */
@@ -35,6 +35,8 @@ export interface RowNames {
   fj?: string;
   /** Subtrees computed before the key loop (or once per key): their names, in this scope. */
   hoisted?: (x: Score) => string | undefined;
+  /** The expression is proven free of NaN (a table index, `indexInRange`). */
+  finite?: boolean;
 }
 
 /** WGSL of a fused score, reading leaves at i, j or [0] of the current slice. */
@@ -60,12 +62,20 @@ export function scoreWgsl(x: Score, args: Node[], slots: SymbolSlots, v: RowName
       const at = x.at === "scalar" ? "" : ` + ${x.at === "i" ? v.i : v.j ?? "j"}`;
       return `a${x.arg}[${base}${at}]`;
     }
-    case "table":
-      return `table${x.arg}(s, ${x.at.map(r).join(", ")})`;
+    case "table": {
+      // A proven index holds no NaN: plain min/max are the NaN-propagating ones there.
+      const proven = tableInRange(x, args);
+      const at = x.at.map((
+        y,
+      ) => (proven ? scoreWgsl(y, args, slots, { ...v, finite: true }) : r(y)));
+      return `table${x.arg}${proven ? "u" : ""}(s, ${at.join(", ")})`;
+    }
     case "unary":
       return UNARY[x.fn](r(x.x));
     case "binary":
-      return BINARY[x.fn](r(x.a), r(x.b));
+      return v.finite && (x.fn === "min" || x.fn === "max")
+        ? `${x.fn}(${r(x.a)}, ${r(x.b)})`
+        : BINARY[x.fn](r(x.a), r(x.b));
     case "where":
       return `select(${r(x.b)}, ${r(x.a)}, ${r(x.c)} != 0.0)`;
     case "cast":
@@ -82,20 +92,25 @@ export function scoreWgsl(x: Score, args: Node[], slots: SymbolSlots, v: RowName
  * reads NaN (tested on its bits: lavapipe folds NaN comparisons), one outside its axis reads 0.
  */
 export function tableFunctions(score: Score, args: Node[], slots: SymbolSlots): string {
-  const fns = new Map<number, string>();
+  const fns = new Map<string, string>();
   const visit = (x: Score): void => {
-    if (x.kind === "table" && !fns.has(x.arg)) {
+    const name = x.kind === "table" &&
+      `table${x.arg}${tableInRange(x, args) ? "u" : ""}`;
+    if (x.kind === "table" && name && !fns.has(name)) {
       const shape = args[x.arg].type.shape, st = strides(shape, slots);
       const ps = x.at.map((_, k) => `x${k}: f32`).join(", ");
       const nan = x.at.map((_, k) => `(bitcast<u32>(x${k}) & 0x7fffffffu) > 0x7f800000u`);
       const out = x.at.map((_, k) => `x${k} < 0.0 || x${k} >= f32(${dim(shape[k], slots)})`);
       const off = x.at.map((_, k) => `u32(floor(x${k})) * ${st[k]}`).join(" + ");
+      const read = `a${x.arg}[${sliceOf(args[x.arg].id, slots)} * ${size(shape, slots)} + ${off}]`;
       fns.set(
-        x.arg,
-        `fn table${x.arg}(s: u32, ${ps}) -> f32 {
+        name,
+        name.endsWith("u")
+          ? `fn ${name}(s: u32, ${ps}) -> f32 { return ${read}; }`
+          : `fn ${name}(s: u32, ${ps}) -> f32 {
   if (${nan.join(" || ")}) { return bitcast<f32>(f32_bits.z); }
   if (${out.join(" || ")}) { return 0.0; }
-  return a${x.arg}[${sliceOf(args[x.arg].id, slots)} * ${size(shape, slots)} + ${off}];
+  return ${read};
 }`,
       );
     }
@@ -170,6 +185,18 @@ export function keyMask(score: Score): Score | undefined {
 /** Whether a score reads q·k. */
 function readsQk(x: Score): boolean {
   return x.kind === "qk" || children(x).some(readsQk);
+}
+
+/**
+ * Whether a table read's every index is proven a number inside its axis (a static size), so the
+ * read skips gather's NaN and range tests (`table{arg}u`).
+ */
+function tableInRange(x: Score & { kind: "table" }, args: Node[]): boolean {
+  const shape = args[x.arg].type.shape;
+  return x.at.every((at, k) => {
+    const d = shape[k];
+    return typeof d === "number" && indexInRange(at, d);
+  });
 }
 
 /** The sub-scores of a score. */

@@ -371,6 +371,34 @@ export function numericBlock(
   };
 }
 
+const EXACT_ON_INTEGERS = new Set<string>(["add", "sub", "mul", "min", "max"]);
+
+/**
+ * Whether the index `x` of a table read is, for every i and j, a number in [0, dim): not NaN and
+ * inside the axis (T5's `clamp(j - i, -K, K) + K` into a table of 2K + 1), so that the read needs
+ * neither of gather's tests.
+ */
+export function indexInRange(x: Score, dim: number): boolean {
+  // Only operations the GPU computes exactly on integers below 2^24 (its division, and so `%`
+  // and `//`, is within 2.5 ulp: a quotient may round to the next integer).
+  const exact = (y: Score): boolean =>
+    y.kind === "i" || y.kind === "j" || y.kind === "lead" ||
+    (y.kind === "const" && Number.isInteger(y.value)) ||
+    (y.kind === "cast" && y.to !== "bool" && exact(y.x)) ||
+    (y.kind === "unary" && (y.fn === "neg" || y.fn === "abs") && exact(y.x)) ||
+    (y.kind === "binary" && EXACT_ON_INTEGERS.has(y.fn) && exact(y.a) && exact(y.b));
+  if (!exact(x)) return false;
+  // Sequence positions below 2^24, where f32 holds every integer (f32(i) is the score's i).
+  const index = { lo: 0, hi: 2 ** 24, nan: false };
+  const v = scoreBounds(NUMBERS, x, {
+    i: index,
+    j: index,
+    size: () => NaN, // never reached: no size in x
+    leaf: () => ({ lo: -Infinity, hi: Infinity, nan: true }), // nor a leaf
+  });
+  return !v.nan && v.lo >= 0 && Math.floor(v.hi) < dim;
+}
+
 /** The class of a block of `score` (see `numericBlock`). */
 export function classifyBlock(
   score: Score,

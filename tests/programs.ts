@@ -59,7 +59,9 @@ export type SExpr =
   | { k: "param" } // slope
   | { k: "static" } // x, carried by a repeat
   | { k: "dist"; f: "i - j" | "j - i" | "i + j" } // iota arithmetic, an int
-  | { k: "table"; K: number } // bias[clamp(j - i, -K, K) + K]
+  // bias[clamp(j - i, -K, K) + K]: every index inside bias [2K + 1], so the kernel reads it
+  // unchecked; edge -1 / 1 lets the clamp reach one past the table's start / end (reads 0 there).
+  | { k: "table"; K: number; edge: -1 | 0 | 1 }
   | { k: "lead"; f: "slope" | "alibi" | "batch" } // head()/heads()/batch()/batches() terms
   | { k: "grid"; at: GridAt } // a 2-D input table read at (i, j): g[i, j], g[i, j - 1], gt[j, i]
   | { k: "un"; fn: UnFn; x: SExpr }
@@ -255,7 +257,11 @@ const sLeaf: fc.Arbitrary<SExpr> = fc.oneof(
     weight: 1,
   },
   {
-    arbitrary: fc.record({ k: fc.constant("table" as const), K: fc.constantFrom(1, 2, 4, 7) }),
+    arbitrary: fc.record({
+      k: fc.constant("table" as const),
+      K: fc.constantFrom(1, 2, 4, 7),
+      edge: fc.constantFrom(0, 0, -1, 1) as fc.Arbitrary<-1 | 0 | 1>,
+    }),
     weight: 1,
   },
   {
@@ -579,7 +585,9 @@ export function printProgram(s: Spec): string {
         return `(${e.f})`;
       case "table":
         need(`bias${e.K}`);
-        return `bias${e.K}[clamp(j - i, -${e.K}, ${e.K}) + ${e.K}]`;
+        return `bias${e.K}[clamp(j - i, ${-e.K + Math.min(e.edge, 0)}, ${
+          e.K + Math.max(e.edge, 0)
+        }) + ${e.K}]`;
       case "lead":
         return {
           slope: "(2.0 ^ (-8.0 * float(head() + 1) / float(heads())))",

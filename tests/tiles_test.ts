@@ -10,7 +10,14 @@ import fc from "fast-check";
 import { compileSync, relativeError, type Tensor } from "../mod.ts";
 import type { Node, Score } from "../compiler/ir/types.ts";
 import { BINARY, UNARY } from "../compiler/ir/scalar.ts";
-import { blockBounds, classifyBlock, NUMBERS, numericBlock, tileCounts } from "../kernels/tiles.ts";
+import {
+  blockBounds,
+  classifyBlock,
+  indexInRange,
+  NUMBERS,
+  numericBlock,
+  tileCounts,
+} from "../kernels/tiles.ts";
 import { keyTile, LOOPS } from "../compiler/limits.ts";
 import { getDevice } from "../runtime/device.ts";
 import { compileSpec, gpuDifferential, report, type Spec, specArb } from "./programs.ts";
@@ -567,4 +574,63 @@ Deno.test({
       attentionTile.rows = before.rows;
     }
   },
+});
+
+Deno.test("tiles: a table index proven inside its axis is (T5's clamp), near misses are not", () => {
+  const clampJI = (lo: number, hi: number, K: number) =>
+    bin("add", bin("min", bin("max", bin("sub", J, I), c(lo)), c(hi)), c(K));
+  assert.ok(indexInRange(clampJI(-16, 16, 16), 33));
+  assert.ok(!indexInRange(clampJI(-16, 16, 16), 32), "one past the end");
+  assert.ok(!indexInRange(clampJI(-17, 16, 16), 33), "one before the start");
+  assert.ok(!indexInRange(bin("add", bin("sub", J, I), c(16)), 33), "unclamped");
+  assert.ok(indexInRange(bin("min", un("abs", bin("sub", I, J)), c(7)), 8));
+  // `%` and `//` use the GPU's division (within 2.5 ulp): never proven.
+  assert.ok(!indexInRange(bin("mod", I, c(7)), 7));
+  assert.ok(!indexInRange(bin("min", { kind: "size", name: "n" }, c(3)), 8), "a size");
+  assert.ok(!indexInRange(bin("min", { kind: "leaf", arg: 3, at: "j" }, c(3)), 8), "data");
+  assert.ok(!indexInRange(bin("min", I, c(2.5)), 8), "a fraction");
+});
+
+// Index expressions of i and j built from the operations indexInRange accepts, with constants.
+const indexArb: fc.Arbitrary<Score> = fc.letrec<{ x: Score }>((tie) => ({
+  x: fc.oneof(
+    { depthSize: "small", withCrossShrink: true },
+    fc.constant(I),
+    fc.constant(J),
+    fc.integer({ min: -40, max: 40 }).map(c),
+    fc.record({
+      fn: fc.constantFrom("add", "sub", "mul", "min", "max"),
+      a: tie("x"),
+      b: tie("x"),
+    }).map(({ fn, a, b }) => bin(fn, a, b)),
+    fc.record({ fn: fc.constantFrom("abs", "neg"), x: tie("x") }).map(({ fn, x }) => un(fn, x)),
+  ),
+})).x;
+
+Deno.test("tiles: an index called inside its axis is inside it at every (i, j) tried", () => {
+  let proven = 0;
+  fc.assert(
+    fc.property(
+      indexArb,
+      fc.integer({ min: 1, max: 80 }),
+      fc.array(fc.tuple(fc.nat(2 ** 24), fc.nat(2 ** 24)), { minLength: 20, maxLength: 20 }),
+      (x, dim, pairs) => {
+        if (!indexInRange(x, dim)) return;
+        if (JSON.stringify(x).match(/"kind":"[ij]"/)) proven++;
+        // Ends of the range and near the diagonal, besides the drawn pairs.
+        const edges = [0, 1, 2, 40, 2 ** 24 - 1, 2 ** 24];
+        const all = [
+          ...pairs,
+          ...edges.flatMap((i) => edges.map((j) => [i, j] as [number, number])),
+        ];
+        for (const [i, j] of all) {
+          const v = scoreAt(x, { i, j, qk: 0, n: 0, leaves: [] });
+          assert.ok(v >= 0 && Math.floor(v) < dim, `${JSON.stringify(x)} at (${i}, ${j}): ${v}`);
+        }
+      },
+    ),
+    { numRuns: 3000 },
+  );
+  // 13-25 of 3,000 draws were proven and read i or j: none at all has probability about 1e-8.
+  assert.ok(proven > 0, "no index of i or j proven in range");
 });
