@@ -120,6 +120,7 @@ export function flashKernel(spec: FlashSpec, title: string): string {
   const dot = dv
     ? (a: string, b: string) => `dot(${a}, ${b})`
     : (a: string, b: string) => `${a} * ${b}`;
+  const shape: Shape = { e, ev, dw, ew, et, h, dot, cols, rowsOf };
   const probs = spec.probs === true, sum = spec.sum === true;
   const first = probs ? 2 : 3;
   const leaves = Array.from(
@@ -209,90 +210,113 @@ ${phony}  let rows = ${spec.rows};
     var vr = array<${et}, ${arrayLength(ew)}>();
     ${cols(ew, (c) => `vr[${c}] = a2[vb + ${c}u];`)}`
   }
-    ${
-    Array.from({ length: R }, (_, r) =>
-      sum
-        ? `{
-      var qh${r} = ${h ? "0.0h" : "0.0"};
-      ${cols(dw, (c) => `qh${r} = qh${r} + ${dot(`q${r}[${c}]`, `k[${c}]`)};`)}
-      let qk${r} = ${h ? `f32(qh${r})` : `qh${r}`};
+    ${Array.from({ length: R }, (_, r) => keyStep(spec, r, shape)).join("\n    ")}
+  }${tiled(spec, "close")}
+  ${epilogue(spec, shape)}
+}
+`;
+}
+
+/** Head-size facts of a flash kernel, shared by its parts. */
+interface Shape {
+  e: number;
+  ev: boolean;
+  /** Elements (vec4 or f32) of a q or k row, and of a v row. */
+  dw: number;
+  ew: number;
+  /** The v row's element type. */
+  et: string;
+  /** q·k in half precision. */
+  h: boolean;
+  dot: (a: string, b: string) => string;
+  cols: (n: number, f: (c: number) => string) => string;
+  rowsOf: (f: (r: number) => string) => string;
+}
+
+/** Row r's work for one key `j` of the one-key loop (k row `k`, v row `vr`), by mode. */
+function keyStep(spec: FlashSpec, r: number, t: Shape): string {
+  const { h, cols, dot } = t;
+  const qk = `var qh${r} = ${h ? "0.0h" : "0.0"};
+      ${cols(t.dw, (c) => `qh${r} = qh${r} + ${dot(`q${r}[${c}]`, `k[${c}]`)};`)}
+      let qk${r} = ${h ? `f32(qh${r})` : `qh${r}`};`;
+  return spec.sum
+    ? `{
+      ${qk}
       let w = ${spec.score(r, "")};
-      ${cols(ew, (c) => `acc${r}[${c}] = acc${r}[${c}] + w * vr[${c}];`)}
+      ${cols(t.ew, (c) => `acc${r}[${c}] = acc${r}[${c}] + w * vr[${c}];`)}
     }`
-        : probs
-        ? `{
-      var qh${r} = ${h ? "0.0h" : "0.0"};
-      ${cols(dw, (c) => `qh${r} = qh${r} + ${dot(`q${r}[${c}]`, `k[${c}]`)};`)}
-      let qk${r} = ${h ? `f32(qh${r})` : `qh${r}`};
+    : spec.probs
+    ? `{
+      ${qk}
       let sc = ${spec.score(r, "")};
       bad${r} = bad${r} | ${isNan("sc")};
       if (ib + ${r}u < rows) { out[(s * rows + i${r}) * cols + j] = sc; }
       if (sc > mx${r}) { l${r} = l${r} * exp(mx${r} - sc); mx${r} = sc; }
       if (sc > bitcast<f32>(f32_bits.y)) { l${r} = l${r} + exp(sc - mx${r}); }
     }`
-        : `{
-      var qh${r} = ${h ? "0.0h" : "0.0"};
-      ${cols(dw, (c) => `qh${r} = qh${r} + ${dot(`q${r}[${c}]`, `k[${c}]`)};`)}
-      let qk${r} = ${h ? `f32(qh${r})` : `qh${r}`};
+    : `{
+      ${qk}
       let sc = ${spec.score(r, "")};
-      ${softmaxStep(r, ew, cols)}
-    }`).join("\n    ")
-  }
-  }${tiled(spec, "close")}
-  ${
-    probs
-      ? `for (var j = 0u; j < cols; j = j + 1u) {
+      ${softmaxStep(r, t.ew, cols)}
+    }`;
+}
+
+/**
+ * What each row writes once its keys are done: its normalized probabilities (probs), its carrier
+ * (split), its output with listed rows replaced (replace), or its output (and log-sum-exp).
+ */
+function epilogue(spec: FlashSpec, t: Shape): string {
+  const { e, ev, ew, et, cols, rowsOf } = t;
+  return spec.probs
+    ? `for (var j = 0u; j < cols; j = j + 1u) {
     let inside = j >= jlo && j < jhi;
     ${
-        rowsOf((r) =>
-          `if (ib + ${r}u < rows) { let o = (s * rows + i${r}) * cols + j; out[o] = select(select(0.0, exp(out[o] - mx${r}) / l${r}, inside && l${r} > 0.0), bitcast<f32>(f32_bits.z), bad${r}); }`
-        )
-      }
-  }`
-      : spec.split
-      ? rowsOf((r) =>
-        `if (ib + ${r}u < rows) { let ob = ((s * ${spec.split!.parts}u + kp) * rows + i${r}) * ${
-          e + 2
-        }u; out[ob] = mx${r}; out[ob + 1u] = select(${
-          spec.split!.lse ? `select(l${r}, 1.0, bitcast<u32>(mx${r}) == 0x7f800000u)` : `l${r}`
-        }, bitcast<f32>(f32_bits.z), bad${r}); ${
-          Array.from(
-            { length: e },
-            (_, c) => `out[ob + ${c + 2}u] = acc${r}[${ev ? `${c >> 2}][${c & 3}` : c}];`,
-          ).join(" ")
-        } }`
+      rowsOf((r) =>
+        `if (ib + ${r}u < rows) { let o = (s * rows + i${r}) * cols + j; out[o] = select(select(0.0, exp(out[o] - mx${r}) / l${r}, inside && l${r} > 0.0), bitcast<f32>(f32_bits.z), bad${r}); }`
       )
-      : spec.replace
-      ? `${rowsOf((r) => `var pick${r} = -1;`)}
+    }
+  }`
+    : spec.split
+    ? rowsOf((r) =>
+      `if (ib + ${r}u < rows) { let ob = ((s * ${spec.split!.parts}u + kp) * rows + i${r}) * ${
+        e + 2
+      }u; out[ob] = mx${r}; out[ob + 1u] = select(${
+        spec.split!.lse ? `select(l${r}, 1.0, bitcast<u32>(mx${r}) == 0x7f800000u)` : `l${r}`
+      }, bitcast<f32>(f32_bits.z), bad${r}); ${
+        Array.from(
+          { length: e },
+          (_, c) => `out[ob + ${c + 2}u] = acc${r}[${ev ? `${c >> 2}][${c & 3}` : c}];`,
+        ).join(" ")
+      } }`
+    )
+    : spec.replace
+    ? `${rowsOf((r) => `var pick${r} = -1;`)}
   for (var q = 0u; q < ${spec.replace.count}; q = q + 1u) {
     let jq = i32(floor(aJ[s * ${spec.replace.count} + q]));
     ${rowsOf((r) => `if (jq == i32(i${r})) { pick${r} = i32(q); }`)}
   }
   ${
-        rowsOf((r) =>
-          `if (ib + ${r}u < rows) { let ob = (s * rows + i${r}) * ${ew}u; let rb = (s * ${
-            spec.replace!.count
-          } + u32(max(pick${r}, 0))) * ${ew}u; ${
-            cols(
-              ew,
-              (c) =>
-                `out[ob + ${c}u] = select(select(acc${r}[${c}], ${et}(bitcast<f32>(f32_bits.z)), bad${r}), aR[rb + ${c}u], pick${r} >= 0);`,
-            )
-          } }`
-        )
-      }`
-      : rowsOf((r) =>
-        `if (ib + ${r}u < rows) { let ob = (s * rows + i${r}) * ${ew}u; ${
+      rowsOf((r) =>
+        `if (ib + ${r}u < rows) { let ob = (s * rows + i${r}) * ${ew}u; let rb = (s * ${
+          spec.replace!.count
+        } + u32(max(pick${r}, 0))) * ${ew}u; ${
           cols(
             ew,
             (c) =>
-              `out[ob + ${c}u] = select(acc${r}[${c}], ${et}(bitcast<f32>(f32_bits.z)), bad${r});`,
+              `out[ob + ${c}u] = select(select(acc${r}[${c}], ${et}(bitcast<f32>(f32_bits.z)), bad${r}), aR[rb + ${c}u], pick${r} >= 0);`,
           )
-        }${spec.lse ? ` lse[s * rows + i${r}] = ${rowLse(`mx${r}`, `l${r}`, `bad${r}`)};` : ""} }`
+        } }`
       )
-  }
-}
-`;
+    }`
+    : rowsOf((r) =>
+      `if (ib + ${r}u < rows) { let ob = (s * rows + i${r}) * ${ew}u; ${
+        cols(
+          ew,
+          (c) =>
+            `out[ob + ${c}u] = select(acc${r}[${c}], ${et}(bitcast<f32>(f32_bits.z)), bad${r});`,
+        )
+      }${spec.lse ? ` lse[s * rows + i${r}] = ${rowLse(`mx${r}`, `l${r}`, `bad${r}`)};` : ""} }`
+    );
 }
 
 /**
