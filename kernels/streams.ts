@@ -135,49 +135,8 @@ function mixKernel(spec: MixSpec, title: string): string {
     }`;
   // With tile skipping the key loops run per key block [jt, jte) of a loop over blocks.
   const [kl, kh] = spec.tiles ? ["jt", "jte"] : ["jlo", "jhi"];
-  // Blocks of KEY_BLOCK keys (as flash.ts, for vec4 head sizes up to 128): every stream's
-  // scores of the block first, one stream's key rows live at a time; then the value rows, and
-  // one rescale per stream and row.
-  const sv = (t: number, r: number, x: number) => `s${t}_${r}_${x}`;
-  const blocked = !dv || !ev || dw > 32 || ew > 32
-    ? ""
-    : `for (var jb = ${kl}; jb + ${B}u <= ${kh}; jb = jb + ${B}u) {
-    ${
-      each(
-        ss,
-        (t) => each(rows, (r) => each(keys, (x) => `var ${sv(t, r, x)} = 0.0;`, " ")),
-        "\n    ",
-      )
-    }
-    ${
-      each(
-        ss,
-        (t) =>
-          `{
-      ${each(keys, (x) => keyRow(t, `k${x}`, `jb + ${x}u`), "\n      ")}
-      ${
-            each(keys, (x) =>
-              `{ let j = jb + ${x}u; let fj = f32(j); ${
-                each(rows, (r) => scored(t, r, `k${x}`, sv(t, r, x)), "\n        ")
-              } }`, "\n      ")
-          }
-    }`,
-        "\n    ",
-      )
-    }
-    ${each(keys, (x) => valueRow(`v${x}`, `jb + ${x}u`), "\n    ")}
-    ${
-      each(rows, (r) =>
-        each(ss, (t) =>
-          `{
-      ${
-            each(keys, (x) => `let s${x} = ${sv(t, r, x)};`, " ")
-          }
-      ${softmaxBlock(`${t}_${r}`, ew, keys, cols)}
-    }`, "\n    "), "\n    ")
-    }
-    jstart = jb + ${B}u;
-  }`;
+  const parts: MixParts = { each, ss, rows, keys, keyRow, valueRow, scored, ew, cols };
+  const blocked = !dv || !ev || dw > 32 || ew > 32 ? "" : mixBlocked(parts, kl, kh);
   const lo = spec.keyLo ? `u32(clamp(${spec.keyLo}, 0, i32(cols)))` : "0u";
   const hi = spec.keyHi ? `u32(clamp(${spec.keyHi}, 0, i32(cols)))` : "cols";
   const nan = `${et}(bitcast<f32>(f32_bits.z))`;
@@ -242,6 +201,70 @@ ${phony}  let rows = ${spec.rows};
   }
 }
 `;
+}
+
+/** What the blocked key loop of the mix kernel is written with (`mixKernel`'s helpers). */
+interface MixParts {
+  each: <X>(xs: X[], f: (x: X) => string, sep?: string) => string;
+  /** Streams, tile rows and keys of a block, as index lists. */
+  ss: number[];
+  rows: number[];
+  keys: number[];
+  keyRow: (t: number, name: string, j: string) => string;
+  valueRow: (name: string, j: string) => string;
+  scored: (t: number, r: number, k: string, into: string) => string;
+  ew: number;
+  cols: (n: number, f: (c: number) => string) => string;
+}
+
+/**
+ * The key loop in blocks of KEY_BLOCK keys (as flash.ts, for vec4 head sizes up to 128): every
+ * stream's scores of the block first, one stream's key rows live at a time; then the value rows,
+ * and one rescale per stream and row. Runs over [kl, kh) and leaves `jstart` after its last key.
+ */
+function mixBlocked(m: MixParts, kl: string, kh: string): string {
+  const { each, ss, rows, keys, keyRow, valueRow, scored, ew, cols } = m;
+  const B = KEY_BLOCK;
+  const sv = (t: number, r: number, x: number) => `s${t}_${r}_${x}`;
+  return `for (var jb = ${kl}; jb + ${B}u <= ${kh}; jb = jb + ${B}u) {
+    ${
+    each(
+      ss,
+      (t) => each(rows, (r) => each(keys, (x) => `var ${sv(t, r, x)} = 0.0;`, " ")),
+      "\n    ",
+    )
+  }
+    ${
+    each(
+      ss,
+      (t) =>
+        `{
+      ${each(keys, (x) => keyRow(t, `k${x}`, `jb + ${x}u`), "\n      ")}
+      ${
+          each(keys, (x) =>
+            `{ let j = jb + ${x}u; let fj = f32(j); ${
+              each(rows, (r) => scored(t, r, `k${x}`, sv(t, r, x)), "\n        ")
+            } }`, "\n      ")
+        }
+    }`,
+      "\n    ",
+    )
+  }
+    ${each(keys, (x) => valueRow(`v${x}`, `jb + ${x}u`), "\n    ")}
+    ${
+    each(rows, (r) =>
+      each(
+        ss,
+        (t) =>
+          `{
+      ${each(keys, (x) => `let s${x} = ${sv(t, r, x)};`, " ")}
+      ${softmaxBlock(`${t}_${r}`, ew, keys, cols)}
+    }`,
+        "\n    ",
+      ), "\n    ")
+  }
+    jstart = jb + ${B}u;
+  }`;
 }
 
 /**
