@@ -88,3 +88,8 @@ function erf(x: number): number {
   const erfc = Math.exp(-ax * ax) / (f * Math.sqrt(Math.PI));
   return Math.sign(x) * (1 - erfc);
 }
+
+/** float → int floors, anything → bool is "not zero". */
+export function castTo(to: string, x: number): number {
+  return to === "bool" ? +(x !== 0) : to === "int" ? Math.floor(x) : x;
+}
