@@ -68,6 +68,7 @@ Deno.test("normal-size plans do not change: the long form is made only when size
     "differential.attn": 2,
     "exact.attn": 1,
     "flash_lse.attn": 1,
+    "flash_split.attn": 4,
     "linear.attn": 4,
     "nystrom.attn": 6,
     "performer.attn": 7,

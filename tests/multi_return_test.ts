@@ -53,8 +53,8 @@ Deno.test("multiple results: declared shapes and counts are checked, with spans"
       "(rank 2 ≠ 3)",
     ],
     [
-      "def g(x: [n]) { return x, x }\ndef f(x: [n]) { return g(x) }",
-      `${FILE}:2:24: g returns 2 values; a call takes one`,
+      "def g(x: [n]) { return x, x }\ndef f(x: [n]) { return g(x) * 2 }",
+      `${FILE}:2:24: g returns 2 values; a call inside an expression takes one`,
     ],
   ];
   for (const [src, want] of cases) assert.equal(diagnostic(src), want, src);

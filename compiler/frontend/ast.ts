@@ -66,7 +66,9 @@ export type Stmt =
   | { kind: "return"; values: Expr[]; span: Span }
   | { kind: "repeat"; count: Expr; body: Stmt[]; span: Span }
   | { kind: "indexed"; target: Ident; indices: Expr[]; value: Expr; span: Span }
-  | { kind: "assign"; target: Ident; value: Expr; span: Span };
+  | { kind: "assign"; target: Ident; value: Expr; span: Span }
+  // `y, lse = flash(q, k, v)`: each result of a call to its name (`_` drops one).
+  | { kind: "destructure"; targets: Ident[]; value: Expr; span: Span };
 
 /** The statement node of one kind. */
 export type StmtOf<K extends Stmt["kind"]> = Extract<Stmt, { kind: K }>;

@@ -5,13 +5,15 @@
  * with the span of the construct at fault. This file holds the walk's state, the entry function
  * (its parameters and inputs) and the expression dispatch; each job has its own module:
  * scope.ts (names), shapes.ts (kinds, shapes, broadcasting), operators.ts, builtins.ts (the
- * table of builtin calls), indexing.ts (index notation), inline.ts, statements.ts.
+ * table of builtin calls), indexing.ts (index notation), inline.ts, statements.ts,
+ * destructure.ts (several results at a call).
  */
 import { type Expr, type ExprOf, exprText, type FunctionDef, type Program } from "./ast.ts";
 import { closest, CompileError, type Span } from "../errors.ts";
 import type { Graph, InputDecl, Node, Op, TensorType } from "../ir/types.ts";
 import { BUILTINS, callBuiltin } from "./builtins.ts";
 import { indexExpr, reduceOver } from "./indexing.ts";
+import { oneValue } from "./destructure.ts";
 import { inline } from "./inline.ts";
 import { binaryExpr, transposeExpr, unaryExpr } from "./operators.ts";
 import { declaredType, literal, lookup, type Scope, type TensorVal, type Val } from "./scope.ts";
@@ -129,15 +131,20 @@ export class Checker {
     }
   }
 
-  /** A call of a user function (inlined) or of a builtin. */
+  /** A call inside an expression: its one value. */
   call(e: ExprOf<"call">, scope: Scope): Val {
+    return oneValue(this, e, this.results(e, scope));
+  }
+
+  /** The values of a call: a user function's (inlined; several for `-> (a, b)`), a builtin's. */
+  results(e: ExprOf<"call">, scope: Scope): Val[] {
     const def = this.defs.get(e.fn);
     if (def) return inline(this, def, e, scope);
     if (!(e.fn in BUILTINS)) {
       const guess = closest(e.fn, [...Object.keys(BUILTINS), ...this.defs.keys()]);
       this.fail(`unknown function ${e.fn}`, e.fnSpan, guess ? `did you mean ${guess}?` : undefined);
     }
-    return callBuiltin(this, e, scope);
+    return [callBuiltin(this, e, scope)];
   }
 
   run(options: CheckOptions): Graph {

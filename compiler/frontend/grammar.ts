@@ -29,6 +29,7 @@ export const GRAMMAR_SOURCE: string = String.raw`Attune {
   Stmt = "return" NonemptyListOf<Exp, ","> ";"?            -- return
        | "repeat" Exp Block ";"?                            -- repeat
        | ident "[" NonemptyListOf<Exp, ","> "]" "=" Exp ";"? -- indexed
+       | ident "," NonemptyListOf<ident, ","> "=" Exp ";"?   -- destructure
        | ident "=" Exp ";"?                                 -- assign
 
   Exp = Exp "or" AndExp  -- or

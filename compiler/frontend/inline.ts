@@ -12,7 +12,8 @@ import { literal, type Scope, type TensorVal, type Val } from "./scope.ts";
 import { describeDim, dimOf, sameDim, toTensor } from "./shapes.ts";
 import { body, checkReturn } from "./statements.ts";
 
-export function inline(c: Checker, def: FunctionDef, e: ExprOf<"call">, scope: Scope): Val {
+/** The values `def` returns at the call `e` (several for `-> (a, b)`), each of its declared type. */
+export function inline(c: Checker, def: FunctionDef, e: ExprOf<"call">, scope: Scope): Val[] {
   if (c.inlining.includes(def.name)) {
     c.fail(
       `${def.name} calls itself; recursion is not supported`,
@@ -69,16 +70,8 @@ export function inline(c: Checker, def: FunctionDef, e: ExprOf<"call">, scope: S
   c.inlining.push(def.name);
   const { values, span } = body(c, def, inner);
   c.inlining.pop();
-  if (values.length !== 1) {
-    c.fail(
-      `${def.name} returns ${values.length} values; a call takes one`,
-      e.span,
-      "only the entry function may return several values",
-    );
-  }
-  const result = values[0];
-  if (def.ret && result.kind === "tensor") checkReturn(c, def, [result], inner, span);
-  return result;
+  if (def.ret) checkReturn(c, def, values, inner, span);
+  return values;
 }
 
 /**

@@ -97,6 +97,10 @@ semantics.addOperation<unknown>("ast", {
       span: span(this),
     };
   },
+  Stmt_destructure(first, _comma, rest, _eq, value, _semi): Stmt {
+    const targets = [ident(first), ...rest.asIteration().children.map(ident)];
+    return { kind: "destructure", targets, value: value.ast(), span: span(this) };
+  },
   Stmt_assign(name, _eq, value, _semi): Stmt {
     return { kind: "assign", target: ident(name), value: value.ast(), span: span(this) };
   },

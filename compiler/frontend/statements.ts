@@ -7,6 +7,7 @@ import type { Span } from "../errors.ts";
 import type { Node } from "../ir/types.ts";
 import { showType } from "../ir/print.ts";
 import type { Checker } from "./check.ts";
+import { destructure, DROP } from "./destructure.ts";
 import { indexed } from "./indexing.ts";
 import { declaredType, type Scope, type TensorVal, type Val } from "./scope.ts";
 import { cast, describeDim, sameDim, toTensor } from "./shapes.ts";
@@ -35,16 +36,25 @@ function stmts(c: Checker, list: Stmt[], scope: Scope, inLoop = false): Returned
     if (s.kind === "return") {
       if (inLoop) c.fail("return is not allowed inside repeat", s.span);
       if (i !== list.length - 1) c.fail("code after return is never run", list[i + 1].span);
-      return { values: s.values.map((v) => c.expr(v, scope)), span: s.span };
+      // `return f(x)` passes on every result of f.
+      const [only] = s.values;
+      const values = s.values.length === 1 && only.kind === "call"
+        ? c.results(only, scope)
+        : s.values.map((v) => c.expr(v, scope));
+      return { values, span: s.span };
     }
-    if (s.kind === "assign") {
-      const v = c.expr(s.value, scope);
-      if (v.kind === "tensor") c.nameNode(v.id, s.target.name);
-      scope.env.set(s.target.name, v);
+    if (s.kind === "assign") bind(c, scope, s.target.name, c.expr(s.value, scope));
+    else if (s.kind === "destructure") {
+      for (const [name, v] of destructure(c, s, scope)) bind(c, scope, name, v);
     } else if (s.kind === "indexed") indexed(c, s, scope);
     else repeat(c, s, scope);
   }
   return undefined;
+}
+
+function bind(c: Checker, scope: Scope, name: string, v: Val): void {
+  if (v.kind === "tensor") c.nameNode(v.id, name);
+  scope.env.set(name, v);
 }
 
 /**
@@ -54,7 +64,7 @@ function stmts(c: Checker, list: Stmt[], scope: Scope, inLoop = false): Returned
 export function checkReturn(
   c: Checker,
   def: FunctionDef,
-  outs: TensorVal[],
+  outs: Val[],
   scope: Scope,
   at: Span,
 ): void {
@@ -67,19 +77,21 @@ export function checkReturn(
       }`,
       at,
       `return ${m} value${m === 1 ? "" : "s"}, or declare -> (${
-        outs.map((o) => showType(o.type)).join(", ")
+        outs.map((o) => o.kind === "tensor" ? showType(o.type) : "[]").join(", ")
       })`,
     );
   }
   ret.types.forEach((t, k) => {
+    const out = outs[k];
+    if (out.kind !== "tensor") return; // a compile-time number or shape list: nothing to check
     const expected = declaredType(c, t, scope, false, "");
-    const actual = outs[k].type.shape;
+    const actual = out.type.shape;
     const bad = expected.shape.length !== actual.length ||
       expected.shape.some((d, i) => !sameDim(scope.dims.get(String(d)) ?? d, actual[i]));
     if (!bad) return;
     if (!ret.many) {
       c.fail(
-        `${def.name} returns ${showType(outs[k].type)} but its declared result is ${
+        `${def.name} returns ${showType(out.type)} but its declared result is ${
           showType(expected)
         }`,
         t.span,
@@ -93,7 +105,7 @@ export function checkReturn(
       ? `rank ${actual.length} ≠ ${expected.shape.length}`
       : `axis ${axis}: ${describeDim(c, actual[axis])} ≠ ${describeDim(c, expected.shape[axis])}`;
     c.fail(
-      `${def.name} returns ${showType(outs[k].type)} as result ${k + 1} but its declared ` +
+      `${def.name} returns ${showType(out.type)} as result ${k + 1} but its declared ` +
         `result ${k + 1} is ${showType(expected)} (${sizes})`,
       t.span,
     );
@@ -109,6 +121,9 @@ function repeat(c: Checker, s: StmtOf<"repeat">, scope: Scope): void {
   const collect = (ss: Stmt[]) => {
     for (const x of ss) {
       if (x.kind === "assign" || x.kind === "indexed") assigned.add(x.target.name);
+      if (x.kind === "destructure") {
+        x.targets.forEach((t) => t.name !== DROP && assigned.add(t.name));
+      }
       if (x.kind === "repeat") collect(x.body);
     }
   };
