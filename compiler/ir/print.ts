@@ -12,16 +12,23 @@ export function showNode(n: Node): string {
   const { op, ...attrs } = n.op;
   const parts = Object.entries(attrs)
     .filter(([k]) => k !== "body" && k !== "results")
-    .map(([k, v]) =>
-      `${k}=${
-        typeof v === "string" ? JSON.stringify(v) : k === "score" ? showScore(v as Score) : v
-      }`
-    );
+    .map(([k, v]) => `${k}=${showAttr(k, v)}`);
   const args = n.args.map((a) => `%${a}`).join(", ");
   const name = n.name ? `  # ${n.name}` : "";
   return `%${n.id}: ${showType(n.type)} = ${op}${
     parts.length ? `{${parts.join(", ")}}` : ""
   }(${args})${name}`;
+}
+
+/** An op's attribute as text: scores as `showScore`, streams field by field. */
+function showAttr(k: string, v: unknown): string {
+  if (typeof v === "string") return JSON.stringify(v);
+  if (k === "score" || k === "coef") return showScore(v as Score);
+  if (Array.isArray(v)) return `[${v.map((x) => showAttr(k, x)).join(", ")}]`;
+  if (v !== null && typeof v === "object") {
+    return `{${Object.entries(v).map(([f, x]) => `${f}=${showAttr(f, x)}`).join(", ")}}`;
+  }
+  return String(v);
 }
 
 /** Render a graph as IR text, loops indented. */
