@@ -65,6 +65,15 @@ def twice(q: [n, d], k: [n, d], v: [n, e]) -> [n, e] {
   assert.ok(!p.optimized.nodes.some((n) => n.op.op === "attention"));
 });
 
+Deno.test("fusion: attentions whose log-sum-exp is used are not streamed again inside a mix", async () => {
+  // flash_split.attn combines two halves' outputs with coefficients of their log-sum-exps: the
+  // mix form matched y, but each half's pass had to run anyway for its lse.
+  const src = await Deno.readTextFile(new URL("../examples/flash_split.attn", import.meta.url));
+  const ops = compileSync(src).optimized.nodes.map((n) => n.op);
+  assert.ok(!ops.some((o) => o.op === "attention_mix"));
+  assert.equal(ops.filter((o) => o.op === "attention" && o.lse).length, 2);
+});
+
 Deno.test({
   name: "fusion: fused exact on the GPU is right at n = 1100, d = 64 (past lavapipe's loop budget)",
   ignore: adapter === undefined,

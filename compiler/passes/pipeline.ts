@@ -19,8 +19,11 @@ export const PASSES: { name: string; run: (g: Graph) => Graph }[] = [
   { name: "cse", run: (g) => eliminateDeadCode(eliminateCommonSubexpressions(g)) },
   { name: "reassociate", run: (g) => eliminateDeadCode(reassociate(g)) },
   {
+    // Row log-sum-exps join their attention before streams form: an attention whose lse is used
+    // stays a pass of its own, rather than one that computes it only for its lse beside a mix
+    // that streams its keys again (examples/flash_split.attn: 4 dispatches, 3 passes over keys).
     name: "attention fusion",
-    run: (g) => eliminateDeadCode(fuseRowLse(fuseStreams(fuseAttention(g)))),
+    run: (g) => eliminateDeadCode(fuseStreams(fuseRowLse(fuseAttention(g)))),
   },
   { name: "probabilities", run: (g) => eliminateDeadCode(fuseProbabilities(g)) },
   { name: "causal scan", run: (g) => eliminateDeadCode(fuseCausalContractions(g)) },
