@@ -167,7 +167,8 @@ Deno.test("convex bound: exact, causal, linear pass; unnormalized weights fail",
   const bounded = attentionInputs({ maxN: 33, masks: ["none", "padding", "random", "empty"] });
   await assertProperty(convexHullProperty(exact, { inputs: bounded }), { numRuns: 60 });
   await assertProperty(convexHullProperty(INF), { numRuns: 60 });
-  await expectFailure(convexHullProperty(exact), { numRuns: 300 }, /range of v/);
+  // p = 0.022 of draws break the -1e9 mask (1123 of 50000): missed 1e-3 at 300 runs, 1e-10 at 1000
+  await expectFailure(convexHullProperty(exact), { numRuns: 1000 }, /range of v/);
   await assertProperty(convexHullProperty(causal, { maskMod: causalMod }), { numRuns: 30 });
   await assertProperty(convexHullProperty(example("linear.attn"), { inputs: small() }), {
     numRuns: 30,
