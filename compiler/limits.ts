@@ -104,7 +104,15 @@ export const CAUSAL_CHUNK = 32;
 /** Output rows and columns per invocation of the matmul kernel (fixed at 8: two vec4 accumulators). */
 export const MATMUL_TILE = 8;
 
-/** Query rows per invocation of the fused attention kernel (tests vary it). */
+/**
+ * Query rows per invocation of the fused attention kernel (tests vary it). lavapipe, n = 2048,
+ * d = 64, 8 heads, kernel time on a quiet machine (`tools/rows_timing.ts`, twice each,
+ * alternating): 8 rows exact 397–438 ms, sigmoid 383–461, causal 225; 16 rows 287–292, 287–297,
+ * 146–165. But 16 rows triples a kernel's cold compile (13 s → 40 s) and, since the sparse
+ * variants' fixed costs stay, raises their ratios to exact (`bench --suite variants --only`:
+ * window 0.14 → 0.21, documents 0.30 → 0.35, T5 0.96 → 1.19). Kept at 8 until the tile is chosen
+ * per adapter.
+ */
 export const attentionTile = { rows: 8 };
 
 /**
