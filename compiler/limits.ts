@@ -110,7 +110,7 @@ export const MATMUL_TILE = 8;
  * alternating): 8 rows exact 397–438 ms, sigmoid 383–461, causal 225; 16 rows 287–292, 287–297,
  * 146–165. But 16 rows triples a kernel's cold compile (13 s → 40 s) and, since the sparse
  * variants' fixed costs stay, raises their ratios to exact (`bench --suite variants --only`:
- * window 0.14 → 0.21, documents 0.30 → 0.35, T5 0.96 → 1.19). Kept at 8 until the tile is chosen
+ * window 0.14 → 0.21, documents 0.30 → 0.35, T5 about 1.05 → 1.19). Kept at 8 until the tile is chosen
  * per adapter.
  */
 export const attentionTile = { rows: 8 };
