@@ -16,7 +16,7 @@ import {
 import { BINARY, HELPERS, helpersFor, UNARY } from "../compiler/wgsl/ops.ts";
 import { gridLaunch, type NodeKernel } from "../compiler/wgsl/kernel.ts";
 import { nodeKey } from "../compiler/wgsl/keys.ts";
-import { flashKernel, isNan, tiledTrips, trims } from "./flash.ts";
+import { flashKernel, type FlashSpec, isNan, tiledTrips, trims } from "./flash.ts";
 import { indexInRange, masksKeys, tileSkip } from "./tiles.ts";
 import type { KernelRequest } from "./common.ts";
 
@@ -291,6 +291,50 @@ export function keyWindow(
 }
 
 /**
+ * A fused score in the flash skeleton's terms (`FlashSpec`): per row and key, with its hoisted
+ * terms named (`hc{k}` once, `hr{r}_{k}` per row, `hk{key}_{k}` per key) and bound by `hoisted`'s
+ * lets, and the mask that trims key blocks (`keyMask`).
+ */
+function scoreParts(
+  score: Score,
+  args: Node[],
+  slots: SymbolSlots,
+): Required<Pick<FlashSpec, "score" | "hoisted">> & Pick<FlashSpec, "mask"> {
+  const hoist = hoistScore(score);
+  const nameOf = new Map(hoist.map((h) => [h.x, h]));
+  const names = (r: number, key: string): RowNames => ({
+    qk: `qk${r}`,
+    fi: `fi${r}`,
+    i: `i${r}`,
+    hoisted: (x) => {
+      const h = nameOf.get(x);
+      return h &&
+        (h.at === "once" ? `hc${h.k}` : h.at === "row" ? `hr${r}_${h.k}` : `hk${key}_${h.k}`);
+    },
+  });
+  const rowScore = (r: number, key: string) => scoreWgsl(score, args, slots, names(r, key));
+  const masked = keyMask(score);
+  // A NaN condition counts (where(NaN, x, -inf) is x), tested on its bits as lavapipe folds NaN
+  // comparisons: trimming never drops a key the score may count.
+  const mask = masked && ((r: number) => {
+    const c = scoreWgsl(masked, args, slots, names(r, ""));
+    return `(${c} != 0.0 || ${isNan(c)})`;
+  });
+  const term = (at: HoistAt, name: (k: number) => string, v: RowNames) =>
+    hoist.filter((h) => h.at === at).map((h) =>
+      `let ${name(h.k)} = ${scoreWgsl(h.x, args, slots, v)};`
+    ).join(" ");
+  const none = { qk: "0.0", fi: "0.0", i: "0u" };
+  const hoisted = {
+    once: term("once", (k) => `hc${k}`, none),
+    row: (r: number) => term("row", (k) => `hr${r}_${k}`, { ...none, fi: `fi${r}`, i: `i${r}` }),
+    key: (key: string, j: string) =>
+      term("key", (k) => `hk${key}_${k}`, { ...none, j, fj: `f32(${j})` }),
+  };
+  return { score: rowScore, hoisted, mask };
+}
+
+/**
  * The attention kernel of `node` with `r[idx] = rows` fused into its output: the rows listed in
  * `idx` get the replacement rows instead (Skeinformer's exact pilot rows), with no second pass.
  */
@@ -324,37 +368,7 @@ function attentionKernel(
   // The row log-sum-exp: written at the binding after the reads, or by the split form's combine.
   const lse = node.op.op === "attention" && node.op.lse === true;
   if (lse && replace) throw new Error("internal: rows replaced in an attention with lse");
-  const hoist = hoistScore(score);
-  const nameOf = new Map(hoist.map((h) => [h.x, h]));
-  const names = (r: number, key: string): RowNames => ({
-    qk: `qk${r}`,
-    fi: `fi${r}`,
-    i: `i${r}`,
-    hoisted: (x) => {
-      const h = nameOf.get(x);
-      return h &&
-        (h.at === "once" ? `hc${h.k}` : h.at === "row" ? `hr${r}_${h.k}` : `hk${key}_${h.k}`);
-    },
-  });
-  const rowScore = (r: number, key: string) => scoreWgsl(score, args, slots, names(r, key));
-  const masked = keyMask(score);
-  // A NaN condition counts (where(NaN, x, -inf) is x), tested on its bits as lavapipe folds NaN
-  // comparisons: trimming never drops a key the score may count.
-  const mask = masked && ((r: number) => {
-    const c = scoreWgsl(masked, args, slots, names(r, ""));
-    return `(${c} != 0.0 || ${isNan(c)})`;
-  });
-  const term = (at: HoistAt, name: (k: number) => string, v: RowNames) =>
-    hoist.filter((h) => h.at === at).map((h) =>
-      `let ${name(h.k)} = ${scoreWgsl(h.x, args, slots, v)};`
-    ).join(" ");
-  const none = { qk: "0.0", fi: "0.0", i: "0u" };
-  const hoisted = {
-    once: term("once", (k) => `hc${k}`, none),
-    row: (r: number) => term("row", (k) => `hr${r}_${k}`, { ...none, fi: `fi${r}`, i: `i${r}` }),
-    key: (key: string, j: string) =>
-      term("key", (k) => `hk${key}_${k}`, { ...none, j, fj: `f32(${j})` }),
-  };
+  const { score: rowScore, hoisted, mask } = scoreParts(score, args, slots);
   const sample = `${rowScore(0, "")} ${hoisted.once} ${hoisted.row(0)} ${hoisted.key("", "j")}`;
   // The skeleton itself starts each row's max at -inf (f32_bits).
   const helpers = [
