@@ -331,55 +331,64 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
     },
     explain(options: { wgsl?: boolean } = {}): string {
       plan ??= lowerGraph(optimized, lowering);
-      const kernels = plan.kernels.map((k, i) =>
-        `  ${String(i).padStart(3)}  ${k.name.padEnd(22)} threads/slice ${
-          k.launch.kind === "slice"
-            ? "one workgroup"
-            : k.launch.regions
-            ? `${k.launch.regions} workgroup(s) + `
-            : ""
-        }${
-          (k.launch.kind === "slice" ? [] : k.launch.parts).map((p) =>
-            `[${
-              p.map((t) =>
-                typeof t !== "object"
-                  ? t
-                  : "max" in t
-                  ? `max(${t.max[0]}, ${t.max[1]})`
-                  : `⌈${t.ceilDiv[0]}/${t.ceilDiv[1]}⌉`
-              ).join(", ")
-            }]`
-          ).join(" + ")
-        }` + (options.wgsl ? `\n${k.wgsl.replace(/^/gm, "       ")}` : "")
-      );
-      // The IR after each pass that changed it.
-      let last = showGraph(graph);
-      const after = stages.flatMap(({ pass, graph: g }) => {
-        const shown = showGraph(g);
-        if (shown === last) return [];
-        last = shown;
-        return ["", `after ${pass}:`, shown];
-      });
-      // Host loops: a line before each body (outer loops first), indented to the kernel names.
-      const p = plan;
-      const listed = kernels.flatMap((line, i) => [
-        ...p.loops.filter((l) => l.start === i).sort((a, b) => b.end - a.end).map((l) =>
-          `       repeat ×${l.count}: dispatches ${l.start}–${l.end - 1}`
-        ),
-        line,
-      ]);
-      const perRun = dispatchesPerRun(plan);
-      return [
-        explainGraph(graph),
-        ...after,
-        "",
-        `GPU plan: ${plan.kernels.length} dispatches${
-          perRun === plan.kernels.length ? "" : ` (${perRun} per run: host loops repeat theirs)`
-        }, ${plan.buffers.length} buffers`,
-        ...listed,
-      ].join("\n");
+      return explainText(graph, stages, plan, options.wgsl === true);
     },
   };
+}
+
+/** `Program.explain`: the checked IR, the IR after each pass that changed it, and the GPU plan. */
+function explainText(
+  graph: Graph,
+  stages: { pass: string; graph: Graph }[],
+  plan: ExecPlan,
+  wgsl: boolean,
+): string {
+  const kernels = plan.kernels.map((k, i) =>
+    `  ${String(i).padStart(3)}  ${k.name.padEnd(22)} threads/slice ${
+      k.launch.kind === "slice"
+        ? "one workgroup"
+        : k.launch.regions
+        ? `${k.launch.regions} workgroup(s) + `
+        : ""
+    }${
+      (k.launch.kind === "slice" ? [] : k.launch.parts).map((p) =>
+        `[${
+          p.map((t) =>
+            typeof t !== "object"
+              ? t
+              : "max" in t
+              ? `max(${t.max[0]}, ${t.max[1]})`
+              : `⌈${t.ceilDiv[0]}/${t.ceilDiv[1]}⌉`
+          ).join(", ")
+        }]`
+      ).join(" + ")
+    }` + (wgsl ? `\n${k.wgsl.replace(/^/gm, "       ")}` : "")
+  );
+  // The IR after each pass that changed it.
+  let last = showGraph(graph);
+  const after = stages.flatMap(({ pass, graph: g }) => {
+    const shown = showGraph(g);
+    if (shown === last) return [];
+    last = shown;
+    return ["", `after ${pass}:`, shown];
+  });
+  // Host loops: a line before each body (outer loops first), indented to the kernel names.
+  const listed = kernels.flatMap((line, i) => [
+    ...plan.loops.filter((l) => l.start === i).sort((a, b) => b.end - a.end).map((l) =>
+      `       repeat ×${l.count}: dispatches ${l.start}–${l.end - 1}`
+    ),
+    line,
+  ]);
+  const perRun = dispatchesPerRun(plan);
+  return [
+    explainGraph(graph),
+    ...after,
+    "",
+    `GPU plan: ${plan.kernels.length} dispatches${
+      perRun === plan.kernels.length ? "" : ` (${perRun} per run: host loops repeat theirs)`
+    }, ${plan.buffers.length} buffers`,
+    ...listed,
+  ].join("\n");
 }
 
 /** Signature, parameters and IR of a checked program. */
