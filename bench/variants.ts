@@ -222,7 +222,9 @@ export async function variants(args: string[]): Promise<void> {
       row.firstRunMs = Math.round(performance.now() - c0);
       // Runs alternate with the baseline's, each pair giving a ratio: this machine's speed drifts
       // by ±25% within a suite, and a pair run back to back shares it.
-      const base = baselines.get(v.against ?? "exact") ?? { p, x };
+      const against = v.against ?? "exact";
+      const base = against === v.name ? { p, x } : baselines.get(against);
+      if (!base) throw new Error(`its baseline, ${against}, did not run`);
       const mine = { wall: [] as number[], kernel: [] as number[] };
       const theirs = { wall: [] as number[], kernel: [] as number[] };
       let out: Tensor | undefined, dispatches = 0;

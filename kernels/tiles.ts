@@ -379,8 +379,8 @@ const EXACT_ON_INTEGERS = new Set<string>(["add", "sub", "mul", "min", "max"]);
  * neither of gather's tests.
  */
 export function indexInRange(x: Score, dim: number): boolean {
-  // Only operations the GPU computes exactly on integers below 2^24 (its division, and so `%`
-  // and `//`, is within 2.5 ulp: a quotient may round to the next integer).
+  // No division: the GPU's is within 2.5 ulp, so the quotient in `%` and `//` may round to the
+  // next integer and leave the proven range.
   const exact = (y: Score): boolean =>
     y.kind === "i" || y.kind === "j" || y.kind === "lead" ||
     (y.kind === "const" && Number.isInteger(y.value)) ||
@@ -388,8 +388,9 @@ export function indexInRange(x: Score, dim: number): boolean {
     (y.kind === "unary" && (y.fn === "neg" || y.fn === "abs") && exact(y.x)) ||
     (y.kind === "binary" && EXACT_ON_INTEGERS.has(y.fn) && exact(y.a) && exact(y.b));
   if (!exact(x)) return false;
-  // Sequence positions below 2^24, where f32 holds every integer (f32(i) is the score's i).
-  const index = { lo: 0, hi: 2 ** 24, nan: false };
+  // Any u32 position: f32(i), the score's i, lies in [0, 2^32] (beyond 2^24 it is rounded, but
+  // the bounds that prove an index come from min/max, exact on whatever value they get).
+  const index = { lo: 0, hi: 2 ** 32, nan: false };
   const v = scoreBounds(NUMBERS, x, {
     i: index,
     j: index,

@@ -616,7 +616,7 @@ Deno.test("tiles: an index called inside its axis is inside it at every (i, j) t
         if (!indexInRange(x, dim)) return;
         if (JSON.stringify(x).match(/"kind":"[ij]"/)) proven++;
         // Ends of the range and near the diagonal, besides the drawn pairs.
-        const edges = [0, 1, 2, 40, 2 ** 24 - 1, 2 ** 24];
+        const edges = [0, 1, 2, 40, 2 ** 24 - 1, 2 ** 24, 2 ** 32 - 1];
         const all = [
           ...pairs,
           ...edges.flatMap((i) => edges.map((j) => [i, j] as [number, number])),
