@@ -142,6 +142,17 @@ export const KEY_BLOCK = 4;
 export const keyTile = { keys: 64 };
 
 /**
+ * Whether the fused attention kernel runs key blocks the mask analysis proves full (every pair
+ * counted) with the where's unmasked branch, in a second copy of its blocked key loop
+ * (FlexAttention's full blocks); tests turn it on. Off: on lavapipe it is no faster and compiles
+ * longer. n = 2048, d = 64, 8 heads, kernel time (median of 5, `tools/full_timing.ts`, two
+ * alternating sittings) off / on: causal 199 / 218–221 ms, documents 98–100 / 108–111, window 16
+ * or 4 global 25–26 / 27–28, prefix-LM 219–220 / 219–223; cold compile 9–12 s / 17–20 s. A mask
+ * costs a compare and a select per pair beside d multiply-adds; a GPU may differ.
+ */
+export const fullTiles = { scores: false };
+
+/**
  * Storage buffers per dispatch that plans assume by default: lavapipe offers 32, desktop GPUs
  * more; WebGPU guarantees only 8, and devices with fewer get plans made for their limit.
  */

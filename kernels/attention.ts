@@ -1,6 +1,6 @@
 /** Fused attention: the score in WGSL, its key window, and the flash kernel around it. */
 import type { Dim, Node, Score } from "../compiler/ir/types.ts";
-import { attentionTile, LOOPS, splitBlock } from "../compiler/limits.ts";
+import { attentionTile, fullTiles, LOOPS, splitBlock } from "../compiler/limits.ts";
 import {
   dim,
   f32,
@@ -16,8 +16,8 @@ import {
 import { BINARY, HELPERS, helpersFor, UNARY } from "../compiler/wgsl/ops.ts";
 import { gridLaunch, type NodeKernel } from "../compiler/wgsl/kernel.ts";
 import { nodeKey } from "../compiler/wgsl/keys.ts";
-import { flashKernel, type FlashSpec, isNan, tiledTrips, trims } from "./flash.ts";
-import { indexInRange, masksKeys, tileSkip } from "./tiles.ts";
+import { flashKernel, type FlashSpec, fullBlocks, isNan, tiledTrips, trims } from "./flash.ts";
+import { indexInRange, masksKeys, type TileSkip, tileSkip } from "./tiles.ts";
 import type { KernelRequest } from "./common.ts";
 
 /** attention, probs: the fused flash kernel. */
@@ -299,7 +299,7 @@ function scoreParts(
   score: Score,
   args: Node[],
   slots: SymbolSlots,
-): Required<Pick<FlashSpec, "score" | "hoisted">> & Pick<FlashSpec, "mask"> {
+): Required<Pick<FlashSpec, "score" | "hoisted">> & Pick<FlashSpec, "mask" | "fullScore"> {
   const hoist = hoistScore(score);
   const nameOf = new Map(hoist.map((h) => [h.x, h]));
   const names = (r: number, key: string): RowNames => ({
@@ -331,7 +331,31 @@ function scoreParts(
     key: (key: string, j: string) =>
       term("key", (k) => `hk${key}_${k}`, { ...none, j, fj: `f32(${j})` }),
   };
-  return { score: rowScore, hoisted, mask };
+  // Where the tile analysis proves a block's condition true, each score there is the where's `a`.
+  const fullScore = score.kind === "where"
+    ? (r: number, key: string) => scoreWgsl(score.a, args, slots, names(r, key))
+    : undefined;
+  return { score: rowScore, hoisted, mask, fullScore };
+}
+
+/** What `explain` says of a kernel's block tests. */
+function tileNote(
+  tiles: TileSkip,
+  spec: Pick<FlashSpec, "tiles" | "mask" | "probs" | "fullScore">,
+  skips: boolean,
+): string {
+  const parts = [
+    skips ? `key blocks of ${tiles.keys} that the mask analysis proves empty are skipped` : "",
+    trims(spec)
+      ? `${
+        skips ? "the others run" : "each runs"
+      } from the first to the last key the mask counts for some row of the tile`
+      : "",
+    fullBlocks(spec)
+      ? `key blocks of ${tiles.keys} that it proves full run the score without the mask`
+      : "",
+  ];
+  return parts.filter((p) => p).join("; ");
 }
 
 /**
@@ -368,7 +392,7 @@ function attentionKernel(
   // The row log-sum-exp: written at the binding after the reads, or by the split form's combine.
   const lse = node.op.op === "attention" && node.op.lse === true;
   if (lse && replace) throw new Error("internal: rows replaced in an attention with lse");
-  const { score: rowScore, hoisted, mask } = scoreParts(score, args, slots);
+  const { score: rowScore, hoisted, mask, fullScore } = scoreParts(score, args, slots);
   const sample = `${rowScore(0, "")} ${hoisted.once} ${hoisted.row(0)} ${hoisted.key("", "j")}`;
   // The skeleton itself starts each row's max at -inf (f32_bits).
   const helpers = [
@@ -381,16 +405,20 @@ function attentionKernel(
   // A weight of 0 adds nothing (the interpreter skips it, as matmul does): skipped keys are exact.
   const window = keyWindow(score, sum ? 0 : -Infinity);
   const tile = attentionTile.rows;
-  // A mask the key window states whole gains nothing from testing blocks. The analysis proves
-  // blocks of -inf scores, which only softmax may skip; summed weights are not tested.
-  const tiles = sum || (window.whole && score.kind === "where" && !masksKeys(score.a))
-    ? undefined
-    : tileSkip(score, args, slots, tile);
+  // Blocks are tested where one may be skipped, except under a mask the key window states
+  // whole (no block inside the window is empty), or where one may run its unmasked score
+  // (`fullTiles`). The analysis proves blocks of -inf scores, which only softmax may skip;
+  // summed weights are not tested.
+  const tested = sum ? undefined : tileSkip(score, args, slots, tile);
+  const skips = tested !== undefined && tested.empty !== "false" &&
+    !(window.whole && score.kind === "where" && !masksKeys(score.a));
+  const tiles = skips || (tested?.full !== undefined && fullTiles.scores) ? tested : undefined;
   const render = (d: number, e: number) =>
     flashKernel({
       score: rowScore,
       hoisted,
       mask,
+      fullScore,
       rows: dim(a.type.shape[0], slots),
       cols: dim(b.type.shape[0], slots),
       keyLo: window.lo,
@@ -426,15 +454,7 @@ function attentionKernel(
     launch: gridLaunch(threads),
     features: f16 ? ["shader-f16"] : undefined,
     reads: (replace ? [...node.args, replace.idx.id, replace.rows] : node.args).map(nodeKey),
-    notes: tiles
-      ? [
-        `key blocks of ${tiles.keys} that the mask analysis proves empty are skipped` +
-        (trims({ tiles, mask, probs })
-          ? "; the others run from the first to the last key the mask counts for some row of " +
-            "the tile"
-          : ""),
-      ]
-      : undefined,
+    notes: tiles ? [tileNote(tiles, { tiles, mask, probs, fullScore }, skips)] : undefined,
     specialize: (sz) => render(sz(a.type.shape[1]), probs ? 4 : sz(e)),
     // The key loop (and for probabilities the normalizing pass) is the only loop that counts.
     trips: (sz) => {

@@ -9,7 +9,7 @@
  * loop budget (only the key loop counts); the kernel is specialized on d and e, never on sequence
  * lengths. Keys outside the rows' window (causal, sliding window) are never visited.
  */
-import { KEY_BLOCK, WORKGROUP } from "../compiler/limits.ts";
+import { fullTiles, KEY_BLOCK, WORKGROUP } from "../compiler/limits.ts";
 import { SIZES_BINDING, storage } from "../compiler/wgsl/syntax.ts";
 import type { TileSkip } from "./tiles.ts";
 
@@ -35,6 +35,11 @@ export interface FlashSpec {
    * row counts are not visited: exact, as the mask is the score's own.
    */
   mask?: (r: number) => string;
+  /**
+   * The score where `tiles` proves a block full (its top-level where's condition true for every
+   * pair): the where's `a` branch, in the same names as `score`.
+   */
+  fullScore?: (r: number, key: string) => string;
   /** WGSL u32 expressions: query rows and keys per slice. */
   rows: string;
   cols: string;
@@ -196,9 +201,13 @@ ${phony}  let rows = ${spec.rows};
   ${
     // Blocking multiplies the unrolled code by KEY_BLOCK: only for vec4 head sizes up to 128,
     // where it pays (lavapipe, d = 64: 650 -> 490 ms at n = 2048) and compiles in about a second.
-    probs || !dv || !ev || dw > 32 || ew > 32
-      ? ""
-      : blocked(spec, { dw, ew, dt: ht, et, dot, half, kl, kh, sk, sv })}
+    probs || !dv || !ev || dw > 32 || ew > 32 ? "" : fullBlocks(spec)
+      ? `if (tfull) {
+    ${blocked(spec, { dw, ew, dt: ht, et, dot, half, kl, kh, sk, sv, score: spec.fullScore! })}
+  } else {
+    ${blocked(spec, { dw, ew, dt: ht, et, dot, half, kl, kh, sk, sv, score: spec.score })}
+  }`
+      : blocked(spec, { dw, ew, dt: ht, et, dot, half, kl, kh, sk, sv, score: spec.score })}
   for (var j = jstart; j < ${kh}; j = j + 1u) {
     let fj = f32(j);
     ${spec.hoisted?.key("", "j") ?? ""}
@@ -338,6 +347,7 @@ function blocked(
     kh: string;
     sk: string;
     sv: string;
+    score: (r: number, key: string) => string;
   },
 ): string {
   const B = KEY_BLOCK, R = spec.tile;
@@ -356,7 +366,7 @@ function blocked(
         var qh${r} = ${h ? "0.0h" : "0.0"};
         ${cols(t.dw, (c) => `qh${r} = qh${r} + ${t.dot(`q${r}[${c}]`, `k${b}[${c}]`)};`)}
         let qk${r} = ${h ? `f32(qh${r})` : `qh${r}`};
-        s${b} = ${spec.score(r, `${b}`)};
+        s${b} = ${t.score(r, `${b}`)};
       }`
       ).join("\n      ")
     }
@@ -405,6 +415,16 @@ export function tiledTrips(keys: number, tiles: TileSkip | undefined, trim = fal
   return tiles ? (trim ? 4 : 2) * Math.ceil(keys / tiles.keys) + 2 : 0;
 }
 
+/**
+ * Whether the kernel tells full key blocks (`tfull`) from partial ones (`fullTiles`): where the
+ * analysis proves a block's condition true, its blocked key loop runs `fullScore`, without the
+ * mask's arithmetic (a second copy of that loop; the one-key loop keeps the masked score).
+ */
+export function fullBlocks(spec: Pick<FlashSpec, "tiles" | "fullScore" | "probs">): boolean {
+  return fullTiles.scores && spec.tiles?.full !== undefined && spec.fullScore !== undefined &&
+    spec.probs !== true;
+}
+
 /** Whether the kernel trims each key block to the keys its mask counts (`FlashSpec.mask`). */
 export function trims(spec: Pick<FlashSpec, "tiles" | "mask" | "probs">): boolean {
   return spec.tiles !== undefined && spec.mask !== undefined && spec.probs !== true;
@@ -419,7 +439,7 @@ export function trims(spec: Pick<FlashSpec, "tiles" | "mask" | "probs">): boolea
  * lanes in different documents took turns.
  */
 export function tiled(
-  spec: Pick<FlashSpec, "tiles" | "tile" | "probs" | "mask" | "hoisted">,
+  spec: Pick<FlashSpec, "tiles" | "tile" | "probs" | "mask" | "hoisted" | "fullScore">,
   part: "open" | "close",
 ): string {
   const t = spec.tiles;
@@ -435,15 +455,16 @@ export function tiled(
       ).join(" ")
     } }`
     : "";
+  const full = fullBlocks(spec);
   return `${t.rows}
   var jt = jlo;
   loop {
-    var jte = jt;
+    var jte = jt;${full ? "\n    var tfull = false;" : ""}
     loop {
       if (jt >= jhi) { break; }
       jte = min(jt + ${t.keys}u, jhi);
       ${t.block.replaceAll("\n    ", "\n      ")}
-      if (!(${t.empty})) { break; }
+      if (!(${t.empty})) { ${full ? `tfull = ${t.full}; ` : ""}break; }
       ${store}
       jt = jte;
     }
@@ -457,19 +478,23 @@ export function tiled(
  * mostly masked; lavapipe runs 8 invocations (64 rows) as SIMD lanes, so whole-block skipping
  * alone works at a grain of 64 rows × 64 keys.
  */
-function trim(spec: Pick<FlashSpec, "tile" | "mask" | "hoisted">): string {
+function trim(
+  spec: Pick<FlashSpec, "tile" | "mask" | "hoisted" | "tiles" | "fullScore" | "probs">,
+): string {
   const counted = Array.from({ length: spec.tile }, (_, r) => spec.mask!(r)).join(" || ");
+  // A full block counts every key: nothing to trim.
+  const stop = fullBlocks(spec) ? "tfull || " : "";
   const at = (j: string) => `let j = ${j}; let fj = f32(j); ${spec.hoisted?.key("", "j") ?? ""}`;
   return `var jk0 = jt;
     loop {
-      if (jk0 >= jte) { break; }
+      if (${stop}jk0 >= jte) { break; }
       ${at("jk0")}
       if (${counted}) { break; }
       jk0 = jk0 + 1u;
     }
     var jk1 = jte;
     loop {
-      if (jk1 <= jk0) { break; }
+      if (${stop}jk1 <= jk0) { break; }
       ${at("jk1 - 1u")}
       if (${counted}) { break; }
       jk1 = jk1 - 1u;

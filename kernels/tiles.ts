@@ -538,11 +538,17 @@ export interface TileSkip {
   block: string;
   /** WGSL bool: every score of the block is -inf. */
   empty: string;
+  /**
+   * WGSL bool (after `block`): the score's top-level `where` condition is surely true over the
+   * block, so each score there is its `a` branch (`fullScore`); absent when never provable.
+   */
+  full?: string;
 }
 
 /**
- * Tile skipping for `score` in a kernel whose leaf `arg` is binding `a{arg}` (slice `s`), with
- * `rows` query rows `i0..i{rows-1}` per invocation; none when the score cannot mask a key.
+ * Block tests for `score` in a kernel whose leaf `arg` is binding `a{arg}` (slice `s`), with
+ * `rows` query rows `i0..i{rows-1}` per invocation; none when no block can be proven empty or
+ * full (`empty` is the literal "false" when only full ones can).
  */
 export function tileSkip(
   score: Score,
@@ -550,7 +556,7 @@ export function tileSkip(
   slots: SymbolSlots,
   rows: number,
 ): TileSkip | undefined {
-  if (!masksKeys(score)) return undefined;
+  if (!masksKeys(score) && score.kind !== "where") return undefined;
   const T = keyTile.keys;
   const lines: string[] = [];
   const A = wgslAlgebra(lines, "tk");
@@ -581,18 +587,20 @@ export function tileSkip(
       );
     }
   }
-  const v = scoreBounds(A, score, {
+  const { v, full } = blockBounds(A, score, {
     i: { lo: "f32(ib)", hi: "f32(ie)", nan: "false" },
     j: { lo: "f32(jt)", hi: "f32(jte - 1u)", nan: "false" },
     size: (name) => `f32(${size([name], slots)})`,
     leaf: (arg, at) => ({ lo: `tl${at}${arg}lo`, hi: `tl${at}${arg}hi`, nan: `tl${at}${arg}nan` }),
   });
-  const empty = allMinusInf(A, v);
-  if (empty === "false") return undefined;
+  // A score that is never -inf by construction has no empty block (its bounds may not fold).
+  const empty = masksKeys(score) ? allMinusInf(A, v) : "false";
+  if (empty === "false" && full === "false") return undefined;
   return {
     keys: T,
     rows: rowLines.join("\n  "),
     block: [...blockLines, ...lines].join("\n    "),
     empty,
+    full: full === "false" ? undefined : full,
   };
 }

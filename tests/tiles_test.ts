@@ -18,7 +18,7 @@ import {
   numericBlock,
   tileCounts,
 } from "../kernels/tiles.ts";
-import { keyTile, LOOPS } from "../compiler/limits.ts";
+import { fullTiles, keyTile, LOOPS } from "../compiler/limits.ts";
 import { getDevice } from "../runtime/device.ts";
 import { compileSpec, gpuDifferential, report, type Spec, specArb } from "./programs.ts";
 
@@ -389,8 +389,17 @@ Deno.test({
       // (3000 draws), so requiring one among 10 unfiltered draws failed 1 run in 1000 (0.5^10).
       await fc.assert(agree(testsBlocks), { numRuns: 9 });
       await fc.assert(agree(testsBlocks.filter(trims)), { numRuns: 1 });
+      // Full blocks run the unmasked score in the blocked key loop (vec4 head sizes, blocks of
+      // 4 or more keys): generated masks with fullTiles on.
+      fullTiles.scores = true;
+      keyTile.keys = 4;
+      const fullPath = specArb({ sizes: [8, 13, 36], depth: 2, maxExtras: 1 }).filter((s) =>
+        s.mask !== undefined && s.form === "index" && wgslOf(s).includes("if (tfull)")
+      );
+      await fc.assert(agree(fullPath), { numRuns: 4 });
     } finally {
       keyTile.keys = before;
+      fullTiles.scores = false;
     }
   },
 });
@@ -631,4 +640,77 @@ Deno.test("tiles: an index called inside its axis is inside it at every (i, j) t
   );
   // 13-25 of 3,000 draws were proven and read i or j: none at all has probability about 1e-8.
   assert.ok(proven > 0, "no index of i or j proven in range");
+});
+
+Deno.test({
+  name:
+    "tiles: full blocks run the unmasked score (fullTiles on) and agree with the interpreter on the GPU",
+  ignore: adapter === undefined,
+  fn: async () => {
+    // Off by default (no faster on lavapipe, compiler/limits.ts), so the suite turns it on here:
+    // the mixed and trimmed masks at blocks of 4 keys and more (where the blocked loop runs
+    // inside a block), rows 1 / 3 / 8, sizes on both sides of a block.
+    const { attentionTile } = await import("../compiler/limits.ts");
+    const before = { keys: keyTile.keys, rows: attentionTile.rows, full: fullTiles.scores };
+    // Not nanMask: its condition is never provable (sqrt is not modelled), so it has no full path.
+    const programs = [
+      ...Object.entries(MIXED).filter(([name]) => name !== "probs" && name !== "nanMask")
+        .map(([, s]) => s),
+      ...TRIMMED,
+    ];
+    try {
+      fullTiles.scores = true;
+      await fc.assert(
+        fc.asyncProperty(
+          fc.record({
+            program: fc.nat(programs.length - 1),
+            keys: fc.constantFrom(4, 8, 64),
+            rows: fc.constantFrom(1, 3, 8),
+            n: fc.constantFrom(5, 13, 31, 70),
+            ids: fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 70, maxLength: 70 }),
+            sorted: fc.boolean(),
+            seed: fc.nat(1000),
+          }),
+          async ({ program, keys, rows, n, ids, sorted, seed }) => {
+            keyTile.keys = keys;
+            attentionTile.rows = rows;
+            const src = programs[program];
+            const p = compileSync(src);
+            const wgsl = p.plan().kernels.map((k) => k.wgsl).join("\n");
+            const where = `program ${program}, ${keys} keys, ${rows} rows, n = ${n}`;
+            // Every one of these masks can be proven true over some block.
+            assert.ok(wgsl.includes("if (tfull)"), `${where}: no full-block loop`);
+            // Packed (sorted) ids give long full runs; scattered ones give mixed blocks.
+            const id = ids.slice(0, n);
+            if (sorted) id.sort((a, b) => a - b);
+            const u = Array.from({ length: n }, (_, x) => (x % 11 === 7 ? -1 : (x % 5) * 0.4));
+            const x: Record<string, Tensor> = {
+              q: gauss([2, n, 8], seed + 1),
+              k: gauss([2, n, 8], seed + 2),
+              v: gauss([2, n, 4], seed + 3),
+              doc: {
+                shape: [n],
+                data: Float64Array.from(id),
+                dtype: src.includes("doc: int") ? "int" : "float",
+              },
+              dot: { shape: [n], data: Float64Array.from(id.map((v) => v % 2)), dtype: "int" },
+              u: { shape: [n], data: Float64Array.from(u), dtype: "float" },
+            };
+            for (const name of ["doc", "dot", "u"]) {
+              if (!src.includes(`${name}: `)) delete x[name];
+            }
+            const want = await p.run(x, { backend: "interp" });
+            const got = await p.run(x, { backend: "gpu", poison: true });
+            const why = nanAndError(got, want);
+            assert.ok(why === undefined, `${where}, ids ${id.join(",")}: ${why}`);
+          },
+        ),
+        { numRuns: 12 },
+      );
+    } finally {
+      keyTile.keys = before.keys;
+      attentionTile.rows = before.rows;
+      fullTiles.scores = before.full;
+    }
+  },
 });
