@@ -12,6 +12,7 @@
  */
 import fc from "fast-check";
 import { getDevice } from "../runtime/device.ts";
+import { fullTiles } from "../compiler/limits.ts";
 import {
   compileSpec,
   GPU_BUCKETS,
@@ -57,14 +58,16 @@ function timed(kind: string, source: string, ms: number): void {
 async function fuzz(
   kind: "interp" | "gpu",
   total: number,
-  prop: (n: number) => fc.IAsyncProperty<[Spec, number | undefined]> | fc.IProperty<[Spec]>,
+  prop: (
+    n: number,
+  ) => fc.IAsyncProperty<[Spec, number | undefined, boolean]> | fc.IProperty<[Spec]>,
 ): Promise<{ checked: number; ms: number }> {
   const t0 = performance.now();
   let checked = 0;
   for (let c = 0; checked < total; c++) {
     const n = Math.min(chunk, total - checked);
     const s = seed * 1_000_003 + c + (kind === "gpu" ? 500_000 : 0);
-    const r = await fc.check(prop(n) as fc.IAsyncProperty<[Spec, number | undefined]>, {
+    const r = await fc.check(prop(n) as fc.IAsyncProperty<[Spec, number | undefined, boolean]>, {
       numRuns: n,
       seed: s,
     });
@@ -118,13 +121,21 @@ if (gpuCount > 0) {
       fc.asyncProperty(
         specArb({ sizes: SMALL_SIZES, depth: 2, buckets: GPU_BUCKETS }),
         fc.constantFrom(undefined, 8),
-        async (spec, maxStorageBuffers) => {
+        // Full key blocks run unmasked (compiler/limits.ts `fullTiles`, off by default).
+        fc.boolean(),
+        async (spec, maxStorageBuffers, full) => {
           const t0 = performance.now();
-          const c = compileSpec(spec);
-          const lower = maxStorageBuffers ? { maxStorageBuffers } : undefined;
-          const why = await gpuDifferential(c, { lower });
-          if (why) throw new Error(report(c, `GPU${lower ? " (8 bindings)" : ""}: ${why}`));
-          timed("gpu", c.source, performance.now() - t0);
+          fullTiles.scores = full;
+          try {
+            const c = compileSpec(spec);
+            const lower = maxStorageBuffers ? { maxStorageBuffers } : undefined;
+            const why = await gpuDifferential(c, { lower });
+            const how = `${lower ? " (8 bindings)" : ""}${full ? " (full tiles)" : ""}`;
+            if (why) throw new Error(report(c, `GPU${how}: ${why}`));
+            timed("gpu", c.source, performance.now() - t0);
+          } finally {
+            fullTiles.scores = false;
+          }
         },
       ));
   }

@@ -16,7 +16,12 @@ import { firstDivergence } from "../compiler/verify.ts";
 import { interpret } from "../compiler/interp.ts";
 import { getDevice } from "../runtime/device.ts";
 import { lowerGraph } from "../compiler/lower/lower.ts";
-import { LOOPS, PARTIAL_TABLE_BUCKETS, PRIVATE_TABLE_BUCKETS } from "../compiler/limits.ts";
+import {
+  fullTiles,
+  LOOPS,
+  PARTIAL_TABLE_BUCKETS,
+  PRIVATE_TABLE_BUCKETS,
+} from "../compiler/limits.ts";
 import { main } from "../cli.ts";
 import {
   AWKWARD_SIZES,
@@ -235,64 +240,83 @@ Deno.test({
     const failures: string[] = [];
     const runs = Number(env("ATTUNE_DIFF_GPU_RUNS") ?? 25);
     const seen = { hostDraw: 0, deviceDraw: 0, regionMerged: 0, regionAlone: 0, probs: 0 };
-    const more = { privateTable: 0, partialTable: 0, atomicTable: 0, split: 0, tiled: 0 };
+    const more = {
+      privateTable: 0,
+      partialTable: 0,
+      atomicTable: 0,
+      split: 0,
+      tiled: 0,
+      fullTiles: 0,
+    };
     let index = 0;
     const result = await fc.check(
       fc.asyncProperty(
         specArb({ sizes: SMALL_SIZES, depth: 2, buckets: GPU_BUCKETS }),
         fc.constantFrom(undefined, 8),
-        async (spec, maxStorageBuffers) => {
-          const path = PATH ?? String(index++);
-          const c = compileOrFail(spec);
-          let plan;
+        // Full key blocks run unmasked (compiler/limits.ts `fullTiles`, off by default).
+        fc.boolean(),
+        async (spec, maxStorageBuffers, full) => {
+          fullTiles.scores = full;
           try {
-            plan = c.program.plan();
-          } catch (e) {
-            failures.push(
-              `ATTUNE_DIFF_SEED=${SEED} ATTUNE_DIFF_PATH=${path}\n` +
-                report(c, `lowering threw ${e instanceof Error ? e.message : String(e)}`),
-            );
-            return;
-          }
-          const randoms = c.program.optimized.nodes.filter((n) => n.op.op === "random").length;
-          seen.hostDraw += plan.hostDraws.length ? 1 : 0;
-          seen.deviceDraw += randoms > plan.hostDraws.length ? 1 : 0;
-          seen.regionMerged += plan.kernels.some((k) =>
-              k.launch.kind === "grid" && k.launch.regions > 0
-            )
-            ? 1
-            : 0;
-          seen.regionAlone += plan.kernels.some((k) => k.launch.kind === "slice") ? 1 : 0;
-          seen.probs += features(c).probs ? 1 : 0;
-          // Flash kernels that skip key blocks (kernels/tiles.ts).
-          more.tiled += plan.kernels.some((k) => k.wgsl.includes("var jt = jlo")) ? 1 : 0;
-          for (const n of c.program.optimized.nodes) {
-            if (n.op.op === "scatter_add") {
-              more[
-                n.op.size <= PRIVATE_TABLE_BUCKETS
-                  ? "privateTable"
-                  : n.op.size <= PARTIAL_TABLE_BUCKETS
-                  ? "partialTable"
-                  : "atomicTable"
-              ]++;
-            }
-          }
-          const lower = maxStorageBuffers ? { maxStorageBuffers } : undefined;
-          if (lower) {
-            more.split +=
-              lowerGraph(c.program.optimized, lower).kernels.length > plan.kernels.length ? 1 : 0;
-          }
-          const why = await gpuDifferential(c, { lower });
-          if (why) {
-            failures.push(
-              `ATTUNE_DIFF_SEED=${SEED} ATTUNE_DIFF_PATH=${path}\n` +
-                report(c, `GPU${lower ? " (8 bindings)" : ""}: ${why}`),
-            );
+            await gpuCase(spec, maxStorageBuffers, full);
+          } finally {
+            fullTiles.scores = false;
           }
         },
       ),
       { numRuns: runs, seed: SEED, path: PATH, endOnFailure: true },
     );
+    async function gpuCase(spec: Spec, maxStorageBuffers: number | undefined, full: boolean) {
+      const path = PATH ?? String(index++);
+      const c = compileOrFail(spec);
+      let plan;
+      try {
+        plan = c.program.plan();
+      } catch (e) {
+        failures.push(
+          `ATTUNE_DIFF_SEED=${SEED} ATTUNE_DIFF_PATH=${path}\n` +
+            report(c, `lowering threw ${e instanceof Error ? e.message : String(e)}`),
+        );
+        return;
+      }
+      const randoms = c.program.optimized.nodes.filter((n) => n.op.op === "random").length;
+      seen.hostDraw += plan.hostDraws.length ? 1 : 0;
+      seen.deviceDraw += randoms > plan.hostDraws.length ? 1 : 0;
+      seen.regionMerged += plan.kernels.some((k) =>
+          k.launch.kind === "grid" && k.launch.regions > 0
+        )
+        ? 1
+        : 0;
+      seen.regionAlone += plan.kernels.some((k) => k.launch.kind === "slice") ? 1 : 0;
+      seen.probs += features(c).probs ? 1 : 0;
+      // Flash kernels that skip key blocks (kernels/tiles.ts).
+      more.tiled += plan.kernels.some((k) => k.wgsl.includes("var jt = jlo")) ? 1 : 0;
+      more.fullTiles += plan.kernels.some((k) => k.wgsl.includes("if (tfull)")) ? 1 : 0;
+      for (const n of c.program.optimized.nodes) {
+        if (n.op.op === "scatter_add") {
+          more[
+            n.op.size <= PRIVATE_TABLE_BUCKETS
+              ? "privateTable"
+              : n.op.size <= PARTIAL_TABLE_BUCKETS
+              ? "partialTable"
+              : "atomicTable"
+          ]++;
+        }
+      }
+      const lower = maxStorageBuffers ? { maxStorageBuffers } : undefined;
+      if (lower) {
+        more.split += lowerGraph(c.program.optimized, lower).kernels.length > plan.kernels.length
+          ? 1
+          : 0;
+      }
+      const why = await gpuDifferential(c, { lower });
+      if (why) {
+        const how = `${lower ? " (8 bindings)" : ""}${full ? " (full tiles)" : ""}`;
+        failures.push(
+          `ATTUNE_DIFF_SEED=${SEED} ATTUNE_DIFF_PATH=${path}\n` + report(c, `GPU${how}: ${why}`),
+        );
+      }
+    }
     console.log(`GPU sample of ${runs}: plans reached ${JSON.stringify({ ...seen, ...more })}`);
     if (result.failed) throw result.errorInstance;
     assert.equal(
