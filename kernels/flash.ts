@@ -252,7 +252,7 @@ function keyStep(spec: FlashSpec, r: number, t: Shape): string {
     ? `{
       ${qk}
       let w = ${spec.score(r, "")};
-      ${cols(t.ew, (c) => `acc${r}[${c}] = acc${r}[${c}] + w * vr[${c}];`)}
+      if (w != 0.0) { ${cols(t.ew, (c) => `acc${r}[${c}] = acc${r}[${c}] + w * vr[${c}];`)} }
     }`
     : spec.probs
     ? `{
@@ -400,6 +400,7 @@ function blocked(
       }`
     ).join("\n    ")
   }
+    ${finiteValues(B, t.ew)}
     ${keys.map((b) => spec.hoisted?.key(`${b}`, `(jb + ${b}u)`) ?? "").join("\n    ")}
     ${Array.from({ length: R }, (_, r) => rowBlock(r)).join("\n    ")}
     jstart = jb + ${B}u;
@@ -500,6 +501,25 @@ function trim(
       jk1 = jk1 - 1u;
     }
     `;
+}
+
+/**
+ * WGSL: leave the blocked key loop, before anything of the block is added, when one of its value
+ * rows `v0..v{keys-1}` (vec4 arrays of `ew`) holds ±inf or NaN: a key the mask removes has weight
+ * 0, which adds nothing (docs/language.md), but the block's sums would multiply it into that
+ * value (0 · inf = NaN); the one-key loop visits counted keys only. Any non-finite element makes
+ * the sum non-finite (a finite overflow only takes the slower path).
+ */
+export function finiteValues(keys: number, ew: number): string {
+  if (ew === 0) return "";
+  const all = Array.from(
+    { length: keys },
+    (_, b) => Array.from({ length: ew }, (_, c) => `v${b}[${c}]`),
+  )
+    .flat();
+  return `{ let vs = ${
+    pairwise(all, (a, b) => `(${a} + ${b})`)
+  }; if (any((bitcast<vec4<u32>>(vs) & vec4<u32>(0x7fffffffu)) >= vec4<u32>(0x7f800000u))) { break; } }`;
 }
 
 /** One key's online-softmax step for carrier `r`, its score `sc` and value row `vr`. */

@@ -25,6 +25,7 @@ import { nodeKey } from "../compiler/wgsl/keys.ts";
 import { keyWindow, scoreWgsl, tableFunctions } from "./attention.ts";
 import {
   arrayLength,
+  finiteValues,
   type FlashSpec,
   softmaxBlock,
   softmaxStep,
@@ -251,6 +252,7 @@ function mixBlocked(m: MixParts, kl: string, kh: string): string {
     )
   }
     ${each(keys, (x) => valueRow(`v${x}`, `jb + ${x}u`), "\n    ")}
+    ${finiteValues(B, ew)}
     ${
     each(rows, (r) =>
       each(

@@ -236,3 +236,108 @@ Deno.test("semantics: uniform attention over values of 1e37 stays finite on both
     }
   }
 });
+
+/** Where two results differ: NaN or ±inf on one side only, or relative error over the rest. */
+function differs(got: Tensor, want: Tensor): string | undefined {
+  for (let x = 0; x < want.data.length; x++) {
+    const a = got.data[x], b = want.data[x];
+    if (
+      Number.isNaN(a) !== Number.isNaN(b) || (!Number.isFinite(b) && !Number.isNaN(b) && a !== b)
+    ) {
+      return `flat index ${x}: gpu ${a}, interpreter ${b}`;
+    }
+  }
+  const finite = (t: Tensor) => ({ ...t, data: t.data.map((v) => (Number.isFinite(v) ? v : 0)) });
+  const err = relativeError(finite(got), finite(want));
+  return err <= 1e-5 ? undefined : `relative error ${err}`;
+}
+
+Deno.test({
+  name:
+    "semantics: ±inf in v at a key the mask removes leaves its rows alone in every fused kernel (blocked, tiled, summed, streams, split)",
+  ignore: adapter === undefined,
+  async fn() {
+    const { LOOPS } = await import("../compiler/limits.ts");
+    const QKV = "q: [n, d], k: [n, d], v: [n, e]";
+    const programs: Record<string, string> = {
+      window: `def f(${QKV}) -> [n, e] {
+  s[i, j] = where(abs(i - j) <= 3, q[i] . k[j], -inf)
+  return softmax(s, axis=1) @ v
+}`,
+      documents: `def f(${QKV}, doc: [n]) -> [n, e] {
+  s[i, j] = where(doc[i] == doc[j], q[i] . k[j], -inf)
+  return softmax(s, axis=1) @ v
+}`,
+      summedDocuments: `def f(${QKV}, doc: [n]) -> [n, e] {
+  s[i, j] = where(doc[i] == doc[j], sigmoid(q[i] . k[j]), 0.0)
+  return s @ v
+}`,
+      reluSquared: `def f(${QKV}) -> [n, e] {
+  s[i, j] = where(j <= i, q[i] . k[j], -inf)
+  return relu(s)^2 @ v
+}`,
+      differential: `def f(${QKV}) -> [n, e] {
+  s1 = q[:, :4] @ k[:, :4]^T
+  s2 = q[:, 4:8] @ k[:, 4:8]^T
+  m1[i, j] = where(abs(i - j) <= 5, s1[i, j], -inf)
+  m2[i, j] = where(abs(i - j) <= 8 or j == 0, s2[i, j], -inf)
+  return (softmax(m1, axis=1) - 0.5 * softmax(m2, axis=1)) @ v
+}`,
+    };
+    const saved = { ...LOOPS };
+    try {
+      for (const split of [false, true]) {
+        // Split: the key range runs in parts of 8 keys over several invocations.
+        if (split) Object.assign(LOOPS, { budget: 60, chunk: 8, parts: 16 });
+        for (const [name, src] of Object.entries(programs)) {
+          if (split && name === "differential") continue; // the multi-stream kernel has no split form
+          const n = 70, p = compileSync(src);
+          const inputs: Record<string, Tensor> = {
+            q: randomTensorOf([2, n, 8], 11),
+            k: randomTensorOf([2, n, 8], 12),
+            v: randomTensorOf([2, n, 4], 13),
+            doc: {
+              shape: [n],
+              data: Float64Array.from({ length: n }, (_, x) => Math.floor(x / 23)),
+              dtype: "float",
+            },
+          };
+          if (!src.includes("doc")) delete inputs.doc;
+          // One infinite value row per 4-key block it lands in: keys 6, 41 (slice 0) and 29.
+          inputs.v.data.fill(Infinity, 6 * 4, 6 * 4 + 4);
+          inputs.v.data[41 * 4 + 2] = -Infinity;
+          inputs.v.data[(n + 29) * 4 + 1] = Infinity;
+          const want = await p.run(inputs, { backend: "interp" });
+          const got = await p.run(inputs, { backend: "gpu", poison: true });
+          const where = `${name}${split ? " (split)" : ""}`;
+          // Streams are summed after each is normalized: where both count an infinite value,
+          // inf - inf is NaN there, while the interpreter's combined weight gives ±inf
+          // (docs/language.md). Masked keys are what this test is about: the finite rows.
+          const kept = name === "differential"
+            ? (t: Tensor) => ({
+              ...t,
+              data: t.data.map((v, x) => (Number.isFinite(want.data[x]) ? v : 0)),
+            })
+            : (t: Tensor) => t;
+          assert.equal(differs(kept(got), kept(want)), undefined, where);
+          // The masked rows stay finite, the rows that count those keys do not.
+          const finite = want.data.filter(Number.isFinite).length;
+          assert.ok(finite > want.data.length / 2 && finite < want.data.length, where);
+        }
+      }
+    } finally {
+      Object.assign(LOOPS, saved);
+    }
+  },
+});
+
+/** Gaussian data from a fixed seed (never zeros). */
+function randomTensorOf(shape: number[], seed: number): Tensor {
+  let s = seed;
+  const r = () => ((s = (s * 1103515245 + 12345) % 2147483648) + 0.5) / 2147483648;
+  const data = new Float64Array(shape.reduce((a, b) => a * b, 1));
+  for (let x = 0; x < data.length; x++) {
+    data[x] = Math.sqrt(-2 * Math.log(r())) * Math.cos(2 * Math.PI * r());
+  }
+  return { shape, data, dtype: "float" };
+}
