@@ -146,3 +146,65 @@ Deno.test({
     }
   },
 });
+
+/** Positions where NaN differs between two results, or undefined. */
+function nanMismatch(got: Tensor, want: Tensor): string | undefined {
+  for (let x = 0; x < want.data.length; x++) {
+    if (Number.isNaN(got.data[x]) !== Number.isNaN(want.data[x])) {
+      return `flat index ${x}: got ${got.data[x]}, expected ${want.data[x]}`;
+    }
+  }
+  return undefined;
+}
+
+Deno.test({
+  name:
+    "score forms: divisors of a row, a key or the invocation agree on the GPU, 0, -0 and ±inf included",
+  ignore: adapter === undefined,
+  async fn() {
+    // Divisors hoisted out of the key loop (kernels/attention.ts `hoistScore`): x / 0, x / -0,
+    // x / inf and 0 / 0 must stay the interpreter's quotients, through softmax (an inf score
+    // gives NaN rows) and sums.
+    const cases = [
+      attention("q[i] . k[j] / u[j]", ", u: [m]"),
+      attention("q[i] . k[j] / float(i) - 1.0 / u[j]", ", u: [m]"),
+      attention("(q[i] . k[j] + w[i]) / (w[i] * 2.0) + q[i] . k[j] / sqrt(d)", ", w: [n]"),
+      attention("q[i] . k[j] / u[j]", ", u: [m]", "sigmoid(s)"),
+      attention("where(j <= i, q[i] . k[j] / (u[j] - w[i]), -inf)", ", u: [m], w: [n]"),
+    ];
+    const n = 13, special = [0, -0, Infinity, -Infinity, 1e-30, 3e38];
+    for (const [c, source] of cases.entries()) {
+      for (const d of [5, 8]) {
+        const p = compileSync(source);
+        assert.equal(dispatchesPerRun(p.plan()), 1, `case ${c}: ${p.explain()}`);
+        // Special values at a few keys / rows of the second slice only: the first stays finite.
+        const vec = (len: number, seed: number) => {
+          const t = randomTensor([2, len], { seed });
+          special.forEach((v, x) => (t.data[len + ((x * 5) % len)] = v));
+          return t;
+        };
+        const inputs: Record<string, Tensor> = {
+          q: randomTensor([2, n, d], { seed: 1 }),
+          k: randomTensor([2, n, d], { seed: 2 }),
+          v: randomTensor([2, n, 4], { seed: 3 }),
+          u: vec(n, 4),
+          w: vec(n, 5),
+        };
+        if (!source.includes("u: ")) delete inputs.u;
+        if (!source.includes("w: ")) delete inputs.w;
+        const want = await p.run(inputs, { backend: "interp" });
+        const got = await p.run(inputs, { backend: "gpu", poison: true });
+        const where = `case ${c}, d = ${d}`;
+        assert.equal(nanMismatch(got, want), undefined, where);
+        const finite = (t: Tensor) => ({
+          ...t,
+          data: t.data.map((v) => (Number.isNaN(v) ? 0 : v)),
+        });
+        const err = relativeError(finite(got), finite(want));
+        assert.ok(err <= 1e-5, `${where}: GPU differs by ${err}`);
+        // Softmax over a row holding an inf score is NaN there: the special values took effect.
+        if (c !== 2 && c !== 3) assert.ok(want.data.some(Number.isNaN), `${where}: no NaN reached`);
+      }
+    }
+  },
+});
