@@ -188,3 +188,37 @@ Deno.test({
     }
   },
 });
+
+Deno.test("fusion: a dot product written sum[c](q[i, c] * k[j, c]) fuses as q[i] . k[j] does, and agrees on the GPU", async () => {
+  const forms = [
+    "sum[c](q[i, c] * k[j, c])",
+    "sum[c](k[j, c] * q[i, c])", // the factors swapped
+    "sum[c](q[i, c] * q[j, c]) - 0.5 * sum[c](q[i, c] * q[j, c])", // self-attention, twice
+  ];
+  for (const [f, form] of forms.entries()) {
+    for (const result of ["softmax(s, axis=1) @ v", "sigmoid(s) @ v"]) {
+      const p = compileSync(`def f(q: [n, d], k: [n, d], v: [n, e]) -> [n, e] {
+  s[i, j] = where(j <= i + 1, ${form} / sqrt(d), -inf)
+  return ${result}
+}`);
+      assert.equal(p.plan().kernels.length, 1, `${form}, ${result}:\n${p.explain()}`);
+      const x = {
+        q: randomTensor([2, 13, 8], { seed: 1 + f }),
+        k: randomTensor([2, 13, 8], { seed: 2 + f }),
+        v: randomTensor([2, 13, 4], { seed: 3 + f }),
+      };
+      const want = await p.run(x, { backend: "interp" });
+      const fused = interpret(p.optimized, x);
+      assert.ok(relativeError(fused, want) < 1e-12, `${form}: the fused IR differs`);
+      if (adapter === undefined) continue;
+      const got = await p.run(x, { backend: "gpu", poison: true });
+      assert.ok(relativeError(got, want) < 1e-5, `${form}, ${result}: GPU differs`);
+    }
+  }
+  // Not a dot product of two rows: a third factor stays a contraction of its own.
+  const p = compileSync(`def f(q: [n, d], k: [n, d], v: [n, e], w: [d]) -> [n, e] {
+  s[i, j] = sum[c](q[i, c] * k[j, c] * w[c])
+  return softmax(s, axis=1) @ v
+}`);
+  assert.ok(!p.optimized.nodes.some((n) => n.op.op === "attention"), p.explain());
+});

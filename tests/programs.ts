@@ -53,6 +53,7 @@ export type VecName = "t" | "u" | "qn" | "kn" | "qmx" | "ks";
 /** A float score element of index notation, over (i, j). */
 export type SExpr =
   | { k: "qk" } // q[i] . k[j]
+  | { k: "qksum" } // sum[c](q[i, c] * k[j, c]): the same dot product in index notation
   | { k: "cos" } // q[i] . k[j] / (qn[i] * kn[j])
   | { k: "vec"; name: VecName; at: "i" | "j" }
   | { k: "lit"; v: number }
@@ -231,6 +232,7 @@ const VECS: VecName[] = ["t", "u", "qn", "kn", "qmx", "ks"];
 
 const sLeaf: fc.Arbitrary<SExpr> = fc.oneof(
   { arbitrary: fc.constant<SExpr>({ k: "qk" }), weight: 4 },
+  { arbitrary: fc.constant<SExpr>({ k: "qksum" }), weight: 1 },
   { arbitrary: fc.constant<SExpr>({ k: "cos" }), weight: 1 },
   {
     arbitrary: fc.record({
@@ -568,6 +570,8 @@ export function printProgram(s: Spec): string {
     switch (e.k) {
       case "qk":
         return `${qv}[i] . k[j]`;
+      case "qksum":
+        return `sum[c](${qv}[i, c] * k[j, c])`;
       case "cos":
         need("qn");
         need("kn");
@@ -627,7 +631,7 @@ export function printProgram(s: Spec): string {
   if (s.form === "index") {
     let e = score(s.score);
     // The score must depend on the dot product so that it is an attention score at all.
-    if (!/\]\s\.\sk\[j\]/.test(e)) e = `${qv}[i] . k[j] + ${e}`;
+    if (!/\]\s\.\sk\[j\]|\* k\[j, c\]\)/.test(e)) e = `${qv}[i] . k[j] + ${e}`;
     if (s.mask) e = `where(${mask(s.mask)}, ${e}, ${s.fill})`;
     scoreLines.push(`s[i, j] = ${e}`);
   } else {

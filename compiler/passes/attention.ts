@@ -10,6 +10,7 @@ import type { Dim, Graph, Node, Score } from "../ir/types.ts";
 import { typicalSizes } from "../ir/cost.ts";
 import { mapNodes, nodesById, useCounts } from "../ir/walks.ts";
 import { LONG_SEQUENCE } from "../limits.ts";
+import { readOf } from "./views.ts";
 
 /**
  * Fuse every eligible `softmax(scores) @ v` of the graph (loop bodies included), and every
@@ -242,6 +243,26 @@ export class ScoreBuilder {
         const la = lead(ga), lb = lead(gb);
         const x = la && this.rowsAt(ga, la), y = lb && this.rowsAt(gb, lb);
         if (!x || !y || x.at === y.at || x.src.type.shape[1] !== y.src.type.shape[1]) break;
+        return x.at === "i" ? this.core(x.src.id, y.src.id) : this.core(y.src.id, x.src.id);
+      }
+      case "reduce": {
+        // sum[c](x[i, c] * y[j, c]): the dot product written in index notation, over whole
+        // rows of two matrices (views.ts proves each factor reads its matrix at (i or j, c)).
+        const mul = this.byId.get(n.args[0])!, grid = mul.type.shape, c = layout.length;
+        if (
+          op.fn !== "sum" || op.keepdims || op.axis !== c || grid.length !== c + 1 ||
+          mul.op.op !== "binary" || mul.op.fn !== "mul" || mul.type.dtype !== "float"
+        ) break;
+        const rows = mul.args.map((a) => {
+          const r = readOf(a, grid, this.byId);
+          const at = r && r.axes[0] !== undefined ? layout[r.axes[0]] : null;
+          return r && at && r.base.type.dtype === "float" && r.base.type.shape.length === 2 &&
+              r.axes[1] === c && r.base.type.shape[0] === this.extent(at)
+            ? { src: r.base, at }
+            : undefined;
+        });
+        const [x, y] = rows;
+        if (!x || !y || x.at === y.at) break;
         return x.at === "i" ? this.core(x.src.id, y.src.id) : this.core(y.src.id, x.src.id);
       }
       case "gather": {
