@@ -333,6 +333,11 @@ const RULES: { [K in Op["op"]]: Rule<K> } = {
     data: (a as Tensor & { lse: Float64Array }).lse,
     dtype: "float",
   }),
+  attention_rowsum: (ev, n, _, [a]) => ({
+    shape: ev.shape(n),
+    data: (a as Tensor & { rowSum: Float64Array }).rowSum,
+    dtype: "float",
+  }),
   probs: (ev, n, op, a) => attention(ev, n, op.score, true, a),
   attention_mix: mix,
 };

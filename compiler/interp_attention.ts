@@ -87,15 +87,21 @@ export function mix(
   return out;
 }
 
-/** Σ_j score(i, j) · v_j: `matmul` of the score matrix and v, row by row (weight 0 skipped). */
+/**
+ * Σ_j score(i, j) · v_j: `matmul` of the score matrix and v, row by row (weight 0 skipped). With
+ * `rowSum` it also keeps each row's Σ_j score(i, j), summed in j order as `reduce` sums.
+ */
 export function weighted(ev: ScoreContext, n: Node, score: Score, args: Tensor[]): Tensor {
   const [qa, kb, v] = args;
   const rows = qa.shape[0], cols = kb.shape[0], e = v.shape[1];
   const out: Tensor = { shape: [rows, e], data: new Float64Array(rows * e), dtype: "float" };
   const at = scoreAt(ev, n, args);
+  const rowSum = n.op.op === "attention" && n.op.rowSum ? new Float64Array(rows) : undefined;
+  if (rowSum) Object.assign(out, { rowSum });
   for (let i = 0; i < rows; i++) {
     for (let j = 0; j < cols; j++) {
       const w = at(score, i, j);
+      if (rowSum) rowSum[i] += w;
       if (w === 0) continue; // as matmul: a zero weight contributes nothing, even against NaN
       for (let c = 0; c < e; c++) out.data[i * e + c] += w * v.data[j * e + c];
     }

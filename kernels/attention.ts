@@ -389,8 +389,9 @@ function attentionKernel(
   const score = (node.op as { score: Score }).score;
   const probs = node.op.op === "probs";
   const sum = node.op.op === "attention" && node.op.weights === "score";
-  // The row log-sum-exp: written at the binding after the reads, or by the split form's combine.
-  const lse = node.op.op === "attention" && node.op.lse === true;
+  // The row log-sum-exp (summed weights: the row's sum of weights): written at the binding after
+  // the reads, or by the split form's combine.
+  const lse = node.op.op === "attention" && (node.op.lse === true || node.op.rowSum === true);
   if (lse && replace) throw new Error("internal: rows replaced in an attention with lse");
   const { score: rowScore, hoisted, mask, fullScore } = scoreParts(score, args, slots);
   const sample = `${rowScore(0, "")} ${hoisted.once} ${hoisted.row(0)} ${hoisted.key("", "j")}`;

@@ -87,8 +87,8 @@ export interface FlashSpec {
     lse?: boolean;
   };
   /**
-   * Also write each row's log-sum-exp m + log l (its softmax's normalizer) to `lse[s * rows + i]`
-   * at this binding (`rowLse`).
+   * Also write each row's log-sum-exp m + log l (its softmax's normalizer; `rowLse`), or with
+   * `sum` its sum of weights Σ_j score, to `lse[s * rows + i]` at this binding.
    */
   lse?: { binding: number };
   /** Key blocks whose scores are all -inf are skipped (kernels/tiles.ts). */
@@ -251,7 +251,12 @@ function keyStep(spec: FlashSpec, r: number, t: Shape): string {
   return spec.sum
     ? `{
       ${qk}
-      let w = ${spec.score(r, "")};
+      let w = ${spec.score(r, "")};${
+      rowSums(spec)
+        ? `
+      l${r} = l${r} + w;`
+        : ""
+    }
       if (w != 0.0) { ${cols(t.ew, (c) => `acc${r}[${c}] = acc${r}[${c}] + w * vr[${c}];`)} }
     }`
     : spec.probs
@@ -324,7 +329,11 @@ function epilogue(spec: FlashSpec, t: Shape): string {
           (c) =>
             `out[ob + ${c}u] = select(acc${r}[${c}], ${et}(bitcast<f32>(f32_bits.z)), bad${r});`,
         )
-      }${spec.lse ? ` lse[s * rows + i${r}] = ${rowLse(`mx${r}`, `l${r}`, `bad${r}`)};` : ""} }`
+      }${
+        spec.lse
+          ? ` lse[s * rows + i${r}] = ${spec.sum ? `l${r}` : rowLse(`mx${r}`, `l${r}`, `bad${r}`)};`
+          : ""
+      } }`
     );
 }
 
@@ -372,13 +381,14 @@ function blocked(
     }
       ${
       spec.sum
-        ? cols(
-          t.ew,
-          (c) =>
-            `acc${r}[${c}] = acc${r}[${c}] + ${
-              keys.map((b) => `s${b} * v${b}[${c}]`).join(" + ")
-            };`,
-        )
+        ? (rowSums(spec) ? `l${r} = l${r} + ${pairSums(keys.map((b) => `s${b}`))};\n      ` : "") +
+          cols(
+            t.ew,
+            (c) =>
+              `acc${r}[${c}] = acc${r}[${c}] + ${
+                keys.map((b) => `s${b} * v${b}[${c}]`).join(" + ")
+              };`,
+          )
         : softmaxBlock(r, t.ew, keys, cols)
     }
     }`;
@@ -424,6 +434,11 @@ export function tiledTrips(keys: number, tiles: TileSkip | undefined, trim = fal
 export function fullBlocks(spec: Pick<FlashSpec, "tiles" | "fullScore" | "probs">): boolean {
   return fullTiles.scores && spec.tiles?.full !== undefined && spec.fullScore !== undefined &&
     spec.probs !== true;
+}
+
+/** Whether a summed-weights kernel keeps each row's sum of weights in `l` (`lse`, split's lse). */
+function rowSums(spec: Pick<FlashSpec, "sum" | "lse" | "split">): boolean {
+  return spec.sum === true && (spec.lse !== undefined || spec.split?.lse === true);
 }
 
 /** Whether the kernel trims each key block to the keys its mask counts (`FlashSpec.mask`). */

@@ -67,6 +67,7 @@ const FAMILIES: Record<Op["op"], Family> = {
   set_rows: setRowsKernels,
   attention: attentionKernels,
   attention_lse: none, // written by its attention's kernel
+  attention_rowsum: none, // written by its attention's kernel
   probs: attentionKernels,
   attention_mix: mixKernels,
 };

@@ -275,8 +275,13 @@ function splitAttention(n: Node, req: KernelRequest): SplitKernels {
     if (mp > ${ninf}) { l = l + ${at("1u")} * exp(mp - mx); }
   }
   out[s * ${rows} + r] = ${rowLse("mx", "l", "bad")};`;
-  const lse = n.op.op === "attention" && n.op.lse
-    ? kernel(n, [PARTIAL], [q[0]], slots, lseBody)
+  // Summed weights with row sums: each part's sum slot holds its partial sum of weights.
+  const rowSumBody = `let i = r;
+  var l = 0.0;
+  for (var p = 0u; p < ${splitUsed(cols)}; p = p + 1u) { l = l + ${at("1u")}; }
+  out[s * ${rows} + r] = l;`;
+  const lse = n.op.op === "attention" && (n.op.lse || n.op.rowSum)
+    ? kernel(n, [PARTIAL], [q[0]], slots, summed ? rowSumBody : lseBody)
     : undefined;
   return {
     // Each row's carrier takes e + 2 ≤ 3e floats.

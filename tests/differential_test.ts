@@ -96,7 +96,8 @@ Deno.test("differential: every pass preserves the interpreter's result on genera
     reassociated = 0,
     tables = 0,
     summed = 0,
-    rowLse = 0;
+    rowLse = 0,
+    rowSum = 0;
   const t0 = performance.now();
   await checkProperty(
     "interpreter differential",
@@ -113,6 +114,7 @@ Deno.test("differential: every pass preserves the interpreter's result on genera
       if (f.table) tables++;
       if (f.summed) summed++;
       if (f.rowLse) rowLse++;
+      if (f.rowSum) rowSum++;
       if (f.changed.includes("reassociate")) reassociated++;
     }),
     RUNS,
@@ -122,7 +124,8 @@ Deno.test("differential: every pass preserves the interpreter's result on genera
     `${programs} programs in ${ms.toFixed(0)} ms: ${fused} with fused attention, ${iShared} ` +
       `reading a query vector with n shared, ${probs} probs, ${inLoop} fused inside a loop, ` +
       `${reassociated} reassociated, ${tables} reading a table at (i, j), ${summed} summing ` +
-      `weights without softmax, ${rowLse} giving the row log-sum-exp from the flash pass`,
+      `weights without softmax, ${rowLse} giving the row log-sum-exp from the flash pass, ` +
+      `${rowSum} their row sums of weights`,
   );
   // The generator must keep reaching what the passes rewrite.
   if (RUNS >= 200) {
@@ -134,6 +137,7 @@ Deno.test("differential: every pass preserves the interpreter's result on genera
     assert.ok(tables >= 5, `only ${tables} fuse a table read at (i, j)`);
     assert.ok(summed >= 5, `only ${summed} fuse weights without softmax`);
     assert.ok(rowLse >= 5, `only ${rowLse} give the row log-sum-exp from the flash pass`);
+    assert.ok(rowSum >= 5, `only ${rowSum} give row sums of weights from the pass`);
   }
 });
 

@@ -222,3 +222,80 @@ Deno.test("fusion: a dot product written sum[c](q[i, c] * k[j, c]) fuses as q[i]
 }`);
   assert.ok(!p.optimized.nodes.some((n) => n.op.op === "attention"), p.explain());
 });
+
+Deno.test("fusion: row-normalized weights (w @ v) / sum(w, axis=1) take one pass and no n×n buffer, and agree on the GPU", async () => {
+  const { LOOPS } = await import("../compiler/limits.ts");
+  const QKV = "q: [n, d], k: [n, d], v: [n, e]";
+  const programs = [
+    // ReLU attention, the product first.
+    `def f(${QKV}) -> [n, e] {
+  w[i, j] = relu(q[i] . k[j] / sqrt(d))
+  return (w @ v) / (sum(w, axis=1, keepdims=true) + 1e-6)
+}`,
+    // The row sum first, under a causal mask of weight 0.
+    `def f(${QKV}) -> [n, e] {
+  w[i, j] = where(j <= i, exp(-abs(q[i] . k[j])), 0.0)
+  z = sum(w, axis=1, keepdims=true)
+  return (w @ v) / (z + 1.0)
+}`,
+    // cosFormer: a reweighted product of non-negative features.
+    `def f(${QKV}) -> [n, e] {
+  w[i, j] = (relu(q)[i] . relu(k)[j]) * cos(pi * float(i - j) / (2.0 * float(n)))
+  return (w @ v) / (sum(w, axis=1, keepdims=true) + 1e-3)
+}`,
+  ];
+  const saved = { ...LOOPS };
+  try {
+    for (const split of [false, true]) {
+      // Split: the key range runs in parts of 8 keys, the row sums combined from the parts.
+      if (split) Object.assign(LOOPS, { budget: 60, chunk: 8, parts: 16 });
+      for (const [t, src] of programs.entries()) {
+        const p = compileSync(src);
+        const a = p.optimized.nodes.find((n) => n.op.op === "attention");
+        assert.ok(a?.op.op === "attention" && a.op.rowSum, `program ${t}:\n${p.explain()}`);
+        assert.ok(p.optimized.nodes.some((n) => n.op.op === "attention_rowsum"), `program ${t}`);
+        const plan = p.plan();
+        assert.ok(!plan.buffers.some((b) => b.shape.filter((d) => d === "n").length > 1));
+        for (const [n, d, e] of [[13, 5, 3], [70, 8, 4]]) {
+          const x = {
+            q: randomTensor([2, n, d], { seed: 10 * t + n }),
+            k: randomTensor([2, n, d], { seed: 10 * t + n + 1 }),
+            v: randomTensor([2, n, e], { seed: 10 * t + n + 2 }),
+          };
+          const want = await p.run(x, { backend: "interp" });
+          const fused = interpret(p.optimized, x);
+          assert.ok(relativeError(fused, want) < 1e-12, `program ${t}, n = ${n}: fused IR differs`);
+          if (adapter === undefined) continue;
+          const got = await p.run(x, { backend: "gpu", poison: true });
+          const err = relativeError(got, want);
+          assert.ok(err < 1e-5, `program ${t}, n = ${n}, split ${split}: GPU differs by ${err}`);
+        }
+        // The pass and the division; cosFormer's relu(q) and relu(k) are one dispatch before.
+        const want = t === 2 ? 3 : 2;
+        if (!split) assert.equal(plan.kernels.length, want, `program ${t}: ${p.explain()}`);
+      }
+    }
+  } finally {
+    Object.assign(LOOPS, saved);
+  }
+  // Not fused: a sum over the other axis, or weights with a third use.
+  for (
+    const tail of [
+      "return (w @ v) / (sum(w, axis=0, keepdims=true)^T + 1.0)",
+      "return (w @ v) / (sum(w, axis=1, keepdims=true) + 1.0) + sum(w, axis=0, keepdims=true)^T",
+    ]
+  ) {
+    const p = compileSync(`def f(${QKV}) -> [n, e] {
+  w[i, j] = relu(q[i] . k[j])
+  ${tail}
+}`);
+    assert.ok(!p.optimized.nodes.some((n) => n.op.op === "attention_rowsum"), tail);
+    const x = {
+      q: randomTensor([2, 13, 4], { seed: 1 }),
+      k: randomTensor([2, 13, 4], { seed: 2 }),
+      v: randomTensor([2, 13, 4], { seed: 3 }),
+    };
+    const want = await p.run(x, { backend: "interp" });
+    assert.ok(relativeError(interpret(p.optimized, x), want) < 1e-12, tail);
+  }
+});

@@ -129,6 +129,8 @@ export type Head =
   | "linear" // (relu(q) @ relu(k)^T) @ v + softmax(s, axis=1) @ v
   | "sigmoid" // sigmoid(s - log(m)) @ v: weights without normalization
   | "relu2" // relu(s)^2 @ v
+  | "rownorm" // (relu(s) @ v) / (sum(relu(s), axis=1) + 1): weights and their row sums in one pass
+  | "rownormsum" // the same with the row sum written first
   | "diff" // (softmax(s) - slope * softmax(tanh(q) @ k^T)) @ v: differential attention
   | "diffv" // softmax(s) @ v - slope * (softmax(causal q · relu(k)) @ v): the same, distributed
   | "diffm" // (softmax(s) - slope * softmax(s2)) @ v, s2 under the spec's mask (or causal): blocks
@@ -461,6 +463,8 @@ export function specArb(options: SpecOptions = {}): fc.Arbitrary<Spec> {
       "linear",
       "sigmoid",
       "relu2",
+      "rownorm",
+      "rownormsum",
       "diff",
       "diffv",
       "diffm",
@@ -740,6 +744,20 @@ export function printProgram(s: Spec): string {
       headLines.push("y = relu(s)^2 @ v");
       shape = ["n", "e"];
       break;
+    case "rownorm":
+      need("v");
+      headLines.push("rw = relu(s)", "y = (rw @ v) / (sum(rw, axis=1, keepdims=true) + 1.0)");
+      shape = ["n", "e"];
+      break;
+    case "rownormsum":
+      need("v");
+      headLines.push(
+        "rw = relu(s)",
+        "rz = sum(rw, axis=1, keepdims=true) + 1.0",
+        "y = (rw @ v) / rz",
+      );
+      shape = ["n", "e"];
+      break;
     case "diff":
       need("v");
       headLines.push(
@@ -978,6 +996,8 @@ export interface Features {
   summed: number;
   /** Fused attention nodes that also give their rows' log-sum-exp. */
   rowLse: number;
+  /** Summed-weights attentions that also give their row sums (passes/rowsum.ts). */
+  rowSum: number;
 }
 
 /** A compiled spec with its source and inputs. */
@@ -1039,6 +1059,7 @@ export function features(c: Compiled): Features {
     table: 0,
     summed: 0,
     rowLse: 0,
+    rowSum: 0,
   };
   const visit = (nodes: Node[], inLoop: boolean) => {
     for (const n of nodes) {
@@ -1055,6 +1076,7 @@ export function features(c: Compiled): Features {
       if (leaves.includes("table")) f.table++;
       if (n.op.op === "attention" && n.op.weights === "score") f.summed++;
       if (n.op.op === "attention" && n.op.lse) f.rowLse++;
+      if (n.op.op === "attention" && n.op.rowSum) f.rowSum++;
     }
   };
   visit(c.program.optimized.nodes, false);

@@ -132,9 +132,12 @@ export type Op =
   // (sigmoid attention sigmoid(s - log m) @ v, relu(s)^2 @ v).
   // With lse (softmax only), the kernel also keeps each row's log-sum-exp of the score, read by
   // `attention_lse` nodes (passes/lse.ts).
-  | { op: "attention"; score: Score; weights?: "score"; lse?: true }
+  | { op: "attention"; score: Score; weights?: "score"; lse?: true; rowSum?: true }
   // The row log-sum-exp of args[0], an attention node with lse: [rows] (or [rows, 1]).
   | { op: "attention_lse" }
+  // The row sums of the weights of args[0], a summed-weights attention with rowSum: [rows] (or
+  // [rows, 1]); passes/rowsum.ts.
+  | { op: "attention_rowsum" }
   // softmax over j of score(i, j) itself, as an [n, m] matrix: args a [n, d], b [m, d], leaves.
   | { op: "probs"; score: Score }
   // Σ_t coef_t(i) · softmax_j(score_t(i, j)) · v (differential attention): args a0, b0, v, then

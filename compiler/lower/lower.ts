@@ -49,7 +49,7 @@ interface Lowering {
   env: Map<number, number>;
   /** Reads of each node (each output counts one). */
   uses: Map<number, number>;
-  /** The buffer of each attention's row log-sum-exp (attention nodes with `lse`). */
+  /** The buffer of each attention's row log-sum-exp or weight sum (`lse`, `rowSum`). */
   lse: Map<number, number>;
   /** Attention results whose only reader replaces some of their rows (`r[J] = rows`). */
   rowsInto: Map<number, Node>;
@@ -315,6 +315,7 @@ function visit(L: Lowering, nodes: Node[]): void {
         if (!L.rowsInto.has(n.id)) emit(L, n); // else emitted with its row replacement
         break;
       case "attention_lse":
+      case "attention_rowsum":
         env.set(n.id, L.lse.get(n.args[0])!);
         break;
       case "random":
@@ -458,8 +459,11 @@ function emit(L: Lowering, n: Node): void {
       return;
     }
   }
-  // An attention with `lse` also writes its rows' log-sum-exp into a buffer of its own.
-  const lse = n.op.op === "attention" && n.op.lse ? newBuffer(L, [n.type.shape[0]]) : undefined;
+  // An attention with `lse` (`rowSum`) also writes its rows' log-sum-exp (sum of weights) into a
+  // buffer of its own.
+  const lse = n.op.op === "attention" && (n.op.lse || n.op.rowSum)
+    ? newBuffer(L, [n.type.shape[0]])
+    : undefined;
   if (lse !== undefined) L.lse.set(n.id, lse);
   const kernels = timed(n, nodeKernels(n, req));
   const run = L.run;

@@ -30,10 +30,23 @@ function tryFuse(
   users: Map<number, number>,
   typical: (d: Dim) => number,
 ): Node | undefined {
+  if (n.op.op !== "matmul" || (users.get(n.args[0]) ?? 0) !== 1) return undefined;
+  return fusedMatmul(n, byId, typical);
+}
+
+/**
+ * The attention node that computes matmul `n` (weights @ v) in one pass, if its weights are a
+ * softmax of a fused score or (over long sequences) a fused score itself; whether the weights
+ * have other users is the caller's question.
+ */
+export function fusedMatmul(
+  n: Node,
+  byId: Map<number, Node>,
+  typical: (d: Dim) => number,
+): Node | undefined {
   if (n.op.op !== "matmul") return undefined;
   const p = byId.get(n.args[0])!, v = byId.get(n.args[1])!;
   if (p.type.shape.length !== 2 || v.type.shape.length !== 2) return undefined;
-  if ((users.get(p.id) ?? 0) !== 1) return undefined;
   const [rows, cols] = p.type.shape;
   const softmax = p.op.op === "softmax";
   if (p.op.op === "softmax" && p.op.axis !== 1) return undefined;
