@@ -21,7 +21,7 @@ export interface ExplainInput {
 }
 
 /** What to show; `hints` spell the options that change the text (CLI flags or API options). */
-export interface ExplainOptions {
+export interface ExplainTextOptions {
   wgsl: boolean;
   ir: boolean;
   /** Sizes to estimate memory and tiles at; symbols left out take `typicalSizes`'. */
@@ -30,7 +30,7 @@ export interface ExplainOptions {
 }
 
 /** The summary, the IR when asked, then the GPU plan. */
-export function explainText(x: ExplainInput, o: ExplainOptions): string {
+export function explainText(x: ExplainInput, o: ExplainTextOptions): string {
   return [
     ...summaryLines(x, o),
     // A blank line closes the IR as well: `attune explain --ir` has always printed two.
@@ -44,7 +44,7 @@ export function explainText(x: ExplainInput, o: ExplainOptions): string {
  * Signature, parameters, size symbols, dispatches, buffer memory at typical sizes, the passes
  * that changed the IR, and the attention block.
  */
-export function summaryLines(x: ExplainInput, o: Omit<ExplainOptions, "wgsl">): string[] {
+export function summaryLines(x: ExplainInput, o: Omit<ExplainTextOptions, "wgsl">): string[] {
   const perRun = dispatchesPerRun(x.plan);
   const sizes = typicalSizes(x.graph, o.sizes);
   const at = Object.entries(sizes).map(([k, v]) => `${k} = ${v}`).join(", ");
