@@ -22,11 +22,12 @@ import { check } from "./compiler/frontend/check.ts";
 import { AttuneError, checkSeed, DeviceError, UsageError } from "./compiler/errors.ts";
 import { interpretAll } from "./compiler/interp.ts";
 import type { Graph } from "./compiler/ir/types.ts";
-import { showGraph, showType } from "./compiler/ir/print.ts";
+import { showGraph } from "./compiler/ir/print.ts";
+import { explainText, signatureLines } from "./compiler/explain.ts";
 import { parse } from "./compiler/frontend/parse.ts";
 import { eliminateDeadCode } from "./compiler/passes/dce.ts";
 import { optimize } from "./compiler/passes/pipeline.ts";
-import { dispatchesPerRun, type ExecPlan } from "./compiler/lower/plan.ts";
+import type { ExecPlan } from "./compiler/lower/plan.ts";
 import { lowerGraph } from "./compiler/lower/lower.ts";
 import { DEFAULT_STORAGE_BUFFERS } from "./compiler/limits.ts";
 import { getDevice } from "./runtime/device.ts";
@@ -234,10 +235,35 @@ export interface Program {
   /** The GPU execution plan: kernels (with WGSL), buffers, dispatch count. */
   plan(): ExecPlan;
   /**
-   * Human-readable description: signature, parameters, IR with inferred shapes, and the GPU
-   * kernels with their dispatch count (`wgsl: true` prints each kernel's source too).
+   * Human-readable description, the text `attune explain` prints: first a summary (signature
+   * with inferred shapes, parameters, dispatches, buffer memory at typical sizes, the passes
+   * that changed the IR, and for attention each fused kernel's recognized form, score and mask
+   * tile classes, and why each unfused softmax did not fuse), then the IR as checked and after
+   * each pass that changed it (left out with `ir: false`), then the GPU kernels in dispatch
+   * order (`wgsl: true` adds each kernel's source).
+   *
+   * @example
+   * ```ts
+   * import { compile } from "./mod.ts";
+   * const p = await compile(await Deno.readTextFile("examples/sliding_window.attn"));
+   * const text = p.explain({ ir: false, sizes: { n: 256 } });
+   * if (!/tiles: \d+ empty \(skipped\)/.test(text)) throw new Error(text);
+   * ```
    */
-  explain(options?: { wgsl?: boolean }): string;
+  explain(options?: ExplainOptions): string;
+}
+
+/** Options of `Program.explain`. */
+export interface ExplainOptions {
+  /** Show each kernel's WGSL source under its line in the plan (default false). */
+  wgsl?: boolean;
+  /** Show the IR as checked and after each pass that changed it (default true). */
+  ir?: boolean;
+  /**
+   * Sizes to estimate buffer memory and mask tiles at, by size symbol; symbols left out are
+   * 64 for a feature width (a symbol that only sizes inputs' last axes) and 1024 otherwise.
+   */
+  sizes?: Record<string, number>;
 }
 
 /**
@@ -329,85 +355,45 @@ export function compileSync(source: string, options: CompileOptions = {}): Progr
     plan(): ExecPlan {
       return plan ??= lowerGraph(optimized, lowering);
     },
-    explain(options: { wgsl?: boolean } = {}): string {
+    explain(options: ExplainOptions = {}): string {
       plan ??= lowerGraph(optimized, lowering);
-      return explainText(graph, stages, plan, options.wgsl === true);
+      return explainText({ graph, passes: stages, optimized, plan }, {
+        wgsl: options.wgsl === true,
+        ir: options.ir !== false,
+        sizes: explainSizes(graph, options.sizes),
+        hints: { sizes: "sizes: { NAME: N }", ir: "ir: true" },
+      });
     },
   };
 }
 
-/** `Program.explain`: the checked IR, the IR after each pass that changed it, and the GPU plan. */
-function explainText(
-  graph: Graph,
-  stages: { pass: string; graph: Graph }[],
-  plan: ExecPlan,
-  wgsl: boolean,
-): string {
-  const kernels = plan.kernels.map((k, i) =>
-    `  ${String(i).padStart(3)}  ${k.name.padEnd(22)} threads/slice ${
-      k.launch.kind === "slice"
-        ? "one workgroup"
-        : k.launch.regions
-        ? `${k.launch.regions} workgroup(s) + `
-        : ""
-    }${
-      (k.launch.kind === "slice" ? [] : k.launch.parts).map((p) =>
-        `[${
-          p.map((t) =>
-            typeof t !== "object"
-              ? t
-              : "max" in t
-              ? `max(${t.max[0]}, ${t.max[1]})`
-              : `⌈${t.ceilDiv[0]}/${t.ceilDiv[1]}⌉`
-          ).join(", ")
-        }]`
-      ).join(" + ")
-    }` + (wgsl ? `\n${k.wgsl.replace(/^/gm, "       ")}` : "")
-  );
-  // The IR after each pass that changed it.
-  let last = showGraph(graph);
-  const after = stages.flatMap(({ pass, graph: g }) => {
-    const shown = showGraph(g);
-    if (shown === last) return [];
-    last = shown;
-    return ["", `after ${pass}:`, shown];
-  });
-  // Host loops: a line before each body (outer loops first), indented to the kernel names.
-  const listed = kernels.flatMap((line, i) => [
-    ...plan.loops.filter((l) => l.start === i).sort((a, b) => b.end - a.end).map((l) =>
-      `       repeat ×${l.count}: dispatches ${l.start}–${l.end - 1}`
-    ),
-    line,
-  ]);
-  const perRun = dispatchesPerRun(plan);
-  return [
-    explainGraph(graph),
-    ...after,
-    "",
-    `GPU plan: ${plan.kernels.length} dispatches${
-      perRun === plan.kernels.length ? "" : ` (${perRun} per run: host loops repeat theirs)`
-    }, ${plan.buffers.length} buffers`,
-    ...listed,
-  ].join("\n");
+/**
+ * Signature, parameters and IR of a checked program: the lines `Program.explain` starts with,
+ * then the checked IR.
+ */
+export function explainGraph(graph: Graph): string {
+  return [...signatureLines(graph), "", showGraph(graph)].join("\n");
 }
 
-/** Signature, parameters and IR of a checked program. */
-export function explainGraph(graph: Graph): string {
-  const outs = graph.outputs.map((o) => showType(graph.nodes.find((n) => n.id === o)!.type));
-  const sig = graph.inputs.map((i) => {
-    const fill = i.default === undefined
-      ? ""
-      : ` = ${i.default === 1 ? "ones" : i.default === 0 ? "zeros" : i.default}`;
-    return `${i.name}: ${showType(i.type)}${fill}`;
-  }).join(", ");
-  const params = Object.entries(graph.params).map(([k, v]) => `${k} = ${v}`).join(", ");
-  return [
-    `${graph.entry}(${sig}) -> ${outs.length === 1 ? outs[0] : `(${outs.join(", ")})`}`,
-    `params: ${params || "(none)"}`,
-    `size symbols: ${Object.keys(graph.symbols).join(", ") || "(none)"}`,
-    "",
-    showGraph(graph),
-  ].join("\n");
+/** `Program.explain`'s sizes, checked: whole numbers, each naming a size symbol. */
+function explainSizes(graph: Graph, sizes: unknown): Record<string, number> {
+  if (sizes === undefined) return {};
+  if (sizes === null || typeof sizes !== "object") {
+    throw new UsageError(`explain's sizes must be an object, got ${String(sizes)}`);
+  }
+  const symbols = Object.keys(graph.symbols);
+  for (const [k, v] of Object.entries(sizes)) {
+    if (!symbols.includes(k)) {
+      throw new UsageError(
+        `explain's sizes name ${JSON.stringify(k)}, not a size symbol of ${graph.entry} ` +
+          `(${symbols.join(", ") || "it has none"})`,
+      );
+    }
+    if (!Number.isSafeInteger(v) || v < 0) {
+      throw new UsageError(`explain's sizes.${k} must be a whole number, got ${String(v)}`);
+    }
+  }
+  return sizes as Record<string, number>;
 }
 
 /** Options of `randomTensor`. */
