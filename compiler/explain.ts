@@ -33,8 +33,7 @@ export interface ExplainTextOptions {
 export function explainText(x: ExplainInput, o: ExplainTextOptions): string {
   return [
     ...summaryLines(x, o),
-    // A blank line closes the IR as well: `attune explain --ir` has always printed two.
-    ...(o.ir ? ["", irText(x), ""] : []),
+    ...(o.ir ? ["", irText(x)] : []),
     "",
     planText(x.plan, o.wgsl),
   ].join("\n");
@@ -155,7 +154,11 @@ export function attentionLines(
     const score = (n.op as { score: Score }).score;
     const sum = n.op.op === "attention" && n.op.weights === "score";
     const form = n.op.op === "probs" ? FORMS.probs : sum ? FORMS.weights : FORMS.softmax;
-    const lse = n.op.op === "attention" && n.op.lse ? "; also each row's log-sum-exp" : "";
+    const lse = n.op.op === "attention" && n.op.lse
+      ? "; also each row's log-sum-exp"
+      : n.op.op === "attention" && n.op.rowSum
+      ? "; also each row's sum of weights"
+      : "";
     const lines = [`%${n.id} ${n.op.op}: ${form}${lse}`, `  score = ${showScore(score)}`];
     // Summed weights are not tested by blocks (kernels/attention.ts).
     if (masksKeys(score) && !sum) {
