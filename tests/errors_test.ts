@@ -218,7 +218,9 @@ const CASES: Case[] = [
     name: "an index whose range cannot be inferred",
     src: ["def f(q: [n, d]) {", "  s[i, j] = q[i, 0] * j", "  return s", "}"],
     message: `${FILE}:2:13: cannot tell the range of index j`,
-    hint: "use j directly as a subscript of a tensor, like x[j], so its size is known",
+    hint: "use j directly as a subscript of a tensor, like x[j], so its size is known; a mask " +
+      "of the indices alone belongs in the score that uses it, as in " +
+      "s[i, j] = where(j <= i, q[i] . k[j], -inf)",
   },
   {
     name: "an index used on axes of different sizes",

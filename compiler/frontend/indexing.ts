@@ -121,7 +121,8 @@ function discoverRanges(c: Checker, e: Expr, grid: Grid, scope: Scope): void {
       e.span,
       `use ${grid.vars[missing]} directly as a subscript of a tensor, like x[${
         grid.vars[missing]
-      }], so its size is known`,
+      }], so its size is known; a mask of the indices alone belongs in the score that uses it, ` +
+        "as in s[i, j] = where(j <= i, q[i] . k[j], -inf)",
     );
   }
 }
