@@ -211,3 +211,40 @@ Deno.test({
     assert.ok(err < 1e-5, `chunked: relative error ${err}`);
   },
 });
+
+Deno.test("heads: a vector read at head() (a per-head temperature) is read inside the fused pass: 1 dispatch, the interpreter's values on the GPU", async () => {
+  const program = (index: string) =>
+    `def f(q: [n, d], k: [n, d], v: [n, e], temp: [h]) -> [n, e] {
+  s[i, j] = where(j <= i, q[i] . k[j] / temp[${index}] + temp[0], -inf)
+  return softmax(s, axis=1) @ v
+}`;
+  for (const index of ["head()", "heads() - 1 - head()", "batch() * heads() + head()"]) {
+    const p = compileSync(program(index));
+    assert.equal(p.plan().kernels.length, 1, `${index}:\n${p.explain()}`);
+    // 3 heads and 2 batches; temp of 4 (in range for some indices, past the end for others:
+    // an index outside reads 0, as a gather does, and the division by it makes NaN rows).
+    const x: Record<string, Tensor> = {
+      q: randomTensor([2, 3, 13, 8], { seed: 1 }),
+      k: randomTensor([2, 3, 13, 8], { seed: 2 }),
+      v: randomTensor([2, 3, 13, 4], { seed: 3 }),
+      temp: { shape: [4], data: Float64Array.from([0.5, 1.5, 2.5, 3.5]), dtype: "float" },
+    };
+    const agree = (got: Tensor, want: Tensor, tol: number, what: string) => {
+      for (let t = 0; t < want.data.length; t++) {
+        assert.equal(Number.isNaN(got.data[t]), Number.isNaN(want.data[t]), `${what}: at ${t}`);
+      }
+      const finite = (y: Tensor) => ({ ...y, data: y.data.map((v) => (Number.isNaN(v) ? 0 : v)) });
+      assert.ok(relativeError(finite(got), finite(want)) < tol, what);
+    };
+    const want = await p.run(x, { backend: "interp" });
+    agree(interpret(p.optimized, x), want, 1e-12, `${index}, optimized`);
+    if (adapter === undefined) continue;
+    agree(await p.run(x, { backend: "gpu", poison: true }), want, 1e-5, `${index}, GPU`);
+  }
+  // An index read from data is not a per-slice constant: it stays a gather of its own.
+  const p = compileSync(`def f(q: [n, d], k: [n, d], v: [n, e], temp: [h], at: int[1]) -> [n, e] {
+  s[i, j] = q[i] . k[j] / temp[at[0] + head()]
+  return softmax(s, axis=1) @ v
+}`);
+  assert.ok(p.plan().kernels.length > 1, p.explain());
+});

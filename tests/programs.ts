@@ -63,7 +63,8 @@ export type SExpr =
   // bias[clamp(j - i, -K, K) + K]: every index inside bias [2K + 1], so the kernel reads it
   // unchecked; edge -1 / 1 lets the clamp reach one past the table's start / end (reads 0 there).
   | { k: "table"; K: number; edge: -1 | 0 | 1 }
-  | { k: "lead"; f: "slope" | "alibi" | "batch" } // head()/heads()/batch()/batches() terms
+  | { k: "lead"; f: "slope" | "alibi" | "batch" | "headvec" } // head()/heads()/batch()/batches()
+  //                                                         terms; headvec: hv[head()], hv: [3]
   | { k: "grid"; at: GridAt } // a 2-D input table read at (i, j): g[i, j], g[i, j - 1], gt[j, i]
   | { k: "un"; fn: UnFn; x: SExpr }
   | { k: "bin"; op: BinOp; a: SExpr; b: SExpr }
@@ -271,7 +272,7 @@ const sLeaf: fc.Arbitrary<SExpr> = fc.oneof(
   {
     arbitrary: fc.record({
       k: fc.constant("lead" as const),
-      f: fc.constantFrom("slope" as const, "alibi" as const, "batch" as const),
+      f: fc.constantFrom("slope" as const, "alibi" as const, "batch" as const, "headvec" as const),
     }),
     weight: 1,
   },
@@ -597,7 +598,9 @@ export function printProgram(s: Spec): string {
           e.K + Math.max(e.edge, 0)
         }) + ${e.K}]`;
       case "lead":
+        if (e.f === "headvec") need("hv");
         return {
+          headvec: "hv[head()]",
           slope: "(2.0 ^ (-8.0 * float(head() + 1) / float(heads())))",
           alibi: "(-(2.0 ^ (-float(head() + 1) / float(heads()))) * float(abs(i - j)))",
           batch: "float(batch() - 2 * batches() + head())",
@@ -897,6 +900,7 @@ export function printProgram(s: Spec): string {
   if (used.has("qm")) decls.push("qm: [n]");
   if (used.has("km")) decls.push(`km: [${M}]`);
   for (const K of [1, 2, 4, 7]) if (used.has(`bias${K}`)) decls.push(`bias${K}: [${2 * K + 1}]`);
+  if (used.has("hv")) decls.push("hv: [3]");
   decls.push(`slope = ${fmt(s.slope)}`);
   const second = {
     lse: { value: "logsumexp(s, axis=1)", shape: "[n]" },

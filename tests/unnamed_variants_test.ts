@@ -82,7 +82,7 @@ const VARIANTS: Variant[] = [
     fused: "attention",
   },
   {
-    // 2 dispatches observed: temp[head()] is a one-thread gather of its own (not asserted).
+    // temp[head()] is read inside the pass, once per invocation.
     name: "per-head temperature from an input of shape [H]",
     source: `def ht(${QKV}, temp: [h]) -> [n, e] {
   t = temp[head()]
@@ -92,6 +92,7 @@ const VARIANTS: Variant[] = [
     extra: ({ lead }) => ({
       temp: tensor([lead.at(-1) ?? 1], Array.from({ length: lead.at(-1) ?? 1 }, (_, h) => 0.5 + h)),
     }),
+    dispatches: 1,
     fused: "attention",
   },
   {

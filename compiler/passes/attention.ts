@@ -286,15 +286,21 @@ export class ScoreBuilder {
           : undefined;
         if (at && src.type.shape[0] === this.extent(at)) return this.leaf(src.id, at);
         // A table read at integer index expressions of both i and j, one per axis: T5's
-        // bias[clamp(j - i, -K, K) + K]. (Read along one axis it is a leaf: computed once per
-        // row, not per score.) Indices holding a table are not nested (WGSL size).
-        if (single(layout) || n.args.length - 1 !== src.type.shape.length) break;
+        // bias[clamp(j - i, -K, K) + K]; or at constants, sizes and the head or batch index
+        // (a per-head temperature `temp[head()]`), bound once per invocation (kernels/attention.ts
+        // `hoistScore`) rather than gathered by a dispatch of its own. (Read along one axis it is
+        // a leaf: computed once per row, not per score.) Indices holding a table are not nested.
+        const one = single(layout);
+        if ((one && one !== "scalar") || n.args.length - 1 !== src.type.shape.length) break;
         const idxs = n.args.slice(1).map((a) => this.byId.get(a)!);
+        const builder = new ScoreBuilder(this.rows, this.cols, this.byId);
         const ats = idxs.map((x) => {
           const l = x.type.dtype === "int" && broadcastLayout(x.type.shape, shape, layout);
-          return l ? this.build(x.id, l) : undefined;
+          return l ? (one ? builder : this).build(x.id, l) : undefined;
         });
         if (ats.some((x) => !x || hasTable(x))) break;
+        // Per slice: only indices of constants, sizes and head()/batch() (no data of their own).
+        if (one && (builder.leaves.length > 0 || builder.a !== undefined)) break;
         return { kind: "table", arg: this.arg(src.id), at: ats as Score[] };
       }
     }
