@@ -45,7 +45,7 @@ const attn = (name: string, args: string, score: string) =>
 }`;
 
 /** Document ids of packed sequences, documents of 100–600 tokens (fixed lengths, seeded). */
-function documents(n: number): number[] {
+export function documents(n: number): number[] {
   const ids: number[] = [];
   let doc = 0, x = 12345;
   while (ids.length < n) {

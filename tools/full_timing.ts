@@ -12,6 +12,7 @@
  */
 import { compileSync, randomTensor } from "../mod.ts";
 import { fullTiles } from "../compiler/limits.ts";
+import { documents } from "../bench/variants.ts";
 
 fullTiles.scores = Deno.args[0] === "on";
 const n = 2048, heads = 8, d = 64;
@@ -21,21 +22,11 @@ const program = (s: string, args = "") =>
   s[i, j] = ${s}
   return softmax(s, axis=1) @ v
 }`;
-function documents(n: number): number[] {
-  const ids: number[] = [];
-  let doc = 0, x = 12345;
-  while (ids.length < n) {
-    x = (x * 1103515245 + 12345) % 2 ** 31;
-    const len = 100 + (x % 501);
-    for (let t = 0; t < len && ids.length < n; t++) ids.push(doc);
-    doc++;
-  }
-  return ids;
-}
 const x = {
   q: randomTensor([1, heads, n, d], { seed: 1 }),
   k: randomTensor([1, heads, n, d], { seed: 2 }),
   v: randomTensor([1, heads, n, d], { seed: 3 }),
+  // The bench's documents of 100–600 tokens.
   doc: { shape: [n], data: documents(n) },
 };
 const all: [string, string][] = [
