@@ -134,6 +134,9 @@ export function flashKernel(spec: FlashSpec, title: string): string {
   ).join("\n");
   // With tile skipping the key loops run per key block [jt, jte) of a loop over blocks.
   const [kl, kh] = spec.tiles ? (trims(spec) ? ["jk0", "jk1"] : ["jt", "jte"]) : ["jlo", "jhi"];
+  // The blocked key loop with a given score (the masked one, or a full block's `fullScore`).
+  const keyBlocks = (score: FlashSpec["score"]) =>
+    blocked(spec, { dw, ew, dt: ht, et, dot, half, kl, kh, sk, sv, score });
   const lo = spec.keyLo ? `u32(clamp(${spec.keyLo}, 0, i32(cols)))` : "0u";
   const hi = spec.keyHi ? `u32(clamp(${spec.keyHi}, 0, i32(cols)))` : "cols";
   return `${h ? "enable f16;\n" : ""}// ${title}: fused ${
@@ -203,11 +206,11 @@ ${phony}  let rows = ${spec.rows};
     // where it pays (lavapipe, d = 64: 650 -> 490 ms at n = 2048) and compiles in about a second.
     probs || !dv || !ev || dw > 32 || ew > 32 ? "" : fullBlocks(spec)
       ? `if (tfull) {
-    ${blocked(spec, { dw, ew, dt: ht, et, dot, half, kl, kh, sk, sv, score: spec.fullScore! })}
+    ${keyBlocks(spec.fullScore!)}
   } else {
-    ${blocked(spec, { dw, ew, dt: ht, et, dot, half, kl, kh, sk, sv, score: spec.score })}
+    ${keyBlocks(spec.score)}
   }`
-      : blocked(spec, { dw, ew, dt: ht, et, dot, half, kl, kh, sk, sv, score: spec.score })}
+      : keyBlocks(spec.score)}
   for (var j = jstart; j < ${kh}; j = j + 1u) {
     let fj = f32(j);
     ${spec.hoisted?.key("", "j") ?? ""}
