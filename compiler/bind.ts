@@ -6,6 +6,9 @@ import { CompileError } from "./errors.ts";
 import type { Dim, Graph, InputDecl, LeadCount, LeadFn } from "./ir/types.ts";
 import { type DType, F32_OVERFLOW, sizeOf, type Tensor, type TensorInput } from "./tensor.ts";
 
+/** The largest magnitude of an int input's elements: float32 holds every integer up to 2^24. */
+const INT_INPUT_MAX = 2 ** 24;
+
 /** The sizes of a graph's symbols for these inputs, and the batch shape they share. */
 export function bindInputs(graph: Graph, given: Record<string, TensorInput>): {
   bound: Map<string, number>;
@@ -162,8 +165,17 @@ export function bindInputs(graph: Graph, given: Record<string, TensorInput>): {
     // finite value past float32's range would become ±Infinity on the GPU; both are refused
     // with their position on both backends. ±Infinity itself is accepted.
     const data = t.data;
+    const int = decl.type.dtype === "int";
     for (let i = 0; i < data.length; i++) {
       const x = data[i];
+      if (int && !(Number.isInteger(x) && Math.abs(x) <= INT_INPUT_MAX)) {
+        fail(
+          `input ${decl.name} is declared int but holds ${x} at [${position(i)}]`,
+          decl,
+          `an int input holds whole numbers within ±${INT_INPUT_MAX} (2^24: the GPU stores ` +
+            "tensors as float32, exact only that far); declare it float if it holds other values",
+        );
+      }
       if (Math.abs(x) < F32_OVERFLOW || Math.abs(x) === Infinity) continue;
       if (Number.isNaN(x)) {
         fail(

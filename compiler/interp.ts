@@ -6,7 +6,7 @@
 import { bindInputs, leadValue } from "./bind.ts";
 import { CompileError } from "./errors.ts";
 import type { Dim, Graph, Node, Op } from "./ir/types.ts";
-import { BINARY, castTo, logSumExp, UNARY } from "./ir/scalar.ts";
+import { binaryOf, castTo, logSumExp, unaryOf } from "./ir/scalar.ts";
 import { fillRandom } from "./rng.ts";
 import { causalContract } from "./interp_causal.ts";
 import { attention, mix, weighted } from "./interp_attention.ts";
@@ -162,12 +162,15 @@ const RULES: { [K in Op["op"]]: Rule<K> } = {
     return t;
   },
   unary: (_, n, op, [x]) => {
-    const f = UNARY[op.fn];
+    const f = unaryOf(op.fn, n.type.dtype);
     const t = blank(n, x.shape);
     for (let i = 0; i < t.data.length; i++) t.data[i] = f(x.data[i]);
     return t;
   },
-  binary: (_, n, op, a) => zip(n, [a[0], a[1]], (x) => BINARY[op.fn](x[0], x[1])),
+  binary: (_, n, op, a) => {
+    const f = binaryOf(op.fn, n.type.dtype);
+    return zip(n, [a[0], a[1]], (x) => f(x[0], x[1]));
+  },
   where: (_, n, __, a) => zip(n, a, (x) => (x[0] ? x[1] : x[2])),
   cast: (_, n, __, [x]) => {
     const t = blank(n, x.shape);

@@ -6,7 +6,7 @@
  */
 import { leadValue } from "./bind.ts";
 import type { AttentionStream, Dim, Node, Score } from "./ir/types.ts";
-import { BINARY, castTo, logSumExp, UNARY } from "./ir/scalar.ts";
+import { binaryOf, castTo, logSumExp, unaryOf } from "./ir/scalar.ts";
 import type { Tensor } from "./tensor.ts";
 
 /** What a score reads of the slice being evaluated (interp.ts's evaluator). */
@@ -149,9 +149,9 @@ function scoreAt(
         return t.data[off] ?? NaN;
       }
       case "unary":
-        return UNARY[x.fn](at(x.x));
+        return unaryOf(x.fn, x.int ? "int" : "float")(at(x.x));
       case "binary":
-        return BINARY[x.fn](at(x.a), at(x.b));
+        return binaryOf(x.fn, x.int ? "int" : "float")(at(x.a), at(x.b));
       case "where":
         return at(x.c) ? at(x.a) : at(x.b);
       case "cast":

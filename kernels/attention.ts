@@ -13,7 +13,16 @@ import {
   type SymbolSlots,
   type ThreadDim,
 } from "../compiler/wgsl/syntax.ts";
-import { BINARY, HELPERS, helpersFor, UNARY } from "../compiler/wgsl/ops.ts";
+import {
+  BINARY,
+  HELPERS,
+  helpersFor,
+  INT_BINARY,
+  INT_UNARY,
+  intLiteral,
+  UNARY,
+} from "../compiler/wgsl/ops.ts";
+import { wrapInt32 } from "../compiler/ir/scalar.ts";
 import { gridLaunch, type NodeKernel } from "../compiler/wgsl/kernel.ts";
 import { nodeKey } from "../compiler/wgsl/keys.ts";
 import { flashKernel, type FlashSpec, fullBlocks, isNan, tiledTrips, trims } from "./flash.ts";
@@ -39,28 +48,67 @@ export interface RowNames {
   finite?: boolean;
 }
 
-/** WGSL of a fused score, reading leaves at i, j or [0] of the current slice. */
-export function scoreWgsl(x: Score, args: Node[], slots: SymbolSlots, v: RowNames): string {
+/** Whether a score is computed int arithmetic: rendered in i32 (`scoreWgsl`) and bound so. */
+export function computedInt(x: Score): boolean {
+  return x.kind === "cast" ? x.to === "int" : "int" in x && x.int === true;
+}
+
+/** Whether a score's value is an int (of any origin), so comparing two of them is exact in i32. */
+function intValued(x: Score, args: Node[]): boolean {
+  switch (x.kind) {
+    case "i":
+    case "j":
+    case "size":
+    case "lead":
+      return true;
+    case "const":
+      return Number.isInteger(x.value) && x.value === wrapInt32(x.value);
+    case "leaf":
+    case "table":
+      return args[x.arg].type.dtype === "int";
+    default:
+      return computedInt(x);
+  }
+}
+
+const COMPARES = new Set(["lt", "le", "gt", "ge", "eq", "ne"]);
+
+/**
+ * WGSL of a fused score, reading leaves at i, j or [0] of the current slice: an f32 expression,
+ * or with `int` an i32 one. Int arithmetic (`computedInt`) runs in i32 either way, exact and
+ * wrapping as the interpreter's, and becomes f32 only where a float reads it.
+ */
+export function scoreWgsl(
+  x: Score,
+  args: Node[],
+  slots: SymbolSlots,
+  v: RowNames,
+  int = false,
+): string {
+  const isInt = computedInt(x);
+  // The f32 value of a float or stored expression, as asked.
+  const f = (e: string) => (int ? `f2i(${e})` : e);
   const named = v.hoisted?.(x);
-  if (named !== undefined) return named;
-  const r = (y: Score) => scoreWgsl(y, args, slots, v);
+  if (named !== undefined) return isInt ? (int ? named : `f32(${named})`) : f(named);
+  const r = (y: Score, i32 = false) => scoreWgsl(y, args, slots, v, i32);
+  if (isInt && !int) return `f32(${r(x, true)})`;
   switch (x.kind) {
     case "qk":
-      return v.qk;
+      return f(v.qk);
     case "i":
-      return v.fi;
+      return int ? `i32(${v.i})` : v.fi;
     case "j":
-      return v.fj ?? "fj";
+      return int ? `i32(${v.j ?? "j"})` : v.fj ?? "fj";
     case "const":
-      return f32(x.value);
+      return int ? intLiteral(x.value) : f32(x.value);
     case "size":
-      return `f32(${dim(x.name, slots)})`;
+      return `${int ? "i32" : "f32"}(${dim(x.name, slots)})`;
     case "lead":
-      return lead(x.of, slots);
+      return int ? `i32(${lead(x.of, slots)})` : lead(x.of, slots);
     case "leaf": {
       const base = `${sliceOf(args[x.arg].id, slots)} * ${size(args[x.arg].type.shape, slots)}`;
       const at = x.at === "scalar" ? "" : ` + ${x.at === "i" ? v.i : v.j ?? "j"}`;
-      return `a${x.arg}[${base}${at}]`;
+      return f(`a${x.arg}[${base}${at}]`);
     }
     case "table": {
       // A proven index holds no NaN: plain min/max are the NaN-propagating ones there.
@@ -68,22 +116,30 @@ export function scoreWgsl(x: Score, args: Node[], slots: SymbolSlots, v: RowName
       const at = x.at.map((
         y,
       ) => (proven ? scoreWgsl(y, args, slots, { ...v, finite: true }) : r(y)));
-      return `table${x.arg}${proven ? "u" : ""}(s, ${at.join(", ")})`;
+      return f(`table${x.arg}${proven ? "u" : ""}(s, ${at.join(", ")})`);
     }
     case "unary":
-      return UNARY[x.fn](r(x.x));
-    case "binary":
-      return v.finite && (x.fn === "min" || x.fn === "max")
-        ? `${x.fn}(${r(x.a)}, ${r(x.b)})`
-        : BINARY[x.fn](r(x.a), r(x.b));
+      return isInt ? INT_UNARY[x.fn]!(r(x.x, true)) : f(UNARY[x.fn](r(x.x)));
+    case "binary": {
+      if (isInt) return INT_BINARY[x.fn]!(r(x.a, true), r(x.b, true));
+      // Two ints compare as i32: exact where f32 would round them past 2^24.
+      const ints = COMPARES.has(x.fn) && intValued(x.a, args) && intValued(x.b, args);
+      return f(
+        v.finite && (x.fn === "min" || x.fn === "max")
+          ? `${x.fn}(${r(x.a)}, ${r(x.b)})`
+          : BINARY[x.fn](r(x.a, ints), r(x.b, ints)),
+      );
+    }
     case "where":
-      return `select(${r(x.b)}, ${r(x.a)}, ${r(x.c)} != 0.0)`;
+      return isInt
+        ? `select(${r(x.b, true)}, ${r(x.a, true)}, ${r(x.c)} != 0.0)`
+        : f(`select(${r(x.b)}, ${r(x.a)}, ${r(x.c)} != 0.0)`);
     case "cast":
       return x.to === "bool"
-        ? `select(0.0, 1.0, ${r(x.x)} != 0.0)`
+        ? f(`select(0.0, 1.0, ${r(x.x)} != 0.0)`)
         : x.to === "int"
-        ? `floor(${r(x.x)})`
-        : r(x.x);
+        ? `f2i(${r(x.x)})`
+        : f(r(x.x));
   }
 }
 
@@ -320,9 +376,10 @@ function scoreParts(
     const c = scoreWgsl(masked, args, slots, names(r, ""));
     return `(${c} != 0.0 || ${isNan(c)})`;
   });
+  // An int term is bound as i32 (`scoreWgsl` reads it so).
   const term = (at: HoistAt, name: (k: number) => string, v: RowNames) =>
     hoist.filter((h) => h.at === at).map((h) =>
-      `let ${name(h.k)} = ${scoreWgsl(h.x, args, slots, v)};`
+      `let ${name(h.k)} = ${scoreWgsl(h.x, args, slots, v, computedInt(h.x))};`
     ).join(" ");
   const none = { qk: "0.0", fi: "0.0", i: "0u" };
   const hoisted = {

@@ -77,13 +77,14 @@ export function blockBounds<N, B>(
 
 /** The interval of each score over the block `env`, and the truth of intervals. */
 function bounder<N, B>(A: Algebra<N, B>, env: BlockEnv<N, B>) {
-  const { top, point, floor, truth, truthy, U1, B2 } = intervalOps(A);
+  const { top, point, truth, truthy, U1, B2, castInt, intOperand, intResult } = intervalOps(A);
   const where = (t: { yes: B; no: B }, a: Interval<N, B>, b: Interval<N, B>) => ({
     lo: A.pick(t.yes, a.lo, A.pick(t.no, b.lo, A.min(a.lo, b.lo))),
     hi: A.pick(t.yes, a.hi, A.pick(t.no, b.hi, A.max(a.hi, b.hi))),
     nan: A.or(A.and(A.not(t.no), a.nan), A.and(A.not(t.yes), b.nan)),
   });
   const go = (x: Score): Interval<N, B> => {
+    if ("int" in x && x.int) return intOp(x);
     switch (x.kind) {
       case "qk":
         return top;
@@ -112,11 +113,26 @@ function bounder<N, B>(A: Algebra<N, B>, env: BlockEnv<N, B>) {
       case "cast": {
         const a = go(x.x);
         if (x.to === "float") return a;
-        if (x.to === "int") return floor(a);
+        if (x.to === "int") return castInt(a);
         const t = truth(a);
         return truthy(t.yes, t.no);
       }
     }
+  };
+  // Int arithmetic wraps past ±2^31 (compiler/ir/scalar.ts INT_BINARY): the float rule's bounds
+  // hold unless they leave the range, and then any int may result.
+  const intOp = (x: Score & { int?: true }): Interval<N, B> => {
+    switch (x.kind) {
+      case "unary":
+        return intResult(U1[x.fn]?.(intOperand(go(x.x))) ?? top);
+      case "binary": {
+        const f = B2[x.fn];
+        return intResult(f ? f(intOperand(go(x.a)), intOperand(go(x.b))) : top);
+      }
+      case "where":
+        return where(truth(go(x.c)), intOperand(go(x.a)), intOperand(go(x.b)));
+    }
+    throw new Error(`internal: no int rule for ${x.kind}`);
   };
   return { go, truth, where };
 }
@@ -210,11 +226,45 @@ function baseRules<N, B>(A: Algebra<N, B>) {
       nan: F,
     });
   };
+  // Ints: 32-bit. An operand outside the range may wrap anywhere; a NaN read is 0 (`f2i`).
+  const IMIN = A.num(-(2 ** 31)), IMAX = A.num(2 ** 31 - 1), LIM = A.num(2 ** 31);
+  const intOperand = (a: Interval<N, B>): Interval<N, B> => {
+    const out = A.or(A.lt(a.lo, IMIN), A.le(LIM, a.hi));
+    return {
+      lo: A.pick(out, IMIN, A.pick(a.nan, A.min(a.lo, zero), a.lo)),
+      hi: A.pick(out, IMAX, A.pick(a.nan, A.max(a.hi, zero), a.hi)),
+      nan: F,
+    };
+  };
+  // A result: bounds widened by the rounding of their own arithmetic (f32 in the kernel), then
+  // to whole numbers; one that may leave the range (or the rule's "anything") is any int.
+  const intResult = (v: Interval<N, B>): Interval<N, B> => {
+    const lo = down(v.lo), hi = up(v.hi);
+    const over = A.or(v.nan, A.or(A.lt(lo, IMIN), A.le(LIM, hi)));
+    return {
+      lo: A.pick(over, IMIN, neg(A.floor(neg(lo)))),
+      hi: A.pick(over, IMAX, A.floor(hi)),
+      nan: F,
+    };
+  };
+  // int(x): floor, saturating; NaN is 0 (compiler/ir/scalar.ts toInt32).
+  const castInt = (a: Interval<N, B>): Interval<N, B> => {
+    const fl = floor(a);
+    const clamp = (v: N) => A.min(A.max(v, IMIN), IMAX);
+    return {
+      lo: clamp(A.pick(a.nan, A.min(fl.lo, zero), fl.lo)),
+      hi: clamp(A.pick(a.nan, A.max(fl.hi, zero), fl.hi)),
+      nan: F,
+    };
+  };
   return {
     zero,
     top,
     point,
     floor,
+    intOperand,
+    intResult,
+    castInt,
     truth,
     truthy,
     compare,
@@ -388,9 +438,10 @@ export function indexInRange(x: Score, dim: number): boolean {
     (y.kind === "unary" && (y.fn === "neg" || y.fn === "abs") && exact(y.x)) ||
     (y.kind === "binary" && EXACT_ON_INTEGERS.has(y.fn) && exact(y.a) && exact(y.b));
   if (!exact(x)) return false;
-  // Any u32 position: f32(i), the score's i, lies in [0, 2^32] (beyond 2^24 it is rounded, but
-  // the bounds that prove an index come from min/max, exact on whatever value they get).
-  const index = { lo: 0, hi: 2 ** 32, nan: false };
+  // Any position: below 2^31 (buffers are far smaller), so i32(i) is i. As a float, f32(i) is
+  // rounded past 2^24, but the bounds that prove an index come from min/max, exact on whatever
+  // value they get.
+  const index = { lo: 0, hi: 2 ** 31 - 1, nan: false };
   const v = scoreBounds(NUMBERS, x, {
     i: index,
     j: index,

@@ -60,6 +60,7 @@ export type SExpr =
   | { k: "param" } // slope
   | { k: "static" } // x, carried by a repeat
   | { k: "dist"; f: "i - j" | "j - i" | "i + j" } // iota arithmetic, an int
+  | { k: "hashf"; f: HashTerm } // float((hash) % 7) / 4 and friends: int arithmetic that wraps
   // bias[clamp(j - i, -K, K) + K]: every index inside bias [2K + 1], so the kernel reads it
   // unchecked; edge -1 / 1 lets the clamp reach one past the table's start / end (reads 0 there).
   | { k: "table"; K: number; edge: -1 | 0 | 1 }
@@ -69,6 +70,17 @@ export type SExpr =
   | { k: "un"; fn: UnFn; x: SExpr }
   | { k: "bin"; op: BinOp; a: SExpr; b: SExpr }
   | { k: "where"; c: MExpr; a: SExpr; b: SExpr };
+
+/**
+ * Int arithmetic past 2^31 (32-bit, wrapping on both backends) and floor division of negatives:
+ * a score term and a mask term.
+ */
+export type HashTerm = "knuth" | "mixed" | "negdiv";
+const HASH_TERMS: Record<HashTerm, string> = {
+  knuth: "float((i * 2654435761 + j * 40503) % 7) * 0.25",
+  mixed: "float((i * 1000003 - j * 999999937) // 65536) * 0.0001",
+  negdiv: "float((j - i) // 3 + (i - j) % 5)",
+};
 
 /** Where a 2-D table is read (`i, j - 1` reads 0 at j = 0: outside the table). */
 export type GridAt = "i, j" | "i, j - 1" | "j, i";
@@ -92,6 +104,7 @@ export type MExpr =
   | { k: "causal"; op: "<=" | "<" | ">=" } // j op i
   | { k: "band"; w: number } // abs(i - j) < w
   | { k: "parity"; p: number } // (i + j) % p != 0
+  | { k: "hash"; m: number } // (i * 2654435761 + j * 97) % m != 0: wrapping int arithmetic
   | { k: "doc" } // doc[i] == doc[j]
   | { k: "lead"; at: "i" | "j"; c: number } // j < c (global tokens, a prefix)
   | { k: "qm" } // qm[i] > 0
@@ -263,6 +276,13 @@ const sLeaf: fc.Arbitrary<SExpr> = fc.oneof(
   },
   {
     arbitrary: fc.record({
+      k: fc.constant("hashf" as const),
+      f: fc.constantFrom<HashTerm>("knuth", "mixed", "negdiv"),
+    }),
+    weight: 1,
+  },
+  {
+    arbitrary: fc.record({
       k: fc.constant("table" as const),
       K: fc.constantFrom(1, 2, 4, 7),
       edge: fc.constantFrom(0, 0, -1, 1) as fc.Arbitrary<-1 | 0 | 1>,
@@ -292,6 +312,7 @@ const mLeaf: fc.Arbitrary<MExpr> = fc.oneof(
   }),
   fc.record({ k: fc.constant("band" as const), w: fc.constantFrom(1, 2, 3, 8) }),
   fc.record({ k: fc.constant("parity" as const), p: fc.constantFrom(2, 3) }),
+  fc.record({ k: fc.constant("hash" as const), m: fc.constantFrom(2, 3, 5) }),
   fc.constant<MExpr>({ k: "doc" }),
   fc.record({
     k: fc.constant("lead" as const),
@@ -546,6 +567,8 @@ export function printProgram(s: Spec): string {
         return `abs(i - j) < ${e.w}`;
       case "parity":
         return `(i + j) % ${e.p} != 0`;
+      case "hash":
+        return `(i * 2654435761 + j * 97) % ${e.m} != 0`;
       case "doc":
         if (s.shared) {
           need("doc");
@@ -592,6 +615,8 @@ export function printProgram(s: Spec): string {
         return "x";
       case "dist":
         return `(${e.f})`;
+      case "hashf":
+        return `(${HASH_TERMS[e.f]})`;
       case "table":
         need(`bias${e.K}`);
         return `bias${e.K}[clamp(j - i, ${-e.K + Math.min(e.edge, 0)}, ${

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { compileSync, relativeError, type Tensor } from "../mod.ts";
 import type { Node, Score } from "../compiler/ir/types.ts";
-import { BINARY, UNARY } from "../compiler/ir/scalar.ts";
+import { BINARY, castTo, INT_BINARY, INT_UNARY, UNARY } from "../compiler/ir/scalar.ts";
 import {
   blockBounds,
   classifyBlock,
@@ -47,15 +47,13 @@ function scoreAt(
     case "table":
       throw new Error(`${x.kind} scores are not generated here`);
     case "unary":
-      return UNARY[x.fn](at(x.x));
+      return (x.int ? INT_UNARY[x.fn]! : UNARY[x.fn])(at(x.x));
     case "binary":
-      return BINARY[x.fn](at(x.a), at(x.b));
+      return (x.int ? INT_BINARY[x.fn]! : BINARY[x.fn])(at(x.a), at(x.b));
     case "where":
       return at(x.c) ? at(x.a) : at(x.b);
-    case "cast": {
-      const v = at(x.x);
-      return x.to === "bool" ? +(v !== 0) : x.to === "int" ? Math.floor(v) : v;
-    }
+    case "cast":
+      return castTo(x.to, at(x.x));
   }
 }
 
@@ -63,6 +61,7 @@ const I: Score = { kind: "i" }, J: Score = { kind: "j" };
 const c = (value: number): Score => ({ kind: "const", value });
 const bin = (fn: string, a: Score, b: Score) => ({ kind: "binary", fn, a, b }) as Score;
 const un = (fn: string, x: Score) => ({ kind: "unary", fn, x }) as Score;
+const ibin = (fn: string, a: Score, b: Score) => ({ ...bin(fn, a, b), int: true }) as Score;
 
 // Leaves 0..2 are data vectors over positions: sorted document ids, 0/1 flags, floats with NaN
 // and infinities; the scalar leaf 3 is one number.
@@ -83,10 +82,21 @@ const numLeaf: fc.Arbitrary<Score> = fc.oneof(
   { arbitrary: fc.constant<Score>({ kind: "qk" }), weight: 2 },
 );
 const UN = ["neg", "not", "abs", "floor", "ceil", "relu", "exp", "sign", "sqrt"];
+const INT_BIN = Object.keys(INT_BINARY), INT_UN = Object.keys(INT_UNARY);
+// Int operands: positions, whole constants past 2^31 (they wrap), and casts of anything.
+const intConst = fc.constantFrom(
+  2654435761,
+  1000003,
+  -999999937,
+  2 ** 31 - 1,
+  -(2 ** 31),
+  65536,
+  0,
+);
 const BIN = Object.keys(BINARY);
 const CMP = ["lt", "le", "gt", "ge", "eq", "ne"];
 
-const { expr, mask } = fc.letrec<{ expr: Score; mask: Score }>((tie) => ({
+const { expr, mask } = fc.letrec<{ expr: Score; mask: Score; int: Score }>((tie) => ({
   expr: fc.oneof(
     { depthSize: "small", withCrossShrink: true },
     { arbitrary: numLeaf, weight: 5 },
@@ -110,6 +120,26 @@ const { expr, mask } = fc.letrec<{ expr: Score; mask: Score }>((tie) => ({
       arbitrary: fc.tuple(fc.constantFrom("float", "int", "bool" as const), tie("expr")).map((
         [to, x],
       ) => ({ kind: "cast", to, x }) as Score),
+      weight: 1,
+    },
+    { arbitrary: tie("int"), weight: 2 },
+  ),
+  // 32-bit int arithmetic (wrapping), over int operands only, as the checker types it.
+  int: fc.oneof(
+    { depthSize: "small", withCrossShrink: true },
+    { arbitrary: fc.constantFrom(I, J), weight: 3 },
+    { arbitrary: intConst.map(c), weight: 2 },
+    { arbitrary: tie("expr").map((x) => ({ kind: "cast", to: "int", x }) as Score), weight: 1 },
+    {
+      arbitrary: fc.tuple(fc.constantFrom(...INT_BIN), tie("int"), tie("int")).map(([f, a, b]) =>
+        ibin(f, a, b)
+      ),
+      weight: 3,
+    },
+    {
+      arbitrary: fc.tuple(fc.constantFrom(...INT_UN), tie("int")).map(([f, x]) =>
+        ({ ...un(f, x), int: true }) as Score
+      ),
       weight: 1,
     },
   ),
@@ -137,6 +167,11 @@ const { expr, mask } = fc.letrec<{ expr: Score; mask: Score }>((tie) => ({
         bin("eq", { kind: "leaf", arg: 0, at: "i" }, { kind: "leaf", arg: 0, at: "j" }),
         bin("ne", bin("mod", bin("add", I, J), c(3)), c(0)),
         bin("eq", bin("idiv", I, c(4)), bin("idiv", J, c(4))),
+        bin(
+          "ne",
+          ibin("mod", ibin("add", ibin("mul", I, c(2654435761)), J), c(3)),
+          c(0),
+        ),
         bin("gt", { kind: "leaf", arg: 1, at: "j" }, c(0)),
       ),
       weight: 4,

@@ -9,6 +9,7 @@ import type { DType } from "../tensor.ts";
 import { ArgReader } from "./args.ts";
 import type { Checker } from "./check.ts";
 import { elementwise, foldStatic } from "./operators.ts";
+import { castTo } from "../ir/scalar.ts";
 import type { Scope, Val } from "./scope.ts";
 import {
   align,
@@ -119,7 +120,7 @@ function convert(to: "int" | "float"): Rule {
     const x = a.value(0, "x");
     a.done();
     if (x.kind === "static") {
-      return { kind: "static", value: to === "int" ? Math.floor(x.value) : x.value, dtype: to };
+      return { kind: "static", value: castTo(to, x.value), dtype: to };
     }
     return cast(c, toTensor(c, x, e.span), to, scope, e.span);
   };

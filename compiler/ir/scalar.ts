@@ -89,7 +89,66 @@ function erf(x: number): number {
   return Math.sign(x) * (1 - erfc);
 }
 
-/** float → int floors, anything → bool is "not zero". */
+/**
+ * A float cast to int (`int(x)`): floor, saturating at the ends of the 32-bit range; NaN is 0
+ * (the GPU's `f2i`, compiler/wgsl/ops.ts, does the same).
+ */
+export function toInt32(x: number): number {
+  if (Number.isNaN(x)) return 0;
+  const f = Math.floor(x);
+  return f >= 2 ** 31 ? 2 ** 31 - 1 : f < -(2 ** 31) ? -(2 ** 31) : f;
+}
+
+/**
+ * An int operand as a 32-bit two's-complement value: an int literal past the range wraps
+ * (2654435761 is -1640531535, so Knuth's multiplicative hash reads as written). Every other
+ * int is already one.
+ */
+export const wrapInt32 = (x: number): number => x | 0;
+
+const w = wrapInt32;
+
+/** Int semantics of the unary functions that keep ints (neg, abs): wrapping, as WGSL's i32. */
+export const INT_UNARY: Partial<Record<UnaryFn, (x: number) => number>> = {
+  neg: (x) => -w(x) | 0,
+  abs: (x) => Math.abs(w(x)) | 0,
+};
+
+/**
+ * Int semantics of the binary functions that give ints: 32-bit two's-complement, wrapping past
+ * ±2^31 (so a hash like `(i * 2654435761) % m` is one value on every backend). `//` and `%` floor
+ * (Python's rule: `x % m` lies in [0, m) for m > 0); `x // 0` is 0 and `x % 0` is x, which keeps
+ * x = m (x // m) + x % m.
+ */
+export const INT_BINARY: Partial<Record<BinaryFn, (x: number, y: number) => number>> = {
+  add: (x, y) => (w(x) + w(y)) | 0,
+  sub: (x, y) => (w(x) - w(y)) | 0,
+  mul: (x, y) => Math.imul(w(x), w(y)),
+  idiv: (x, y) => {
+    const a = w(x), b = w(y);
+    return b === 0 ? 0 : Math.floor(a / b) | 0;
+  },
+  mod: (x, y) => {
+    const a = w(x), b = w(y);
+    if (b === 0) return a;
+    const r = a % b;
+    return (r !== 0 && r < 0 !== b < 0 ? r + b : r) | 0;
+  },
+  max: (x, y) => Math.max(w(x), w(y)),
+  min: (x, y) => Math.min(w(x), w(y)),
+};
+
+/** The scalar function of a unary op whose result has dtype `dtype`. */
+export function unaryOf(fn: UnaryFn, dtype: string): (x: number) => number {
+  return (dtype === "int" && INT_UNARY[fn]) || UNARY[fn];
+}
+
+/** The scalar function of a binary op whose result has dtype `dtype`. */
+export function binaryOf(fn: BinaryFn, dtype: string): (x: number, y: number) => number {
+  return (dtype === "int" && INT_BINARY[fn]) || BINARY[fn];
+}
+
+/** float → int floors (saturating, NaN → 0: `toInt32`), anything → bool is "not zero". */
 export function castTo(to: string, x: number): number {
-  return to === "bool" ? +(x !== 0) : to === "int" ? Math.floor(x) : x;
+  return to === "bool" ? +(x !== 0) : to === "int" ? toInt32(x) : x;
 }

@@ -83,9 +83,10 @@ export type Score =
   | { kind: "leaf"; arg: number; at: "i" | "j" | "scalar" } // args[arg] read at i, j, or [0]
   // args[arg] read at one index per axis, as `gather`: an index outside its axis reads 0.
   | { kind: "table"; arg: number; at: Score[] }
-  | { kind: "unary"; fn: UnaryFn; x: Score }
-  | { kind: "binary"; fn: BinaryFn; a: Score; b: Score }
-  | { kind: "where"; c: Score; a: Score; b: Score }
+  // `int`: the value is an int (32-bit, wrapping arithmetic: compiler/ir/scalar.ts INT_BINARY).
+  | { kind: "unary"; fn: UnaryFn; x: Score; int?: true }
+  | { kind: "binary"; fn: BinaryFn; a: Score; b: Score; int?: true }
+  | { kind: "where"; c: Score; a: Score; b: Score; int?: true }
   | { kind: "cast"; to: "float" | "int" | "bool"; x: Score };
 
 /** Operations, with their attributes. Operands are in `Node.args`. */

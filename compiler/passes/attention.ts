@@ -185,6 +185,7 @@ export class ScoreBuilder {
     const shape = n.type.shape;
     if (layout.length !== shape.length) return undefined;
     const op = n.op;
+    const int = n.type.dtype === "int" ? { int: true as const } : {};
     const operand = (k: number) => {
       const arg = this.byId.get(n.args[k])!;
       const l = broadcastLayout(arg.type.shape, shape, layout);
@@ -205,15 +206,15 @@ export class ScoreBuilder {
       }
       case "unary": {
         const x = operand(0);
-        return x && { kind: "unary", fn: op.fn, x };
+        return x && { kind: "unary", fn: op.fn, x, ...int };
       }
       case "binary": {
         const a = operand(0), b = operand(1);
-        return a && b && { kind: "binary", fn: op.fn, a, b };
+        return a && b && { kind: "binary", fn: op.fn, a, b, ...int };
       }
       case "where": {
         const c = operand(0), a = operand(1), b = operand(2);
-        return c && a && b && { kind: "where", c, a, b };
+        return c && a && b && { kind: "where", c, a, b, ...int };
       }
       case "cast": {
         const x = operand(0);

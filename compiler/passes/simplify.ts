@@ -7,7 +7,7 @@
  * inlined; and `transpose(transpose(x))` is `x`.
  */
 import type { Dim, Graph, Node } from "../ir/types.ts";
-import { BINARY, UNARY } from "../ir/scalar.ts";
+import { binaryOf, toInt32, unaryOf } from "../ir/scalar.ts";
 import { mapNodes, nodesById, substitute } from "../ir/walks.ts";
 
 /** `graph` with identity gathers and double transposes replaced by their operands. */
@@ -34,9 +34,10 @@ function fold(n: Node, byId: Map<number, Node>): Node | undefined {
   const args = n.args.map((a) => byId.get(a)!);
   if (!args.every((a) => a.op.op === "const")) return undefined;
   const v = args.map((a) => (a.op.op === "const" ? a.op.value : 0));
-  let value = n.op.op === "unary" ? UNARY[n.op.fn](v[0]) : BINARY[n.op.fn](v[0], v[1]);
-  if (n.type.dtype === "bool") value = +(value !== 0);
-  if (n.type.dtype === "int") value = Math.floor(value);
+  const t = n.type.dtype;
+  let value = n.op.op === "unary" ? unaryOf(n.op.fn, t)(v[0]) : binaryOf(n.op.fn, t)(v[0], v[1]);
+  if (t === "bool") value = +(value !== 0);
+  if (t === "int") value = toInt32(value);
   return { ...n, op: { op: "const", value }, args: [] };
 }
 

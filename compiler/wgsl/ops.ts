@@ -1,5 +1,5 @@
 /** Op renderers: WGSL for the IR's unary and binary functions, reductions, and the helpers they call. */
-import type { UnaryFn } from "../ir/types.ts";
+import type { BinaryFn, UnaryFn } from "../ir/types.ts";
 import { f32 } from "./syntax.ts";
 
 export const UNARY: Record<UnaryFn, (x: string) => string> = {
@@ -44,6 +44,32 @@ export const BINARY: Record<string, (a: string, b: string) => string> = {
   or: (a, b) => `select(0.0, 1.0, ${a} != 0.0 || ${b} != 0.0)`,
 };
 
+/** i32 renderers of the unary functions that keep ints (see compiler/ir/scalar.ts INT_UNARY). */
+export const INT_UNARY: Partial<Record<UnaryFn, (x: string) => string>> = {
+  neg: (x) => `-(${x})`, // wraps at -2^31, as WGSL defines for i32
+  abs: (x) => `abs(${x})`,
+};
+
+/** i32 renderers of the binary functions that give ints (compiler/ir/scalar.ts INT_BINARY). */
+export const INT_BINARY: Partial<Record<BinaryFn, (a: string, b: string) => string>> = {
+  add: (a, b) => `(${a} + ${b})`,
+  sub: (a, b) => `(${a} - ${b})`,
+  mul: (a, b) => `(${a} * ${b})`,
+  idiv: (a, b) => `idiv_i(${a}, ${b})`,
+  mod: (a, b) => `mod_i(${a}, ${b})`,
+  max: (a, b) => `max(${a}, ${b})`,
+  min: (a, b) => `min(${a}, ${b})`,
+};
+
+/**
+ * An int constant as an i32 literal: wrapped into 32 bits as compiler/ir/scalar.ts `wrapInt32`
+ * (JS's ToInt32, `| 0`) does on the interpreter. -2^31 has no literal of its own.
+ */
+export function intLiteral(v: number): string {
+  const x = v | 0;
+  return x === -(2 ** 31) ? "(-2147483647i - 1i)" : `${x}i`;
+}
+
 /** Helpers that kernels may call; included only when used. */
 export const HELPERS: Record<string, string> = {
   f32_bits: `
@@ -84,6 +110,30 @@ fn min_nan4(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
   let nan = ((ua & m) > inf) | ((ub & m) > inf);
   let eq = bitcast<vec4<f32>>(ua | ub);
   return select(select(select(b, a, a < b), eq, a == b), vec4<f32>(bitcast<f32>(f32_bits.z)), nan);
+}`,
+  f2i: `
+// A float into int arithmetic (compiler/ir/scalar.ts toInt32): floor, saturating; NaN is 0.
+fn f2i(x: f32) -> i32 {
+  if ((bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u) { return 0i; }
+  if (x >= 2147483648.0) { return 2147483647i; }
+  if (x < -2147483648.0) { return -2147483647i - 1i; }
+  return i32(floor(x));
+}`,
+  idiv_i: `
+// Floor division of ints; x // 0 is 0 and x // -1 wraps at -2^31 (as the interpreter's).
+fn idiv_i(a: i32, b: i32) -> i32 {
+  if (b == 0i) { return 0i; }
+  if (b == -1i) { return -a; }
+  let q = a / b;
+  return select(q, q - 1i, q * b != a && (a < 0i) != (b < 0i));
+}`,
+  mod_i: `
+// Floor remainder of ints (the divisor's sign); x % 0 is x.
+fn mod_i(a: i32, b: i32) -> i32 {
+  if (b == 0i) { return a; }
+  if (b == -1i) { return 0i; }
+  let r = a % b;
+  return select(r, r + b, r != 0i && (r < 0i) != (b < 0i));
 }`,
   pow_real: `
 // WGSL pow is undefined for a negative base; integer exponents keep their sign as in float64.

@@ -1,8 +1,37 @@
 /** The Reader: operand values inside a kernel, read from buffers or expanded inline. */
 import type { Dim, Node } from "../ir/types.ts";
 import { dim, f32, lead, size, sliceOf, strides, type SymbolSlots, usedChunks } from "./syntax.ts";
-import { BINARY, HEAVY, REDUCE_INIT, reduceStep, UNARY } from "./ops.ts";
+import {
+  BINARY,
+  HEAVY,
+  INT_BINARY,
+  INT_UNARY,
+  intLiteral,
+  REDUCE_INIT,
+  reduceStep,
+  UNARY,
+} from "./ops.ts";
 import { type BindingKey, nodeKey } from "./keys.ts";
+
+/** Ops whose int values `expand` renders as i32 (the rest are read as f32 and converted). */
+const INT_EXPANDED = new Set([
+  "const",
+  "fill",
+  "dim",
+  "lead",
+  "iota",
+  "unary",
+  "binary",
+  "where",
+  "cast",
+  "broadcast",
+  "transpose",
+  "reshape",
+  "gather",
+]);
+/** Of those, the ones whose int value is computed (not read or counted): f32 only at the end. */
+const INT_ARITHMETIC = new Set(["unary", "binary", "where", "cast"]);
+const COMPARES = new Set(["lt", "le", "gt", "ge", "eq", "ne"]);
 
 /** Where a value is stored other than its own buffer: a binding, an offset in a slice, a stride. */
 export interface Placement {
@@ -115,6 +144,8 @@ export class Reader {
   placed = new Map<number, Placement>();
   /** Scalar expressions computed once at the top of the kernel body (`prologue`). */
   hoisted = new Map<number, string>();
+  /** The hoisted scalars bound as i32 (int arithmetic), not f32. */
+  private hoistedInt = new Set<number>();
   /** Whether scalars may be hoisted (not in regions, where values change between phases). */
   hoist = true;
   private fnDepth = 0;
@@ -141,24 +172,34 @@ export class Reader {
     return `a${k}`;
   }
 
-  /** Value of node `id` at coordinates `c` (one u32 WGSL expression per axis). */
-  at(id: number, c: string[]): string {
+  /**
+   * Value of node `id` at coordinates `c` (one u32 WGSL expression per axis): an f32 expression,
+   * or with `int` an i32 one (int arithmetic runs in i32 inside an expression: exact, wrapping as
+   * the interpreter's; values stored in buffers are f32).
+   */
+  at(id: number, c: string[], int = false): string {
     const n = this.byId.get(id)!;
+    const i32 = n.type.dtype === "int" && INT_EXPANDED.has(n.op.op);
+    const asInt = (f32expr: string) => (int ? `f2i(${f32expr})` : f32expr);
     if (this.inline.has(id) && HEAVY.has(n.op.op)) {
-      return `${this.fn(n)}(${["s", ...c].join(", ")})`;
+      return asInt(`${this.fn(n)}(${["s", ...c].join(", ")})`);
     }
     if (
       this.inline.has(id) && this.hoist && this.fnDepth === 0 && n.type.shape.length === 0 &&
       !["const", "dim", "fill"].includes(n.op.op)
     ) {
       // A scalar expression (like d^0.25) is computed once per invocation, not per read.
-      if (!this.hoisted.has(id)) this.hoisted.set(id, this.expand(n, []));
-      return `h${id}`;
+      if (!this.hoisted.has(id)) {
+        this.hoisted.set(id, this.expand(n, [], i32));
+        if (i32) this.hoistedInt.add(id);
+      }
+      const h = `h${id}`;
+      return this.hoistedInt.has(id) ? (int ? h : `f32(${h})`) : asInt(h);
     }
-    if (this.inline.has(id)) return this.expand(n, c);
+    if (this.inline.has(id)) return int && !i32 ? asInt(this.expand(n, c)) : this.expand(n, c, int);
     const chunks = this.chunks.get(id);
-    if (chunks) return `${this.partialSum(n, chunks)}(${["s", ...c].join(", ")})`;
-    return `${this.buffer(this.placed.get(id)?.key ?? nodeKey(id))}[${this.index(id, c)}]`;
+    if (chunks) return asInt(`${this.partialSum(n, chunks)}(${["s", ...c].join(", ")})`);
+    return asInt(`${this.buffer(this.placed.get(id)?.key ?? nodeKey(id))}[${this.index(id, c)}]`);
   }
 
   /** A table stored as `chunks` partial tables: the function summing them at a coordinate. */
@@ -298,7 +339,7 @@ export class Reader {
     const last = c.length - 1;
     const shape = n.type.shape;
     if (shape.length === 0 || shape[shape.length - 1] === 1) return `vec4<f32>(${this.at(id, c)})`;
-    if (this.inline.has(id) || self) {
+    if ((this.inline.has(id) || self) && n.type.dtype !== "int") {
       if (n.op.op === "reduce") return `${this.fn4(id)}(${["s", ...c].join(", ")})`;
       const arg = (k: number) => this.byId.get(n.args[k])!;
       const A = (k: number) => this.at4(n.args[k], Reader.broadcast(arg(k).type.shape, c), len);
@@ -327,41 +368,54 @@ export class Reader {
     return shape.map((d, i) => (d === 1 ? "0u" : c[lead + i]));
   }
 
-  /** The expression of an elementwise node at coordinates `c`. */
-  expand(n: Node, c: string[]): string {
+  /**
+   * The expression of an elementwise node at coordinates `c`: f32, or i32 with `int` (for an int
+   * node of `INT_EXPANDED`; an int node's arithmetic is i32 in either case, converted once).
+   */
+  expand(n: Node, c: string[], int = false): string {
     const slots = this.slots;
-    const arg = (k: number) => this.byId.get(n.args[k])!;
-    const A = (k: number) => this.at(n.args[k], Reader.broadcast(arg(k).type.shape, c));
     const op = n.op;
+    const intNode = n.type.dtype === "int" && INT_EXPANDED.has(op.op);
+    if (!int && intNode && INT_ARITHMETIC.has(op.op)) {
+      return `f32(${this.expand(n, c, true)})`;
+    }
+    const arg = (k: number) => this.byId.get(n.args[k])!;
+    const A = (k: number, i32 = int) =>
+      this.at(n.args[k], Reader.broadcast(arg(k).type.shape, c), i32);
     switch (op.op) {
       case "const":
       case "fill":
-        return f32(op.value);
+        return int ? intLiteral(op.value) : f32(op.value);
       case "dim":
-        return `f32(${dim(op.name, slots)})`;
+        return `${int ? "i32" : "f32"}(${dim(op.name, slots)})`;
       case "lead":
-        return lead(op.of, slots);
+        return int ? `i32(${lead(op.of, slots)})` : lead(op.of, slots);
       case "iota":
-        return `f32(${c[op.axis]})`;
+        return `${int ? "i32" : "f32"}(${c[op.axis]})`;
       case "eye":
         return `select(0.0, 1.0, (${c[0]}) == (${c[1]}))`;
       case "unary":
-        return UNARY[op.fn](A(0));
-      case "binary":
-        return BINARY[op.fn](A(0), A(1));
+        return int ? INT_UNARY[op.fn]!(A(0)) : UNARY[op.fn](A(0));
+      case "binary": {
+        if (int) return INT_BINARY[op.fn]!(A(0), A(1));
+        // Two ints compare as i32: exact where f32 would round them past 2^24.
+        const ints = n.type.dtype === "bool" && COMPARES.has(op.fn) &&
+          [0, 1].every((k) => arg(k).type.dtype === "int");
+        return BINARY[op.fn](A(0, ints), A(1, ints));
+      }
       case "where":
-        return `select(${A(2)}, ${A(1)}, ${A(0)} != 0.0)`;
+        return `select(${A(2)}, ${A(1)}, ${A(0, false)} != 0.0)`;
       case "cast": {
-        const x = A(0);
+        const x = A(0, false);
         const to = n.type.dtype;
-        return to === "bool" ? `select(0.0, 1.0, ${x} != 0.0)` : to === "int" ? `floor(${x})` : x;
+        return to === "bool" ? `select(0.0, 1.0, ${x} != 0.0)` : to === "int" ? `f2i(${x})` : x;
       }
       case "broadcast":
         return A(0);
       case "transpose": {
         const r = c.length;
         const sw = c.map((x, i) => (i === r - 2 ? c[r - 1] : i === r - 1 ? c[r - 2] : x));
-        return this.at(n.args[0], sw);
+        return this.at(n.args[0], sw, int);
       }
       case "reshape": {
         // Same elements: linearize over this shape, delinearize over the operand's.
@@ -369,24 +423,31 @@ export class Reader {
         const flat = `(${c.map((x, i) => `(${x}) * ${st[i]}`).join(" + ") || "0u"})`;
         const src = arg(0).type.shape;
         const sst = strides(src, slots);
-        return this.at(n.args[0], src.map((d, i) => `((${flat} / ${sst[i]}) % ${dim(d, slots)})`));
+        return this.at(
+          n.args[0],
+          src.map((d, i) => `((${flat} / ${sst[i]}) % ${dim(d, slots)})`),
+          int,
+        );
       }
       case "gather": {
         const x = arg(0).type.shape;
         const nIdx = n.args.length - 1;
         const irank = c.length - (x.length - nIdx);
-        const js = Array.from(
-          { length: nIdx },
-          (_, k) =>
-            `i32(floor(${
-              this.at(n.args[k + 1], Reader.broadcast(arg(k + 1).type.shape, c.slice(0, irank)))
-            }))`,
-        );
+        // An int index is read as i32 (exact); a float one floors (NaN and ±inf then read 0 or
+        // the end, as `i32` converts them; interp.ts reads 0 for every index outside the axis).
+        const js = Array.from({ length: nIdx }, (_, k) => {
+          const ix = arg(k + 1), at = Reader.broadcast(ix.type.shape, c.slice(0, irank));
+          return ix.type.dtype === "int"
+            ? `(${this.at(ix.id, at, true)})`
+            : `i32(floor(${this.at(ix.id, at)}))`;
+        });
         const inside = js.map((j, k) => `(${j} >= 0 && ${j} < i32(${dim(x[k], slots)}))`).join(
           " && ",
         );
         const xc = [...js.map((j) => `u32(max(${j}, 0))`), ...c.slice(irank)];
-        return `select(0.0, ${this.at(n.args[0], xc)}, ${inside})`;
+        return int
+          ? `select(0i, ${this.at(n.args[0], xc, true)}, ${inside})`
+          : `select(0.0, ${this.at(n.args[0], xc)}, ${inside})`;
       }
       default:
         throw new Error(`internal: ${op.op} is not elementwise`);
