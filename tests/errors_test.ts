@@ -107,6 +107,28 @@ const CASES: Case[] = [
     src: ["def exp(q: [n, d]) {", "  return q", "}"],
     message: `${FILE}:1:5: function exp has the name of a builtin`,
   },
+  {
+    // Found writing a hand softmax: `e` was then the [n, n] tensor in the result type [n, e].
+    name: "names: a local named like a size is refused where it is assigned",
+    src: [
+      "def f(q: [n, d], v: [n, e]) -> [n, e] {",
+      "  e = exp(q @ q^T)",
+      "  return e @ v",
+      "}",
+    ],
+    message: `${FILE}:2:3: e is a size (from v: [n, e]); a local cannot take its name`,
+    hint: "rename the local, e.g. e_ or e2",
+  },
+  {
+    name: "names: an index-notation target named like a size is refused",
+    src: [
+      "def f(q: [n, d]) -> [n, n] {",
+      "  d[i, j] = q[i] . q[j]",
+      "  return d",
+      "}",
+    ],
+    message: `${FILE}:2:3: d is a size (from q: [n, d]); a local cannot take its name`,
+  },
   // ------------------------------------------------------------------- shapes
   {
     name: "shape mismatch in + names both sizes and their origins",

@@ -2,7 +2,7 @@
  * Statements: a function body in order, assignments, the return (checked against a declared
  * result type), and `repeat` loops, whose reassigned names are carried around the loop.
  */
-import type { FunctionDef, Stmt, StmtOf } from "./ast.ts";
+import type { FunctionDef, Ident, Stmt, StmtOf } from "./ast.ts";
 import type { Span } from "../errors.ts";
 import type { Node } from "../ir/types.ts";
 import { showType } from "../ir/print.ts";
@@ -43,6 +43,9 @@ function stmts(c: Checker, list: Stmt[], scope: Scope, inLoop = false): Returned
         : s.values.map((v) => c.expr(v, scope));
       return { values, span: s.span };
     }
+    for (const t of s.kind === "destructure" ? s.targets : s.kind === "repeat" ? [] : [s.target]) {
+      notASize(c, scope, t);
+    }
     if (s.kind === "assign") bind(c, scope, s.target.name, c.expr(s.value, scope));
     else if (s.kind === "destructure") {
       for (const [name, v] of destructure(c, s, scope)) bind(c, scope, name, v);
@@ -50,6 +53,20 @@ function stmts(c: Checker, list: Stmt[], scope: Scope, inLoop = false): Returned
     else repeat(c, s, scope);
   }
   return undefined;
+}
+
+/**
+ * A local may not take a size's name: `e = exp(s)` beside `v: [n, e]` would make every later `e`
+ * (the result type's too) mean the tensor.
+ */
+function notASize(c: Checker, scope: Scope, t: Ident): void {
+  if (!scope.dims.has(t.name)) return;
+  c.fail(
+    `${describeDim(c, scope.dims.get(t.name)!).replace(/^(\S+) \(/, "$1 is a size (")}` +
+      "; a local cannot take its name",
+    t.span,
+    `rename the local, e.g. ${t.name}_ or ${t.name}2`,
+  );
 }
 
 function bind(c: Checker, scope: Scope, name: string, v: Val): void {
