@@ -159,7 +159,13 @@ export function attentionLines(
       : n.op.op === "attention" && n.op.rowSum
       ? "; also each row's sum of weights"
       : "";
-    const lines = [`%${n.id} ${n.op.op}: ${form}${lse}`, `  score = ${showScore(score)}`];
+    const written = n.op.op === "attention" && n.op.emptyNaN
+      ? "; written out as exp(s - max(s)) / sum: a row with no finite score is NaN"
+      : "";
+    const lines = [
+      `%${n.id} ${n.op.op}: ${form}${lse}${written}`,
+      `  score = ${showScore(score)}`,
+    ];
     // Summed weights are not tested by blocks (kernels/attention.ts).
     if (masksKeys(score) && !sum) {
       const c = tileCounts(n, n.args.map((a) => byId.get(a)!), sizes);

@@ -45,7 +45,10 @@ export function attention(
       out.data.fill(NaN, i * e, i * e + e);
       continue;
     }
-    if (m === -Infinity) continue;
+    if (m === -Infinity) {
+      if (n.op.op === "attention" && n.op.emptyNaN) out.data.fill(NaN, i * e, i * e + e);
+      continue;
+    }
     let z = 0;
     for (let j = 0; j < cols; j++) z += s[j] = Math.exp(s[j] - m);
     for (let j = 0; j < cols; j++) {

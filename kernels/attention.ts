@@ -489,6 +489,7 @@ function attentionKernel(
       helpers,
       probs,
       sum,
+      emptyNaN: node.op.op === "attention" && node.op.emptyNaN === true,
       f16,
       slices: qkv.some((x) => slots.has(nodeSliceKey(x.id)))
         ? [...qkv, a].map((x) => sliceOf(x.id, slots))

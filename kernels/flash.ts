@@ -69,6 +69,8 @@ export interface FlashSpec {
    * sum; the accumulator is the plain weighted sum Σ_j score · v_j, which NaN enters as is.
    */
   sum?: boolean;
+  /** A row whose scores are all -inf (l = 0) is NaN, not zeros (a softmax written out). */
+  emptyNaN?: boolean;
   /** q·k in half precision (q and k rows converted to f16 on load; needs `shader-f16`). */
   f16?: boolean;
   /**
@@ -284,6 +286,8 @@ function keyStep(spec: FlashSpec, r: number, t: Shape): string {
  */
 function epilogue(spec: FlashSpec, t: Shape): string {
   const { e, ev, ew, et, cols, rowsOf } = t;
+  // The rows written NaN: a NaN score, and with emptyNaN a row no key counted.
+  const nan = (r: number) => spec.emptyNaN ? `(bad${r} || l${r} == 0.0)` : `bad${r}`;
   return spec.probs
     ? `for (var j = 0u; j < cols; j = j + 1u) {
     let inside = j >= jlo && j < jhi;
@@ -320,7 +324,9 @@ function epilogue(spec: FlashSpec, t: Shape): string {
           cols(
             ew,
             (c) =>
-              `out[ob + ${c}u] = select(select(acc${r}[${c}], ${et}(bitcast<f32>(f32_bits.z)), bad${r}), aR[rb + ${c}u], pick${r} >= 0);`,
+              `out[ob + ${c}u] = select(select(acc${r}[${c}], ${et}(bitcast<f32>(f32_bits.z)), ${
+                nan(r)
+              }), aR[rb + ${c}u], pick${r} >= 0);`,
           )
         } }`
       )
@@ -330,7 +336,7 @@ function epilogue(spec: FlashSpec, t: Shape): string {
         cols(
           ew,
           (c) =>
-            `out[ob + ${c}u] = select(acc${r}[${c}], ${et}(bitcast<f32>(f32_bits.z)), bad${r});`,
+            `out[ob + ${c}u] = select(acc${r}[${c}], ${et}(bitcast<f32>(f32_bits.z)), ${nan(r)});`,
         )
       }${
         spec.lse

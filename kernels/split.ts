@@ -263,7 +263,11 @@ function splitAttention(n: Node, req: KernelRequest): SplitKernels {
       l = ln;
     }
   }
-  out[s * ${outSize} + r] = select(select(0.0, acc, l > 0.0), ${f32(NaN)}, bad);`;
+  out[s * ${outSize} + r] = ${
+    n.op.op === "attention" && n.op.emptyNaN
+      ? `select(acc, ${f32(NaN)}, bad || !(l > 0.0))` // a row no part counted is NaN
+      : `select(select(0.0, acc, l > 0.0), ${f32(NaN)}, bad)`
+  };`;
   const summed = n.op.op === "attention" && n.op.weights === "score";
   const combine = kernel(n, [PARTIAL], n.type.shape, slots, summed ? sum : body);
   // The row log-sum-exp from the parts' (max, sum): a NaN sum is a NaN score (flash.ts).

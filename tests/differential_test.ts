@@ -97,7 +97,8 @@ Deno.test("differential: every pass preserves the interpreter's result on genera
     tables = 0,
     summed = 0,
     rowLse = 0,
-    rowSum = 0;
+    rowSum = 0,
+    written = 0;
   const t0 = performance.now();
   await checkProperty(
     "interpreter differential",
@@ -115,6 +116,7 @@ Deno.test("differential: every pass preserves the interpreter's result on genera
       if (f.summed) summed++;
       if (f.rowLse) rowLse++;
       if (f.rowSum) rowSum++;
+      if (f.written) written++;
       if (f.changed.includes("reassociate")) reassociated++;
     }),
     RUNS,
@@ -125,7 +127,7 @@ Deno.test("differential: every pass preserves the interpreter's result on genera
       `reading a query vector with n shared, ${probs} probs, ${inLoop} fused inside a loop, ` +
       `${reassociated} reassociated, ${tables} reading a table at (i, j), ${summed} summing ` +
       `weights without softmax, ${rowLse} giving the row log-sum-exp from the flash pass, ` +
-      `${rowSum} their row sums of weights`,
+      `${rowSum} their row sums of weights, ${written} a softmax written out`,
   );
   // The generator must keep reaching what the passes rewrite.
   if (RUNS >= 200) {
@@ -138,6 +140,7 @@ Deno.test("differential: every pass preserves the interpreter's result on genera
     assert.ok(summed >= 5, `only ${summed} fuse weights without softmax`);
     assert.ok(rowLse >= 5, `only ${rowLse} give the row log-sum-exp from the flash pass`);
     assert.ok(rowSum >= 5, `only ${rowSum} give row sums of weights from the pass`);
+    assert.ok(written >= 5, `only ${written} fuse a softmax written out`);
   }
 });
 

@@ -299,3 +299,63 @@ Deno.test("fusion: row-normalized weights (w @ v) / sum(w, axis=1) take one pass
     assert.ok(relativeError(interpret(p.optimized, x), want) < 1e-12, tail);
   }
 });
+
+Deno.test({
+  name:
+    "fusion: a softmax written out, exp(s - max(s)) / sum, is one pass with its own NaN rows, plain and split",
+  ignore: adapter === undefined,
+  fn: async () => {
+    const { LOOPS } = await import("../compiler/limits.ts");
+    // Queries i < 3 see no key: the written form makes their rows NaN (-inf - -inf).
+    const score = "where(i >= 3 and j <= i, q[i] . k[j] / sqrt(d), -inf)";
+    const forms = [
+      "(w / sum(w, axis=1, keepdims=true)) @ v",
+      "(w @ v) / sum(w, axis=1, keepdims=true)",
+    ];
+    const saved = { ...LOOPS };
+    try {
+      for (const split of [false, true]) {
+        // A small loop budget sends the key loop through the split plan (kernels/split.ts).
+        if (split) Object.assign(LOOPS, { budget: 120, chunk: 8, parts: 16 });
+        for (const form of forms) {
+          const p = compileSync(`def f(q: [n, d], k: [n, d], v: [n, e]) -> [n, e] {
+  s[i, j] = ${score}
+  w = exp(s - max(s, axis=1, keepdims=true))
+  return ${form}
+}`);
+          assert.ok(
+            p.optimized.nodes.some((n) => n.op.op === "attention" && n.op.emptyNaN),
+            p.explain(),
+          );
+          for (const n of split ? [300] : [13, 70]) {
+            const x = {
+              q: randomTensor([n, 8], { seed: n }),
+              k: randomTensor([n, 8], { seed: n + 1 }),
+              v: randomTensor([n, 5], { seed: n + 2 }),
+            };
+            const want = await p.run(x, { backend: "interp" });
+            // The checked program (no passes) is the oracle of the rewrite's NaN rows.
+            const checked = interpret(p.graph, x);
+            const { output, stats } = await p.profile(x, { poison: true });
+            assert.equal(stats.dispatches, split ? 2 : 1, p.explain()); // split: parts, merge
+            const what = `${form}, n ${n}${split ? ", split" : ""}`;
+            for (let r = 0; r < n; r++) {
+              const row = (t: Tensor) => [...t.data.subarray(r * 5, r * 5 + 5)];
+              const empty = r < 3;
+              for (const t of [checked, want, output]) {
+                assert.equal(row(t).every(Number.isNaN), empty, `${what}: row ${r}`);
+              }
+              if (!empty) {
+                row(output).forEach((y, c) =>
+                  assert.ok(Math.abs(y - row(checked)[c]) < 1e-5, `${what}: row ${r}, col ${c}`)
+                );
+              }
+            }
+          }
+        }
+      }
+    } finally {
+      Object.assign(LOOPS, saved);
+    }
+  },
+});

@@ -145,6 +145,8 @@ export type Head =
   | "relu2" // relu(s)^2 @ v
   | "rownorm" // (relu(s) @ v) / (sum(relu(s), axis=1) + 1): weights and their row sums in one pass
   | "rownormsum" // the same with the row sum written first
+  | "written" // w = exp(s - max(s)); (w / sum(w)) @ v: a softmax written out (NaN for empty rows)
+  | "writtenv" // the same as (w @ v) / sum(w)
   | "diff" // (softmax(s) - slope * softmax(tanh(q) @ k^T)) @ v: differential attention
   | "diffv" // softmax(s) @ v - slope * (softmax(causal q · relu(k)) @ v): the same, distributed
   | "diffm" // (softmax(s) - slope * softmax(s2)) @ v, s2 under the spec's mask (or causal): blocks
@@ -487,6 +489,8 @@ export function specArb(options: SpecOptions = {}): fc.Arbitrary<Spec> {
       "relu2",
       "rownorm",
       "rownormsum",
+      "written",
+      "writtenv",
       "diff",
       "diffv",
       "diffm",
@@ -777,6 +781,17 @@ export function printProgram(s: Spec): string {
       headLines.push("rw = relu(s)", "y = (rw @ v) / (sum(rw, axis=1, keepdims=true) + 1.0)");
       shape = ["n", "e"];
       break;
+    case "written":
+    case "writtenv":
+      need("v");
+      headLines.push(
+        "sw = exp(s - max(s, axis=1, keepdims=true))",
+        head === "written"
+          ? "y = (sw / sum(sw, axis=1, keepdims=true)) @ v"
+          : "y = (sw @ v) / sum(sw, axis=1, keepdims=true)",
+      );
+      shape = ["n", "e"];
+      break;
     case "rownormsum":
       need("v");
       headLines.push(
@@ -1027,6 +1042,8 @@ export interface Features {
   rowLse: number;
   /** Summed-weights attentions that also give their row sums (passes/rowsum.ts). */
   rowSum: number;
+  /** Fused nodes of a softmax written out (`emptyNaN`, passes/written.ts). */
+  written: number;
 }
 
 /** A compiled spec with its source and inputs. */
@@ -1089,6 +1106,7 @@ export function features(c: Compiled): Features {
     summed: 0,
     rowLse: 0,
     rowSum: 0,
+    written: 0,
   };
   const visit = (nodes: Node[], inLoop: boolean) => {
     for (const n of nodes) {
@@ -1106,6 +1124,7 @@ export function features(c: Compiled): Features {
       if (n.op.op === "attention" && n.op.weights === "score") f.summed++;
       if (n.op.op === "attention" && n.op.lse) f.rowLse++;
       if (n.op.op === "attention" && n.op.rowSum) f.rowSum++;
+      if (n.op.op === "attention" && n.op.emptyNaN) f.written++;
     }
   };
   visit(c.program.optimized.nodes, false);

@@ -133,7 +133,16 @@ export type Op =
   // (sigmoid attention sigmoid(s - log m) @ v, relu(s)^2 @ v).
   // With lse (softmax only), the kernel also keeps each row's log-sum-exp of the score, read by
   // `attention_lse` nodes (passes/lse.ts).
-  | { op: "attention"; score: Score; weights?: "score"; lse?: true; rowSum?: true }
+  // With emptyNaN (a softmax written out, passes/written.ts), a row whose scores are all -inf is
+  // NaN, as exp(s - max(s)) makes it, not zeros.
+  | {
+    op: "attention";
+    score: Score;
+    weights?: "score";
+    lse?: true;
+    rowSum?: true;
+    emptyNaN?: true;
+  }
   // The row log-sum-exp of args[0], an attention node with lse: [rows] (or [rows, 1]).
   | { op: "attention_lse" }
   // The row sums of the weights of args[0], a summed-weights attention with rowSum: [rows] (or

@@ -111,6 +111,31 @@ function single(layout: Axis[]): "i" | "j" | "scalar" | undefined {
   return live.length === 1 ? live[0]! : undefined;
 }
 
+// Ops whose result jumps where an operand crosses a value (a comparison, a floor): there a one-ulp
+// difference between two float32 computations of one value can change the result.
+const STEP_BINARY = new Set(["lt", "le", "gt", "ge", "eq", "ne", "idiv", "mod"]);
+const STEP_UNARY = new Set(["floor", "ceil", "sign", "not"]);
+
+/** Whether a leaf numbered in `args` is read under a step (continuous uses are safe). */
+function steps(x: Score, args: Set<number>, under = false): boolean {
+  switch (x.kind) {
+    case "leaf":
+      return under && args.has(x.arg);
+    case "table":
+      return (under && args.has(x.arg)) || x.at.some((y) => steps(y, args, true));
+    case "unary":
+      return steps(x.x, args, under || STEP_UNARY.has(x.fn));
+    case "cast":
+      return steps(x.x, args, under || x.to !== "float");
+    case "binary":
+      return [x.a, x.b].some((y) => steps(y, args, under || STEP_BINARY.has(x.fn)));
+    case "where":
+      return steps(x.c, args, true) || steps(x.a, args, under) || steps(x.b, args, under);
+    default:
+      return false;
+  }
+}
+
 /** Whether a score reads a table. */
 function hasTable(x: Score): boolean {
   return x.kind === "table" ||
@@ -179,8 +204,53 @@ export class ScoreBuilder {
     return at && single(layout) === at ? at : undefined;
   }
 
-  /** The score expression of node `id`, whose dimensions run along the grid axes `layout`. */
+  /**
+   * The score expression of node `id`, whose dimensions run along the grid axes `layout`.
+   * Refused when a leaf is computed from the dot product the score recomputes (a row max or a
+   * top-k threshold of the stored `q @ k^T`): the fused kernel's q·k, summed in another order,
+   * can differ from the stored one by an ulp, and `s >= max(s)` then drops the row's best key.
+   */
   build(id: number, layout: Axis[] = ["i", "j"]): Score | undefined {
+    this.depth++;
+    let score: Score | undefined;
+    try {
+      score = this.buildNode(id, layout);
+    } finally {
+      this.depth--;
+    }
+    if (this.depth > 0 || !score) return score;
+    const risky = new Set(
+      this.leaves.flatMap((l, k) => this.reaches(l, this.products) ? [this.leafBase + k] : []),
+    );
+    if (!steps(score, risky)) return score;
+    const from = this.leaves[[...risky][0] - this.leafBase];
+    this.failure ??=
+      `its leaf %${from} is computed from the stored q·k (%${
+        [...this.products].join(", %")
+      }) that the pass would recompute: summed in another order the two can differ by an ulp, ` +
+      "and a comparison between them could flip";
+    return undefined;
+  }
+
+  private depth = 0;
+  /** The nodes whose value the score recomputes as its q·k. */
+  private products = new Set<number>();
+  private reached = new Map<number, boolean>();
+
+  /** Whether node `id` depends on a node of `targets`. */
+  private reaches(id: number, targets: Set<number>): boolean {
+    const known = this.reached.get(id);
+    if (known !== undefined) return known;
+    this.reached.set(id, false); // a cycle cannot occur; this bounds the walk
+    const n = this.byId.get(id)!;
+    const body = n.op.op === "loop" ? n.op.results : [];
+    const hit = targets.has(id) ||
+      [...n.args, ...body].some((a) => this.byId.has(a) && this.reaches(a, targets));
+    this.reached.set(id, hit);
+    return hit;
+  }
+
+  private buildNode(id: number, layout: Axis[]): Score | undefined {
     const n = this.byId.get(id)!;
     const shape = n.type.shape;
     if (layout.length !== shape.length) return undefined;
@@ -245,6 +315,7 @@ export class ScoreBuilder {
         const b = this.byId.get(t.args[0])!;
         if (b.type.shape.length !== 2 || a.type.shape[1] !== b.type.shape[1]) break;
         const [r, c] = layout;
+        this.products.add(n.id);
         if (r === "i" && c === "j") return this.core(a.id, b.id);
         if (r === "j" && c === "i") return this.core(b.id, a.id); // a_j · b_i = b_i · a_j
         break;
@@ -257,6 +328,7 @@ export class ScoreBuilder {
         const la = lead(ga), lb = lead(gb);
         const x = la && this.rowsAt(ga, la), y = lb && this.rowsAt(gb, lb);
         if (!x || !y || x.at === y.at || x.src.type.shape[1] !== y.src.type.shape[1]) break;
+        this.products.add(n.id);
         return x.at === "i" ? this.core(x.src.id, y.src.id) : this.core(y.src.id, x.src.id);
       }
       case "reduce": {
@@ -277,6 +349,7 @@ export class ScoreBuilder {
         });
         const [x, y] = rows;
         if (!x || !y || x.at === y.at) break;
+        this.products.add(n.id);
         return x.at === "i" ? this.core(x.src.id, y.src.id) : this.core(y.src.id, x.src.id);
       }
       case "gather": {

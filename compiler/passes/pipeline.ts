@@ -10,6 +10,7 @@ import { contractToMatmul } from "./contract.ts";
 import { fuseStreams } from "./streams.ts";
 import { fuseRowLse } from "./lse.ts";
 import { fuseRowSums } from "./rowsum.ts";
+import { fuseWrittenSoftmax } from "./written.ts";
 import { eliminateDeadCode } from "./dce.ts";
 import { reassociate } from "./reassociate.ts";
 import { simplify } from "./simplify.ts";
@@ -24,7 +25,10 @@ export const PASSES: { name: string; run: (g: Graph) => Graph }[] = [
     // stays a pass of its own, rather than one that computes it only for its lse beside a mix
     // that streams its keys again (examples/flash_split.attn: 4 dispatches, 3 passes over keys).
     name: "attention fusion",
-    run: (g) => eliminateDeadCode(fuseStreams(fuseRowLse(fuseAttention(fuseRowSums(g))))),
+    run: (g) =>
+      eliminateDeadCode(
+        fuseStreams(fuseRowLse(fuseAttention(fuseRowSums(fuseWrittenSoftmax(g))))),
+      ),
   },
   { name: "probabilities", run: (g) => eliminateDeadCode(fuseProbabilities(g)) },
   { name: "causal scan", run: (g) => eliminateDeadCode(fuseCausalContractions(g)) },

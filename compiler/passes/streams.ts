@@ -62,7 +62,8 @@ function mixOfAttentions(n: Node, byId: Map<number, Node>, users: Map<number, nu
   if (n.op.op !== "binary" || n.type.shape.length !== 2) return undefined;
   let v: number | undefined;
   const isTerm = (x: Node) =>
-    x.op.op === "attention" && x.op.weights === undefined && (v ??= x.args[2]) === x.args[2];
+    x.op.op === "attention" && x.op.weights === undefined && !x.op.emptyNaN &&
+    (v ??= x.args[2]) === x.args[2];
   const terms = linear(n.id, n.type.shape, byId, users, isTerm, true);
   if (!terms || v === undefined) return undefined;
   const built = terms.map((t): Built => {
