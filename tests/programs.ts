@@ -61,6 +61,9 @@ export type SExpr =
   | { k: "static" } // x, carried by a repeat
   | { k: "dist"; f: "i - j" | "j - i" | "i + j" } // iota arithmetic, an int
   | { k: "hashf"; f: HashTerm } // float((hash) % 7) / 4 and friends: int arithmetic that wraps
+  // q[i] . k[j] with a factor on a row: -q[i] . k[j], (c * q[i]) . k[j] (`.` binds like `*`);
+  // "data" (a factor read from data, maybe inf) must stay unfused
+  | { k: "scaled"; f: "neg" | "lit" | "log" | "right" | "data" }
   // bias[clamp(j - i, -K, K) + K]: every index inside bias [2K + 1], so the kernel reads it
   // unchecked; edge -1 / 1 lets the clamp reach one past the table's start / end (reads 0 there).
   | { k: "table"; K: number; edge: -1 | 0 | 1 }
@@ -275,6 +278,19 @@ const sLeaf: fc.Arbitrary<SExpr> = fc.oneof(
       f: fc.constantFrom("i - j" as const, "j - i" as const, "i + j" as const),
     }),
     weight: 1,
+  },
+  {
+    arbitrary: fc.record({
+      k: fc.constant("scaled" as const),
+      f: fc.constantFrom(
+        "neg" as const,
+        "lit" as const,
+        "log" as const,
+        "right" as const,
+        "data" as const,
+      ),
+    }),
+    weight: 2,
   },
   {
     arbitrary: fc.record({
@@ -621,6 +637,14 @@ export function printProgram(s: Spec): string {
         return `(${e.f})`;
       case "hashf":
         return `(${HASH_TERMS[e.f]})`;
+      case "scaled":
+        return {
+          neg: `(-${qv}[i] . k[j])`,
+          lit: `(0.5 * ${qv}[i] . k[j])`,
+          log: `(log(float(i + 1)) * ${qv}[i] . k[j])`,
+          right: `(${qv}[i] . (k[j] * slope))`,
+          data: `((${qv}[i] * ${vecSrc("t")}[i]) . k[j])`,
+        }[e.f];
       case "table":
         need(`bias${e.K}`);
         return `bias${e.K}[clamp(j - i, ${-e.K + Math.min(e.edge, 0)}, ${

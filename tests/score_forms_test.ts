@@ -208,3 +208,67 @@ Deno.test({
     }
   },
 });
+
+// `.` binds like `*`: `c * q[i] . k[j]` is `(c * q[i]) . k[j]`. A factor constant along the row
+// comes out of the dot product where that is exact in IEEE arithmetic (passes/finite.ts): never
+// infinite for a product, never zero for a divisor. Found by the second generality probe (SSMax).
+const FACTORED: [string, boolean][] = [
+  ["sc * log(float(i + 1)) * q[i] . k[j] / sqrt(d)", true], // SSMax
+  ["-q[i] . k[j]", true],
+  ["q[i] . (k[j] * 0.5)", true],
+  ["(q[i] / 4.0) . k[j]", true],
+  ["2.0 * -q[i] . k[j]", true],
+  // Not provable: t[i] may be inf (inf * 0 in a term is NaN on one side only), sqrt(d) and
+  // float(i) may be 0, log(float(i)) is -inf at i = 0.
+  ["(q[i] * t[i]) . k[j]", false],
+  ["(q[i] / sqrt(d)) . k[j]", false],
+  ["(q[i] / float(i)) . k[j]", false],
+  ["(q[i] * log(float(i))) . k[j]", false],
+];
+
+Deno.test({
+  name:
+    "score forms: factors of a row come out of q[i] . k[j] only where exact, and agree on the GPU",
+  ignore: adapter === undefined,
+  fn: async () => {
+    for (const [score, fuses] of FACTORED) {
+      const p = compileSync(`def f(q: [n, d], k: [n, d], v: [n, e], t: [n], sc = 0.4) -> [n, e] {
+  s[i, j] = where(j <= i, ${score}, -inf)
+  return softmax(s, axis=1) @ v
+}`);
+      const fused = p.optimized.nodes.some((n) => n.op.op === "attention");
+      assert.equal(fused, fuses, `${score}:\n${p.explain()}`);
+      const n = 29;
+      const x = {
+        q: randomTensor([2, n, 8], { seed: 1 }),
+        k: randomTensor([2, n, 8], { seed: 2 }),
+        v: randomTensor([2, n, 3], { seed: 3 }),
+        t: randomTensor([2, n], { seed: 4 }),
+      };
+      // An infinite factor on one row and a zero in its q: that row is NaN on every side.
+      x.t.data[5] = Infinity;
+      x.q.data[5 * 8 + 2] = 0;
+      const want = interpret(p.graph, {
+        ...x,
+        q: { ...x.q, shape: [n, 8], data: x.q.data.subarray(0, n * 8) },
+        k: { ...x.k, shape: [n, 8], data: x.k.data.subarray(0, n * 8) },
+        v: { ...x.v, shape: [n, 3], data: x.v.data.subarray(0, n * 3) },
+        t: { ...x.t, shape: [n], data: x.t.data.subarray(0, n) },
+      });
+      const interp = await p.run(x, { backend: "interp" });
+      const gpu = await p.run(x, { backend: "gpu", poison: true });
+      // The checked program's first slice, the optimized one's, and the GPU's: NaN by position.
+      for (let r = 0; r < n * 3; r++) {
+        for (const [name, t] of [["interp", interp], ["gpu", gpu]] as [string, Tensor][]) {
+          assert.equal(
+            Number.isNaN(t.data[r]),
+            Number.isNaN(want.data[r]),
+            `${score}: ${name} [${r}]`,
+          );
+        }
+      }
+      const finite = (t: Tensor) => ({ ...t, data: t.data.map((y) => (Number.isNaN(y) ? 0 : y)) });
+      assert.ok(relativeError(finite(gpu), finite(interp)) < 1e-5, score);
+    }
+  },
+});

@@ -11,6 +11,7 @@ import { typicalSizes } from "../ir/cost.ts";
 import { mapNodes, nodesById, useCounts } from "../ir/walks.ts";
 import { LONG_SEQUENCE } from "../limits.ts";
 import { readOf } from "./views.ts";
+import { neverInf, neverZero } from "./finite.ts";
 
 /**
  * Fuse every eligible `softmax(scores) @ v` of the graph (loop bodies included), and every
@@ -177,6 +178,53 @@ export class ScoreBuilder {
     return undefined;
   }
 
+  /**
+   * A row `g` (leading dims along `lead`, last axis the dot's) as factors constant along the row
+   * times the row itself: `-`, `c * r`, `r * c`, `r / c`. A factor is taken out only where that
+   * is exact (`neverInf`; a divisor `neverZero`, compiler/passes/finite.ts); `wrap` applies the
+   * factors to the dot product of the rows.
+   */
+  factored(g: Node, lead: Axis[]): { row: Node; wrap: (x: Score) => Score } {
+    const outer: ((x: Score) => Score)[] = [];
+    let row = g;
+    const whole = (x: Node) =>
+      x.type.shape.length === row.type.shape.length &&
+      x.type.shape.at(-1) === row.type.shape.at(-1);
+    const flat = (x: Node) => x.type.shape.length === 0 || x.type.shape.at(-1) === 1;
+    for (;;) {
+      const op = row.op;
+      if (op.op === "unary" && op.fn === "neg" && row.type.dtype === "float") {
+        outer.push((x) => ({ kind: "unary", fn: "neg", x }));
+        row = this.byId.get(row.args[0])!;
+        continue;
+      }
+      if (op.op !== "binary" || (op.fn !== "mul" && op.fn !== "div")) break;
+      if (row.type.dtype !== "float") break;
+      const [a, b] = row.args.map((id) => this.byId.get(id)!);
+      const pick = op.fn === "mul" && flat(a) && whole(b)
+        ? [a, b]
+        : flat(b) && whole(a)
+        ? [b, a]
+        : undefined;
+      if (!pick) break;
+      const [c, r] = pick;
+      const layout = broadcastLayout(c.type.shape, row.type.shape, [...lead, null]);
+      const leaves = this.leaves.length, failure = this.failure;
+      const f = layout && this.build(c.id, layout);
+      if (!f || !(op.fn === "mul" ? neverInf(f) : neverZero(f) && neverInf(f))) {
+        [this.leaves.length, this.failure] = [leaves, failure]; // as if never read
+        break;
+      }
+      outer.push(
+        op.fn === "mul"
+          ? (x) => ({ kind: "binary", fn: "mul", a: f, b: x })
+          : (x) => ({ kind: "binary", fn: "div", a: x, b: f }),
+      );
+      row = r;
+    }
+    return { row, wrap: (x) => outer.reduceRight((acc, w) => w(acc), x) };
+  }
+
   /** The grid size of an axis. */
   extent(axis: "i" | "j"): Dim {
     return axis === "i" ? this.rows : this.cols;
@@ -326,10 +374,13 @@ export class ScoreBuilder {
         const lead = (g: Node) =>
           broadcastLayout(g.type.shape.slice(0, -1), shape, layout) ?? undefined;
         const la = lead(ga), lb = lead(gb);
-        const x = la && this.rowsAt(ga, la), y = lb && this.rowsAt(gb, lb);
+        // Factors constant along the rows come out: (c * q[i]) . k[j] = c * (q[i] . k[j]).
+        const sa = la && this.factored(ga, la), sb = lb && this.factored(gb, lb);
+        const x = sa && this.rowsAt(sa.row, la!), y = sb && this.rowsAt(sb.row, lb!);
         if (!x || !y || x.at === y.at || x.src.type.shape[1] !== y.src.type.shape[1]) break;
         this.products.add(n.id);
-        return x.at === "i" ? this.core(x.src.id, y.src.id) : this.core(y.src.id, x.src.id);
+        const qk = x.at === "i" ? this.core(x.src.id, y.src.id) : this.core(y.src.id, x.src.id);
+        return qk && sb!.wrap(sa!.wrap(qk));
       }
       case "reduce": {
         // sum[c](x[i, c] * y[j, c]): the dot product written in index notation, over whole
