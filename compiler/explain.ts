@@ -11,6 +11,7 @@ import { dispatchesPerRun, type ExecPlan, invocations, type PlannedKernel } from
 import { masksKeys, tileCounts } from "../kernels/tiles.ts";
 import { mixScore } from "../kernels/streams.ts";
 import { sizeOf } from "./tensor.ts";
+import { allNodes, nodesById } from "./ir/walks.ts";
 
 /** What explain reads: the checked IR, the graph after each pass, the optimized IR, its plan. */
 export interface ExplainInput {
@@ -147,8 +148,9 @@ export function attentionLines(
   plan: ExecPlan,
   sizes: Record<string, number>,
 ): string[] {
-  const byId = new Map(optimized.nodes.map((n) => [n.id, n]));
-  const fused = optimized.nodes.flatMap((n) => {
+  // Loop bodies too: attention inside `repeat` is fused there.
+  const byId = nodesById(optimized);
+  const fused = allNodes(optimized.nodes).flatMap((n) => {
     if (n.op.op === "attention_mix") return mixLines(n, byId, sizes);
     if (n.op.op !== "attention" && n.op.op !== "probs") return [];
     const score = (n.op as { score: Score }).score;
@@ -197,7 +199,9 @@ function mixLines(n: Node, byId: Map<number, Node>, sizes: Record<string, number
     `%${n.id} attention_mix: Σ_t coef_t · softmax(score_t) @ v, one streaming pass with ` +
     `an online softmax per stream (${streams.length} streams)`,
     ...streams.map((t, k) =>
-      `  stream ${k}: coef = ${showScore(t.coef)}, score = ${showScore(t.score)}`
+      `  stream ${k} (a = %${n.args[t.q]}, b = %${n.args[t.k]}): coef = ${
+        showScore(t.coef)
+      }, score = ${showScore(t.score)}`
     ),
     ...(c
       ? [

@@ -245,6 +245,23 @@ const CASES: Case[] = [
       "s[i, j] = where(j <= i, q[i] . k[j], -inf)",
   },
   {
+    // Found by the second generality probe (xPos): the hint said to use c as a subscript, which
+    // it already was, on the left.
+    name: "a vector of positions alone points to arange",
+    src: ["def f(q: [n, d]) {", "  z[c] = float(c) / float(d)", "  return q * z", "}"],
+    message: `${FILE}:2:10: cannot tell the range of index c`,
+    hint: "use c directly as a subscript of a tensor, like x[c], so its size is known; a vector " +
+      "computed from positions alone is f(arange(N)), as in cs = float(arange(d)) / float(d)",
+  },
+  {
+    name: "a slice bound computed from a size names the size and suggests a parameter",
+    src: ["def f(q: [n, d]) {", "  half = d // 2", "  return q[:, :half]", "}"],
+    message: `${FILE}:3:16: a slice bound must be an integer known at compile time, got a value ` +
+      "computed at run time (int[])",
+    hint: "it is computed from the size d, known only when inputs arrive; use a parameter " +
+      "instead (half = 4, or --param half=4)",
+  },
+  {
     name: "an index used on axes of different sizes",
     src: ["def f(q: [n, d], k: [m, d]) {", "  s[i] = q[i, 0] + k[i, 0]", "  return s", "}"],
     message: `${FILE}:2:22: index i ranges over n (from q: [n, d]) ` +

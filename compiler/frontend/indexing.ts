@@ -116,13 +116,17 @@ function discoverRanges(c: Checker, e: Expr, grid: Grid, scope: Scope): void {
   // An error before a range was learned is the real problem (a typo, say), not the range.
   if (missing >= 0 && firstError) throw firstError;
   if (missing >= 0) {
+    const v = grid.vars[missing];
     c.fail(
-      `cannot tell the range of index ${grid.vars[missing]}`,
+      `cannot tell the range of index ${v}`,
       e.span,
-      `use ${grid.vars[missing]} directly as a subscript of a tensor, like x[${
-        grid.vars[missing]
-      }], so its size is known; a mask of the indices alone belongs in the score that uses it, ` +
-        "as in s[i, j] = where(j <= i, q[i] . k[j], -inf)",
+      `use ${v} directly as a subscript of a tensor, like x[${v}], so its size is known; ` +
+        (grid.vars.length === 1
+          // zeta[c] = f(c): a vector of positions is what arange gives.
+          ? `a vector computed from positions alone is f(arange(N)), as in ` +
+            `${v}s = float(arange(d)) / float(d)`
+          : "a mask of the indices alone belongs in the score that uses it, as in " +
+            "s[i, j] = where(j <= i, q[i] . k[j], -inf)"),
     );
   }
 }

@@ -99,7 +99,15 @@ function staticBound(c: Checker, e: Expr, scope: Scope, what: string): number {
       : v.kind === "tensor"
       ? `a value computed at run time (${kindType(v.type)})`
       : "a shape";
-    c.fail(`${what} must be an integer known at compile time, got ${got}`, e.span);
+    const sizes = v.kind === "tensor" ? sizesUnder(c, v.id) : [];
+    c.fail(
+      `${what} must be an integer known at compile time, got ${got}`,
+      e.span,
+      sizes.length
+        ? `it is computed from the size${sizes.length > 1 ? "s" : ""} ${sizes.join(", ")}, ` +
+          "known only when inputs arrive; use a parameter instead (half = 4, or --param half=4)"
+        : undefined,
+    );
   }
   // A slice's length becomes a size (fuzz: `q[:, :1e11]` broke planning with a RangeError).
   if (Math.abs(v.value) > MAX_DIM) {
@@ -109,4 +117,19 @@ function staticBound(c: Checker, e: Expr, scope: Scope, what: string): number {
     );
   }
   return v.value;
+}
+
+/** The size symbols a value computed in the program reads (`d // 2` reads d). */
+function sizesUnder(c: Checker, id: number): string[] {
+  const found = new Set<string>(), seen = new Set<number>();
+  const visit = (x: number) => {
+    if (seen.has(x)) return;
+    seen.add(x);
+    const n = c.local(x);
+    if (!n) return;
+    if (n.op.op === "dim") found.add(n.op.name);
+    n.args.forEach(visit);
+  };
+  visit(id);
+  return [...found];
 }
