@@ -3,6 +3,7 @@ import type { Dim, Node } from "../ir/types.ts";
 import { dim, f32, lead, size, sliceOf, strides, type SymbolSlots, usedChunks } from "./syntax.ts";
 import {
   BINARY,
+  ELEMENTWISE,
   HEAVY,
   INT_BINARY,
   INT_UNARY,
@@ -13,22 +14,11 @@ import {
 } from "./ops.ts";
 import { type BindingKey, nodeKey } from "./keys.ts";
 
-/** Ops whose int values `expand` renders as i32 (the rest are read as f32 and converted). */
-const INT_EXPANDED = new Set([
-  "const",
-  "fill",
-  "dim",
-  "lead",
-  "iota",
-  "unary",
-  "binary",
-  "where",
-  "cast",
-  "broadcast",
-  "transpose",
-  "reshape",
-  "gather",
-]);
+/**
+ * Ops whose int values `expand` renders as i32: the elementwise ones (eye is never int); the rest
+ * are read as f32 and converted.
+ */
+const INT_EXPANDED = ELEMENTWISE;
 /** Of those, the ones whose int value is computed (not read or counted): f32 only at the end. */
 const INT_ARITHMETIC = new Set(["unary", "binary", "where", "cast"]);
 const COMPARES = new Set(["lt", "le", "gt", "ge", "eq", "ne"]);
