@@ -150,6 +150,7 @@ export type Head =
   | "rownormsum" // the same with the row sum written first
   | "written" // w = exp(s - max(s)); (w / sum(w)) @ v: a softmax written out (NaN for empty rows)
   | "writtenv" // the same as (w @ v) / sum(w)
+  | "sink" // (w @ v) / (exp(-m) + sum(w)), m = max(s): softmax-one, a sink logit of 0
   // The differences weigh their second stream by 0.5 * slope (at most 0.5): at slope 1 two
   // near-equal streams cancelled, and a normalize after that amplified rounding past the
   // differential's tolerance (fuzz seed 29000087), with no rewrite at fault.
@@ -510,6 +511,7 @@ export function specArb(options: SpecOptions = {}): fc.Arbitrary<Spec> {
       "rownormsum",
       "written",
       "writtenv",
+      "sink",
       "diff",
       "diffv",
       "diffm",
@@ -806,6 +808,15 @@ export function printProgram(s: Spec): string {
     case "rownorm":
       need("v");
       headLines.push("rw = relu(s)", "y = (rw @ v) / (sum(rw, axis=1, keepdims=true) + 1.0)");
+      shape = ["n", "e"];
+      break;
+    case "sink":
+      need("v");
+      headLines.push(
+        "sm = max(s, axis=1, keepdims=true)",
+        "sw = exp(s - sm)",
+        "y = (sw @ v) / (exp(-sm) + sum(sw, axis=1, keepdims=true))",
+      );
       shape = ["n", "e"];
       break;
     case "written":

@@ -278,6 +278,7 @@ const VARIANTS: Variant[] = [
   p = exp(s - mx) / (exp(-mx) + sum(exp(s - mx), axis=1, keepdims=true))
   return p @ v
 }`,
+    dispatches: 2, // passes/written.ts: one flash pass with its lse, then the gate
   },
   {
     name: "hand-written softmax, causal",
