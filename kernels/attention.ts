@@ -15,6 +15,7 @@ import {
 } from "../compiler/wgsl/syntax.ts";
 import {
   BINARY,
+  COMPARES,
   HELPERS,
   helpersFor,
   INT_BINARY,
@@ -70,8 +71,6 @@ function intValued(x: Score, args: Node[]): boolean {
       return computedInt(x);
   }
 }
-
-const COMPARES = new Set(["lt", "le", "gt", "ge", "eq", "ne"]);
 
 /**
  * WGSL of a fused score, reading leaves at i, j or [0] of the current slice: an f32 expression,

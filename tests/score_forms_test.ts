@@ -245,7 +245,9 @@ Deno.test({
         v: randomTensor([2, n, 3], { seed: 3 }),
         t: randomTensor([2, n], { seed: 4 }),
       };
-      // An infinite factor on one row and a zero in its q: that row is NaN on every side.
+      // An infinite factor on one row and a zero in its q: that row is NaN in the checked program
+      // (0 · inf in a term). A wrong factoring would give ±inf scores there, also NaN after the
+      // softmax, so this checks values, not the policy: `fused` above asserts which forms fuse.
       x.t.data[5] = Infinity;
       x.q.data[5 * 8 + 2] = 0;
       const want = interpret(p.graph, {

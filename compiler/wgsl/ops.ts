@@ -44,6 +44,9 @@ export const BINARY: Record<string, (a: string, b: string) => string> = {
   or: (a, b) => `select(0.0, 1.0, ${a} != 0.0 || ${b} != 0.0)`,
 };
 
+/** The comparisons: two ints compare as i32 (exact where f32 would round them past 2^24). */
+export const COMPARES = new Set(["lt", "le", "gt", "ge", "eq", "ne"]);
+
 /** i32 renderers of the unary functions that keep ints (see compiler/ir/scalar.ts INT_UNARY). */
 export const INT_UNARY: Partial<Record<UnaryFn, (x: string) => string>> = {
   neg: (x) => `-(${x})`, // wraps at -2^31, as WGSL defines for i32

@@ -3,6 +3,7 @@ import type { Dim, Node } from "../ir/types.ts";
 import { dim, f32, lead, size, sliceOf, strides, type SymbolSlots, usedChunks } from "./syntax.ts";
 import {
   BINARY,
+  COMPARES,
   ELEMENTWISE,
   HEAVY,
   INT_BINARY,
@@ -21,7 +22,6 @@ import { type BindingKey, nodeKey } from "./keys.ts";
 const INT_EXPANDED = ELEMENTWISE;
 /** Of those, the ones whose int value is computed (not read or counted): f32 only at the end. */
 const INT_ARITHMETIC = new Set(["unary", "binary", "where", "cast"]);
-const COMPARES = new Set(["lt", "le", "gt", "ge", "eq", "ne"]);
 
 /** Where a value is stored other than its own buffer: a binding, an offset in a slice, a stride. */
 export interface Placement {
@@ -423,8 +423,7 @@ export class Reader {
         const x = arg(0).type.shape;
         const nIdx = n.args.length - 1;
         const irank = c.length - (x.length - nIdx);
-        // An int index is read as i32 (exact); a float one floors (NaN and ±inf then read 0 or
-        // the end, as `i32` converts them; interp.ts reads 0 for every index outside the axis).
+        // An int index is read as i32 (exact); a float one floors, as before ints were i32.
         const js = Array.from({ length: nIdx }, (_, k) => {
           const ix = arg(k + 1), at = Reader.broadcast(ix.type.shape, c.slice(0, irank));
           return ix.type.dtype === "int"
