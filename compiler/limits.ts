@@ -90,6 +90,15 @@ export const LONG_SEQUENCE = 4096;
 export const SCAN_BLOCK = 64;
 
 /**
+ * A cumsum with one fiber per slice (a vector: log forget gates, per-position decays) runs as one
+ * workgroup per slice of this many invocations, each scanning ⌈L / VECTOR_SCAN⌉ contiguous
+ * elements: one dispatch instead of SCAN_BLOCK's three, whose second runs one invocation per
+ * fiber anyway. 64, not more: at L = 4096 each invocation scans 64 elements, and the generated
+ * programs (L ≤ 100) reach both sides, invocations with no element and with several.
+ */
+export const VECTOR_SCAN = { workgroup: 64 };
+
+/**
  * Rows per chunk of a contraction over a prefix sum (`causal_contract`, kernels/causal.ts; a
  * multiple of MATMUL_TILE and 8): each chunk's d·e state is summed and scanned, and each row adds
  * its own chunk's earlier rows directly (about C·(d + e) / 2 multiply-adds per row), so a larger

@@ -9,21 +9,27 @@
  * element). lavapipe, n = 4096, d = e = 64, the two cumsums, kernel timings: an add-back with
  * one invocation per element (several divisions each) 1.54 s; reading the operand twice (block
  * sums, then each block scanned from its offset, the output written once) 1.03 s; this layout
- * 0.96 s (shared machine, ±25%). Sums are f32.
+ * 0.96 s (shared machine, ±25%). Sums are f32. A fiber alone in its slice (a vector) is scanned
+ * by one workgroup in one dispatch instead (`vectorScan`).
  */
 import type { Dim, Node } from "../compiler/ir/types.ts";
-import { SCAN_BLOCK } from "../compiler/limits.ts";
-import { coords, dim, size } from "../compiler/wgsl/syntax.ts";
+import { SCAN_BLOCK, VECTOR_SCAN } from "../compiler/limits.ts";
+import { coords, dim, size, SIZES_BINDING, storage } from "../compiler/wgsl/syntax.ts";
 import { kernel, type NodeKernel } from "../compiler/wgsl/kernel.ts";
+import { helpersFor } from "../compiler/wgsl/ops.ts";
 import { type KernelRequest, setup } from "./common.ts";
 import { loop, readTrips } from "./trips.ts";
 
-/** cumsum: block scans, the scan of block totals, then each block's add-back. */
+/**
+ * cumsum: block scans, the scan of block totals, then each block's add-back; with one fiber per
+ * slice, one workgroup's scan (`vectorScan`).
+ */
 export function scanKernels(node: Node, req: KernelRequest): NodeKernel[] {
   const { out, outSize, op, reader, slots } = setup(node, req);
   if (op.op !== "cumsum") throw new Error("internal: not cumsum");
   const axis = op.axis, B = SCAN_BLOCK;
   const outer = out.slice(0, axis), inner = out.slice(axis + 1);
+  if ([...outer, ...inner].every((d) => d === 1)) return [vectorScan(node, req, axis)];
   const L = dim(out[axis], slots), I = size(inner, slots);
   const nb = `((${L} + ${B - 1}u) / ${B}u)`;
   const perBlock = [...outer, { ceilDiv: [out[axis], B] as [Dim, number] }, ...inner];
@@ -89,4 +95,60 @@ export function scanKernels(node: Node, req: KernelRequest): NodeKernel[] {
     { ...totals, name: `${totals.name}_totals`, trips: (sz) => Math.ceil(sz(out[axis]) / B) },
     { ...addBack, name: `${addBack.name}_add`, trips: (sz) => Math.min(B, sz(out[axis])) },
   ];
+}
+
+/**
+ * The scan of a slice's only fiber (every other axis has length 1) by one workgroup of W
+ * invocations: invocation t scans elements [t·c, t·c + c), c = ⌈L / W⌉, into `out`; after a
+ * barrier it adds the totals of the invocations before it, in order. One dispatch, the operand
+ * read once, `out` written twice by the invocation that owns each element.
+ */
+function vectorScan(node: Node, req: KernelRequest, axis: number): NodeKernel {
+  const { out, outSize, reader, slots } = setup(node, req);
+  const W = VECTOR_SCAN.workgroup, L = dim(out[axis], slots);
+  const x = reader.at(node.args[0], out.map((_, j) => (j === axis ? "k" : "0u")));
+  const at = (k: string) => `out[s * ${outSize} + ${k}]`;
+  let body = `let c = (${L} + ${W - 1}u) / ${W}u;
+  let k0 = min(lid * c, ${L});
+  let k1 = min(k0 + c, ${L});
+  var acc = 0.0;
+  for (var k = k0; k < k1; k = k + 1u) {
+    acc = acc + ${x};
+    ${at("k")} = acc;
+  }
+  totals[lid] = acc;
+  workgroupBarrier();
+  var offset = 0.0;
+  for (var t = 0u; t < lid; t = t + 1u) { offset = offset + totals[t]; }
+  for (var k = k0; k < k1; k = k + 1u) { ${at("k")} = ${at("k")} + offset; }`;
+  if (reader.hoisted.size) body = `${reader.prologue()}\n  ${body}`;
+  const fns = [...reader.fns.values()];
+  const binds = reader.bindings.map((_, i) => storage(i + 2, `a${i}`, "f32"));
+  const wgsl = `// %${node.id} cumsum${node.name ? ` (${node.name})` : ""}: one workgroup per slice
+${SIZES_BINDING}
+${storage(1, "out", "f32", true)}
+${binds.join("\n")}
+${[...helpersFor([body, ...fns].join("\n")), ...fns].join("\n")}
+var<workgroup> totals: array<f32, ${W}>;
+@compute @workgroup_size(${W})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let s = wid.x + wid.y * nwg.x;
+  if (s >= sizes[0]) { return; }
+  ${body}
+}
+`;
+  const { byId, inline, chunks } = req;
+  return {
+    name: `cumsum_${node.id}`,
+    wgsl,
+    threads: [],
+    reads: reader.bindings,
+    launch: { kind: "slice", workgroup: W },
+    // Its elements (with their operand's reads), then the totals before it, then the add-back.
+    trips: (sz) => {
+      const c = Math.ceil(sz(out[axis]) / W);
+      return loop(c, readTrips(byId, inline, chunks, sz)(node.args[0])) + c + W;
+    },
+  };
 }

@@ -39,6 +39,7 @@ import {
   PARTIAL_TABLE_BUCKETS,
   PRIVATE_TABLE_BUCKETS,
   SCAN_BLOCK,
+  VECTOR_SCAN,
 } from "../compiler/limits.ts";
 import { execute } from "../runtime/executor.ts";
 import { contractArb, type ContractExtra, contractLines } from "./causal_programs.ts";
@@ -176,7 +177,8 @@ export type Extra =
   | { k: "region"; landmarks: number; iters: number } // segment means + a pinv-like loop
   // Prefix sums: of a static-bound slice of k's rows (`len` rows from `lo`, reading 0 past the
   // end) along `axis`, plus arange; or causal linear attention over k and v.
-  | { k: "scan"; form: "rows" | "causal"; axis: 0 | 1; lo: number; len: number }
+  // "vector": of one column, a single fiber (kernels/scan.ts's one-workgroup scan).
+  | { k: "scan"; form: "rows" | "vector" | "causal"; axis: 0 | 1; lo: number; len: number }
   // Contractions over a prefix sum, fused or near misses (tests/causal_programs.ts).
   | ContractExtra
   // Index-notation contractions outside attention (compiler/passes/contract.ts makes the plain
@@ -441,11 +443,16 @@ const extraArb = (buckets: readonly number[]): fc.Arbitrary<Extra> =>
     }),
     fc.record({
       k: fc.constant("scan" as const),
-      form: fc.constantFrom("rows" as const, "causal" as const),
+      form: fc.constantFrom("rows" as const, "vector" as const, "causal" as const),
       axis: fc.constantFrom(0 as const, 1 as const),
       lo: fc.constantFrom(0, 2),
-      // Both sides of SCAN_BLOCK: one block, a block and one, several blocks.
-      len: fc.constantFrom(1, 3, SCAN_BLOCK, SCAN_BLOCK + 1, 2 * SCAN_BLOCK + 2),
+      // Both sides of SCAN_BLOCK (one block, a block and one, several blocks) and of
+      // VECTOR_SCAN.workgroup (invocations with no element, with several).
+      len: fc.constantFrom(
+        ...new Set([1, 3, SCAN_BLOCK, SCAN_BLOCK + 1, 2 * SCAN_BLOCK + 2].concat(
+          [VECTOR_SCAN.workgroup, VECTOR_SCAN.workgroup + 1, 2 * VECTOR_SCAN.workgroup + 2],
+        )),
+      ),
     }),
     contractArb,
     fc.record({
@@ -908,6 +915,13 @@ export function printProgram(s: Spec): string {
             }][jj, cc]) + 0.01 * float(arange(${len})[jj])`,
             `ck${idx} = cumsum(kk${idx}, axis=${x.axis})`,
             `${z} = ck${idx}[${len - 1}:, :1] * 0.1`,
+          );
+        } else if (x.form === "vector") {
+          const { lo, len } = x;
+          headLines.push(
+            `vk${idx}[jj] = tanh(k[${lo}:${lo + len}][jj, 0]) + 0.01 * float(arange(${len})[jj])`,
+            `cv${idx} = cumsum(vk${idx}, axis=0)`,
+            `${z} = cv${idx}[${len - 1}:] * 0.1`,
           );
         } else {
           need("v");
