@@ -18,7 +18,7 @@ const adapter = await getDevice().then((d) => d.facts.description, () => undefin
 const program = (form: ContractForm) =>
   compileSync(
     `def f(q: [n, d], k: [m, d], v: [m, e]) -> [${
-      form === "atb" ? "d, e" : form === "swapped" ? "e, d" : form === "batched" ? "m, d" : "n, m"
+      { atb: "d, e", swapped: "e, d", batched: "m, d", rowdot: "n" }[form as string] ?? "n, m"
     }] {
   ${CONTRACT_LINES[form]}
   return ct

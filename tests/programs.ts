@@ -196,6 +196,8 @@ export const CONTRACT_LINES = {
   batched: "ct[jj, aa] = sum[cc](k[jj, aa] * k[jj, cc])",
   shifted: "ct[ii, jj] = sum[aa](q[ii, aa] * k[jj, aa + 1])",
   scaled: "ct[ii, jj] = sum[aa](q[ii, aa] * k[jj, aa] * tanh(q[ii, aa]))",
+  // A row of q read whole at ii (an identity gather simplify drops), dotted with one key.
+  rowdot: "ct[ii] = q[ii] . k[0] + q[ii, 0]",
 } as const;
 export type ContractForm = keyof typeof CONTRACT_LINES;
 

@@ -41,13 +41,17 @@ function fold(n: Node, byId: Map<number, Node>): Node | undefined {
   return { ...n, op: { op: "const", value }, args: [] };
 }
 
-/** gather(x, idx_0, ..., idx_{k-1}) where idx_a is iota along axis a over all of x's axis a. */
-function isIdentity(n: Node, byId: Map<number, Node>): boolean {
+/**
+ * gather(x, idx_0, ..., idx_{k-1}) where idx_a is iota along axis a over all of x's axis a: with
+ * `prefix`, k may be less than x's rank (`q[i]` over rows: the unindexed axes follow as they are).
+ */
+function isIdentity(n: Node, byId: Map<number, Node>, prefix = false): boolean {
   const x = byId.get(n.args[0])!.type.shape;
   const idx = n.args.slice(1).map((a) => byId.get(a)!);
-  return idx.length === x.length &&
+  const rank = prefix ? idx.length : n.type.shape.length;
+  return (prefix ? idx.length <= x.length : idx.length === x.length) &&
     idx.every((ix, a) =>
-      ix.op.op === "iota" && ix.op.axis === a && ix.type.shape.length === n.type.shape.length &&
+      ix.op.op === "iota" && ix.op.axis === a && ix.type.shape.length === rank &&
       ix.type.shape[a] === x[a] && n.type.shape[a] === x[a]
     );
 }
@@ -72,10 +76,11 @@ function identityOf(n: Node, byId: Map<number, Node>): number | undefined {
     if (x.op.op === "transpose") return x.args[0];
   }
   if (n.op.op !== "gather") return undefined;
-  // gather(x, idx_0, ..., idx_{k-1}) is x when idx_a is iota along axis a over the full range.
+  // gather(x, idx_0, ..., idx_{k-1}) is x when idx_a is iota along axis a over the full range
+  // and the output is x's shape (the iotas then have rank k: no axis is inserted).
   const x = byId.get(n.args[0])!;
   const out = n.type.shape;
   if (!sameShape(out, x.type.shape) || n.type.dtype !== x.type.dtype) return undefined;
-  if (!isIdentity(n, byId)) return undefined;
+  if (!isIdentity(n, byId, true)) return undefined;
   return x.id;
 }
