@@ -8,11 +8,17 @@ import { leadValue } from "./bind.ts";
 import type { AttentionStream, Dim, Node, Score } from "./ir/types.ts";
 import { binaryOf, castTo, logSumExp, unaryOf } from "./ir/scalar.ts";
 import type { Tensor } from "./tensor.ts";
+import { gumbelAt, randnAt, uniformAt } from "./rng.ts";
+
+/** A fused score's draw of each kind: the `random` op's element at a row-major index. */
+const DRAW_AT = { uniform: uniformAt, randn: randnAt, gumbel: gumbelAt };
 
 /** What a score reads of the slice being evaluated (interp.ts's evaluator). */
 export interface ScoreContext {
   readonly sizes: Map<string, number>;
   readonly slice: number;
+  /** The run's seed for every random draw, when it overrides the program's. */
+  readonly seedOverride?: number;
   dim(d: Dim, node: Node): number;
 }
 
@@ -150,6 +156,18 @@ function scoreAt(
           off += v * st;
         }
         return t.data[off] ?? NaN;
+      }
+      case "draw": {
+        // As `random` then `gather`: an index outside its axis reads 0, a NaN one NaN.
+        let off = 0;
+        for (let k = 0; k < x.at.length; k++) {
+          const v = at(x.at[k]), len = at(x.shape[k]);
+          if (Number.isNaN(v)) return NaN;
+          if (v < 0 || v >= len) return 0;
+          off = off * len + Math.floor(v);
+        }
+        const stream = { seed: ev.seedOverride ?? at(x.seed), stream: x.stream, slice: ev.slice };
+        return DRAW_AT[x.rand](stream, off);
       }
       case "unary":
         return unaryOf(x.fn, x.int ? "int" : "float")(at(x.x));

@@ -24,6 +24,8 @@ import {
   UNARY,
 } from "../compiler/wgsl/ops.ts";
 import { wrapInt32 } from "../compiler/ir/scalar.ts";
+import { drawBlock, DRAWS } from "../compiler/wgsl/values.ts";
+import { scoreChildren as children } from "../compiler/ir/walks.ts";
 import { gridLaunch, type NodeKernel } from "../compiler/wgsl/kernel.ts";
 import { nodeKey } from "../compiler/wgsl/keys.ts";
 import { flashKernel, type FlashSpec, fullBlocks, isNan, tiledTrips, trims } from "./flash.ts";
@@ -117,6 +119,8 @@ export function scoreWgsl(
       ) => (proven ? scoreWgsl(y, args, slots, { ...v, finite: true }) : r(y)));
       return f(`table${x.arg}${proven ? "u" : ""}(s, ${at.join(", ")})`);
     }
+    case "draw":
+      return f(`draw${x.stream}(s, ${x.at.map((y) => r(y)).join(", ")})`);
     case "unary":
       return isInt ? INT_UNARY[x.fn]!(r(x.x, true)) : f(UNARY[x.fn](r(x.x)));
     case "binary": {
@@ -143,12 +147,17 @@ export function scoreWgsl(
 }
 
 /**
- * WGSL functions reading each table of a score, with `gather`'s rules (interp.ts): a NaN index
- * reads NaN (tested on its bits: lavapipe folds NaN comparisons), one outside its axis reads 0.
+ * WGSL functions reading each table of a score, and drawing each random tensor it reads, with
+ * `gather`'s rules (interp.ts): a NaN index reads NaN (tested on its bits: lavapipe folds NaN
+ * comparisons), one outside its axis reads 0.
  */
 export function tableFunctions(score: Score, args: Node[], slots: SymbolSlots): string {
   const fns = new Map<string, string>();
   const visit = (x: Score): void => {
+    if (x.kind === "draw" && !fns.has(`draw${x.stream}`)) {
+      fns.set("philox", HELPERS.philox);
+      fns.set(`draw${x.stream}`, drawFunction(x, args, slots));
+    }
     const name = x.kind === "table" &&
       `table${x.arg}${tableInRange(x, args) ? "u" : ""}`;
     if (x.kind === "table" && name && !fns.has(name)) {
@@ -173,6 +182,31 @@ export function tableFunctions(score: Score, args: Node[], slots: SymbolSlots): 
   };
   visit(score);
   return [...fns.values()].join("\n");
+}
+
+/**
+ * `draw{stream}(s, x0, x1, ...)`: element (x0, x1, ...) of a fused score's random tensor in
+ * slice s, drawn as kernels/elementwise.ts's `random` kernel draws it (`randomValue`).
+ */
+function drawFunction(x: Score & { kind: "draw" }, args: Node[], slots: SymbolSlots): string {
+  const none: RowNames = { qk: "0.0", fi: "0.0", i: "0u" };
+  const r = (y: Score) => scoreWgsl(y, args, slots, none);
+  const ps = x.at.map((_, k) => `x${k}: f32`).join(", ");
+  const nan = x.at.map((_, k) => `(bitcast<u32>(x${k}) & 0x7fffffffu) > 0x7f800000u`);
+  const out = x.at.map((_, k) => `x${k} < 0.0 || x${k} >= ${r(x.shape[k])}`);
+  const flat = x.at.reduce(
+    (acc, _, k) => (k === 0 ? "u32(x0)" : `(${acc}) * u32(${r(x.shape[k])}) + u32(x${k})`),
+    "",
+  );
+  const given = x.seed.kind === "const"
+    ? `${x.seed.value >>> 0}u`
+    : `u32(i32(floor(${r(x.seed)})))`;
+  return `fn draw${x.stream}(s: u32, ${ps}) -> f32 {
+  if (${nan.join(" || ")}) { return bitcast<f32>(f32_bits.z); }
+  if (${out.join(" || ")}) { return 0.0; }
+  let w = ${drawBlock(flat, given, x.stream)};
+  return ${DRAWS[x.rand]("w")};
+}`;
 }
 
 /** Where a hoisted subtree of a score is computed: once, once per query row, once per key. */
@@ -252,23 +286,6 @@ function tableInRange(x: Score & { kind: "table" }, args: Node[]): boolean {
     const d = shape[k];
     return typeof d === "number" && indexInRange(at, d);
   });
-}
-
-/** The sub-scores of a score. */
-function children(x: Score): Score[] {
-  switch (x.kind) {
-    case "table":
-      return x.at;
-    case "unary":
-    case "cast":
-      return [x.x];
-    case "binary":
-      return [x.a, x.b];
-    case "where":
-      return [x.c, x.a, x.b];
-    default:
-      return [];
-  }
 }
 
 /**

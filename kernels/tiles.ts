@@ -99,6 +99,7 @@ function bounder<N, B>(A: Algebra<N, B>, env: BlockEnv<N, B>) {
       case "leaf":
         return env.leaf(x.arg, x.at);
       case "table": // data read at (i, j): anything, NaN included
+      case "draw": // a random draw: anything (an index outside its axis reads 0)
         return top;
       case "lead": // head(), heads(), batch(), batches(): a non-negative integer
         return { lo: A.num(0), hi: A.num(Infinity), nan: A.bool(false) };

@@ -114,6 +114,9 @@ export type MExpr =
   | { k: "qm" } // qm[i] > 0
   | { k: "km" } // km[j] > 0
   | { k: "data" } // q[i] . k[j] > 0
+  // DropKey: uniform([n, m], 5)[i, j] >= p, drawn inside the fused score; read transposed, or
+  // shifted (j + 1 reads 0 past the last key: masked there)
+  | { k: "drop"; p: number; at: "i, j" | "j, i" | "i, j + 1" }
   | { k: "and" | "or"; a: MExpr; b: MExpr }
   | { k: "not"; x: MExpr };
 
@@ -339,6 +342,11 @@ const mLeaf: fc.Arbitrary<MExpr> = fc.oneof(
   fc.record({ k: fc.constant("band" as const), w: fc.constantFrom(1, 2, 3, 8) }),
   fc.record({ k: fc.constant("parity" as const), p: fc.constantFrom(2, 3) }),
   fc.record({ k: fc.constant("hash" as const), m: fc.constantFrom(2, 3, 5) }),
+  fc.record({
+    k: fc.constant("drop" as const),
+    p: fc.constantFrom(0.25, 0.5),
+    at: fc.constantFrom("i, j" as const, "j, i" as const, "i, j + 1" as const),
+  }),
   fc.constant<MExpr>({ k: "doc" }),
   fc.record({
     k: fc.constant("lead" as const),
@@ -603,6 +611,8 @@ export function printProgram(s: Spec): string {
         return `(i + j) % ${e.p} != 0`;
       case "hash":
         return `(i * 2654435761 + j * 97) % ${e.m} != 0`;
+      case "drop":
+        return `uniform([${e.at === "j, i" ? `${M}, n` : `n, ${M}`}], 5)[${e.at}] >= ${e.p}`;
       case "doc":
         if (s.shared) {
           need("doc");

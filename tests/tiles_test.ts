@@ -45,6 +45,7 @@ function scoreAt(
       return p.leaves[x.arg][x.at === "scalar" ? 0 : x.at === "i" ? p.i : p.j];
     case "lead":
     case "table":
+    case "draw":
       throw new Error(`${x.kind} scores are not generated here`);
     case "unary":
       return (x.int ? INT_UNARY[x.fn]! : UNARY[x.fn])(at(x.x));

@@ -374,6 +374,19 @@ const VARIANTS: Variant[] = [
   s[i, j] = where(u[i, j] >= rate or i == j, ${SCORE}, -inf)
   return softmax(s, axis=1) @ v
 }`,
+    // The draws are made inside the fused score (a `draw`), never stored.
+    fused: "attention",
+    dispatches: 1,
+  },
+  {
+    name: "Gumbel-perturbed scores (a sampled hard attention relaxed by a temperature)",
+    source: `def gumbel_attn(${QKV}, tau = 0.5) -> [n, e] {
+  g = gumbel([n, n], 5)
+  s[i, j] = (${SCORE} + g[i, j]) / tau
+  return softmax(s, axis=1) @ v
+}`,
+    fused: "attention",
+    dispatches: 1,
   },
   {
     // Damped (x/2 + P k/4): undamped, float32 error grew through the ten hops to 7e-6.

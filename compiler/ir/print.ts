@@ -67,6 +67,10 @@ export function showScore(s: Score): string {
       return s.at === "scalar" ? `%arg${s.arg}` : `%arg${s.arg}[${s.at}]`;
     case "table":
       return `%arg${s.arg}[${s.at.map(showScore).join(", ")}]`;
+    case "draw":
+      return `${s.rand}([${s.shape.map(showScore).join(", ")}], ${showScore(s.seed)})[${
+        s.at.map(showScore).join(", ")
+      }]`;
     case "unary":
       return `${s.fn}(${showScore(s.x)})`;
     case "binary":

@@ -61,6 +61,8 @@ export type BinaryFn =
 export type ReduceFn = "sum" | "max" | "min" | "mean" | "prod";
 /** Distributions of the seeded draws (docs/rng.md). */
 export type RandomKind = "uniform" | "randn" | "gumbel" | "randint";
+/** The random kinds a fused score draws itself (randint's bound is checked by its own op). */
+export type FusedDraw = Exclude<RandomKind, "randint">;
 
 /**
  * Where the current slice sits among the run's leading dims: `head` is its coordinate along the
@@ -83,6 +85,11 @@ export type Score =
   | { kind: "leaf"; arg: number; at: "i" | "j" | "scalar" } // args[arg] read at i, j, or [0]
   // args[arg] read at one index per axis, as `gather`: an index outside its axis reads 0.
   | { kind: "table"; arg: number; at: Score[] }
+  // Element `at` (one index per axis, as `gather`: outside its axis reads 0) of a random tensor
+  // of `shape` (consts and sizes) drawn as the `random` op draws it (compiler/rng.ts: counter
+  // (row-major index, slice), key (seed, stream)), computed where it is read: DropKey's
+  // `uniform([n, m], seed)[i, j] >= rate` never stores n × m draws.
+  | { kind: "draw"; rand: FusedDraw; stream: number; seed: Score; shape: Score[]; at: Score[] }
   // `int`: the value is an int (32-bit, wrapping arithmetic: compiler/ir/scalar.ts INT_BINARY).
   | { kind: "unary"; fn: UnaryFn; x: Score; int?: true }
   | { kind: "binary"; fn: BinaryFn; a: Score; b: Score; int?: true }

@@ -1,5 +1,5 @@
 /** Walks over a graph that reach into loop bodies: the one place that knows where bodies are. */
-import type { Graph, Node } from "./types.ts";
+import type { Graph, Node, Score } from "./types.ts";
 
 /** Every node of a node list (a graph's, a loop body), loop bodies included, each loop first. */
 export function allNodes(nodes: readonly Node[]): Node[] {
@@ -63,4 +63,23 @@ export function substitute(graph: Graph, map: Map<number, number>): Graph {
       : { ...n, args };
   });
   return { ...mapped, outputs: graph.outputs.map(to) };
+}
+
+/** The sub-scores of a score. */
+export function scoreChildren(x: Score): Score[] {
+  switch (x.kind) {
+    case "table":
+      return x.at;
+    case "draw":
+      return [x.seed, ...x.shape, ...x.at];
+    case "unary":
+    case "cast":
+      return [x.x];
+    case "binary":
+      return [x.a, x.b];
+    case "where":
+      return [x.c, x.a, x.b];
+    default:
+      return [];
+  }
 }

@@ -8,7 +8,7 @@
  */
 import type { Dim, Graph, Node, Score } from "../ir/types.ts";
 import { typicalSizes } from "../ir/cost.ts";
-import { mapNodes, nodesById, useCounts } from "../ir/walks.ts";
+import { mapNodes, nodesById, scoreChildren, useCounts } from "../ir/walks.ts";
 import { LONG_SEQUENCE } from "../limits.ts";
 import { readOf } from "./views.ts";
 import { neverInf, neverZero } from "./finite.ts";
@@ -139,10 +139,7 @@ function steps(x: Score, args: Set<number>, under = false): boolean {
 
 /** Whether a score reads a table. */
 function hasTable(x: Score): boolean {
-  return x.kind === "table" ||
-    ("x" in x && hasTable(x.x)) ||
-    ("a" in x && (hasTable(x.a) || hasTable(x.b))) ||
-    ("c" in x && hasTable(x.c));
+  return x.kind === "table" || scoreChildren(x).some(hasTable);
 }
 
 export class ScoreBuilder {
@@ -223,6 +220,20 @@ export class ScoreBuilder {
       row = r;
     }
     return { row, wrap: (x) => outer.reduceRight((acc, w) => w(acc), x) };
+  }
+
+  /**
+   * Element `at` of random node `r`, drawn where the score reads it (a `draw`), when its seed is
+   * a scalar the score can read; randint (whose bound its op checks) stays stored.
+   */
+  draw(r: Node, at: Score[]): Score | undefined {
+    if (r.op.op !== "random" || r.op.kind === "randint") return undefined;
+    const seed = this.build(r.args[0], []);
+    if (!seed) return undefined;
+    const shape = r.type.shape.map((d): Score =>
+      typeof d === "number" ? { kind: "const", value: d } : { kind: "size", name: d }
+    );
+    return { kind: "draw", rand: r.op.kind, stream: r.op.stream, seed, shape, at };
   }
 
   /** The grid size of an axis. */
@@ -426,7 +437,21 @@ export class ScoreBuilder {
         if (ats.some((x) => !x || hasTable(x))) break;
         // Per slice: only indices of constants, sizes and head()/batch() (no data of their own).
         if (one && (builder.leaves.length > 0 || builder.a !== undefined)) break;
+        if (src.op.op === "random" && !one) {
+          const draw = this.draw(src, ats as Score[]);
+          if (draw) return draw;
+        }
         return { kind: "table", arg: this.arg(src.id), at: ats as Score[] };
+      }
+      case "random": {
+        // A random tensor laid over (i, j) itself: `where(uniform([n, m], seed) >= p, s, -inf)`.
+        if (single(layout)) break;
+        const draw = this.draw(
+          n,
+          layout.map((a) => (a ? { kind: a } : { kind: "const", value: 0 })),
+        );
+        if (draw) return draw;
+        break;
       }
     }
     // An input read at (i, j) in some order, `t[i, j]` or `t^T`: a table at the grid indices.

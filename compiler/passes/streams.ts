@@ -8,7 +8,7 @@
  * `fuseAttention`; what it does not prove stays as it is.
  */
 import type { AttentionStream, Dim, Graph, Node, Score } from "../ir/types.ts";
-import { mapNodes, nodesById, useCounts } from "../ir/walks.ts";
+import { mapNodes, nodesById, scoreChildren, useCounts } from "../ir/walks.ts";
 import { MAX_STREAMS } from "../limits.ts";
 import { ScoreBuilder } from "./attention.ts";
 
@@ -189,9 +189,7 @@ function mixNode(
 /** Whether a coefficient reads anything of the key axis (it must not). */
 function varies(x: Score): boolean {
   return x.kind === "qk" || x.kind === "j" || x.kind === "table" ||
-    (x.kind === "leaf" && x.at === "j") ||
-    ("x" in x && varies(x.x)) || ("a" in x && (varies(x.a) || varies(x.b))) ||
-    ("c" in x && varies(x.c));
+    (x.kind === "leaf" && x.at === "j") || scoreChildren(x).some(varies);
 }
 
 /** A score with its operand numbers mapped by `f`. */
@@ -202,6 +200,8 @@ function renumber(x: Score, f: (arg: number) => number): Score {
       return { ...x, arg: f(x.arg) };
     case "table":
       return { ...x, arg: f(x.arg), at: x.at.map(r) };
+    case "draw":
+      return { ...x, seed: r(x.seed), shape: x.shape.map(r), at: x.at.map(r) };
     case "unary":
     case "cast":
       return { ...x, x: r(x.x) };

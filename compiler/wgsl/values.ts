@@ -1,28 +1,39 @@
 /** WGSL for the value of a random draw or a softmax / normalize fiber, shared by node kernels and regions. */
-import type { Node } from "../ir/types.ts";
+import type { FusedDraw, Node } from "../ir/types.ts";
 import { dim, f32, strides } from "./syntax.ts";
 import type { Reader } from "./reader.ts";
 
 /** A random node's draw number `flat` of the current slice (Philox, docs/rng.md). */
 export function randomValue(n: Node, reader: Reader, flat: string): { pre: string; value: string } {
   const op = n.op as { kind: string; stream: number };
-  // sizes[1] == 1 means the run overrides every seed with sizes[2].
   // A constant seed (a parameter) is exact as u32 bits, like the interpreter's `seed >>> 0`; a
   // seed computed at run time is an f32 value (exact below 2^24).
   const s0 = reader.byId.get(n.args[0])!;
   const given = s0.op.op === "const"
     ? `${s0.op.value >>> 0}u`
     : `u32(i32(floor(${reader.at(n.args[0], [])})))`;
-  const seed = `select(${given}, sizes[2], sizes[1] == 1u)`;
-  const value = op.kind === "uniform"
-    ? "word_to_uniform(w.x)"
-    : op.kind === "randn"
-    ? "sqrt(-2.0 * log(word_to_uniform(w.x))) * cos(6.283185307179586 * word_to_uniform(w.y))"
-    : op.kind === "gumbel"
-    ? "-log(-log(word_to_uniform(w.x)))"
-    : `f32(mulhi32((w.x & 0xFFFFFE00u) | 0x100u, u32(floor(${reader.at(n.args[1], [])}))))`;
-  return { pre: `let w = philox(${flat}, s + sizes[3], ${seed}, ${op.stream}u);`, value };
+  const value = op.kind === "randint"
+    ? `f32(mulhi32((w.x & 0xFFFFFE00u) | 0x100u, u32(floor(${reader.at(n.args[1], [])}))))`
+    : DRAWS[op.kind as FusedDraw]("w");
+  return { pre: `let w = ${drawBlock(flat, given, op.stream)};`, value };
 }
+
+/**
+ * The Philox block of draw `flat` of the current slice `s` (docs/rng.md): keyed by the seed
+ * (`given`; sizes[1] == 1 means the run overrides every seed with sizes[2]) and the call site's
+ * stream.
+ */
+export function drawBlock(flat: string, given: string, stream: number): string {
+  return `philox(${flat}, s + sizes[3], select(${given}, sizes[2], sizes[1] == 1u), ${stream}u)`;
+}
+
+/** Each random kind's value from its Philox block `w` (compiler/rng.ts, in the same order). */
+export const DRAWS: Record<FusedDraw, (w: string) => string> = {
+  uniform: (w) => `word_to_uniform(${w}.x)`,
+  randn: (w) =>
+    `sqrt(-2.0 * log(word_to_uniform(${w}.x))) * cos(6.283185307179586 * word_to_uniform(${w}.y))`,
+  gumbel: (w) => `-log(-log(word_to_uniform(${w}.x)))`,
+};
 
 /**
  * softmax or normalize of one fiber along the node's axis, at fiber coordinates f0, f1, ...
