@@ -143,8 +143,10 @@ export interface CompileOptions {
    */
   regions?: boolean;
   /**
-   * Compute fused attention's q·k in half precision with `shader-f16` (default false). Faster
-   * where f16 math is (GPUs), about 1e-3 relative error in the scores; softmax and P·V stay f32.
+   * Keep fused attention's q and k rows in half precision with `shader-f16` (default false):
+   * rounded to f16 on load (|values| past 65,504 become infinite), multiplied and summed in f32,
+   * about 1e-3 relative error in the scores; softmax and P·V stay f32. The multi-stream pass
+   * (`attention_mix`) ignores it.
    * Running it on an adapter without `shader-f16` is a DeviceError.
    */
   f16?: boolean;

@@ -71,7 +71,7 @@ export interface FlashSpec {
   sum?: boolean;
   /** A row whose scores are all -inf (l = 0) is NaN, not zeros (a softmax written out). */
   emptyNaN?: boolean;
-  /** q·k in half precision (q and k rows converted to f16 on load; needs `shader-f16`). */
+  /** q and k rows rounded to f16 on load (needs `shader-f16`), multiplied and summed in f32. */
   f16?: boolean;
   /**
    * Key range split across invocations (more keys than one invocation may loop over): `parts`
@@ -116,7 +116,7 @@ export function flashKernel(spec: FlashSpec, title: string): string {
   ]
     .map((b) => `  _ = ${b}[0];\n`).join("");
   const dt = dv ? "vec4<f32>" : "f32", et = ev ? "vec4<f32>" : "f32";
-  // With f16 the q and k rows are kept (and multiplied) in half precision.
+  // With f16 the q and k rows are kept in half precision.
   const h = spec.f16 === true;
   const ht = h ? (dv ? "vec4<f16>" : "f16") : dt;
   const half = (x: string) => (h ? `${ht}(${x})` : x);
@@ -124,9 +124,12 @@ export function flashKernel(spec: FlashSpec, title: string): string {
     Array.from({ length: R }, (_, r) => f(r)).join("\n  ");
   const cols = (n: number, f: (c: number) => string) =>
     Array.from({ length: n }, (_, c) => f(c)).join(" ");
+  // Half-precision rows are multiplied and summed in f32: an f16 sum overflows past 65,504 (NaN
+  // rows at |q·k| ~ 1e5), while a product of two f16 values is exact in f32.
+  const wide = (x: string) => (h ? `${dv ? "vec4<f32>" : "f32"}(${x})` : x);
   const dot = dv
-    ? (a: string, b: string) => `dot(${a}, ${b})`
-    : (a: string, b: string) => `${a} * ${b}`;
+    ? (a: string, b: string) => `dot(${wide(a)}, ${wide(b)})`
+    : (a: string, b: string) => `${wide(a)} * ${wide(b)}`;
   const shape: Shape = { e, ev, dw, ew, et, h, dot, cols, rowsOf };
   const probs = spec.probs === true, sum = spec.sum === true;
   const first = probs ? 2 : 3;
@@ -250,9 +253,9 @@ interface Shape {
 /** Row r's work for one key `j` of the one-key loop (k row `k`, v row `vr`), by mode. */
 function keyStep(spec: FlashSpec, r: number, t: Shape): string {
   const { h, cols, dot } = t;
-  const qk = `var qh${r} = ${h ? "0.0h" : "0.0"};
+  const qk = `var qh${r} = 0.0;
       ${cols(t.dw, (c) => `qh${r} = qh${r} + ${dot(`q${r}[${c}]`, `k[${c}]`)};`)}
-      let qk${r} = ${h ? `f32(qh${r})` : `qh${r}`};`;
+      let qk${r} = qh${r};`;
   return spec.sum
     ? `{
       ${qk}
@@ -381,9 +384,9 @@ function blocked(
         `{
         let j = jb + ${b}u;
         let fj = f32(j);
-        var qh${r} = ${h ? "0.0h" : "0.0"};
+        var qh${r} = 0.0;
         ${cols(t.dw, (c) => `qh${r} = qh${r} + ${t.dot(`q${r}[${c}]`, `k${b}[${c}]`)};`)}
-        let qk${r} = ${h ? `f32(qh${r})` : `qh${r}`};
+        let qk${r} = qh${r};
         s${b} = ${t.score(r, `${b}`)};
       }`
       ).join("\n      ")
