@@ -130,7 +130,7 @@ export function flashKernel(spec: FlashSpec, title: string): string {
   const dot = dv
     ? (a: string, b: string) => `dot(${wide(a)}, ${wide(b)})`
     : (a: string, b: string) => `${wide(a)} * ${wide(b)}`;
-  const shape: Shape = { e, ev, dw, ew, et, h, dot, cols, rowsOf };
+  const shape: Shape = { e, ev, dw, ew, et, dot, cols, rowsOf };
   const probs = spec.probs === true, sum = spec.sum === true;
   const first = probs ? 2 : 3;
   const leaves = Array.from(
@@ -243,8 +243,7 @@ interface Shape {
   ew: number;
   /** The v row's element type. */
   et: string;
-  /** q·k in half precision. */
-  h: boolean;
+  /** The dot product of a q row and a k row (f32 arithmetic, also for f16 rows). */
   dot: (a: string, b: string) => string;
   cols: (n: number, f: (c: number) => string) => string;
   rowsOf: (f: (r: number) => string) => string;
@@ -252,7 +251,7 @@ interface Shape {
 
 /** Row r's work for one key `j` of the one-key loop (k row `k`, v row `vr`), by mode. */
 function keyStep(spec: FlashSpec, r: number, t: Shape): string {
-  const { h, cols, dot } = t;
+  const { cols, dot } = t;
   const qk = `var qh${r} = 0.0;
       ${cols(t.dw, (c) => `qh${r} = qh${r} + ${dot(`q${r}[${c}]`, `k[${c}]`)};`)}
       let qk${r} = qh${r};`;
@@ -375,7 +374,6 @@ function blocked(
   const keys = Array.from({ length: B }, (_, b) => b);
   const cols = (n: number, f: (c: number) => string) =>
     Array.from({ length: n }, (_, c) => f(c)).join(" ");
-  const h = spec.f16 === true;
   const rowBlock = (r: number) =>
     `{
       ${keys.map((b) => `var s${b} = 0.0;`).join(" ")}
