@@ -4,10 +4,17 @@
  */
 import { CompileError } from "./errors.ts";
 import type { Dim, Graph, InputDecl, LeadCount, LeadFn } from "./ir/types.ts";
-import { type DType, F32_OVERFLOW, sizeOf, type Tensor, type TensorInput } from "./tensor.ts";
+import {
+  type DType,
+  F32_EXACT_INT,
+  F32_OVERFLOW,
+  sizeOf,
+  type Tensor,
+  type TensorInput,
+} from "./tensor.ts";
 
 /** The largest magnitude of an int input's elements: float32 holds every integer up to 2^24. */
-const INT_INPUT_MAX = 2 ** 24;
+const INT_INPUT_MAX = F32_EXACT_INT;
 
 /** The sizes of a graph's symbols for these inputs, and the batch shape they share. */
 export function bindInputs(graph: Graph, given: Record<string, TensorInput>): {

@@ -37,6 +37,9 @@ export type NestedNumbers = number | boolean | readonly NestedNumbers[];
  */
 export type TensorInput = Tensor | TensorLike | NestedNumbers;
 
+/** The largest integer magnitude float32 (the GPU's buffers) holds exactly, with every smaller one. */
+export const F32_EXACT_INT = 2 ** 24;
+
 /** The smallest magnitude float32 rounds to Infinity: 2^128 − 2^103. */
 export const F32_OVERFLOW = 3.4028235677973366e38;
 

@@ -14,7 +14,7 @@ import {
   invocations,
   type PlannedKernel,
 } from "../compiler/lower/plan.ts";
-import { sizeOf, type Tensor } from "../compiler/tensor.ts";
+import { F32_EXACT_INT, sizeOf, type Tensor } from "../compiler/tensor.ts";
 import { LOOPS } from "../compiler/limits.ts";
 import { type AcquiredDevice, type DeviceFacts, getDevice } from "./device.ts";
 import {
@@ -133,6 +133,7 @@ export async function execute(
       : [],
   );
   checkLoopBudget(plan, size, facts.description);
+  checkStoredInts(graph, plan, size);
   const limit = options.maxBindingBytes ?? facts.limits.maxStorageBufferBindingSize;
   const slices = sizeOf(batch);
   const chunk = slicesPerChunk(plan, size, slices, limit);
@@ -183,6 +184,27 @@ export async function execute(
     dtype: n.type.dtype,
   }));
   return { output: results[0], outputs: results, stats };
+}
+
+/**
+ * An int value a kernel stores may pass ±2^24 at these sizes: its float32 buffer would drop the
+ * low bits (the interpreter's ints are exact), so the run is refused rather than wrong.
+ */
+function checkStoredInts(graph: Graph, plan: ExecPlan, size: (d: Dim) => number) {
+  for (const { node, magnitude } of plan.storedInts) {
+    const m = magnitude(size);
+    if (m === undefined || m <= F32_EXACT_INT) continue;
+    const what = node.name ? `${node.name} (%${node.id})` : `%${node.id}`;
+    throw new CompileError(
+      `the int value ${what} is stored between kernels, and at these sizes it may reach ` +
+        `${m.toExponential(2)}, past ±2^24, where the GPU's float32 buffers drop its low bits`,
+      node.span ?? { start: 0, end: 0 },
+      graph.source,
+      graph.file,
+      "compute it in the expression that reads it (a hash read in a score or a mask is fused " +
+        'there), or reduce it first (`% B`); backend: "interp" computes it exactly',
+    );
+  }
 }
 
 /** Conditions on sizes the plan states (`ExecPlan.guards`), as the interpreter's errors. */

@@ -114,6 +114,9 @@ export type MExpr =
   | { k: "qm" } // qm[i] > 0
   | { k: "km" } // km[j] > 0
   | { k: "data" } // q[i] . k[j] > 0
+  // hv[j] % 3 != 0 with hv = arange(m) * 1103515245 + 12345: an int vector past 2^24 that the
+  // score computes where it reads it (stored as float32 it would lose its low bits)
+  | { k: "hashvec" }
   // DropKey: uniform([n, m], 5)[i, j] >= p, drawn inside the fused score; read transposed, or
   // shifted (j + 1 reads 0 past the last key: masked there)
   | { k: "drop"; p: number; at: "i, j" | "j, i" | "i, j + 1" }
@@ -342,6 +345,7 @@ const mLeaf: fc.Arbitrary<MExpr> = fc.oneof(
   fc.record({ k: fc.constant("band" as const), w: fc.constantFrom(1, 2, 3, 8) }),
   fc.record({ k: fc.constant("parity" as const), p: fc.constantFrom(2, 3) }),
   fc.record({ k: fc.constant("hash" as const), m: fc.constantFrom(2, 3, 5) }),
+  fc.constant<MExpr>({ k: "hashvec" }),
   fc.record({
     k: fc.constant("drop" as const),
     p: fc.constantFrom(0.25, 0.5),
@@ -611,6 +615,9 @@ export function printProgram(s: Spec): string {
         return `(i + j) % ${e.p} != 0`;
       case "hash":
         return `(i * 2654435761 + j * 97) % ${e.m} != 0`;
+      case "hashvec":
+        need("hv");
+        return "hv[j] % 3 != 0";
       case "drop":
         return `uniform([${e.at === "j, i" ? `${M}, n` : `n, ${M}`}], 5)[${e.at}] >= ${e.p}`;
       case "doc":
@@ -989,6 +996,7 @@ export function printProgram(s: Spec): string {
   if (used.has("kn")) body.push("kn = norm(k, axis=1)");
   if (used.has("qmx")) body.push(`qmx = max(${qv}, axis=1)`);
   if (used.has("ks")) body.push("ks = sum(k, axis=1)");
+  if (used.has("hv")) body.push(`hv = arange(${M}) * 1103515245 + 12345`);
   const decls = [`q: [n, d]`, `k: [${M}, d]`];
   if (used.has("v")) decls.push(`v: [${M}, e]`);
   if (used.has("w")) decls.push("w: [e, f]");

@@ -11,6 +11,7 @@
  */
 import assert from "node:assert/strict";
 import {
+  CompileError,
   type CompileOptions,
   compileSync,
   type Program,
@@ -762,15 +763,14 @@ Deno.test({
 const lcg = (steps: number) =>
   Array.from({ length: steps }, (_, a) => `  h = h * 1103515245 + ${12345 + a}`).join("\n");
 
-// Finding 4: an int vector is stored between kernels as float32 (docs/language.md: exact to
-// 2^24), so a hash computed once as a vector and read in a fused score loses its low bits and
-// its buckets: `h = arange(n) * 1103515245 + 12345` then `h[j] % 3` as a mask gives relative
-// error 0.35 at n = 13 (the interpreter wraps in i32 as the docs promise). The same hash written
-// inside the score agrees (WGSL i32), and nothing in the program says which form is stored. A
-// hashed bucket mask (LSH, random routing) is a researcher's program.
+// Finding 4 (fixed): an int vector was stored between kernels as float32 (exact to 2^24), so a
+// hash computed once as a vector and read in a fused score lost its low bits and its buckets:
+// `h = arange(n) * 1103515245 + 12345` then `h[j] % 3` as a mask gave relative error 0.35 at
+// n = 13. The score now computes such a vector where it reads it (in i32, as the interpreter),
+// and nothing of it is stored.
 Deno.test({
-  name: "FINDING: a hashed int vector read in a fused score gives other buckets on the GPU",
-  ignore: true,
+  name: "thresholds probe: a hashed int vector read in a fused score is computed there, exactly",
+  ignore: adapter === undefined,
   async fn() {
     const seed = SEED;
     const p = compiled(`def f(${SELF}) -> [n, e] {
@@ -778,16 +778,18 @@ Deno.test({
   s[i, j] = where(h[j] % 3 != 0 or j == i, ${SCORE}, -inf)
   return softmax(s, axis=1) @ v
 }`);
+    assert.deepEqual(p.plan().storedInts.map((s) => s.node.id), [], p.explain());
     await agree(`n 13, seed ${seed}`, p, qkv([], 13, 13, 8, 3, seed));
   },
 });
 
-// Finding 5: the same storage, reached by INLINE_DEPTH (64 nodes): a chain of 31 int statements
-// (62 nodes) is one expression and agrees; 32 are stored once along the way (as float32) and
-// `x + float(h % 1000)` disagrees (relative error 0.46 to 0.80 for 32 to 38 statements).
+// Finding 5 (now refused): the same storage, reached by INLINE_DEPTH (64 nodes): a chain of 31
+// int statements (62 nodes) is one expression and agrees; 32 are stored once along the way, and
+// the stored value may pass 2^24, so a GPU run is refused with the value named (it was wrong:
+// relative error 0.46 to 0.80 for 32 to 38 statements). The interpreter computes it exactly.
 Deno.test({
-  name: "FINDING: an int chain past INLINE_DEPTH is rounded to float32 where it is cut",
-  ignore: true,
+  name: "thresholds probe: an int chain cut at INLINE_DEPTH past 2^24 is refused on the GPU",
+  ignore: adapter === undefined,
   async fn() {
     for (const steps of [31, 32]) {
       const seed = SEED + steps;
@@ -796,7 +798,16 @@ Deno.test({
 ${lcg(steps)}
   return x + float(h % 1000)
 }`);
-      await agree(`${steps} statements, seed ${seed}`, p, { x: draw([13], seed) });
+      const x = { x: draw([13], seed) };
+      if (steps === 31) await agree(`${steps} statements, seed ${seed}`, p, x);
+      else {
+        await assert.rejects(
+          () => p.run(x, { backend: "gpu" }),
+          (e: Error) =>
+            e instanceof CompileError && /stored between kernels.*2\^24/.test(e.message),
+        );
+        assert.equal((await p.run(x, { backend: "interp" })).shape[0], 13);
+      }
     }
   },
 });

@@ -30,6 +30,7 @@ import { findRegions, outerDeps, type Region } from "./regions.ts";
 import { schedule, scheduleAround } from "./schedule.ts";
 import { checkPlan } from "./check.ts";
 import { expandLogsumexp } from "./expand.ts";
+import { intMagnitudes } from "./intrange.ts";
 
 /** What lowering one graph holds while it walks the graph. */
 interface Lowering {
@@ -106,6 +107,7 @@ export function lowerGraph(checked: Graph, options: LowerOptions = {}): ExecPlan
     slots,
     guards: [],
     hostDraws: [],
+    storedInts: [],
     loops: [],
   };
   const L: Lowering = {
@@ -144,6 +146,14 @@ export function lowerGraph(checked: Graph, options: LowerOptions = {}): ExecPlan
       .filter((r) => !run || regionCost(r, byId, inline, slots).trips(run) <= LOOPS.budget);
   emitInOrder(L, regions);
   plan.outputs = graph.outputs.map((o) => L.env.get(o)!);
+  // Stored ints: in a buffer of their own, or in a region's arena (what it does not inline).
+  const magnitude = intMagnitudes(byId);
+  const inRegion = new Set(regions.flatMap((r) => r.nodes.map((n) => n.id)));
+  for (const n of byId.values()) {
+    const stored = L.env.has(n.id) || (inRegion.has(n.id) && !inline.has(n.id));
+    if (n.type.dtype !== "int" || n.op.op === "input" || !stored) continue;
+    plan.storedInts.push({ node: n, magnitude: magnitude(n.id) });
+  }
   if (options.mergeKernels !== false && options.fuseElementwise !== false) {
     const merged = scheduleAround(
       plan,

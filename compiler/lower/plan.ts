@@ -161,11 +161,19 @@ export interface ExecPlan {
    */
   hostDraws: { buffer: number; node: Node; seed: number; hi?: number }[];
   /**
+   * Int values kernels store (float32 buffers: exact within ±2^24), each with a bound on its
+   * magnitude at the run's sizes (lower/intrange.ts); a run where one may pass 2^24 is refused.
+   */
+  storedInts: { node: Node; magnitude: Magnitude }[];
+  /**
    * Slot of each size symbol in the sizes buffer. Slots 0–3 hold the slices in this run, the
    * seed-override flag, the seed, and the index of the first slice (runs may be split).
    */
   slots: SymbolSlots;
 }
+
+/** A bound on an int value's magnitude at given sizes; undefined: untracked (lower/intrange.ts). */
+export type Magnitude = (size: (d: Dim) => number) => number | undefined;
 
 /** Options of `lowerGraph`. */
 export interface LowerOptions {

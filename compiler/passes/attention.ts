@@ -223,6 +223,22 @@ export class ScoreBuilder {
   }
 
   /**
+   * An int vector computed from positions and data (`h = arange(n) * 1103515245 + 12345`) read
+   * at one grid axis, as its expression there: computed in i32 by the score rather than stored,
+   * where float32 would drop its bits past 2^24 (probe 3). Undefined (nothing read) otherwise.
+   */
+  intVector(src: Node, at: "i" | "j"): Score | undefined {
+    if (src.type.dtype !== "int" || src.op.op === "input") return undefined;
+    const leaves = this.leaves.length, failure = this.failure;
+    const x = this.build(src.id, [at]);
+    if (x && !(x.kind === "leaf" && x.arg === this.leafBase + this.leaves.indexOf(src.id))) {
+      return x;
+    }
+    [this.leaves.length, this.failure] = [leaves, failure]; // as if never read
+    return undefined;
+  }
+
+  /**
    * Element `at` of random node `r`, drawn where the score reads it (a `draw`), when its seed is
    * a scalar the score can read; randint (whose bound its op checks) stays stored.
    */
@@ -420,7 +436,9 @@ export class ScoreBuilder {
         const at = n.args.length === 2 && src.type.shape.length === 1
           ? this.iotaAxis(idx, broadcastLayout(idx.type.shape, shape, layout) ?? [])
           : undefined;
-        if (at && src.type.shape[0] === this.extent(at)) return this.leaf(src.id, at);
+        if (at && src.type.shape[0] === this.extent(at)) {
+          return this.intVector(src, at) ?? this.leaf(src.id, at);
+        }
         // A table read at integer index expressions of both i and j, one per axis: T5's
         // bias[clamp(j - i, -K, K) + K]; or at constants, sizes and the head or batch index
         // (a per-head temperature `temp[head()]`), bound once per invocation (kernels/attention.ts
