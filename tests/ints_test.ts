@@ -170,3 +170,23 @@ Deno.test("ints: an int input holding a fraction or a value past 2^24 is refused
   const ok: Tensor = { shape: [3], data: Float64Array.from([0, -(2 ** 24), 2]), dtype: "int" };
   assert.deepEqual([...(await p.run({ idx: ok, x }, { backend: "interp" })).data], [1, 0, 3]);
 });
+
+Deno.test("ints: stored ints are bounded from their arithmetic; untracked ones are not diagnosed", () => {
+  // Each program stores `h` (returned as a value of its own, so no kernel computes it inline).
+  const bound = (expr: string, decls = "") => {
+    const p = compileSync(`def f(x: [n]${decls}) -> int[n] {
+  h = ${expr}
+  return h
+}`);
+    const h = p.plan().storedInts.find((s) => s.node.name === "h");
+    assert.ok(h, `${expr}: h is not among the stored ints\n${p.explain()}`);
+    return h.magnitude((d) => (d === "n" ? 100 : 7));
+  };
+  assert.equal(bound("arange(n) * 3 + 1"), 99 * 3 + 1);
+  assert.equal(bound("(arange(n) * 1103515245 + 12345) % 1000"), 999);
+  assert.equal(bound("arange(n) * 1103515245 + 12345"), 99 * 1103515245 + 12345);
+  assert.equal(bound("-abs(arange(n) - 200) // 2"), 200 + 99);
+  assert.equal(bound("max(arange(n), 5) * head()"), undefined, "head() is untracked");
+  assert.equal(bound("int(x * 1e9)"), undefined, "a cast of float data is untracked");
+  assert.equal(bound("ids * 2", ", ids: int[n]"), undefined, "int inputs are checked at binding");
+});
