@@ -3,7 +3,7 @@
  * workgroup grids, and the encoding of every dispatch in order with host loops repeated and
  * optional timestamps. Works on `Step`s, kernels as they are at this run's sizes.
  */
-import { DeviceError } from "../compiler/errors.ts";
+import { DeviceError, LimitError } from "../compiler/errors.ts";
 import { type ExecPlan, invocations, loopsIn, type PlanLoop } from "../compiler/lower/plan.ts";
 import type { Dim } from "../compiler/ir/types.ts";
 import type { Launch } from "../compiler/lower/plan.ts";
@@ -54,6 +54,16 @@ export async function buildPipelines(
   let done = 0;
   const out: GPUComputePipeline[] = [];
   for (const s of steps) {
+    // Binding 0 (the sizes) is a storage buffer too.
+    const storage = s.bindings.length + 1, limit = device.limits.maxStorageBuffersPerShaderStage;
+    if (storage > limit) {
+      throw new LimitError(
+        `kernel ${s.name} binds ${storage} storage buffers, over this adapter's ` +
+          `maxStorageBuffersPerShaderStage of ${limit}: it reads that many separate values at ` +
+          "once. Combine inputs first (stack biases into one tensor), or compile with " +
+          "{ fuse: false } (one kernel per operation)",
+      );
+    }
     if (s.features?.includes("shader-f16") && !device.features.has("shader-f16")) {
       throw new DeviceError(
         `kernel ${s.name} computes in half precision but the adapter ${adapter} has no ` +
