@@ -151,6 +151,16 @@ const VARIANTS: Variant[] = [
     dispatches: 1,
     ratio: 1.5,
   },
+  {
+    // Each (i, j) draws its uniform inside the fused pass (no n × n draws stored).
+    name: "dropkey 25%",
+    source: `def dropkey(q: [n, d], k: [n, d], v: [n, e], rate = 0.25) -> [n, e] {
+  u = uniform([n, n], 7)
+  s[i, j] = where(u[i, j] >= rate or i == j, ${SCORE}, -inf)
+  return softmax(s, axis=1) @ v
+}`,
+    dispatches: 1,
+  },
 ];
 
 /** Timed runs per variant, each paired with one of its baseline's. */
