@@ -72,7 +72,9 @@ export function signatureLines(graph: Graph): string[] {
       : ` = ${i.default === 1 ? "ones" : i.default === 0 ? "zeros" : i.default}`;
     return `${i.name}: ${showType(i.type)}${fill}`;
   }).join(", ");
-  const params = Object.entries(graph.params).map(([k, v]) => `${k} = ${v}`).join(", ");
+  const show = (k: string, v: number | boolean) =>
+    graph.paramTypes?.[k] === "float" && Number.isInteger(v) ? (v as number).toFixed(1) : String(v);
+  const params = Object.entries(graph.params).map(([k, v]) => `${k} = ${show(k, v)}`).join(", ");
   return [
     `${graph.entry}(${sig}) -> ${outs.length === 1 ? outs[0] : `(${outs.join(", ")})`}`,
     `params: ${params || "(none)"}`,

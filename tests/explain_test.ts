@@ -117,3 +117,14 @@ Deno.test("Program.explain(): sizes must be whole numbers naming size symbols", 
   assert.throws(() => p.explain({ sizes: null as unknown as Record<string, number> }), UsageError);
   assert.match(p.explain({ sizes: { n: 0 } }), /tiles: 0 empty \(skipped\), 0 partial, 0 full/);
 });
+
+Deno.test("Program.explain(): a float parameter shows as a float (16.0), an int as an int", () => {
+  const p = compileSync(
+    `def g(x: [n], scale = 16.0, reps = 3, t: float = 2, on = true) -> [n] {
+  return x * scale
+}`,
+    { params: { reps: 4 } },
+  );
+  const line = p.explain().split("\n").find((l) => l.startsWith("params:"));
+  assert.equal(line, "params: scale = 16.0, reps = 4, t = 2.0, on = true");
+});

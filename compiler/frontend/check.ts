@@ -20,6 +20,7 @@ import { declaredType, literal, lookup, type Scope, type TensorVal, type Val } f
 import { checkF32, dimOf, toTensor } from "./shapes.ts";
 import { body, checkReturn } from "./statements.ts";
 import { FRONTEND_LIMITS } from "../limits.ts";
+import type { DType } from "../tensor.ts";
 
 /** Options of `check`. */
 export interface CheckOptions {
@@ -174,6 +175,10 @@ export class Checker {
     const scope: Scope = { env: new Map(), dims: new Map() };
     // Compile-time parameters first: sizes in input types may name them.
     const params = this.staticParams(entry, scope, { ...(options.params ?? {}) });
+    // Each parameter's declared type, read before the body may rebind its name.
+    const paramTypes = Object.fromEntries(
+      Object.keys(params).map((k) => [k, (scope.env.get(k) as { dtype: DType }).dtype]),
+    );
     const inputs = this.inputs(entry, scope);
     const result = body(this, entry, scope);
     const outs = result.values.map((v) => toTensor(this, v, result.span));
@@ -184,6 +189,7 @@ export class Checker {
       inputs,
       outputs: outs.map((o) => o.id),
       params,
+      paramTypes,
       symbols: this.symbols,
       source: this.program.source,
       file: this.program.file,

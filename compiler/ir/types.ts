@@ -212,6 +212,8 @@ export interface Graph {
   outputs: number[];
   /** Compile-time parameters with the values this graph was built for. */
   params: Record<string, number | boolean>;
+  /** Each parameter's declared (or literal) type, for showing `16.0` as a float. */
+  paramTypes?: Record<string, DType>;
   /** Size symbols, each with where it was declared (for error messages). */
   symbols: Record<string, { origin: string; span: Span }>;
   /** The program text, for diagnostics. */
