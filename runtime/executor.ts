@@ -196,8 +196,9 @@ function checkStoredInts(graph: Graph, plan: ExecPlan, size: (d: Dim) => number)
     if (m === undefined || m <= F32_EXACT_INT) continue;
     const what = node.name ? `${node.name} (%${node.id})` : `%${node.id}`;
     throw new CompileError(
-      `the int value ${what} is stored between kernels, and at these sizes it may reach ` +
-        `${m.toExponential(2)}, past ±2^24, where the GPU's float32 buffers drop its low bits`,
+      `the int value ${what} is stored between kernels, and at these sizes it may ${
+        m >= 2 ** 31 ? "take any 32-bit value (its arithmetic wraps)" : `reach ${m}`
+      }, past ±2^24, where the GPU's float32 buffers drop its low bits`,
       node.span ?? { start: 0, end: 0 },
       graph.source,
       graph.file,
