@@ -198,8 +198,12 @@ function drawFunction(x: Score & { kind: "draw" }, args: Node[], slots: SymbolSl
     (acc, _, k) => (k === 0 ? "u32(x0)" : `(${acc}) * u32(${r(x.shape[k])}) + u32(x${k})`),
     "",
   );
+  // An int seed is rendered in i32 and read as its bits (the interpreter's `seed >>> 0`): through
+  // f32 a seed past 2^24 (`seed + head()`) rounded and every draw changed (probe 4).
   const given = x.seed.kind === "const"
     ? `${x.seed.value >>> 0}u`
+    : intValued(x.seed, args)
+    ? `bitcast<u32>(${scoreWgsl(x.seed, args, slots, none, true)})`
     : `u32(i32(floor(${r(x.seed)})))`;
   return `fn draw${x.stream}(s: u32, ${ps}) -> f32 {
   if (${nan.join(" || ")}) { return bitcast<f32>(f32_bits.z); }

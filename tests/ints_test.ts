@@ -184,8 +184,10 @@ Deno.test("ints: stored ints are bounded from their arithmetic; untracked ones a
   };
   assert.equal(bound("arange(n) * 3 + 1"), 99 * 3 + 1);
   assert.equal(bound("(arange(n) * 1103515245 + 12345) % 1000"), 999);
-  assert.equal(bound("arange(n) * 1103515245 + 12345"), 99 * 1103515245 + 12345);
-  assert.equal(bound("-abs(arange(n) - 200) // 2"), 200 + 99);
+  assert.equal(bound("arange(n) * 1103515245 + 12345"), 2 ** 31, "int32 wraps: at most 2^31");
+  assert.equal(bound("abs(arange(n) * 1103515245 + 12345) // 16777216"), 128);
+  assert.equal(bound("-abs(arange(n) - 200) // 2"), Math.ceil((200 + 99) / 2));
+  assert.equal(bound("(arange(n) * 10000000) // 10000000"), 99);
   assert.equal(bound("max(arange(n), 5) * head()"), undefined, "head() is untracked");
   assert.equal(bound("int(x * 1e9)"), undefined, "a cast of float data is untracked");
   assert.equal(bound("ids * 2", ", ids: int[n]"), undefined, "int inputs are checked at binding");

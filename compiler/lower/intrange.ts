@@ -11,6 +11,8 @@ import type { Node } from "../ir/types.ts";
 import type { Magnitude } from "./plan.ts";
 
 const untracked: Magnitude = () => undefined;
+/** The largest magnitude of an int32 (-2^31). */
+const INT32_MAGNITUDE = 2 ** 31;
 const known = (v: number): Magnitude => () => v;
 /** f over the operands' bounds, untracked when one is. */
 const lift = (f: (...xs: number[]) => number, ...ms: Magnitude[]): Magnitude => (sz) => {
@@ -28,8 +30,13 @@ const BINARY: Record<string, Rule> = {
   add: (_, arg) => lift((a, b) => a + b, arg(0), arg(1)),
   sub: (_, arg) => lift((a, b) => a + b, arg(0), arg(1)),
   mul: (_, arg) => lift((a, b) => a * b, arg(0), arg(1)),
-  // |a // b| ≤ |a| for b ≠ 0, and a // 0 is 0.
-  idiv: same,
+  // |a // c| ≤ ⌈|a| / |c|⌉ for a constant c ≠ 0; |a // b| ≤ |a| for any b (a // 0 is 0).
+  idiv: (n, arg, byId) => {
+    const b = byId.get(n.args[1])!;
+    return b.op.op === "const" && b.op.value !== 0
+      ? lift((a) => Math.ceil(a / Math.abs((b.op as { value: number }).value)), arg(0))
+      : arg(0);
+  },
   // Floor mod by b ≠ 0 is below |b| whatever a is; a % 0 is a.
   mod: (n, arg, byId) => {
     const b = byId.get(n.args[1])!;
@@ -85,8 +92,13 @@ export function intMagnitudes(byId: Map<number, Node>): (id: number) => Magnitud
       : undefined;
     memo.set(id, untracked); // no cycles in a graph; this bounds the walk regardless
     const m = rule ? rule(n!, (k) => of(n!.args[k]), byId) : untracked;
-    memo.set(id, m);
-    return m;
+    // Int arithmetic wraps: no int32 is larger than 2^31 in magnitude.
+    const wrapped: Magnitude = (sz) => {
+      const v = m(sz);
+      return v === undefined ? v : Math.min(v, INT32_MAGNITUDE);
+    };
+    memo.set(id, wrapped);
+    return wrapped;
   };
   return of;
 }

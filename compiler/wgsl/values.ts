@@ -9,8 +9,11 @@ export function randomValue(n: Node, reader: Reader, flat: string): { pre: strin
   // A constant seed (a parameter) is exact as u32 bits, like the interpreter's `seed >>> 0`; a
   // seed computed at run time is an f32 value (exact below 2^24).
   const s0 = reader.byId.get(n.args[0])!;
+  // An int seed is read as i32 (its bits, as the interpreter's `seed >>> 0`), not through f32.
   const given = s0.op.op === "const"
     ? `${s0.op.value >>> 0}u`
+    : s0.type.dtype === "int"
+    ? `bitcast<u32>(${reader.at(n.args[0], [], true)})`
     : `u32(i32(floor(${reader.at(n.args[0], [])})))`;
   const value = op.kind === "randint"
     ? `f32(mulhi32((w.x & 0xFFFFFE00u) | 0x100u, u32(floor(${reader.at(n.args[1], [])}))))`
@@ -32,7 +35,7 @@ export const DRAWS: Record<FusedDraw, (w: string) => string> = {
   uniform: (w) => `word_to_uniform(${w}.x)`,
   randn: (w) =>
     `sqrt(-2.0 * log(word_to_uniform(${w}.x))) * cos(6.283185307179586 * word_to_uniform(${w}.y))`,
-  gumbel: (w) => `-log(-log(word_to_uniform(${w}.x)))`,
+  gumbel: (w) => `-log(neg_log_uniform(${w}.x))`,
 };
 
 /**
