@@ -473,9 +473,12 @@ function attentionKernel(
   const { score: rowScore, hoisted, mask, fullScore } = scoreParts(score, args, slots);
   const sample = `${rowScore(0, "")} ${hoisted.once} ${hoisted.row(0)} ${hoisted.key("", "j")}`;
   // The skeleton itself starts each row's max at -inf (f32_bits).
+  // The table and draw functions call helpers too (a stored int seed's f2i); philox comes with
+  // the draws.
+  const tables = tableFunctions(score, args, slots);
   const helpers = [
-    ...helpersFor(`${sample} f32_bits`).filter((h) => h !== HELPERS.philox),
-    tableFunctions(score, args, slots),
+    ...helpersFor(`${sample} ${tables} f32_bits`).filter((h) => h !== HELPERS.philox),
+    tables,
   ].filter((h) => h).join("\n");
   const [a, b] = args;
   const qkv = args.slice(0, probs ? 2 : 3);

@@ -116,10 +116,11 @@ function mixKernel(spec: MixSpec, title: string): string {
   const score = (t: number, r: number) => scoreWgsl(streams[t].score, args, spec.slots, names(r));
   const coef = (t: number, r: number) =>
     scoreWgsl(streams[t].coef, args, spec.slots, { ...names(r), qk: "0.0" });
+  const tables = tableFunctions(mixScore(streams), args, spec.slots);
   const helpers = [
-    ...helpersFor(`${ss.map((t) => `${score(t, 0)} ${coef(t, 0)}`).join(" ")} f32_bits`)
+    ...helpersFor(`${ss.map((t) => `${score(t, 0)} ${coef(t, 0)}`).join(" ")} ${tables} f32_bits`)
       .filter((h) => h !== HELPERS.philox),
-    tableFunctions(mixScore(streams), args, spec.slots),
+    tables,
   ].filter((h) => h).join("\n");
   // Row r's q·k of stream t against the key row `k`, then the score `into`.
   const scored = (t: number, r: number, k: string, into: string) =>
