@@ -18,6 +18,7 @@ import {
   type Tensor,
   tensor,
 } from "../mod.ts";
+import { compiled, disagreement } from "./probe_helpers.ts";
 import { LOOPS } from "../compiler/limits.ts";
 import { getDevice } from "../runtime/device.ts";
 import { execute } from "../runtime/executor.ts";
@@ -42,26 +43,6 @@ const softmaxOf = (score: string, args = "") =>
 }`;
 const DROP = (seed: string, at = "[i, j]") =>
   `where(uniform([n, n], ${seed})${at} >= 0.3, q[i] . k[j], -inf)`;
-
-const programs = new Map<string, Program>();
-const compiled = (source: string, options: CompileOptions = {}) => {
-  const key = `${JSON.stringify(options)}\n${source}`;
-  let p = programs.get(key);
-  if (!p) programs.set(key, p = compileSync(source, options));
-  return p;
-};
-
-/** Where a and b differ: NaN and ±inf must sit at the same places, the rest within tol. */
-function disagreement(a: Tensor, b: Tensor, tol: number): string | undefined {
-  if (a.shape.join() !== b.shape.join()) return `shape ${a.shape} against ${b.shape}`;
-  const odd = a.data.findIndex((x, t) =>
-    (!Number.isFinite(x) || !Number.isFinite(b.data[t])) && !Object.is(x, b.data[t])
-  );
-  if (odd >= 0) return `at ${odd}: gpu ${a.data[odd]}, interp ${b.data[odd]}`;
-  const finite = (t: Tensor) => ({ ...t, data: t.data.map((x) => Number.isFinite(x) ? x : 0) });
-  const err = relativeError(finite(a), finite(b));
-  return err < tol ? undefined : `relative error ${err}`;
-}
 
 /** Every result on both backends (GPU poisoned), with and without a run seed; GPU results back. */
 async function agree(what: string, p: Program, x: Inputs, tol = 1e-5): Promise<Tensor[]> {

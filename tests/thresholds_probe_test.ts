@@ -12,15 +12,13 @@
 import assert from "node:assert/strict";
 import {
   CompileError,
-  type CompileOptions,
-  compileSync,
   LimitError,
   type Program,
   randomTensor,
-  relativeError,
   type Tensor,
   tensor,
 } from "../mod.ts";
+import { compiled, disagreement } from "./probe_helpers.ts";
 import { LOOPS } from "../compiler/limits.ts";
 import { lowerGraph } from "../compiler/lower/lower.ts";
 import { getDevice } from "../runtime/device.ts";
@@ -48,26 +46,6 @@ const qkv = (lead: number[], n: number, m: number, d: number, e: number, seed: n
   k: draw([...lead, m, d], seed + 1),
   v: draw([...lead, m, e], seed + 2),
 });
-
-const programs = new Map<string, Program>();
-const compiled = (source: string, options: CompileOptions = {}) => {
-  const key = `${JSON.stringify(options)}\n${source}`;
-  let p = programs.get(key);
-  if (!p) programs.set(key, p = compileSync(source, options));
-  return p;
-};
-
-/** Where a and b differ: NaN and ±inf must sit at the same places, the rest within tol. */
-function disagreement(a: Tensor, b: Tensor, tol = 1e-5): string | undefined {
-  if (a.shape.join() !== b.shape.join()) return `shape ${a.shape} against ${b.shape}`;
-  const odd = a.data.findIndex((x, t) =>
-    (!Number.isFinite(x) || !Number.isFinite(b.data[t])) && !Object.is(x, b.data[t])
-  );
-  if (odd >= 0) return `at ${odd}: gpu ${a.data[odd]}, interp ${b.data[odd]}`;
-  const finite = (t: Tensor) => ({ ...t, data: t.data.map((x) => Number.isFinite(x) ? x : 0) });
-  const err = relativeError(finite(a), finite(b));
-  return err < tol ? undefined : `relative error ${err}`;
-}
 
 /** Runs every result on both backends (GPU poisoned); asserts they agree. GPU results back. */
 async function agree(what: string, p: Program, x: Inputs, tol = 1e-5): Promise<Tensor[]> {
