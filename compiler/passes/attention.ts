@@ -206,12 +206,11 @@ export class ScoreBuilder {
       if (!pick) break;
       const [c, r] = pick;
       const layout = broadcastLayout(c.type.shape, row.type.shape, [...lead, null]);
-      const leaves = this.leaves.length, failure = this.failure;
-      const f = layout && this.build(c.id, layout);
-      if (!f || !(op.fn === "mul" ? neverInf(f) : neverZero(f) && neverInf(f))) {
-        [this.leaves.length, this.failure] = [leaves, failure]; // as if never read
-        break;
-      }
+      const f = this.tentative(() => {
+        const f = layout && this.build(c.id, layout);
+        return f && (op.fn === "mul" ? neverInf(f) : neverZero(f) && neverInf(f)) ? f : undefined;
+      });
+      if (!f) break;
       outer.push(
         op.fn === "mul"
           ? (x) => ({ kind: "binary", fn: "mul", a: f, b: x })
@@ -229,13 +228,21 @@ export class ScoreBuilder {
    */
   intVector(src: Node, at: "i" | "j"): Score | undefined {
     if (src.type.dtype !== "int" || src.op.op === "input") return undefined;
+    return this.tentative(() => {
+      const x = this.build(src.id, [at]);
+      // Built as a leaf of itself, it is stored after all.
+      return x && !(x.kind === "leaf" && x.arg === this.leafBase + this.leaves.indexOf(src.id))
+        ? x
+        : undefined;
+    });
+  }
+
+  /** f's score, or, when it refuses (undefined), nothing read: its leaves and failure undone. */
+  tentative<T>(f: () => T | undefined): T | undefined {
     const leaves = this.leaves.length, failure = this.failure;
-    const x = this.build(src.id, [at]);
-    if (x && !(x.kind === "leaf" && x.arg === this.leafBase + this.leaves.indexOf(src.id))) {
-      return x;
-    }
-    [this.leaves.length, this.failure] = [leaves, failure]; // as if never read
-    return undefined;
+    const x = f();
+    if (x === undefined) [this.leaves.length, this.failure] = [leaves, failure];
+    return x;
   }
 
   /**
@@ -244,7 +251,7 @@ export class ScoreBuilder {
    */
   draw(r: Node, at: Score[]): Score | undefined {
     if (r.op.op !== "random" || r.op.kind === "randint") return undefined;
-    const seed = this.build(r.args[0], []);
+    const seed = this.tentative(() => this.build(r.args[0], []));
     if (!seed) return undefined;
     const shape = r.type.shape.map((d): Score =>
       typeof d === "number" ? { kind: "const", value: d } : { kind: "size", name: d }
