@@ -1,0 +1,556 @@
+/**
+ * A third generality probe (issue #9): attention variants that no issue, example, bench or the
+ * earlier probes name (tests/unnamed_variants_test.ts, tests/unnamed_variants2_test.ts,
+ * tests/thresholds_probe_test.ts, tests/new_features_probe_test.ts), each written as a researcher
+ * would from docs/language.md: gpt-oss sinks, StreamingLLM, interleaved RoPE, multi-head latent
+ * attention, causal FAVOR+, linear cosFormer, gated linear attention, NSA-style block selection,
+ * 2-D neighborhood attention and awkward extremes. Each compiles, its interpreter output is finite,
+ * and on the GPU (poisoned buffers, awkward sizes, fresh random data) it agrees with the float64
+ * interpreter. Dispatch counts are asserted only where the docs promise them; the probe's findings
+ * are the ignored tests named "FINDING" at the end.
+ */
+import assert from "node:assert/strict";
+import { randomTensor, type Tensor, tensor } from "../mod.ts";
+import { compiled, disagreement } from "./probe_helpers.ts";
+import { getDevice } from "../runtime/device.ts";
+
+const adapter = await getDevice().then((d) => d.facts.description, () => undefined);
+/** Fresh per run; every failure message carries it. */
+const SEED = Math.floor(Math.random() * 2 ** 30);
+
+const QKV = "q: [n, d], k: [n, d], v: [n, e]";
+/** Cross-attention: m cached keys and values beside n queries (query i at m - n + i). */
+const CROSS = "q: [n, d], k: [m, d], v: [m, e]";
+const SCORE = "q[i] . k[j] / sqrt(d)";
+const softmaxOf = (name: string, args: string, score: string, qkv = QKV) =>
+  `def ${name}(${qkv}${args}) -> [n, e] {
+  s[i, j] = ${score}
+  return softmax(s, axis=1) @ v
+}`;
+
+/** A run's sizes: leading (batch, heads) dims, queries, keys, head and value widths, seed. */
+export interface Sizes {
+  lead: number[];
+  n: number;
+  m: number;
+  d: number;
+  e: number;
+  seed: number;
+}
+
+export interface Variant {
+  name: string;
+  source: string;
+  /** Inputs beyond q, k, v. */
+  extra?: (x: Sizes) => Record<string, Tensor>;
+  /** Inputs in place of q, k, v (a program that names them otherwise). */
+  own?: (x: Sizes) => Record<string, Tensor>;
+  /** Keys and values of their own length m (cross-attention). */
+  cross?: boolean;
+  /** Heads of k and v, fewer than q's (grouped-query attention). */
+  kvHeads?: number;
+  /** q and k of |randn| (an unnormalized output would cancel to near 0 otherwise). */
+  positive?: boolean;
+  /** Runs only at these (lead, n, m, d, e) sizes (a table or a parameter bounds them). */
+  sizes?: [number[], number, number, number, number][];
+  /** Dispatches the docs promise ("What runs as one pass"); absent where they promise none. */
+  dispatches?: number;
+  /** An IR op or kernel the optimized program must hold (the fused pass the docs describe). */
+  fused?: "attention" | "attention_mix" | "attention_rowsum" | "causal_contract";
+}
+
+const abs = (t: Tensor): Tensor => ({ ...t, data: t.data.map(Math.abs) });
+
+/** One value per head, from the run's heads dim. */
+const perHead = (lead: number[], f: (h: number) => number) => {
+  const heads = lead.at(-1) ?? 1;
+  return tensor([heads], Array.from({ length: heads }, (_, h) => f(h)));
+};
+
+/**
+ * A per-head table [H, ...] of rank above q's: it must carry the run's leading dims as 1s, or q's
+ * leading dims read as batch dims the table lacks (see the finding on per-head tables).
+ */
+const headTable = (lead: number[], shape: number[], seed: number) =>
+  randomTensor([...lead.slice(0, -1).map(() => 1), 1, lead.at(-1) ?? 1, ...shape], { seed });
+
+/** gpt-oss: a learned sink logit per head joins each row's softmax denominator. */
+const SINKS = ({ lead, seed }: Sizes) => ({
+  sink: perHead(lead, (h) => 0.3 * h - 0.4 + (seed % 7) / 10),
+});
+
+/** The interleaved (GPT-J) rotary embedding of x's rows at positions i + offset. */
+const ROPE = `def rope(x: [n, d], offset, base = 10000.0) -> [n, d] {
+  theta = base ^ (-2.0 * float(arange(d) // 2) / float(d))
+  r[i, c] = x[i, c] * cos(float(i + offset) * theta[c]) +
+    where(c % 2 == 0, -x[i, c + 1], x[i, c - 1]) * sin(float(i + offset) * theta[c])
+  return r
+}
+`;
+
+export const VARIANTS: Variant[] = [
+  {
+    name: "gpt-oss sinks [H] at head(), by logsumexp, causal",
+    source: `def sinks_lse(${QKV}, sink: [h]) -> [n, e] {
+  s[i, j] = where(j <= i, ${SCORE}, -inf)
+  y = softmax(s, axis=1) @ v
+  l = logsumexp(s, axis=1)
+  r[i, c] = y[i, c] * sigmoid(l[i] - sink[head()])
+  return r
+}`,
+    extra: SINKS,
+    dispatches: 2, // one flash pass with its log-sum-exp, one elementwise gate
+    fused: "attention",
+  },
+  {
+    name: "gpt-oss sinks [H], a (y, lse) function merged with the sink, grouped heads",
+    source: `def flash(q: [n, d], k: [m, d], v: [m, e]) -> ([n, e], [n]) {
+  s[i, j] = where(j <= i + m - n, ${SCORE}, -inf)
+  return softmax(s, axis=1) @ v, logsumexp(s, axis=1)
+}
+
+def sinks_pair(${CROSS}, sink: [h]) -> [n, e] {
+  y, l = flash(q, k, v)
+  top = max(l, sink[head()])
+  w = exp(l - top) / (exp(l - top) + exp(sink[head()] - top))
+  r[i, c] = y[i, c] * w[i]
+  return r
+}`,
+    extra: SINKS,
+    cross: true,
+    kvHeads: 1,
+    fused: "attention",
+  },
+  {
+    name: "gpt-oss sinks [H] by hand: exp(s - mx) over exp(sink - mx) + row sum",
+    source: `def sinks_hand(${QKV}, sink: [h]) -> [n, e] {
+  s[i, j] = where(j <= i, ${SCORE}, -inf)
+  mx = max(max(s, axis=1, keepdims=true), sink[head()])
+  w = exp(s - mx)
+  return (w @ v) / (exp(sink[head()] - mx) + sum(w, axis=1, keepdims=true))
+}`,
+    extra: SINKS,
+  },
+  {
+    name: "StreamingLLM: 4 sink tokens plus a causal window of 8",
+    source: softmaxOf(
+      "streaming",
+      ", W = 8, S = 4",
+      `where(j <= i and (i - j < W or j < S), ${SCORE}, -inf)`,
+    ),
+    dispatches: 1,
+    fused: "attention",
+  },
+  {
+    name: "StreamingLLM over a KV cache (n queries at the end of m keys)",
+    source: softmaxOf(
+      "streaming_kv",
+      ", W = 8, S = 4",
+      `where(j <= i + m - n and (i + m - n - j < W or j < S), ${SCORE}, -inf)`,
+      CROSS,
+    ),
+    cross: true,
+    dispatches: 1,
+    fused: "attention",
+  },
+  {
+    name: "interleaved (GPT-J) RoPE on q and k over a KV cache, causal",
+    source: `${ROPE}
+def rope_kv(${CROSS}) -> [n, e] {
+  qr = rope(q, m - n)
+  kr = rope(k, 0)
+  s[i, j] = where(j <= i + m - n, qr[i] . kr[j] / sqrt(d), -inf)
+  return softmax(s, axis=1) @ v
+}`,
+    cross: true,
+    fused: "attention",
+  },
+  {
+    name: "rotate-half RoPE by column slices: two dot products per score",
+    source: `def rope_halves(${QKV}, base = 10000.0, half = 4) -> [n, e] {
+  pos = float(arange(n))
+  theta = base ^ (-float(arange(half)) / float(half))
+  ang[i, c] = pos[i] * theta[c]
+  q1 = q[:, :half]
+  q2 = q[:, half:2 * half]
+  k1 = k[:, :half]
+  k2 = k[:, half:2 * half]
+  qa = q1 * cos(ang) - q2 * sin(ang)
+  qb = q2 * cos(ang) + q1 * sin(ang)
+  ka = k1 * cos(ang) - k2 * sin(ang)
+  kb = k2 * cos(ang) + k1 * sin(ang)
+  s[i, j] = where(j <= i, (qa[i] . ka[j] + qb[i] . kb[j]) / sqrt(2.0 * float(half)), -inf)
+  return softmax(s, axis=1) @ v
+}`,
+  },
+  {
+    name: "multi-head latent attention: k, v from a latent c [m, r], causal over a cache",
+    source: `def mla(q: [n, d], c: [m, r], Wk: [r, d], Wv: [r, e]) -> [n, e] {
+  k = c @ Wk
+  v = c @ Wv
+  s[i, j] = where(j <= i + m - n, q[i] . k[j] / sqrt(d), -inf)
+  return softmax(s, axis=1) @ v
+}`,
+    own: ({ lead, n, m, d, e, seed }) => ({
+      q: randomTensor([...lead, n, d], { seed }),
+      c: randomTensor([...lead, m, 3], { seed: seed + 1 }),
+      Wk: randomTensor([3, d], { seed: seed + 2 }),
+      Wv: randomTensor([3, e], { seed: seed + 3 }),
+    }),
+    cross: true,
+    fused: "attention",
+  },
+  {
+    name: "MLA with absorbed weights: scores and values in the latent space",
+    source: `def mla_absorbed(q: [n, d], c: [m, r], Wk: [r, d], Wv: [r, e]) -> [n, e] {
+  qc = q @ Wk^T
+  s[i, j] = where(j <= i + m - n, qc[i] . c[j] / sqrt(d), -inf)
+  return (softmax(s, axis=1) @ c) @ Wv
+}`,
+    own: ({ lead, n, m, d, e, seed }) => ({
+      q: randomTensor([...lead, n, d], { seed }),
+      c: randomTensor([...lead, m, 3], { seed: seed + 1 }),
+      Wk: randomTensor([3, d], { seed: seed + 2 }),
+      Wv: randomTensor([3, e], { seed: seed + 3 }),
+    }),
+    cross: true,
+    fused: "attention",
+  },
+  {
+    name: "causal FAVOR+ (positive random features, prefix sums)",
+    source: `def favor_causal(${QKV}, features = 16, seed = 11) -> [n, e] {
+  W = randn([d, features], seed)
+  qs = q / d^0.25
+  ks = k / d^0.25
+  fq = exp(qs @ W - sum(qs * qs, axis=1, keepdims=true) / 2) / sqrt(features)
+  fk = exp(ks @ W - sum(ks * ks, axis=1, keepdims=true) / 2) / sqrt(features)
+  kv[j, a, c] = fk[j, a] * v[j, c]
+  S = cumsum(kv, axis=0)
+  z = cumsum(fk, axis=0)
+  num[i, c] = sum[a](fq[i, a] * S[i, a, c])
+  den[i] = sum[a](fq[i, a] * z[i, a])
+  y[i, c] = num[i, c] / den[i]
+  return y
+}`,
+    fused: "causal_contract",
+  },
+  {
+    name: "cosFormer in linear form (cos(a - b) = cos a cos b + sin a sin b)",
+    source: `def cosformer_linear(${QKV}) -> [n, e] {
+  ang = pi / 2.0 * float(arange(n)) / float(n)
+  fq = relu(q)
+  fk = relu(k)
+  qc[i, a] = fq[i, a] * cos(ang[i])
+  qs[i, a] = fq[i, a] * sin(ang[i])
+  kc[j, a] = fk[j, a] * cos(ang[j])
+  ks[j, a] = fk[j, a] * sin(ang[j])
+  num = qc @ (kc^T @ v) + qs @ (ks^T @ v)
+  den = qc @ sum(kc, axis=0) + qs @ sum(ks, axis=0)
+  y[i, c] = num[i, c] / (den[i] + 1e-6)
+  return y
+}`,
+    positive: true,
+  },
+  {
+    name: "causal cosFormer in linear form (two prefix-sum states)",
+    source: `def cosformer_causal(${QKV}) -> [n, e] {
+  ang = pi / 2.0 * float(arange(n)) / float(n)
+  fq = relu(q)
+  fk = relu(k)
+  qc[i, a] = fq[i, a] * cos(ang[i])
+  qs[i, a] = fq[i, a] * sin(ang[i])
+  kc[j, a] = fk[j, a] * cos(ang[j])
+  ks[j, a] = fk[j, a] * sin(ang[j])
+  kvc[j, a, c] = kc[j, a] * v[j, c]
+  kvs[j, a, c] = ks[j, a] * v[j, c]
+  Sc = cumsum(kvc, axis=0)
+  Ss = cumsum(kvs, axis=0)
+  zc = cumsum(kc, axis=0)
+  zs = cumsum(ks, axis=0)
+  num[i, c] = sum[a](qc[i, a] * Sc[i, a, c]) + sum[a](qs[i, a] * Ss[i, a, c])
+  den[i] = sum[a](qc[i, a] * zc[i, a]) + sum[a](qs[i, a] * zs[i, a])
+  y[i, c] = num[i, c] / (den[i] + 1e-6)
+  return y
+}`,
+    positive: true,
+  },
+  {
+    name: "stick-breaking as a direct sum over the keys between (O(n^3) as written)",
+    source: `def stick_sum(${QKV}) -> [n, e] {
+  s[i, j] = ${SCORE}
+  a[i, j] = where(j < i,
+    sigmoid(s[i, j]) * exp(sum[t](where(t > j and t < i, log(sigmoid(-s[i, t])), 0.0))), 0.0)
+  return a @ v
+}`,
+  },
+  {
+    name: "gated linear attention, per-channel gates, quadratic (masked) form",
+    source: `def gla_quadratic(${QKV}, g: [n, d]) -> [n, e] {
+  F = cumsum(log(sigmoid(g + 3.0)), axis=0)
+  qf = q * exp(F)
+  kf = k * exp(-F)
+  w[i, j] = where(j <= i, qf[i] . kf[j], 0.0)
+  return w @ v
+}`,
+    extra: ({ lead, n, d, seed }) => ({ g: randomTensor([...lead, n, d], { seed }) }),
+    positive: true,
+    fused: "attention",
+  },
+  {
+    name: "gated linear attention, per-channel gates, scan form",
+    source: `def gla_scan(${QKV}, g: [n, d]) -> [n, e] {
+  F = cumsum(log(sigmoid(g + 3.0)), axis=0)
+  kv[j, a, c] = k[j, a] * exp(-F[j, a]) * v[j, c]
+  S = cumsum(kv, axis=0)
+  y[i, c] = sum[a](q[i, a] * exp(F[i, a]) * S[i, a, c])
+  return y
+}`,
+    extra: ({ lead, n, d, seed }) => ({ g: randomTensor([...lead, n, d], { seed }) }),
+    positive: true,
+    fused: "causal_contract",
+  },
+  {
+    name: "per-head temperature [H] and window 8 * 2^head() in one mask",
+    source: softmaxOf(
+      "head_window",
+      ", temp: [h]",
+      `where(j <= i and float(i - j) < 8.0 * 2.0 ^ float(head()), ${SCORE} * temp[head()], -inf)`,
+    ),
+    extra: ({ lead }) => ({ temp: perHead(lead, (h) => 0.5 + 0.75 * h) }),
+    dispatches: 1,
+    fused: "attention",
+  },
+  {
+    name: "NSA-style: top-2 of 16-key block means plus a local window, causal",
+    source: `def nsa(${QKV}, blk = 16, nb = 8, top = 2, win = 4) -> [n, e] {
+  b = arange(n) // blk
+  ksum = scatter_add(b, k, nb)
+  cnt = scatter_add(b, ones([n]), nb)
+  kb[t, c] = ksum[t, c] / max(cnt[t], 1.0)
+  bs[i, t] = where(t * blk <= i, q[i] . kb[t], -inf)
+  pick = topk(bs, top)
+  s[i, j] = where(j <= i and (pick[i, 0] == j // blk or pick[i, 1] == j // blk or i - j < win),
+    ${SCORE}, -inf)
+  return softmax(s, axis=1) @ v
+}`,
+    fused: "attention",
+  },
+  {
+    name: "2-D neighborhood attention on a W-wide grid, per-head 2-D relative bias [H, 3, 3]",
+    source: softmaxOf(
+      "natten",
+      ", rpb: [h, a, b], W = 5, K = 1",
+      `where(abs(i // W - j // W) <= K and abs(i % W - j % W) <= K,
+    ${SCORE} + rpb[head(), j // W - i // W + K, j % W - i % W + K], -inf)`,
+    ),
+    extra: ({ lead, seed }) => ({ rpb: headTable(lead, [3, 3], seed) }),
+    dispatches: 1,
+    fused: "attention",
+  },
+  {
+    name: "NATTEN proper: the 3 x 3 window clamped inside the grid, bias [H, 5, 5]",
+    source: `def natten_clamped(${QKV}, rpb: [h, a, b], W = 5, K = 1) -> [n, e] {
+  rs = clamp(arange(n) // W - K, 0, n // W - 2 * K - 1)
+  cs = clamp(arange(n) % W - K, 0, W - 2 * K - 1)
+  s[i, j] = where(j // W >= rs[i] and j // W <= rs[i] + 2 * K and
+    j % W >= cs[i] and j % W <= cs[i] + 2 * K,
+    ${SCORE} + rpb[head(), j // W - i // W + 2 * K, j % W - i % W + 2 * K], -inf)
+  return softmax(s, axis=1) @ v
+}`,
+    extra: ({ lead, seed }) => ({ rpb: headTable(lead, [5, 5], seed) }),
+    dispatches: 1,
+    fused: "attention",
+  },
+  {
+    name: "every row of head 1 masked (zeros there), causal elsewhere",
+    source: softmaxOf("dead_head", "", `where(head() != 1 and j <= i, ${SCORE}, -inf)`),
+    dispatches: 1,
+    fused: "attention",
+  },
+];
+
+/** q, k, v of shape [...lead, n or m, d or e] (or the variant's own), then its extras. */
+function inputs(
+  v: Variant,
+  lead: number[],
+  n: number,
+  m: number,
+  d: number,
+  e: number,
+  seed: number,
+): Record<string, Tensor> {
+  const sizes = { lead, n, m: v.cross ? m : n, d, e, seed: seed + 3 };
+  if (v.own) return v.own({ ...sizes, seed });
+  const kv = v.kvHeads === undefined ? lead : [...lead.slice(0, -1), v.kvHeads];
+  const sign = v.positive ? abs : (t: Tensor) => t;
+  const x: Record<string, Tensor> = {
+    q: sign(randomTensor([...lead, n, d], { seed })),
+    k: sign(randomTensor([...kv, sizes.m, d], { seed: seed + 1 })),
+    v: randomTensor([...kv, sizes.m, e], { seed: seed + 2 }),
+  };
+  return { ...x, ...v.extra?.(sizes) };
+}
+
+const variant = (prefix: string) => VARIANTS.find((v) => v.name.startsWith(prefix))!;
+
+Deno.test("unnamed variants 3: each compiles, fuses as the docs say, and is finite on the interpreter", async () => {
+  for (const v of VARIANTS) {
+    const p = compiled(v.source);
+    const kernels = p.plan().kernels.map((k) => k.name.replace(/_\d+.*$/, ""));
+    const ops = [...p.optimized.nodes.map((n) => n.op.op as string), ...kernels];
+    if (v.fused) assert.ok(ops.includes(v.fused), `${v.name}: no ${v.fused} in ${ops}`);
+    if (v.dispatches !== undefined) {
+      assert.equal(p.plan().kernels.length, v.dispatches, `${v.name}:\n${p.explain()}`);
+    }
+    for (const [n, m] of [[13, 13], [7, 20], [20, 7]]) {
+      const y = await p.run(inputs(v, [3], n, m, 8, 5, SEED), { backend: "interp" });
+      assert.ok(
+        y.data.every(Number.isFinite),
+        `${v.name}, n ${n} m ${m}: not finite (seed ${SEED})`,
+      );
+    }
+  }
+});
+
+Deno.test("unnamed variants 3: explain says why the two-dot-product RoPE score does not fuse", () => {
+  const text = compiled(variant("rotate-half").source).explain({ ir: false });
+  assert.match(text, /softmax did not fuse: it holds two dot products/);
+});
+
+/** The interpreter's outputs of two programs on the same inputs, within float64 rounding. */
+async function same(what: string, a: string, b: string, x: Record<string, Tensor>, tol = 1e-9) {
+  const [ya, yb] = await Promise.all([a, b].map((s) => compiled(s).run(x, { backend: "interp" })));
+  const bad = disagreement(ya, yb, tol);
+  assert.equal(bad, undefined, `${what}, seed ${SEED}: ${bad}`);
+}
+
+Deno.test("unnamed variants 3: equivalent forms agree on the interpreter", async () => {
+  const x = inputs(variant("gpt-oss sinks [H] at"), [2, 3], 13, 13, 8, 5, SEED);
+  // The three sink programs: by logsumexp, by a (y, lse) merge, by hand.
+  await same(
+    "sinks lse / pair",
+    variant("gpt-oss sinks [H] at").source,
+    variant("gpt-oss sinks [H], a").source,
+    x,
+  );
+  await same(
+    "sinks lse / hand",
+    variant("gpt-oss sinks [H] at").source,
+    variant("gpt-oss sinks [H] by").source,
+    x,
+  );
+  // A sink of -inf is plain causal attention; the lse form of +inf gives zeros.
+  const causal = softmaxOf("causal", ", sink: [h]", `where(j <= i, ${SCORE}, -inf)`);
+  const minus = { ...x, sink: tensor([3], [-Infinity, -Infinity, -Infinity]) };
+  await same("sink -inf", variant("gpt-oss sinks [H] at").source, causal, minus);
+  const plus = await compiled(variant("gpt-oss sinks [H] at").source).run(
+    { ...x, sink: tensor([3], [Infinity, Infinity, Infinity]) },
+    { backend: "interp" },
+  );
+  assert.ok(plus.data.every((y) => y === 0), "a sink of +inf takes every row's weight");
+  // MLA: the absorbed weights change the order of products only.
+  const mla = inputs(variant("multi-head latent"), [3], 13, 20, 8, 5, SEED);
+  await same(
+    "MLA / absorbed",
+    variant("multi-head latent").source,
+    variant("MLA with").source,
+    mla,
+  );
+  // Gated linear attention: masked quadratic form and scan form.
+  const gla = inputs(
+    variant("gated linear attention, per-channel gates, quadratic"),
+    [3],
+    13,
+    13,
+    8,
+    5,
+    SEED,
+  );
+  await same(
+    "GLA quadratic / scan",
+    variant("gated linear attention, per-channel gates, quadratic").source,
+    variant("gated linear attention, per-channel gates, scan").source,
+    gla,
+    1e-7,
+  );
+  // cosFormer: the linear forms against their quadratic forms (cos(a - b) reweighting).
+  const cosq = (causal: boolean) =>
+    `def cosq(${QKV}) -> [n, e] {
+  w[i, j] = where(${
+      causal ? "j <= i" : "true"
+    }, (relu(q[i]) . relu(k[j])) * cos(pi / 2.0 * float(i - j) / float(n)), 0.0)
+  return (w @ v) / (sum(w, axis=1, keepdims=true) + 1e-6)
+}`;
+  const cx = inputs(variant("cosFormer in linear"), [3], 13, 13, 8, 5, SEED);
+  await same(
+    "cosFormer linear / quadratic",
+    variant("cosFormer in linear").source,
+    cosq(false),
+    cx,
+    1e-7,
+  );
+  await same(
+    "causal cosFormer linear / quadratic",
+    variant("causal cosFormer").source,
+    cosq(true),
+    cx,
+    1e-7,
+  );
+  // Stick-breaking written as a direct sum against the prefix-sum form of the first probe.
+  const sbCumsum = `def sb(${QKV}) -> [n, e] {
+  s[i, j] = ${SCORE}
+  l[i, j] = where(j < i, log(1.0 - sigmoid(s[i, j])), 0.0)
+  c = cumsum(l, axis=1)
+  tot = sum(l, axis=1, keepdims=true)
+  a[i, j] = where(j < i, sigmoid(s[i, j]) * exp(tot[i, 0] - c[i, j]), 0.0)
+  return a @ v
+}`;
+  await same("stick-breaking sum / cumsum", variant("stick-breaking").source, sbCumsum, cx, 1e-7);
+});
+
+Deno.test("unnamed variants 3: a masked head is zero rows, the others are not", async () => {
+  const v = variant("every row of head 1");
+  const [n, e] = [7, 2];
+  const y = await compiled(v.source).run(inputs(v, [2, 3], n, n, 8, e, SEED), {
+    backend: "interp",
+  });
+  for (let t = 0; t < y.data.length; t++) {
+    const head = Math.floor(t / (n * e)) % 3;
+    if (head === 1) assert.equal(y.data[t], 0, `at ${t} (seed ${SEED})`);
+    else assert.notEqual(y.data[t], 0, `at ${t} (seed ${SEED})`);
+  }
+});
+
+/** GPU (poisoned) against the interpreter; the GPU's dispatches. */
+async function agree(what: string, source: string, x: Record<string, Tensor>): Promise<number> {
+  const p = compiled(source);
+  const gpu = await p.profile(x, { backend: "gpu", poison: true });
+  const bad = disagreement(gpu.output, await p.run(x, { backend: "interp" }));
+  assert.equal(bad, undefined, `${what}: ${bad}`);
+  return gpu.stats.dispatches;
+}
+
+Deno.test({
+  name: "unnamed variants 3: GPU (poisoned) agrees with the interpreter at awkward sizes",
+  ignore: adapter === undefined,
+  async fn() {
+    // (lead dims, n, m, d, e): 3 heads; a batch of 2 by 3 heads; one token and e = 1. Cross
+    // variants also run with one query beside 7 keys and 7 queries beside one key.
+    const sizes: [number[], number, number, number, number][] = [
+      [[3], 13, 20, 8, 5],
+      [[2, 3], 65, 13, 12, 9],
+      [[1, 1], 1, 1, 8, 1],
+    ];
+    const cross: typeof sizes = [[[2], 1, 7, 8, 3], [[2], 7, 1, 12, 1]];
+    for (const v of VARIANTS) {
+      for (const [lead, n, m, d, e] of v.cross ? [...sizes, ...cross] : sizes) {
+        const seed = SEED + n;
+        const what = `${v.name}, lead ${lead} n ${n} m ${
+          v.cross ? m : n
+        } d ${d} e ${e}, seed ${seed}`;
+        const dispatches = await agree(what, v.source, inputs(v, lead, n, m, d, e, seed));
+        if (v.dispatches !== undefined) assert.equal(dispatches, v.dispatches, what);
+      }
+    }
+  },
+});
