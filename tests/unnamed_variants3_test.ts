@@ -362,6 +362,60 @@ def rope_kv(${CROSS}) -> [n, e] {
     fused: "attention",
   },
   {
+    // Lo et al. 2025: relu(exp(x) - 1) over the row sum of |exp(x) - 1| (may attend to nothing).
+    name: "softpick, causal",
+    source: `def softpick(${QKV}) -> [n, e] {
+  s[i, j] = where(j <= i, ${SCORE}, -inf)
+  mx = max(s, axis=1, keepdims=true)
+  t = exp(s - mx) - exp(-mx)
+  return (relu(t) @ v) / (sum(abs(t), axis=1, keepdims=true) + 1e-6)
+}`,
+  },
+  {
+    name: "packed documents: RoPE positions and a document mask from int inputs",
+    source: `${ROPE}
+def packed(${QKV}, pos: int[n], doc: int[n], base = 10000.0) -> [n, e] {
+  theta = base ^ (-2.0 * float(arange(d) // 2) / float(d))
+  qr[i, c] = q[i, c] * cos(float(pos[i]) * theta[c]) +
+    where(c % 2 == 0, -q[i, c + 1], q[i, c - 1]) * sin(float(pos[i]) * theta[c])
+  kr[j, c] = k[j, c] * cos(float(pos[j]) * theta[c]) +
+    where(c % 2 == 0, -k[j, c + 1], k[j, c - 1]) * sin(float(pos[j]) * theta[c])
+  s[i, j] = where(doc[i] == doc[j] and j <= i, qr[i] . kr[j] / sqrt(d), -inf)
+  return softmax(s, axis=1) @ v
+}`,
+    extra: ({ n }) => {
+      // Documents of 5, 1, 9, 5, 1, 9, ... tokens, positions counted from each start.
+      const doc: number[] = [], pos: number[] = [];
+      for (let t = 0, id = 0; t < n; id++) {
+        for (let p = 0; p < [5, 1, 9][id % 3] && t < n; p++, t++) [doc[t], pos[t]] = [id, p];
+      }
+      return { pos: tensor([n], pos, "int"), doc: tensor([n], doc, "int") };
+    },
+    fused: "attention",
+  },
+  {
+    // Leviathan et al. 2024: each query masks the keys earlier queries chose to forget.
+    name: "selective attention: minus a prefix sum over queries of relu(scores), causal",
+    source: `def selective(${QKV}) -> [n, e] {
+  s = q @ k^T / sqrt(d)
+  f[i, j] = where(j < i and j > 0, relu(s[i, j]), 0.0)
+  F = cumsum(f, axis=0)
+  t[i, j] = where(j <= i, ${SCORE} - where(i > 0, F[i - 1, j], 0.0), -inf)
+  return softmax(t, axis=1) @ v
+}`,
+    fused: "attention",
+  },
+  {
+    // Arora et al. 2024: exp(x) by its second-order Taylor series, 1 + x + x^2 / 2 > 0.
+    name: "Based: Taylor feature attention, causal, row-normalized",
+    source: `def based(${QKV}) -> [n, e] {
+  w[i, j] = where(j <= i, 1.0 + ${SCORE} + (${SCORE})^2 / 2.0, 0.0)
+  return (w @ v) / sum(w, axis=1, keepdims=true)
+}`,
+    dispatches: 2, // the pass with its row sums, the division
+    fused: "attention_rowsum",
+  },
+  {
     name: "every row of head 1 masked (zeros there), causal elsewhere",
     source: softmaxOf("dead_head", "", `where(head() != 1 and j <= i, ${SCORE}, -inf)`),
     dispatches: 1,
@@ -551,6 +605,81 @@ Deno.test({
         const dispatches = await agree(what, v.source, inputs(v, lead, n, m, d, e, seed));
         if (v.dispatches !== undefined) assert.equal(dispatches, v.dispatches, what);
       }
+    }
+  },
+});
+
+Deno.test({
+  name: "unnamed variants 3: skipped key blocks of the new masks agree with the interpreter",
+  ignore: adapter === undefined,
+  async fn() {
+    // n = 200 and m = 200: four key blocks of 64, most provably empty for the windowed masks.
+    const runs: [string, number[], number, number, (s: string) => string][] = [
+      ["StreamingLLM: 4", [3], 200, 200, (s) => s],
+      ["StreamingLLM over", [3], 70, 200, (s) => s],
+      ["StreamingLLM over", [3], 200, 70, (s) => s],
+      ["2-D neighborhood", [3], 200, 200, (s) => s.replace("W = 5", "W = 13")],
+      ["NATTEN proper", [3], 200, 200, (s) => s.replace("W = 5", "W = 13")],
+      ["per-head temperature", [4], 200, 200, (s) => s],
+      ["every row of head 1", [2, 3], 200, 200, (s) => s],
+      ["packed documents", [2], 200, 200, (s) => s],
+      [
+        "NSA-style",
+        [2],
+        300,
+        300,
+        (s) => s.replace("nb = 8", "nb = 19").replace("top = 2", "top = 3"),
+      ],
+    ];
+    for (const [prefix, lead, n, m, edit] of runs) {
+      const v = variant(prefix);
+      const seed = SEED + n + m;
+      const x = inputs(v, lead, n, m, 8, 3, seed);
+      await agree(`${v.name}, lead ${lead} n ${n} m ${m}, seed ${seed}`, edit(v.source), x);
+    }
+  },
+});
+
+/** Integers of magnitude up to `hi`: their dot products are exact in float32 below 2^24. */
+const ints = (shape: number[], seed: number, hi: number): Tensor => {
+  const t = randomTensor(shape, { seed });
+  return { ...t, data: t.data.map((x) => Math.round(Math.max(-1, Math.min(1, x / 3)) * hi)) };
+};
+
+Deno.test({
+  name: "unnamed variants 3: extremes (d = 1, scores of 1e6 and 1e-6, infinite sinks) agree",
+  ignore: adapter === undefined,
+  async fn() {
+    const sinks = variant("gpt-oss sinks [H] at"), hand = variant("gpt-oss sinks [H] by");
+    for (
+      const prefix of ["gpt-oss sinks [H] at", "StreamingLLM over", "2-D", "NSA", "interleaved"]
+    ) {
+      const v = variant(prefix), seed = SEED + 1;
+      await agree(`${v.name}, d = 1, seed ${seed}`, v.source, inputs(v, [2], 13, 20, 1, 3, seed));
+    }
+    // Unscaled scores q . k of integers up to 8e6 (exact in float32): each row is nearly one-hot.
+    const unscaled = sinks.source.replace(SCORE, "q[i] . k[j]");
+    for (const n of [13, 65]) {
+      const seed = SEED + n;
+      const x = inputs(sinks, [3], n, n, 8, 5, seed);
+      const huge = {
+        ...x,
+        q: ints(x.q.shape, seed, 1000),
+        k: ints(x.k.shape, seed + 1, 1000),
+        sink: tensor([3], [1e6, -1e6, 0]),
+      };
+      await agree(`scores to 8e6, n ${n}, seed ${seed}`, unscaled, huge);
+      const tiny = {
+        ...x,
+        q: randomTensor(x.q.shape, { seed, scale: 1e-3 }),
+        k: randomTensor(x.k.shape, { seed: seed + 1, scale: 1e-3 }),
+        sink: tensor([3], [0, -20, 20]),
+      };
+      await agree(`scores of 1e-6, n ${n}, seed ${seed}`, sinks.source, tiny);
+      // Infinite sinks: -inf is plain attention; +inf zeros (lse form) and NaN (by hand: inf - inf).
+      const inf = { ...x, sink: tensor([3], [-Infinity, Infinity, 0]) };
+      await agree(`infinite sinks, n ${n}, seed ${seed}`, sinks.source, inf);
+      await agree(`infinite sinks by hand, n ${n}, seed ${seed}`, hand.source, inf);
     }
   },
 });
