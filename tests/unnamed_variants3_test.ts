@@ -887,3 +887,49 @@ Deno.test({
     });
   },
 });
+
+// Finding 4 (confusing error): a column slice beside an index in index notation,
+// `s[i, j] = q[i, :4] . k[j, :4]` (a score over the first channels, as differential attention's
+// halves), fails with "unknown name i" at the i that the statement itself defines, and the hint
+// "did you mean q?". Expected: an error saying slices cannot be mixed with index subscripts there
+// (write `q4 = q[:, :4]` first, which works), or the slice read as a row.
+Deno.test({
+  name: "FINDING: a column slice beside an index subscript reports 'unknown name i'",
+  ignore: true,
+  fn() {
+    for (const score of ["q[i, :4] . k[j, :4]", "q[i, 0:4] . k[j]"]) {
+      try {
+        compiled(softmaxOf("sliced", "", score));
+      } catch (e) {
+        assert.doesNotMatch(String(e), /unknown name i/, score);
+      }
+    }
+  },
+});
+
+// Finding 5 (missed fusion, explained): a row computed inside the dot, `q[i] . (k[j] * w)` with a
+// per-channel w: [d], `q[i] . (k[j] + b)`, or a token-shifted key `q[i] . (0.5 * k[j] +
+// 0.5 * k[j - 1])`, is not fused: 4 dispatches (a dot kernel storing the n×n scores, softmax,
+// matmul; 9.5 MiB per slice at n = 1024). explain says "%14 dot (s) varies along both i and j but
+// is not a form a fused score reads". Writing `kw = k * w` first fuses (one flash pass after an
+// elementwise pass), as xPos and RoPE do. Expected: the row hoisted as that matrix, or explain
+// naming the rewrite.
+Deno.test({
+  name: "FINDING: a row computed inside the dot (k[j] * w, k[j] + b, a token shift) does not fuse",
+  ignore: true,
+  fn() {
+    for (
+      const score of [
+        "q[i] . (k[j] * w)",
+        "q[i] . (k[j] + w)",
+        "q[i] . (0.5 * k[j] + 0.5 * k[j - 1])",
+      ]
+    ) {
+      const p = compiled(softmaxOf("rowdot", ", w: [d]", score));
+      assert.ok(
+        p.optimized.nodes.some((n) => n.op.op === "attention"),
+        `${score}:\n${p.explain()}`,
+      );
+    }
+  },
+});
