@@ -29,7 +29,7 @@ const softmaxOf = (name: string, args: string, score: string, qkv = QKV) =>
 }`;
 
 /** A run's sizes: leading (batch, heads) dims, queries, keys, head and value widths, seed. */
-export interface Sizes {
+interface Sizes {
   lead: number[];
   n: number;
   m: number;
@@ -38,7 +38,7 @@ export interface Sizes {
   seed: number;
 }
 
-export interface Variant {
+interface Variant {
   name: string;
   source: string;
   /** Inputs beyond q, k, v. */
@@ -88,7 +88,7 @@ const ROPE = `def rope(x: [n, d], offset, base = 10000.0) -> [n, d] {
 }
 `;
 
-export const VARIANTS: Variant[] = [
+const VARIANTS: Variant[] = [
   {
     name: "gpt-oss sinks [H] at head(), by logsumexp, causal",
     source: `def sinks_lse(${QKV}, sink: [h]) -> [n, e] {
