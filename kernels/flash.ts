@@ -2,12 +2,11 @@
  * The flash-attention skeleton. Each invocation owns `rows` query rows (a Q tile) and streams
  * every key once: the key row and value row are loaded once and reused by all of its query rows,
  * and each row keeps its online-softmax carrier (running max, running sum, accumulator) in
- * registers. The accumulator is the weighted mean of the values seen so far, not their weighted
- * sum: a sum of up to n weights of 1 overflows f32 where the answer does not (uniform attention
- * over values of 1e37 gave Inf), and a mean also needs no division at the end. The score is spliced in per row. Loops over the head sizes d and e are unrolled
- * (vec4 when they divide by 4), which keeps each invocation far under lavapipe's 65,535-iteration
- * loop budget (only the key loop counts); the kernel is specialized on d and e, never on sequence
- * lengths. Keys outside the rows' window (causal, sliding window) are never visited.
+ * registers: sums, divided once at the end (WEIGHT_SCALE says why). The score is spliced in per
+ * row. Loops over the head sizes d and e are unrolled (vec4 when they divide by 4), which keeps
+ * each invocation far under lavapipe's 65,535-iteration loop budget (only the key loop counts);
+ * the kernel is specialized on d and e, never on sequence lengths. Keys outside the rows' window
+ * (causal, sliding window) are never visited.
  */
 import { fullTiles, KEY_BLOCK, WORKGROUP } from "../compiler/limits.ts";
 import { SIZES_BINDING, storage } from "../compiler/wgsl/syntax.ts";
@@ -290,6 +289,9 @@ function epilogue(spec: FlashSpec, t: Shape): string {
   const { e, ev, ew, et, cols, rowsOf } = t;
   // The rows written NaN: a NaN score, and with emptyNaN a row no key counted.
   const nan = (r: number) => spec.emptyNaN ? `(bad${r} || l${r} == 0.0)` : `bad${r}`;
+  // Softmax carriers hold sums (softmaxStep); summed weights are the output as they are.
+  const mean = (r: number, c: string) => spec.sum ? `acc${r}[${c}]` : normalized(r, c);
+  const sums = (r: number) => spec.sum ? `l${r}` : rowSum(`l${r}`);
   return spec.probs
     ? `for (var j = 0u; j < cols; j = j + 1u) {
     let inside = j >= jlo && j < jhi;
@@ -304,11 +306,11 @@ function epilogue(spec: FlashSpec, t: Shape): string {
       `if (ib + ${r}u < rows) { let ob = ((s * ${spec.split!.parts}u + kp) * rows + i${r}) * ${
         e + 2
       }u; out[ob] = mx${r}; out[ob + 1u] = select(${
-        spec.split!.lse ? `select(l${r}, 1.0, bitcast<u32>(mx${r}) == 0x7f800000u)` : `l${r}`
+        spec.split!.lse ? `select(${sums(r)}, 1.0, bitcast<u32>(mx${r}) == 0x7f800000u)` : sums(r)
       }, bitcast<f32>(f32_bits.z), bad${r}); ${
         Array.from(
           { length: e },
-          (_, c) => `out[ob + ${c + 2}u] = acc${r}[${ev ? `${c >> 2}][${c & 3}` : c}];`,
+          (_, c) => `out[ob + ${c + 2}u] = ${mean(r, ev ? `${c >> 2}][${c & 3}` : `${c}`)};`,
         ).join(" ")
       } }`
     )
@@ -326,9 +328,9 @@ function epilogue(spec: FlashSpec, t: Shape): string {
           cols(
             ew,
             (c) =>
-              `out[ob + ${c}u] = select(select(acc${r}[${c}], ${et}(bitcast<f32>(f32_bits.z)), ${
-                nan(r)
-              }), aR[rb + ${c}u], pick${r} >= 0);`,
+              `out[ob + ${c}u] = select(select(${
+                mean(r, `${c}`)
+              }, ${et}(bitcast<f32>(f32_bits.z)), ${nan(r)}), aR[rb + ${c}u], pick${r} >= 0);`,
           )
         } }`
       )
@@ -338,11 +340,13 @@ function epilogue(spec: FlashSpec, t: Shape): string {
         cols(
           ew,
           (c) =>
-            `out[ob + ${c}u] = select(acc${r}[${c}], ${et}(bitcast<f32>(f32_bits.z)), ${nan(r)});`,
+            `out[ob + ${c}u] = select(${mean(r, `${c}`)}, ${et}(bitcast<f32>(f32_bits.z)), ${
+              nan(r)
+            });`,
         )
       }${
         spec.lse
-          ? ` lse[s * rows + i${r}] = ${spec.sum ? `l${r}` : rowLse(`mx${r}`, `l${r}`, `bad${r}`)};`
+          ? ` lse[s * rows + i${r}] = ${spec.sum ? sums(r) : rowLse(`mx${r}`, sums(r), `bad${r}`)};`
           : ""
       } }`
     );
@@ -547,6 +551,22 @@ export function finiteValues(keys: number, ew: number): string {
   }; if (any((bitcast<vec4<u32>>(vs) & vec4<u32>(0x7fffffffu)) >= vec4<u32>(0x7f800000u))) { break; } }`;
 }
 
+/**
+ * A softmax carrier keeps sums, l = Σ p and acc = Σ p v with p = exp(s - mx) · 2^-24, rescaled
+ * only when the max rises, and the epilogue divides once (`normalized`). A running mean (acc =
+ * acc·(l/l') + v·(p/l')) rounded its two factors every key, and where weights fall under an ulp of
+ * the sum (scores falling along the keys, as a decay does) the rounding walked one way: rows 1.5e-4
+ * off 1 at 4097 keys. Sums take the same steps in acc and l (v of ones gives 1). The scale is a
+ * power of two, so exact, and bounds l by 1 up to 2^24 keys: acc stays within the values' range
+ * and does not overflow where the answer does not (uniform attention over values of 1e37).
+ */
+const WEIGHT_SCALE = "5.9604644775390625e-8";
+
+/** WGSL: a carrier's sum of exp(score - max), undoing WEIGHT_SCALE (log-sum-exp, split carriers). */
+export function rowSum(l: string): string {
+  return `(${l} * 16777216.0)`;
+}
+
 /** One key's online-softmax step for carrier `r`, its score `sc` and value row `vr`. */
 export function softmaxStep(
   r: number | string,
@@ -555,21 +575,19 @@ export function softmaxStep(
 ): string {
   return `bad${r} = bad${r} | ${isNan("sc")};
       if (sc > mx${r}) {
-        l${r} = l${r} * exp(mx${r} - sc);
+        let a = exp(mx${r} - sc);
+        l${r} = l${r} * a;
+        ${cols(ew, (c) => `acc${r}[${c}] = acc${r}[${c}] * a;`)}
         mx${r} = sc;
       }
       if (sc > bitcast<f32>(f32_bits.y)) {
-        let p = exp(sc - mx${r});
-        let ln = l${r} + p;
-        let inv = 1.0 / ln;
-        let keep = l${r} * inv;
-        let w = p * inv;
-        l${r} = ln;
-        ${cols(ew, (c) => `acc${r}[${c}] = acc${r}[${c}] * keep + w * vr[${c}];`)}
+        let p = exp(sc - mx${r}) * ${WEIGHT_SCALE};
+        l${r} = l${r} + p;
+        ${cols(ew, (c) => `acc${r}[${c}] = acc${r}[${c}] + p * vr[${c}];`)}
       }`;
 }
 
-/** The softmax part of a key block: the block's max, one rescale, the weighted values. */
+/** The softmax part of a key block: the block's max, a rescale when it rises, the weighted values. */
 export function softmaxBlock(
   r: number | string,
   ew: number,
@@ -579,26 +597,29 @@ export function softmaxBlock(
   return `bad${r} = bad${r} | ${keys.map((b) => isNan(`s${b}`)).join(" | ")};
       let mb = ${pairwise(keys.map((b) => `s${b}`), (x, y) => `max(${x}, ${y})`)};
       if (mb > mx${r}) {
-        l${r} = l${r} * exp(mx${r} - mb);
+        let a = exp(mx${r} - mb);
+        l${r} = l${r} * a;
+        ${cols(ew, (c) => `acc${r}[${c}] = acc${r}[${c}] * a;`)}
         mx${r} = mb;
       }
       if (mx${r} > bitcast<f32>(f32_bits.y)) {
-        ${keys.map((b) => `let p${b} = exp(s${b} - mx${r});`).join(" ")}
-        let ln = l${r} + ${pairSums(keys.map((b) => `p${b}`))};
-        let inv = 1.0 / ln;
-        let keep = l${r} * inv;
-        ${keys.map((b) => `let w${b} = p${b} * inv;`).join(" ")}
-        l${r} = ln;
+        ${keys.map((b) => `let p${b} = exp(s${b} - mx${r}) * ${WEIGHT_SCALE};`).join(" ")}
+        l${r} = l${r} + ${pairSums(keys.map((b) => `p${b}`))};
         ${
+    // The same order as l's sum: with values of 1, acc and l are equal.
     cols(
       ew,
-      (c) =>
-        `acc${r}[${c}] = acc${r}[${c}] * keep + ${
-          keys.map((b) => `w${b} * v${b}[${c}]`).join(" + ")
-        };`,
-    )
-  }
+      (c) => `acc${r}[${c}] = acc${r}[${c}] + ${pairSums(keys.map((b) => `p${b} * v${b}[${c}]`))};`,
+    )}
       }`;
+}
+
+/**
+ * WGSL: carrier `r`'s weighted mean, element `c`: its sum over its row sum (0 for a row no key
+ * counted, whose sums are 0).
+ */
+export function normalized(r: number | string, c: number | string): string {
+  return `(acc${r}[${c}] * select(0.0, 1.0 / l${r}, l${r} > 0.0))`;
 }
 
 /** `xs` combined by `f` as a balanced tree (independent operations for the compiler). */

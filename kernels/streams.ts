@@ -2,8 +2,8 @@
  * `attention_mix` (differential attention): the flash skeleton of kernels/flash.ts with one
  * online-softmax carrier (running max, sum, weighted mean) per stream and tile row. Each key's
  * k rows (one per stream) and its v row are loaded once per invocation; at the end each row
- * writes Σ_t coef_t · acc_t. The carriers cannot share one accumulator: each stream's weights
- * are normalized by its own row sum, known only after the last key, so Σ_t c_t acc_t is formed
+ * writes Σ_t coef_t · acc_t / l_t. The carriers cannot share one accumulator: each stream's
+ * weights are normalized by its own row sum, known only after the last key, so the sum is formed
  * at the end. Keys outside the hull of the streams' windows are not visited (inside it, a key
  * masked in one stream scores -inf there), and key blocks that every stream masks whole are
  * skipped (kernels/tiles.ts, on the max of the scores). No split form: a run whose key loop
@@ -27,6 +27,7 @@ import {
   arrayLength,
   finiteValues,
   type FlashSpec,
+  normalized,
   softmaxBlock,
   softmaxStep,
   tiled,
@@ -66,6 +67,7 @@ export function mixKernels(node: Node, req: KernelRequest): NodeKernel[] {
       tile,
       d,
       e,
+      f16: req.f16 === true,
     }, `%${node.id} attention_mix`);
   const shown = (x: number | string) => (typeof x === "number" ? x : 4);
   const threads: ThreadDim[] = [{ ceilDiv: [a.type.shape[0], tile] }];
@@ -74,6 +76,7 @@ export function mixKernels(node: Node, req: KernelRequest): NodeKernel[] {
     wgsl: render(shown(a.type.shape[1]), shown(v.type.shape[1])),
     threads,
     launch: gridLaunch(threads),
+    features: req.f16 ? ["shader-f16"] : undefined,
     reads: node.args.map(nodeKey),
     specialize: (sz) => render(sz(a.type.shape[1]), sz(v.type.shape[1])),
     trips: (sz) => sz(b.type.shape[0]) + tiledTrips(sz(b.type.shape[0]), tiles),
@@ -82,7 +85,8 @@ export function mixKernels(node: Node, req: KernelRequest): NodeKernel[] {
 
 /** The flash skeleton's sizes, key window and tiles, with the streams and operands of the mix. */
 interface MixSpec
-  extends Pick<FlashSpec, "rows" | "cols" | "keyLo" | "keyHi" | "tiles" | "tile" | "d" | "e"> {
+  extends
+    Pick<FlashSpec, "rows" | "cols" | "keyLo" | "keyHi" | "tiles" | "tile" | "d" | "e" | "f16"> {
   streams: AttentionStream[];
   args: Node[];
   slots: SymbolSlots;
@@ -97,9 +101,14 @@ function mixKernel(spec: MixSpec, title: string): string {
   const dv = d % 4 === 0, ev = e % 4 === 0;
   const dw = dv ? d / 4 : d, ew = ev ? e / 4 : e;
   const dt = dv ? "vec4<f32>" : "f32", et = ev ? "vec4<f32>" : "f32";
+  // As flash.ts: with f16, q and k rows are kept in half precision and multiplied in f32.
+  const h = spec.f16 === true;
+  const ht = h ? (dv ? "vec4<f16>" : "f16") : dt;
+  const half = (x: string) => (h ? `${ht}(${x})` : x);
+  const wide = (x: string) => (h ? `${dt}(${x})` : x);
   const dot = dv
-    ? (x: string, y: string) => `dot(${x}, ${y})`
-    : (x: string, y: string) => `${x} * ${y}`;
+    ? (x: string, y: string) => `dot(${wide(x)}, ${wide(y)})`
+    : (x: string, y: string) => `${wide(x)} * ${wide(y)}`;
   const each = <X>(xs: X[], f: (x: X) => string, sep = "\n  ") => xs.map(f).join(sep);
   const range = (n: number) => Array.from({ length: n }, (_, k) => k);
   const B = KEY_BLOCK;
@@ -127,9 +136,11 @@ function mixKernel(spec: MixSpec, title: string): string {
     `{ var qh = 0.0; ${cols(dw, (c) => `qh = qh + ${dot(`q${t}_${r}[${c}]`, `${k}[${c}]`)};`)} ` +
     `let qk${r} = qh; ${into} = ${score(t, r)}; }`;
   const keyRow = (t: number, name: string, j: string) =>
-    `var ${name} = array<${dt}, ${arrayLength(dw)}>(); ${
+    `var ${name} = array<${ht}, ${arrayLength(dw)}>(); ${
       cols(dw, (c) =>
-        `${name}[${c}] = a${streams[t].k}[(${sl(streams[t].k)} * cols + ${j}) * ${dw}u + ${c}u];`)
+        `${name}[${c}] = ${
+          half(`a${streams[t].k}[(${sl(streams[t].k)} * cols + ${j}) * ${dw}u + ${c}u]`)
+        };`)
     }`;
   const valueRow = (name: string, j: string) =>
     `var ${name} = array<${et}, ${arrayLength(ew)}>(); ${
@@ -142,7 +153,9 @@ function mixKernel(spec: MixSpec, title: string): string {
   const lo = spec.keyLo ? `u32(clamp(${spec.keyLo}, 0, i32(cols)))` : "0u";
   const hi = spec.keyHi ? `u32(clamp(${spec.keyHi}, 0, i32(cols)))` : "cols";
   const nan = `${et}(bitcast<f32>(f32_bits.z))`;
-  return `// ${title}: fused Σ_t c_t softmax(score_t) @ v over ${T} streams; online softmax; ${R} query rows per invocation; d = ${d}, e = ${e}
+  return `${
+    h ? "enable f16;\n" : ""
+  }// ${title}: fused Σ_t c_t softmax(score_t) @ v over ${T} streams; online softmax; ${R} query rows per invocation; d = ${d}, e = ${e}
 ${SIZES_BINDING}
 ${storage(1, "out", et, true)}
 ${each(args.map((_, k) => k), (k) => storage(k + 2, `a${k}`, types[k]), "\n")}
@@ -161,11 +174,11 @@ ${phony}  let rows = ${spec.rows};
   ${
     each(ss, (t) =>
       each(rows, (r) =>
-        `var q${t}_${r} = array<${dt}, ${arrayLength(dw)}>(); ${
+        `var q${t}_${r} = array<${ht}, ${arrayLength(dw)}>(); ${
           cols(dw, (c) =>
-            `q${t}_${r}[${c}] = a${streams[t].q}[(${
-              sl(streams[t].q)
-            } * rows + i${r}) * ${dw}u + ${c}u];`)
+            `q${t}_${r}[${c}] = ${
+              half(`a${streams[t].q}[(${sl(streams[t].q)} * rows + i${r}) * ${dw}u + ${c}u]`)
+            };`)
         }
   var acc${t}_${r} = array<${et}, ${arrayLength(ew)}>(); ` +
         `var mx${t}_${r} = bitcast<f32>(f32_bits.y); var l${t}_${r} = 0.0; var bad${t}_${r} = false;`))
@@ -197,7 +210,8 @@ ${phony}  let rows = ${spec.rows};
       } ${
         cols(ew, (c) =>
           `out[ob + ${c}u] = ${
-            ss.map((t) => `c${t} * select(acc${t}_${r}[${c}], ${nan}, bad${t}_${r})`).join(" + ")
+            ss.map((t) => `c${t} * select(${normalized(`${t}_${r}`, c)}, ${nan}, bad${t}_${r})`)
+              .join(" + ")
           };`)
       } }`)
   }

@@ -6,6 +6,7 @@
  * skipped without an adapter.
  */
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { CompileError, compileSync, type Tensor } from "../mod.ts";
 import { getDevice } from "../runtime/device.ts";
 
@@ -186,9 +187,52 @@ Deno.test("ints: stored ints are bounded from their arithmetic; untracked ones a
   assert.equal(bound("(arange(n) * 1103515245 + 12345) % 1000"), 999);
   assert.equal(bound("arange(n) * 1103515245 + 12345"), 2 ** 31, "int32 wraps: at most 2^31");
   assert.equal(bound("abs(arange(n) * 1103515245 + 12345) // 16777216"), 128);
-  assert.equal(bound("-abs(arange(n) - 200) // 2"), Math.ceil((200 + 99) / 2));
+  assert.equal(bound("-abs(arange(n) - 200) // 2"), 100, "in [-100, -51]");
+  assert.equal(bound("min(arange(n) * 10000000, 5)"), 5, "arange is never negative");
+  assert.equal(bound("max(arange(n) * -10000000, -5) % -7"), 6, "floor mod takes -7's sign");
+  assert.equal(bound("min(arange(n) * 1103515245, 5)"), 2 ** 31, "a wrapped hash may be negative");
   assert.equal(bound("(arange(n) * 10000000) // 10000000"), 99);
   assert.equal(bound("max(arange(n), 5) * head()"), undefined, "head() is untracked");
   assert.equal(bound("int(x * 1e9)"), undefined, "a cast of float data is untracked");
   assert.equal(bound("ids * 2", ", ids: int[n]"), undefined, "int inputs are checked at binding");
+});
+
+/** A random int expression over `arange(n)`, `n` and constants, of the ops intrange.ts bounds. */
+const intExpr: fc.Arbitrary<string> = fc.letrec<{ e: string }>((tie) => ({
+  e: fc.oneof(
+    { depthSize: "small", withCrossShrink: true },
+    fc.constantFrom("arange(n)", "n", "arange(n) * 1103515245"),
+    fc.oneof(fc.integer({ min: -9, max: 9 }), fc.constantFrom(100000000, -2147483648, 65536))
+      .map(String),
+    fc.tuple(tie("e"), fc.constantFrom("+", "-", "*", "//", "%"), tie("e"))
+      .map(([a, op, b]) => `(${a} ${op} ${b})`),
+    fc.tuple(fc.constantFrom("min", "max"), tie("e"), tie("e")).map(([f, a, b]) =>
+      `${f}(${a}, ${b})`
+    ),
+    fc.tuple(fc.constantFrom("abs", "-"), tie("e")).map(([f, a]) => `${f}(${a})`),
+    fc.tuple(tie("e"), tie("e"), tie("e")).map(([c, a, b]) => `where(${c} > 0, ${a}, ${b})`),
+    fc.tuple(tie("e"), fc.integer({ min: 1, max: 9 })).map(([a, k]) =>
+      `sum(where(ones([${k}, 1]) > 0, ${a}, ${a}), axis=0)`
+    ),
+  ),
+})).e;
+
+Deno.test("ints: the stored-int bound holds every value the interpreter computes (random expressions)", async () => {
+  await fc.assert(
+    fc.asyncProperty(intExpr, fc.integer({ min: 1, max: 70 }), async (expr, n) => {
+      const p = compileSync(`def f(x: [n]) -> int[n] {
+  h = arange(n) * 0 + ${expr}
+  return h
+}`);
+      const h = p.plan().storedInts.find((s) => s.node.name === "h");
+      const bound = h?.magnitude((d) => (typeof d === "number" ? d : n));
+      if (bound === undefined) return;
+      const y = await p.run({ x: { shape: [n], data: new Float64Array(n), dtype: "float" } }, {
+        backend: "interp",
+      });
+      const worst = Math.max(...y.data.map(Math.abs));
+      assert.ok(worst <= bound, `${expr} at n ${n}: |value| ${worst} past the bound ${bound}`);
+    }),
+    { numRuns: 300 },
+  );
 });

@@ -316,3 +316,27 @@ Deno.test({
     assert.ok(relativeError(got, want) < 1e-5, `${relativeError(got, want)}`);
   },
 });
+
+// f16 was ignored by the mix kernel (its q and k rows stayed f32); they are now rounded to f16 on
+// load and multiplied in f32, as in the one-stream kernel.
+Deno.test({
+  name:
+    "multi-stream: f16 (opt-in) rounds q and k rows to half precision, close to the interpreter",
+  ignore: adapter === undefined,
+  fn: async () => {
+    const { device } = await getDevice();
+    const p = compileSync(CASES[0].source, { f16: true });
+    const kernel = p.plan().kernels.find((k) => k.name.startsWith("attention_mix"))!;
+    assert.ok(kernel.specialize!(() => 16).startsWith("enable f16;"), kernel.name);
+    const x = inputsFor(CASES[0], 65, 16, 8);
+    if (!device.features.has("shader-f16")) {
+      await assert.rejects(() => p.run(x, { backend: "gpu" }), /has no shader-f16/);
+      return;
+    }
+    const want = await p.run(x, { backend: "interp" });
+    const half = relativeError(await p.run(x, { backend: "gpu", poison: true }), want);
+    const full = relativeError(await compileSync(CASES[0].source).run(x, { backend: "gpu" }), want);
+    assert.ok(half < 1e-2, `f16: ${half}`);
+    assert.ok(half > 10 * full, `f16 ${half} should be visibly coarser than f32 ${full}`);
+  },
+});

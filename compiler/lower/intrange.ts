@@ -3,66 +3,91 @@
  * int value a kernel stores (rather than computes where it is read) loses its low bits past that:
  * a Knuth hash `arange(n) * 1103515245 + 12345` stored and read as `h[j] % 3` in another kernel
  * picked other buckets on the GPU than the interpreter (probe 3). Int arithmetic is tracked
- * exactly (a bound on |value| at given sizes); values from elsewhere (int inputs, which binding
- * checks, casts of float data, loop-carried ints) are untracked: assumed within ±2^24 as the docs
- * say, not diagnosed.
+ * exactly as an interval [lo, hi] at given sizes (intervals, not magnitudes: `min(arange(n) *
+ * 10^8, 5)` is at most 5, never below 0); values from elsewhere (int inputs, which binding checks,
+ * casts of float data, loop-carried ints) are untracked: assumed within ±2^24 as the docs say,
+ * not diagnosed.
  */
-import type { Node } from "../ir/types.ts";
+import type { Dim, Node } from "../ir/types.ts";
 import type { Magnitude } from "./plan.ts";
 
-const untracked: Magnitude = () => undefined;
-/** The largest magnitude of an int32 (-2^31). */
-const INT32_MAGNITUDE = 2 ** 31;
-const known = (v: number): Magnitude => () => v;
-/** f over the operands' bounds, untracked when one is. */
-const lift = (f: (...xs: number[]) => number, ...ms: Magnitude[]): Magnitude => (sz) => {
-  const xs = ms.map((m) => m(sz));
-  return xs.every((x) => x !== undefined) ? f(...(xs as number[])) : undefined;
-};
+/** The values an int node may take at given sizes; undefined: untracked. */
+type Interval = (size: (d: Dim) => number) => [number, number] | undefined;
 
-type Rule = (n: Node, arg: (k: number) => Magnitude, byId: Map<number, Node>) => Magnitude;
+const INT32: [number, number] = [-(2 ** 31), 2 ** 31 - 1];
+const untracked: Interval = () => undefined;
+const known = (lo: number, hi = lo): Interval => () => [lo, hi];
+/** f over the operands' intervals, untracked when one is. */
+const lift = (
+  f: (...xs: [number, number][]) => [number, number],
+  ...ms: Interval[]
+): Interval =>
+(sz) => {
+  const xs = ms.map((m) => m(sz));
+  return xs.every((x) => x !== undefined) ? f(...(xs as [number, number][])) : undefined;
+};
+/** The hull of some values. */
+const hull = (...xs: number[]): [number, number] => [Math.min(...xs), Math.max(...xs)];
+/** |x| at most m. */
+const within = (m: number): [number, number] => [-m, m];
+const magnitude = ([lo, hi]: [number, number]) => Math.max(Math.abs(lo), Math.abs(hi));
+
+type Rule = (n: Node, arg: (k: number) => Interval, byId: Map<number, Node>) => Interval;
 
 const same: Rule = (_, arg) => arg(0);
-const larger: Rule = (_, arg) => lift(Math.max, arg(0), arg(1));
+/** The constant second operand of a binary node, if it is one. */
+const constant = (n: Node, byId: Map<number, Node>): number | undefined => {
+  const b = byId.get(n.args[1])!.op;
+  return b.op === "const" ? b.value : undefined;
+};
 
-/** Binary int ops: bounds of a op b from bounds of a and b. */
+/** Binary int ops: the interval of a op b from those of a and b. */
 const BINARY: Record<string, Rule> = {
-  add: (_, arg) => lift((a, b) => a + b, arg(0), arg(1)),
-  sub: (_, arg) => lift((a, b) => a + b, arg(0), arg(1)),
-  mul: (_, arg) => lift((a, b) => a * b, arg(0), arg(1)),
-  // |a // c| ≤ ⌈|a| / |c|⌉ for a constant c ≠ 0; |a // b| ≤ |a| for any b (a // 0 is 0).
+  add: (_, arg) => lift(([a, b], [c, d]) => [a + c, b + d], arg(0), arg(1)),
+  sub: (_, arg) => lift(([a, b], [c, d]) => [a - d, b - c], arg(0), arg(1)),
+  mul: (_, arg) => lift(([a, b], [c, d]) => hull(a * c, a * d, b * c, b * d), arg(0), arg(1)),
+  // Floor division by a constant c ≠ 0 is monotone in a; by anything else |a // b| ≤ |a| (a // 0
+  // is 0).
   idiv: (n, arg, byId) => {
-    const b = byId.get(n.args[1])!;
-    return b.op.op === "const" && b.op.value !== 0
-      ? lift((a) => Math.ceil(a / Math.abs((b.op as { value: number }).value)), arg(0))
-      : arg(0);
+    const c = constant(n, byId);
+    return c !== undefined && c !== 0
+      ? lift(([a, b]) => hull(Math.floor(a / c), Math.floor(b / c)), arg(0))
+      : lift((a) => within(magnitude(a)), arg(0));
   },
-  // Floor mod by b ≠ 0 is below |b| whatever a is; a % 0 is a.
+  // Floor mod by c ≠ 0 takes c's sign and is below |c|; a % 0 is a.
   mod: (n, arg, byId) => {
-    const b = byId.get(n.args[1])!;
-    return b.op.op === "const" && b.op.value !== 0
-      ? known(Math.abs(b.op.value) - 1)
-      : lift(Math.max, arg(0), arg(1));
+    const c = constant(n, byId);
+    return c !== undefined && c !== 0
+      ? known(Math.min(0, c + 1), Math.max(0, c - 1))
+      : lift((a, b) => within(Math.max(magnitude(a), magnitude(b))), arg(0), arg(1));
   },
-  max: larger,
-  min: larger,
+  max: (_, arg) => lift(([a, b], [c, d]) => [Math.max(a, c), Math.max(b, d)], arg(0), arg(1)),
+  min: (_, arg) => lift(([a, b], [c, d]) => [Math.min(a, c), Math.min(b, d)], arg(0), arg(1)),
+};
+
+/** Unary int ops. */
+const UNARY: Record<string, Rule> = {
+  neg: (_, arg) => lift(([a, b]) => [-b, -a], arg(0)),
+  abs: (_, arg) => lift(([a, b]) => [a > 0 ? a : b < 0 ? -b : 0, magnitude([a, b])], arg(0)),
+  sign: () => known(-1, 1),
 };
 
 /** Rules per op for int-valued nodes; an op not listed is untracked. */
 const RULES: Record<string, Rule> = {
-  const: (n) => known(Math.abs((n.op as { value: number }).value)),
-  fill: (n) => known(Math.abs((n.op as { value: number }).value)),
-  eye: () => known(1),
-  dim: (n) => (sz) => sz((n.op as { name: string }).name),
-  iota: (n) => (sz) => Math.max(0, sz(n.type.shape[(n.op as { axis: number }).axis]) - 1),
-  unary: (n, arg) => {
-    const fn = (n.op as { fn: string }).fn;
-    return fn === "neg" || fn === "abs" ? arg(0) : fn === "sign" ? known(1) : untracked;
+  const: (n) => known((n.op as { value: number }).value),
+  fill: (n) => known((n.op as { value: number }).value),
+  eye: () => known(0, 1),
+  dim: (n) => (sz) => {
+    const v = sz((n.op as { name: string }).name);
+    return [v, v];
   },
+  iota: (n) => (sz) => [0, Math.max(0, sz(n.type.shape[(n.op as { axis: number }).axis]) - 1)],
+  unary: (n, arg, byId) => UNARY[(n.op as { fn: string }).fn]?.(n, arg, byId) ?? untracked,
   binary: (n, arg, byId) => BINARY[(n.op as { fn: string }).fn]?.(n, arg, byId) ?? untracked,
-  where: (_, arg) => lift(Math.max, arg(1), arg(2)),
-  cast: (n, _, byId) => (byId.get(n.args[0])!.type.dtype === "bool" ? known(1) : untracked),
-  gather: same, // a read outside gives 0
+  where: (_, arg) => lift(([a, b], [c, d]) => [Math.min(a, c), Math.max(b, d)], arg(1), arg(2)),
+  cast: (n, _, byId) => (byId.get(n.args[0])!.type.dtype === "bool" ? known(0, 1) : untracked),
+  // A read outside gives 0.
+  gather: (_, arg) => lift(([a, b]) => [Math.min(a, 0), Math.max(b, 0)], arg(0)),
   reshape: same,
   transpose: same,
   broadcast: same,
@@ -72,18 +97,18 @@ const RULES: Record<string, Rule> = {
     return op.fn === "max" || op.fn === "min"
       ? arg(0)
       : op.fn === "sum"
-      ? (sz) => lift((a) => a * sz(len), arg(0))(sz)
+      ? (sz) => lift(([a, b]) => hull(a * sz(len), b * sz(len)), arg(0))(sz)
       : untracked;
   },
   // Indices along the last axis (one past it where k exceeds the axis).
-  topk: (n, _, byId) => (sz) => sz(byId.get(n.args[0])!.type.shape.at(-1)!),
-  bits: (n, _, byId) => (sz) => 2 ** sz(byId.get(n.args[0])!.type.shape.at(-1)!) - 1,
+  topk: (n, _, byId) => (sz) => [0, sz(byId.get(n.args[0])!.type.shape.at(-1)!)],
+  bits: (n, _, byId) => (sz) => [0, 2 ** sz(byId.get(n.args[0])!.type.shape.at(-1)!) - 1],
 };
 
 /** Bounds of each int node of `byId` on |value|, by its arithmetic (memoized). */
 export function intMagnitudes(byId: Map<number, Node>): (id: number) => Magnitude {
-  const memo = new Map<number, Magnitude>();
-  const of = (id: number): Magnitude => {
+  const memo = new Map<number, Interval>();
+  const of = (id: number): Interval => {
     const hit = memo.get(id);
     if (hit) return hit;
     const n = byId.get(id);
@@ -92,13 +117,16 @@ export function intMagnitudes(byId: Map<number, Node>): (id: number) => Magnitud
       : undefined;
     memo.set(id, untracked); // no cycles in a graph; this bounds the walk regardless
     const m = rule ? rule(n!, (k) => of(n!.args[k]), byId) : untracked;
-    // Int arithmetic wraps: no int32 is larger than 2^31 in magnitude.
-    const wrapped: Magnitude = (sz) => {
+    // Int arithmetic wraps: past int32, any int32.
+    const wrapped: Interval = (sz) => {
       const v = m(sz);
-      return v === undefined ? v : Math.min(v, INT32_MAGNITUDE);
+      return v === undefined || (v[0] >= INT32[0] && v[1] <= INT32[1]) ? v : INT32;
     };
     memo.set(id, wrapped);
     return wrapped;
   };
-  return of;
+  return (id) => (sz) => {
+    const v = of(id)(sz);
+    return v && magnitude(v);
+  };
 }
