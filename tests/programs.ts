@@ -12,7 +12,7 @@
  * per-key vectors (inputs and computed norms/sums), scalars, parameters and static values carried
  * by `repeat`, tables read at functions of i and j (1-D with clamp, 2-D inputs), iota masks
  * (causal, band, parity, leading tokens) and data masks (documents, padding) joined by and/or/not,
- * keepdims reductions, transposes, shared (self-attention, n = m) and distinct (cross-attention)
+ * hard-max thresholds from another kernel's q·k, keepdims reductions, transposes, shared (self-attention, n = m) and distinct (cross-attention)
  * size symbols, softmax into V or not, weights without normalization (sigmoid(s - log m) @ v,
  * relu(s)^2 @ v), differential attention (two or three softmaxes combined, before or after @ v, the
  * later streams masked like the first or by its complement), sums and means, elementwise chains, normalize, matmul chains (reassociation),
@@ -245,6 +245,18 @@ export interface Spec {
 
 /** Second results, by dataSeed: three programs in eight return one. */
 const SECONDS: (Second | undefined)[] = ["lse", "lsekeep", "score", ...Array(5).fill(undefined)];
+
+/**
+ * Row thresholds from a q·k computed apart from the score (index forms, by dataSeed): the stored
+ * matmul, its transpose, a max in index notation, the diagonal (square only).
+ */
+const HARD_MAX: (string | undefined)[] = [
+  "top = max(QV @ k^T, axis=1)",
+  "top = max((k @ QV^T)^T, axis=1)",
+  "top[i] = max[j](QV[i] . k[j])",
+  "top = sum(QV * k, axis=1)",
+  ...Array(4).fill(undefined),
+];
 
 /** Awkward sizes for the interpreter and small GPU runs. */
 export const SMALL_SIZES = [1, 2, 3, 5, 7, 8, 13] as const;
@@ -728,6 +740,13 @@ export function printProgram(s: Spec): string {
     // The score must depend on the dot product so that it is an attention score at all.
     if (!/\]\s\.\sk\[j\]|\* k\[j, c\]\)/.test(e)) e = `${qv}[i] . k[j] + ${e}`;
     if (s.mask) e = `where(${mask(s.mask)}, ${e}, ${s.fill})`;
+    // Hard max against another kernel's q·k (bits 4-6 of dataSeed, so other fields draw as
+    // before): the fused pass would recompute q·k and could drop the row's best key by an ulp.
+    const hard = HARD_MAX[(s.dataSeed >>> 4) & 7];
+    if (hard && (square || !hard.includes("sum("))) {
+      scoreLines.push(hard.replaceAll("QV", qv));
+      e = `where(${qv}[i] . k[j] >= top[i], ${e}, -inf)`;
+    }
     scoreLines.push(`s[i, j] = ${e}`);
   } else {
     scoreLines.push(`s = ${qv} @ k^T`);

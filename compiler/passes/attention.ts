@@ -301,35 +301,51 @@ export class ScoreBuilder {
       this.depth--;
     }
     if (this.depth > 0 || !score) return score;
-    const risky = new Set(
-      this.leaves.flatMap((l, k) => this.reaches(l, this.products) ? [this.leafBase + k] : []),
-    );
+    // A leaf from the data of both q and k may hold another kernel's q·k (a stored q @ k^T, its
+    // transpose, a gathered dot, the diagonal sum(q * k), of q and k or of what they are made
+    // from), whatever form the score writes: unproven.
+    // (Data both are made from, a padding mask in `q * mask` and `k * mask`, tells nothing.)
+    const data = (id: number) => [...this.ancestors(id)].filter((x) => this.isData(x));
+    const [qData, kData] = this.a === undefined ? [[], []] : [data(this.a), data(this.b!)];
+    const qOnly = qData.filter((x) => !kData.includes(x));
+    const kOnly = kData.filter((x) => !qData.includes(x));
+    const risky = new Set(this.leaves.flatMap((l, k) => {
+      const up = this.ancestors(l);
+      const fromBoth = (up.has(this.a!) && up.has(this.b!)) ||
+        (qOnly.some((x) => up.has(x)) && kOnly.some((x) => up.has(x)));
+      return fromBoth || [...this.products].some((p) => up.has(p)) ? [this.leafBase + k] : [];
+    }));
     if (!steps(score, risky)) return score;
     const from = this.leaves[[...risky][0] - this.leafBase];
-    this.failure ??=
-      `its leaf %${from} is computed from the stored q·k (%${
-        [...this.products].join(", %")
-      }) that the pass would recompute: summed in another order the two can differ by an ulp, ` +
-      "and a comparison between them could flip";
+    this.failure ??= `its leaf %${from} is computed from the data of q and k (%${this.a}, ` +
+      `%${this.b}), as a q·k the pass would recompute may be: summed in another order the two ` +
+      "can differ by an ulp, and a comparison between them could flip";
     return undefined;
   }
 
   private depth = 0;
   /** The nodes whose value the score recomputes as its q·k. */
   private products = new Set<number>();
-  private reached = new Map<number, boolean>();
+  private upstream = new Map<number, Set<number>>();
 
-  /** Whether node `id` depends on a node of `targets`. */
-  private reaches(id: number, targets: Set<number>): boolean {
-    const known = this.reached.get(id);
-    if (known !== undefined) return known;
-    this.reached.set(id, false); // a cycle cannot occur; this bounds the walk
+  /** Whether node `id` is data: an input or a random draw. */
+  private isData(id: number): boolean {
+    const op = this.byId.get(id)!.op.op;
+    return op === "input" || op === "random";
+  }
+
+  /** Node `id` and every node it depends on (memoized). */
+  private ancestors(id: number): Set<number> {
+    const known = this.upstream.get(id);
+    if (known) return known;
+    const all = new Set([id]);
+    this.upstream.set(id, all); // a cycle cannot occur; this bounds the walk
     const n = this.byId.get(id)!;
     const body = n.op.op === "loop" ? n.op.results : [];
-    const hit = targets.has(id) ||
-      [...n.args, ...body].some((a) => this.byId.has(a) && this.reaches(a, targets));
-    this.reached.set(id, hit);
-    return hit;
+    for (const a of [...n.args, ...body]) {
+      if (this.byId.has(a)) { for (const x of this.ancestors(a)) all.add(x); }
+    }
+    return all;
   }
 
   private buildNode(id: number, layout: Axis[]): Score | undefined {
