@@ -63,8 +63,10 @@ export type SExpr =
   | { k: "dist"; f: "i - j" | "j - i" | "i + j" } // iota arithmetic, an int
   | { k: "hashf"; f: HashTerm } // float((hash) % 7) / 4 and friends: int arithmetic that wraps
   // q[i] . k[j] with a factor on a row: -q[i] . k[j], (c * q[i]) . k[j] (`.` binds like `*`);
-  // "data" (a factor read from data, maybe inf) must stay unfused
-  | { k: "scaled"; f: "neg" | "lit" | "log" | "right" | "data" }
+  // "data" (a factor read from data, maybe inf: not taken out), and rows computed in the dot,
+  // "gate" k[j] * sigmoid(k[j]) and "shift" k[j] * 0.75 + k[j - 1] * 0.25, are rows of a matrix
+  // computed first (passes/rows.ts)
+  | { k: "scaled"; f: "neg" | "lit" | "log" | "right" | "data" | "gate" | "shift" }
   // bias[clamp(j - i, -K, K) + K]: every index inside bias [2K + 1], so the kernel reads it
   // unchecked; edge -1 / 1 lets the clamp reach one past the table's start / end (reads 0 there).
   | { k: "table"; K: number; edge: -1 | 0 | 1 }
@@ -314,6 +316,8 @@ const sLeaf: fc.Arbitrary<SExpr> = fc.oneof(
         "log" as const,
         "right" as const,
         "data" as const,
+        "gate" as const,
+        "shift" as const,
       ),
     }),
     weight: 2,
@@ -691,6 +695,8 @@ export function printProgram(s: Spec): string {
           log: `(log(float(i + 1)) * ${qv}[i] . k[j])`,
           right: `(${qv}[i] . (k[j] * slope))`,
           data: `((${qv}[i] * ${vecSrc("t")}[i]) . k[j])`,
+          gate: `(${qv}[i] . (k[j] * sigmoid(k[j])))`,
+          shift: `(${qv}[i] . (k[j] * 0.75 + k[j - 1] * 0.25))`,
         }[e.f];
       case "table":
         need(`bias${e.K}`);
@@ -738,7 +744,7 @@ export function printProgram(s: Spec): string {
   if (s.form === "index") {
     let e = score(s.score);
     // The score must depend on the dot product so that it is an attention score at all.
-    if (!/\]\s\.\sk\[j\]|\* k\[j, c\]\)/.test(e)) e = `${qv}[i] . k[j] + ${e}`;
+    if (!/\]\s\.\s\(?k\[j\]|\* k\[j, c\]\)/.test(e)) e = `${qv}[i] . k[j] + ${e}`;
     if (s.mask) e = `where(${mask(s.mask)}, ${e}, ${s.fill})`;
     // Hard max against another kernel's q·k (bits 4-6 of dataSeed, so other fields draw as
     // before): the fused pass would recompute q·k and could drop the row's best key by an ulp.

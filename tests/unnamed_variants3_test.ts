@@ -907,29 +907,44 @@ Deno.test({
   },
 });
 
-// Finding 5 (missed fusion, explained): a row computed inside the dot, `q[i] . (k[j] * w)` with a
+// Finding 5 (missed fusion; fixed): a row computed inside the dot, `q[i] . (k[j] * w)` with a
 // per-channel w: [d], `q[i] . (k[j] + b)`, or a token-shifted key `q[i] . (0.5 * k[j] +
-// 0.5 * k[j - 1])`, is not fused: 4 dispatches (a dot kernel storing the n×n scores, softmax,
-// matmul; 9.5 MiB per slice at n = 1024). explain says "%14 dot (s) varies along both i and j but
-// is not a form a fused score reads". Writing `kw = k * w` first fuses (one flash pass after an
-// elementwise pass), as xPos and RoPE do. Expected: the row hoisted as that matrix, or explain
-// naming the rewrite.
+// 0.5 * k[j - 1])`, was not fused: 4 dispatches (a dot kernel storing the n×n scores, softmax,
+// matmul; 9.5 MiB per slice at n = 1024), where writing `kw = k * w` first fused. The rows pass
+// (passes/rows.ts) now reads such an operand as the rows of a matrix computed first: one kernel
+// for the rows, one flash pass.
 Deno.test({
-  name: "FINDING: a row computed inside the dot (k[j] * w, k[j] + b, a token shift) does not fuse",
-  ignore: true,
-  fn() {
+  name: "unnamed variants 3: a row computed inside the dot (k[j] * w, k[j] + b, a token shift, " +
+    "(q[i] * t[i])) fuses after its rows' kernel, and agrees on the GPU",
+  ignore: adapter === undefined,
+  async fn() {
     for (
       const score of [
         "q[i] . (k[j] * w)",
         "q[i] . (k[j] + w)",
         "q[i] . (0.5 * k[j] + 0.5 * k[j - 1])",
+        "(q[i] * t[i]) . k[j]",
       ]
     ) {
-      const p = compiled(softmaxOf("rowdot", ", w: [d]", score));
+      const source = softmaxOf("rowdot", ", w: [d], t: [n]", score);
+      const p = compiled(source);
       assert.ok(
         p.optimized.nodes.some((n) => n.op.op === "attention"),
         `${score}:\n${p.explain()}`,
       );
+      for (const [lead, n, d] of [[[3], 13, 8], [[2, 3], 65, 12]] as const) {
+        const seed = SEED + n;
+        const x = inputs({ name: score, source: "" }, [...lead], n, n, d, 3, seed);
+        const extra = {
+          w: randomTensor([d], { seed: seed + 5 }),
+          t: randomTensor([...lead, n], { seed: seed + 6 }),
+        };
+        const dispatches = await agree(`${score}, n ${n} d ${d}, seed ${seed}`, source, {
+          ...x,
+          ...extra,
+        });
+        assert.equal(dispatches, 2, `${score}: the rows' kernel and one flash pass`);
+      }
     }
   },
 });

@@ -117,24 +117,21 @@ function single(layout: Axis[]): "i" | "j" | "scalar" | undefined {
 const STEP_BINARY = new Set(["lt", "le", "gt", "ge", "eq", "ne", "idiv", "mod"]);
 const STEP_UNARY = new Set(["floor", "ceil", "sign", "not"]);
 
-/** Whether a leaf numbered in `args` is read under a step (continuous uses are safe). */
-function steps(x: Score, args: Set<number>, under = false): boolean {
-  switch (x.kind) {
-    case "leaf":
-      return under && args.has(x.arg);
-    case "table":
-      return (under && args.has(x.arg)) || x.at.some((y) => steps(y, args, true));
-    case "unary":
-      return steps(x.x, args, under || STEP_UNARY.has(x.fn));
-    case "cast":
-      return steps(x.x, args, under || x.to !== "float");
-    case "binary":
-      return [x.a, x.b].some((y) => steps(y, args, under || STEP_BINARY.has(x.fn)));
-    case "where":
-      return steps(x.c, args, true) || steps(x.a, args, under) || steps(x.b, args, under);
-    default:
-      return false;
-  }
+/**
+ * Whether a step (a comparison, floor, //, %, a where's condition, a table's index) reads both
+ * the score's q·k and a leaf numbered in `args`: there the recomputed q·k meets a value computed
+ * elsewhere. Continuous uses are safe, and so is a step of the leaf alone (`pick[i] == j // B`).
+ */
+function steps(x: Score, args: Set<number>): boolean {
+  const reads = (y: Score, f: (z: Score) => boolean): boolean =>
+    f(y) || scoreChildren(y).some((z) => reads(z, f));
+  const both = (y: Score) =>
+    reads(y, (z) => z.kind === "qk") &&
+    reads(y, (z) => (z.kind === "leaf" || z.kind === "table") && args.has(z.arg));
+  const step = (x.kind === "unary" && STEP_UNARY.has(x.fn)) ||
+    (x.kind === "cast" && x.to !== "float") || (x.kind === "binary" && STEP_BINARY.has(x.fn));
+  return (step && both(x)) || (x.kind === "where" && both(x.c)) ||
+    (x.kind === "table" && x.at.some(both)) || scoreChildren(x).some((y) => steps(y, args));
 }
 
 /** Whether a score reads a table. */

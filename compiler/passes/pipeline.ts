@@ -14,6 +14,11 @@ import { fuseWrittenSoftmax } from "./written.ts";
 import { eliminateDeadCode } from "./dce.ts";
 import { reassociate } from "./reassociate.ts";
 import { simplify } from "./simplify.ts";
+import { hoistRows } from "./rows.ts";
+
+/** The attention fusions, in order (passes/attention.ts and the forms around it). */
+const fuseAll = (g: Graph) =>
+  eliminateDeadCode(fuseStreams(fuseRowLse(fuseAttention(fuseRowSums(fuseWrittenSoftmax(g))))));
 
 /** The passes, by name. */
 export const PASSES: { name: string; run: (g: Graph) => Graph }[] = [
@@ -25,10 +30,16 @@ export const PASSES: { name: string; run: (g: Graph) => Graph }[] = [
     // stays a pass of its own, rather than one that computes it only for its lse beside a mix
     // that streams its keys again (examples/flash_split.attn: 4 dispatches, 3 passes over keys).
     name: "attention fusion",
-    run: (g) =>
-      eliminateDeadCode(
-        fuseStreams(fuseRowLse(fuseAttention(fuseRowSums(fuseWrittenSoftmax(g))))),
-      ),
+    run: (g) => fuseAll(g),
+  },
+  {
+    // Dot operands computed from rows (`k[j] * w`) become rows of a matrix, and fusion runs again
+    // on what that changed.
+    name: "rows",
+    run: (g) => {
+      const h = hoistRows(g);
+      return h === g ? g : fuseAll(eliminateDeadCode(h));
+    },
   },
   { name: "probabilities", run: (g) => eliminateDeadCode(fuseProbabilities(g)) },
   { name: "causal scan", run: (g) => eliminateDeadCode(fuseCausalContractions(g)) },

@@ -44,8 +44,9 @@ function through(read: Read, byId: Map<number, Node>): Read {
   if (n.op.op === "broadcast" && xs.length <= ns.length) {
     const off = ns.length - xs.length;
     axes = xs.map((d, k) => (d === 1 ? undefined : d === ns[k + off] ? read.axes[k + off] : NaN));
-  } else if (n.op.op === "reshape") {
-    // Only unit axes added or dropped: the other axes keep their order.
+  } else if (n.op.op === "reshape" && !(ns.length === 2 && xs.length !== 2)) {
+    // Only unit axes added or dropped: the other axes keep their order. A matrix made of a
+    // value of another rank (passes/rows.ts) is read as the matrix it is.
     const big = (s: Dim[]) => s.flatMap((d, k) => (d === 1 ? [] : [k]));
     const [bx, bn] = [big(xs), big(ns)];
     if (bx.length === bn.length && bx.every((k, t) => xs[k] === ns[bn[t]])) {
