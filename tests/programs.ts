@@ -159,7 +159,7 @@ export type Head =
   | "rownormsum" // the same with the row sum written first
   | "written" // w = exp(s - max(s)); (w / sum(w)) @ v: a softmax written out (NaN for empty rows)
   | "writtenv" // the same as (w @ v) / sum(w)
-  | "sink" // (w @ v) / (exp(-m) + sum(w)), m = max(s): softmax-one, a sink logit of 0
+  | "sink" // (w @ v) / (exp(c - m) + sum(w)), m = max(s) or max(max(s), c): sink logits
   // The differences weigh their second stream by 0.5 * slope (at most 0.5): at slope 1 two
   // near-equal streams cancelled, and a normalize after that amplified rounding past the
   // differential's tolerance (fuzz seed 29000087), with no rewrite at fault.
@@ -865,15 +865,23 @@ export function printProgram(s: Spec): string {
       headLines.push("rw = relu(s)", "y = (rw @ v) / (sum(rw, axis=1, keepdims=true) + 1.0)");
       shape = ["n", "e"];
       break;
-    case "sink":
+    case "sink": {
+      // The sink logit by dataSeed bits 7-8 (other fields draw as before): softmax-one's 0, the
+      // parameter `slope`, the same inside the stable shift (gpt-oss), a per-row input tc.
       need("v");
+      const form = (s.dataSeed >>> 7) & 3;
+      if (form === 3) need("tc");
+      const c = ["", "slope", "slope", "tc"][form];
       headLines.push(
-        "sm = max(s, axis=1, keepdims=true)",
+        form === 2
+          ? "sm = max(max(s, axis=1, keepdims=true), slope)"
+          : "sm = max(s, axis=1, keepdims=true)",
         "sw = exp(s - sm)",
-        "y = (sw @ v) / (exp(-sm) + sum(sw, axis=1, keepdims=true))",
+        `y = (sw @ v) / (exp(${c}-sm) + sum(sw, axis=1, keepdims=true))`,
       );
       shape = ["n", "e"];
       break;
+    }
     case "written":
     case "writtenv":
       need("v");

@@ -810,19 +810,19 @@ Deno.test({
   },
 });
 
-// Finding 2 (missed fusion): passes/written.ts takes softmax-one's sink only as a constant c in
-// exp(c - mx) beside mx = max(s, axis=1, keepdims=true). gpt-oss's learned per-head sink is
-// sink[head()] (a value the docs fuse into scores everywhere else), and its stable form takes the
-// max over the sink too, mx = max(max(s, axis=1, keepdims=true), c). Reproducer:
+// Finding 2 (missed fusion; fixed): passes/written.ts took softmax-one's sink only as a constant
+// c in exp(c - mx) beside mx = max(s, axis=1, keepdims=true). gpt-oss's learned per-head sink is
+// sink[head()], and its stable form takes the max over the sink too, mx = max(max(s, axis=1,
+// keepdims=true), c). Reproducer:
 //   s[i, j] = where(j <= i, q[i] . k[j] / sqrt(d), -inf)
 //   mx = max(s, axis=1, keepdims=true); w = exp(s - mx)
 //   return (w @ v) / (exp(sink[head()] - mx) + sum(w, axis=1, keepdims=true))
 // Observed: 4 dispatches (matmul storing the n×n scores, their row max, a streaming pass, the
-// division; 5.26 MiB per slice at n = 1024), explain silent on why. Expected: 2, as the docs give
-// for a constant c (one flash pass with its log-sum-exp, then the gate σ(lse - sink[head()])),
-// the form the first sink variant here writes by hand. Softpick (relu(exp(s - mx) - exp(-mx)) over
-// the row sum of |exp(s - mx) - exp(-mx)|) likewise stores the scores twice in 6 dispatches, with
-// no attention section in explain at all.
+// division; 5.26 MiB per slice at n = 1024). Now any c constant along the keys, and the stable
+// shift, are one flash pass with its log-sum-exp and one gate: 2 dispatches (a gather of one
+// element per slice, sink[head()], is inlined where it is read: lower/inline.ts). Softpick
+// (relu(exp(s - mx) - exp(-mx)) over the row sum of |exp(s - mx) - exp(-mx)|) still stores the
+// scores twice in 6 dispatches.
 const HAND_SINKS: [string, string][] = [
   [
     "sink[head()] beside the row max",
@@ -846,12 +846,42 @@ const HAND_SINKS: [string, string][] = [
 ];
 
 Deno.test({
-  name: "FINDING: a per-head or max-including sink written by hand is not one flash pass",
-  ignore: true,
+  name:
+    "unnamed variants 3: a per-head or max-including sink written by hand is one flash pass and a gate",
   fn() {
     for (const [what, source] of HAND_SINKS) {
       const p = compiled(source);
       assert.equal(p.plan().kernels.length, 2, `${what}:\n${p.explain({ ir: false })}`);
+    }
+  },
+});
+
+// The edges where the two written forms differ from each other: a row the mask empties is NaN
+// with the plain shift (x - max(x) = -inf - -inf) and 0 with the stable one (its shift is c); a
+// sink of +inf makes the stable form NaN and the plain one 0; -inf is no sink. The optimized
+// program (one pass and a gate) must give the checked program's values, NaN where it is NaN.
+Deno.test({
+  name:
+    "unnamed variants 3: hand-written sinks keep the checked program's empty rows and ±inf sinks",
+  ignore: adapter === undefined,
+  async fn() {
+    const n = 13, lead = [2, 3];
+    for (const [what, source] of HAND_SINKS) {
+      const masked = source.replace("where(j <= i,", "where(j <= i and qm[i] > 0,")
+        .replace("sink: [h]", "sink: [h], qm: [n]");
+      assert.notEqual(masked, source, what);
+      const p = compiled(masked);
+      const x = inputs({ name: what, source: "" }, lead, n, n, 8, 5, SEED);
+      const qm = randomTensor([...lead, n], { seed: SEED + 9 });
+      const sink = tensor([3], [Infinity, -Infinity, 0.3]);
+      const y = { ...x, qm, sink };
+      // The interpreter runs the program as checked; the GPU runs it optimized.
+      const want = await p.run(y, { backend: "interp" });
+      const gpu = await p.run(y, { backend: "gpu", poison: true });
+      const at = want.data.findIndex((w, k) => Number.isNaN(w) !== Number.isNaN(gpu.data[k]));
+      assert.equal(at, -1, `${what}: at ${at}: gpu ${gpu.data[at]}, interp ${want.data[at]}`);
+      assert.ok(want.data.some((w) => Number.isNaN(w) || w === 0), `${what}: no empty row`);
+      assert.equal(disagreement(gpu, want), undefined, `${what}, seed ${SEED}`);
     }
   },
 });

@@ -101,7 +101,7 @@ function readCounts(graph: Graph, byId: Map<number, Node>) {
 
 /**
  * Ops per element of an expression over the values `within` admits (others are buffer reads):
- * gathers, transcendentals and loops count 99. An expression deeper than INLINE_DEPTH counts as
+ * gathers (but of one element per slice), transcendentals and loops count 99. An expression deeper than INLINE_DEPTH counts as
  * expensive (it will not be inlined whole).
  */
 function costOf(byId: Map<number, Node>, within: (n: Node) => boolean) {
@@ -111,7 +111,8 @@ function costOf(byId: Map<number, Node>, within: (n: Node) => boolean) {
     if (!within(n)) return 0;
     if (depth > INLINE_DEPTH) return 99;
     if (!memo.has(id)) {
-      const heavy = HEAVY.has(n.op.op) || n.op.op === "gather" ||
+      // A gather of one element per slice (`sink[head()]`) is one read, not an index computation.
+      const heavy = HEAVY.has(n.op.op) || (n.op.op === "gather" && n.type.shape.length > 0) ||
         (n.op.op === "unary" && !["neg", "abs"].includes(n.op.fn));
       const own = heavy ? 99 : LAYOUT.has(n.op.op) || CHEAP.has(n.op.op) ? 0 : 1;
       memo.set(id, own + n.args.reduce((t, a) => t + cost(a, depth + 1), 0));
