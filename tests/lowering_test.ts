@@ -52,6 +52,7 @@ Deno.test("explain --json lists the IR after each pass and the kernels' bindings
     "cse",
     "reassociate",
     "attention fusion",
+    "rows",
     "probabilities",
     "causal scan",
     "contractions",

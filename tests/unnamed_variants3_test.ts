@@ -918,21 +918,32 @@ Deno.test({
   },
 });
 
-// Finding 4 (confusing error): a column slice beside an index in index notation,
+// Finding 4 (confusing error; fixed): a column slice beside an index in index notation,
 // `s[i, j] = q[i, :4] . k[j, :4]` (a score over the first channels, as differential attention's
-// halves), fails with "unknown name i" at the i that the statement itself defines, and the hint
-// "did you mean q?". Expected: an error saying slices cannot be mixed with index subscripts there
-// (write `q4 = q[:, :4]` first, which works), or the slice read as a row.
+// halves), failed with "unknown name i" at the i that the statement itself defines, and the hint
+// "did you mean q?". It now reads the slice first (q[:, :4]) and then its rows at i; an index
+// after a slice (`q[:2, i]`) is an error that says so, at its position.
 Deno.test({
-  name: "FINDING: a column slice beside an index subscript reports 'unknown name i'",
-  ignore: true,
-  fn() {
-    for (const score of ["q[i, :4] . k[j, :4]", "q[i, 0:4] . k[j]"]) {
-      try {
-        compiled(softmaxOf("sliced", "", score));
-      } catch (e) {
-        assert.doesNotMatch(String(e), /unknown name i/, score);
-      }
+  name: "unnamed variants 3: a column slice beside an index subscript reads the slice's rows",
+  ignore: adapter === undefined,
+  async fn() {
+    const halves = softmaxOf("sliced", "", "q[i, :4] . k[j, :4] - q[i, 4:8] . k[j, 4:8]");
+    const written = `def sliced(${QKV}) -> [n, e] {
+  q1 = q[:, :4]
+  k1 = k[:, :4]
+  q2 = q[:, 4:8]
+  k2 = k[:, 4:8]
+  s[i, j] = q1[i] . k1[j] - q2[i] . k2[j]
+  return softmax(s, axis=1) @ v
+}`;
+    const x = inputs({ name: "halves", source: "" }, [2, 3], 13, 13, 8, 3, SEED);
+    await same("q[i, :4] against q1 = q[:, :4]", halves, written, x);
+    await agree(`halves, seed ${SEED}`, halves, x);
+    try {
+      compiled(softmaxOf("late", "", "q[:2, i] . k[j, :2]"));
+      assert.fail("an index after a slice compiled");
+    } catch (e) {
+      assert.match(String(e), /2:\d+: q\[:2, i\]: the subscript i follows a slice/);
     }
   },
 });

@@ -195,7 +195,7 @@ export function indexExpr(c: Checker, e: ExprOf<"index">, scope: Scope): Val {
       "compute it first as its own tensor, then index that",
     );
   }
-  const target = toTensor(c, c.expr(e.target, { ...scope, grid: undefined }), e.target.span);
+  let target = toTensor(c, c.expr(e.target, { ...scope, grid: undefined }), e.target.span);
   if (e.indices.length > target.type.shape.length) {
     c.fail(
       `${
@@ -204,8 +204,31 @@ export function indexExpr(c: Checker, e: ExprOf<"index">, scope: Scope): Val {
       e.span,
     );
   }
-  if (hasSlice(e.indices)) return sliceExpr(c, e, target, scope);
-  const idx = e.indices.map((ie, k) => {
+  // x[i, a:b] in index notation: the slice over whole axes first (x[:, a:b]), then its rows at
+  // the subscripts that name the grid's indices, which come before every slice.
+  const gridded = (ie: Expr) =>
+    grid !== undefined && ie.kind !== "slice" && mentions(ie, grid.vars);
+  let indices = e.indices;
+  if (hasSlice(e.indices) && e.indices.some(gridded)) {
+    const first = e.indices.findIndex((ie) => ie.kind === "slice");
+    const late = e.indices.findIndex((ie, k) => k > first && gridded(ie));
+    if (late >= 0) {
+      c.fail(
+        `${exprText(e)}: the subscript ${exprText(e.indices[late])} follows a slice; in index ` +
+          "notation, subscripts that use the indices come first and slices last",
+        e.indices[late].span,
+        "slice it first as its own tensor (y = x[a:b, :]), then index that (y[..., j])",
+      );
+    }
+    const whole = e.indices.map((ie): Expr => gridded(ie) ? { kind: "slice", span: ie.span } : ie);
+    target = toTensor(
+      c,
+      sliceExpr(c, { ...e, indices: whole }, target, { ...scope, grid: undefined }),
+      e.span,
+    );
+    indices = e.indices.filter(gridded);
+  } else if (hasSlice(e.indices)) return sliceExpr(c, e, target, scope);
+  const idx = indices.map((ie, k) => {
     if (grid && ie.kind === "name" && grid.vars.includes(ie.name)) {
       const gi = grid.vars.indexOf(ie.name);
       const size = target.type.shape[k];
@@ -236,7 +259,7 @@ export function indexExpr(c: Checker, e: ExprOf<"index">, scope: Scope): Val {
       c,
       ishape,
       idx[k].type.shape,
-      e.indices[k].span,
+      indices[k].span,
       "the other subscripts",
       `subscript ${k + 1}`,
     );
