@@ -105,12 +105,15 @@ export function bindInputs(graph: Graph, given: Record<string, TensorInput>): {
   }
   bound.set("heads()" satisfies LeadCount, batch.at(-1) ?? 1);
   bound.set("batches()" satisfies LeadCount, sizeOf(batch.slice(0, -1)));
-  // An input of lower declared rank may broadcast over the batch dims of the highest-rank inputs
-  // (a key mask [B, m] beside q [B, H, n, d]) but not add dims of its own: a [64, 64] tensor given
-  // for a [m] mask beside a [n, d] q is a mistake, not 64 batches.
+  // A vector or scalar input may broadcast over the batch dims of the matrices (a key mask [B, m]
+  // beside q [B, H, n, d]) but not add dims of its own: a [64, 64] tensor given for a [m] mask
+  // beside a [n, d] q is a mistake, not 64 batches. Matrices and higher set the batch dims
+  // between them, whatever their declared ranks: q [H, n, d] beside a per-head table [h, 3, 3]
+  // read at head() (probe 5).
   const passed = graph.inputs.filter((d) => inputs[d.name]);
-  const top = Math.max(0, ...passed.map((d) => d.type.shape.length));
-  const topDecls = passed.filter((d) => d.type.shape.length === top);
+  const top = Math.min(2, Math.max(0, ...passed.map((d) => d.type.shape.length)));
+  const topDecls = passed.filter((d) => d.type.shape.length >= top)
+    .sort((a, b) => leads.get(b.name)!.length - leads.get(a.name)!.length);
   const topLead = Math.max(0, ...topDecls.map((d) => leads.get(d.name)!.length));
   for (const decl of passed) {
     const lead = leads.get(decl.name)!;

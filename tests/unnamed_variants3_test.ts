@@ -899,22 +899,27 @@ Deno.test("unnamed variants 3: hand-written sinks agree with the logsumexp form 
   }
 });
 
-// Finding 3 (confusing error): a per-head table of rank above q's, `rpb: [h, a, b]` read at
-// rpb[head(), ...] (NATTEN's relative bias), cannot be passed as [H, 3, 3] beside q [H, n, d]:
+// Finding 3 (confusing error; fixed): a per-head table of rank above q's, `rpb: [h, a, b]` read at
+// rpb[head(), ...] (NATTEN's relative bias), could not be passed as [H, 3, 3] beside q [H, n, d]:
 // "input q is declared [n, d] but has shape [3, 13, 8]: its leading dim [3] would be a batch dim
-// that rpb (shape [3, 3, 3]) does not have". The same table flattened to rank 2 or 1 (`t: [h, r]`,
-// `temp: [h]`) is accepted as is. The hint (give rpb leading 1s) works: [1, 3, 3, 3] runs, as
-// the tests above pass it. Expected: either accepted as the rank-1 and rank-2 tables are, or a
-// hint that names per-head tables read at head().
+// that rpb (shape [3, 3, 3]) does not have", while rank-1 and rank-2 per-head tables were
+// accepted. Matrices and higher now set the batch dims between them (compiler/bind.ts); only a
+// vector or scalar may not add batch dims of its own.
 Deno.test({
-  name: "FINDING: a per-head table [H, 3, 3] beside q [H, n, d] is refused for q's leading dims",
-  ignore: true,
+  name: "unnamed variants 3: a per-head table [H, 3, 3] beside q [H, n, d] binds, and agrees",
+  ignore: adapter === undefined,
   async fn() {
     const v = variant("2-D neighborhood");
     const x = inputs(v, [3], 13, 13, 8, 5, SEED);
-    await compiled(v.source).run({ ...x, rpb: randomTensor([3, 3, 3], { seed: SEED }) }, {
-      backend: "interp",
-    });
+    const rpb = randomTensor([3, 3, 3], { seed: SEED });
+    await agree(`rpb [3, 3, 3], seed ${SEED}`, v.source, { ...x, rpb });
+    // The same table with its leading 1 (the old workaround) gives the same values.
+    const lead = { ...rpb, shape: [1, 3, 3, 3] };
+    const p = compiled(v.source);
+    const [a, b] = await Promise.all(
+      [rpb, lead].map((t) => p.run({ ...x, rpb: t }, { backend: "interp" })),
+    );
+    assert.deepEqual([...a.data], [...b.data]);
   },
 });
 
