@@ -175,7 +175,7 @@ export function attentionLines(
       const c = tileCounts(n, n.args.map((a) => byId.get(a)!), sizes);
       lines.push(
         `  tiles: ${c.empty} empty (skipped), ${c.partial} partial, ${c.full} full` +
-          " (masks on data count as partial here)",
+          " (masks on data or on head() and batch() count as partial here)",
       );
       const kernel = plan.kernels.find((k) => k.name === `${n.op.op}_${n.id}`);
       lines.push(...(kernel?.notes ?? []).map((note) => `  ${note}`));
@@ -208,7 +208,7 @@ function mixLines(n: Node, byId: Map<number, Node>, sizes: Record<string, number
     ...(c
       ? [
         `  tiles (every stream): ${c.empty} empty (skipped), ${c.partial} partial, ${c.full} ` +
-        "full (masks on data count as partial here)",
+        "full (masks on data or on head() and batch() count as partial here)",
       ]
       : []),
   ];

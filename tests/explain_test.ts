@@ -59,7 +59,7 @@ Deno.test("Program.explain(): summary first, with the recognized form and tile c
   assert.equal(
     lines[at + 3],
     `    tiles: ${c.empty} empty (skipped), ${c.partial} partial, ${c.full} full ` +
-      "(masks on data count as partial here)",
+      "(masks on data or on head() and batch() count as partial here)",
   );
   // Then the IR, checked and after each pass, then the plan.
   const ir = lines.findIndex((l) => /^%0: \[n, d\] = input\{name="q"\}/.test(l));
