@@ -9,6 +9,7 @@
  * not diagnosed.
  */
 import type { Dim, Node } from "../ir/types.ts";
+import { wrapInt32 } from "../ir/scalar.ts";
 import type { Magnitude } from "./plan.ts";
 
 /** The values an int node may take at given sizes; undefined: untracked. */
@@ -38,7 +39,7 @@ const same: Rule = (_, arg) => arg(0);
 /** The constant second operand of a binary node, if it is one. */
 const constant = (n: Node, byId: Map<number, Node>): number | undefined => {
   const b = byId.get(n.args[1])!.op;
-  return b.op === "const" ? b.value : undefined;
+  return b.op === "const" ? wrapInt32(b.value) : undefined;
 };
 
 /** Binary int ops: the interval of a op b from those of a and b. */
@@ -74,8 +75,9 @@ const UNARY: Record<string, Rule> = {
 
 /** Rules per op for int-valued nodes; an op not listed is untracked. */
 const RULES: Record<string, Rule> = {
-  const: (n) => known((n.op as { value: number }).value),
-  fill: (n) => known((n.op as { value: number }).value),
+  // An int constant past int32 (`-(-2147483648)`, folded exactly) wraps where it is used.
+  const: (n) => known(wrapInt32((n.op as { value: number }).value)),
+  fill: (n) => known(wrapInt32((n.op as { value: number }).value)),
   eye: () => known(0, 1),
   dim: (n) => (sz) => {
     const v = sz((n.op as { name: string }).name);
