@@ -1,10 +1,15 @@
-/** What the probes' tests share: a cache of compiled programs and the GPU-against-interpreter test. */
+/**
+ * What the probes' tests share: a cache of compiled programs, the GPU-against-interpreter test,
+ * and the variant probes' programs and inputs (tests/unnamed_variants*_test.ts).
+ */
 import {
   type CompileOptions,
   compileSync,
   type Program,
+  randomTensor,
   relativeError,
   type Tensor,
+  tensor,
 } from "../mod.ts";
 
 const programs = new Map<string, Program>();
@@ -27,4 +32,83 @@ export function disagreement(a: Tensor, b: Tensor, tol = 1e-5): string | undefin
   const finite = (t: Tensor) => ({ ...t, data: t.data.map((x) => Number.isFinite(x) ? x : 0) });
   const err = relativeError(finite(a), finite(b));
   return err < tol ? undefined : `relative error ${err}`;
+}
+
+/** Self-attention's inputs as a signature. */
+export const QKV = "q: [n, d], k: [n, d], v: [n, e]";
+/** Cross-attention: m keys and values beside n queries (a KV cache: query i at m - n + i). */
+export const CROSS = "q: [n, d], k: [m, d], v: [m, e]";
+/** The scaled dot product. */
+export const SCORE = "q[i] . k[j] / sqrt(d)";
+/** softmax(s) @ v for a score `s[i, j] = score`. */
+export const softmaxOf = (name: string, args: string, score: string, qkv = QKV) =>
+  `def ${name}(${qkv}${args}) -> [n, e] {
+  s[i, j] = ${score}
+  return softmax(s, axis=1) @ v
+}`;
+
+/** A run's sizes: leading (batch, heads) dims, queries, keys, head and value widths, seed. */
+export interface Sizes {
+  lead: number[];
+  n: number;
+  m: number;
+  d: number;
+  e: number;
+  seed: number;
+}
+
+/** An attention variant of a probe and how to run it. */
+export interface Variant {
+  name: string;
+  source: string;
+  /** Inputs beyond q, k, v. */
+  extra?: (x: Sizes) => Record<string, Tensor>;
+  /** Inputs in place of q, k, v (a program that names them otherwise). */
+  own?: (x: Sizes) => Record<string, Tensor>;
+  /** Keys and values of their own length m (cross-attention). */
+  cross?: boolean;
+  /** Heads of k and v, fewer than q's (grouped-query attention). */
+  kvHeads?: number;
+  /**
+   * q and k of |randn|: an unnormalized output at n = 1 is one q·k times v, and a dot that
+   * cancels to near 0 would make float32's relative error large without any bug.
+   */
+  positive?: boolean;
+  /** Runs only at these (lead, n, m, d, e) sizes (a table or a parameter bounds them). */
+  sizes?: [number[], number, number, number, number][];
+  /** Dispatches the docs promise ("What runs as one pass"); absent where they promise none. */
+  dispatches?: number;
+  /** An IR op or kernel the optimized program must hold (the fused pass the docs describe). */
+  fused?: "attention" | "attention_mix" | "attention_rowsum" | "probs" | "causal_contract";
+}
+
+/** t with every element's absolute value. */
+export const abs = (t: Tensor): Tensor => ({ ...t, data: t.data.map(Math.abs) });
+
+/** One value per head, from the run's heads dim. */
+export const perHead = (lead: number[], f: (h: number) => number): Tensor => {
+  const heads = lead.at(-1) ?? 1;
+  return tensor([heads], Array.from({ length: heads }, (_, h) => f(h)));
+};
+
+/** q, k, v of shape [...lead, n or m, d or e] (or the variant's own), then its extras. */
+export function inputs(
+  v: Variant,
+  lead: number[],
+  n: number,
+  m: number,
+  d: number,
+  e: number,
+  seed: number,
+): Record<string, Tensor> {
+  const sizes = { lead, n, m: v.cross ? m : n, d, e, seed: seed + 3 };
+  if (v.own) return v.own({ ...sizes, seed });
+  const kv = v.kvHeads === undefined ? lead : [...lead.slice(0, -1), v.kvHeads];
+  const sign = v.positive ? abs : (t: Tensor) => t;
+  const x: Record<string, Tensor> = {
+    q: sign(randomTensor([...lead, n, d], { seed })),
+    k: sign(randomTensor([...kv, sizes.m, d], { seed: seed + 1 })),
+    v: randomTensor([...kv, sizes.m, e], { seed: seed + 2 }),
+  };
+  return { ...x, ...v.extra?.(sizes) };
 }

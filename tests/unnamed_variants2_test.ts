@@ -7,69 +7,23 @@
  * tests at the end.
  */
 import assert from "node:assert/strict";
-import {
-  compileSync,
-  type Program,
-  randomTensor,
-  relativeError,
-  type Tensor,
-  tensor,
-} from "../mod.ts";
+import { compileSync, type Program, randomTensor, tensor } from "../mod.ts";
 import { getDevice } from "../runtime/device.ts";
+import {
+  abs,
+  CROSS,
+  disagreement,
+  inputs,
+  perHead,
+  QKV,
+  SCORE,
+  softmaxOf,
+  type Variant,
+} from "./probe_helpers.ts";
 
 const adapter = await getDevice().then((d) => d.facts.description, () => undefined);
 /** Fresh per run; every failure message carries it. */
 const SEED = Math.floor(Math.random() * 2 ** 30);
-
-const QKV = "q: [n, d], k: [n, d], v: [n, e]";
-/** Cross-attention: m keys and values beside n queries. */
-const CROSS = "q: [n, d], k: [m, d], v: [m, e]";
-const SCORE = "q[i] . k[j] / sqrt(d)";
-const softmaxOf = (name: string, args: string, score: string, qkv = QKV) =>
-  `def ${name}(${qkv}${args}) -> [n, e] {
-  s[i, j] = ${score}
-  return softmax(s, axis=1) @ v
-}`;
-
-/** A run's sizes: leading (batch, heads) dims, queries, keys, head and value widths, seed. */
-interface Sizes {
-  lead: number[];
-  n: number;
-  m: number;
-  d: number;
-  e: number;
-  seed: number;
-}
-
-interface Variant {
-  name: string;
-  source: string;
-  /** Inputs beyond q, k, v. */
-  extra?: (x: Sizes) => Record<string, Tensor>;
-  /** Inputs in place of q, k, v (a program that names them otherwise). */
-  own?: (x: Sizes) => Record<string, Tensor>;
-  /** Keys and values of their own length m (cross-attention). */
-  cross?: boolean;
-  /** Heads of k and v, fewer than q's (grouped-query attention). */
-  kvHeads?: number;
-  /**
-   * q and k of |randn|: an unnormalized output at n = 1 is one q·k times v, and a dot that
-   * cancels to near 0 would make float32's relative error large without any bug.
-   */
-  positive?: boolean;
-  /** Dispatches the docs promise ("What runs as one pass"); absent where they promise none. */
-  dispatches?: number;
-  /** An IR op the optimized graph must hold (the fused pass the docs describe). */
-  fused?: "attention" | "attention_mix" | "attention_rowsum" | "probs";
-}
-
-const abs = (t: Tensor): Tensor => ({ ...t, data: t.data.map(Math.abs) });
-
-/** One value per head, from the run's heads dim. */
-const perHead = (lead: number[], f: (h: number) => number) => {
-  const heads = lead.at(-1) ?? 1;
-  return tensor([heads], Array.from({ length: heads }, (_, h) => f(h)));
-};
 
 const VARIANTS: Variant[] = [
   {
@@ -435,39 +389,6 @@ const compiled = (v: Variant) => {
   if (!p) programs.set(v.name, p = compileSync(v.source));
   return p;
 };
-
-/** q, k, v of shape [...lead, n or m, d or e] (or the variant's own), then its extras. */
-function inputs(
-  v: Variant,
-  lead: number[],
-  n: number,
-  m: number,
-  d: number,
-  e: number,
-  seed: number,
-) {
-  const sizes = { lead, n, m: v.cross ? m : n, d, e, seed: seed + 3 };
-  if (v.own) return v.own({ ...sizes, seed });
-  const kv = v.kvHeads === undefined ? lead : [...lead.slice(0, -1), v.kvHeads];
-  const sign = v.positive ? abs : (t: Tensor) => t;
-  const x: Record<string, Tensor> = {
-    q: sign(randomTensor([...lead, n, d], { seed })),
-    k: sign(randomTensor([...kv, sizes.m, d], { seed: seed + 1 })),
-    v: randomTensor([...kv, sizes.m, e], { seed: seed + 2 }),
-  };
-  return { ...x, ...v.extra?.(sizes) };
-}
-
-/** Where a and b differ: NaN and ±inf must sit at the same places, the rest within 1e-5. */
-function disagreement(a: Tensor, b: Tensor): string | undefined {
-  const odd = a.data.findIndex((x, t) =>
-    (!Number.isFinite(x) || !Number.isFinite(b.data[t])) && !Object.is(x, b.data[t])
-  );
-  if (odd >= 0) return `at ${odd}: gpu ${a.data[odd]}, interp ${b.data[odd]}`;
-  const finite = (t: Tensor) => ({ ...t, data: t.data.map((x) => Number.isFinite(x) ? x : 0) });
-  const err = relativeError(finite(a), finite(b));
-  return err < 1e-5 ? undefined : `relative error ${err}`;
-}
 
 Deno.test("unnamed variants 2: each compiles, fuses as the docs say, and is finite on the interpreter", async () => {
   for (const v of [...VARIANTS, ...THRESHOLDS]) {

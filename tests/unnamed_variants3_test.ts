@@ -11,61 +11,23 @@
  */
 import assert from "node:assert/strict";
 import { randomTensor, type Tensor, tensor } from "../mod.ts";
-import { compiled, disagreement } from "./probe_helpers.ts";
+import {
+  compiled,
+  CROSS,
+  disagreement,
+  inputs,
+  perHead,
+  QKV,
+  SCORE,
+  type Sizes,
+  softmaxOf,
+  type Variant,
+} from "./probe_helpers.ts";
 import { getDevice } from "../runtime/device.ts";
 
 const adapter = await getDevice().then((d) => d.facts.description, () => undefined);
 /** Fresh per run; every failure message carries it. */
 const SEED = Math.floor(Math.random() * 2 ** 30);
-
-const QKV = "q: [n, d], k: [n, d], v: [n, e]";
-/** Cross-attention: m cached keys and values beside n queries (query i at m - n + i). */
-const CROSS = "q: [n, d], k: [m, d], v: [m, e]";
-const SCORE = "q[i] . k[j] / sqrt(d)";
-const softmaxOf = (name: string, args: string, score: string, qkv = QKV) =>
-  `def ${name}(${qkv}${args}) -> [n, e] {
-  s[i, j] = ${score}
-  return softmax(s, axis=1) @ v
-}`;
-
-/** A run's sizes: leading (batch, heads) dims, queries, keys, head and value widths, seed. */
-interface Sizes {
-  lead: number[];
-  n: number;
-  m: number;
-  d: number;
-  e: number;
-  seed: number;
-}
-
-interface Variant {
-  name: string;
-  source: string;
-  /** Inputs beyond q, k, v. */
-  extra?: (x: Sizes) => Record<string, Tensor>;
-  /** Inputs in place of q, k, v (a program that names them otherwise). */
-  own?: (x: Sizes) => Record<string, Tensor>;
-  /** Keys and values of their own length m (cross-attention). */
-  cross?: boolean;
-  /** Heads of k and v, fewer than q's (grouped-query attention). */
-  kvHeads?: number;
-  /** q and k of |randn| (an unnormalized output would cancel to near 0 otherwise). */
-  positive?: boolean;
-  /** Runs only at these (lead, n, m, d, e) sizes (a table or a parameter bounds them). */
-  sizes?: [number[], number, number, number, number][];
-  /** Dispatches the docs promise ("What runs as one pass"); absent where they promise none. */
-  dispatches?: number;
-  /** An IR op or kernel the optimized program must hold (the fused pass the docs describe). */
-  fused?: "attention" | "attention_mix" | "attention_rowsum" | "causal_contract";
-}
-
-const abs = (t: Tensor): Tensor => ({ ...t, data: t.data.map(Math.abs) });
-
-/** One value per head, from the run's heads dim. */
-const perHead = (lead: number[], f: (h: number) => number) => {
-  const heads = lead.at(-1) ?? 1;
-  return tensor([heads], Array.from({ length: heads }, (_, h) => f(h)));
-};
 
 /**
  * A per-head table [H, ...] of rank above q's: it must carry the run's leading dims as 1s, or q's
@@ -77,6 +39,14 @@ const headTable = (lead: number[], shape: number[], seed: number) =>
 /** gpt-oss: a learned sink logit per head joins each row's softmax denominator. */
 const SINKS = ({ lead, seed }: Sizes) => ({
   sink: perHead(lead, (h) => 0.3 * h - 0.4 + (seed % 7) / 10),
+});
+
+/** MLA's query, latent c of rank 3 and projections. */
+const mlaInputs = ({ lead, n, m, d, e, seed }: Sizes) => ({
+  q: randomTensor([...lead, n, d], { seed }),
+  c: randomTensor([...lead, m, 3], { seed: seed + 1 }),
+  Wk: randomTensor([3, d], { seed: seed + 2 }),
+  Wv: randomTensor([3, e], { seed: seed + 3 }),
 });
 
 /** The interleaved (GPT-J) rotary embedding of x's rows at positions i + offset. */
@@ -191,12 +161,7 @@ def rope_kv(${CROSS}) -> [n, e] {
   s[i, j] = where(j <= i + m - n, q[i] . k[j] / sqrt(d), -inf)
   return softmax(s, axis=1) @ v
 }`,
-    own: ({ lead, n, m, d, e, seed }) => ({
-      q: randomTensor([...lead, n, d], { seed }),
-      c: randomTensor([...lead, m, 3], { seed: seed + 1 }),
-      Wk: randomTensor([3, d], { seed: seed + 2 }),
-      Wv: randomTensor([3, e], { seed: seed + 3 }),
-    }),
+    own: mlaInputs,
     cross: true,
     fused: "attention",
   },
@@ -207,12 +172,7 @@ def rope_kv(${CROSS}) -> [n, e] {
   s[i, j] = where(j <= i + m - n, qc[i] . c[j] / sqrt(d), -inf)
   return (softmax(s, axis=1) @ c) @ Wv
 }`,
-    own: ({ lead, n, m, d, e, seed }) => ({
-      q: randomTensor([...lead, n, d], { seed }),
-      c: randomTensor([...lead, m, 3], { seed: seed + 1 }),
-      Wk: randomTensor([3, d], { seed: seed + 2 }),
-      Wv: randomTensor([3, e], { seed: seed + 3 }),
-    }),
+    own: mlaInputs,
     cross: true,
     fused: "attention",
   },
@@ -422,28 +382,6 @@ def packed(${QKV}, pos: int[n], doc: int[n], base = 10000.0) -> [n, e] {
     fused: "attention",
   },
 ];
-
-/** q, k, v of shape [...lead, n or m, d or e] (or the variant's own), then its extras. */
-function inputs(
-  v: Variant,
-  lead: number[],
-  n: number,
-  m: number,
-  d: number,
-  e: number,
-  seed: number,
-): Record<string, Tensor> {
-  const sizes = { lead, n, m: v.cross ? m : n, d, e, seed: seed + 3 };
-  if (v.own) return v.own({ ...sizes, seed });
-  const kv = v.kvHeads === undefined ? lead : [...lead.slice(0, -1), v.kvHeads];
-  const sign = v.positive ? abs : (t: Tensor) => t;
-  const x: Record<string, Tensor> = {
-    q: sign(randomTensor([...lead, n, d], { seed })),
-    k: sign(randomTensor([...kv, sizes.m, d], { seed: seed + 1 })),
-    v: randomTensor([...kv, sizes.m, e], { seed: seed + 2 }),
-  };
-  return { ...x, ...v.extra?.(sizes) };
-}
 
 const variant = (prefix: string) => VARIANTS.find((v) => v.name.startsWith(prefix))!;
 
