@@ -427,6 +427,30 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "today probe: a 3-stream mix (±inf values at keys some streams mask, emptied rows) agrees",
+  ignore: adapter === undefined,
+  async fn() {
+    const n = 70, seed = SEED; // two key blocks of 64
+    const x = { ...qkv([2], n, n, 8, 4, seed), km: draw([2, n], seed + 3) };
+    const mix = `def f(q: [n, d], k: [n, d], v: [n, e], km: [n], lam = 0.5) -> [n, e] {
+  s1[i, j] = where(j <= i, q[i] . k[j], -inf)
+  s2[i, j] = where(j <= i and j != 5 and j != 66, 0.5 * q[i] . k[j], -inf)
+  s3[i, j] = where(km[j] > 0.0, q[i] . k[j] * 0.25, -inf)
+  return (softmax(s1, axis=1) - lam * softmax(s2, axis=1) + 0.25 * softmax(s3, axis=1)) @ v
+}`;
+    assert.ok(compiled(mix).optimized.nodes.some((m) => m.op.op === "attention_mix"));
+    await agree(`3 streams, seed ${seed}`, mix, x);
+    const emptied = mix.replaceAll("j <= i", "j <= i and km[i] > 0.5")
+      .replace("km[j] > 0.0", "km[j] > 0.0 and km[i] > 0.5");
+    await agree(`3 streams, rows emptied, seed ${seed}`, emptied, x);
+    const v = { ...x.v, data: x.v.data.slice() };
+    v.data[5 * 4] = Infinity;
+    v.data[66 * 4 + 1] = -Infinity;
+    await agree(`3 streams, v of ±inf at keys 5 and 66, seed ${seed}`, mix, { ...x, v });
+  },
+});
+
 /** Normalizers that look like a sink and are not one (or are one written otherwise). */
 const SINK_LOOKALIKES: [string, string, string][] = [
   ["c1 in the max, c2 in the exp", "max(max(s, axis=1, keepdims=true), c1)", "exp(c2 - mx) + S"],
@@ -733,5 +757,27 @@ Deno.test({
       const source = softmaxOf(score, ", w: [d]");
       assert.ok(fused(source), `${score}:\n${compiled(source).explain({ ir: false })}`);
     }
+  },
+});
+
+// Finding 11 (wrong answer at an edge: 0 for NaN). With a log-sum-exp output, the split plan's
+// parts write their sum as 1.0 where their max is +inf (kernels/flash.ts, so that the lse is +inf
+// and not NaN), which also hides the NaN of inf - inf from the combine's NaN test: a row whose
+// score is +inf (q = 1 against a key of +inf, inputs of ±inf are accepted) is NaN on the
+// interpreter and in the unsplit kernel, and 0 in the split plan's attention output. Reproducer:
+// `return softmax(s, axis=1) @ v, logsumexp(s, axis=1)`, d = 1, q = [1, -1], 70 keys with key 3
+// of +inf (LOOPS shrunk as above). Observed: output row 0 is 0, 0. Expected: NaN, NaN (the lse,
+// +inf, is right). Without the lse output the split plan gives NaN, as it should.
+Deno.test({
+  name: "FINDING: a +inf score in a split plan with a log-sum-exp output gives 0 rows, not NaN",
+  ignore: true,
+  async fn() {
+    const ks = Array.from({ length: 70 }, (_, j) => j === 3 ? Infinity : j / 100);
+    const x = { q: tensor([2, 1], [1, -1]), k: tensor([70, 1], ks), v: draw([70, 2], SEED) };
+    const lse = `def f(q: [n, d], k: [m, d], v: [m, e]) -> ([n, e], [n]) {
+  s[i, j] = q[i] . k[j]
+  return softmax(s, axis=1) @ v, logsumexp(s, axis=1)
+}`;
+    await split(() => agree(`key 3 of +inf, seed ${SEED}`, lse, x));
   },
 });
