@@ -451,6 +451,48 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "today probe: sinks read at head() and batch() offsets, past either end, or from v agree",
+  ignore: adapter === undefined,
+  async fn() {
+    const n = 13, seed = SEED;
+    const x = {
+      ...qkv([2, 3], n, n, 8, 3, seed),
+      sink: draw([3], seed + 3),
+      tb: draw([2, 3], seed + 4),
+    };
+    const sinks: [string, string][] = [
+      ["sink[head() + 2]", ", sink: [h]"],
+      ["sink[head() - 1]", ", sink: [h]"],
+      ["sink[heads() - 1 - head()]", ", sink: [h]"],
+      ["sink[batch()]", ", sink: [h]"],
+      ["tb[batch(), head()]", ", tb: [b, h]"],
+      ["v[n - 1, 0]", ""],
+      ["v[n, 0]", ""],
+    ];
+    for (const [c, args] of sinks) {
+      const source = `def f(${QKV}${args}) -> [n, e] {
+  s[i, j] = where(j <= i, q[i] . k[j] / sqrt(d), -inf)
+  mx = max(s, axis=1, keepdims=true)
+  w = exp(s - mx)
+  return (w @ v) / (exp(${c} - mx) + sum(w, axis=1, keepdims=true))
+}`;
+      assert.equal(await agree(`sink ${c}, seed ${seed}`, source, x), 2, c);
+    }
+  },
+});
+
+Deno.test({
+  name: "today probe: 65,535 and 65,536 keys (one pass or split) keep the last key's weight",
+  ignore: adapter === undefined,
+  async fn() {
+    for (const m of [65_535, 65_536]) {
+      const ks = Array.from({ length: m }, (_, j) => j === m - 1 ? 30 : (j % 7) / 10);
+      await agree(`${m} keys, seed ${SEED}`, PLAIN, scores([1], 3, ks, 2, SEED + m));
+    }
+  },
+});
+
 /** Normalizers that look like a sink and are not one (or are one written otherwise). */
 const SINK_LOOKALIKES: [string, string, string][] = [
   ["c1 in the max, c2 in the exp", "max(max(s, axis=1, keepdims=true), c1)", "exp(c2 - mx) + S"],
