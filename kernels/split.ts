@@ -255,18 +255,23 @@ function splitAttention(n: Node, req: KernelRequest): SplitKernels {
   var acc = 0.0;
   for (var p = 0u; p < kused; p = p + 1u) {
     let mp = ${at("0u")};
-    if (mp > ${ninf}) {
+    // A part whose weight underflows to 0 (its max far below the row's) adds nothing; taken,
+    // its 0 / 0 made the row NaN (probe 6: 70,000 keys, one of them 100 above the rest).
+    let w = ${at("1u")} * exp(mp - mx);
+    if (mp > ${ninf} && w != 0.0) {
       // Each part's accumulator is its weighted mean (flash.ts): a running mean of the means.
-      let w = ${at("1u")} * exp(mp - mx);
       let ln = l + w;
       acc = acc * (l / ln) + ${at("2u + c")} * (w / ln);
       l = ln;
     }
   }
+  // A +inf score makes the row NaN (inf - inf), also where a log-sum-exp output had its parts
+  // store a sum of 1 for it.
+  let nan = bad || bitcast<u32>(mx) == 0x7f800000u;
   out[s * ${outSize} + r] = ${
     n.op.op === "attention" && n.op.emptyNaN
-      ? `select(acc, ${f32(NaN)}, bad || !(l > 0.0))` // a row no part counted is NaN
-      : `select(select(0.0, acc, l > 0.0), ${f32(NaN)}, bad)`
+      ? `select(acc, ${f32(NaN)}, nan || !(l > 0.0))` // a row no part counted is NaN
+      : `select(select(0.0, acc, l > 0.0), ${f32(NaN)}, nan)`
   };`;
   const summed = n.op.op === "attention" && n.op.weights === "score";
   const combine = kernel(n, [PARTIAL], n.type.shape, slots, summed ? sum : body);

@@ -214,7 +214,7 @@ const intExpr: fc.Arbitrary<string> = fc.letrec<{ e: string }>((tie) => ({
     fc.tuple(fc.constantFrom("abs", "-"), tie("e")).map(([f, a]) => `${f}(${a})`),
     fc.tuple(tie("e"), tie("e"), tie("e")).map(([c, a, b]) => `where(${c} > 0, ${a}, ${b})`),
     fc.tuple(tie("e"), fc.integer({ min: 1, max: 9 })).map(([a, k]) =>
-      `sum(where(ones([${k}, 1]) > 0, ${a}, ${a}), axis=0)`
+      `${k % 2 ? "sum" : "prod"}(where(ones([${k}, 1]) > 0, ${a}, ${a}), axis=0)`
     ),
   ),
 })).e;

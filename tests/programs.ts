@@ -902,13 +902,15 @@ export function printProgram(s: Spec): string {
       );
       shape = ["n", "e"];
       break;
-    case "diff":
+    case "diff": {
+      // The second stream's head width by dataSeed bit 9: d, or 1 (its first column: a mix of
+      // streams of different widths stays unfused).
       need("v");
-      headLines.push(
-        `y = (softmax(s, axis=1) - 0.5 * slope * softmax(tanh(${qv}) @ k^T, axis=1)) @ v`,
-      );
+      const two = (s.dataSeed >>> 9) & 1 ? `tanh(${qv}[:, :1]) @ k[:, :1]^T` : `tanh(${qv}) @ k^T`;
+      headLines.push(`y = (softmax(s, axis=1) - 0.5 * slope * softmax(${two}, axis=1)) @ v`);
       shape = ["n", "e"];
       break;
+    }
     case "diffv":
       need("v");
       headLines.push(

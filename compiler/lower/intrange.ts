@@ -100,7 +100,14 @@ const RULES: Record<string, Rule> = {
       ? arg(0)
       : op.fn === "sum"
       ? (sz) => lift(([a, b]) => hull(a * sz(len), b * sz(len)), arg(0))(sz)
+      : op.fn === "prod"
+      ? (sz) => lift((a) => within(magnitude(a) ** sz(len)), arg(0))(sz)
       : untracked;
+  },
+  // Each element a sum of K products.
+  matmul: (n, arg, byId) => (sz) => {
+    const K = sz(byId.get(n.args[0])!.type.shape.at(-1)!);
+    return lift((a, b) => within(K * magnitude(a) * magnitude(b)), arg(0), arg(1))(sz);
   },
   // Indices along the last axis (one past it where k exceeds the axis).
   topk: (n, _, byId) => (sz) => [0, sz(byId.get(n.args[0])!.type.shape.at(-1)!)],

@@ -118,9 +118,10 @@ const STEP_BINARY = new Set(["lt", "le", "gt", "ge", "eq", "ne", "idiv", "mod"])
 const STEP_UNARY = new Set(["floor", "ceil", "sign", "not"]);
 
 /**
- * Whether a step (a comparison, floor, //, %, a where's condition, a table's index) reads both
- * the score's q·k and a leaf numbered in `args`: there the recomputed q·k meets a value computed
- * elsewhere. Continuous uses are safe, and so is a step of the leaf alone (`pick[i] == j // B`).
+ * Whether a step (a comparison, floor, //, %, a cast to int or bool) reads both the score's q·k
+ * and a leaf numbered in `args`: there the recomputed q·k meets a value computed elsewhere.
+ * Continuous uses are safe, and so is a step of the leaf alone (`pick[i] == j // B`), or of each
+ * alone (`qk > -100 and top[i] > -100`: a where's condition or a table's index is its steps).
  */
 function steps(x: Score, args: Set<number>): boolean {
   const reads = (y: Score, f: (z: Score) => boolean): boolean =>
@@ -130,8 +131,7 @@ function steps(x: Score, args: Set<number>): boolean {
     reads(y, (z) => (z.kind === "leaf" || z.kind === "table") && args.has(z.arg));
   const step = (x.kind === "unary" && STEP_UNARY.has(x.fn)) ||
     (x.kind === "cast" && x.to !== "float") || (x.kind === "binary" && STEP_BINARY.has(x.fn));
-  return (step && both(x)) || (x.kind === "where" && both(x.c)) ||
-    (x.kind === "table" && x.at.some(both)) || scoreChildren(x).some((y) => steps(y, args));
+  return (step && both(x)) || scoreChildren(x).some((y) => steps(y, args));
 }
 
 /** Whether a score reads a table. */

@@ -145,6 +145,10 @@ function mixNode(
   byId: Map<number, Node>,
 ): Node | undefined {
   const T = terms.length;
+  // The kernel has one head width d for every stream's q·k (kernels/streams.ts): streams of
+  // other widths (`q[i, :4] . k[j, :4]` beside `q[i, 4:7] . k[j, 4:7]`) stay passes of their own.
+  const width = (t: Built) => byId.get(t.q)!.type.shape[1];
+  if (built.some((b) => width(b) !== width(built[0]))) return undefined;
   // Operands: a0, b0, v, then a_t, b_t of each further stream, then the leaves.
   const cores = built.flatMap((b, t) => (t === 0 ? [] : [b.q, b.k]));
   const leaves: number[] = [];
