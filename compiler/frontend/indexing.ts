@@ -204,6 +204,22 @@ export function indexExpr(c: Checker, e: ExprOf<"index">, scope: Scope): Val {
       e.span,
     );
   }
+  // A slice bound is known at compile time; one made of the statement's own index has no value.
+  for (const ie of e.indices) {
+    if (ie.kind !== "slice" || !grid) continue;
+    const bound = [ie.lo, ie.hi].find((b) => b !== undefined && mentions(b, grid.vars));
+    if (bound === undefined) continue;
+    const name = grid.vars.find((v) => mentions(bound, [v]));
+    const text = exprText(bound);
+    c.fail(
+      `a slice bound must be an integer known at compile time, but ${
+        text === name ? `${name} is` : `${text} uses`
+      } an index of this statement`,
+      bound.span,
+      `read single elements with ${name} as a subscript, or bound the slice by a parameter ` +
+        "(half = 4, or --param half=4)",
+    );
+  }
   // x[i, a:b] in index notation: the slice over whole axes first (x[:, a:b]), then its rows at
   // the subscripts that name the grid's indices, which come before every slice.
   const gridded = (ie: Expr) =>
