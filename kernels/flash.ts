@@ -567,6 +567,25 @@ export function rowSum(l: string): string {
   return `(${l} * 16777216.0)`;
 }
 
+/**
+ * WGSL: carrier `r` moved to the max of its max and `m`, its sums rescaled by exp(old - new) (1
+ * where the max stays, also at -inf, where exp(-inf - -inf) would be NaN). Without a branch: with
+ * the rescale of acc inside an `if`, lavapipe took 12 s instead of 0.7 s to build the causal
+ * kernel, and 171 s instead of 3.9 s for differential attention (8 rows by 2 streams unrolled).
+ */
+function rescale(
+  r: number | string,
+  m: string,
+  ew: number,
+  cols: (n: number, f: (c: number) => string) => string,
+): string {
+  return `{ let mn = max(mx${r}, ${m});
+        let a = select(exp(mx${r} - mn), 1.0, mx${r} == mn);
+        l${r} = l${r} * a;
+        ${cols(ew, (c) => `acc${r}[${c}] = acc${r}[${c}] * a;`)}
+        mx${r} = mn; }`;
+}
+
 /** One key's online-softmax step for carrier `r`, its score `sc` and value row `vr`. */
 export function softmaxStep(
   r: number | string,
@@ -574,12 +593,7 @@ export function softmaxStep(
   cols: (n: number, f: (c: number) => string) => string,
 ): string {
   return `bad${r} = bad${r} | ${isNan("sc")};
-      if (sc > mx${r}) {
-        let a = exp(mx${r} - sc);
-        l${r} = l${r} * a;
-        ${cols(ew, (c) => `acc${r}[${c}] = acc${r}[${c}] * a;`)}
-        mx${r} = sc;
-      }
+      ${rescale(r, "sc", ew, cols)}
       if (sc > bitcast<f32>(f32_bits.y)) {
         let p = exp(sc - mx${r}) * ${WEIGHT_SCALE};
         l${r} = l${r} + p;
@@ -596,12 +610,7 @@ export function softmaxBlock(
 ): string {
   return `bad${r} = bad${r} | ${keys.map((b) => isNan(`s${b}`)).join(" | ")};
       let mb = ${pairwise(keys.map((b) => `s${b}`), (x, y) => `max(${x}, ${y})`)};
-      if (mb > mx${r}) {
-        let a = exp(mx${r} - mb);
-        l${r} = l${r} * a;
-        ${cols(ew, (c) => `acc${r}[${c}] = acc${r}[${c}] * a;`)}
-        mx${r} = mb;
-      }
+      ${rescale(r, "mb", ew, cols)}
       if (mx${r} > bitcast<f32>(f32_bits.y)) {
         ${keys.map((b) => `let p${b} = exp(s${b} - mx${r}) * ${WEIGHT_SCALE};`).join(" ")}
         l${r} = l${r} + ${pairSums(keys.map((b) => `p${b}`))};
