@@ -1,6 +1,6 @@
 /**
  * `attention_mix` (differential attention): the flash skeleton of kernels/flash.ts with one
- * online-softmax carrier (running max, sum, weighted mean) per stream and tile row. Each key's
+ * online-softmax carrier (running max, sums of weights and weighted values) per stream and tile row. Each key's
  * k rows (one per stream) and its v row are loaded once per invocation; at the end each row
  * writes Σ_t coef_t · acc_t / l_t. The carriers cannot share one accumulator: each stream's
  * weights are normalized by its own row sum, known only after the last key, so the sum is formed
@@ -28,6 +28,7 @@ import {
   finiteValues,
   type FlashSpec,
   normalized,
+  qkRows,
   softmaxBlock,
   softmaxStep,
   tiled,
@@ -101,14 +102,7 @@ function mixKernel(spec: MixSpec, title: string): string {
   const dv = d % 4 === 0, ev = e % 4 === 0;
   const dw = dv ? d / 4 : d, ew = ev ? e / 4 : e;
   const dt = dv ? "vec4<f32>" : "f32", et = ev ? "vec4<f32>" : "f32";
-  // As flash.ts: with f16, q and k rows are kept in half precision and multiplied in f32.
-  const h = spec.f16 === true;
-  const ht = h ? (dv ? "vec4<f16>" : "f16") : dt;
-  const half = (x: string) => (h ? `${ht}(${x})` : x);
-  const wide = (x: string) => (h ? `${dt}(${x})` : x);
-  const dot = dv
-    ? (x: string, y: string) => `dot(${wide(x)}, ${wide(y)})`
-    : (x: string, y: string) => `${wide(x)} * ${wide(y)}`;
+  const { h, ht, half, dot } = qkRows(dv, spec.f16 === true);
   const each = <X>(xs: X[], f: (x: X) => string, sep = "\n  ") => xs.map(f).join(sep);
   const range = (n: number) => Array.from({ length: n }, (_, k) => k);
   const B = KEY_BLOCK;

@@ -101,8 +101,8 @@ function readCounts(graph: Graph, byId: Map<number, Node>) {
 
 /**
  * Ops per element of an expression over the values `within` admits (others are buffer reads):
- * gathers (but of one element per slice), transcendentals and loops count 99. An expression deeper than INLINE_DEPTH counts as
- * expensive (it will not be inlined whole).
+ * gathers (but of one element per slice), transcendentals and loops count 99. An expression
+ * deeper than INLINE_DEPTH counts as expensive (it will not be inlined whole).
  */
 function costOf(byId: Map<number, Node>, within: (n: Node) => boolean) {
   const memo = new Map<number, number>();

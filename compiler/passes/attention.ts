@@ -285,9 +285,9 @@ export class ScoreBuilder {
 
   /**
    * The score expression of node `id`, whose dimensions run along the grid axes `layout`.
-   * Refused when a leaf is computed from the dot product the score recomputes (a row max or a
-   * top-k threshold of the stored `q @ k^T`): the fused kernel's q·k, summed in another order,
-   * can differ from the stored one by an ulp, and `s >= max(s)` then drops the row's best key.
+   * Refused when a step compares the score's q·k with a leaf computed from q and k (a row max or a
+   * top-k threshold of a stored `q @ k^T`): the fused kernel's q·k, summed in another order, can
+   * differ from the stored one by an ulp, and `s >= max(s)` then drops the row's best key.
    */
   build(id: number, layout: Axis[] = ["i", "j"]): Score | undefined {
     this.depth++;
@@ -298,10 +298,10 @@ export class ScoreBuilder {
       this.depth--;
     }
     if (this.depth > 0 || !score) return score;
-    // A leaf from the data of both q and k may hold another kernel's q·k (a stored q @ k^T, its
-    // transpose, a gathered dot, the diagonal sum(q * k), of q and k or of what they are made
-    // from), whatever form the score writes: unproven.
-    // (Data both are made from, a padding mask in `q * mask` and `k * mask`, tells nothing.)
+    // A leaf from both q and k, or from the data of both, may hold another kernel's q·k (the stored
+    // q @ k^T the score reads, its transpose, a gathered dot, the diagonal sum(q * k), of q and k
+    // or of what they are made from), whatever form the score writes: unproven. Data both are
+    // made from (a padding mask in `q * mask` and `k * mask`) tells nothing.
     const data = (id: number) => [...this.ancestors(id)].filter((x) => this.isData(x));
     const [qData, kData] = this.a === undefined ? [[], []] : [data(this.a), data(this.b!)];
     const qOnly = qData.filter((x) => !kData.includes(x));
@@ -310,7 +310,7 @@ export class ScoreBuilder {
       const up = this.ancestors(l);
       const fromBoth = (up.has(this.a!) && up.has(this.b!)) ||
         (qOnly.some((x) => up.has(x)) && kOnly.some((x) => up.has(x)));
-      return fromBoth || [...this.products].some((p) => up.has(p)) ? [this.leafBase + k] : [];
+      return fromBoth ? [this.leafBase + k] : [];
     }));
     if (!steps(score, risky)) return score;
     const from = this.leaves[[...risky][0] - this.leafBase];
@@ -321,8 +321,6 @@ export class ScoreBuilder {
   }
 
   private depth = 0;
-  /** The nodes whose value the score recomputes as its q·k. */
-  private products = new Set<number>();
   private upstream = new Map<number, Set<number>>();
 
   /** Whether node `id` is data: an input or a random draw. */
@@ -410,7 +408,6 @@ export class ScoreBuilder {
         const b = this.byId.get(t.args[0])!;
         if (b.type.shape.length !== 2 || a.type.shape[1] !== b.type.shape[1]) break;
         const [r, c] = layout;
-        this.products.add(n.id);
         if (r === "i" && c === "j") return this.core(a.id, b.id);
         if (r === "j" && c === "i") return this.core(b.id, a.id); // a_j · b_i = b_i · a_j
         break;
@@ -425,7 +422,6 @@ export class ScoreBuilder {
         const sa = la && this.factored(ga, la), sb = lb && this.factored(gb, lb);
         const x = sa && this.rowsAt(sa.row, la!), y = sb && this.rowsAt(sb.row, lb!);
         if (!x || !y || x.at === y.at || x.src.type.shape[1] !== y.src.type.shape[1]) break;
-        this.products.add(n.id);
         const qk = x.at === "i" ? this.core(x.src.id, y.src.id) : this.core(y.src.id, x.src.id);
         return qk && sb!.wrap(sa!.wrap(qk));
       }
@@ -447,7 +443,6 @@ export class ScoreBuilder {
         });
         const [x, y] = rows;
         if (!x || !y || x.at === y.at) break;
-        this.products.add(n.id);
         return x.at === "i" ? this.core(x.src.id, y.src.id) : this.core(y.src.id, x.src.id);
       }
       case "gather": {
