@@ -65,8 +65,13 @@ export type SExpr =
   // q[i] . k[j] with a factor on a row: -q[i] . k[j], (c * q[i]) . k[j] (`.` binds like `*`);
   // "data" (a factor read from data, maybe inf: not taken out), and rows computed in the dot,
   // "gate" k[j] * sigmoid(k[j]) and "shift" k[j] * 0.75 + k[j - 1] * 0.25, are rows of a matrix
-  // computed first (passes/rows.ts)
-  | { k: "scaled"; f: "neg" | "lit" | "log" | "right" | "data" | "gate" | "shift" }
+  // computed first (passes/rows.ts); "pick" a row chosen by a where (k[j] read twice); the same
+  // written as contractions (passes/rows.ts dotsOfContractions): "csum" a product of three
+  // factors, reassociated, and "cshift" the shifted rows
+  | {
+    k: "scaled";
+    f: "neg" | "lit" | "log" | "right" | "data" | "gate" | "shift" | "pick" | "csum" | "cshift";
+  }
   // bias[clamp(j - i, -K, K) + K]: every index inside bias [2K + 1], so the kernel reads it
   // unchecked; edge -1 / 1 lets the clamp reach one past the table's start / end (reads 0 there).
   | { k: "table"; K: number; edge: -1 | 0 | 1 }
@@ -200,7 +205,8 @@ export const CONTRACT_LINES = {
   atb: "ct[aa, cc] = sum[jj](k[jj, aa] * v[jj, cc])",
   swapped: "ct[cc, aa] = sum[jj](v[jj, cc] * k[jj, aa])",
   dot: "ct[ii, jj] = q[ii] . k[jj]",
-  // jj indexes both operands (a batch axis), a shifted index reads 0 past the end, a third factor.
+  // jj indexes both operands (a batch axis), a shifted index reads 0 past the end; a third factor
+  // (the rows of q * tanh(q) computed first, then the matmul).
   batched: "ct[jj, aa] = sum[cc](k[jj, aa] * k[jj, cc])",
   shifted: "ct[ii, jj] = sum[aa](q[ii, aa] * k[jj, aa + 1])",
   scaled: "ct[ii, jj] = sum[aa](q[ii, aa] * k[jj, aa] * tanh(q[ii, aa]))",
@@ -318,6 +324,9 @@ const sLeaf: fc.Arbitrary<SExpr> = fc.oneof(
         "data" as const,
         "gate" as const,
         "shift" as const,
+        "pick" as const,
+        "csum" as const,
+        "cshift" as const,
       ),
     }),
     weight: 2,
@@ -697,6 +706,9 @@ export function printProgram(s: Spec): string {
           data: `((${qv}[i] * ${vecSrc("t")}[i]) . k[j])`,
           gate: `(${qv}[i] . (k[j] * sigmoid(k[j])))`,
           shift: `(${qv}[i] . (k[j] * 0.75 + k[j - 1] * 0.25))`,
+          pick: `(${qv}[i] . where(${vecSrc("u")}[j] > 0.0, k[j], -k[j]))`,
+          csum: `sum[c](${qv}[i, c] * k[j, c] * sigmoid(k[j, c]))`,
+          cshift: `sum[c](${qv}[i, c] * (0.75 * k[j, c] + 0.25 * k[j - 1, c]))`,
         }[e.f];
       case "table":
         need(`bias${e.K}`);

@@ -14,6 +14,7 @@ import { compileSync, randomTensor, type Tensor, tensor } from "../mod.ts";
 import { compiled, disagreement } from "./probe_helpers.ts";
 import { LOOPS } from "../compiler/limits.ts";
 import { getDevice } from "../runtime/device.ts";
+import { interpret } from "../compiler/interp.ts";
 
 const adapter = await getDevice().then((d) => d.facts.description, () => undefined);
 /** Fresh per run; every failure message carries it. */
@@ -771,19 +772,18 @@ Deno.test({
   },
 });
 
-// Finding 7 (missed fusion, small). A row chosen by a where, `q[i] . where(km[j] > 0.0, k[j],
-// -k[j])`, fuses but in 3 dispatches (gather_15, reshape_24, attention), storing k's rows once more
-// than needed; the docs promise 2 for "any other row computed inside the dot".
+// Finding 7 (missed fusion, small; fixed in compiler/lower/inline.ts). A row chosen by a where,
+// `q[i] . where(km[j] > 0.0, k[j], -k[j])`, fused but in 3 dispatches (gather_15, reshape_24,
+// attention): k's rows, read twice, were stored once more, as a gather then counted as an index
+// computation. A gather at the grid's own coordinates is one read, recomputed where it is read:
+// 2 dispatches, as the docs promise for "any other row computed inside the dot".
 Deno.test({
-  name: "FINDING: a where-chosen row inside the dot takes 3 dispatches, not 2",
-  ignore: true,
-  fn() {
+  name: "today probe: a where-chosen row inside the dot takes 2 dispatches and agrees",
+  ignore: adapter === undefined,
+  async fn() {
     const source = softmaxOf("q[i] . where(km[j] > 0.0, k[j], -k[j])", ", km: [n]");
-    assert.equal(
-      compiled(source).plan().kernels.length,
-      2,
-      compiled(source).explain({ ir: false }),
-    );
+    const x = { ...qkv([3], 19, 19, 5, 2, SEED), km: draw([3, 19], SEED + 3) };
+    assert.equal(await agree("where-chosen row", source, x), 2, compiled(source).explain());
   },
 });
 
@@ -822,26 +822,60 @@ Deno.test({
   },
 });
 
-// Finding 10 (missed fusion). The same rows-pass dots written as index contractions stay a stored
-// n×n matmul: `sum[c](q[i, c] * k[j, c] * w[c])` (= q[i] . (k[j] * w)) and `sum[c](q[i, c] *
-// (k[j, c] + k[j - 1, c]))` (= q[i] . (k[j] + k[j - 1])) take 3 dispatches with no attention
-// (the scores stored), where their `.` forms are 2 with a flash pass. The docs list `sum[c](q[i, c]
-// * k[j, c])` as a fused dot and say a third factor keeps an unfused contraction as written, so
-// this is a gap between two spellings of one score rather than a broken promise.
+// Finding 10 (missed fusion; fixed in compiler/passes/rows.ts, dotsOfContractions). The rows-pass
+// dots written as index contractions, `sum[c](q[i, c] * k[j, c] * w[c])` (= q[i] . (k[j] * w)) and
+// `sum[c](q[i, c] * (k[j, c] + k[j - 1, c]))`, stayed a stored n×m contraction in 3 dispatches
+// with no attention, where their `.` forms were 2 with a flash pass. Now each is the dot it is:
+// 2 dispatches (the key rows, then one flash pass), agreeing with the interpreter.
 Deno.test({
-  name: "FINDING: rows-pass dots written as sum[c] contractions are not fused",
-  ignore: true,
-  fn() {
+  name: "today probe: rows-pass dots written as sum[c] contractions fuse in 2 dispatches",
+  ignore: adapter === undefined,
+  async fn() {
     for (
       const score of [
         "sum[c](q[i, c] * k[j, c] * w[c])",
+        "sum[c](w[c] * q[i, c] * k[j, c])",
         "sum[c](q[i, c] * (k[j, c] + k[j - 1, c]))",
+        "sum[c](tanh(q[i, c]) * k[j, c] * q[i, c])",
       ]
     ) {
-      const source = softmaxOf(score, ", w: [d]");
+      const source = softmaxOf(score, ", w: [d]", CROSS);
       assert.ok(fused(source), `${score}:\n${compiled(source).explain({ ir: false })}`);
+      const x = { ...qkv([2], 11, 37, 6, 3, SEED), w: draw([6], SEED + 3) };
+      assert.equal(await agree(score, source, x), 2, score);
     }
   },
+});
+
+// The reassociated product (q[i, c] * k[j, c]) * w[c] → q[i, c] * (k[j, c] * w[c]) agrees in every
+// IEEE case the inputs reach: an inf in q against a 0 in w (NaN either way), an inf in k against
+// a 0, infinities in both (inputs holding NaN are refused).
+Deno.test("today probe: a reassociated contraction keeps inf, 0 and NaN cases (interpreter, as optimized)", () => {
+  const source = softmaxOf("sum[c](q[i, c] * k[j, c] * w[c])", ", w: [d]", CROSS);
+  const p = compileSync(source);
+  assert.ok(p.optimized.nodes.some((n) => n.op.op === "attention"), p.explain());
+  const n = 4, m = 5, d = 3;
+  const cases: [string, (x: Inputs) => void][] = [
+    ["inf in q, 0 in w", (x) => (x.q.data[1] = Infinity, x.w.data[1] = 0)],
+    ["-inf in k, 0 in w", (x) => (x.k.data[4] = -Infinity, x.w.data[1] = 0)],
+    ["inf in q and k", (x) => (x.q.data[0] = Infinity, x.k.data[3] = -Infinity)],
+  ];
+  for (const [what, edit] of cases) {
+    const x: Inputs = {
+      ...qkv([], n, m, d, 2, SEED),
+      w: draw([d], SEED + 3),
+    };
+    edit(x);
+    const want = interpret(p.graph, x).data, got = interpret(p.optimized, x).data;
+    want.forEach((a, r) => {
+      const b = got[r];
+      assert.ok(
+        Number.isNaN(a) ? Number.isNaN(b) : Math.abs(a - b) <= 1e-12 * Math.max(1, Math.abs(a)),
+        `${what}, element ${r} (seed ${SEED}): checked ${a}, optimized ${b}`,
+      );
+    });
+    assert.ok(want.some(Number.isNaN) || what === "inf in q and k", `${what}: no NaN reached`);
+  }
 });
 
 // Finding 11 (wrong answer at an edge: 0 for NaN; fixed in kernels/split.ts). With a log-sum-exp

@@ -111,8 +111,12 @@ function costOf(byId: Map<number, Node>, within: (n: Node) => boolean) {
     if (!within(n)) return 0;
     if (depth > INLINE_DEPTH) return 99;
     if (!memo.has(id)) {
-      // A gather of one element per slice (`sink[head()]`) is one read, not an index computation.
-      const heavy = HEAVY.has(n.op.op) || (n.op.op === "gather" && n.type.shape.length > 0) ||
+      // A gather of one element per slice (`sink[head()]`) is one read, not an index computation,
+      // and so is a gather at the grid's own coordinates (`k[j]`, `q[i, c]`: every index an iota).
+      const view = n.op.op === "gather" &&
+        n.args.slice(1).every((a) => byId.get(a)!.op.op === "iota");
+      const heavy = HEAVY.has(n.op.op) ||
+        (n.op.op === "gather" && n.type.shape.length > 0 && !view) ||
         (n.op.op === "unary" && !["neg", "abs"].includes(n.op.fn));
       const own = heavy ? 99 : LAYOUT.has(n.op.op) || CHEAP.has(n.op.op) ? 0 : 1;
       memo.set(id, own + n.args.reduce((t, a) => t + cost(a, depth + 1), 0));

@@ -8,16 +8,22 @@
  * score. The arithmetic is unchanged, so no IEEE case (a factor of inf, a 0) can differ. It runs
  * on the dots attention fusion left: a factor that pass takes out of the dot (`(c * q[i]) .
  * k[j]`) costs no kernel.
+ *
+ * A contraction left unfused, `sum[c](q[i, c] * k[j, c] * w[c])` or `sum[c](q[i, c] * (k[j, c] +
+ * k[j - 1, c]))`, is first written as the dot it is (`dotsOfContractions`): its factors grouped
+ * into those varying along i and the rest, so that the same score fuses in either spelling.
  */
 import type { Dim, Graph, Node } from "../ir/types.ts";
 import { mapNodes, nodesById } from "../ir/walks.ts";
+import { readOf } from "./views.ts";
 
 /** `graph` with each dot operand that varies along one grid axis read as rows of a matrix. */
 export function hoistRows(graph: Graph): Graph {
-  const byId = nodesById(graph);
+  const dots = dotsOfContractions(graph);
+  const byId = nodesById(dots);
   let next = Math.max(...byId.keys()) + 1;
   let changed = false;
-  const out = mapNodes(graph, (n) => {
+  const out = mapNodes(dots, (n) => {
     if (n.op.op !== "dot") return n;
     const added: Node[] = [];
     const args = n.args.map((a) => {
@@ -53,7 +59,106 @@ export function hoistRows(graph: Graph): Graph {
     changed = true;
     return [...added, { ...n, args }];
   });
+  return changed ? out : dots;
+}
+
+/**
+ * Each `sum` over the last axis of a float product (over a grid [..., i, j, c]) whose factors
+ * part into those varying along i and those that do not vary along both i and j, as the `dot` of
+ * the two products. Factors keep their order within each side, so where the product was written
+ * so (`q[i, c] * (k[j, c] * w[c])`) the arithmetic is unchanged. Otherwise the product is
+ * reassociated: equal in the reals and in every inf, NaN and signed-zero case (a product holding
+ * a 0 and an inf is NaN in any order), it differs only by rounding and where a partial product
+ * over- or underflows. Two factors that are plain reads are left as written (the attention pass
+ * reads that form itself).
+ */
+export function dotsOfContractions(graph: Graph): Graph {
+  const byId = nodesById(graph);
+  let next = Math.max(...byId.keys()) + 1;
+  let changed = false;
+  const out = mapNodes(graph, (n) => {
+    const op = n.op;
+    const mul = op.op === "reduce" ? byId.get(n.args[0])! : undefined;
+    if (
+      !mul || op.op !== "reduce" || op.fn !== "sum" || op.keepdims || n.type.dtype !== "float" ||
+      mul.type.dtype !== "float" || op.axis !== mul.type.shape.length - 1 ||
+      mul.type.shape.length < 3
+    ) return n;
+    const grid = mul.type.shape, rank = grid.length;
+    const factors = productFactors(mul, byId);
+    // Which of the grid's last two leading axes (i, j) each factor varies along.
+    const varies = (f: Node, axis: number) => {
+      const k = f.type.shape.length - rank + axis;
+      return k >= 0 && f.type.shape[k] !== 1;
+    };
+    const [ai, aj] = [rank - 3, rank - 2];
+    if (factors.some((f) => varies(f, ai) && varies(f, aj))) return n;
+    const left = factors.filter((f) => varies(f, ai)),
+      right = factors.filter((f) => !varies(f, ai));
+    if (!left.some((f) => varies(f, ai)) || !right.some((f) => varies(f, aj))) return n;
+    if (factors.length === 2 && factors.every((f) => f.op.op === "gather")) return n;
+    const added: Node[] = [];
+    const product = (fs: Node[]): Node =>
+      fs.reduce((a, b) => {
+        const m: Node = {
+          id: next++,
+          op: { op: "binary", fn: "mul" },
+          args: [a.id, b.id],
+          type: { dtype: "float", shape: broadcast(a.type.shape, b.type.shape) },
+          span: mul.span,
+        };
+        added.push(m);
+        return m;
+      });
+    // A side that is one plain read of a matrix's rows (`q[i, c]`) is read as `q[i]`, which the
+    // attention pass takes as q itself.
+    const side = (fs: Node[], axis: number): Node => {
+      const r = fs.length === 1 ? readOf(fs[0].id, grid, byId) : undefined;
+      if (
+        !r || r.base.type.dtype !== "float" || r.base.type.shape.length !== 2 ||
+        r.axes[0] !== axis || r.axes[1] !== rank - 1 || r.base.type.shape[0] !== grid[axis] ||
+        r.base.type.shape[1] !== grid[rank - 1]
+      ) return product(fs);
+      const lead = grid.slice(0, -1).map((d, k) => (k === axis ? d : 1));
+      const at: Node = {
+        id: next++,
+        op: { op: "iota", axis },
+        args: [],
+        type: { dtype: "int", shape: lead },
+        span: mul.span,
+      };
+      const read: Node = {
+        id: next++,
+        op: { op: "gather" },
+        args: [r.base.id, at.id],
+        type: { dtype: "float", shape: [...lead, grid[rank - 1]] },
+        span: mul.span,
+      };
+      added.push(at, read);
+      return read;
+    };
+    const a = side(left, ai), b = side(right, aj);
+    // Both sides must hold the contracted axis: a dot contracts its operands' last axes.
+    if (a.type.shape.at(-1) !== grid.at(-1) || b.type.shape.at(-1) !== grid.at(-1)) return n;
+    changed = true;
+    return [...added, { ...n, op: { op: "dot" }, args: [a.id, b.id] }];
+  });
   return changed ? out : graph;
+}
+
+/** The factors of a float product tree (muls of floats), left to right. */
+function productFactors(n: Node, byId: Map<number, Node>): Node[] {
+  if (n.op.op !== "binary" || n.op.fn !== "mul" || n.type.dtype !== "float") return [n];
+  return n.args.flatMap((a) => productFactors(byId.get(a)!, byId));
+}
+
+/** Two shapes broadcast right-aligned (they broadcast: they are operands of one product). */
+function broadcast(a: Dim[], b: Dim[]): Dim[] {
+  const r = Math.max(a.length, b.length);
+  return Array.from({ length: r }, (_, k) => {
+    const x = a[k - r + a.length] ?? 1, y = b[k - r + b.length] ?? 1;
+    return x === 1 ? y : x;
+  });
 }
 
 /**
