@@ -573,20 +573,26 @@ Deno.test({
   },
 });
 
-// Finding 5 (refusal; fails tests/tiles_test.ts on main, fast-check seed -1920701232): an int
-// vector read at i or j in a fused score is computed there, but one read at head() is stored, so
-// a hash per head, `hv = arange(m) * 1103515245 + 12345` then `hv[head()] % 3` in a mask, is a
-// CompileError ("may take any 32-bit value") on the GPU at any size (n = m = 5, 3 heads) where the
-// interpreter runs it. The generated masked programs of tiles_test.ts reach it (`hv[head()]`).
+// Finding 5 (refusal; fixed in compiler/passes/attention.ts, intVectorAt): an int vector read at i
+// or j in a fused score is computed there, but one read at head() was stored, so a hash per head,
+// `hv = arange(m) * 1103515245 + 12345` then `hv[head()] % 3` in a mask, was a CompileError ("may
+// take any 32-bit value") on the GPU at any size (n = m = 5, 3 heads) where the interpreter runs
+// it. Now the vector's expression is computed at head() in i32 (0 past its end, as a gather
+// reads), in one dispatch.
 Deno.test({
-  name: "FINDING: an int hash vector read at head() in a fused score is stored and refused",
-  ignore: true,
+  name: "new features probe: an int hash vector read at head() in a fused score is computed there",
+  ignore: adapter === undefined,
   async fn() {
-    const p = compiled(`def f(q: [n, d], k: [m, d], v: [m, e]) -> [n, e] {
-  hv = arange(m) * 1103515245 + 12345
-  s[i, j] = where(hv[head()] % 3 != 1 or j == i, q[i] . k[j], -inf)
+    for (const m of ["m", "2"]) {
+      const p = compiled(`def f(q: [n, d], k: [m, d], v: [m, e]) -> [n, e] {
+  hv = arange(${m}) * 1103515245 + 12345
+  s[i, j] = where(hv[head()] % 4 == 1 or hv[head()] == 0 or j == i, q[i] . k[j], -inf)
   return softmax(s, axis=1) @ v
 }`);
-    await agree(`seed ${SEED}`, p, qkv(5, SEED, [3]));
+      assert.equal(p.plan().kernels.length, 1, p.explain());
+      // Three heads: head 0 attends to every key (12345 % 4 == 1), heads 1 and 2 to the diagonal,
+      // but with arange(2) head 2 reads past the vector's end, 0, and attends to every key.
+      await agree(`hv = arange(${m}), seed ${SEED}`, p, qkv(5, SEED, [3]));
+    }
   },
 });

@@ -75,8 +75,9 @@ export type SExpr =
   // bias[clamp(j - i, -K, K) + K]: every index inside bias [2K + 1], so the kernel reads it
   // unchecked; edge -1 / 1 lets the clamp reach one past the table's start / end (reads 0 there).
   | { k: "table"; K: number; edge: -1 | 0 | 1 }
-  | { k: "lead"; f: "slope" | "alibi" | "batch" | "headvec" } // head()/heads()/batch()/batches()
-  //                                                         terms; headvec: hv[head()], hv: [3]
+  // head()/heads()/batch()/batches() terms; headvec: hv[head()], hv: [3]; hashhead: the int hash
+  // vector hh read at head() (computed there in i32; past its end, when keys < heads, 0)
+  | { k: "lead"; f: "slope" | "alibi" | "batch" | "headvec" | "hashhead" }
   | { k: "grid"; at: GridAt } // a 2-D input table read at (i, j): g[i, j], g[i, j - 1], gt[j, i]
   | { k: "un"; fn: UnFn; x: SExpr }
   | { k: "bin"; op: BinOp; a: SExpr; b: SExpr }
@@ -349,7 +350,13 @@ const sLeaf: fc.Arbitrary<SExpr> = fc.oneof(
   {
     arbitrary: fc.record({
       k: fc.constant("lead" as const),
-      f: fc.constantFrom("slope" as const, "alibi" as const, "batch" as const, "headvec" as const),
+      f: fc.constantFrom<"slope" | "alibi" | "batch" | "headvec" | "hashhead">(
+        "slope",
+        "alibi",
+        "batch",
+        "headvec",
+        "hashhead",
+      ),
     }),
     weight: 1,
   },
@@ -717,8 +724,10 @@ export function printProgram(s: Spec): string {
         }) + ${e.K}]`;
       case "lead":
         if (e.f === "headvec") need("hv");
+        if (e.f === "hashhead") need("hh");
         return {
           headvec: "hv[head()]",
+          hashhead: "float(hh[head()] % 5)",
           slope: "(2.0 ^ (-8.0 * float(head() + 1) / float(heads())))",
           alibi: "(-(2.0 ^ (-float(head() + 1) / float(heads()))) * float(abs(i - j)))",
           batch: "float(batch() - 2 * batches() + head())",

@@ -134,6 +134,51 @@ function steps(x: Score, args: Set<number>): boolean {
   return (step && both(x)) || scoreChildren(x).some((y) => steps(y, args));
 }
 
+/** Whether a score is index arithmetic alone: no q·k, data, tables or draws. */
+function indexOnly(x: Score): boolean {
+  return !["qk", "leaf", "table", "draw"].includes(x.kind) && scoreChildren(x).every(indexOnly);
+}
+
+/** `x` with every `i` replaced by `by`. */
+function atIndex(x: Score, by: Score): Score {
+  if (x.kind === "i") return by;
+  const mapped = Object.entries(x).map((
+    [key, y],
+  ) => [key, Array.isArray(y) ? y.map((z) => atIndex(z, by)) : y?.kind ? atIndex(y, by) : y]);
+  return Object.fromEntries(mapped) as Score;
+}
+
+/**
+ * An int vector computed from positions (`hv = arange(m) * 1103515245 + 12345`) read at a
+ * per-slice index (`hv[head()]`): its expression at that index, in i32 (stored as float32 it
+ * would lose bits past 2^24), and 0 outside the vector, as a gather reads.
+ */
+function intVectorAt(src: Node, index: Score, outer: ScoreBuilder): Score | undefined {
+  if (src.type.dtype !== "int" || src.op.op === "input" || src.type.shape.length !== 1) {
+    return undefined;
+  }
+  const builder = new ScoreBuilder(outer.rows, outer.cols, outer.byId);
+  const x = builder.build(src.id, ["i"]);
+  if (!x || !indexOnly(x) || builder.leaves.length > 0) return undefined;
+  const len = src.type.shape[0];
+  const length: Score = typeof len === "number"
+    ? { kind: "const", value: len }
+    : { kind: "size", name: len };
+  const inside: Score = {
+    kind: "binary",
+    fn: "and",
+    a: { kind: "binary", fn: "ge", a: index, b: { kind: "const", value: 0 } },
+    b: { kind: "binary", fn: "lt", a: index, b: length },
+  };
+  return {
+    kind: "where",
+    c: inside,
+    a: atIndex(x, index),
+    b: { kind: "const", value: 0 },
+    int: true,
+  };
+}
+
 /** Whether a score reads a table. */
 function hasTable(x: Score): boolean {
   return x.kind === "table" || scoreChildren(x).some(hasTable);
@@ -474,6 +519,8 @@ export class ScoreBuilder {
           const draw = this.draw(src, ats as Score[]);
           if (draw) return draw;
         }
+        const computed = one && ats.length === 1 ? intVectorAt(src, ats[0]!, this) : undefined;
+        if (computed) return computed;
         return { kind: "table", arg: this.arg(src.id), at: ats as Score[] };
       }
       case "random": {
