@@ -11,7 +11,9 @@
  * skipped silently. Writes bench/results/variants.json and variants.svg (ratio to exact per
  * variant, with the issue's target where it names one). `--only` runs the named variants (names
  * up to their first space, e.g. `--only document,prefix-lm`) with their baselines and writes
- * nothing: for measuring one change.
+ * nothing: for measuring one change. The suite ends with causal linear attention against non-causal
+ * linear attention at n = 2048 to 16384 (`--only causal-linear` alone): the ratio at n = 8192
+ * and each one's fitted log-log slope of time against n.
  */
 import {
   compileSync,
@@ -280,6 +282,34 @@ export async function variants(args: string[]): Promise<void> {
         }`,
     );
   }
+  const scan = only && !wanted.has("causal-linear")
+    ? undefined
+    : await scanScaling(quick, heads, d);
+  if (scan) {
+    const at = scan.sizes.indexOf(scan.at);
+    const row: Record<string, unknown> = {
+      variant: `causal linear (n = ${scan.at})`,
+      n: scan.at,
+      d,
+      heads,
+      source: scan.source,
+      ms: scan.causalMs[at],
+      dispatches: scan.dispatches,
+      errorVsInterp: scan.errorVsInterp,
+      ratio: scan.ratio,
+      against: "linear",
+      targetRatio: 2,
+    };
+    rows.push(row);
+    console.log(
+      `${String(row.variant).padEnd(22)} ${scan.causalMs[at].toFixed(0).padStart(6)} ms, ${
+        scan.ratio.toFixed(2)
+      }× non-causal linear (target ≤ 2×), ${scan.dispatches} dispatches, rel. error vs ` +
+        `interpreter ${scan.errorVsInterp.toExponential(1)} (n = ${scan.check}); fitted log-log ` +
+        `slope over n = ${scan.sizes.join(", ")}: causal ${scan.slope.causal.toFixed(3)} ` +
+        `(target ≤ 1.15), non-causal ${scan.slope.linear.toFixed(3)}`,
+    );
+  }
   if (only) return;
   const report = {
     suite: "variants",
@@ -291,11 +321,75 @@ export async function variants(args: string[]): Promise<void> {
       "runs each paired with one of its baseline's, back to back (wall: upload, kernels and " +
       "readback; kernel: timestamp queries around the dispatches); compare ratios, not times",
     results: rows,
+    causalLinear: scan,
   };
   await Deno.mkdir(dir, { recursive: true });
   await Deno.writeTextFile(new URL("variants.json", dir), JSON.stringify(report, null, 2) + "\n");
   await Deno.writeTextFile(new URL("variants.svg", dir), plot(rows, facts.description));
   console.log(`adapter: ${facts.description}; wrote bench/results/variants.json and variants.svg`);
+}
+
+/**
+ * Causal linear attention (examples/causal_linear.attn: cumsum, one chunked scan pass) against
+ * non-causal linear attention (examples/linear.attn) at growing n, with `heads` heads: each size's
+ * ratio is the median of REPEATS runs paired back to back, and the fitted log-log slope of each
+ * one's median time against n says whether it is O(n). The output is checked against the
+ * interpreter at the smallest size (the float64 scan at 16k keys takes minutes).
+ */
+async function scanScaling(quick: boolean, heads: number, d: number) {
+  const sizes = quick ? [256, 512, 1024] : [2048, 4096, 8192, 16384];
+  const at = quick ? 1024 : 8192;
+  const read = (name: string) =>
+    Deno.readTextFile(new URL(`../examples/${name}.attn`, import.meta.url));
+  const source = await read("causal_linear");
+  const causal = compileSync(source), linear = compileSync(await read("linear"));
+  const causalMs: number[] = [], linearMs: number[] = [], ratios: number[] = [];
+  let dispatches = 0, errorVsInterp = NaN;
+  for (const n of sizes) {
+    const x = {
+      q: randomTensor([1, heads, n, d], { seed: 1 }),
+      k: randomTensor([1, heads, n, d], { seed: 2 }),
+      v: randomTensor([1, heads, n, d], { seed: 3 }),
+    };
+    for (const p of [causal, linear]) await p.profile(x, { backend: "gpu" }); // compiles
+    const mine = { wall: [] as number[], kernel: [] as number[] };
+    const theirs = { wall: [] as number[], kernel: [] as number[] };
+    for (let r = 0; r < REPEATS; r++) {
+      await timed(linear, x, theirs);
+      const { output, stats } = await timed(causal, x, mine);
+      dispatches = stats.dispatches;
+      if (n === sizes[0] && r === 0) {
+        errorVsInterp = relativeError(output, await causal.run(x, { backend: "interp" }));
+      }
+    }
+    causalMs.push(median(mine.wall));
+    linearMs.push(median(theirs.wall));
+    ratios.push(median(mine.wall.map((t, r) => t / theirs.wall[r])));
+    console.log(
+      `  scan: n = ${n}: causal linear ${causalMs.at(-1)!.toFixed(0)} ms, non-causal ` +
+        `${linearMs.at(-1)!.toFixed(0)} ms, ratio ${ratios.at(-1)!.toFixed(2)}`,
+    );
+  }
+  const slope = (ys: number[]) => {
+    const xs = sizes.map(Math.log), ls = ys.map(Math.log);
+    const mx = xs.reduce((a, b) => a + b) / xs.length;
+    const my = ls.reduce((a, b) => a + b) / ls.length;
+    return xs.reduce((t, x, k) => t + (x - mx) * (ls[k] - my), 0) /
+      xs.reduce((t, x) => t + (x - mx) ** 2, 0);
+  };
+  return {
+    source,
+    sizes,
+    at,
+    causalMs,
+    linearMs,
+    ratios,
+    ratio: ratios[sizes.indexOf(at)],
+    slope: { causal: slope(causalMs), linear: slope(linearMs) },
+    dispatches,
+    errorVsInterp,
+    check: sizes[0],
+  };
 }
 
 /** Horizontal bars: each variant's time as a ratio to its baseline, target marked. */
