@@ -844,6 +844,14 @@ Deno.test({
       const x = { ...qkv([2], 11, 37, 6, 3, SEED), w: draw([6], SEED + 3) };
       assert.equal(await agree(score, source, x), 2, score);
     }
+    // Int factors convert as the written product converts them (each side float first): q's rows
+    // times ti[i] and k's times mi[c], 2 dispatches (both sides' rows in one, then the pass).
+    const score = "sum[c](ti[i] * k[j, c] * mi[c] * q[i, c])";
+    const source = softmaxOf(score, ", mi: int[d], ti: int[n]", CROSS);
+    const ints = (len: number, seed: number) =>
+      tensor([len], Array.from({ length: len }, (_, t) => ((t * 7 + seed) % 5) - 2), "int");
+    const x = { ...qkv([], 11, 37, 6, 3, SEED), mi: ints(6, SEED % 5), ti: ints(11, 3) };
+    assert.equal(await agree(score, source, x), 2, score);
   },
 });
 

@@ -65,8 +65,9 @@ export function hoistRows(graph: Graph): Graph {
 /**
  * Each `sum` over the last axis of a float product (over a grid [..., i, j, c]) whose factors
  * part into those varying along i and those that do not vary along both i and j, as the `dot` of
- * the two products. Factors keep their order within each side, so where the product was written
- * so (`q[i, c] * (k[j, c] * w[c])`) the arithmetic is unchanged. Otherwise the product is
+ * the two products. Factors keep their written order within each side (float factors before int
+ * ones, which convert as they did), so where the product was written so (`q[i, c] * (k[j, c] *
+ * w[c])`) the arithmetic is unchanged. Otherwise the product is
  * reassociated: equal in the reals and in every inf, NaN and signed-zero case (a product holding
  * a 0 and an inf is NaN in any order), it differs only by rounding and where a partial product
  * over- or underflows. Two factors that are plain reads are left as written (the attention pass
@@ -93,9 +94,15 @@ export function dotsOfContractions(graph: Graph): Graph {
     };
     const [ai, aj] = [rank - 3, rank - 2];
     if (factors.some((f) => varies(f, ai) && varies(f, aj))) return n;
-    const left = factors.filter((f) => varies(f, ai)),
-      right = factors.filter((f) => !varies(f, ai));
+    // Float factors first, so that every product is float times something: an int factor is
+    // converted as the written product converts it, never multiplied by another int first.
+    const sided = (f: (x: Node) => boolean) =>
+      [true, false].flatMap((fl) =>
+        factors.filter((x) => f(x) && (x.type.dtype === "float") === fl)
+      );
+    const left = sided((f) => varies(f, ai)), right = sided((f) => !varies(f, ai));
     if (!left.some((f) => varies(f, ai)) || !right.some((f) => varies(f, aj))) return n;
+    if (left[0].type.dtype !== "float" || right[0].type.dtype !== "float") return n;
     if (factors.length === 2 && factors.every((f) => f.op.op === "gather")) return n;
     const added: Node[] = [];
     const product = (fs: Node[]): Node =>
