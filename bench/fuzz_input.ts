@@ -36,21 +36,23 @@ const FLAGS = [
   "memory-mb",
   "families",
 ];
-for (let i = 0; i < Deno.args.length; i += 2) {
-  if (!FLAGS.includes(Deno.args[i].replace(/^--/, "")) || !Deno.args[i].startsWith("--")) {
-    throw new Error(`unknown option ${Deno.args[i]}: use ${FLAGS.map((f) => `--${f}`).join(" ")}`);
+// `deno task fuzz:input -- --count N` passes the `--` on: it separates, it is not an option.
+const args = Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args;
+for (let i = 0; i < args.length; i += 2) {
+  if (!FLAGS.includes(args[i].replace(/^--/, "")) || !args[i].startsWith("--")) {
+    throw new Error(`unknown option ${args[i]}: use ${FLAGS.map((f) => `--${f}`).join(" ")}`);
   }
 }
 
 function flag(name: string, fallback: number): number {
-  const i = Deno.args.indexOf(`--${name}`);
+  const i = args.indexOf(`--${name}`);
   if (i < 0) return fallback;
-  const v = Number(Deno.args[i + 1]);
-  if (!Number.isFinite(v)) throw new Error(`--${name} expects a number, got ${Deno.args[i + 1]}`);
+  const v = Number(args[i + 1]);
+  if (!Number.isFinite(v)) throw new Error(`--${name} expects a number, got ${args[i + 1]}`);
   return v;
 }
 
-const only = Deno.args.includes("--only") ? flag("only", 0) : undefined;
+const only = args.includes("--only") ? flag("only", 0) : undefined;
 const seed = flag("seed", 1);
 const first = only ?? flag("start", 0);
 const count = only === undefined ? flag("count", 100_000) : 1;
@@ -59,8 +61,8 @@ const gpuWanted = flag("gpu", only === undefined ? Math.ceil(count / 100) : 1);
 const timeoutMs = flag("timeout-ms", 10_000);
 const heapMb = flag("heap-mb", 1024);
 const memoryMb = flag("memory-mb", 4096);
-const fi = Deno.args.indexOf("--families");
-const families = (fi < 0 ? "" : Deno.args[fi + 1]).split(",").filter(Boolean) as Family[];
+const fi = args.indexOf("--families");
+const families = (fi < 0 ? "" : args[fi + 1]).split(",").filter(Boolean) as Family[];
 for (const f of families) {
   if (!(f in FAMILIES)) throw new Error(`unknown family ${f}: use ${Object.keys(FAMILIES)}`);
 }
