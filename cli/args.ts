@@ -164,8 +164,12 @@ function command(word: string | undefined): Command {
   return word as Command;
 }
 
-/** Read the command line: a command, one FILE.attn and the options of the table above. */
-export function parseArgs(argv: string[]): Args | Early {
+/**
+ * Read the command line: a command, one FILE.attn and the options of the table above. A leading
+ * "--" is `deno task attune -- explain ...` passing its separator on, and is dropped.
+ */
+export function parseArgs(line: string[]): Args | Early {
+  const argv = line[0] === "--" ? line.slice(1) : line;
   const stop = early(argv);
   if (stop) return stop;
   const [word, ...rest] = argv;

@@ -152,6 +152,10 @@ Deno.test("cli: explain prints a summary first, the IR only with --ir", async ()
   // --wgsl and --json still work; the JSON carries the estimate.
   const wgsl = await cli(["explain", "exact.attn", "--wgsl"], EXAMPLES);
   assert.match(wgsl.out, /@compute/);
+  // `deno task attune -- explain ...` passes its "--" on: a leading one is dropped.
+  const task = await cli(["--", "explain", "exact.attn"], EXAMPLES);
+  assert.equal(task.code, 0, task.err);
+  assert.match(task.out, /^dispatches: 1 /m);
   const json = JSON.parse((await cli(["explain", "exact.attn", "--json"], EXAMPLES)).out);
   assert.equal(json.dispatches, 1);
   assert.deepEqual(json.typicalSizes, { n: 1024, d: 64, m: 1024, e: 64 });
