@@ -561,7 +561,34 @@ Deno.test({
   },
 });
 
-// Finding 1 (missed fusion the docs promise). A softmax scaled on its left before `@ v`,
+// Finding 1 (wrong answer, silent). A sum of products of int inputs past 2^24 is summed in
+// float32 on the GPU and loses its low bits, with no CompileError: the elementwise products are
+// exact (i32), the reduction is not. Reproducer: a: int[n, d] = [[321, 457, 499, 383],
+// [4999, 4997, 4995, 4993]], `return float(sum(a * a * a, axis=1) % 1000)` (one kernel, cast_6).
+// Observed: gpu [536, 184], interp [540, 168] (308,953,540 % 1000 = 540); `sum(a * a, axis=1)`
+// gives gpu [580, 80] against [580, 84]; the three-factor contraction
+// `s[i, j] = sum[c](a[i, c] * b[j, c] * w[c])` of ints to 500 (products 1.25e8) is off by one
+// in most elements. lower/intrange.ts leaves int inputs untracked ("assumed within ±2^24"), so
+// products of them are untracked and never refused, while docs/language.md lists only int(x) of
+// float data and loop-carried ints as untracked and promises "a CompileError naming the value,
+// not a wrong answer". Expected: a refusal at run time (binding scans int inputs, so their actual
+// range is known), or the reduction accumulated in i32 as the elementwise arithmetic is, or the
+// docs listing int inputs among the untracked values.
+Deno.test({
+  name: "FINDING: a sum of products of int inputs past 2^24 differs on the GPU, not refused",
+  ignore: true,
+  async fn() {
+    const a = tensor([2, 4], [321, 457, 499, 383, 4999, 4997, 4995, 4993], "int");
+    const source = `def cubes(a: int[n, d]) -> [n] {
+  return float(sum(a * a * a, axis=1) % 1000)
+}`;
+    const want = await compiled(source).run({ a }, { backend: "interp" });
+    assert.deepEqual([...want.data], [540, 168]);
+    await assert.rejects(() => compiled(source).run({ a }, { backend: "gpu" }), /2\^24/);
+  },
+});
+
+// Finding 2 (missed fusion the docs promise). A softmax scaled on its left before `@ v`,
 // `0.5 * softmax(s, axis=1) @ v` (which parses as `(0.5 * softmax(s, axis=1)) @ v`), stores the
 // n×n probabilities: 2 dispatches (probs_15, matmul_18; 13 MiB per slice at n = 1024), where
 // `softmax(s, axis=1) @ v * 0.5` is one flash pass and a scale. In a differential-style mix written
@@ -611,7 +638,7 @@ Deno.test({
   },
 });
 
-// Finding 2 (missed fusion, not promised; unhelpful explain). Attention with the heads axis
+// Finding 3 (missed fusion, not promised; unhelpful explain). Attention with the heads axis
 // declared in the program, `q: [h, n, d]`, `s[g, i, j] = q[g, i] . k[g, j] / sqrt(d)`,
 // `softmax(s, axis=2) @ v`, is 3 dispatches (dot_14, softmax_19, matmul_20) storing h×n×n scores,
 // where the same program over one slice (heads as a leading dim) is one flash pass. explain says
@@ -633,7 +660,7 @@ Deno.test({
   },
 });
 
-// Finding 3 (confusing error). An index-notation grid whose indices appear only in arithmetic,
+// Finding 4 (confusing error). An index-notation grid whose indices appear only in arithmetic,
 // `r[i, j] = clamp((R + z[head()] - float(i - j)) / R, 0.0, 1.0)` (adaptive span's ramp, written
 // on its own as a researcher would before multiplying it into the weights), is
 // "<program>:4:13: cannot tell the range of index i". docs/language.md says an index ranges over
@@ -652,5 +679,41 @@ Deno.test({
   return (w @ v) / (sum(w, axis=1, keepdims=true) + 1e-8)
 }`;
     assert.throws(() => compiled(source), /i is not used as a subscript/);
+  },
+});
+
+// Finding 5 (missed fusion, small). A two-factor contraction over shifted channels,
+// `sum[c](q[i, c] * k[j, c + 1])` (or reversed, `k[j, d - 1 - c]`), is 3 dispatches storing the
+// n×m scores, while the same with a third factor, `sum[c](q[i, c] * k[j, c + 1] * w[c])`, is
+// rewritten as the dot of computed rows and fuses in 2. Both agree with the interpreter. Expected:
+// the two-factor form read as the dot q[i] . k'[j] of the shifted rows k' too (2 dispatches).
+Deno.test({
+  name: "FINDING: a two-factor contraction over shifted channels does not fuse, three factors do",
+  ignore: true,
+  fn() {
+    const p = compiled(softmaxOf("shifted", "", "sum[c](q[i, c] * k[j, c + 1])"));
+    assert.ok(p.optimized.nodes.some((n) => n.op.op === "attention"), p.explain());
+  },
+});
+
+Deno.test({
+  name: "unnamed variants 4: contractions over shifted or reversed channels agree on the GPU",
+  ignore: adapter === undefined,
+  async fn() {
+    for (
+      const score of [
+        "sum[c](q[i, c] * k[j, c + 1])",
+        "sum[c](q[i, c] * k[j, d - 1 - c])",
+        "sum[c](q[i, c] * k[j, c + 1] * w[c])",
+      ]
+    ) {
+      const source = softmaxOf("shifted", ", w: [d]", score, CROSS);
+      for (const [lead, n, m, d] of [[[3], 13, 20, 8], [[2, 3], 7, 65, 12]] as const) {
+        const seed = SEED + n;
+        const x = inputs({ name: "", source: "", cross: true }, [...lead], n, m, d, 5, seed);
+        const w = randomTensor([d], { seed: seed + 7 });
+        await agree(`${score}, n ${n} m ${m} d ${d}, seed ${seed}`, source, { ...x, w });
+      }
+    }
   },
 });
