@@ -133,7 +133,7 @@ export async function execute(
       : [],
   );
   checkLoopBudget(plan, size, facts.description);
-  checkStoredInts(graph, plan, size);
+  checkStoredInts(graph, plan, size, inputs);
   const limit = options.maxBindingBytes ?? facts.limits.maxStorageBufferBindingSize;
   const slices = sizeOf(batch);
   const chunk = slicesPerChunk(plan, size, slices, limit);
@@ -190,15 +190,38 @@ export async function execute(
  * An int value a kernel stores may pass ±2^24 at these sizes: its float32 buffer would drop the
  * low bits (the interpreter's ints are exact), so the run is refused rather than wrong.
  */
-function checkStoredInts(graph: Graph, plan: ExecPlan, size: (d: Dim) => number) {
+function checkStoredInts(
+  graph: Graph,
+  plan: ExecPlan,
+  size: (d: Dim) => number,
+  inputs: Record<string, Tensor>,
+) {
+  if (plan.storedInts.length === 0) return;
+  // Int inputs as the data bound: their products and sums are tracked from it.
+  const ranges = new Map<string, [number, number]>();
+  for (const d of graph.inputs) {
+    const t = inputs[d.name];
+    if (d.type.dtype !== "int" || !t || t.data.length === 0) continue;
+    let lo = Infinity, hi = -Infinity;
+    for (const x of t.data) [lo, hi] = [Math.min(lo, x), Math.max(hi, x)];
+    ranges.set(d.name, [lo, hi]);
+  }
   for (const { node, magnitude } of plan.storedInts) {
-    const m = magnitude(size);
+    let ranged = false;
+    const m = magnitude(size, (name) => {
+      ranged ||= ranges.has(name);
+      return ranges.get(name);
+    });
     if (m === undefined || m <= F32_EXACT_INT) continue;
     const what = node.name ? `${node.name} (%${node.id})` : `%${node.id}`;
     throw new CompileError(
-      `the int value ${what} is stored between kernels, and at these sizes it may ${
+      `the int value ${what} is ${
+        node.op.op === "matmul" || node.op.op === "reduce"
+          ? "summed in float32 on the GPU"
+          : "stored between kernels"
+      }, and at these sizes${ranged ? " and inputs" : ""} it may ${
         m >= 2 ** 31 ? "take any 32-bit value (its arithmetic wraps)" : `reach ${m}`
-      }, past ±2^24, where the GPU's float32 buffers drop its low bits`,
+      }, past ±2^24, where float32 drops its low bits`,
       node.span ?? { start: 0, end: 0 },
       graph.source,
       graph.file,

@@ -13,9 +13,10 @@ import { allNodes } from "../compiler/ir/walks.ts";
 import { compileSpec, CONTRACT_LINES, type ContractForm, features, specArb } from "./programs.ts";
 
 const MATMUL: ContractForm[] = ["abt", "atb", "swapped", "dot"];
-// A third factor read at one output index: its side's rows are computed first (passes/rows.ts
-// dotsOfContractions), then the dot of the rows is the matmul.
-const ROWS_THEN_MATMUL: ContractForm[] = ["scaled"];
+// A third factor read at one output index, or a shifted read: that side's rows are computed first
+// (passes/rows.ts dotsOfContractions; reading 0 past the end as the gather does), then the dot of
+// the rows is the matmul.
+const ROWS_THEN_MATMUL: ContractForm[] = ["scaled", "shifted"];
 const adapter = await getDevice().then((d) => d.facts.description, () => undefined);
 
 const program = (form: ContractForm) =>

@@ -215,12 +215,16 @@ Deno.test("fusion: a dot product written sum[c](q[i, c] * k[j, c]) fuses as q[i]
       assert.ok(relativeError(got, want) < 1e-5, `${form}, ${result}: GPU differs`);
     }
   }
-  // Not a dot product of two rows: a third factor stays a contraction of its own.
+  // A third factor is not the attention pass's own form, but the rows pass writes it as the dot
+  // q[i] . (k[j] * w) (passes/rows.ts dotsOfContractions): k * w's rows first, then one pass.
   const p = compileSync(`def f(q: [n, d], k: [n, d], v: [n, e], w: [d]) -> [n, e] {
   s[i, j] = sum[c](q[i, c] * k[j, c] * w[c])
   return softmax(s, axis=1) @ v
 }`);
-  assert.ok(!p.optimized.nodes.some((n) => n.op.op === "attention"), p.explain());
+  const passes = p.explain({ ir: true });
+  assert.ok(!/^after attention fusion:/m.test(passes), passes);
+  assert.ok(p.optimized.nodes.some((n) => n.op.op === "attention"), p.explain());
+  assert.equal(p.plan().kernels.length, 2, p.explain());
 });
 
 Deno.test("fusion: row-normalized weights (w @ v) / sum(w, axis=1) take one pass and no n×n buffer, and agree on the GPU", async () => {

@@ -170,7 +170,7 @@ export type Head =
   // near-equal streams cancelled, and a normalize after that amplified rounding past the
   // differential's tolerance (fuzz seed 29000087), with no rewrite at fault.
   | "diff" // (softmax(s) - 0.5 slope softmax(tanh(q) @ k^T)) @ v: differential attention
-  | "diffv" // softmax(s) @ v - slope * (softmax(causal q · relu(k)) @ v): the same, distributed
+  | "diffv" // softmax(s) @ v - c * (softmax(causal q · relu(k)) @ v): the same, distributed
   | "diffm" // (softmax(s) - slope * softmax(s2)) @ v, s2 under the spec's mask (or causal): blocks
   //           every stream masks are skipped when s masks too
   | "diff3"; // diffm plus a third stream under the complement of that mask: no block empty in all
@@ -206,8 +206,8 @@ export const CONTRACT_LINES = {
   atb: "ct[aa, cc] = sum[jj](k[jj, aa] * v[jj, cc])",
   swapped: "ct[cc, aa] = sum[jj](v[jj, cc] * k[jj, aa])",
   dot: "ct[ii, jj] = q[ii] . k[jj]",
-  // jj indexes both operands (a batch axis), a shifted index reads 0 past the end; a third factor
-  // (the rows of q * tanh(q) computed first, then the matmul).
+  // jj indexes both operands (a batch axis); a shifted index reads 0 past the end and a third
+  // factor (the rows of k shifted, of q * tanh(q), computed first, then the matmul).
   batched: "ct[jj, aa] = sum[cc](k[jj, aa] * k[jj, cc])",
   shifted: "ct[ii, jj] = sum[aa](q[ii, aa] * k[jj, aa + 1])",
   scaled: "ct[ii, jj] = sum[aa](q[ii, aa] * k[jj, aa] * tanh(q[ii, aa]))",
@@ -932,15 +932,21 @@ export function printProgram(s: Spec): string {
       shape = ["n", "e"];
       break;
     }
-    case "diffv":
+    case "diffv": {
+      // dataSeed bit 10: the second term written `c * softmax(s2) @ v`, which parses as
+      // `(c * softmax(s2)) @ v` (passes/scales.ts moves c out); bit 11: c per row, sigmoid(tc).
       need("v");
+      const c = (s.dataSeed >>> 11) & 1 ? (need("tc"), "sigmoid(tc)") : "0.5 * slope";
       headLines.push(
         "rk = relu(k)",
         `s2[i, j] = where(j <= i, ${qv}[i] . rk[j], -inf)`,
-        "y = softmax(s, axis=1) @ v - 0.5 * slope * (softmax(s2, axis=1) @ v)",
+        (s.dataSeed >>> 10) & 1
+          ? `y = softmax(s, axis=1) @ v - ${c} * softmax(s2, axis=1) @ v`
+          : `y = softmax(s, axis=1) @ v - ${c} * (softmax(s2, axis=1) @ v)`,
       );
       shape = ["n", "e"];
       break;
+    }
     case "diffm":
     case "diff3": {
       need("v");

@@ -886,6 +886,45 @@ Deno.test("today probe: a reassociated contraction keeps inf, 0 and NaN cases (i
   }
 });
 
+// Found by `deno task fuzz -- --seed 44` after lowering began counting a gather at the grid's
+// coordinates as one read: the rows of -q, read by a probs pass (stored) and by the matmul of the
+// logsumexp's scores (recomputed), are a reshape both inlined and stored (`alsoStored`), which
+// lowering skipped: "internal: no buffer for binding key 11" from plan(). Now it is stored.
+Deno.test({
+  name: "today probe: rows both inlined and stored for a fused pass (a reshape) plan and agree",
+  ignore: adapter === undefined,
+  async fn() {
+    const source = `def f(q: [n, d], k: [m, d]) -> ([n, m], [n]) {
+  s[i, j] = -q[i] . k[j]
+  return softmax(s, axis=1), logsumexp(s, axis=1)
+}`;
+    const x = { q: draw([2, 9, 5], SEED), k: draw([2, 13, 5], SEED + 1) };
+    assert.ok(compiled(source).plan().kernels.length <= 4, compiled(source).explain());
+    await agree("rows of -q, seed " + SEED, source, x);
+  },
+});
+
+// passes/scales.ts: `c * softmax(s) @ v` is `(c * softmax(s)) @ v`; c moves out of the product
+// only where its form shows it finite (a constant, a sigmoid), so a per-row input that may hold
+// inf keeps the written form.
+Deno.test({
+  name: "scales: a finite scale on the left of @ v moves out (one mix), data that may be inf stays",
+  ignore: adapter === undefined,
+  async fn() {
+    const mix = (c: string) =>
+      `def f(q: [n, d], k: [n, d], v: [n, e], lam: [n, 1]) -> [n, e] {
+  s1[i, j] = where(j <= i, q[i] . k[j], -inf)
+  s2[i, j] = q[i] . k[j] * 0.5
+  return softmax(s1, axis=1) @ v - ${c} * softmax(s2, axis=1) @ v
+}`;
+    const x = { ...qkv([2], 13, 13, 5, 3, SEED), lam: draw([2, 13, 1], SEED + 3) };
+    for (const [c, kernels] of [["0.25", 1], ["sigmoid(lam)", 1], ["lam", 4]] as const) {
+      const source = mix(c);
+      assert.equal(await agree(`c = ${c}`, source, x), kernels, compiled(source).explain());
+    }
+  },
+});
+
 // Finding 11 (wrong answer at an edge: 0 for NaN; fixed in kernels/split.ts). With a log-sum-exp
 // output, the split plan's
 // parts write their sum as 1.0 where their max is +inf (kernels/flash.ts, so that the lse is +inf

@@ -4,16 +4,20 @@
  * a Knuth hash `arange(n) * 1103515245 + 12345` stored and read as `h[j] % 3` in another kernel
  * picked other buckets on the GPU than the interpreter (probe 3). Int arithmetic is tracked
  * exactly as an interval [lo, hi] at given sizes (intervals, not magnitudes: `min(arange(n) *
- * 10^8, 5)` is at most 5, never below 0); values from elsewhere (int inputs, which binding checks,
- * casts of float data, loop-carried ints) are untracked: assumed within ±2^24 as the docs say,
+ * 10^8, 5)` is at most 5, never below 0). An int input is the range of the data a run binds
+ * (a product of inputs summed past 2^24 was silently rounded: probe 7). Values from elsewhere
+ * (casts of float data, loop-carried ints) are untracked: assumed within ±2^24 as the docs say,
  * not diagnosed.
  */
 import type { Dim, Node } from "../ir/types.ts";
 import { wrapInt32 } from "../ir/scalar.ts";
-import type { Magnitude } from "./plan.ts";
+import type { InputRanges, Magnitude } from "./plan.ts";
 
-/** The values an int node may take at given sizes; undefined: untracked. */
-type Interval = (size: (d: Dim) => number) => [number, number] | undefined;
+/** The values an int node may take at given sizes and inputs; undefined: untracked. */
+type Interval = (
+  size: (d: Dim) => number,
+  inputs: InputRanges,
+) => [number, number] | undefined;
 
 const INT32: [number, number] = [-(2 ** 31), 2 ** 31 - 1];
 const untracked: Interval = () => undefined;
@@ -23,8 +27,8 @@ const lift = (
   f: (...xs: [number, number][]) => [number, number],
   ...ms: Interval[]
 ): Interval =>
-(sz) => {
-  const xs = ms.map((m) => m(sz));
+(sz, inputs) => {
+  const xs = ms.map((m) => m(sz, inputs));
   return xs.every((x) => x !== undefined) ? f(...(xs as [number, number][])) : undefined;
 };
 /** The hull of some values. */
@@ -75,6 +79,7 @@ const UNARY: Record<string, Rule> = {
 
 /** Rules per op for int-valued nodes; an op not listed is untracked. */
 const RULES: Record<string, Rule> = {
+  input: (n) => (_, inputs) => inputs((n.op as { name: string }).name),
   // An int constant past int32 (`-(-2147483648)`, folded exactly) wraps where it is used.
   const: (n) => known(wrapInt32((n.op as { value: number }).value)),
   fill: (n) => known(wrapInt32((n.op as { value: number }).value)),
@@ -99,15 +104,15 @@ const RULES: Record<string, Rule> = {
     return op.fn === "max" || op.fn === "min"
       ? arg(0)
       : op.fn === "sum"
-      ? (sz) => lift(([a, b]) => hull(a * sz(len), b * sz(len)), arg(0))(sz)
+      ? (sz, x) => lift(([a, b]) => hull(a * sz(len), b * sz(len)), arg(0))(sz, x)
       : op.fn === "prod"
-      ? (sz) => lift((a) => within(magnitude(a) ** sz(len)), arg(0))(sz)
+      ? (sz, x) => lift((a) => within(magnitude(a) ** sz(len)), arg(0))(sz, x)
       : untracked;
   },
   // Each element a sum of K products.
-  matmul: (n, arg, byId) => (sz) => {
+  matmul: (n, arg, byId) => (sz, x) => {
     const K = sz(byId.get(n.args[0])!.type.shape.at(-1)!);
-    return lift((a, b) => within(K * magnitude(a) * magnitude(b)), arg(0), arg(1))(sz);
+    return lift((a, b) => within(K * magnitude(a) * magnitude(b)), arg(0), arg(1))(sz, x);
   },
   // Indices along the last axis (one past it where k exceeds the axis).
   topk: (n, _, byId) => (sz) => [0, sz(byId.get(n.args[0])!.type.shape.at(-1)!)],
@@ -127,15 +132,15 @@ export function intMagnitudes(byId: Map<number, Node>): (id: number) => Magnitud
     memo.set(id, untracked); // no cycles in a graph; this bounds the walk regardless
     const m = rule ? rule(n!, (k) => of(n!.args[k]), byId) : untracked;
     // Int arithmetic wraps: past int32, any int32.
-    const wrapped: Interval = (sz) => {
-      const v = m(sz);
+    const wrapped: Interval = (sz, inputs) => {
+      const v = m(sz, inputs);
       return v === undefined || (v[0] >= INT32[0] && v[1] <= INT32[1]) ? v : INT32;
     };
     memo.set(id, wrapped);
     return wrapped;
   };
-  return (id) => (sz) => {
-    const v = of(id)(sz);
+  return (id) => (sz, inputs = () => undefined) => {
+    const v = of(id)(sz, inputs);
     return v && magnitude(v);
   };
 }

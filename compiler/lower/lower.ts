@@ -149,8 +149,11 @@ export function lowerGraph(checked: Graph, options: LowerOptions = {}): ExecPlan
   // Stored ints: in a buffer of their own, or in a region's arena (what it does not inline).
   const magnitude = intMagnitudes(byId);
   const inRegion = new Set(regions.flatMap((r) => r.nodes.map((n) => n.id)));
+  // A sum or matmul of ints accumulates in float32 even where it is computed inline.
+  const accumulated = (n: Node) =>
+    n.op.op === "matmul" || (n.op.op === "reduce" && n.op.fn !== "max" && n.op.fn !== "min");
   for (const n of byId.values()) {
-    const stored = L.env.has(n.id) || (inRegion.has(n.id) && !inline.has(n.id));
+    const stored = L.env.has(n.id) || (inRegion.has(n.id) && !inline.has(n.id)) || accumulated(n);
     if (n.type.dtype !== "int" || n.op.op === "input" || !stored) continue;
     plan.storedInts.push({ node: n, magnitude: magnitude(n.id) });
   }
@@ -292,8 +295,9 @@ function visit(L: Lowering, nodes: Node[]): void {
         break;
       }
       case "reshape":
-        // A reshape of a stored value is the same buffer; of an inlined one, it is computed.
-        if (inline.has(n.id)) break;
+        // A reshape of a stored value is the same buffer; of an inlined one, it is computed (and
+        // stored too where a fused pass reads it: `alsoStored`).
+        if (inline.has(n.id) && !L.alsoStored.has(n.id)) break;
         if (env.has(n.args[0])) {
           env.set(n.id, env.get(n.args[0])!);
           break;

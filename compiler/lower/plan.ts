@@ -172,8 +172,14 @@ export interface ExecPlan {
   slots: SymbolSlots;
 }
 
-/** A bound on an int value's magnitude at given sizes; undefined: untracked (lower/intrange.ts). */
-export type Magnitude = (size: (d: Dim) => number) => number | undefined;
+/** The smallest and largest element of each int input a run binds (undefined: not given). */
+export type InputRanges = (name: string) => [number, number] | undefined;
+
+/**
+ * A bound on an int value's magnitude at given sizes and int inputs; undefined: untracked
+ * (lower/intrange.ts).
+ */
+export type Magnitude = (size: (d: Dim) => number, inputs?: InputRanges) => number | undefined;
 
 /** Options of `lowerGraph`. */
 export interface LowerOptions {

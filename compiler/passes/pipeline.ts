@@ -15,10 +15,15 @@ import { eliminateDeadCode } from "./dce.ts";
 import { reassociate } from "./reassociate.ts";
 import { simplify } from "./simplify.ts";
 import { hoistRows } from "./rows.ts";
+import { hoistScales } from "./scales.ts";
 
 /** The attention fusions, in order (passes/attention.ts and the forms around it). */
 const fuseAll = (g: Graph) =>
-  eliminateDeadCode(fuseStreams(fuseRowLse(fuseAttention(fuseRowSums(fuseWrittenSoftmax(g))))));
+  eliminateDeadCode(
+    fuseStreams(
+      fuseRowLse(fuseAttention(fuseRowSums(fuseWrittenSoftmax(eliminateDeadCode(hoistScales(g)))))),
+    ),
+  );
 
 /** The passes, by name. */
 export const PASSES: { name: string; run: (g: Graph) => Graph }[] = [

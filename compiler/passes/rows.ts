@@ -70,8 +70,9 @@ export function hoistRows(graph: Graph): Graph {
  * w[c])`) the arithmetic is unchanged. Otherwise the product is
  * reassociated: equal in the reals and in every inf, NaN and signed-zero case (a product holding
  * a 0 and an inf is NaN in any order), it differs only by rounding and where a partial product
- * over- or underflows. Two factors that are plain reads are left as written (the attention pass
- * reads that form itself).
+ * over- or underflows. Two factors that are plain matrix reads are left as written (the attention
+ * pass and contract.ts read that form themselves); a shifted read (`k[j, c + 1]`) becomes rows
+ * computed first.
  */
 export function dotsOfContractions(graph: Graph): Graph {
   const byId = nodesById(graph);
@@ -103,7 +104,13 @@ export function dotsOfContractions(graph: Graph): Graph {
     const left = sided((f) => varies(f, ai)), right = sided((f) => !varies(f, ai));
     if (!left.some((f) => varies(f, ai)) || !right.some((f) => varies(f, aj))) return n;
     if (left[0].type.dtype !== "float" || right[0].type.dtype !== "float") return n;
-    if (factors.length === 2 && factors.every((f) => f.op.op === "gather")) return n;
+    // Two plain matrix reads are the form attention fusion and contract.ts read as written.
+    const plain = (f: Node) => {
+      const r = readOf(f.id, grid, byId);
+      return r !== undefined && r.base.type.shape.length === 2 &&
+        r.axes.every((a) => a !== undefined);
+    };
+    if (factors.length === 2 && factors.every(plain)) return n;
     const added: Node[] = [];
     const product = (fs: Node[]): Node =>
       fs.reduce((a, b) => {
