@@ -216,16 +216,19 @@ function mixLines(n: Node, byId: Map<number, Node>, sizes: Record<string, number
 
 /**
  * The sizes explain estimates memory at: each size symbol that only ever sizes the last axis
- * of inputs (a feature width such as d or e) is 64, every other one (token counts) 1024;
+ * of inputs (a feature width such as d or e) is 64, one that only sizes axes before a matrix's
+ * rows (heads declared in the program, `q: [h, n, d]`) 8, every other one (token counts) 1024;
  * `given` overrides.
  */
 export function typicalSizes(g: Graph, given: Record<string, number> = {}): Record<string, number> {
   const sizes: Record<string, number> = {};
   for (const s of Object.keys(g.symbols)) {
+    // Each use's place: 1 the last axis, 0 a matrix's rows, -1 an axis before those.
     const uses = g.inputs.flatMap((i) =>
-      i.type.shape.flatMap((d, k) => d === s ? [k === i.type.shape.length - 1] : [])
+      i.type.shape.flatMap((d, k) => d === s ? [Math.sign(k - i.type.shape.length + 2)] : [])
     );
-    sizes[s] = given[s] ?? (uses.length > 0 && uses.every((last) => last) ? 64 : 1024);
+    const only = (place: number) => uses.length > 0 && uses.every((u) => u === place);
+    sizes[s] = given[s] ?? (only(1) ? 64 : only(-1) ? 8 : 1024);
   }
   return sizes;
 }

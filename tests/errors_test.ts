@@ -239,7 +239,8 @@ const CASES: Case[] = [
   {
     name: "an index whose range cannot be inferred",
     src: ["def f(q: [n, d]) {", "  s[i, j] = q[i, 0] * j", "  return s", "}"],
-    message: `${FILE}:2:13: cannot tell the range of index j`,
+    message: `${FILE}:2:13: cannot tell the range of index j: no tensor is read at j itself ` +
+      "(an index ranges over the axis of x[j]; x[j - 1] or arithmetic of j does not say)",
     hint: "use j directly as a subscript of a tensor, like x[j], so its size is known; a mask " +
       "of the indices alone belongs in the score that uses it, as in " +
       "s[i, j] = where(j <= i, q[i] . k[j], -inf)",
@@ -249,7 +250,8 @@ const CASES: Case[] = [
     // it already was, on the left.
     name: "a vector of positions alone points to arange",
     src: ["def f(q: [n, d]) {", "  z[c] = float(c) / float(d)", "  return q * z", "}"],
-    message: `${FILE}:2:10: cannot tell the range of index c`,
+    message: `${FILE}:2:10: cannot tell the range of index c: no tensor is read at c itself ` +
+      "(an index ranges over the axis of x[c]; x[c - 1] or arithmetic of c does not say)",
     hint: "use c directly as a subscript of a tensor, like x[c], so its size is known; a vector " +
       "computed from positions alone is f(arange(N)), as in cs = float(arange(d)) / float(d)",
   },

@@ -118,7 +118,8 @@ function discoverRanges(c: Checker, e: Expr, grid: Grid, scope: Scope): void {
   if (missing >= 0) {
     const v = grid.vars[missing];
     c.fail(
-      `cannot tell the range of index ${v}`,
+      `cannot tell the range of index ${v}: no tensor is read at ${v} itself (an index ranges ` +
+        `over the axis of x[${v}]; x[${v} - 1] or arithmetic of ${v} does not say)`,
       e.span,
       `use ${v} directly as a subscript of a tensor, like x[${v}], so its size is known; ` +
         (grid.vars.length === 1

@@ -562,7 +562,11 @@ export function whyNotFused(graph: Graph): Map<number, string> {
       why.set(
         n.id,
         `softmax over axis ${n.op.axis} of a rank-${shape.length} value ` +
-          "(a fused pass needs a [rows, keys] score with softmax over axis 1)",
+          "(a fused pass needs a [rows, keys] score with softmax over axis 1" +
+          (shape.length > 2
+            ? "; leave heads and batches out of the declared shapes, `q: [n, d]` bound to " +
+              "[h, n, d] data, runs each head as one flash pass)"
+            : ")"),
       );
       continue;
     }
