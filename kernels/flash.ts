@@ -261,6 +261,9 @@ function keyStep(spec: FlashSpec, r: number, t: Shape): string {
   const qk = `var qh${r} = 0.0;
       ${cols(t.dw, (c) => `qh${r} = qh${r} + ${dot(`q${r}[${c}]`, `k[${c}]`)};`)}
       let qk${r} = qh${r};`;
+  // Summed weights: a weight of 0 adds nothing (as the interpreter's matmul skips it); NaN is
+  // added, tested on its bits, as lavapipe folds `w != 0.0` to false for NaN (a sigmoid of a
+  // row emptied by its mask, -inf - max, was 0 where the interpreter gives NaN: fuzz seed 44).
   return spec.sum
     ? `{
       ${qk}
@@ -270,7 +273,9 @@ function keyStep(spec: FlashSpec, r: number, t: Shape): string {
       l${r} = l${r} + w;`
         : ""
     }
-      if (w != 0.0) { ${cols(t.ew, (c) => `acc${r}[${c}] = acc${r}[${c}] + w * vr[${c}];`)} }
+      if (w != 0.0 || ${isNan("w")}) { ${
+      cols(t.ew, (c) => `acc${r}[${c}] = acc${r}[${c}] + w * vr[${c}];`)
+    } }
     }`
     : spec.probs
     ? `{

@@ -925,6 +925,30 @@ Deno.test({
   },
 });
 
+// Found by `deno task fuzz -- --seed 44` (GPU phase): summed weights (sigmoid attention) of a row
+// shifted by its own max, where the mask empties the row: -inf - max = NaN on both backends, but
+// the one-key loop's `if (w != 0.0)` skipped the NaN weight on lavapipe (which folds the compare
+// to false for NaN), so the row was 0. Rows 0 and 2 are emptied; m of 1 and 3 run the one-key loop
+// alone, 6 and 13 the blocked loop too.
+Deno.test({
+  name: "today probe: summed weights of an emptied row are NaN on the GPU as in the interpreter",
+  ignore: adapter === undefined,
+  async fn() {
+    const source = `def f(q: [n, d], k: [m, d], v: [m, e]) -> [n, e] {
+  s = q @ k^T
+  s = where(s > 0.5, s, -inf)
+  s = s - max(s, axis=1, keepdims=true)
+  return sigmoid(s - log(m)) @ v
+}`;
+    for (const m of [1, 3, 6, 13]) {
+      const q = draw([2, 5, 3], SEED);
+      for (const row of [0, 2]) q.data.fill(0, (5 + row) * 3, (5 + row + 1) * 3);
+      const x = { q, k: draw([2, m, 3], SEED + m), v: draw([2, m, 2], SEED + 2 * m) };
+      await agree(`m ${m}, rows 0 and 2 of slice 1 emptied`, source, x);
+    }
+  },
+});
+
 // Finding 11 (wrong answer at an edge: 0 for NaN; fixed in kernels/split.ts). With a log-sum-exp
 // output, the split plan's
 // parts write their sum as 1.0 where their max is +inf (kernels/flash.ts, so that the lse is +inf
