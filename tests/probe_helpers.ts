@@ -112,3 +112,39 @@ export function inputs(
   };
   return { ...x, ...v.extra?.(sizes) };
 }
+
+/** GPU (poisoned) against the interpreter; the GPU's dispatches. */
+export async function agree(
+  what: string,
+  source: string,
+  x: Record<string, Tensor>,
+): Promise<number> {
+  const p = compiled(source);
+  const gpu = await p.profile(x, { backend: "gpu", poison: true });
+  const bad = disagreement(gpu.output, await p.run(x, { backend: "interp" }));
+  if (bad !== undefined) throw new Error(`${what}: ${bad}`);
+  return gpu.stats.dispatches;
+}
+
+/** A run's leading dims, queries, keys, head and value widths. */
+export type RunSizes = [number[], number, number, number, number];
+
+/**
+ * Each variant at each of `sizes`, cross variants also with one query beside 7 keys and 7 queries
+ * beside one key: GPU against the interpreter, and the dispatches the docs promise.
+ */
+export async function agreeAtSizes(variants: Variant[], sizes: RunSizes[], seed0: number) {
+  const cross: RunSizes[] = [[[2], 1, 7, 8, 3], [[2], 7, 1, 12, 1]];
+  for (const v of variants) {
+    for (const [lead, n, m, d, e] of v.cross ? [...sizes, ...cross] : sizes) {
+      const seed = seed0 + n;
+      const what = `${v.name}, lead ${lead} n ${n} m ${
+        v.cross ? m : n
+      } d ${d} e ${e}, seed ${seed}`;
+      const dispatches = await agree(what, v.source, inputs(v, lead, n, m, d, e, seed));
+      if (v.dispatches !== undefined && dispatches !== v.dispatches) {
+        throw new Error(`${what}: ${dispatches} dispatches, the docs promise ${v.dispatches}`);
+      }
+    }
+  }
+}

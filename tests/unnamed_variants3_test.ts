@@ -12,6 +12,8 @@
 import assert from "node:assert/strict";
 import { randomTensor, type Tensor, tensor } from "../mod.ts";
 import {
+  agree,
+  agreeAtSizes,
   compiled,
   CROSS,
   disagreement,
@@ -513,37 +515,18 @@ Deno.test("unnamed variants 3: a masked head is zero rows, the others are not", 
   }
 });
 
-/** GPU (poisoned) against the interpreter; the GPU's dispatches. */
-async function agree(what: string, source: string, x: Record<string, Tensor>): Promise<number> {
-  const p = compiled(source);
-  const gpu = await p.profile(x, { backend: "gpu", poison: true });
-  const bad = disagreement(gpu.output, await p.run(x, { backend: "interp" }));
-  assert.equal(bad, undefined, `${what}: ${bad}`);
-  return gpu.stats.dispatches;
-}
-
 Deno.test({
   name: "unnamed variants 3: GPU (poisoned) agrees with the interpreter at awkward sizes",
   ignore: adapter === undefined,
   async fn() {
-    // (lead dims, n, m, d, e): 3 heads; a batch of 2 by 3 heads; one token and e = 1. Cross
-    // variants also run with one query beside 7 keys and 7 queries beside one key.
-    const sizes: [number[], number, number, number, number][] = [
-      [[3], 13, 20, 8, 5],
-      [[2, 3], 65, 13, 12, 9],
-      [[1, 1], 1, 1, 8, 1],
-    ];
-    const cross: typeof sizes = [[[2], 1, 7, 8, 3], [[2], 7, 1, 12, 1]];
-    for (const v of VARIANTS) {
-      for (const [lead, n, m, d, e] of v.cross ? [...sizes, ...cross] : sizes) {
-        const seed = SEED + n;
-        const what = `${v.name}, lead ${lead} n ${n} m ${
-          v.cross ? m : n
-        } d ${d} e ${e}, seed ${seed}`;
-        const dispatches = await agree(what, v.source, inputs(v, lead, n, m, d, e, seed));
-        if (v.dispatches !== undefined) assert.equal(dispatches, v.dispatches, what);
-      }
-    }
+    // (lead dims, n, m, d, e): 3 heads; a batch of 2 by 3 heads; one token and e = 1.
+    await agreeAtSizes(VARIANTS, [[[3], 13, 20, 8, 5], [[2, 3], 65, 13, 12, 9], [
+      [1, 1],
+      1,
+      1,
+      8,
+      1,
+    ]], SEED);
   },
 });
 
