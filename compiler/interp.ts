@@ -20,8 +20,11 @@ export interface InterpretOptions {
    * Round every float intermediate to float32 as it is produced. Against a plain run this
    * estimates how far float32 arithmetic alone can move the result (a program adding 1024 to
    * every score loses about 1e-4 of each score): the noise floor a GPU result can't beat.
+   * `"jitter"` also moves each rounded value one float32 ulp up or down (seeded): a kernel that
+   * sums in another order differs by such ulps, which rounding alone leaves out where a program
+   * then cancels them (`y - mean(y)` of a y that is constant along the axis).
    */
-  roundF32?: boolean;
+  roundF32?: boolean | "jitter";
 }
 
 /**
@@ -352,7 +355,7 @@ class Evaluator {
     readonly env: Map<number, Tensor>,
     readonly slice: number,
     readonly seedOverride?: number,
-    readonly roundF32 = false,
+    readonly roundF32: boolean | "jitter" = false,
   ) {}
 
   fail(what: string, node: Node, hint?: string): never {
@@ -387,7 +390,8 @@ class Evaluator {
         const t = this.eval(n);
         if (this.roundF32 && t.dtype !== "int") {
           // A copy: a rule may return one of its arguments (or an input) unchanged.
-          this.env.set(n.id, { ...t, data: t.data.map(Math.fround) });
+          const round = this.roundF32 === "jitter" ? jitterF32(n.id) : Math.fround;
+          this.env.set(n.id, { ...t, data: t.data.map(round) });
         } else this.env.set(n.id, t);
       } catch (e) {
         if (!(e instanceof RangeError)) throw e;
@@ -549,4 +553,15 @@ function gather(x: Tensor, idx: Tensor[], n: Node): Tensor {
     else t.data.set(x.data.subarray(off, off + w), p * w);
   });
   return t;
+}
+
+/** Rounding to float32 that then steps one ulp up or down, by a bit of a hash of (node, index). */
+function jitterF32(node: number): (x: number, i: number) => number {
+  return (x, i) => {
+    const r = Math.fround(x);
+    if (r === 0 || !Number.isFinite(r)) return r;
+    const ulp = 2 ** (Math.floor(Math.log2(Math.abs(r))) - 23);
+    const h = Math.imul(node * 0x9e3779b1 + i, 0x85ebca6b) >>> 15;
+    return Math.fround(r + (h & 1 ? ulp : -ulp));
+  };
 }
