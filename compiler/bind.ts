@@ -23,6 +23,8 @@ export function bindInputs(graph: Graph, given: Record<string, TensorInput>): {
   perInput: Map<string, (slice: number) => Tensor>;
   /** Each given input's leading dims (a defaulted input has none). */
   leads: Map<string, number[]>;
+  /** The smallest and largest element of each given int input (lower/intrange.ts tracks them). */
+  intRanges: Map<string, [number, number]>;
 } {
   const inputs = asTensors(graph, given);
   const fail = (what: string, decl: InputDecl, hint?: string): never => {
@@ -131,6 +133,7 @@ export function bindInputs(graph: Graph, given: Record<string, TensorInput>): {
     );
   }
   const perInput = new Map<string, (slice: number) => Tensor>();
+  const intRanges = new Map<string, [number, number]>();
   for (const decl of graph.inputs) {
     const t = inputs[decl.name];
     if (!t) {
@@ -176,8 +179,10 @@ export function bindInputs(graph: Graph, given: Record<string, TensorInput>): {
     // with their position on both backends. ±Infinity itself is accepted.
     const data = t.data;
     const int = decl.type.dtype === "int";
+    let lo = Infinity, hi = -Infinity;
     for (let i = 0; i < data.length; i++) {
       const x = data[i];
+      if (int) [lo, hi] = [Math.min(lo, x), Math.max(hi, x)];
       if (int && !(Number.isInteger(x) && Math.abs(x) <= INT_INPUT_MAX)) {
         fail(
           `input ${decl.name} is declared int but holds ${x} at [${position(i)}]`,
@@ -201,6 +206,7 @@ export function bindInputs(graph: Graph, given: Record<string, TensorInput>): {
         "Attune computes in float32 on the GPU; scale the data into float32's range first",
       );
     }
+    if (int && data.length > 0) intRanges.set(decl.name, [lo, hi]);
     const lead = leads.get(decl.name)!;
     const own = t.shape.slice(lead.length);
     const n = sizeOf(own);
@@ -224,7 +230,7 @@ export function bindInputs(graph: Graph, given: Record<string, TensorInput>): {
       };
     });
   }
-  return { bound, batch, perInput, leads };
+  return { bound, batch, perInput, leads, intRanges };
 }
 
 /** The value of `lead(of)` at `slice`, from the leading-dim counts `bindInputs` bound. */

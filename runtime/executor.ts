@@ -115,7 +115,7 @@ export async function execute(
   inputs: Record<string, Tensor>,
   options: ExecuteOptions = {},
 ): Promise<{ output: Tensor; outputs: Tensor[]; stats: RunStats }> {
-  const { bound, batch, perInput, leads } = bindInputs(graph, inputs);
+  const { bound, batch, perInput, leads, intRanges } = bindInputs(graph, inputs);
   const { device, facts } = options.device ?? (await getDevice());
   const size = (d: Dim) => (typeof d === "number" ? d : bound.get(d)!);
   checkGuards(graph, plan, size);
@@ -133,7 +133,7 @@ export async function execute(
       : [],
   );
   checkLoopBudget(plan, size, facts.description);
-  checkStoredInts(graph, plan, size, inputs);
+  checkStoredInts(graph, plan, size, intRanges);
   const limit = options.maxBindingBytes ?? facts.limits.maxStorageBufferBindingSize;
   const slices = sizeOf(batch);
   const chunk = slicesPerChunk(plan, size, slices, limit);
@@ -194,18 +194,8 @@ function checkStoredInts(
   graph: Graph,
   plan: ExecPlan,
   size: (d: Dim) => number,
-  inputs: Record<string, Tensor>,
+  ranges: Map<string, [number, number]>,
 ) {
-  if (plan.storedInts.length === 0) return;
-  // Int inputs as the data bound: their products and sums are tracked from it.
-  const ranges = new Map<string, [number, number]>();
-  for (const d of graph.inputs) {
-    const t = inputs[d.name];
-    if (d.type.dtype !== "int" || !t || t.data.length === 0) continue;
-    let lo = Infinity, hi = -Infinity;
-    for (const x of t.data) [lo, hi] = [Math.min(lo, x), Math.max(hi, x)];
-    ranges.set(d.name, [lo, hi]);
-  }
   for (const { node, magnitude } of plan.storedInts) {
     let ranged = false;
     const m = magnitude(size, (name) => {

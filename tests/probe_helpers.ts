@@ -11,6 +11,7 @@ import {
   type Tensor,
   tensor,
 } from "../mod.ts";
+import { LOOPS } from "../compiler/limits.ts";
 
 const programs = new Map<string, Program>();
 
@@ -146,5 +147,38 @@ export async function agreeAtSizes(variants: Variant[], sizes: RunSizes[], seed0
         throw new Error(`${what}: ${dispatches} dispatches, the docs promise ${v.dispatches}`);
       }
     }
+  }
+}
+
+/**
+ * Each variant compiles, holds the fused op and the dispatches the docs promise (where it states
+ * them), and its interpreter output is finite at three shapes (square, more keys, fewer keys).
+ */
+export async function compilesFusesFinite(variants: Variant[], seed: number) {
+  for (const v of variants) {
+    const p = compiled(v.source);
+    const kernels = p.plan().kernels.map((k) => k.name.replace(/_\d+.*$/, ""));
+    const ops = [...p.optimized.nodes.map((n) => n.op.op as string), ...kernels];
+    if (v.fused && !ops.includes(v.fused)) throw new Error(`${v.name}: no ${v.fused} in ${ops}`);
+    if (v.dispatches !== undefined && p.plan().kernels.length !== v.dispatches) {
+      throw new Error(`${v.name}: not ${v.dispatches} dispatches:\n${p.explain()}`);
+    }
+    for (const [n, m] of [[13, 13], [7, 20], [20, 7]]) {
+      const y = await p.run(inputs(v, [3], n, m, 8, 5, seed), { backend: "interp" });
+      if (!y.data.every(Number.isFinite)) {
+        throw new Error(`${v.name}, n ${n} m ${m}: not finite (seed ${seed})`);
+      }
+    }
+  }
+}
+
+/** Runs `f` with LOOPS shrunk so that keys past 60 take the split (long-loop) plans. */
+export async function withSplitPlans<T>(f: () => Promise<T>): Promise<T> {
+  const saved = { ...LOOPS };
+  Object.assign(LOOPS, { budget: 60, chunk: 8, parts: 16 });
+  try {
+    return await f();
+  } finally {
+    Object.assign(LOOPS, saved);
   }
 }

@@ -11,8 +11,7 @@
  */
 import assert from "node:assert/strict";
 import { compileSync, randomTensor, type Tensor, tensor } from "../mod.ts";
-import { compiled, disagreement } from "./probe_helpers.ts";
-import { LOOPS } from "../compiler/limits.ts";
+import { compiled, disagreement, withSplitPlans } from "./probe_helpers.ts";
 import { getDevice } from "../runtime/device.ts";
 import { interpret } from "../compiler/interp.ts";
 
@@ -69,17 +68,6 @@ async function agree(what: string, source: string, x: Inputs, tol = 1e-5): Promi
 const fused = (source: string) =>
   compiled(source).optimized.nodes.some((n) => n.op.op.startsWith("attention"));
 
-/** Runs `f` with LOOPS shrunk so that 65 keys or more take the split plan. */
-async function split<T>(f: () => Promise<T>): Promise<T> {
-  const saved = { ...LOOPS };
-  Object.assign(LOOPS, { budget: 60, chunk: 8, parts: 16 });
-  try {
-    return await f();
-  } finally {
-    Object.assign(LOOPS, saved);
-  }
-}
-
 const LSE = `def f(q: [n, d], k: [m, d], v: [m, e], km: [m]) -> ([n, e], [n]) {
   s[i, j] = where(j <= i + m - n and km[j] > -1.0, q[i] . k[j], -inf)
   return softmax(s, axis=1) @ v, logsumexp(s, axis=1)
@@ -132,7 +120,7 @@ Deno.test({
   name: "today probe: split plans (loop budget shrunk) with log-sum-exp and the written form agree",
   ignore: adapter === undefined,
   async fn() {
-    await split(async () => {
+    await withSplitPlans(async () => {
       for (const [n, m] of [[7, 130], [1, 65], [13, 13], [65, 71]]) {
         const seed = SEED + n + m;
         const x = { ...qkv([2], n, m, 5, 3, seed), km: draw([2, m], seed + 3) };
@@ -509,7 +497,7 @@ Deno.test({
   w = exp(s - mx)
   return (w @ v) / (exp(sink[head()] - mx) + sum(w, axis=1, keepdims=true))
 }`;
-    await split(async () => {
+    await withSplitPlans(async () => {
       for (const [n, m] of [[7, 130], [70, 70]]) {
         const seed = SEED + n;
         const x = {
@@ -629,7 +617,9 @@ Deno.test({
   ignore: adapter === undefined,
   async fn() {
     const m = 65, ks = Array.from({ length: m }, (_, j) => j === 40 ? 100 : 0);
-    await split(() => agree(`key 40 at 100, seed ${SEED}`, PLAIN, scores([2], 3, ks, 2, SEED)));
+    await withSplitPlans(() =>
+      agree(`key 40 at 100, seed ${SEED}`, PLAIN, scores([2], 3, ks, 2, SEED))
+    );
     // At the real loop budget: 70,000 keys, key 60,000 at 100 (observed NaN, against -0.11).
     const far = Array.from({ length: 70_000 }, (_, j) => j === 60_000 ? 100 : 0);
     await agree(`70,000 keys, seed ${SEED}`, PLAIN, scores([1], 1, far, 1, SEED));
@@ -968,6 +958,6 @@ Deno.test({
   s[i, j] = q[i] . k[j]
   return softmax(s, axis=1) @ v, logsumexp(s, axis=1)
 }`;
-    await split(() => agree(`key 3 of +inf, seed ${SEED}`, lse, x));
+    await withSplitPlans(() => agree(`key 3 of +inf, seed ${SEED}`, lse, x));
   },
 });

@@ -15,6 +15,7 @@ import {
   agree,
   agreeAtSizes,
   compiled,
+  compilesFusesFinite,
   CROSS,
   disagreement,
   inputs,
@@ -388,22 +389,7 @@ def packed(${QKV}, pos: int[n], doc: int[n], base = 10000.0) -> [n, e] {
 const variant = (prefix: string) => VARIANTS.find((v) => v.name.startsWith(prefix))!;
 
 Deno.test("unnamed variants 3: each compiles, fuses as the docs say, and is finite on the interpreter", async () => {
-  for (const v of VARIANTS) {
-    const p = compiled(v.source);
-    const kernels = p.plan().kernels.map((k) => k.name.replace(/_\d+.*$/, ""));
-    const ops = [...p.optimized.nodes.map((n) => n.op.op as string), ...kernels];
-    if (v.fused) assert.ok(ops.includes(v.fused), `${v.name}: no ${v.fused} in ${ops}`);
-    if (v.dispatches !== undefined) {
-      assert.equal(p.plan().kernels.length, v.dispatches, `${v.name}:\n${p.explain()}`);
-    }
-    for (const [n, m] of [[13, 13], [7, 20], [20, 7]]) {
-      const y = await p.run(inputs(v, [3], n, m, 8, 5, SEED), { backend: "interp" });
-      assert.ok(
-        y.data.every(Number.isFinite),
-        `${v.name}, n ${n} m ${m}: not finite (seed ${SEED})`,
-      );
-    }
-  }
+  await compilesFusesFinite(VARIANTS, SEED);
 });
 
 Deno.test("unnamed variants 3: explain says why the two-dot-product RoPE score does not fuse", () => {

@@ -17,6 +17,7 @@ import {
   agree,
   agreeAtSizes,
   compiled,
+  compilesFusesFinite,
   CROSS,
   disagreement,
   inputs,
@@ -26,8 +27,8 @@ import {
   type Sizes,
   softmaxOf,
   type Variant,
+  withSplitPlans,
 } from "./probe_helpers.ts";
-import { LOOPS } from "../compiler/limits.ts";
 import { getDevice } from "../runtime/device.ts";
 
 const adapter = await getDevice().then((d) => d.facts.description, () => undefined);
@@ -298,22 +299,7 @@ const VARIANTS: Variant[] = [
 const variant = (prefix: string) => VARIANTS.find((v) => v.name.startsWith(prefix))!;
 
 Deno.test("unnamed variants 4: each compiles, fuses as the docs say, and is finite on the interpreter", async () => {
-  for (const v of VARIANTS) {
-    const p = compiled(v.source);
-    const kernels = p.plan().kernels.map((k) => k.name.replace(/_\d+.*$/, ""));
-    const ops = [...p.optimized.nodes.map((n) => n.op.op as string), ...kernels];
-    if (v.fused) assert.ok(ops.includes(v.fused), `${v.name}: no ${v.fused} in ${ops}`);
-    if (v.dispatches !== undefined) {
-      assert.equal(p.plan().kernels.length, v.dispatches, `${v.name}:\n${p.explain()}`);
-    }
-    for (const [n, m] of [[13, 13], [7, 20], [20, 7]]) {
-      const y = await p.run(inputs(v, [3], n, m, 8, 5, SEED), { backend: "interp" });
-      assert.ok(
-        y.data.every(Number.isFinite),
-        `${v.name}, n ${n} m ${m}: not finite (seed ${SEED})`,
-      );
-    }
-  }
+  await compilesFusesFinite(VARIANTS, SEED);
 });
 
 Deno.test("unnamed variants 4: explain says why the unfused softmaxes do not fuse", () => {
@@ -463,23 +449,12 @@ Deno.test({
   },
 });
 
-/** Runs `f` with LOOPS shrunk so that keys past 60 take the split plan. */
-async function split<T>(f: () => Promise<T>): Promise<T> {
-  const saved = { ...LOOPS };
-  Object.assign(LOOPS, { budget: 60, chunk: 8, parts: 16 });
-  try {
-    return await f();
-  } finally {
-    Object.assign(LOOPS, saved);
-  }
-}
-
 Deno.test({
   name: "unnamed variants 4: KV-cache masks below and past the loop budget (shrunk) agree",
   ignore: adapter === undefined,
   async fn() {
     const kv = ["KV cache with a sliding", "SSMax over", "SSMax for"].map(variant);
-    await split(async () => {
+    await withSplitPlans(async () => {
       for (const v of kv) {
         for (const [n, m] of [[5, 40], [3, 70], [13, 200], [1, 61]]) {
           const seed = SEED + m;
